@@ -1,0 +1,152 @@
+"""Command line: `servestack <command>` and `plan-mixtral`.
+
+Each command parses its flags, calls one step of the pipeline, and prints. Bad input ends in one
+line on stderr and exit code 2, never a traceback. Heavy modules (Pulumi) are imported only by
+the commands that need them, so `plan` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from .errors import UserError
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servestack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    return _run(parser, argv)
+
+
+def plan_mixtral(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="plan-mixtral",
+        description="Rank every way to serve Mixtral 8x7B on AWS, GCP and Azure "
+                    "(the embedded example spec, or --spec FILE).")
+    parser.add_argument("--candidates", action="store_true",
+                        help="print the ranked candidates (the default action)")
+    parser.add_argument("--spec", help="a SkyPilot-style service YAML (default: embedded)")
+    add_plan_options(parser)
+    parser.set_defaults(handler=run_plan)
+    return _run(parser, argv)
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", action="store_true", help="every candidate, not one per group")
+    parser.add_argument("--explain", action="store_true", help="what was dropped and why")
+    parser.add_argument("--json", action="store_true", help="the plan as JSON (documented)")
+    parser.add_argument("-o", "--output", help="also write the JSON plan to this file")
+    add_filter_options(parser)
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cloud", choices=("aws", "gcp", "azure"), help="only this cloud")
+    parser.add_argument("--region", help="only this region")
+    spot = parser.add_mutually_exclusive_group()
+    spot.add_argument("--spot", dest="spot", action="store_const", const=True,
+                      help="plan spot VMs whatever the spec says")
+    spot.add_argument("--on-demand", dest="spot", action="store_const", const=False,
+                      help="plan on-demand VMs whatever the spec says")
+    parser.add_argument("--model", help="the model served (default: from the spec's run)")
+    parser.add_argument("--model-config", metavar="CONFIG_JSON",
+                        help="a Hugging Face config.json for a model servestack does not know")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set or override one of the spec's envs")
+    parser.add_argument("--catalog-dir", help="read the catalog from this folder")
+
+
+def register_plan(sub) -> None:
+    parser = sub.add_parser("plan", help="rank the candidates for a spec")
+    parser.add_argument("spec", nargs="?", help="service YAML (default: embedded Mixtral)")
+    add_plan_options(parser)
+    parser.set_defaults(handler=run_plan)
+
+
+def make_plan(args: argparse.Namespace):
+    """Spec -> catalog -> planner, from the common flags; returns (inputs, plan)."""
+    from .inputs import load_inputs
+    from .planner import Options, plan
+
+    env = dict(_parse_env(item) for item in args.env)
+    inputs = load_inputs(args.spec, catalog_dir=args.catalog_dir, model=args.model,
+                         model_config=args.model_config, env=env)
+    options = Options(cloud=args.cloud, region=args.region, spot=args.spot)
+    result = plan(inputs.spec, inputs.catalog, inputs.facts, options, model=inputs.model)
+    return inputs, result
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from . import report
+    from .fsutil import write_atomic
+    from .planner import NothingFits
+
+    try:
+        inputs, result = make_plan(args)
+    except NothingFits as exc:
+        if args.json:
+            print(report.dump_json({"candidates": [], "dropped":
+                                    [d.to_json() for d in exc.plan.dropped]}), end="")
+        raise
+    data = report.plan_json(result, inputs.spec, inputs.catalog.dates)
+    if args.output:
+        write_atomic(args.output, report.dump_json(data))
+    if args.json:
+        sys.stdout.write(report.dump_json(data))
+    else:
+        sys.stdout.write(report.plan_table(result, inputs.spec, inputs.catalog.dates,
+                                           show_all=args.all, explain=args.explain))
+    return EXIT_OK
+
+
+def _parse_env(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise UserError(f"--env {item!r}: expected NAME=VALUE")
+    return name, value
+
+
+# --- gpus ---------------------------------------------------------------------------------------
+
+def register_gpus(sub) -> None:
+    parser = sub.add_parser("gpus", help="which GPUs exist, where, at which prices")
+    parser.add_argument("name", nargs="?", help="one GPU, e.g. A100-80GB (case-insensitive)")
+    parser.add_argument("--cloud", choices=("aws", "gcp", "azure"))
+    parser.add_argument("--region")
+    parser.add_argument("--catalog-dir")
+    parser.set_defaults(handler=run_gpus)
+
+
+def run_gpus(args: argparse.Namespace) -> int:
+    from .gpus import gpus_table
+
+    sys.stdout.write(gpus_table(args.name, cloud=args.cloud, region=args.region,
+                                catalog_dir=args.catalog_dir))
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [register_plan, register_gpus]
+
+if __name__ == "__main__":
+    sys.exit(main())

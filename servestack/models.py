@@ -1,0 +1,177 @@
+"""Does a model fit a VM's GPUs under vLLM? Weights + KV cache vs. GPU memory, and TP shape.
+
+The check mirrors how vLLM sizes itself: it may use `gpu_memory_utilization` (0.9 by default)
+of each GPU; the weights are split evenly over the tensor-parallel GPUs; what remains after the
+weights and a fixed reserve for activations, CUDA graphs and NCCL buffers holds the KV cache,
+which must hold at least one sequence of the context length served. Tensor parallelism must
+divide the attention heads, and the KV heads (or be a multiple of them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from .errors import UserError
+
+GIB = 1024**3
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
+RESERVE_GIB_PER_GPU = 2.0  # activations at profiling, CUDA graphs, NCCL buffers (heuristic)
+USEFUL_CONTEXT_TOKENS = 4096  # the context a plan must at least hold when none is given
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "auto": 2}
+QUANT_BYTES = {"awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5, "fp8": 1, "int8": 1,
+               "awq_marlin": 0.5, "gptq_marlin": 0.5, "compressed-tensors": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    name: str
+    params: float
+    num_attention_heads: int
+    num_key_value_heads: int
+    num_hidden_layers: int
+    head_dim: int
+    max_position_embeddings: int
+    bytes_per_param: float = 2.0
+    context_tokens: int = USEFUL_CONTEXT_TOKENS
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+
+    @property
+    def weights_gib(self) -> float:
+        return self.params * self.bytes_per_param / GIB
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * 2
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    ok: bool
+    reason: str = ""
+
+
+@cache
+def known_models() -> dict[str, dict]:
+    data = json.loads((Path(__file__).parent / "models.json").read_text())
+    data.pop("_comment", None)
+    return data
+
+
+def facts_from_config(name: str, config: dict) -> ModelFacts:
+    """Architecture facts from a Hugging Face config.json (or our shipped subset of one)."""
+    try:
+        hidden = int(config["hidden_size"])
+        layers = int(config["num_hidden_layers"])
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        intermediate = int(config["intermediate_size"])
+        vocab = int(config["vocab_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"model config for {name} lacks a usable field: {exc}") from None
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    experts = int(config.get("num_local_experts") or config.get("num_experts") or 1)
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    mlp = 3 * hidden * intermediate * experts + (hidden * experts if experts > 1 else 0)
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    return ModelFacts(
+        name=name, params=float(layers * (attention + mlp) + embeddings),
+        num_attention_heads=heads, num_key_value_heads=kv_heads, num_hidden_layers=layers,
+        head_dim=head_dim, max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
+        bytes_per_param=DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2),
+    )
+
+
+def lookup(name: str, config_path: str | None = None) -> ModelFacts | None:
+    """Facts for `name`: from a local config.json if given or if `name` is a local folder."""
+    path = Path(config_path) if config_path else Path(name) / "config.json"
+    if config_path or path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read model config: {exc}", file=str(path)) from None
+        return facts_from_config(name, config)
+    for known, config in known_models().items():
+        if known.lower() == name.lower():
+            return facts_from_config(known, config)
+    return None
+
+
+def model_from_command(command: str | None) -> str | None:
+    """The model a vLLM command line serves: `vllm serve M` or `--model M`."""
+    if not command:
+        return None
+    text = command.replace("\\\n", " ")
+    match = re.search(r"vllm\s+serve\s+([^\s|;&]+)", text) or \
+        re.search(r"--model(?:=|\s+)([^\s|;&]+)", text)
+    return match.group(1).strip("'\"") if match else None
+
+
+def apply_flags(facts: ModelFacts, command: str | None) -> ModelFacts:
+    """Honour --max-model-len, --dtype, --quantization, --gpu-memory-utilization if given."""
+    if not command:
+        return facts
+    try:
+        words = shlex.split(command.replace("\\\n", " "), comments=False)
+    except ValueError:
+        words = command.split()
+    flags = dict(_flag_pairs(words))
+    changes: dict = {}
+    if "--max-model-len" in flags:
+        changes["context_tokens"] = _as_int(flags["--max-model-len"], facts.context_tokens)
+    if "--gpu-memory-utilization" in flags:
+        changes["gpu_memory_utilization"] = float(flags["--gpu-memory-utilization"])
+    if flags.get("--dtype") in DTYPE_BYTES:
+        changes["bytes_per_param"] = DTYPE_BYTES[flags["--dtype"]]
+    if flags.get("--quantization") in QUANT_BYTES:
+        changes["bytes_per_param"] = QUANT_BYTES[flags["--quantization"]]
+    if not changes:
+        return facts
+    from dataclasses import replace
+
+    return replace(facts, **changes)
+
+
+def check_fit(facts: ModelFacts, gpu_memory_gib: float, gpu_count: int) -> Fit:
+    heads, kv_heads = facts.num_attention_heads, facts.num_key_value_heads
+    if heads % gpu_count:
+        return Fit(False, f"tensor parallel size {gpu_count} does not divide the model's "
+                   f"{heads} attention heads")
+    if kv_heads % gpu_count and gpu_count % kv_heads:
+        return Fit(False, f"tensor parallel size {gpu_count} does not divide the model's "
+                   f"{kv_heads} KV heads")
+    context = min(facts.context_tokens, facts.max_position_embeddings)
+    budget = gpu_memory_gib * facts.gpu_memory_utilization
+    weights = facts.weights_gib / gpu_count
+    kv = context * facts.kv_bytes_per_token / GIB / gpu_count
+    need = weights + RESERVE_GIB_PER_GPU + kv
+    if need > budget:
+        total = facts.weights_gib
+        return Fit(False, f"{facts.name} needs {total:.0f} GiB for weights plus "
+                   f"{context} tokens of KV cache; {gpu_count} x {gpu_memory_gib:g} GiB at "
+                   f"{facts.gpu_memory_utilization:.0%} leaves {budget:.1f} GiB per GPU, "
+                   f"{need:.1f} GiB needed")
+    return Fit(True)
+
+
+def _flag_pairs(words: list[str]):
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            if "=" in word:
+                key, value = word.split("=", 1)
+                yield key, value
+            elif i + 1 < len(words):
+                yield word, words[i + 1]
+
+
+def _as_int(text: str, default: int) -> int:
+    text = text.strip().lower()
+    scale = 1024 if text.endswith("k") else 1
+    try:
+        return int(float(text.rstrip("k")) * scale)
+    except ValueError:
+        return default

@@ -1,0 +1,97 @@
+"""How a plan is shown: a SkyPilot-like table for people, a stable JSON object for machines."""
+
+from __future__ import annotations
+
+import json
+
+from .planner import Candidate, Plan
+from .spec import ServiceSpec
+
+PLAN_SCHEMA_VERSION = 1
+HEADERS = ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", "CHOSEN")
+
+
+def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> dict:
+    """The documented contract (README, "Plan JSON"): candidates best first, dropped with reasons."""
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "spec": spec.file,
+        "model": plan.model,
+        "replicas": plan.replicas,
+        "catalog_dates": dict(sorted(catalog_dates.items())),
+        "candidates": [c.to_json() for c in plan.candidates],
+        "dropped": [d.to_json() for d in plan.dropped],
+        "warnings": list(plan.warnings),
+        "notes": list(spec.notes),
+    }
+
+
+def dump_json(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def best_per_group(candidates: list[Candidate]) -> list[Candidate]:
+    """One row per (cloud, GPUs, spot): the best-ranked candidate of each group."""
+    seen, rows = set(), []
+    for candidate in candidates:
+        key = (candidate.cloud, candidate.gpus, candidate.use_spot)
+        if key not in seen:
+            seen.add(key)
+            rows.append(candidate)
+    return rows
+
+
+def plan_table(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str], *,
+               show_all: bool = False, explain: bool = False) -> str:
+    rows = plan.candidates if show_all else best_per_group(plan.candidates)
+    lines = [_heading(plan, spec, catalog_dates)]
+    lines += [f"warning: {w}" for w in plan.warnings] + [f"note: {n}" for n in spec.notes]
+    lines.append(_table([_row(c) for c in rows]))
+    lines.append(_footer(plan, len(rows), show_all, explain))
+    if explain:
+        lines.append(explain_dropped(plan))
+    return "\n".join(lines) + "\n"
+
+
+def explain_dropped(plan: Plan) -> str:
+    if not plan.dropped:
+        return "Dropped: nothing."
+    out = ["Dropped:"]
+    for d in plan.dropped:
+        where = "/".join(p for p in (d.cloud, d.region, d.instance_type) if p)
+        out.append(f"  - {d.what}" + (f" ({where})" if where else "") + f": {d.reason}")
+    return "\n".join(out)
+
+
+def _heading(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> str:
+    model = plan.model or "an unknown model"
+    order = "in your order, then by cost" if spec.ordered else "by cost"
+    dates = ", ".join(f"{cloud} {date}" for cloud, date in sorted(catalog_dates.items()))
+    return (f"Plan for {model}: {plan.replicas} replica(s), ranked {order}.\n"
+            f"Spec: {spec.file}. Catalog prices as of: {dates}.")
+
+
+def _row(c: Candidate) -> tuple[str, ...]:
+    instance = c.instance_type + (f" + {c.attached_gpu}" if c.attached_gpu else "")
+    return (c.infra, instance + (" [Spot]" if c.use_spot else ""), str(c.vcpus),
+            f"{c.memory_gib:g}", c.gpus, f"{c.price_per_hour:.2f}",
+            f"{c.total_price_per_hour:.2f}", "\u2714" if c.rank == 1 else "")
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    rule = "-" * (sum(widths) + 3 * (len(widths) - 1) + 2)
+
+    def fmt(cells):
+        return " " + "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, fmt(HEADERS), rule, *(fmt(r) for r in rows), rule])
+
+
+def _footer(plan: Plan, shown: int, show_all: bool, explain: bool) -> str:
+    parts = [f"{shown} of {len(plan.candidates)} candidates shown"]
+    if not show_all and shown < len(plan.candidates):
+        parts.append("--all lists every one")
+    if plan.dropped and not explain:
+        parts.append(f"{len(plan.dropped)} dropped (--explain says why)")
+    return "; ".join(parts) + "."

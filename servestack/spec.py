@@ -1,0 +1,645 @@
+"""The service spec: SkyPilot's task YAML, read unchanged, checked, and turned into dataclasses.
+
+`load_spec` reads the file, validates it against `spec_schema.json` (unknown keys are errors),
+then applies the rules SkyPilot enforces on what may be combined, and expands the accelerator
+alternatives (`{L4:8, A100:4}` sets, ordered lists, `any_of`, `ordered`) into `Alternative`s
+for the planner. Every error names the file, the field and the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from .errors import SpecError
+from .yamlsource import Document, format_path, load_document
+
+CLOUDS = ("aws", "gcp", "azure")
+OTHER_SKYPILOT_CLOUDS = ("kubernetes", "k8s", "lambda", "oci", "runpod", "fluidstack", "ibm",
+                         "scp", "cudo", "paperspace", "vast", "nebius", "do", "vsphere", "ssh")
+DEFAULT_INITIAL_DELAY_SECONDS = 1200  # SkyServe's default
+DEFAULT_PROBE_TIMEOUT_SECONDS = 15  # SkyServe's default
+DEFAULT_DISK_SIZE_GB = 256  # SkyPilot's default
+DEFAULT_PORT = 8000  # vLLM's default
+LB_POLICIES = ("round_robin", "least_load", "instance_aware_least_load")
+SIZE_UNITS = {"": 1, "k": 1 / 1024**2, "m": 1 / 1024, "g": 1, "t": 1024, "p": 1024**2}
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+FIELD_HELP = {
+    "accelerators": "a name ('A100'), name:count ('A100:4'), a set {L4:8, A100:4}, "
+                    "a mapping {A100: 4} or a list [A100:4, L4:8]",
+    "ports": "a port (8000), a range ('8000-8010') or a list of them",
+    "disk_size": "a size in GB (256) or with a unit ('1TB')",
+    "cpus": "a number (8), or '8+' for at least 8",
+    "memory": "GB (32), '32+' for at least 32, or '4x' for 4 GB per vCPU",
+    "readiness_probe": "a path ('/health') or {path, post_data, headers, "
+                       "initial_delay_seconds, timeout_seconds}",
+    "post_data": "a JSON object or a string holding JSON",
+    "image_id": "an image id, or a mapping of region to image id",
+    "secrets": "a mapping of names to values or null, or a list of names",
+    "envs": "a mapping of NAME to a value (names match [A-Za-z_][A-Za-z0-9_]*)",
+    "infra": "cloud[/region[/zone]], e.g. aws/us-east-1 or gcp/us-central1/us-central1-a",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A vCPU or memory request: exactly `value`, at least it (`8+`), or per vCPU (`4x`)."""
+
+    value: float
+    at_least: bool = False
+    per_vcpu: bool = False
+
+    def admits(self, amount: float, vcpus: float) -> bool:
+        wanted = self.value * vcpus if self.per_vcpu else self.value
+        return amount >= wanted - 1e-9 if self.at_least or self.per_vcpu \
+            else abs(amount - wanted) < 1e-9
+
+    def __str__(self) -> str:
+        return f"{self.value:g}" + ("x" if self.per_vcpu else "+" if self.at_least else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """One way to run a replica that the spec allows; the planner matches it against offers."""
+
+    accelerator: str | None
+    count: int | None
+    cloud: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    instance_type: str | None = None
+    use_spot: bool = False
+    cpus: Bound | None = None
+    memory: Bound | None = None
+    preference: int | None = None  # position in an ordered list; None: competes on cost
+    field: str = "resources"
+
+    @property
+    def label(self) -> str:
+        what = f"{self.accelerator}:{self.count}" if self.accelerator else self.instance_type
+        where = "/".join(p for p in (self.cloud, self.region, self.zone) if p)
+        extra = f" {self.instance_type}" if self.accelerator and self.instance_type else ""
+        return f"{what}{extra}" + (f" on {where}" if where else "") + \
+            (" [spot]" if self.use_spot else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessProbe:
+    path: str = "/"
+    post_data: object = None
+    headers: dict = field(default_factory=dict)
+    initial_delay_seconds: int = DEFAULT_INITIAL_DELAY_SECONDS
+    timeout_seconds: int = DEFAULT_PROBE_TIMEOUT_SECONDS
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.post_data is not None else "GET"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPolicy:
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    target_qps_per_replica: float | dict | None = None
+    base_ondemand_fallback_replicas: int = 0
+    dynamic_ondemand_fallback: bool = False
+    num_overprovision: int = 0
+    upscale_delay_seconds: float | None = None
+    downscale_delay_seconds: float | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.target_qps_per_replica is None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    readiness_probe: ReadinessProbe
+    replica_policy: ReplicaPolicy
+    port: int
+    load_balancing_policy: str = "least_load"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    file: str
+    name: str | None
+    alternatives: tuple[Alternative, ...]
+    ordered: bool
+    ports: tuple[tuple[int, int], ...]
+    disk_size_gb: int
+    disk_tier: str
+    image_id: str | dict | None
+    labels: dict
+    max_hourly_cost: float | None
+    service: Service | None
+    envs: dict
+    secrets: tuple[str, ...]
+    setup: str | None
+    run: str | None
+    num_nodes: int
+    notes: tuple[str, ...]
+    secret_values: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def replicas(self) -> int:
+        """Replicas the plan prices: min_replicas (at least one)."""
+        return max(self.service.replica_policy.min_replicas, 1) if self.service else 1
+
+    @property
+    def port(self) -> int:
+        return self.service.port if self.service else self.ports[0][0] if self.ports \
+            else DEFAULT_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class SpecContext:
+    """What spec checks need from the catalog: GPU names, counts offered, regions, zones."""
+
+    gpus: tuple[str, ...]
+    regions: dict[str, frozenset[str]]
+    zones: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def load_spec(path: str | Path, context: SpecContext, *, env_overrides: dict | None = None,
+              raw: bytes | None = None) -> ServiceSpec:
+    file = str(path)
+    if raw is None:
+        try:
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise SpecError("no such file", file=file) from None
+        except IsADirectoryError:
+            raise SpecError("is a directory, not a spec file", file=file) from None
+        except OSError as exc:
+            raise SpecError(f"cannot read: {exc.strerror}", file=file) from None
+    doc = load_document(raw, file)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a spec is a YAML mapping with keys such as resources, service, run")
+    validate_schema(doc)
+    return _build(doc, context, env_overrides or {})
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+@cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "spec_schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_schema(doc: Document) -> None:
+    import jsonschema
+
+    errors = list(_validator().iter_errors(doc.data))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    path = tuple(error.absolute_path)
+    raise doc.error(*_describe(error, path))
+
+
+def _describe(error, path: tuple) -> tuple[tuple, str]:
+    name = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hint = _did_you_mean(unknown[0], allowed) if unknown else ""
+        return (*path, unknown[0]) if unknown else path, \
+            f"unknown field {unknown[0]!r}{hint}; allowed: {', '.join(allowed)}"
+    if error.validator == "propertyNames":
+        return path, f"{error.instance!r}: names must match [A-Za-z_][A-Za-z0-9_]*"
+    if error.validator == "required":
+        return path, error.message
+    if error.validator in ("anyOf", "oneOf", "type", "pattern") and name in FIELD_HELP:
+        return path, f"{_short(error.instance)} is not allowed here; expected {FIELD_HELP[name]}"
+    if error.validator == "enum":
+        return path, f"{_short(error.instance)} is not one of: " + \
+            ", ".join(map(str, error.validator_value))
+    if error.validator in ("minimum", "exclusiveMinimum"):
+        bound = "> " if error.validator == "exclusiveMinimum" else ">= "
+        return path, f"{_short(error.instance)} must be {bound}{error.validator_value}"
+    return path, error.message
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- building the spec ------------------------------------------------------------------------
+
+def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceSpec:
+    data: dict = doc.data  # type: ignore[assignment]
+    notes: list[str] = []
+    num_nodes = data.get("num_nodes", 1)
+    if num_nodes != 1:
+        raise doc.error(("num_nodes",), f"{num_nodes} nodes per replica: servestack supports "
+                        "num_nodes: 1 only for now (one VM per replica, tensor parallel "
+                        "within it)")
+    for key in ("file_mounts", "workdir"):
+        if data.get(key):
+            notes.append(f"{key}: accepted but not used by servestack (the bootstrap does not "
+                         "copy files to the VMs)")
+    envs = {k: (None if v is None else str(v)) for k, v in (data.get("envs") or {}).items()}
+    envs.update(env_overrides)
+    resources = data.get("resources") or {}
+    alternatives, ordered = _alternatives(doc, resources, context)
+    ports = _ports(doc, resources.get("ports"), ("resources", "ports"))
+    service = None
+    if data.get("service") is not None:
+        service_data = substitute_envs(data["service"], envs)
+        service = _service(doc, service_data, ports, alternatives, notes)
+    secret_names, secret_values = _secrets(data.get("secrets"))
+    if secret_values:
+        notes.append("secrets with values in the spec file are used but never written out; "
+                     "prefer `pulumi config set --secret` or the environment")
+    return ServiceSpec(
+        file=doc.file,
+        name=data.get("name"),
+        alternatives=tuple(alternatives),
+        ordered=ordered,
+        ports=ports,
+        disk_size_gb=_disk_size(doc, resources.get("disk_size")),
+        disk_tier=resources.get("disk_tier", "medium"),
+        image_id=resources.get("image_id"),
+        labels=dict(resources.get("labels") or {}),
+        max_hourly_cost=resources.get("max_hourly_cost"),
+        service=service,
+        envs=envs,
+        secrets=secret_names,
+        setup=data.get("setup"),
+        run=data.get("run"),
+        num_nodes=num_nodes,
+        notes=tuple(notes),
+        secret_values=secret_values,
+    )
+
+
+def substitute_envs(value, envs: dict):
+    """Replace $VAR and ${VAR} with envs values, as SkyPilot does in the service section."""
+    if isinstance(value, str):
+        def repl(match: re.Match) -> str:
+            name = match.group(1) or match.group(2)
+            found = envs.get(name)
+            return found if found is not None else match.group(0)
+        return ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: substitute_envs(v, envs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_envs(v, envs) for v in value]
+    return value
+
+
+def _secrets(value) -> tuple[tuple[str, ...], dict]:
+    if not value:
+        return (), {}
+    if isinstance(value, list):
+        return tuple(value), {}
+    return tuple(value), {k: v for k, v in value.items() if v is not None}
+
+
+# --- resources: accelerators, any_of, ordered, locations ---------------------------------------
+
+def _alternatives(doc: Document, resources: dict, context: SpecContext):
+    base_path = ("resources",)
+    if "gpus" in resources and "accelerators" in resources:
+        raise doc.error(("resources", "gpus"), "give either gpus or accelerators, not both")
+    if "any_of" in resources and "ordered" in resources:
+        raise doc.error(("resources", "ordered"), "give either any_of or ordered, not both")
+    base = {k: v for k, v in resources.items() if k not in ("any_of", "ordered")}
+    base_requests, base_is_list = _accelerators(doc, base, base_path, context)
+    items, ordered = [], bool(base_is_list)
+    if "ordered" in resources:
+        if len(base_requests) > 1:
+            raise doc.error(("resources", "accelerators"), "several accelerators cannot be "
+                            "combined with ordered; put one per ordered item")
+        items, ordered = [(i, item) for i, item in enumerate(resources["ordered"])], True
+        key = "ordered"
+    elif "any_of" in resources:
+        if base_is_list:
+            raise doc.error(("resources", "accelerators"), "an ordered list of accelerators "
+                            "cannot be combined with any_of; use a set {A:1, B:1} or ordered")
+        items, key = [(i, item) for i, item in enumerate(resources["any_of"])], "any_of"
+    alternatives: list[Alternative] = []
+    if not items:
+        alternatives.extend(_expand(doc, base, base_path, base_requests, base_is_list, None,
+                                    context))
+    for index, item in items:
+        path = ("resources", key, index)
+        merged = {**base, **item}
+        if "gpus" in item or "accelerators" in item:
+            merged.pop("gpus" if "accelerators" in item else "accelerators", None)
+            requests, _ = _accelerators(doc, item, path, context)
+        else:
+            requests = base_requests
+        preference = index if key == "ordered" else None
+        alternatives.extend(_expand(doc, merged, path, requests, False, preference, context))
+    if not alternatives:
+        raise doc.error(base_path, "name at least one accelerator (e.g. accelerators: A100:4) "
+                        "or an instance_type: servestack plans GPU VMs")
+    _check_spot_agreement(doc, alternatives)
+    return alternatives, ordered
+
+
+def _expand(doc, config, path, requests, is_list, preference, context) -> list[Alternative]:
+    cloud, region, zone = _location(doc, config, path, context)
+    common = dict(
+        cloud=cloud, region=region, zone=zone,
+        instance_type=config.get("instance_type"),
+        use_spot=bool(config.get("use_spot", False)),
+        cpus=_bound(doc, config.get("cpus"), (*path, "cpus"), allow_ratio=False),
+        memory=_bound(doc, config.get("memory"), (*path, "memory"), allow_ratio=True),
+        field=format_path(path),
+    )
+    if not requests:
+        if not config.get("instance_type"):
+            return []
+        return [Alternative(accelerator=None, count=None, preference=preference, **common)]
+    return [Alternative(accelerator=name, count=count,
+                        preference=i if is_list else preference, **common)
+            for i, (name, count) in enumerate(requests)]
+
+
+def _accelerators(doc, config: dict, path: tuple, context: SpecContext):
+    key = "gpus" if "gpus" in config else "accelerators"
+    value = config.get(key)
+    field_path = (*path, key)
+    if value is None:
+        return [], False
+    if isinstance(value, str):
+        return [_parse_accelerator(doc, value, field_path, context)], False
+    if isinstance(value, list):
+        requests = [_parse_accelerator(doc, v, (*field_path, i), context)
+                    for i, v in enumerate(value)]
+        return _unique(doc, requests, field_path), True
+    requests = []
+    for name, count in value.items():
+        text = name if count is None else f"{name}:{count}"
+        requests.append(_parse_accelerator(doc, text, (*field_path, name), context))
+    return _unique(doc, requests, field_path), False
+
+
+def _unique(doc, requests, path):
+    seen = set()
+    for request in requests:
+        if request in seen:
+            raise doc.error(path, f"{request[0]}:{request[1]} is listed twice")
+        seen.add(request)
+    return requests
+
+
+def _parse_accelerator(doc, text: str, path: tuple, context: SpecContext) -> tuple[str, int]:
+    name, _, count_text = str(text).strip().partition(":")
+    name = name.strip()
+    count_text = count_text.strip() or "1"
+    try:
+        count_value = float(count_text)
+    except ValueError:
+        raise doc.error(path, f"{text!r}: expected <name> or <name>:<count>, e.g. A100:4") \
+            from None
+    if count_value <= 0:
+        raise doc.error(path, f"{text!r}: the GPU count must be a positive whole number")
+    if count_value != int(count_value):
+        raise doc.error(path, f"{text!r}: fractional GPUs are not supported; "
+                        "use a whole count such as 1")
+    return canonical_gpu(doc, name, path, context), int(count_value)
+
+
+def canonical_gpu(doc, name: str, path: tuple, context: SpecContext) -> str:
+    """`A10g` -> `A10G`; names match case-insensitively and exactly (A10 is not A10G)."""
+    by_upper = {g.upper(): g for g in context.gpus}
+    found = by_upper.get(name.upper())
+    if found:
+        return found
+    close = difflib.get_close_matches(name.upper(), list(by_upper), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(by_upper[c] for c in close)}?" if close else ""
+    raise doc.error(path, f"unknown accelerator {name!r}{hint} "
+                    f"(known: {', '.join(sorted(context.gpus))})")
+
+
+def _location(doc, config: dict, path: tuple, context: SpecContext):
+    infra = config.get("infra")
+    cloud, region, zone = config.get("cloud"), config.get("region"), config.get("zone")
+    if infra is not None:
+        if any(v is not None for v in (cloud, region, zone)):
+            raise doc.error((*path, "infra"), "give either infra or cloud/region/zone, not both")
+        parts = [None if p == "*" else p for p in infra.split("/")]
+        cloud, region, zone = (parts + [None, None, None])[:3]
+        field_of = {"cloud": "infra", "region": "infra", "zone": "infra"}
+    else:
+        field_of = {"cloud": "cloud", "region": "region", "zone": "zone"}
+    if cloud is not None:
+        cloud = _cloud(doc, cloud, (*path, field_of["cloud"]))
+    if zone is not None and region is None:
+        region = _region_of_zone(zone, cloud, context)
+    if region is not None:
+        cloud = _check_region(doc, cloud, region, (*path, field_of["region"]), context)
+    if zone is not None:
+        _check_zone(doc, cloud, region, zone, (*path, field_of["zone"]), context)
+    return cloud, region, zone
+
+
+def _cloud(doc, value: str, path: tuple) -> str:
+    cloud = value.strip().lower()
+    if cloud in CLOUDS:
+        return cloud
+    if cloud in OTHER_SKYPILOT_CLOUDS:
+        raise doc.error(path, f"{value!r} is a SkyPilot cloud servestack does not deploy to; "
+                        f"allowed: {', '.join(CLOUDS)}")
+    raise doc.error(path, f"unknown cloud {value!r}{_did_you_mean(cloud, CLOUDS)}; "
+                    f"allowed: {', '.join(CLOUDS)}")
+
+
+def _check_region(doc, cloud, region: str, path: tuple, context: SpecContext) -> str:
+    owners = [c for c in CLOUDS if region in context.regions.get(c, ())]
+    if cloud is not None and cloud in owners:
+        return cloud
+    if cloud is None and len(owners) == 1:
+        return owners[0]
+    pool = context.regions.get(cloud, frozenset()) if cloud else \
+        frozenset().union(*context.regions.values())
+    hint = _did_you_mean(region, sorted(pool))
+    scope = f" of {cloud}" if cloud else ""
+    raise doc.error(path, f"unknown region {region!r}{scope}{hint}")
+
+
+def _region_of_zone(zone: str, cloud, context: SpecContext):
+    for c in ([cloud] if cloud else CLOUDS):
+        for region in context.regions.get(c, ()):
+            if zone.startswith(region) and len(zone) > len(region):
+                return region
+    return None
+
+
+def _check_zone(doc, cloud, region, zone: str, path: tuple, context: SpecContext) -> None:
+    if region is None:
+        raise doc.error(path, f"unknown zone {zone!r}: it names no known region")
+    known = context.zones.get(cloud or "", frozenset())
+    if zone in known:
+        return
+    shapes = {
+        "aws": rf"^{re.escape(region)}[a-z]$",
+        "gcp": rf"^{re.escape(region)}-[a-z]$",
+        "azure": r"^[1-3]$",
+    }
+    if cloud and re.match(shapes[cloud], zone):
+        return
+    raise doc.error(path, f"unknown zone {zone!r} for region {region!r}"
+                    f"{_did_you_mean(zone, sorted(z for z in known if z.startswith(region)))}")
+
+
+def _check_spot_agreement(doc, alternatives: list[Alternative]) -> None:
+    spots = {a.use_spot for a in alternatives}
+    if len(spots) > 1 and "service" in doc.data:  # type: ignore[operator]
+        raise doc.error(("resources",), "the alternatives of a service must all use spot or "
+                        "none; to mix, use spot with replica_policy.base_ondemand_fallback_"
+                        "replicas or dynamic_ondemand_fallback")
+
+
+def _bound(doc, value, path: tuple, allow_ratio: bool) -> Bound | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    per_vcpu = text.endswith("x")
+    at_least = text.endswith("+")
+    if per_vcpu and not allow_ratio:
+        raise doc.error(path, f"{value!r}: expected {FIELD_HELP['cpus']}")
+    number = float(text.rstrip("+x").strip())
+    if number <= 0:
+        raise doc.error(path, f"{value!r} must be greater than 0")
+    return Bound(number, at_least=at_least, per_vcpu=per_vcpu)
+
+
+def _disk_size(doc, value) -> int:
+    if value is None:
+        return DEFAULT_DISK_SIZE_GB
+    if isinstance(value, int):
+        return value
+    match = re.match(r"^\s*([0-9.]+)\s*([kmgtp]?)i?b?\s*$", str(value), re.IGNORECASE)
+    if not match:
+        raise doc.error(("resources", "disk_size"), f"{value!r}: expected "
+                        f"{FIELD_HELP['disk_size']}")
+    size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if size < 1:
+        raise doc.error(("resources", "disk_size"), f"{value!r} is smaller than 1 GB")
+    return int(round(size))
+
+
+# --- ports and service ----------------------------------------------------------------------
+
+def _ports(doc, value, path: tuple) -> tuple[tuple[int, int], ...]:
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    ports = []
+    for i, item in enumerate(values):
+        item_path = (*path, i) if isinstance(value, list) else path
+        low_text, _, high_text = str(item).partition("-")
+        low, high = int(low_text), int(high_text or low_text)
+        for port in (low, high):
+            if not 1 <= port <= 65535:
+                raise doc.error(item_path, f"port {port} is out of range; ports are 1-65535")
+        if low > high:
+            raise doc.error(item_path, f"{item!r}: a range runs from low to high")
+        ports.append((low, high))
+    return tuple(ports)
+
+
+def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
+    probe = _probe(doc, data.get("readiness_probe"))
+    policy = _replica_policy(doc, data)
+    if policy.base_ondemand_fallback_replicas or policy.dynamic_ondemand_fallback:
+        if not all(a.use_spot for a in alternatives):
+            raise doc.error(("service", "replica_policy"), "base_ondemand_fallback_replicas and "
+                            "dynamic_ondemand_fallback need spot resources; set use_spot: true")
+    policy_name = data.get("load_balancing_policy", "least_load").lower()
+    if policy_name not in LB_POLICIES:
+        raise doc.error(("service", "load_balancing_policy"), f"unknown policy "
+                        f"{policy_name!r}; allowed: {', '.join(LB_POLICIES)}")
+    return Service(readiness_probe=probe, replica_policy=policy,
+                   port=_service_port(doc, data, ports, notes),
+                   load_balancing_policy=policy_name)
+
+
+def _service_port(doc, data: dict, ports, notes: list[str]) -> int:
+    if "ports" in data:
+        port = data["ports"]
+        if not 1 <= port <= 65535:
+            raise doc.error(("service", "ports"), f"port {port} is out of range; "
+                            "ports are 1-65535")
+        return port
+    if not ports:
+        notes.append(f"no port given: the service uses vLLM's default port {DEFAULT_PORT}")
+        return DEFAULT_PORT
+    if len(ports) > 1 or ports[0][0] != ports[0][1]:
+        raise doc.error(("resources", "ports"), "a service with several ports needs "
+                        "service.ports to name the one vLLM serves on")
+    return ports[0][0]
+
+
+def _probe(doc, value) -> ReadinessProbe:
+    path_key = ("service", "readiness_probe")
+    if value is None:
+        return ReadinessProbe()
+    if isinstance(value, str):
+        value = {"path": value}
+    path = value["path"]
+    if not path.startswith("/"):
+        raise doc.error((*path_key, "path") if "path" in value else path_key,
+                        f"readiness path must start with a slash (/); got {path!r}")
+    post_data = value.get("post_data")
+    if isinstance(post_data, str):
+        try:
+            post_data = json.loads(post_data)
+        except json.JSONDecodeError as exc:
+            raise doc.error((*path_key, "post_data"), f"invalid JSON: {exc.msg} at "
+                            f"character {exc.pos}") from None
+    return ReadinessProbe(
+        path=path, post_data=post_data, headers=dict(value.get("headers") or {}),
+        initial_delay_seconds=int(value.get("initial_delay_seconds",
+                                            DEFAULT_INITIAL_DELAY_SECONDS)),
+        timeout_seconds=int(value.get("timeout_seconds", DEFAULT_PROBE_TIMEOUT_SECONDS)),
+    )
+
+
+def _replica_policy(doc, data: dict) -> ReplicaPolicy:
+    if "replicas" in data and "replica_policy" in data:
+        raise doc.error(("service", "replica_policy"), "give either replicas or "
+                        "replica_policy, not both")
+    if "replica_policy" not in data:
+        count = data.get("replicas", 1)
+        return ReplicaPolicy(min_replicas=count, max_replicas=count)
+    raw = data["replica_policy"]
+    path = ("service", "replica_policy")
+    low, high = raw["min_replicas"], raw.get("max_replicas")
+    qps = raw.get("target_qps_per_replica")
+    if high is not None and high < low:
+        raise doc.error((*path, "max_replicas"), f"max_replicas must be >= min_replicas; "
+                        f"got min_replicas={low}, max_replicas={high}")
+    if qps is not None and high is None:
+        raise doc.error((*path, "target_qps_per_replica"), "max_replicas must be set where "
+                        "target_qps_per_replica is set")
+    if qps is None and high is not None and high != low:
+        raise doc.error((*path, "max_replicas"), "min_replicas and max_replicas differ but "
+                        "target_qps_per_replica is not set; set it to enable autoscaling")
+    base = raw.get("base_ondemand_fallback_replicas", 0)
+    return ReplicaPolicy(
+        min_replicas=low, max_replicas=high if high is not None else low,
+        target_qps_per_replica=qps, base_ondemand_fallback_replicas=base,
+        dynamic_ondemand_fallback=raw.get("dynamic_ondemand_fallback", False),
+        num_overprovision=raw.get("num_overprovision", 0),
+        upscale_delay_seconds=raw.get("upscale_delay_seconds"),
+        downscale_delay_seconds=raw.get("downscale_delay_seconds"),
+    )
