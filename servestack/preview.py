@@ -1,0 +1,217 @@
+"""Offline preview: run the real Pulumi program under the SDK's mock runtime and record every
+resource it would create (type token, name, parent, inputs). No CLI, no plugins, no credentials.
+
+The same recorder backs the component tests, so what reviewers see in a preview is exactly what
+the tests assert on. Invokes (image lookups, zone lookups) get plausible canned answers, listed
+in `CANNED_INVOKES`; the preview marks them as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SECRET_MASK = "[secret]"
+USER_DATA_KEYS = ("userData", "customData", "user-data", "startup-script")
+# Answers for data-source invokes under the mock runtime; a real `pulumi up` asks the cloud.
+CANNED_INVOKES: dict[str, dict] = {
+    "aws:ec2/getAmi:getAmi": {"id": "ami-0preview0000000000", "imageId": "ami-0preview0000000000",
+                              "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (preview)"},
+    "aws:ec2/getVpc:getVpc": {"id": "vpc-0preview", "cidrBlock": "172.31.0.0/16"},
+    "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-0preview-a", "subnet-0preview-b",
+                                              "subnet-0preview-c"]},
+    "aws:index/getCallerIdentity:getCallerIdentity": {"accountId": "123456789012",
+                                                      "arn": "arn:aws:iam::123456789012:root",
+                                                      "userId": "preview"},
+    "aws:index/getRegion:getRegion": {"name": "us-east-1", "region": "us-east-1"},
+    "gcp:compute/getImage:getImage": {"selfLink": "projects/deeplearning-platform-release/"
+                                      "global/images/preview-image", "name": "preview-image"},
+    "gcp:compute/getZones:getZones": {"names": []},
+    "gcp:organizations/getProject:getProject": {"number": "123456789012",
+                                                "projectId": "preview-project"},
+    "azure-native:authorization:getClientConfig": {
+        "clientId": "00000000-0000-0000-0000-000000000001",
+        "objectId": "00000000-0000-0000-0000-000000000002",
+        "subscriptionId": "00000000-0000-0000-0000-000000000003",
+        "tenantId": "00000000-0000-0000-0000-000000000004"},
+}
+
+
+@dataclass
+class Recorded:
+    type: str
+    name: str
+    urn: str
+    parent: str | None
+    custom: bool
+    inputs: dict
+    id: str = ""
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
+                "custom": self.custom, "inputs": self.inputs}
+
+
+@dataclass
+class Recording:
+    resources: list[Recorded] = field(default_factory=list)
+    invokes: list[dict] = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str) -> Recorded:
+        found = self.of_type(type_token)
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_token}, found {len(found)}: "
+                                 f"{[r.name for r in found]}")
+        return found[0]
+
+    def types(self) -> list[str]:
+        return [r.type for r in self.resources]
+
+
+def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
+           secret_keys: list[str] | None = None, project: str = "servestack",
+           stack: str = "preview", invoke_answers: dict[str, dict] | None = None) -> Recording:
+    """Run `program` under Pulumi's mock runtime; return what it registered."""
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import settings
+
+    recording = Recording()
+    answers = {**CANNED_INVOKES, **(invoke_answers or {})}
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            state = dict(args.inputs)
+            resource_id = f"{args.name}-id"
+            state.setdefault("arn", f"arn:preview:{args.typ}:{args.name}")
+            state.setdefault("name", args.name)
+            state.setdefault("selfLink", f"https://preview/{args.typ}/{args.name}")
+            state.setdefault("dnsName", f"{args.name}.preview.invalid")
+            return [resource_id, state]
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            recording.invokes.append({"token": args.token, "args": dict(args.args)})
+            return dict(answers.get(args.token, {}))
+
+    class Monitor(pulumi_mocks.MockMonitor):
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+                recording.resources.append(Recorded(
+                    type=request.type, name=request.name, urn=response.urn,
+                    parent=request.parent or None, custom=bool(request.custom),
+                    inputs=_plain(inputs), id=response.id))
+            return response
+
+    from pulumi.runtime import config as runtime_config
+
+    old_settings = settings.SETTINGS
+    old_config = runtime_config.CONFIG.get()
+    old_secret_keys = runtime_config._SECRET_KEYS.get()
+    try:
+        pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
+        pulumi.runtime.set_mocks(Mocks(), project=project, stack=stack, preview=True,
+                                 monitor=Monitor(Mocks()))
+        _run(program, recording)
+    finally:
+        settings.configure(old_settings)
+        runtime_config.CONFIG.set(old_config)
+        runtime_config._SECRET_KEYS.set(old_secret_keys)
+    return recording
+
+
+def _run(program: Callable[[], None], recording: Recording) -> None:
+    import pulumi
+    from pulumi.runtime.settings import SETTINGS
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    exported: dict = {}
+    original_export = pulumi.export
+
+    def export(name: str, value) -> None:
+        exported[name] = value
+        original_export(name, value)
+
+    pulumi.export = export
+    try:
+        _sync_await(run_pulumi_func(program))
+        for name, value in exported.items():
+            recording.outputs[name] = _sync_await(_resolve(value))
+    finally:
+        pulumi.export = original_export
+
+
+async def _resolve(value):
+    import pulumi
+
+    output = pulumi.Output.from_input(value)
+    is_secret = await output.is_secret()
+    resolved = await output.future()
+    return SECRET_MASK if is_secret else _plain(resolved)
+
+
+def _plain(value):
+    """Deserialized inputs -> JSON-able values; secrets masked; unknowns shown as such."""
+    from pulumi.runtime import rpc
+
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return SECRET_MASK
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is rpc.UNKNOWN or type(value).__name__ == "Unknown":
+        return "[unknown until deployed]"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire format carries every number as a float
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def decode_user_data(value: str) -> str:
+    """User data as a reviewer reads it: base64 (and gzip) removed where present."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        return value
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def preview_json(recording: Recording) -> dict:
+    resources = []
+    for r in recording.resources:
+        entry = r.to_json()
+        entry["inputs"] = _decode_user_data_in(entry["inputs"])
+        resources.append(entry)
+    return {"resources": resources, "outputs": recording.outputs,
+            "canned_invokes": sorted({i["token"] for i in recording.invokes})}
+
+
+def _decode_user_data_in(inputs):
+    if isinstance(inputs, dict):
+        return {k: (decode_user_data(v) if k in USER_DATA_KEYS and isinstance(v, str)
+                    else _decode_user_data_in(v)) for k, v in inputs.items()}
+    if isinstance(inputs, list):
+        return [_decode_user_data_in(v) for v in inputs]
+    return inputs
+
+
+def dump(data: dict) -> str:
+    return json.dumps(data, indent=2) + "\n"
