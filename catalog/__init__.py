@@ -175,7 +175,8 @@ def read_rows(path: Path, gpus: dict[str, Gpu]) -> list[Row]:
         key = (row.instance_type, row.region, row.zone or "")
         if key in seen:
             raise CatalogError(
-                f"{where}: duplicate row for {key[0]} in {key[1]} {key[2]} (first at line {seen[key]})"
+                f"{where}: duplicate row for {key[0]} in {key[1]} {key[2]} "
+                f"(first at line {seen[key]})"
             )
         seen[key] = line
         rows.append(row)

@@ -30,7 +30,8 @@ def compose_offers(rows: list[Row], gpus: dict[str, Gpu]) -> list[Offer]:
         if row.vcpus is None or row.memory_gib is None:
             raise CatalogError(f"{row.where}: a GCP host row needs vcpus and memory_gib")
         if not row.instance_type.startswith("n1-"):
-            raise CatalogError(f"{row.where}: GPUs attach only to N1 hosts, not {row.instance_type}")
+            raise CatalogError(
+                f"{row.where}: GPUs attach only to N1 hosts, not {row.instance_type}")
     for row in attachable:
         if row.accelerator not in N1_ATTACH_LIMITS or row.accelerator_count != 1:
             raise CatalogError(

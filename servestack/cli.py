@@ -32,8 +32,11 @@ def plan_mixtral(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", action="store_true",
                         help="print the ranked candidates (the default action)")
     parser.add_argument("--spec", help="a SkyPilot-style service YAML (default: embedded)")
+    parser.add_argument("--generate", action="store_true",
+                        help="also write the chosen candidate's Pulumi stack file")
     add_plan_options(parser)
-    parser.set_defaults(handler=run_plan)
+    add_generate_options(parser)
+    parser.set_defaults(handler=run_plan_mixtral)
     return _run(parser, argv)
 
 
@@ -127,6 +130,84 @@ def _parse_env(item: str) -> tuple[str, str]:
     return name, value
 
 
+def run_plan_mixtral(args: argparse.Namespace) -> int:
+    if args.generate:
+        return run_generate(args)
+    return run_plan(args)
+
+
+# --- generate and preview -------------------------------------------------------------------------
+
+def add_generate_options(parser: argparse.ArgumentParser) -> None:
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--candidate", type=int, metavar="N", help="use the N-th ranked candidate")
+    pick.add_argument("--pick", metavar="ID", help="use the candidate with this id")
+    parser.add_argument("--stack", help="stack name (default: the spec's name)")
+    parser.add_argument("--stacks-dir", default="stacks", help="where stack files go (stacks/)")
+    parser.add_argument("--allow-cidr", action="append", default=[], metavar="CIDR",
+                        help="who may reach the load balancer (default 0.0.0.0/0); repeatable")
+    parser.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
+                        help="open SSH to the VMs from this range (default: no SSH)")
+    parser.add_argument("--gcp-project", help="GCP project id (writes gcp:project)")
+
+
+def register_generate(sub) -> None:
+    parser = sub.add_parser("generate", help="write the Pulumi stack file for a candidate")
+    parser.add_argument("spec", nargs="?", help="service YAML (default: embedded Mixtral)")
+    parser.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--explain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("-o", "--output", help=argparse.SUPPRESS)
+    add_filter_options(parser)
+    add_generate_options(parser)
+    parser.set_defaults(handler=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from .generate import generate, summary
+
+    for cidr in [*args.allow_cidr, *args.ssh_cidr]:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise UserError(f"{cidr!r} is not a CIDR range such as 203.0.113.0/24") from None
+    if getattr(args, "candidates", False) or getattr(args, "explain", False):
+        run_plan(args)
+    inputs, result = make_plan(args)
+    generated = generate(inputs, result, rank=args.candidate, pick=args.pick, stack=args.stack,
+                         stacks_dir=args.stacks_dir, allow_cidrs=args.allow_cidr,
+                         ssh_cidrs=args.ssh_cidr, gcp_project=args.gcp_project)
+    sys.stdout.write(summary(generated))
+    return EXIT_OK
+
+
+def register_preview(sub) -> None:
+    parser = sub.add_parser("preview", help="what a stack would create (offline, no CLI)")
+    parser.add_argument("stack", help="stack name (stacks/Pulumi.<stack>.yaml)")
+    parser.add_argument("--offline", action="store_true", required=True,
+                        help="run the program under the Pulumi mock runtime (required: "
+                             "a live preview is `pulumi preview`)")
+    parser.add_argument("--stacks-dir", default="stacks")
+    parser.add_argument("--json", action="store_true", help="the resources as JSON")
+    parser.set_defaults(handler=run_preview)
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    try:
+        from . import preview
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise UserError(f"preview needs the Pulumi SDKs: pip install 'servestack[pulumi]' "
+                        f"({exc})") from None
+    recording = preview.preview_stack(args.stack, args.stacks_dir)
+    if args.json:
+        sys.stdout.write(preview.dump(preview.preview_json(recording)))
+    else:
+        sys.stdout.write(preview.preview_table(recording))
+    return EXIT_OK
+
+
 # --- gpus ---------------------------------------------------------------------------------------
 
 def register_gpus(sub) -> None:
@@ -146,7 +227,7 @@ def run_gpus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [register_plan, register_gpus]
+COMMANDS: list[Callable] = [register_plan, register_gpus, register_generate, register_preview]
 
 if __name__ == "__main__":
     sys.exit(main())

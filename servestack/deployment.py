@@ -17,7 +17,7 @@ from .errors import UserError
 from .planner import Candidate
 from .spec import ServiceSpec, substitute_envs
 
-VLLM_VERSION = "0.11.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
+VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
 LISTENER_PORT = 80
 IDLE_TIMEOUT_SECONDS = 900  # streamed completions stay open for minutes
 HEALTH_INTERVAL_SECONDS = 10

@@ -83,7 +83,8 @@ class Options:
 
 
 def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
-         options: Options = Options(), model: str | None = None) -> Plan:
+         options: Options | None = None, model: str | None = None) -> Plan:
+    options = options or Options()
     result = Plan(candidates=[], dropped=[], replicas=spec.replicas, model=model)
     if facts is None and model:
         result.warnings.append(f"model {model!r} is unknown to servestack: the memory fit "
@@ -93,7 +94,7 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
                                "is skipped (pass --model NAME)")
     index = _index(catalog)
     fits: dict[tuple[str, int, float], Fit] = {}
-    found: list[tuple[tuple, Offer, Alternative, bool]] = []
+    found: list[tuple[tuple, Offer, Alternative]] = []
     for alternative in spec.alternatives:
         use_spot = alternative.use_spot if options.spot is None else options.spot
         offers = _matching(alternative, options, index, catalog, result)
@@ -108,7 +109,7 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
                             reason=fits[key].reason))
                 if not fits[key].ok:
                     continue
-            found.append((_location_key(offer, use_spot), offer, alternative, use_spot))
+            found.append((_location_key(offer, use_spot), offer, alternative))
     result.candidates = _rank(_group(found, spec, result), spec)
     if not result.candidates:
         raise NothingFits(result)
@@ -177,7 +178,7 @@ def _location_key(offer: Offer, use_spot: bool) -> tuple:
 
 def _group(found, spec: ServiceSpec, result: Plan) -> list[Candidate]:
     groups: dict[tuple, list[tuple[Offer, Alternative]]] = defaultdict(list)
-    for key, offer, alternative, use_spot in found:
+    for key, offer, alternative in found:
         groups[key].append((offer, alternative))
     candidates = []
     for key, members in groups.items():

@@ -19,7 +19,8 @@ USER_DATA_KEYS = ("userData", "customData", "user-data", "startup-script")
 # Answers for data-source invokes under the mock runtime; a real `pulumi up` asks the cloud.
 CANNED_INVOKES: dict[str, dict] = {
     "aws:ec2/getAmi:getAmi": {"id": "ami-0preview0000000000", "imageId": "ami-0preview0000000000",
-                              "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (preview)"},
+                              "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (preview)",
+                              "rootDeviceName": "/dev/sda1"},
     "aws:ec2/getVpc:getVpc": {"id": "vpc-0preview", "cidrBlock": "172.31.0.0/16"},
     "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-0preview-a", "subnet-0preview-b",
                                               "subnet-0preview-c"]},
@@ -27,6 +28,9 @@ CANNED_INVOKES: dict[str, dict] = {
                                                       "arn": "arn:aws:iam::123456789012:root",
                                                       "userId": "preview"},
     "aws:index/getRegion:getRegion": {"name": "us-east-1", "region": "us-east-1"},
+    "aws:index/getPartition:getPartition": {"id": "aws", "partition": "aws",
+                                            "dnsSuffix": "amazonaws.com",
+                                            "reverseDnsPrefix": "com.amazonaws"},
     "gcp:compute/getImage:getImage": {"selfLink": "projects/deeplearning-platform-release/"
                                       "global/images/preview-image", "name": "preview-image"},
     "gcp:compute/getZones:getZones": {"names": []},
@@ -215,3 +219,30 @@ def _decode_user_data_in(inputs):
 
 def dump(data: dict) -> str:
     return json.dumps(data, indent=2) + "\n"
+
+
+def preview_stack(stack: str, stacks_dir: str = "stacks") -> Recording:
+    """Run the real program on a generated stack file under the mock runtime."""
+    from .program import main
+    from .stackfile import read_stack_file, runtime_config, stack_path
+
+    config, secret_keys = runtime_config(read_stack_file(stack_path(stacks_dir, stack)))
+    return record(main, config=config, secret_keys=secret_keys, stack=stack)
+
+
+def preview_table(recording: Recording) -> str:
+    lines = []
+    for r in recording.resources:
+        depth = r.urn.split("::")[2].count("$")
+        lines.append(f"{'  ' * depth}+ {r.type}  {r.name}")
+        for key in sorted(r.inputs):
+            value = r.inputs[key]
+            if key in USER_DATA_KEYS and isinstance(value, str):
+                value = f"<{len(decode_user_data(value).splitlines())} lines of cloud-init>"
+            text = json.dumps(value) if not isinstance(value, str) else value
+            if len(text) > 110:
+                text = text[:107] + "..."
+            lines.append(f"{'  ' * depth}    {key}: {text}")
+    lines.append(f"{len(recording.resources)} resources; outputs: "
+                 + ", ".join(f"{k}={v}" for k, v in recording.outputs.items()))
+    return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ HEADERS = ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", 
 
 
 def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> dict:
-    """The documented contract (README, "Plan JSON"): candidates best first, dropped with reasons."""
+    """The documented contract (README, "Plan JSON"): candidates best first, then dropped."""
     return {
         "schema_version": PLAN_SCHEMA_VERSION,
         "spec": spec.file,

@@ -593,11 +593,12 @@ def _probe(doc, value) -> ReadinessProbe:
     path_key = ("service", "readiness_probe")
     if value is None:
         return ReadinessProbe()
-    if isinstance(value, str):
+    as_string = isinstance(value, str)
+    if as_string:
         value = {"path": value}
     path = value["path"]
     if not path.startswith("/"):
-        raise doc.error((*path_key, "path") if "path" in value else path_key,
+        raise doc.error(path_key if as_string else (*path_key, "path"),
                         f"readiness path must start with a slash (/); got {path!r}")
     post_data = value.get("post_data")
     if isinstance(post_data, str):

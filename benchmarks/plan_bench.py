@@ -1,0 +1,85 @@
+"""Planner speed: cold CLI wall time and in-process plan time on catalogs 1x, 10x, 100x.
+
+    python benchmarks/plan_bench.py [--runs 15] [--json]
+
+Cold CLI: a fresh `plan-mixtral --candidates --json` process each run (what a user waits for).
+In-process: `planner.plan` on the embedded Mixtral spec over the shipped catalog, and over
+synthetic catalogs made by copying every offer into 10x and 100x as many regions (same prices),
+to show how plan time grows with catalog rows. Targets: cold CLI < 0.5 s, plan < 50 ms, linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+from servestack.catalog import Catalog
+
+from servestack.inputs import load_inputs
+from servestack.planner import plan
+
+
+def cold_cli(runs: int) -> list[float]:
+    exe = shutil.which("plan-mixtral")
+    command = [exe] if exe else [sys.executable, "-c",
+                                 "import sys; from servestack.cli import plan_mixtral; "
+                                 "sys.exit(plan_mixtral())"]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([*command, "--candidates", "--json"], check=True,
+                       stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def scaled(catalog: Catalog, factor: int) -> Catalog:
+    offers = [replace(o, region=f"{o.region}-x{i}" if i else o.region)
+              for i in range(factor) for o in catalog.offers]
+    return Catalog(gpus=catalog.gpus, offers=offers, dates=catalog.dates)
+
+
+def in_process(runs: int) -> dict[str, dict]:
+    inputs = load_inputs(None)
+    results = {}
+    for factor in (1, 10, 100):
+        catalog = scaled(inputs.catalog, factor)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            plan(inputs.spec, catalog, inputs.facts, model=inputs.model)
+            times.append(time.perf_counter() - start)
+        results[f"{factor}x"] = {"offers": len(catalog.offers),
+                                 "median_ms": round(statistics.median(times) * 1000, 2)}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    cli = cold_cli(args.runs)
+    report = {
+        "cold_cli_s": {"median": round(statistics.median(cli), 3), "max": round(max(cli), 3),
+                       "runs": args.runs},
+        "plan": in_process(max(3, args.runs // 3)),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"cold CLI plan-mixtral --candidates --json: median {report['cold_cli_s']['median']} s"
+          f" (max {report['cold_cli_s']['max']} s, {args.runs} runs)")
+    for name, row in report["plan"].items():
+        print(f"in-process plan, catalog {name:>4} ({row['offers']:>6} offers): "
+              f"{row['median_ms']} ms")
+
+
+if __name__ == "__main__":
+    main()

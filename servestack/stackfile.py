@@ -1,0 +1,99 @@
+"""Pulumi stack files: the chosen candidate, its ranked fallbacks and the deployment as config.
+
+`servestack generate` writes `stacks/Pulumi.<stack>.yaml`; `pulumi up -s <stack>` at the repo
+root then runs the program with it. Re-running with the same inputs gives the same file. What
+the user set themselves (secrets such as `servestack:hfToken`, `encryptionsalt`, other keys) is
+kept; the keys servestack manages are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .deployment import Deployment
+from .errors import UserError
+from .fsutil import write_atomic
+from .planner import Candidate
+
+NAMESPACE = "servestack"
+MANAGED = (f"{NAMESPACE}:deployment", f"{NAMESPACE}:candidate", f"{NAMESPACE}:fallbacks",
+           f"{NAMESPACE}:spec")
+TOKEN_KEY = f"{NAMESPACE}:hfToken"
+FALLBACK_FIELDS = ("rank", "id", "cloud", "region", "zone", "instance_type", "accelerator",
+                   "accelerator_count", "use_spot", "price_per_hour", "total_price_per_hour")
+
+
+def provider_config(deployment: Deployment) -> dict[str, str]:
+    if deployment.cloud == "aws":
+        return {"aws:region": deployment.region}
+    if deployment.cloud == "gcp":
+        config = {"gcp:region": deployment.region}
+        if deployment.gcp_project:
+            config["gcp:project"] = deployment.gcp_project
+        return config
+    return {"azure-native:location": deployment.region}
+
+
+def stack_config(deployment: Deployment, chosen: Candidate, ranked: list[Candidate],
+                 spec_file: str) -> dict[str, object]:
+    """The config map servestack owns in a stack (provider keys + servestack:*)."""
+    fallbacks = [{k: c.to_json()[k] for k in FALLBACK_FIELDS} for c in ranked if c.id != chosen.id]
+    return {
+        **provider_config(deployment),
+        f"{NAMESPACE}:spec": spec_file,
+        f"{NAMESPACE}:candidate": chosen.to_json(),
+        f"{NAMESPACE}:fallbacks": fallbacks,
+        f"{NAMESPACE}:deployment": deployment.to_config(),
+    }
+
+
+def stack_path(stacks_dir: str | Path, stack: str) -> Path:
+    return Path(stacks_dir) / f"Pulumi.{stack}.yaml"
+
+
+def write_stack_file(path: Path, config: dict[str, object], header: str) -> Path:
+    existing = read_stack_file(path) if path.exists() else {}
+    kept = {k: v for k, v in (existing.get("config") or {}).items()
+            if k not in config and k not in MANAGED}
+    document = {k: v for k, v in existing.items() if k != "config"}
+    document["config"] = {**config, **dict(sorted(kept.items()))}
+    text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
+                                   width=100, allow_unicode=True)
+    return write_atomic(path, text)
+
+
+def read_stack_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("no such stack file; run `servestack generate` first",
+                        file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"not a valid stack file: {exc}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("not a Pulumi stack file (expected a mapping with config:)",
+                        file=str(path))
+    return data
+
+
+def runtime_config(stack_file: dict) -> tuple[dict[str, str], list[str]]:
+    """Stack file config -> (the flat string map the Pulumi runtime reads, secret keys).
+
+    Structured values become JSON text, as the Pulumi CLI hands them to programs. Encrypted
+    (`secure:`) values cannot be decrypted without the CLI, so previews see a placeholder that
+    stays marked secret.
+    """
+    flat: dict[str, str] = {}
+    secrets: list[str] = []
+    for key, value in (stack_file.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            flat[key] = "preview-placeholder-secret"
+            secrets.append(key)
+        elif isinstance(value, str):
+            flat[key] = value
+        else:
+            flat[key] = json.dumps(value)
+    return flat, secrets

@@ -1,0 +1,249 @@
+"""The service spec: SkyPilot's task YAML forms, canonical names, defaults and every error case."""
+
+from __future__ import annotations
+
+import pytest
+
+from servestack.errors import SpecError
+from servestack.inputs import load_inputs
+from servestack.spec import DEFAULT_INITIAL_DELAY_SECONDS, DEFAULT_PROBE_TIMEOUT_SECONDS
+
+from .conftest import SHARED_MIXTRAL
+
+
+def load(write_spec, text: str):
+    return load_inputs(str(write_spec(text))).spec
+
+
+def error(write_spec, text: str | bytes) -> SpecError:
+    path = write_spec(text)
+    with pytest.raises(SpecError) as info:
+        load_inputs(str(path))
+    return info.value
+
+
+def labels(spec) -> list[str]:
+    return [a.label for a in spec.alternatives]
+
+
+@pytest.mark.skipif(not SHARED_MIXTRAL.exists(), reason="shared/ not beside the checkout")
+def test_skypilots_own_mixtral_serve_yaml_loads_unchanged():
+    spec = load_inputs(str(SHARED_MIXTRAL)).spec
+    assert labels(spec) == ["L4:8", "A10G:8", "A10:8", "A100:4", "A100:8", "A100-80GB:2",
+                            "A100-80GB:4", "A100-80GB:8"]
+    assert not spec.ordered
+    assert spec.service.replica_policy.min_replicas == 2
+    assert spec.service.readiness_probe.method == "POST"
+    assert spec.service.readiness_probe.initial_delay_seconds == 1200
+    assert spec.service.port == 8000
+    assert spec.disk_tier == "best"
+
+
+def test_accelerators_as_string_mapping_set_and_list(write_spec):
+    assert labels(load(write_spec, "resources: {accelerators: A100:4}")) == ["A100:4"]
+    assert labels(load(write_spec, "resources: {accelerators: L4}")) == ["L4:1"]
+    assert labels(load(write_spec, "resources:\n  accelerators: {A100: 4}\n")) == ["A100:4"]
+    spec = load(write_spec, "resources:\n  accelerators: {A100:4, A100:8}\n")
+    assert labels(spec) == ["A100:4", "A100:8"] and not spec.ordered
+    spec = load(write_spec, "resources:\n  accelerators: [A100:8, l4:8]\n")
+    assert labels(spec) == ["A100:8", "L4:8"] and spec.ordered
+    assert [a.preference for a in spec.alternatives] == [0, 1]
+
+
+def test_names_are_canonicalised_case_insensitively_and_a10_is_not_a10g(write_spec):
+    spec = load(write_spec, "resources: {accelerators: {a10g:8, A10:2, a100-80gb:2}}")
+    assert labels(spec) == ["A10G:8", "A10:2", "A100-80GB:2"]
+
+
+def test_any_of_crosses_a_gpu_set_with_locations(write_spec):
+    spec = load(write_spec, """
+resources:
+  accelerators: {L4:8, A100:4}
+  any_of:
+    - infra: aws/us-east-1
+    - cloud: gcp
+      region: us-central1
+""")
+    assert labels(spec) == ["L4:8 on aws/us-east-1", "A100:4 on aws/us-east-1",
+                            "L4:8 on gcp/us-central1", "A100:4 on gcp/us-central1"]
+    assert not spec.ordered
+
+
+def test_ordered_items_override_and_keep_order(write_spec):
+    spec = load(write_spec, """
+resources:
+  use_spot: true
+  ordered:
+    - accelerators: A100-80GB:2
+      cloud: azure
+    - {accelerators: L4:8, infra: gcp/us-east4/us-east4-a}
+    - instance_type: g5.48xlarge
+""")
+    assert spec.ordered
+    assert [a.preference for a in spec.alternatives] == [0, 1, 2]
+    assert spec.alternatives[1].zone == "us-east4-a" and spec.alternatives[1].cloud == "gcp"
+    assert spec.alternatives[2].instance_type == "g5.48xlarge"
+    assert all(a.use_spot for a in spec.alternatives)
+
+
+def test_region_alone_implies_its_cloud_and_zone_implies_region(write_spec):
+    spec = load(write_spec, "resources: {accelerators: A100:8, region: eastus}")
+    assert spec.alternatives[0].cloud == "azure"
+    spec = load(write_spec, "resources: {accelerators: A100:8, zone: us-central1-b}")
+    assert (spec.alternatives[0].cloud, spec.alternatives[0].region) == ("gcp", "us-central1")
+
+
+def test_ports_forms(write_spec):
+    for value, expected in (("8000", ((8000, 8000),)), ('"8000"', ((8000, 8000),)),
+                            ('"8000-8010"', ((8000, 8010),)),
+                            ('[8000, "9000-9010"]', ((8000, 8000), (9000, 9010)))):
+        spec = load(write_spec, f"resources: {{accelerators: A100:4, ports: {value}}}")
+        assert spec.ports == expected
+
+
+def test_service_defaults_match_skypilot(write_spec):
+    spec = load(write_spec, "service: {readiness_probe: /v1/models}\n"
+                            "resources: {accelerators: A100:4, ports: 8000}\n")
+    probe = spec.service.readiness_probe
+    assert probe.method == "GET" and probe.path == "/v1/models"
+    assert probe.initial_delay_seconds == DEFAULT_INITIAL_DELAY_SECONDS == 1200
+    assert probe.timeout_seconds == DEFAULT_PROBE_TIMEOUT_SECONDS == 15
+    assert spec.service.replica_policy.min_replicas == 1
+    assert spec.disk_size_gb == 256 and spec.disk_tier == "medium"
+
+
+def test_replica_policy_and_spot_fallback_fields(write_spec):
+    spec = load(write_spec, """
+service:
+  readiness_probe: {path: /health, timeout_seconds: 5}
+  replica_policy: {min_replicas: 2, max_replicas: 4, target_qps_per_replica: 2.5,
+                   base_ondemand_fallback_replicas: 1, dynamic_ondemand_fallback: true}
+resources: {accelerators: A100:4, use_spot: true, ports: 8000}
+""")
+    policy = spec.service.replica_policy
+    assert (policy.min_replicas, policy.max_replicas) == (2, 4)
+    assert policy.base_ondemand_fallback_replicas == 1 and policy.dynamic_ondemand_fallback
+    assert spec.replicas == 2
+
+
+def test_envs_are_substituted_in_service_and_secrets_keep_only_names(write_spec):
+    spec = load(write_spec, """
+envs: {MODEL_NAME: mistralai/Mixtral-8x7B-Instruct-v0.1}
+secrets: {HF_TOKEN: hf_abc}
+service:
+  readiness_probe: {path: /v1/chat/completions, post_data: {model: $MODEL_NAME}}
+resources: {accelerators: A100:4, ports: 8000}
+run: vllm serve ${MODEL_NAME}
+""")
+    assert spec.service.readiness_probe.post_data == {
+        "model": "mistralai/Mixtral-8x7B-Instruct-v0.1"}
+    assert spec.secrets == ("HF_TOKEN",)
+    assert "hf_abc" not in repr(spec)
+    assert any("secrets" in note for note in spec.notes)
+
+
+def test_post_data_as_json_string(write_spec):
+    spec = load(write_spec, "service:\n  readiness_probe:\n    path: /v1/completions\n"
+                            "    post_data: '{\"prompt\": \"hi\", \"max_tokens\": 1}'\n"
+                            "resources: {accelerators: A100:4, ports: 8000}\n")
+    assert spec.service.readiness_probe.post_data == {"prompt": "hi", "max_tokens": 1}
+
+
+def test_file_mounts_and_workdir_are_accepted_and_reported(write_spec):
+    spec = load(write_spec, "workdir: .\nfile_mounts: {/data: ./data}\n"
+                            "resources: {accelerators: A100:4}\n")
+    assert any("file_mounts" in n for n in spec.notes)
+    assert any("workdir" in n for n in spec.notes)
+
+
+def test_disk_size_with_unit(write_spec):
+    assert load(write_spec, "resources: {accelerators: A100:4, disk_size: 1TB}").disk_size_gb \
+        == 1024
+
+
+# --- errors: one message naming file, field and line ----------------------------------------
+
+@pytest.mark.parametrize("text, field, line, words", [
+    ("resources:\n  accelerators: [A100:4\n", None, 3, "malformed YAML"),
+    ("resources:\n  use_spot: maybe\n  accelerators: A100:4\n", "resources.use_spot", 2,
+     "is not of type 'boolean'"),
+    ("resources:\n  accelerators: A100:0\n", "resources.accelerators", 2, "positive whole"),
+    ("resources:\n  accelerators: A100:-2\n", "resources.accelerators", 2, "positive whole"),
+    ("resources:\n  accelerators: {A100: 0}\n", "resources.accelerators.A100", 2,
+     "positive whole"),
+    ("resources:\n  accelerators: A1000:4\n", "resources.accelerators", 2,
+     "did you mean A100"),
+    ("service:\n  replicas: 2\n  replica_policy: {min_replicas: 1}\nresources: "
+     "{accelerators: A100:4}\n", "service.replica_policy", 3, "not both"),
+    ("service:\n  replica_policy:\n    min_replicas: 3\n    max_replicas: 2\n"
+     "resources: {accelerators: A100:4}\n", "service.replica_policy.max_replicas", 4,
+     "max_replicas must be >= min_replicas"),
+    ("service:\n  readiness_probe: v1/models\nresources: {accelerators: A100:4}\n",
+     "service.readiness_probe", 2, "must start with a slash"),
+    ("resources:\n  accelerators: A100:4\n  ports: 70000\n", "resources.ports", 3,
+     "out of range"),
+    ("service:\n  readiness_probe:\n    path: /x\n    post_data: '{bad json'\n"
+     "resources: {accelerators: A100:4}\n", "service.readiness_probe.post_data", 4,
+     "invalid JSON"),
+    ("resources:\n  cloud: awz\n  accelerators: A100:4\n", "resources.cloud", 2,
+     "did you mean 'aws'"),
+    ("resources:\n  cloud: aws\n  region: us-east-9\n  accelerators: A100:8\n",
+     "resources.region", 3, "unknown region 'us-east-9' of aws"),
+    ("resources:\n  cloud: gcp\n  region: us-central1\n  zone: us-central1-zz\n"
+     "  accelerators: A100:8\n", "resources.zone", 4, "unknown zone"),
+    ("resources:\n  accelerators: A100:4\n  acelerators: L4\n", "resources.acelerators", 3,
+     "unknown field 'acelerators' (did you mean 'accelerators'?)"),
+    ("resources:\n  accelerators: A100:4\nnum_nodes: 2\n", "num_nodes", 3, "num_nodes: 1 only"),
+    ("resources:\n  accelerators: [A100:4, L4:8]\n  any_of:\n    - cloud: aws\n",
+     "resources.accelerators", 2, "cannot be combined with any_of"),
+    ("resources:\n  accelerators: {A100:4, L4:8}\n  ordered:\n    - cloud: aws\n",
+     "resources.accelerators", 2, "cannot be combined with ordered"),
+    ("resources:\n  any_of: [{cloud: aws}]\n  ordered: [{cloud: gcp}]\n  accelerators: L4\n",
+     "resources.ordered", 3, "either any_of or ordered"),
+    ("resources:\n  accelerators: A100:2.5\n", "resources.accelerators", 2, "fractional"),
+    ("resources:\n  infra: aws/us-east-1\n  cloud: aws\n  accelerators: L4\n",
+     "resources.infra", 2, "not both"),
+    ("resources:\n  cloud: lambda\n  accelerators: L4\n", "resources.cloud", 2,
+     "does not deploy to"),
+    ("resources:\n  accelerators: L4\nservice:\n  replica_policy:\n    min_replicas: 1\n"
+     "    base_ondemand_fallback_replicas: 1\n", "service.replica_policy", 4, "use_spot"),
+])
+def test_errors_name_file_field_and_line(write_spec, text, field, line, words):
+    err = error(write_spec, text)
+    assert err.file.endswith("serve.yaml")
+    assert err.field == field
+    assert err.line == line
+    assert words in str(err)
+    assert str(err).startswith(f"{err.file}:{line}: ")
+
+
+def test_empty_file(write_spec):
+    assert "empty" in str(error(write_spec, "   \n"))
+    assert "empty" in str(error(write_spec, "# only a comment\n"))
+
+
+def test_binary_file(write_spec):
+    assert "binary" in str(error(write_spec, b"\x7fELF\x02\x01\x00\x00garbage"))
+    assert "UTF-8" in str(error(write_spec, b"\xff\xfe\xfa resources"))
+
+
+def test_alias_bomb_is_refused_before_expansion(write_spec):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(9))
+    err = error(write_spec, bomb)
+    assert "anchors and aliases are not allowed" in str(err) and err.line == 1
+
+
+def test_top_level_must_be_a_mapping(write_spec):
+    assert "YAML mapping" in str(error(write_spec, "- resources\n"))
+
+
+def test_duplicate_keys_are_errors(write_spec):
+    err = error(write_spec, "resources:\n  accelerators: L4\n  accelerators: A100\n")
+    assert "duplicate key 'accelerators'" in str(err) and err.line == 3
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_inputs(str(tmp_path / "nope.yaml"))
