@@ -93,6 +93,8 @@ def make_plan(args: argparse.Namespace):
     from .planner import Options, plan
 
     env = dict(_parse_env(item) for item in args.env)
+    if args.region:
+        _check_region_flag(args.region, args.cloud)
     inputs = load_inputs(args.spec, catalog_dir=args.catalog_dir, model=args.model,
                          model_config=args.model_config, env=env)
     options = Options(cloud=args.cloud, region=args.region, spot=args.spot)
@@ -121,6 +123,20 @@ def run_plan(args: argparse.Namespace) -> int:
         sys.stdout.write(report.plan_table(result, inputs.spec, inputs.catalog.dates,
                                            show_all=args.all, explain=args.explain))
     return EXIT_OK
+
+
+def _check_region_flag(region: str, cloud: str | None) -> None:
+    import difflib
+
+    from .catalog import known_regions
+
+    regions = known_regions()
+    pool = sorted(regions.get(cloud, set()) if cloud else set().union(*regions.values()))
+    if region not in pool:
+        close = difflib.get_close_matches(region, pool, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        scope = f" of {cloud}" if cloud else ""
+        raise UserError(f"--region: unknown region {region!r}{scope}{hint}")
 
 
 def _parse_env(item: str) -> tuple[str, str]:

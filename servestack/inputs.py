@@ -38,6 +38,7 @@ def load_inputs(spec_path: str | None, *, catalog_dir: str | None = None,
         gpus=tuple(catalog.gpus),
         regions={c: frozenset(r) | catalog.regions(c) for c, r in known_regions().items()},
         zones={c: frozenset(catalog.zones(c)) for c in CLOUDS},
+        zone_regions={o.zone: o.region for o in catalog.offers if o.zone},
     )
     if spec_path is None:
         spec = load_spec(f"<embedded {EXAMPLE_SPEC}>", context, env_overrides=env,

@@ -163,6 +163,7 @@ class SpecContext:
     gpus: tuple[str, ...]
     regions: dict[str, frozenset[str]]
     zones: dict[str, frozenset[str]] = field(default_factory=dict)
+    zone_regions: dict[str, str] = field(default_factory=dict)  # catalog zone -> its region
 
 
 def load_spec(path: str | Path, context: SpecContext, *, env_overrides: dict | None = None,
@@ -476,6 +477,8 @@ def _check_region(doc, cloud, region: str, path: tuple, context: SpecContext) ->
 
 
 def _region_of_zone(zone: str, cloud, context: SpecContext):
+    if zone in context.zone_regions:
+        return context.zone_regions[zone]
     for c in ([cloud] if cloud else CLOUDS):
         for region in context.regions.get(c, ()):
             if zone.startswith(region) and len(zone) > len(region):

@@ -116,3 +116,8 @@ def test_generate_rejects_bad_pick_and_cidr(tmp_path):
     bad_cidr = run("servestack", "generate", "--allow-cidr", "10.0.0.300/8", cwd=tmp_path)
     assert bad_cidr.returncode == 2 and "not a CIDR" in bad_cidr.stderr
     assert not (tmp_path / "stacks").exists()
+
+
+def test_unknown_region_flag_is_a_clear_error():
+    result = run("plan-mixtral", "--cloud", "aws", "--region", "us-east-7")
+    assert result.returncode == 2 and "unknown region 'us-east-7' of aws" in result.stderr

@@ -247,3 +247,9 @@ def test_duplicate_keys_are_errors(write_spec):
 def test_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(SpecError, match="no such file"):
         load_inputs(str(tmp_path / "nope.yaml"))
+
+
+def test_aws_zone_id_alone_implies_region_and_cloud(write_spec):
+    spec = load(write_spec, "resources: {accelerators: L4:8, zone: use1-az1, use_spot: true}")
+    alt = spec.alternatives[0]
+    assert (alt.cloud, alt.region, alt.zone) == ("aws", "us-east-1", "use1-az1")
