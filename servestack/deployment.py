@@ -195,7 +195,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         setup=spec.setup,
         run=spec.run,
         envs={k: v for k, v in spec.envs.items() if v is not None},
-        secret=secret_ref(chosen.cloud, name) if SECRET_ENV in spec.secrets else None,
+        secret=secret_ref(chosen.cloud, name, chosen.id) if SECRET_ENV in spec.secrets else None,
         gcp_project=gcp_project,
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
     )
@@ -210,13 +210,14 @@ def service_slug(name: str) -> str:
     return slug[:20].rstrip("-")
 
 
-def secret_ref(cloud: str, service: str) -> SecretRef:
+def secret_ref(cloud: str, service: str, candidate_id: str) -> SecretRef:
+    """One secret per service and candidate, so two stacks never share (or delete) a token."""
+    digest = hashlib.sha256(f"{service}/{candidate_id}".encode()).hexdigest()[:8]
     if cloud == "aws":
-        return SecretRef(cloud, "ssm", f"/servestack/{service}/hf-token")
+        return SecretRef(cloud, "ssm", f"/servestack/{service}/{digest}/hf-token")
     if cloud == "gcp":
-        return SecretRef(cloud, "secret-manager", f"servestack-{service}-hf-token")
-    digest = hashlib.sha256(service.encode()).hexdigest()[:6]
-    vault = f"ss{service.replace('-', '')[:14]}{digest}"  # 3-24 chars, globally unique-ish
+        return SecretRef(cloud, "secret-manager", f"servestack-{service}-{digest}-hf-token")
+    vault = f"ss{service.replace('-', '')[:14]}{digest}"  # Key Vault names: 3-24 chars, global
     return SecretRef(cloud, "key-vault", "hf-token", vault=vault)
 
 

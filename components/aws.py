@@ -1,0 +1,438 @@
+"""AWS: the service as an Application Load Balancer in front of a GPU auto scaling group.
+
+`Service` is the top of the tree; each concern is its own child component:
+
+- `Firewall`: the ALB's security group (listener port from the allowed CIDRs) and the
+  instances' (service port from the ALB only, SSH only if asked, all egress for the download).
+- `LoadBalancer`: ALB, target group with the deployment's health check, listener.
+- `TokenSecret`: the SSM SecureString holding the Hugging Face token (a Pulumi secret).
+- `InstanceRole`: role + instance profile that may read that one parameter and nothing else.
+- `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, cloud-init user data)
+  and the auto scaling group with its instance types in rank order and the spot split.
+
+Everything lands in the account's default VPC, in the provider's region (`aws:region`), which
+must be the deployment's region. Every value comes from the `Deployment`; nothing is decided here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from ..bootstrap import render_cloud_init
+from ..deployment import Deployment
+from . import TYPE_PREFIX
+
+DLAMI_OWNER = "amazon"
+DLAMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *"
+# Instances are InService once launched (the grace period covers the model load), so this
+# bounds the wait for GPU capacity only: on timeout `pulumi up` fails and the caller can
+# fall back to the next candidate instead of waiting on a sold-out instance type.
+CAPACITY_TIMEOUT = "15m"
+IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)
+IO2_MAX_IOPS_PER_GIB = 500
+SSM_KEY_ALIAS = "alias/aws/ssm"
+# ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
+# to the logical name, and the logical name adds "-alb" / "-tg" to this many.
+NAME_ROOM = 20
+ALL_PROTOCOLS = "-1"
+
+
+def _type(kind: str) -> str:
+    return f"{TYPE_PREFIX}:aws:{kind}"
+
+
+def _child(parent: pulumi.Resource, **extra) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent, **extra)
+
+
+def _fit(name: str, room: int) -> str:
+    """A name prefix short enough for the provider's random suffix within AWS's limit."""
+    return name[:room].rstrip("-") or "s"
+
+
+def _named(deployment: Deployment, name: str) -> dict[str, str]:
+    return {**deployment.tags, "Name": name}
+
+
+def _split_cidrs(cidrs: tuple[str, ...]) -> dict[str, list[str]]:
+    """Security group rule fields for a mix of IPv4 and IPv6 CIDRs."""
+    v6 = [c for c in cidrs if ":" in c]
+    v4 = [c for c in cidrs if ":" not in c]
+    return {"cidr_blocks": v4, **({"ipv6_cidr_blocks": v6} if v6 else {})}
+
+
+@dataclass
+class Network:
+    vpc_id: pulumi.Output[str]
+    vpc_cidr: pulumi.Output[str]
+    lb_subnet_ids: pulumi.Output[list[str]]
+    group_subnet_ids: pulumi.Output[list[str]]
+
+
+def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
+    """The default VPC; the group's subnets are the deployment's zones (AZ IDs).
+
+    An ALB needs subnets in two AZs or more: with one pinned zone (AWS spot candidates are
+    per zone) it spans every default subnet of the region while the group stays in the zone.
+    """
+    opts = pulumi.InvokeOutputOptions(parent=parent)
+    vpc = aws.ec2.get_vpc_output(default=True, opts=opts)
+
+    def subnets(zone_ids: tuple[str, ...]) -> pulumi.Output[list[str]]:
+        filters = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
+                   aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
+        if zone_ids:
+            filters.append(aws.ec2.GetSubnetsFilterArgs(name="availability-zone-id",
+                                                        values=list(zone_ids)))
+        return aws.ec2.get_subnets_output(filters=filters, opts=opts).ids
+
+    in_zones = subnets(deployment.zones)
+    region_wide = in_zones if len(deployment.zones) != 1 else subnets(())
+    group = in_zones.apply(
+        lambda ids: _at_least(ids, 1, f"default subnet in zones {list(deployment.zones)}"))
+    lb = region_wide.apply(
+        lambda ids: _at_least(ids, 2, "default subnets (in distinct AZs) for the ALB"))
+    return Network(vpc_id=vpc.id, vpc_cidr=vpc.cidr_block, lb_subnet_ids=lb,
+                   group_subnet_ids=group)
+
+
+def _at_least(ids: list[str] | None, count: int, what: str) -> list[str]:
+    if len(ids or []) < count:
+        raise ValueError(f"the default VPC has fewer than {count} {what}: found {ids or []}; "
+                         "create the default VPC (`aws ec2 create-default-vpc`) or its "
+                         "default subnets (`aws ec2 create-default-subnet`)")
+    return sorted(ids or [])
+
+
+@dataclass
+class FirewallArgs:
+    deployment: Deployment
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: pulumi.Input[str]
+
+
+class Firewall(pulumi.ComponentResource):
+    """Two security groups: internet -> ALB listener, ALB -> instances' service port."""
+
+    def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Firewall"), name, None, opts)
+        d = args.deployment
+        self.lb_group = aws.ec2.SecurityGroup(
+            f"{name}-alb", vpc_id=args.vpc_id,
+            description=f"servestack {d.service}: load balancer listener",
+            ingress=[aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=d.listener_port, to_port=d.listener_port,
+                description="clients to the listener", **_split_cidrs(d.allow_cidrs))],
+            egress=[aws.ec2.SecurityGroupEgressArgs(
+                protocol="tcp", from_port=d.service_port, to_port=d.service_port,
+                cidr_blocks=[args.vpc_cidr], description="ALB to the instances")],
+            tags=_named(d, f"{d.service}-alb"), opts=_child(self))
+        ingress = [aws.ec2.SecurityGroupIngressArgs(
+            protocol="tcp", from_port=d.service_port, to_port=d.service_port,
+            security_groups=[self.lb_group.id], description="ALB to vLLM")]
+        if d.ssh_cidrs:
+            ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=22, to_port=22, description="SSH",
+                **_split_cidrs(d.ssh_cidrs)))
+        self.instance_group = aws.ec2.SecurityGroup(
+            f"{name}-vm", vpc_id=args.vpc_id,
+            description=f"servestack {d.service}: GPU instances",
+            ingress=ingress,
+            egress=[aws.ec2.SecurityGroupEgressArgs(
+                protocol=ALL_PROTOCOLS, from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"],
+                description="model and package downloads")],
+            tags=_named(d, f"{d.service}-vm"), opts=_child(self))
+        self.register_outputs({"lbSecurityGroupId": self.lb_group.id,
+                               "instanceSecurityGroupId": self.instance_group.id})
+
+
+@dataclass
+class LoadBalancerArgs:
+    deployment: Deployment
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    """ALB -> listener -> target group that probes the deployment's health path."""
+
+    def __init__(self, name: str, args: LoadBalancerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("LoadBalancer"), name, None, opts)
+        d = args.deployment
+        h = d.health
+        short = _fit(name, NAME_ROOM)
+        self.alb = aws.lb.LoadBalancer(
+            f"{short}-alb", load_balancer_type="application", internal=False,
+            subnets=args.subnet_ids, security_groups=[args.security_group_id],
+            idle_timeout=d.idle_timeout_seconds, tags=_named(d, d.service), opts=_child(self))
+        self.target_group = aws.lb.TargetGroup(
+            f"{short}-tg", port=d.service_port, protocol="HTTP", target_type="instance",
+            vpc_id=args.vpc_id,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                enabled=True, protocol="HTTP", path=h.path, port=str(h.port),
+                interval=h.interval_seconds, timeout=h.timeout_seconds,
+                healthy_threshold=h.healthy_threshold,
+                unhealthy_threshold=h.unhealthy_threshold, matcher="200"),
+            tags=_named(d, d.service), opts=_child(self))
+        self.listener = aws.lb.Listener(
+            f"{name}-http", load_balancer_arn=self.alb.arn, port=d.listener_port,
+            protocol="HTTP",
+            default_actions=[aws.lb.ListenerDefaultActionArgs(
+                type="forward", target_group_arn=self.target_group.arn)],
+            tags=_named(d, d.service), opts=_child(self))
+        self.endpoint = pulumi.Output.concat("http://", self.alb.dns_name, ":",
+                                             str(d.listener_port))
+        self.register_outputs({"dnsName": self.alb.dns_name, "endpoint": self.endpoint,
+                               "targetGroupArn": self.target_group.arn})
+
+
+@dataclass
+class AccountFacts:
+    region: str
+    account_id: pulumi.Output[str]
+    partition: pulumi.Output[str]
+    dns_suffix: pulumi.Output[str]
+
+
+def account_facts(region: str, parent: pulumi.Resource) -> AccountFacts:
+    opts = pulumi.InvokeOutputOptions(parent=parent)
+    partition = aws.get_partition_output(opts=opts)
+    return AccountFacts(region=region,
+                        account_id=aws.get_caller_identity_output(opts=opts).account_id,
+                        partition=partition.partition, dns_suffix=partition.dns_suffix)
+
+
+def provider_region(deployment: Deployment) -> str:
+    """The provider's region (`aws:region`); it must be where the plan put the deployment."""
+    region = pulumi.Config("aws").get("region")
+    if region and region != deployment.region:
+        raise ValueError(f"aws:region is {region} but candidate {deployment.candidate_id} "
+                         f"is in {deployment.region}: set aws:region to {deployment.region}")
+    return region or deployment.region
+
+
+def parameter_arn(facts: AccountFacts, name: str) -> pulumi.Output[str]:
+    path = name if name.startswith("/") else f"/{name}"
+    return pulumi.Output.concat("arn:", facts.partition, ":ssm:", facts.region, ":",
+                                facts.account_id, ":parameter", path)
+
+
+@dataclass
+class TokenSecretArgs:
+    deployment: Deployment
+    token: pulumi.Input[str]
+
+
+class TokenSecret(pulumi.ComponentResource):
+    """The Hugging Face token as an SSM SecureString (AWS-managed key) at the deployment's name."""
+
+    def __init__(self, name: str, args: TokenSecretArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("TokenSecret"), name, None, opts)
+        d = args.deployment
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-param", name=d.secret.name, type="SecureString", key_id=SSM_KEY_ALIAS,
+            value=pulumi.Output.secret(args.token),
+            description=f"Hugging Face token for servestack {d.service}",
+            tags=d.tags, opts=_child(self))
+        self.register_outputs({"parameterName": self.parameter.name})
+
+
+@dataclass
+class InstanceRoleArgs:
+    deployment: Deployment
+    facts: AccountFacts
+
+
+class InstanceRole(pulumi.ComponentResource):
+    """What the VMs may do: read the token parameter (and decrypt it via SSM), nothing else."""
+
+    def __init__(self, name: str, args: InstanceRoleArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("InstanceRole"), name, None, opts)
+        d = args.deployment
+        self.role = aws.iam.Role(
+            f"{name}-role", assume_role_policy=json.dumps(_ec2_trust()),
+            description=f"servestack {d.service} GPU instances", tags=d.tags,
+            opts=_child(self))
+        self.policy = aws.iam.RolePolicy(
+            f"{name}-read-token", role=self.role.id,
+            policy=_read_token_policy(args.facts, d.secret.name), opts=_child(self))
+        self.profile = aws.iam.InstanceProfile(
+            f"{name}-profile", role=self.role.name, tags=d.tags, opts=_child(self))
+        self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
+
+
+def _ec2_trust() -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Service": "ec2.amazonaws.com"}}]}
+
+
+def _read_token_policy(facts: AccountFacts, name: str) -> pulumi.Output[str]:
+    def document(args: list[str]) -> str:
+        arn, partition, account, suffix = args
+        return json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Sid": "ReadToken", "Effect": "Allow", "Action": "ssm:GetParameter",
+             "Resource": arn},
+            {"Sid": "DecryptTokenViaSsm", "Effect": "Allow", "Action": "kms:Decrypt",
+             "Resource": f"arn:{partition}:kms:{facts.region}:{account}:key/*",
+             "Condition": {
+                 "StringEquals": {"kms:ViaService": f"ssm.{facts.region}.{suffix}"},
+                 "ForAnyValue:StringEquals": {"kms:ResourceAliases": SSM_KEY_ALIAS}}},
+        ]}, sort_keys=True)
+
+    return pulumi.Output.all(parameter_arn(facts, name), facts.partition, facts.account_id,
+                             facts.dns_suffix).apply(document)
+
+
+@dataclass
+class InstanceGroupArgs:
+    deployment: Deployment
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+    target_group_arn: pulumi.Input[str]
+    instance_profile_arn: pulumi.Input[str] | None
+    ready_first: list[pulumi.Resource]  # the token and its read permission exist before boot
+
+
+class InstanceGroup(pulumi.ComponentResource):
+    """Launch template + auto scaling group registered in the target group."""
+
+    def __init__(self, name: str, args: InstanceGroupArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("InstanceGroup"), name, None, opts)
+        d = args.deployment
+        image = _image(d, self)
+        self.template = aws.ec2.LaunchTemplate(
+            f"{name}-lt", image_id=image.id, instance_type=d.primary.instance_type,
+            vpc_security_group_ids=[args.security_group_id],
+            user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+            block_device_mappings=[_root_volume(d, image.root_device_name)],
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
+                arn=args.instance_profile_arn) if args.instance_profile_arn else None,
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type="volume", tags=_named(d, d.service))],
+            update_default_version=True, tags=_named(d, d.service), opts=_child(self))
+        self.group = aws.autoscaling.Group(
+            f"{name}-asg", min_size=d.min_replicas, max_size=d.max_replicas,
+            desired_capacity=d.desired_replicas, vpc_zone_identifiers=args.subnet_ids,
+            target_group_arns=[args.target_group_arn], health_check_type="ELB",
+            health_check_grace_period=d.health.grace_period_seconds,
+            capacity_rebalance=d.capacity_rebalance,
+            mixed_instances_policy=_mixed_policy(d, self.template),
+            wait_for_capacity_timeout=CAPACITY_TIMEOUT,
+            tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+                  for k, v in _named(d, d.service).items()],
+            opts=_child(self, depends_on=args.ready_first))
+        self.register_outputs({"groupName": self.group.name, "groupArn": self.group.arn,
+                               "launchTemplateId": self.template.id})
+
+
+@dataclass
+class Image:
+    id: pulumi.Input[str]
+    root_device_name: pulumi.Input[str]
+
+
+def _image(d: Deployment, parent: pulumi.Resource) -> Image:
+    """The deployment's image, else the latest AWS Deep Learning AMI (NVIDIA driver, PyTorch)."""
+    opts = pulumi.InvokeOutputOptions(parent=parent)
+    if d.image_id:
+        ami = aws.ec2.get_ami_output(
+            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[d.image_id])], opts=opts)
+        return Image(id=d.image_id, root_device_name=ami.root_device_name)
+    ami = aws.ec2.get_ami_output(
+        owners=[DLAMI_OWNER], most_recent=True,
+        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME]),
+                 aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                 aws.ec2.GetAmiFilterArgs(name="state", values=["available"])],
+        opts=opts)
+    return Image(id=ami.id, root_device_name=ami.root_device_name)
+
+
+def _root_volume(d: Deployment, device: pulumi.Input[str]
+                 ) -> aws.ec2.LaunchTemplateBlockDeviceMappingArgs:
+    iops = min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * d.disk_size_gb) if d.disk_type == "io2" else None
+    return aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+        device_name=device,
+        ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+            volume_size=d.disk_size_gb, volume_type=d.disk_type, encrypted="true",
+            delete_on_termination="true", iops=iops))
+
+
+def _mixed_policy(d: Deployment, template: aws.ec2.LaunchTemplate
+                  ) -> aws.autoscaling.GroupMixedInstancesPolicyArgs:
+    """Always a mixed policy: one shape for one or many types, on-demand or spot."""
+    return aws.autoscaling.GroupMixedInstancesPolicyArgs(
+        launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+            launch_template_specification=aws.autoscaling
+            .GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                launch_template_id=template.id,
+                version=template.latest_version.apply(str)),
+            overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
+                instance_type=choice.instance_type) for choice in d.instances]),
+        instances_distribution=_distribution(d))
+
+
+def _distribution(d: Deployment
+                  ) -> aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs:
+    args = aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs
+    if not d.use_spot:
+        return args(on_demand_allocation_strategy="prioritized", on_demand_base_capacity=0,
+                    on_demand_percentage_above_base_capacity=100)
+    return args(on_demand_allocation_strategy="prioritized",
+                on_demand_base_capacity=d.on_demand_base,
+                on_demand_percentage_above_base_capacity=0,
+                spot_allocation_strategy="capacity-optimized-prioritized")
+
+
+class Service(pulumi.ComponentResource):
+    """The whole service on AWS; `endpoint` is the ALB's URL."""
+
+    def __init__(self, name: str, deployment: Deployment,
+                 hf_token: pulumi.Input[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Service"), name, None, opts)
+        d = deployment
+        region = provider_region(d)
+        network = default_network(d, self)
+        firewall = Firewall(f"{name}-fw", FirewallArgs(d, network.vpc_id, network.vpc_cidr),
+                            _child(self))
+        lb = LoadBalancer(name, LoadBalancerArgs(
+            d, network.vpc_id, network.lb_subnet_ids, firewall.lb_group.id), _child(self))
+        profile_arn, ready_first = self._token_access(name, d, region, hf_token)
+        group = InstanceGroup(f"{name}-group", InstanceGroupArgs(
+            d, network.group_subnet_ids, firewall.instance_group.id,
+            lb.target_group.arn, profile_arn, ready_first), _child(self))
+        self.endpoint = lb.endpoint
+        self.group_name = group.group.name
+        self.group_id = group.group.id
+        self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
+                               "groupId": self.group_id})
+
+    def _token_access(self, name: str, d: Deployment, region: str,
+                      hf_token: pulumi.Input[str] | None
+                      ) -> tuple[pulumi.Output[str] | None, list[pulumi.Resource]]:
+        """The token parameter and the role that reads it; nothing when no secret is asked."""
+        if d.secret is None:
+            return None, []
+        ready: list[pulumi.Resource] = []
+        if hf_token is None:
+            pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
+                            f"expect SSM parameter {d.secret.name} to exist already", self)
+        else:
+            ready.append(TokenSecret(f"{name}-token", TokenSecretArgs(d, hf_token),
+                                     _child(self)))
+        role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
+                            _child(self))
+        return role.profile.arn, [*ready, role]

@@ -1,0 +1,445 @@
+"""components/aws.py under Pulumi's mock runtime: the real inputs each AWS resource would get."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import cache
+
+import pulumi
+import pytest
+import yaml
+
+from servestack import planner
+from servestack.deployment import Deployment, build_deployment
+from servestack.inputs import load_inputs
+from servestack.preview import SECRET_MASK, Recording, preview_json, record
+
+TOKEN = "hf_TESTtokenMustNeverLeak0123456789"
+SERVICE = "servestack:aws:Service"
+ASG = "aws:autoscaling/group:Group"
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+TG = "aws:lb/targetGroup:TargetGroup"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+LISTENER = "aws:lb/listener:Listener"
+PARAMETER = "aws:ssm/parameter:Parameter"
+ROLE = "aws:iam/role:Role"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+
+
+@cache
+def _planned(spot: bool) -> Deployment:
+    inputs = load_inputs(None)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="aws", spot=spot), model=inputs.model)
+    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model)
+
+
+def on_demand() -> Deployment:
+    d = _planned(False)
+    assert not d.use_spot and len(d.zones) >= 2 and len(d.instances) >= 2
+    return d
+
+
+def spot() -> Deployment:
+    d = _planned(True)
+    assert d.use_spot and len(d.zones) == 1 and len(d.instances) >= 2
+    return d
+
+
+def single(d: Deployment) -> Deployment:
+    """One instance type, one replica."""
+    return replace(d, instances=d.instances[:1], min_replicas=1, max_replicas=1,
+                   desired_replicas=1, on_demand_base=0)
+
+
+def run(d: Deployment, token: str | None = TOKEN, region: str | None = None) -> Recording:
+    from servestack.components.aws import Service
+
+    def program() -> None:
+        service = Service("svc", d, hf_token=pulumi.Output.secret(token) if token else None)
+        pulumi.export("endpoint", service.endpoint)
+        pulumi.export("groupName", service.group_name)
+        pulumi.export("groupId", service.group_id)
+
+    return record(program, config={"aws:region": region or d.region})
+
+
+@cache
+def recorded(kind: str) -> Recording:
+    return run({"on_demand": on_demand, "spot": spot}[kind]())
+
+
+@contextmanager
+def expect_failure(match: str) -> Iterator[None]:
+    """The program must fail with `match`; then drop the runtime's failed futures here and now.
+
+    Left to the garbage collector, they are logged at a random later point, and CPython 3.11's
+    traceback carets re-enter the `ast` module, which breaks any `ast.parse` running then
+    ("AST constructor recursion depth mismatch" in pytest's own reporting).
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    with pytest.raises(Exception, match=match):
+        yield
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.CRITICAL)
+    try:
+        gc.collect()
+    finally:
+        asyncio_log.setLevel(level)
+
+
+def user_data(rec: Recording) -> str:
+    return base64.b64decode(rec.one(LT).inputs["userData"]).decode()
+
+
+def groups(rec: Recording) -> tuple[dict, dict]:
+    by_name = {r.name: r.inputs for r in rec.of_type(SG)}
+    return by_name["svc-fw-alb"], by_name["svc-fw-vm"]
+
+
+# --- firewall ---------------------------------------------------------------------------------
+
+def test_alb_security_group_opens_only_the_listener_port_to_allowed_cidrs():
+    d = replace(on_demand(), allow_cidrs=("198.51.100.0/24", "203.0.113.7/32"))
+    alb, _ = groups(run(d))
+    assert alb["ingress"] == [{"protocol": "tcp", "fromPort": d.listener_port,
+                               "toPort": d.listener_port, "description": "clients to the listener",
+                               "cidrBlocks": ["198.51.100.0/24", "203.0.113.7/32"]}]
+    egress, = alb["egress"]
+    assert (egress["protocol"], egress["fromPort"], egress["toPort"]) == \
+        ("tcp", d.service_port, d.service_port)
+    assert egress["cidrBlocks"] == ["172.31.0.0/16"]  # the default VPC's CIDR (canned)
+
+
+def test_instances_take_the_service_port_only_from_the_alb_and_no_ssh_by_default():
+    rec = recorded("on_demand")
+    d = on_demand()
+    _, vm = groups(rec)
+    rule, = vm["ingress"]
+    assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == \
+        ("tcp", d.service_port, d.service_port)
+    assert rule["securityGroups"] == ["svc-fw-alb-id"]
+    assert "cidrBlocks" not in rule
+    assert vm["egress"] == [{"protocol": "-1", "fromPort": 0, "toPort": 0,
+                             "cidrBlocks": ["0.0.0.0/0"],
+                             "description": "model and package downloads"}]
+    assert rec.one(LT).inputs["vpcSecurityGroupIds"] == ["svc-fw-vm-id"]
+
+
+def test_ssh_opens_port_22_to_the_given_cidrs_only():
+    d = replace(on_demand(), ssh_cidrs=("192.0.2.10/32", "2001:db8::/64"))
+    _, vm = groups(run(d))
+    ssh = [r for r in vm["ingress"] if r["fromPort"] == 22]
+    assert ssh == [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "description": "SSH",
+                    "cidrBlocks": ["192.0.2.10/32"], "ipv6CidrBlocks": ["2001:db8::/64"]}]
+    assert len(vm["ingress"]) == 2
+
+
+# --- load balancer ----------------------------------------------------------------------------
+
+def test_alb_target_group_and_listener():
+    rec = recorded("on_demand")
+    d = on_demand()
+    alb = rec.one(ALB).inputs
+    assert alb["loadBalancerType"] == "application"
+    assert alb["internal"] is False
+    assert alb["idleTimeout"] == d.idle_timeout_seconds == 900
+    assert alb["securityGroups"] == ["svc-fw-alb-id"]
+    tg = rec.one(TG).inputs
+    assert (tg["port"], tg["protocol"], tg["targetType"]) == (d.service_port, "HTTP", "instance")
+    assert tg["vpcId"] == "vpc-0preview"
+    assert tg["healthCheck"] == {
+        "enabled": True, "protocol": "HTTP", "path": "/health", "port": str(d.service_port),
+        "interval": 10, "timeout": 5, "healthyThreshold": 2, "unhealthyThreshold": 3,
+        "matcher": "200"}
+    listener = rec.one(LISTENER).inputs
+    assert (listener["port"], listener["protocol"]) == (80, "HTTP")
+    assert listener["defaultActions"] == [{"type": "forward",
+                                          "targetGroupArn": f"arn:preview:{TG}:svc-tg"}]
+    assert listener["loadBalancerArn"] == f"arn:preview:{ALB}:svc-alb"
+
+
+def test_health_check_follows_the_deployment():
+    d = on_demand()
+    health = replace(d.health, path="/ready", interval_seconds=15, timeout_seconds=7,
+                     healthy_threshold=4, unhealthy_threshold=5, grace_period_seconds=600)
+    rec = run(replace(d, health=health, idle_timeout_seconds=300))
+    check = rec.one(TG).inputs["healthCheck"]
+    assert (check["path"], check["interval"], check["timeout"]) == ("/ready", 15, 7)
+    assert (check["healthyThreshold"], check["unhealthyThreshold"]) == (4, 5)
+    assert rec.one(ASG).inputs["healthCheckGracePeriod"] == 600
+    assert rec.one(ALB).inputs["idleTimeout"] == 300
+
+
+# --- network ----------------------------------------------------------------------------------
+
+def _subnet_zone_filters(rec: Recording) -> list[list[str] | None]:
+    calls = [i for i in rec.invokes if i["token"] == "aws:ec2/getSubnets:getSubnets"]
+    found = []
+    for call in calls:
+        filters = {f["name"]: f["values"] for f in call["args"]["filters"]}
+        assert filters["vpc-id"] == ["vpc-0preview"]
+        assert filters["default-for-az"] == ["true"]
+        found.append(filters.get("availability-zone-id"))
+    return found
+
+
+def test_multi_zone_group_and_alb_use_the_deployment_zone_ids():
+    rec = recorded("on_demand")
+    d = on_demand()
+    assert _subnet_zone_filters(rec) == [list(d.zones)]  # one lookup serves both
+    assert [i["args"] for i in rec.invokes if i["token"] == "aws:ec2/getVpc:getVpc"] == \
+        [{"default": True}]
+    ids = ["subnet-0preview-a", "subnet-0preview-b", "subnet-0preview-c"]
+    assert rec.one(ASG).inputs["vpcZoneIdentifiers"] == ids
+    assert rec.one(ALB).inputs["subnets"] == ids
+
+
+def test_pinned_zone_keeps_the_group_in_it_while_the_alb_spans_the_region():
+    filters = _subnet_zone_filters(recorded("spot"))
+    assert sorted(filters, key=str) == sorted([list(spot().zones), None], key=str)
+
+
+def test_alb_needs_two_subnets_in_the_region():
+    from servestack.components.aws import Service
+
+    d = spot()
+    with expect_failure("fewer than 2 default subnets"):
+        record(lambda: Service("svc", d), config={"aws:region": d.region},
+               invoke_answers={"aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-only"]}})
+
+
+# --- instance group ---------------------------------------------------------------------------
+
+def test_on_demand_group_with_several_types_keeps_rank_order():
+    rec = recorded("on_demand")
+    d = on_demand()
+    asg = rec.one(ASG).inputs
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == \
+        (d.min_replicas, d.max_replicas, d.desired_replicas) == (2, 2, 2)
+    assert asg["healthCheckType"] == "ELB"
+    assert asg["healthCheckGracePeriod"] == d.health.grace_period_seconds == 1200
+    assert asg["capacityRebalance"] is False
+    assert asg["waitForCapacityTimeout"] == "15m"
+    assert asg["targetGroupArns"] == [f"arn:preview:{TG}:svc-tg"]
+    policy = asg["mixedInstancesPolicy"]
+    assert [o["instanceType"] for o in policy["launchTemplate"]["overrides"]] == \
+        [i.instance_type for i in d.instances]
+    assert policy["launchTemplate"]["launchTemplateSpecification"]["launchTemplateId"] == \
+        "svc-group-lt-id"
+    assert policy["instancesDistribution"] == {
+        "onDemandAllocationStrategy": "prioritized", "onDemandBaseCapacity": 0,
+        "onDemandPercentageAboveBaseCapacity": 100}
+
+
+def test_spot_group_distribution():
+    rec = recorded("spot")
+    d = spot()
+    asg = rec.one(ASG).inputs
+    assert asg["capacityRebalance"] is True
+    overrides = asg["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
+    assert [o["instanceType"] for o in overrides] == [i.instance_type for i in d.instances]
+    assert len(overrides) == len(d.instances) >= 2
+    assert asg["mixedInstancesPolicy"]["instancesDistribution"] == {
+        "onDemandAllocationStrategy": "prioritized", "onDemandBaseCapacity": 0,
+        "onDemandPercentageAboveBaseCapacity": 0,
+        "spotAllocationStrategy": "capacity-optimized-prioritized"}
+
+
+def test_three_spot_replicas_with_an_on_demand_base():
+    d = replace(spot(), min_replicas=3, max_replicas=3, desired_replicas=3, on_demand_base=1)
+    asg = run(d).one(ASG).inputs
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (3, 3, 3)
+    distribution = asg["mixedInstancesPolicy"]["instancesDistribution"]
+    assert distribution["onDemandBaseCapacity"] == 1
+    assert distribution["onDemandPercentageAboveBaseCapacity"] == 0
+
+
+def test_one_type_one_replica_on_demand():
+    d = single(on_demand())
+    rec = run(d)
+    asg = rec.one(ASG).inputs
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (1, 1, 1)
+    assert asg["mixedInstancesPolicy"]["launchTemplate"]["overrides"] == \
+        [{"instanceType": d.primary.instance_type}]
+    assert rec.one(LT).inputs["instanceType"] == d.primary.instance_type
+
+
+def test_group_tags_propagate_to_instances():
+    d = on_demand()
+    tags = recorded("on_demand").one(ASG).inputs["tags"]
+    assert all(t["propagateAtLaunch"] is True for t in tags)
+    by_key = {t["key"]: t["value"] for t in tags}
+    assert by_key["servestack-service"] == d.service
+    assert by_key["servestack-candidate"] == d.candidate_id
+    assert by_key["managed-by"] == "servestack"
+
+
+def test_launch_template_imdsv2_encrypted_root_volume_and_dlami():
+    rec = recorded("on_demand")
+    d = on_demand()
+    lt = rec.one(LT).inputs
+    assert lt["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                     "httpPutResponseHopLimit": 1}
+    assert lt["blockDeviceMappings"] == [{"deviceName": "/dev/sda1", "ebs": {
+        "volumeSize": d.disk_size_gb, "volumeType": "gp3", "encrypted": "true",
+        "deleteOnTermination": "true"}}]
+    assert lt["imageId"] == "ami-0preview0000000000"
+    assert lt["instanceType"] == d.primary.instance_type
+    assert lt["tagSpecifications"][0]["resourceType"] == "volume"
+    assert lt["tagSpecifications"][0]["tags"]["servestack-candidate"] == d.candidate_id
+    ami, = [i["args"] for i in rec.invokes if i["token"] == "aws:ec2/getAmi:getAmi"]
+    assert ami["owners"] == ["amazon"] and ami["mostRecent"] is True
+    name, = [f["values"] for f in ami["filters"] if f["name"] == "name"]
+    assert name == ["Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *"]
+
+
+def test_disk_size_and_image_override():
+    d = replace(on_demand(), disk_size_gb=512, image_id="ami-0123456789abcdef0")
+    rec = run(d)
+    lt = rec.one(LT).inputs
+    assert lt["imageId"] == "ami-0123456789abcdef0"
+    assert lt["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 512
+    ami, = [i["args"] for i in rec.invokes if i["token"] == "aws:ec2/getAmi:getAmi"]
+    assert ami["filters"] == [{"name": "image-id", "values": ["ami-0123456789abcdef0"]}]
+
+
+def test_io2_disk_gets_provisioned_iops():
+    lt = run(replace(on_demand(), disk_type="io2", disk_size_gb=20)).one(LT).inputs
+    ebs = lt["blockDeviceMappings"][0]["ebs"]
+    assert (ebs["volumeType"], ebs["iops"], ebs["encrypted"]) == ("io2", 10000, "true")
+
+
+def test_user_data_is_cloud_config_with_tensor_parallel_size():
+    for kind, d in (("on_demand", on_demand()), ("spot", spot())):
+        text = user_data(recorded(kind))
+        assert text.startswith("#cloud-config\n"), kind
+        assert isinstance(yaml.safe_load(text), dict), kind
+        assert re.search(rf"^\s*SERVESTACK_TP\w*={d.tensor_parallel_size}$", text, re.M), kind
+        assert re.search(rf"^\s*SERVESTACK_SECRET_NAME={d.secret.name}$", text, re.M), kind
+
+
+# --- token ------------------------------------------------------------------------------------
+
+def test_token_goes_to_an_ssm_secure_string_and_nowhere_else():
+    for kind in ("on_demand", "spot"):
+        rec = recorded(kind)
+        everything = json.dumps({"preview": preview_json(rec), "invokes": rec.invokes})
+        assert TOKEN not in everything
+        assert TOKEN not in user_data(rec)
+        parameter = rec.one(PARAMETER).inputs
+        assert parameter["value"] == SECRET_MASK
+        assert parameter["type"] == "SecureString"
+        assert parameter["keyId"] == "alias/aws/ssm"
+        assert parameter["name"].startswith("/servestack/mixtral/")
+        assert parameter["name"].endswith("/hf-token")
+
+
+def test_instance_role_reads_only_the_token_parameter():
+    rec = recorded("on_demand")
+    trust = json.loads(rec.one(ROLE).inputs["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    statements = json.loads(rec.one(POLICY).inputs["policy"])["Statement"]
+    assert {s["Action"] for s in statements} == {"ssm:GetParameter", "kms:Decrypt"}
+    assert all(s["Effect"] == "Allow" for s in statements)
+    read, = [s for s in statements if s["Action"] == "ssm:GetParameter"]
+    name = rec.one(PARAMETER).inputs["name"]
+    assert read["Resource"] == f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"
+    decrypt, = [s for s in statements if s["Action"] == "kms:Decrypt"]
+    assert decrypt["Condition"]["StringEquals"] == {"kms:ViaService":
+                                                    "ssm.us-east-1.amazonaws.com"}
+    assert decrypt["Condition"]["ForAnyValue:StringEquals"] == \
+        {"kms:ResourceAliases": "alias/aws/ssm"}
+    profile = rec.one(PROFILE)
+    assert profile.inputs["role"] == "svc-vm-role"
+    assert rec.one(LT).inputs["iamInstanceProfile"] == \
+        {"arn": f"arn:preview:{PROFILE}:svc-vm-profile"}
+
+
+def test_no_secret_means_no_parameter_and_no_instance_role():
+    rec = run(replace(on_demand(), secret=None))
+    for token in (PARAMETER, ROLE, POLICY, PROFILE):
+        assert rec.of_type(token) == []
+    assert "iamInstanceProfile" not in rec.one(LT).inputs
+    assert TOKEN not in json.dumps(preview_json(rec))
+
+
+def test_secret_without_token_still_grants_read_but_creates_no_parameter():
+    rec = run(on_demand(), token=None)
+    assert rec.of_type(PARAMETER) == []
+    assert len(rec.of_type(POLICY)) == 1
+
+
+# --- tree, outputs, region --------------------------------------------------------------------
+
+def test_every_resource_has_a_parent_inside_the_service_tree():
+    for kind in ("on_demand", "spot"):
+        rec = recorded(kind)
+        by_urn = {r.urn: r for r in rec.resources}
+        service = rec.one(SERVICE)
+        assert "pulumi:pulumi:Stack" in service.parent
+        components = {r.type for r in rec.resources if not r.custom}
+        assert components >= {"servestack:aws:Firewall", "servestack:aws:LoadBalancer",
+                              "servestack:aws:InstanceGroup", "servestack:aws:TokenSecret",
+                              "servestack:aws:InstanceRole"}
+        for r in rec.resources:
+            if r is service:
+                continue
+            node = r
+            while node is not service:
+                assert node.parent in by_urn, f"{r.name}: parent {node.parent} outside the tree"
+                node = by_urn[node.parent]
+            if r.custom:
+                assert not by_urn[r.parent].custom  # custom resources hang off components
+
+
+def test_outputs():
+    rec = recorded("on_demand")
+    assert rec.outputs == {"endpoint": "http://svc-alb.preview.invalid:80",
+                           "groupName": "svc-group-asg", "groupId": "svc-group-asg-id"}
+
+
+def test_every_taggable_resource_carries_the_deployment_tags():
+    d = on_demand()
+    rec = recorded("on_demand")
+    for token in (SG, ALB, TG, LISTENER, LT, PARAMETER, ROLE, PROFILE):
+        for r in rec.of_type(token):
+            assert r.inputs["tags"]["servestack-candidate"] == d.candidate_id, r.name
+
+
+def test_region_must_match_the_provider_region():
+    for d in (on_demand(), replace(on_demand(), secret=None)):
+        with expect_failure("aws:region is us-west-2"):
+            run(d, region="us-west-2")
+
+
+def test_alb_and_target_group_names_leave_room_for_the_random_suffix():
+    from servestack.components.aws import Service
+
+    d = replace(on_demand(), service="a-twenty-char-servic")
+    rec = record(lambda: Service(d.service, d), config={"aws:region": d.region})
+    for token in (ALB, TG):
+        name = rec.one(token).name
+        assert len(name) + len("-1234567") <= 32, name
+
+
+def test_program_reads_the_token_from_stack_config_as_a_secret():
+    from servestack.program import main
+
+    d = spot()
+    rec = record(main, config={"servestack:deployment": json.dumps(d.to_config()),
+                               "servestack:hfToken": TOKEN, "aws:region": d.region},
+                 secret_keys=["servestack:hfToken"])
+    assert TOKEN not in json.dumps({"preview": preview_json(rec), "invokes": rec.invokes})
+    assert rec.one(PARAMETER).inputs["value"] == SECRET_MASK
+    assert rec.outputs["endpoint"] == f"http://{d.service}-alb.preview.invalid:80"
+    assert rec.outputs["instanceGroupName"] == rec.one(ASG).name

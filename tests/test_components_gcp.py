@@ -1,0 +1,391 @@
+"""components/gcp.py under Pulumi's mock runtime: the real inputs of every GCP resource."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import cache
+
+import pulumi
+import pytest
+from servestack.bootstrap import render_cloud_init
+
+from servestack import planner
+from servestack.deployment import Deployment, InstanceChoice, build_deployment
+from servestack.inputs import load_inputs
+from servestack.preview import SECRET_MASK, preview_json, record
+
+TOKEN = "hf_TestOnlyTokenValue9f3b2c1a"
+MIG = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager"
+TEMPLATE = "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate"
+FIREWALL = "gcp:compute/firewall:Firewall"
+HEALTH = "gcp:compute/regionHealthCheck:RegionHealthCheck"
+BACKEND = "gcp:compute/regionBackendService:RegionBackendService"
+RULE = "gcp:compute/forwardingRule:ForwardingRule"
+PROXY = "gcp:compute/regionTargetHttpProxy:RegionTargetHttpProxy"
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+ARMOR = "gcp:compute/regionSecurityPolicy:RegionSecurityPolicy"
+SECRET = "gcp:secretmanager/secret:Secret"
+VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+BINDING = "gcp:secretmanager/secretIamBinding:SecretIamBinding"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+GET_IMAGE = "gcp:compute/getImage:getImage"
+T4_HOSTS = (
+    InstanceChoice("gcp-us-central1-n1-standard-16-ondemand", "n1-standard-16", "T4", 4, 2.2,
+                   attached_gpu="nvidia-tesla-t4"),
+    InstanceChoice("gcp-us-central1-n1-standard-32-ondemand", "n1-standard-32", "T4", 4, 2.9,
+                   attached_gpu="nvidia-tesla-t4"),
+    InstanceChoice("gcp-us-central1-n1-highmem-32-ondemand", "n1-highmem-32", "V100", 4, 11.0,
+                   attached_gpu="nvidia-tesla-v100"),
+)
+
+
+@cache
+def planned(spot: bool) -> Deployment:
+    inputs = load_inputs(None)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="gcp", spot=spot), model=inputs.model)
+    deployment = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                                  model=inputs.model)
+    if len(deployment.instances) == 1:
+        # The shipped plan has one on-demand type with 2 x A100-80GB in us-central1; the
+        # flexibility policy is exercised with a second real 2-GPU type of the same region.
+        extra = InstanceChoice("gcp-us-central1-a3-highgpu-2g-spot", "a3-highgpu-2g",
+                               "H100", 2, 10.77)
+        deployment = replace(deployment, instances=(*deployment.instances, extra))
+    return deployment
+
+
+def run(deployment: Deployment, token: str | None = TOKEN):
+    def program() -> None:
+        from servestack.components.gcp import Service
+
+        secret = pulumi.Output.secret(token) if token else None
+        service = Service(deployment.service, deployment, hf_token=secret)
+        pulumi.export("endpoint", service.endpoint)
+        pulumi.export("instanceGroupName", service.group_name)
+        pulumi.export("instanceGroupId", service.group_id)
+
+    return record(program)
+
+
+@cache
+def on_demand():
+    return run(planned(False))
+
+
+@cache
+def spot():
+    return run(planned(True))
+
+
+def single(recording, token: str) -> dict:
+    return recording.one(token).inputs
+
+
+def firewall(recording, suffix: str) -> dict | None:
+    found = [r for r in recording.of_type(FIREWALL) if r.name.endswith(suffix)]
+    return found[0].inputs if found else None
+
+
+def test_planned_deployments_are_what_the_tests_assume():
+    d, s = planned(False), planned(True)
+    assert d.instances[0].instance_type.startswith("a2-") and len(d.instances) >= 2
+    assert s.use_spot and s.instances[0].instance_type.startswith("g2-")
+    assert d.desired_replicas == 2 and len(d.zones) == 2
+
+
+def test_firewall_opens_service_port_to_health_checkers_and_proxies_only():
+    d = planned(False)
+    rec = on_demand()
+    health = firewall(rec, "-health-checks")
+    assert health["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
+    assert health["allows"] == [{"protocol": "tcp", "ports": [str(d.service_port)]}]
+    assert health["targetTags"] == ["servestack-mixtral"]
+    assert health["direction"] == "INGRESS"
+    proxies = firewall(rec, "-lb-proxies")
+    proxy_subnet = [r.inputs for r in rec.of_type(SUBNET) if r.name.endswith("-proxy")][0]
+    assert proxy_subnet["purpose"] == "REGIONAL_MANAGED_PROXY"
+    assert proxies["sourceRanges"] == [proxy_subnet["ipCidrRange"]]
+    assert proxies["allows"] == [{"protocol": "tcp", "ports": ["8000"]}]
+    assert firewall(rec, "-ssh") is None
+    assert len(rec.of_type(FIREWALL)) == 2
+    template = single(rec, TEMPLATE)
+    assert template["tags"] == ["servestack-mixtral"]
+
+
+def test_ssh_rule_only_from_given_cidrs():
+    rec = run(replace(planned(False), ssh_cidrs=("198.51.100.7/32",)))
+    ssh = firewall(rec, "-ssh")
+    assert ssh["sourceRanges"] == ["198.51.100.7/32"]
+    assert ssh["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    assert len(rec.of_type(FIREWALL)) == 3
+
+
+def test_client_cidrs_enforced_by_cloud_armor_when_not_world():
+    assert on_demand().of_type(ARMOR) == []
+    assert "securityPolicy" not in single(on_demand(), BACKEND)
+    cidrs = tuple(f"203.0.113.{i}/32" for i in range(12))
+    rec = run(replace(planned(False), allow_cidrs=cidrs))
+    policy = single(rec, ARMOR)
+    allows = [r for r in policy["rules"] if r["action"] == "allow"]
+    assert [r["match"]["config"]["srcIpRanges"] for r in allows] == [list(cidrs[:10]),
+                                                                      list(cidrs[10:])]
+    default = [r for r in policy["rules"] if r["priority"] == 2147483647][0]
+    assert default["action"] == "deny(403)"
+    assert default["match"]["config"]["srcIpRanges"] == ["*"]
+    assert single(rec, BACKEND)["securityPolicy"]
+
+
+def test_health_check_and_autohealing_come_from_the_deployment():
+    d = planned(False)
+    rec = on_demand()
+    check = single(rec, HEALTH)
+    assert check["httpHealthCheck"] == {"port": 8000, "requestPath": "/health"}
+    assert (check["checkIntervalSec"], check["timeoutSec"]) == (10, 5)
+    assert (check["healthyThreshold"], check["unhealthyThreshold"]) == (2, 3)
+    assert check["region"] == d.region
+    mig = single(rec, MIG)
+    assert mig["autoHealingPolicies"]["initialDelaySec"] == d.health.grace_period_seconds == 1200
+    health_id = rec.one(HEALTH).id
+    assert mig["autoHealingPolicies"]["healthCheck"] == health_id
+    assert single(rec, BACKEND)["healthChecks"] == health_id
+
+
+def test_group_zones_named_port_size_and_update_policy():
+    d = planned(False)
+    mig = single(on_demand(), MIG)
+    assert mig["region"] == "us-central1"
+    assert mig["distributionPolicyZones"] == ["us-central1-a", "us-central1-c"]
+    assert mig["distributionPolicyTargetShape"] == "BALANCED"
+    assert mig["namedPorts"] == [{"name": "http", "port": 8000}]
+    assert mig["targetSize"] == d.desired_replicas == 2
+    assert mig["waitForInstances"] is False
+    policy = mig["updatePolicy"]
+    assert policy["maxSurgeFixed"] == len(d.zones) and policy["maxUnavailableFixed"] == 0
+    assert policy["instanceRedistributionType"] == "NONE"
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_replica_count_is_the_target_size(replicas):
+    rec = run(replace(planned(False), desired_replicas=replicas, min_replicas=replicas,
+                      max_replicas=replicas))
+    assert single(rec, MIG)["targetSize"] == replicas
+
+
+def test_several_machine_types_are_ranked_in_the_flexibility_policy():
+    d = planned(False)
+    selections = single(on_demand(), MIG)["instanceFlexibilityPolicy"]["instanceSelections"]
+    assert [s["machineTypes"] for s in selections] == [[c.instance_type] for c in d.instances]
+    assert [s["rank"] for s in selections] == list(range(len(d.instances)))
+    assert single(on_demand(), TEMPLATE)["machineType"] == d.instances[0].instance_type
+
+
+def test_one_machine_type_has_no_flexibility_policy():
+    d = planned(False)
+    rec = run(replace(d, instances=d.instances[:1]))
+    assert "instanceFlexibilityPolicy" not in single(rec, MIG)
+    assert single(rec, TEMPLATE)["machineType"] == "a2-ultragpu-2g"
+
+
+def test_on_demand_scheduling():
+    scheduling = single(on_demand(), TEMPLATE)["scheduling"]
+    assert scheduling == {"provisioningModel": "STANDARD", "preemptible": False,
+                          "automaticRestart": True, "onHostMaintenance": "TERMINATE"}
+    [version] = single(on_demand(), MIG)["versions"]
+    assert version["name"] == "ondemand" and "targetSize" not in version
+
+
+def test_spot_scheduling():
+    rec = spot()
+    scheduling = single(rec, TEMPLATE)["scheduling"]
+    assert scheduling == {"provisioningModel": "SPOT", "preemptible": True,
+                          "automaticRestart": False, "onHostMaintenance": "TERMINATE",
+                          "instanceTerminationAction": "DELETE"}
+    [version] = single(rec, MIG)["versions"]
+    assert version["name"] == "spot"
+
+
+def test_spot_with_on_demand_base_pins_an_on_demand_version():
+    rec = run(replace(planned(True), on_demand_base=1, desired_replicas=3))
+    templates = {r.name.rsplit("-", 1)[-1]: r for r in rec.of_type(TEMPLATE)}
+    assert templates["ondemand"].inputs["scheduling"]["provisioningModel"] == "STANDARD"
+    assert templates["spot"].inputs["scheduling"]["provisioningModel"] == "SPOT"
+    versions = {v["name"]: v for v in single(rec, MIG)["versions"]}
+    assert versions["ondemand"]["targetSize"] == {"fixed": 1}
+    assert "targetSize" not in versions["spot"]
+    assert single(rec, MIG)["targetSize"] == 3
+
+
+def test_bundled_gpu_types_attach_no_accelerators():
+    for rec in (on_demand(), spot()):  # a2 and g2 carry their GPUs
+        assert "guestAccelerators" not in single(rec, TEMPLATE)
+
+
+def test_n1_host_attaches_its_gpus_and_ranks_only_same_gpu_hosts():
+    d = replace(planned(False), instances=T4_HOSTS, tensor_parallel_size=4)
+    rec = run(d)
+    template = single(rec, TEMPLATE)
+    assert template["machineType"] == "n1-standard-16"
+    assert template["guestAccelerators"] == [{"type": "nvidia-tesla-t4", "count": 4}]
+    assert template["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    assert "nicType" not in template["networkInterfaces"][0]
+    selections = single(rec, MIG)["instanceFlexibilityPolicy"]["instanceSelections"]
+    assert [s["machineTypes"] for s in selections] == [["n1-standard-16"], ["n1-standard-32"]]
+
+
+def test_boot_disk_image_family_and_override():
+    d = planned(False)
+    rec = on_demand()
+    [disk] = single(rec, TEMPLATE)["disks"]
+    assert disk["boot"] and disk["autoDelete"]
+    assert (disk["diskSizeGb"], disk["diskType"]) == (d.disk_size_gb, d.disk_type) == \
+        (256, "pd-ssd")
+    [lookup] = [i for i in rec.invokes if i["token"] == GET_IMAGE]
+    assert lookup["args"] == {"project": "deeplearning-platform-release",
+                              "family": "common-cu129-ubuntu-2204-nvidia-580"}
+    assert disk["sourceImage"].endswith("/global/images/preview-image")
+    custom = "projects/acme/global/images/vllm-golden-1"
+    rec = run(replace(d, image_id=custom))
+    assert single(rec, TEMPLATE)["disks"][0]["sourceImage"] == custom
+    assert not [i for i in rec.invokes if i["token"] == GET_IMAGE]
+
+
+def test_user_data_is_the_bootstrap_and_holds_no_token():
+    d = planned(False)
+    rec = on_demand()
+    metadata = single(rec, TEMPLATE)["metadata"]
+    assert metadata["user-data"] == render_cloud_init(d)
+    assert "SERVESTACK_TP_PLANNED=2" in metadata["user-data"]
+    assert f"SERVESTACK_SECRET_NAME={d.secret.name}" in metadata["user-data"]
+    assert d.secret.name.startswith("servestack-mixtral-")
+    n1 = run(replace(d, instances=T4_HOSTS, tensor_parallel_size=4))
+    assert "SERVESTACK_TP_PLANNED=4" in single(n1, TEMPLATE)["metadata"]["user-data"]
+
+
+def test_token_appears_nowhere_but_as_a_secret():
+    for rec in (on_demand(), spot()):
+        text = json.dumps(preview_json(rec)) + json.dumps(rec.invokes)
+        assert TOKEN not in text
+        assert TOKEN[3:] not in text
+        assert single(rec, VERSION)["secretData"] == SECRET_MASK
+
+
+def test_secret_and_its_single_reader():
+    d = planned(False)
+    rec = on_demand()
+    secret = single(rec, SECRET)
+    assert secret["secretId"] == d.secret.name
+    assert d.secret.name.startswith("servestack-mixtral-") and d.secret.name.endswith("-hf-token")
+    assert secret["replication"] == {"userManaged": {"replicas": [{"location": d.region}]}}
+    binding = single(rec, BINDING)
+    assert binding["role"] == "roles/secretmanager.secretAccessor"
+    assert binding["secretId"] == d.secret.name
+    assert len(binding["members"]) == 1
+    assert single(rec, VERSION)["secret"] == rec.one(SECRET).id
+    account = single(rec, ACCOUNT)
+    assert 6 <= len(account["accountId"]) <= 30 and account["accountId"].startswith("ss-mixtral-")
+    template = single(rec, TEMPLATE)
+    assert template["serviceAccount"]["scopes"] == [
+        "https://www.googleapis.com/auth/cloud-platform"]
+
+
+def test_no_secret_resources_without_a_secret_and_no_version_without_a_token():
+    rec = run(replace(planned(False), secret=None), token=None)
+    assert not rec.of_type(SECRET) and not rec.of_type(BINDING) and not rec.of_type(VERSION)
+    rec = run(planned(False), token=None)
+    assert rec.of_type(SECRET) and rec.of_type(BINDING) and not rec.of_type(VERSION)
+
+
+def test_load_balancer_listens_on_listener_port_and_forwards_to_named_port():
+    d = planned(False)
+    rec = on_demand()
+    rule = single(rec, RULE)
+    assert rule["loadBalancingScheme"] == "EXTERNAL_MANAGED"
+    assert rule["portRange"] == str(d.listener_port) == "80"
+    assert rule["target"] == rec.one(PROXY).id
+    backend = single(rec, BACKEND)
+    assert backend["loadBalancingScheme"] == "EXTERNAL_MANAGED"
+    assert (backend["protocol"], backend["portName"]) == ("HTTP", "http")
+    assert backend["timeoutSec"] >= d.idle_timeout_seconds
+    assert backend["backends"][0]["balancingMode"] == "UTILIZATION"
+
+
+def test_labels_follow_gcp_rules():
+    d = replace(planned(False), labels={"team": "ml-infra", "cost_center": "42"})
+    rec = run(d)
+    labels = single(rec, TEMPLATE)["labels"]
+    assert labels == {"team": "ml-infra", "cost_center": "42", "servestack-service": "mixtral",
+                      "servestack-candidate": d.candidate_id, "managed-by": "servestack"}
+    assert single(rec, SECRET)["labels"] == labels
+    assert single(rec, RULE)["labels"] == labels
+    from servestack.components.gcp import gcp_labels
+
+    assert gcp_labels({"Owner.Name": "Jane Doe", "9lives": "x" * 70}) == {
+        "owner-name": "jane-doe", "l-9lives": "x" * 63}
+
+
+def test_project_goes_on_every_resource_when_set():
+    rec = run(replace(planned(False), gcp_project="acme-llm"))
+    custom = [r for r in rec.resources if r.custom]
+    assert custom and all(r.inputs.get("project") == "acme-llm" for r in custom), \
+        [r.name for r in custom if r.inputs.get("project") != "acme-llm"]
+    assert "project" not in single(on_demand(), MIG)
+
+
+def test_every_resource_sits_in_the_service_tree():
+    rec = on_demand()
+    by_urn = {r.urn: r for r in rec.resources}
+    [service] = [r for r in rec.resources if r.type == "servestack:gcp:Service"]
+    assert service.parent.endswith("pulumi:pulumi:Stack::servestack-preview")
+    for r in rec.resources:
+        if r is service:
+            continue
+        parent = by_urn[r.parent]
+        assert parent.type.startswith("servestack:gcp:"), r.name
+        while parent is not service:
+            parent = by_urn[parent.parent]
+    kinds = {r.type for r in rec.resources if not r.custom}
+    assert kinds == {f"servestack:gcp:{k}" for k in (
+        "Service", "Network", "Firewall", "Identity", "TokenSecret", "HealthCheck",
+        "InstanceGroup", "LoadBalancer")}
+
+
+def test_outputs():
+    outputs = on_demand().outputs
+    assert outputs["instanceGroupName"] == "mixtral-group-mig"
+    assert outputs["instanceGroupId"] == "mixtral-group-mig-id"
+    assert outputs["endpoint"] is None  # the static IP is allocated by `pulumi up`
+
+
+def test_endpoint_is_the_forwarding_rule_address(monkeypatch):
+    """Mocks that answer an IP for the forwarding rule, as the provider does on `up`."""
+    real_set_mocks = pulumi.runtime.set_mocks
+
+    def set_mocks(mocks, *args, monitor=None, **kwargs):
+        answer = monitor.mocks.new_resource
+
+        def new_resource(request):
+            resource_id, state = answer(request)
+            if request.typ == RULE:
+                state["ipAddress"] = "203.0.113.80"
+            return resource_id, state
+
+        monitor.mocks.new_resource = new_resource
+        return real_set_mocks(mocks, *args, monitor=monitor, **kwargs)
+
+    monkeypatch.setattr(pulumi.runtime, "set_mocks", set_mocks)
+    assert run(planned(False)).outputs["endpoint"] == "http://203.0.113.80:80"
+
+
+def test_the_program_builds_the_gcp_service_from_stack_config():
+    from servestack.program import main
+
+    d = planned(False)
+    rec = record(main, config={"servestack:deployment": json.dumps(d.to_config()),
+                               "servestack:hfToken": TOKEN},
+                 secret_keys=["servestack:hfToken"])
+    assert rec.one("servestack:gcp:Service").name == d.service
+    assert single(rec, VERSION)["secretData"] == SECRET_MASK
+    assert TOKEN not in json.dumps(preview_json(rec))
+    assert rec.outputs["instanceGroupName"] == "mixtral-group-mig"
