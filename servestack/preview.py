@@ -98,6 +98,12 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
             state.setdefault("name", args.name)
             state.setdefault("selfLink", f"https://preview/{args.typ}/{args.name}")
             state.setdefault("dnsName", f"{args.name}.preview.invalid")
+            identity = state.get("identity")
+            if isinstance(identity, dict) and \
+                    isinstance(identity.get("userAssignedIdentities"), list):
+                # azure-native takes a list of identity ids but returns a map keyed by them
+                state["identity"] = {**identity, "userAssignedIdentities":
+                                     {i: {} for i in identity["userAssignedIdentities"]}}
             if args.typ.endswith(("forwardingRule:ForwardingRule", ":PublicIPAddress",
                                   "address:Address")):
                 state.setdefault("ipAddress", "203.0.113.10")  # documentation range

@@ -1,0 +1,533 @@
+"""Azure: the service as a Standard public load balancer in front of a GPU VM scale set.
+
+`Service` is the top of the tree; the resource group and the scale set's user-assigned
+identity are its direct children, each other concern is its own child component:
+
+- `Firewall`: the network security group on the subnet. A Standard load balancer with floating
+  IP off rewrites the destination to the VM's private IP and the *backend* port but keeps the
+  client's source address, so the NSG must admit the allowed client CIDRs on the service port
+  (not the listener port); the health probe comes from the `AzureLoadBalancer` service tag.
+  SSH only from the SSH CIDRs, and an explicit deny-all below those rules shadows Azure's
+  default inbound allows (VirtualNetwork, AzureLoadBalancer on every port).
+- `Network`: virtual network + subnet (default outbound access off, NSG attached).
+- `LoadBalancer`: static Standard public IP, Standard load balancer with one frontend, one
+  backend pool, the HTTP probe, the listener -> service port rule, and an outbound rule: the
+  rule disables its own SNAT and the outbound rule gives the VMs explicit egress through the
+  same public IP (the subnet has no default outbound access) to download the model. With SSH
+  CIDRs, an inbound NAT rule maps a frontend port range to port 22 of each VM.
+- `TokenSecret`: a Key Vault whose only access policy lets the scale set's identity *get*
+  secrets, and the Hugging Face token in it as a secret (only when the deployment has one).
+- `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix).
+
+Every value comes from the `Deployment`; nothing is decided here except how Azure expresses it.
+Azure-only facts (zones per region, image, limits) are constants below, with their sources.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_azure_native as azure
+
+from ..bootstrap import render_cloud_init
+from ..deployment import Deployment, HealthCheck, SecretRef
+from ..errors import UserError
+from . import TYPE_PREFIX
+
+# Regions with availability zones, as ARM names. Source: MicrosoftDocs/azure-docs
+# articles/reliability/availability-zones-region-support.md ("Azure regions with availability
+# zone support", ms.date 11/20/2024). Every region of catalog/azure.csv is in it; a region not
+# listed (e.g. westus, northcentralus) gets a regional scale set with no zones.
+ZONAL_REGIONS = frozenset({
+    "brazilsouth", "canadacentral", "centralus", "eastus", "eastus2", "southcentralus",
+    "usgovvirginia", "westus2", "westus3", "mexicocentral",
+    "francecentral", "italynorth", "germanywestcentral", "norwayeast", "northeurope", "uksouth",
+    "westeurope", "swedencentral", "switzerlandnorth", "polandcentral", "spaincentral",
+    "qatarcentral", "uaenorth", "israelcentral", "southafricanorth",
+    "australiaeast", "centralindia", "japaneast", "japanwest", "southeastasia", "eastasia",
+    "chinanorth3", "koreacentral", "newzealandnorth",
+})
+AZ_ZONES = ("1", "2", "3")
+# Ubuntu 22.04 HPC image: NVIDIA data-center driver, CUDA, no marketplace plan needed, Gen2
+# (which the A100/H100 sizes require). The A10 "NVads A10 v5" sizes need NVIDIA's GRID driver
+# instead: give those an image with `image_id`.
+HPC_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204",
+             "version": "latest"}
+VNET_CIDR = "10.50.0.0/16"
+SUBNET_CIDR = "10.50.0.0/24"
+ADMIN_USER = "servestack"
+SSH_PORT = 22
+# SSH reaches the VMs (no public IPs) through an inbound NAT rule on the balancer's frontend:
+# one frontend port per pool member from this range, forwarded to port 22 (NAT rule "v2").
+SSH_NAT_PORTS = (50000, 50099)
+# Automatic repairs: grace period between 10 and 90 minutes (AutomaticRepairsPolicy docstring,
+# "minimum ... PT10M ... maximum ... PT90M"); the deployment's seconds are clamped into it.
+REPAIR_GRACE_MINUTES = (10, 90)
+# Load balancing rule idle timeout: "between 4 and 30 minutes" (LoadBalancingRule docstring).
+IDLE_TIMEOUT_MINUTES = (4, 30)
+PROBE_MIN_INTERVAL = 5  # Probe docstring: "the minimum value is 5"
+SPOT_RESTORE_TIMEOUT = "PT1H"  # how long Azure keeps trying to restore evicted spot VMs
+FLEX_NETWORK_API = "2020-11-01"  # NIC API version for Flexible scale sets (NetworkApiVersion)
+FRONTEND, POOL, PROBE, RULE, EGRESS, SSH = "frontend", "backend", "health", "http", "egress", "ssh"
+# Priorities of our NSG rules (100..4096 allowed); DENY_ALL sits below all of them.
+PRIORITY = {"probe": 100, "clients": 110, "ssh": 120, "deny": 4096}
+# A Linux profile with password login disabled must carry an SSH key, or Azure rejects it
+# ("Authentication using either SSH or by user name and password must be enabled in Linux
+# profile"). Without servestack:sshPublicKey the VMs get this lock-only key instead: its
+# modulus is the RSA-2048 challenge number, whose factors RSA Laboratories destroyed, so no
+# private key exists for it. Nobody can log in, and no key is generated or stored anywhere.
+RSA_2048 = int(
+    "25195908475657893494027183240048398571429282126204032027777137836043662020707595556264"
+    "01852588078440691829064124951508218929855914917618450280848912007284499268739280728777"
+    "67359714183472702618963750149718246911650776133798590957000973304597488084284017974291"
+    "00642458691817195118746121515172654632282216869987549182422433637259085141865462043576"
+    "79842338718477444792073993423658482382428119816381501067481045166037730605620161967625"
+    "61338441436038339044149526344321901146575444541784240209246165157233507787077498171257"
+    "72467962926386356373289912154831438167899885040445364023527381951378636564391212010397"
+    "122822120720357")
+RSA_EXPONENT = 65537
+
+
+def _type(kind: str) -> str:
+    return f"{TYPE_PREFIX}:azure:{kind}"
+
+
+def _child(parent: pulumi.Resource, **extra) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent, **extra)
+
+
+def zones_for(deployment: Deployment) -> list[str] | None:
+    """The deployment's pinned zones, else all three where the region has zones, else none.
+
+    A size that the subscription cannot get in one of those zones makes Azure refuse the scale
+    set (SkuNotAvailable), which the caller treats like any capacity failure.
+    """
+    if deployment.zones:
+        return list(deployment.zones)
+    return list(AZ_ZONES) if deployment.region in ZONAL_REGIONS else None
+
+
+def idle_timeout_minutes(seconds: int) -> int:
+    low, high = IDLE_TIMEOUT_MINUTES
+    return max(low, min(high, math.ceil(seconds / 60)))
+
+
+def repair_grace_period(seconds: int) -> str:
+    """ISO 8601 minutes, clamped into Azure's 10..90 minute range."""
+    low, high = REPAIR_GRACE_MINUTES
+    return f"PT{max(low, min(high, math.ceil(seconds / 60)))}M"
+
+
+def lock_only_ssh_key() -> str:
+    """An ssh-rsa public key (RFC 4253 wire format) nobody holds the private half of."""
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    def mpint(value: int) -> bytes:
+        return string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+    blob = string(b"ssh-rsa") + mpint(RSA_EXPONENT) + mpint(RSA_2048)
+    return f"ssh-rsa {base64.b64encode(blob).decode()} servestack-no-login"
+
+
+def image_reference(image_id: str | None) -> dict[str, str]:
+    """`image_id` as an ImageReference: a URN publisher:offer:sku:version or a resource id."""
+    if not image_id:
+        return dict(HPC_IMAGE)
+    if image_id.startswith("/CommunityGalleries/"):
+        return {"community_gallery_image_id": image_id}
+    if image_id.startswith("/SharedGalleries/"):
+        return {"shared_gallery_image_id": image_id}
+    if image_id.startswith("/subscriptions/"):
+        return {"id": image_id}
+    parts = image_id.split(":")
+    if len(parts) == 4 and all(parts):
+        return dict(zip(("publisher", "offer", "sku", "version"), parts, strict=True))
+    raise UserError(f"Azure image_id {image_id!r}: expected publisher:offer:sku:version or an "
+                    "image, gallery or community gallery resource id")
+
+
+def lb_child_id(subscription: str, group: str, lb_name: str, kind: str, child: str) -> str:
+    """ARM id of a load balancer sub-resource, for references inside and to that balancer."""
+    return (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.Network/loadBalancers/{lb_name}/{kind}/{child}")
+
+
+@dataclass
+class FirewallArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+
+
+class Firewall(pulumi.ComponentResource):
+    """The subnet's NSG: probe and clients on the service port, SSH if asked, nothing else."""
+
+    def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Firewall"), name, None, opts)
+        d = args.deployment
+        self.nsg = azure.network.NetworkSecurityGroup(
+            f"{name}-nsg", resource_group_name=args.resource_group_name, location=d.region,
+            security_rules=security_rules(d), tags=d.tags, opts=_child(self))
+        self.register_outputs({"networkSecurityGroupId": self.nsg.id})
+
+
+def _allow(name: str, port: int, sources: list[str], description: str
+           ) -> azure.network.SecurityRuleArgs:
+    source = ({"source_address_prefix": sources[0]} if len(sources) == 1
+              else {"source_address_prefixes": sources})
+    return azure.network.SecurityRuleArgs(
+        name=name, priority=PRIORITY[name.removeprefix("allow-")], direction="Inbound",
+        access="Allow", protocol="Tcp", source_port_range="*", destination_address_prefix="*",
+        destination_port_range=str(port), description=description, **source)
+
+
+def _ipv4(cidrs: tuple[str, ...]) -> list[str]:
+    """The IPv4 CIDRs: the frontend is IPv4 only, and one rule cannot mix the families."""
+    return sorted(c for c in cidrs if ":" not in c)
+
+
+def security_rules(d: Deployment) -> list[azure.network.SecurityRuleArgs]:
+    rules = [_allow("allow-probe", d.health.port, ["AzureLoadBalancer"],
+                    "load balancer health probe")]
+    if _ipv4(d.allow_cidrs):
+        rules.append(_allow("allow-clients", d.service_port, _ipv4(d.allow_cidrs),
+                            "clients via the load balancer (source IP is preserved)"))
+    if _ipv4(d.ssh_cidrs):
+        rules.append(_allow("allow-ssh", SSH_PORT, _ipv4(d.ssh_cidrs),
+                            "SSH via the balancer's NAT rule"))
+    rules.append(azure.network.SecurityRuleArgs(
+        name="deny-all-inbound", priority=PRIORITY["deny"], direction="Inbound", access="Deny",
+        protocol="*", source_address_prefix="*", source_port_range="*",
+        destination_address_prefix="*", destination_port_range="*",
+        description="shadow Azure's default inbound allows"))
+    return rules
+
+
+@dataclass
+class NetworkArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    network_security_group_id: pulumi.Input[str]
+
+
+class Network(pulumi.ComponentResource):
+    """A virtual network with one subnet, guarded by the firewall's NSG."""
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Network"), name, None, opts)
+        d = args.deployment
+        self.vnet = azure.network.VirtualNetwork(
+            f"{name}-vnet", resource_group_name=args.resource_group_name, location=d.region,
+            address_space=azure.network.AddressSpaceArgs(address_prefixes=[VNET_CIDR]),
+            tags=d.tags, opts=_child(self))
+        self.subnet = azure.network.Subnet(
+            f"{name}-subnet", resource_group_name=args.resource_group_name,
+            virtual_network_name=self.vnet.name, address_prefix=SUBNET_CIDR,
+            default_outbound_access=False,
+            network_security_group=azure.network.NetworkSecurityGroupArgs(
+                id=args.network_security_group_id),
+            opts=_child(self))
+        self.register_outputs({"virtualNetworkId": self.vnet.id, "subnetId": self.subnet.id})
+
+
+@dataclass
+class LoadBalancerArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    subscription_id: pulumi.Input[str]
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    """Public IP -> listener rule -> backend pool probed on the health path; egress rule."""
+
+    def __init__(self, name: str, args: LoadBalancerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("LoadBalancer"), name, None, opts)
+        d = args.deployment
+        self.lb_name = f"{d.service}-lb"  # explicit: the rules reference it by ARM id
+        self.public_ip = azure.network.PublicIPAddress(
+            f"{name}-ip", resource_group_name=args.resource_group_name, location=d.region,
+            sku=azure.network.PublicIPAddressSkuArgs(name="Standard", tier="Regional"),
+            public_ip_allocation_method="Static", public_ip_address_version="IPv4",
+            zones=zones_for(d), tags=d.tags, opts=_child(self))
+        ids = pulumi.Output.all(args.subscription_id, args.resource_group_name).apply(
+            lambda v: {kind: lb_child_id(v[0], v[1], self.lb_name, kind, child)
+                       for kind, child in (("frontendIPConfigurations", FRONTEND),
+                                           ("backendAddressPools", POOL), ("probes", PROBE))})
+        self.lb = azure.network.LoadBalancer(
+            f"{name}-lb", load_balancer_name=self.lb_name,
+            resource_group_name=args.resource_group_name, location=d.region,
+            sku=azure.network.LoadBalancerSkuArgs(name="Standard", tier="Regional"),
+            frontend_ip_configurations=[azure.network.FrontendIPConfigurationArgs(
+                name=FRONTEND, public_ip_address=azure.network.PublicIPAddressArgs(
+                    id=self.public_ip.id))],
+            backend_address_pools=[azure.network.BackendAddressPoolArgs(name=POOL)],
+            probes=[health_probe(d.health)],
+            load_balancing_rules=[listener_rule(d, ids)],
+            outbound_rules=[egress_rule(ids)],
+            inbound_nat_rules=[ssh_nat_rule(ids)] if _ipv4(d.ssh_cidrs) else None,
+            tags=d.tags, opts=_child(self))
+        # Through the balancer's id, so whoever uses these waits for the balancer.
+        self.backend_pool_id = pulumi.Output.all(self.lb.id, ids).apply(
+            lambda v: v[1]["backendAddressPools"])
+        self.probe_id = pulumi.Output.all(self.lb.id, ids).apply(lambda v: v[1]["probes"])
+        self.endpoint = pulumi.Output.concat("http://", self.public_ip.ip_address, ":",
+                                             str(d.listener_port))
+        self.register_outputs({"publicIp": self.public_ip.ip_address, "endpoint": self.endpoint,
+                               "loadBalancerId": self.lb.id})
+
+
+def health_probe(h: HealthCheck) -> azure.network.ProbeArgs:
+    """HTTP 200 on the health path. Azure has one threshold for both directions (out after N
+    failures, back after N successes), so it takes the unhealthy threshold; there is no probe
+    timeout setting. `number_of_probes` is the older name of the same count."""
+    return azure.network.ProbeArgs(
+        name=PROBE, protocol="Http", port=h.port, request_path=h.path,
+        interval_in_seconds=max(PROBE_MIN_INTERVAL, h.interval_seconds),
+        probe_threshold=h.unhealthy_threshold, number_of_probes=h.unhealthy_threshold)
+
+
+def listener_rule(d: Deployment, ids: pulumi.Output[dict]
+                  ) -> azure.network.LoadBalancingRuleArgs:
+    return azure.network.LoadBalancingRuleArgs(
+        name=RULE, protocol="Tcp", frontend_port=d.listener_port, backend_port=d.service_port,
+        frontend_ip_configuration=azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["frontendIPConfigurations"])),
+        backend_address_pool=azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["backendAddressPools"])),
+        probe=azure.network.SubResourceArgs(id=ids.apply(lambda i: i["probes"])),
+        idle_timeout_in_minutes=idle_timeout_minutes(d.idle_timeout_seconds),
+        enable_tcp_reset=True, enable_floating_ip=False, disable_outbound_snat=True,
+        load_distribution="Default")
+
+
+def egress_rule(ids: pulumi.Output[dict]) -> azure.network.OutboundRuleArgs:
+    return azure.network.OutboundRuleArgs(
+        name=EGRESS, protocol="All", enable_tcp_reset=True,
+        frontend_ip_configurations=[azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["frontendIPConfigurations"]))],
+        backend_address_pool=azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["backendAddressPools"])))
+
+
+def ssh_nat_rule(ids: pulumi.Output[dict]) -> azure.network.InboundNatRuleArgs:
+    return azure.network.InboundNatRuleArgs(
+        name=SSH, protocol="Tcp", backend_port=SSH_PORT,
+        frontend_port_range_start=SSH_NAT_PORTS[0], frontend_port_range_end=SSH_NAT_PORTS[1],
+        frontend_ip_configuration=azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["frontendIPConfigurations"])),
+        backend_address_pool=azure.network.SubResourceArgs(
+            id=ids.apply(lambda i: i["backendAddressPools"])))
+
+
+@dataclass
+class TokenSecretArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    tenant_id: pulumi.Input[str]
+    reader_principal_id: pulumi.Input[str]  # the scale set's identity
+    token: pulumi.Input[str] | None
+
+
+class TokenSecret(pulumi.ComponentResource):
+    """Key Vault `secret.vault` with one access policy (the VMs' identity: get secrets) and the
+    Hugging Face token as secret `secret.name`.
+
+    An access policy rather than RBAC: "get" on secrets is exactly what the VMs need, and it
+    needs no role-assignment rights from whoever runs `pulumi up`.
+    """
+
+    def __init__(self, name: str, args: TokenSecretArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("TokenSecret"), name, None, opts)
+        d = args.deployment
+        ref: SecretRef = d.secret
+        self.vault = azure.keyvault.Vault(
+            f"{name}-vault", vault_name=ref.vault, resource_group_name=args.resource_group_name,
+            location=d.region, tags=d.tags, opts=_child(self),
+            properties=azure.keyvault.VaultPropertiesArgs(
+                tenant_id=args.tenant_id,
+                sku=azure.keyvault.SkuArgs(family="A", name="standard"),
+                enable_rbac_authorization=False,
+                soft_delete_retention_in_days=7,  # the minimum: the name frees up sooner
+                access_policies=[azure.keyvault.AccessPolicyEntryArgs(
+                    tenant_id=args.tenant_id, object_id=args.reader_principal_id,
+                    permissions=azure.keyvault.PermissionsArgs(secrets=["get"]))]))
+        self.secret = None
+        if args.token is not None:
+            self.secret = azure.keyvault.Secret(
+                f"{name}-secret", secret_name=ref.name, vault_name=self.vault.name,
+                resource_group_name=args.resource_group_name, tags=d.tags,
+                properties=azure.keyvault.SecretPropertiesArgs(
+                    value=pulumi.Output.secret(args.token), content_type="text/plain"),
+                opts=_child(self))
+        self.register_outputs({"vaultUri": self.vault.properties.vault_uri})
+
+
+@dataclass
+class ScaleSetArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    backend_pool_id: pulumi.Input[str]
+    probe_id: pulumi.Input[str]
+    identity_id: pulumi.Input[str]
+    ssh_public_key: str
+    ready_first: list[pulumi.Resource]  # the token and its access exist before boot
+
+
+class ScaleSet(pulumi.ComponentResource):
+    """The GPU VM scale set behind the balancer's pool.
+
+    Uniform orchestration with the balancer's probe as the repair signal. Spot with on-demand
+    replicas below it needs a priority mix, which only Flexible orchestration has (Azure "Spot
+    Priority Mix": Flexible only, single placement group off); Flexible scale sets take their
+    health from the Application Health extension, so that path probes the same path with it.
+    Only the primary size is used: Azure's multi-size "instance mix" (sku_profile) is Flexible
+    only and limited to the A/B/D/E/F families (no GPU sizes), so the other ranked sizes are
+    left to the caller's fallback to the next candidate.
+    """
+
+    def __init__(self, name: str, args: ScaleSetArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("ScaleSet"), name, None, opts)
+        d = args.deployment
+        flexible = d.use_spot and d.on_demand_base > 0
+        mode = {"orchestration_mode": "Flexible", "platform_fault_domain_count": 1,
+                "single_placement_group": False,
+                "priority_mix_policy": azure.compute.PriorityMixPolicyArgs(
+                    base_regular_priority_count=d.on_demand_base,
+                    regular_priority_percentage_above_base=0)} if flexible else {
+            "orchestration_mode": "Uniform", "overprovision": False,
+            "upgrade_policy": azure.compute.UpgradePolicyArgs(mode="Manual")}
+        self.vmss = azure.compute.VirtualMachineScaleSet(
+            f"{name}-vmss", resource_group_name=args.resource_group_name, location=d.region,
+            sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
+                                      capacity=d.desired_replicas),
+            zones=zones_for(d),
+            identity=azure.compute.VirtualMachineScaleSetIdentityArgs(
+                type="UserAssigned", user_assigned_identities=[args.identity_id]),
+            automatic_repairs_policy=azure.compute.AutomaticRepairsPolicyArgs(
+                enabled=True, grace_period=repair_grace_period(d.health.grace_period_seconds),
+                repair_action="Replace"),
+            spot_restore_policy=azure.compute.SpotRestorePolicyArgs(
+                enabled=True, restore_timeout=SPOT_RESTORE_TIMEOUT)
+            if d.use_spot and d.capacity_rebalance else None,
+            virtual_machine_profile=vm_profile(d, args, flexible),
+            tags=d.tags, opts=_child(self, depends_on=args.ready_first), **mode)
+        self.register_outputs({"scaleSetName": self.vmss.name, "scaleSetId": self.vmss.id})
+
+
+def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
+               ) -> azure.compute.VirtualMachineScaleSetVMProfileArgs:
+    spot = {"priority": "Spot", "eviction_policy": "Delete",
+            "billing_profile": azure.compute.BillingProfileArgs(max_price=-1)} \
+        if d.use_spot else {"priority": "Regular"}
+    # No security_profile: at the SDK's API version (2024-11-01) that means the Standard
+    # security type (no Trusted Launch / Secure Boot), which every GPU size here accepts.
+    return azure.compute.VirtualMachineScaleSetVMProfileArgs(
+        os_profile=os_profile(d, args.ssh_public_key),
+        storage_profile=azure.compute.VirtualMachineScaleSetStorageProfileArgs(
+            image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image_id)),
+            os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
+                create_option="FromImage", disk_size_gb=d.disk_size_gb, caching="ReadWrite",
+                managed_disk=azure.compute.VirtualMachineScaleSetManagedDiskParametersArgs(
+                    storage_account_type=d.disk_type))),
+        network_profile=network_profile(d, args, flexible),
+        extension_profile=health_extension(d.health) if flexible else None,
+        **spot)
+
+
+def os_profile(d: Deployment, ssh_public_key: str
+               ) -> azure.compute.VirtualMachineScaleSetOSProfileArgs:
+    """SSH key login only; cloud-init reads the bootstrap from custom data (base64)."""
+    cloud_init = render_cloud_init(d)
+    raw = cloud_init if isinstance(cloud_init, bytes) else cloud_init.encode()
+    return azure.compute.VirtualMachineScaleSetOSProfileArgs(
+        computer_name_prefix=d.service[:15].rstrip("-"), admin_username=ADMIN_USER,
+        custom_data=base64.b64encode(raw).decode(),
+        linux_configuration=azure.compute.LinuxConfigurationArgs(
+            disable_password_authentication=True, provision_vm_agent=True,
+            ssh=azure.compute.SshConfigurationArgs(public_keys=[azure.compute.SshPublicKeyArgs(
+                path=f"/home/{ADMIN_USER}/.ssh/authorized_keys", key_data=ssh_public_key)])))
+
+
+def network_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
+                    ) -> azure.compute.VirtualMachineScaleSetNetworkProfileArgs:
+    nic = azure.compute.VirtualMachineScaleSetNetworkConfigurationArgs(
+        name="nic", primary=True,
+        ip_configurations=[azure.compute.VirtualMachineScaleSetIPConfigurationArgs(
+            name="ipconfig", primary=True,
+            subnet=azure.compute.ApiEntityReferenceArgs(id=args.subnet_id),
+            load_balancer_backend_address_pools=[azure.compute.SubResourceArgs(
+                id=args.backend_pool_id)])])
+    if flexible:
+        return azure.compute.VirtualMachineScaleSetNetworkProfileArgs(
+            network_api_version=FLEX_NETWORK_API, network_interface_configurations=[nic])
+    return azure.compute.VirtualMachineScaleSetNetworkProfileArgs(
+        health_probe=azure.compute.ApiEntityReferenceArgs(id=args.probe_id),
+        network_interface_configurations=[nic])
+
+
+def health_extension(h: HealthCheck) -> azure.compute.VirtualMachineScaleSetExtensionProfileArgs:
+    """Application Health extension (binary states) probing what the balancer probes."""
+    return azure.compute.VirtualMachineScaleSetExtensionProfileArgs(extensions=[
+        azure.compute.VirtualMachineScaleSetExtensionArgs(
+            name="health", publisher="Microsoft.ManagedServices", type="ApplicationHealthLinux",
+            type_handler_version="1.0", auto_upgrade_minor_version=True,
+            settings={"protocol": "http", "port": h.port, "requestPath": h.path,
+                      "intervalInSeconds": max(PROBE_MIN_INTERVAL, h.interval_seconds),
+                      "numberOfProbes": h.unhealthy_threshold})])
+
+
+class Service(pulumi.ComponentResource):
+    """The whole service on Azure; `endpoint` is the balancer's public IP and listener port."""
+
+    def __init__(self, name: str, deployment: Deployment,
+                 hf_token: pulumi.Input[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Service"), name, None, opts)
+        d = deployment
+        if len(d.instances) > 1:
+            pulumi.log.info(f"Azure scale sets take one GPU size: {d.primary.instance_type}; "
+                            "the other ranked sizes stay fallback candidates", self)
+        client = azure.authorization.get_client_config_output(
+            opts=pulumi.InvokeOutputOptions(parent=self))
+        self.group = azure.resources.ResourceGroup(
+            f"{name}-rg", location=d.region, tags=d.tags, opts=_child(self))
+        self.identity = azure.managedidentity.UserAssignedIdentity(
+            f"{name}-id", resource_group_name=self.group.name, location=d.region, tags=d.tags,
+            opts=_child(self))
+        firewall = Firewall(f"{name}-fw", FirewallArgs(d, self.group.name), _child(self))
+        network = Network(f"{name}-net", NetworkArgs(d, self.group.name, firewall.nsg.id),
+                          _child(self))
+        lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
+            d, self.group.name, client.subscription_id), _child(self))
+        ready = self._token(name, d, client.tenant_id, hf_token)
+        scale_set = ScaleSet(f"{name}-group", ScaleSetArgs(
+            d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
+            self.identity.id, ssh_public_key(), ready), _child(self))
+        self.endpoint = lb.endpoint
+        self.group_name = scale_set.vmss.name
+        self.group_id = scale_set.vmss.id
+        self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
+                               "groupId": self.group_id})
+
+    def _token(self, name: str, d: Deployment, tenant_id: pulumi.Input[str],
+               hf_token: pulumi.Input[str] | None) -> list[pulumi.Resource]:
+        """The vault (and the token in it) the VMs read at boot; nothing when no secret."""
+        if d.secret is None:
+            return []
+        if hf_token is None:
+            pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
+                            f"expect secret {d.secret.name} in Key Vault {d.secret.vault}", self)
+        return [TokenSecret(f"{name}-token", TokenSecretArgs(
+            d, self.group.name, tenant_id, self.identity.principal_id, hf_token), _child(self))]
+
+
+def ssh_public_key() -> str:
+    """servestack:sshPublicKey if set, else the lock-only key (see RSA_2048)."""
+    configured = pulumi.Config("servestack").get("sshPublicKey")
+    return configured.strip() if configured else lock_only_ssh_key()

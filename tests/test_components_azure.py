@@ -1,0 +1,342 @@
+"""components/azure.py under Pulumi's mock runtime: the real inputs of each Azure resource."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from dataclasses import replace
+from functools import cache
+
+import pulumi
+import pytest
+from servestack.bootstrap import render_cloud_init
+from servestack.components import azure as az
+
+from servestack import planner
+from servestack.deployment import Deployment, build_deployment
+from servestack.errors import UserError
+from servestack.inputs import load_inputs
+from servestack.preview import SECRET_MASK, Recording, preview_json, record
+
+TOKEN = "hf_AZUREtokenMustNeverLeak0123456789"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlcnZlc3RhY2stdGVzdC1rZXk= test@servestack"
+ALLOCATED_IP = "203.0.113.10"  # what servestack.preview's mock allocates to a public IP
+SERVICE = "servestack:azure:Service"
+VMSS = "azure-native:compute:VirtualMachineScaleSet"
+NSG = "azure-native:network:NetworkSecurityGroup"
+LB = "azure-native:network:LoadBalancer"
+PIP = "azure-native:network:PublicIPAddress"
+SUBNET = "azure-native:network:Subnet"
+VAULT = "azure-native:keyvault:Vault"
+SECRET = "azure-native:keyvault:Secret"
+IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
+NO_ZONE_REGION = "northcentralus"  # a real Azure region without availability zones
+
+
+@cache
+def _planned(spot: bool) -> Deployment:
+    inputs = load_inputs(None)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="azure", spot=spot), model=inputs.model)
+    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model)
+
+
+def on_demand_one() -> Deployment:
+    """On-demand, one replica, in a region with zones."""
+    d = replace(_planned(False), min_replicas=1, max_replicas=1, desired_replicas=1)
+    assert not d.use_spot and d.region in az.ZONAL_REGIONS and d.secret is not None
+    return d
+
+
+def spot_three() -> Deployment:
+    """All spot, three replicas, in a region without zones."""
+    d = replace(_planned(True), region=NO_ZONE_REGION, min_replicas=3, max_replicas=3,
+                desired_replicas=3, on_demand_base=0)
+    assert d.use_spot and d.capacity_rebalance
+    return d
+
+
+def spot_mix() -> Deployment:
+    """Spot above one on-demand replica: needs Azure's priority mix."""
+    return replace(spot_three(), on_demand_base=1)
+
+
+def run(d: Deployment, token: str | None = TOKEN, config: dict | None = None,
+        wrap: bool = True) -> Recording:
+    def program() -> None:
+        hf_token = pulumi.Output.secret(token) if token and wrap else token
+        service = az.Service("svc", d, hf_token=hf_token)
+        pulumi.export("endpoint", service.endpoint)
+        pulumi.export("groupName", service.group_name)
+        pulumi.export("groupId", service.group_id)
+
+    return record(program, config=config)
+
+
+@cache
+def recorded(kind: str) -> Recording:
+    return run({"on_demand": on_demand_one, "spot": spot_three, "mix": spot_mix}[kind]())
+
+
+def vmss(kind: str) -> dict:
+    return recorded(kind).one(VMSS).inputs
+
+
+def rules_by_name(rec: Recording) -> dict[str, dict]:
+    return {r["name"]: r for r in rec.one(NSG).inputs["securityRules"]}
+
+
+def custom_data(inputs: dict) -> str:
+    return base64.b64decode(inputs["virtualMachineProfile"]["osProfile"]["customData"]).decode()
+
+
+def test_nsg_admits_probe_and_clients_on_the_service_port_and_nothing_else():
+    d = on_demand_one()
+    rules = rules_by_name(recorded("on_demand"))
+    assert set(rules) == {"allow-probe", "allow-clients", "deny-all-inbound"}
+    probe, clients, deny = rules["allow-probe"], rules["allow-clients"], rules["deny-all-inbound"]
+    assert (probe["priority"], probe["sourceAddressPrefix"], probe["destinationPortRange"]) == \
+        (100, "AzureLoadBalancer", str(d.health.port))
+    # the backend port, not the listener's: a Standard LB keeps the client's source address
+    assert (clients["priority"], clients["sourceAddressPrefix"],
+            clients["destinationPortRange"]) == (110, "0.0.0.0/0", "8000")
+    assert d.listener_port == 80 and str(d.listener_port) not in \
+        {r.get("destinationPortRange") for r in rules.values()}
+    for rule in (probe, clients):
+        assert (rule["direction"], rule["access"], rule["protocol"]) == ("Inbound", "Allow", "Tcp")
+    assert (deny["priority"], deny["access"], deny["protocol"], deny["sourceAddressPrefix"],
+            deny["destinationPortRange"]) == (4096, "Deny", "*", "*", "*")
+    subnet = recorded("on_demand").one(SUBNET).inputs
+    assert subnet["networkSecurityGroup"]["id"] == "svc-fw-nsg-id"
+    assert subnet["defaultOutboundAccess"] is False
+
+
+def test_ssh_only_from_the_ssh_cidrs_through_a_nat_rule():
+    d = replace(on_demand_one(), allow_cidrs=("198.51.100.0/24", "192.0.2.0/24", "2001:db8::/32"),
+                ssh_cidrs=("192.0.2.7/32",))
+    rec = run(d, config={"servestack:sshPublicKey": SSH_KEY})
+    rules = rules_by_name(rec)
+    assert rules["allow-clients"]["sourceAddressPrefixes"] == ["192.0.2.0/24", "198.51.100.0/24"]
+    ssh = rules["allow-ssh"]
+    assert (ssh["priority"], ssh["sourceAddressPrefix"], ssh["destinationPortRange"]) == \
+        (120, "192.0.2.7/32", "22")
+    nat = rec.one(LB).inputs["inboundNatRules"]
+    assert [(n["name"], n["backendPort"], n["frontendPortRangeStart"],
+             n["frontendPortRangeEnd"]) for n in nat] == [("ssh", 22, 50000, 50099)]
+    assert nat[0]["backendAddressPool"]["id"].endswith("/loadBalancers/mixtral-lb/"
+                                                       "backendAddressPools/backend")
+    linux = rec.one(VMSS).inputs["virtualMachineProfile"]["osProfile"]["linuxConfiguration"]
+    assert linux["disablePasswordAuthentication"] is True
+    assert linux["ssh"]["publicKeys"] == [{"keyData": SSH_KEY,
+                                           "path": "/home/servestack/.ssh/authorized_keys"}]
+    assert "inboundNatRules" not in recorded("on_demand").one(LB).inputs
+
+
+def test_without_a_configured_key_the_vms_get_a_key_nobody_holds(tmp_path):
+    profile = vmss("on_demand")["virtualMachineProfile"]["osProfile"]
+    assert "adminPassword" not in profile
+    assert profile["linuxConfiguration"]["disablePasswordAuthentication"] is True
+    key = profile["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"]
+    assert key == az.lock_only_ssh_key() and key.endswith(" servestack-no-login")
+    (tmp_path / "lock.pub").write_text(key + "\n")
+    described = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "lock.pub")],
+                               capture_output=True, text=True, check=True).stdout
+    assert described.startswith("2048 ") and described.rstrip().endswith("(RSA)")
+    assert az.RSA_2048.bit_length() == 2048
+
+
+def test_load_balancer_probe_rule_and_egress():
+    d = on_demand_one()
+    lb = recorded("on_demand").one(LB).inputs
+    prefix = ("/subscriptions/00000000-0000-0000-0000-000000000003/resourceGroups/svc-rg/"
+              "providers/Microsoft.Network/loadBalancers/mixtral-lb/")
+    assert lb["loadBalancerName"] == "mixtral-lb" and lb["sku"]["name"] == "Standard"
+    assert [p for p in lb["probes"]] == [{
+        "name": "health", "protocol": "Http", "port": 8000, "requestPath": d.health.path,
+        "intervalInSeconds": d.health.interval_seconds, "probeThreshold": 3,
+        "numberOfProbes": 3}]
+    assert d.health.path == "/health" and d.health.interval_seconds == 10
+    [rule] = lb["loadBalancingRules"]
+    assert (rule["frontendPort"], rule["backendPort"], rule["protocol"]) == (80, 8000, "Tcp")
+    assert rule["idleTimeoutInMinutes"] == 15  # 900 s
+    assert rule["enableTcpReset"] is True and rule["enableFloatingIP"] is False
+    assert rule["disableOutboundSnat"] is True
+    assert rule["probe"]["id"] == prefix + "probes/health"
+    assert rule["backendAddressPool"]["id"] == prefix + "backendAddressPools/backend"
+    assert rule["frontendIPConfiguration"]["id"] == prefix + "frontendIPConfigurations/frontend"
+    [egress] = lb["outboundRules"]
+    assert egress["protocol"] == "All"
+    assert egress["backendAddressPool"]["id"] == prefix + "backendAddressPools/backend"
+    assert lb["frontendIPConfigurations"] == [{"name": "frontend",
+                                               "publicIPAddress": {"id": "svc-lb-ip-id"}}]
+    ip = recorded("on_demand").one(PIP).inputs
+    assert (ip["sku"]["name"], ip["publicIPAllocationMethod"]) == ("Standard", "Static")
+    assert ip["zones"] == ["1", "2", "3"]
+
+
+def test_on_demand_scale_set_in_a_zonal_region():
+    d = on_demand_one()
+    v = vmss("on_demand")
+    assert v["sku"] == {"name": "Standard_NC48ads_A100_v4", "tier": "Standard", "capacity": 1}
+    assert d.primary.instance_type == "Standard_NC48ads_A100_v4"
+    assert v["orchestrationMode"] == "Uniform" and v["overprovision"] is False
+    assert v["upgradePolicy"] == {"mode": "Manual"}
+    assert v["zones"] == ["1", "2", "3"] and v["location"] == d.region
+    assert v["automaticRepairsPolicy"] == {"enabled": True, "gracePeriod": "PT20M",
+                                           "repairAction": "Replace"}
+    profile = v["virtualMachineProfile"]
+    assert profile["priority"] == "Regular"
+    assert "evictionPolicy" not in profile and "billingProfile" not in profile
+    assert "spotRestorePolicy" not in v and "priorityMixPolicy" not in v
+    network = profile["networkProfile"]
+    assert network["healthProbe"]["id"].endswith("/loadBalancers/mixtral-lb/probes/health")
+    [nic] = network["networkInterfaceConfigurations"]
+    [ipconfig] = nic["ipConfigurations"]
+    assert ipconfig["subnet"]["id"] == "svc-net-subnet-id"
+    assert ipconfig["loadBalancerBackendAddressPools"][0]["id"].endswith(
+        "/loadBalancers/mixtral-lb/backendAddressPools/backend")
+    storage = profile["storageProfile"]
+    assert storage["imageReference"] == {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc",
+                                         "sku": "2204", "version": "latest"}
+    assert storage["osDisk"]["diskSizeGB"] == 256 == d.disk_size_gb
+    assert storage["osDisk"]["managedDisk"]["storageAccountType"] == "Premium_LRS" == d.disk_type
+    assert v["identity"] == {"type": "UserAssigned", "userAssignedIdentities": ["svc-id-id"]}
+
+
+def test_spot_scale_set_of_three_in_a_region_without_zones():
+    v = vmss("spot")
+    assert v["sku"]["capacity"] == 3 and v["location"] == NO_ZONE_REGION
+    assert "zones" not in v and "zones" not in recorded("spot").one(PIP).inputs
+    profile = v["virtualMachineProfile"]
+    assert (profile["priority"], profile["evictionPolicy"]) == ("Spot", "Delete")
+    assert profile["billingProfile"] == {"maxPrice": -1}
+    assert v["spotRestorePolicy"] == {"enabled": True, "restoreTimeout": "PT1H"}
+    assert v["orchestrationMode"] == "Uniform" and "priorityMixPolicy" not in v
+    assert v["automaticRepairsPolicy"]["gracePeriod"] == "PT20M"
+
+
+def test_spot_above_an_on_demand_base_is_a_flexible_priority_mix():
+    v = vmss("mix")
+    assert v["orchestrationMode"] == "Flexible" and v["singlePlacementGroup"] is False
+    assert v["platformFaultDomainCount"] == 1
+    assert v["priorityMixPolicy"] == {"baseRegularPriorityCount": 1,
+                                      "regularPriorityPercentageAboveBase": 0}
+    profile = v["virtualMachineProfile"]
+    assert (profile["priority"], profile["evictionPolicy"]) == ("Spot", "Delete")
+    network = profile["networkProfile"]
+    assert "healthProbe" not in network and network["networkApiVersion"] == "2020-11-01"
+    [health] = profile["extensionProfile"]["extensions"]
+    assert (health["publisher"], health["type"], health["typeHandlerVersion"]) == \
+        ("Microsoft.ManagedServices", "ApplicationHealthLinux", "1.0")
+    assert health["settings"] == {"protocol": "http", "port": 8000, "requestPath": "/health",
+                                  "intervalInSeconds": 10, "numberOfProbes": 3}
+    assert v["automaticRepairsPolicy"]["enabled"] is True
+    assert "upgradePolicy" not in v and "overprovision" not in v
+
+
+def test_repair_grace_period_is_clamped_to_azures_range():
+    assert az.repair_grace_period(60) == "PT10M"
+    assert az.repair_grace_period(1200) == "PT20M"
+    assert az.repair_grace_period(1201) == "PT21M"
+    assert az.repair_grace_period(4 * 3600) == "PT90M"
+    d = replace(on_demand_one(), health=replace(on_demand_one().health,
+                                                grace_period_seconds=3 * 3600))
+    assert run(d).one(VMSS).inputs["automaticRepairsPolicy"]["gracePeriod"] == "PT90M"
+
+
+def test_idle_timeout_stays_within_4_to_30_minutes():
+    assert [az.idle_timeout_minutes(s) for s in (60, 900, 901, 3600)] == [4, 15, 16, 30]
+
+
+def test_custom_data_is_the_bootstrap_with_the_tensor_parallel_size_and_no_token():
+    for kind, deployment in (("on_demand", on_demand_one()), ("spot", spot_three())):
+        text = custom_data(vmss(kind))
+        assert text == render_cloud_init(deployment)
+        assert text.startswith("#cloud-config\n")
+        assert f"SERVESTACK_TP_PLANNED={deployment.tensor_parallel_size}\n" in text
+        assert deployment.tensor_parallel_size == 2
+        assert "SERVESTACK_SECRET_VAULT=" + deployment.secret.vault in text
+        assert TOKEN not in text
+
+
+def test_token_is_a_secret_everywhere_and_in_plain_text_nowhere():
+    d = on_demand_one()
+    for kind in ("on_demand", "spot", "mix"):
+        rec = recorded(kind)
+        secret = rec.one(SECRET).inputs
+        assert secret["properties"] == SECRET_MASK
+        assert (secret["secretName"], secret["vaultName"]) == ("hf-token", "svc-token-vault")
+        dumped = json.dumps(preview_json(rec)) + json.dumps([r.inputs for r in rec.resources])
+        assert TOKEN not in dumped
+        assert TOKEN not in base64.b64encode(dumped.encode()).decode()
+    plain = run(d, wrap=False)  # a plain string in: the component still marks it secret
+    assert plain.one(SECRET).inputs["properties"] == SECRET_MASK
+    assert TOKEN not in json.dumps([r.inputs for r in plain.resources])
+    vault = recorded("on_demand").one(VAULT).inputs
+    assert vault["vaultName"] == d.secret.vault
+    props = vault["properties"]
+    assert props["tenantId"] == "00000000-0000-0000-0000-000000000004"
+    assert props["enableRbacAuthorization"] is False
+    [policy] = props["accessPolicies"]
+    assert policy["permissions"] == {"secrets": ["get"]}
+    assert policy["tenantId"] == props["tenantId"]
+
+
+def test_no_secret_means_no_vault_but_still_an_identity():
+    rec = run(replace(on_demand_one(), secret=None), token=None)
+    assert not rec.of_type(VAULT) and not rec.of_type(SECRET)
+    assert len(rec.of_type(IDENTITY)) == 1
+    assert "SERVESTACK_SECRET_STORE=''\n" in custom_data(rec.one(VMSS).inputs)
+
+
+def test_secret_without_a_token_keeps_the_vault_and_its_access_policy():
+    rec = run(on_demand_one(), token=None)
+    assert len(rec.of_type(VAULT)) == 1 and not rec.of_type(SECRET)
+
+
+def test_outputs_and_every_resource_inside_the_component_tree():
+    rec = recorded("on_demand")
+    assert rec.outputs == {"endpoint": f"http://{ALLOCATED_IP}:80",
+                           "groupName": "svc-group-vmss", "groupId": "svc-group-vmss-id"}
+    urns = {r.urn: r for r in rec.resources}
+    [root] = rec.of_type(SERVICE)
+    assert root.parent.endswith("::pulumi:pulumi:Stack::servestack-preview")
+    for resource in rec.resources:
+        if resource is root:
+            continue
+        parent = urns[resource.parent]  # KeyError: parented outside the tree
+        assert parent.type.startswith("servestack:azure:") and not parent.custom
+    components = {r.type for r in rec.resources if not r.custom}
+    assert components == {SERVICE, "servestack:azure:Firewall", "servestack:azure:Network",
+                          "servestack:azure:LoadBalancer", "servestack:azure:TokenSecret",
+                          "servestack:azure:ScaleSet"}
+    tags = on_demand_one().tags
+    for resource in rec.resources:
+        if resource.custom and resource.type != SUBNET and resource.type != SECRET:
+            assert resource.inputs["tags"] == tags, resource.type
+        if "location" in resource.inputs:
+            assert resource.inputs["location"] == "eastus"
+
+
+def test_image_id_forms():
+    assert az.image_reference("Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest") == {
+        "publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy",
+        "sku": "22_04-lts-gen2", "version": "latest"}
+    gallery = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/x/images/y"
+    assert az.image_reference(gallery) == {"id": gallery}
+    assert az.image_reference("/CommunityGalleries/c/Images/i/Versions/latest") == {
+        "community_gallery_image_id": "/CommunityGalleries/c/Images/i/Versions/latest"}
+    with pytest.raises(UserError, match="publisher:offer:sku:version"):
+        az.image_reference("ubuntu-22.04")
+    rec = run(replace(on_demand_one(), image_id=gallery))
+    assert rec.one(VMSS).inputs["virtualMachineProfile"]["storageProfile"][
+        "imageReference"] == {"id": gallery}
+
+
+def test_zone_table_covers_the_catalog_regions_and_pinned_zones_win():
+    inputs = load_inputs(None)
+    catalog_regions = {o.region for o in inputs.catalog.offers if o.cloud == "azure"}
+    assert catalog_regions and catalog_regions <= az.ZONAL_REGIONS
+    assert az.zones_for(replace(on_demand_one(), region=NO_ZONE_REGION)) is None
+    assert az.zones_for(replace(on_demand_one(), zones=("2",))) == ["2"]
