@@ -1,0 +1,93 @@
+# shellcheck shell=bash
+# servestack: helpers sourced by the /opt/servestack/bin scripts (installed as
+# /opt/servestack/lib/common.sh). Reads the rendered, non-secret settings. The paths can be
+# overridden from the environment, which the tests use.
+
+SERVESTACK_ETC="${SERVESTACK_ETC:-/etc/servestack}"
+SERVESTACK_HOME="${SERVESTACK_HOME:-/opt/servestack}"
+SERVESTACK_STATE="${SERVESTACK_STATE:-/var/lib/servestack}"
+SERVESTACK_VENV="$SERVESTACK_HOME/venv"
+export SERVESTACK_ETC SERVESTACK_HOME SERVESTACK_STATE SERVESTACK_VENV
+
+# shellcheck source=/dev/null
+. "$SERVESTACK_ETC/servestack.env"
+
+log() {
+    printf 'servestack: %s\n' "$*" >&2
+}
+
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# pkg_install PACKAGE...: install distribution packages with whatever manager the image has.
+pkg_install() {
+    log "installing packages: $*"
+    if command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=600 update -q &&
+            apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@"
+    elif command -v dnf >/dev/null 2>&1; then
+        dnf install -y -q "$@"
+    elif command -v yum >/dev/null 2>&1; then
+        yum install -y -q "$@"
+    else
+        die "no package manager found to install: $*"
+    fi
+}
+
+# need COMMAND [PACKAGE]: make sure COMMAND exists, installing PACKAGE (default: COMMAND).
+need() {
+    command -v "$1" >/dev/null 2>&1 || pkg_install "${2:-$1}"
+}
+
+# conda_sh: print the path of the conda.sh that defines `conda activate` (servestack's own
+# Miniforge first, then a conda the image ships), or nothing when there is none.
+conda_sh() {
+    local base
+    for base in "$SERVESTACK_HOME/conda" /opt/conda "${HOME:-/root}/miniconda3" \
+        "${HOME:-/root}/anaconda3" "${HOME:-/root}/miniforge3"; do
+        if [ -f "$base/etc/profile.d/conda.sh" ]; then
+            printf '%s\n' "$base/etc/profile.d/conda.sh"
+            return
+        fi
+    done
+}
+
+# store_token FIELD ENCODING: read the secret store's JSON answer on stdin and write the value
+# at the dotted FIELD (base64-decoded when ENCODING is "base64") to secret.env as
+# HF_TOKEN=<shell-quoted value>, mode 0600, atomically. The value never enters a shell
+# variable, an argv or a log line.
+store_token() {
+    # shellcheck disable=SC2016
+    python3 -c 'import base64, json, os, shlex, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value[key]
+if sys.argv[2] == "base64":
+    value = base64.b64decode(value).decode()
+value = value.strip()
+if not value:
+    sys.exit("the secret is empty")
+tmp = sys.argv[3] + ".tmp"
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as out:
+    out.write("HF_TOKEN=" + shlex.quote(value) + "\n")
+os.replace(tmp, sys.argv[3])' "$1" "$2" "$SERVESTACK_ETC/secret.env"
+}
+
+# json_field FIELD: print the string at the dotted FIELD of the JSON document on stdin.
+json_field() {
+    python3 -c 'import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value[key]
+print(value)' "$1"
+}
+
+# bearer_get TOKEN URL: GET URL with an access token that curl reads on stdin, not in argv.
+bearer_get() {
+    printf 'header = "Authorization: Bearer %s"\n' "$1" |
+        curl -fsS --retry 5 --retry-delay 3 --retry-connrefused -K - "$2"
+}

@@ -1,0 +1,407 @@
+"""The cloud-init bootstrap: rendered text, golden files, the real validators, and the scripts
+run for real against fake cloud CLIs (curl, aws, nvidia-smi, vllm, iptables, systemctl)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
+
+from servestack.deployment import build_deployment
+from servestack.errors import UserError
+from servestack.inputs import load_inputs
+from servestack.planner import plan
+
+GOLDEN = Path(__file__).parent / "golden" / "bootstrap"
+SKYPILOT_SPEC = Path("/work/shared/specs/skypilot-mixtral-serve.yaml")
+CLOUDS = ("aws", "gcp", "azure")
+TOKEN = "hf_FAKE'to$ken`x"  # a made-up value with shell metacharacters
+MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+
+def _deployments(inputs) -> dict:
+    candidates = plan(inputs.spec, inputs.catalog, inputs.facts, model=inputs.model).candidates
+    found = {}
+    for candidate in candidates:
+        if candidate.cloud not in found:
+            found[candidate.cloud] = build_deployment(inputs.spec, candidate, candidates,
+                                                      model=inputs.model)
+    return found
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    """One Deployment per cloud: the first candidate of each in the embedded Mixtral plan."""
+    return _deployments(load_inputs(None))
+
+
+@pytest.fixture(scope="module")
+def skypilot():
+    if not SKYPILOT_SPEC.exists():
+        pytest.skip(f"{SKYPILOT_SPEC} is not on this machine")
+    return _deployments(load_inputs(str(SKYPILOT_SPEC)))["aws"]
+
+
+def _settings(document: str) -> dict:
+    text = written_files(document)["/etc/servestack/servestack.env"]
+    return {k: shlex.split(v)[0] if v else "" for k, v in
+            (line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))}
+
+
+# --- what the document says --------------------------------------------------------------
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_mixtral_document(mixtral, cloud):
+    d = mixtral[cloud]
+    doc = render_cloud_init(d)
+    files = written_files(doc)
+    settings = _settings(doc)
+    assert doc.startswith("#cloud-config\n")
+    assert len(doc.encode()) <= USER_DATA_LIMIT
+    assert settings["SERVESTACK_PORT"] == "8000" == str(d.service_port)
+    assert settings["SERVESTACK_TP_PLANNED"] == str(d.primary.accelerator_count)
+    assert settings["SERVESTACK_MODEL"] == MODEL
+    assert settings["SERVESTACK_VLLM_VERSION"] == d.vllm_version
+    assert settings["SERVESTACK_INSTALL_VLLM"] == "1"
+    assert settings["SERVESTACK_SECRET_NAME"] == d.secret.name
+    assert files["/opt/servestack/user/run.sh"] == d.run
+    assert "--tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE" in d.run
+    assert "ExecStartPre=/opt/servestack/bin/servestack-gate close" in \
+        files["/etc/systemd/system/servestack-vllm.service"]
+    assert "Restart=always" in files["/etc/systemd/system/servestack-vllm.service"]
+    assert yaml.safe_load(doc)["runcmd"][-1] == [
+        "systemctl", "start", "--no-block", "servestack-vllm.service", "servestack-gate.service"]
+    assert '"model": "mistralai/Mixtral-8x7B-Instruct-v0.1"' in \
+        files["/etc/servestack/readiness.json"]
+
+
+@pytest.mark.parametrize("cloud,needles", [
+    ("aws", ["aws ssm get-parameter --with-decryption", "--name \"$SERVESTACK_SECRET_NAME\""]),
+    ("gcp", ["computeMetadata/v1", "secretmanager.googleapis.com/v1/projects/$project/secrets/"
+             "$SERVESTACK_SECRET_NAME/versions/latest:access"]),
+    ("azure", ["169.254.169.254/metadata/identity/oauth2/token", "resource=https%3A%2F%2Fvault",
+               "$SERVESTACK_SECRET_VAULT.vault.azure.net/secrets/$SERVESTACK_SECRET_NAME"
+               "?api-version=7.4"]),
+])
+def test_secret_fetch_per_cloud(mixtral, cloud, needles):
+    d = mixtral[cloud]
+    files = written_files(render_cloud_init(d))
+    fetch = files["/opt/servestack/bin/servestack-secret"]
+    for needle in needles:
+        assert needle in fetch
+    settings = _settings(render_cloud_init(d))
+    assert settings["SERVESTACK_SECRET_STORE"] == d.secret.store
+    assert settings["SERVESTACK_SECRET_VAULT"] == (d.secret.vault or "")
+
+
+def test_no_token_in_document(write_spec):
+    spec = Path(__file__).resolve().parents[1] / "servestack" / "examples" / "mixtral.yaml"
+    text = spec.read_text().replace("HF_TOKEN: null", f"HF_TOKEN: {json.dumps(TOKEN)}")
+    inputs = load_inputs(str(write_spec(text)))
+    assert inputs.spec.secret_values  # the spec really carries the value
+    for d in _deployments(inputs).values():
+        doc = render_cloud_init(d)
+        assert "hf_FAKE" not in doc and "to$ken" not in doc
+
+
+def test_skypilot_serve_yaml(skypilot):
+    doc = render_cloud_init(skypilot)
+    files = written_files(doc)
+    settings = _settings(doc)
+    assert files["/opt/servestack/user/setup.sh"].startswith("conda activate mixtral\n")
+    assert "--tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE" in \
+        files["/opt/servestack/user/run.sh"]
+    assert settings["SERVESTACK_USE_CONDA"] == "1"
+    assert settings["SERVESTACK_INSTALL_VLLM"] == "0"  # its setup pip-installs vllm itself
+    assert settings["SERVESTACK_TP_PLANNED"] == str(skypilot.tensor_parallel_size)
+    assert settings["SERVESTACK_SECRET_STORE"] == ""  # the spec has no secrets
+    assert "/opt/servestack/bin/servestack-secret" not in files
+    assert settings["SERVESTACK_READY_PATH"] == "/v1/chat/completions"
+    assert "/opt/servestack/bin/servestack-gate" in files
+
+
+def test_get_probe_has_no_gate(mixtral):
+    d = mixtral["gcp"]
+    d = replace(d, readiness=replace(d.readiness, method="GET", path="/v1/models",
+                                     post_data=None))
+    files = written_files(render_cloud_init(d))
+    assert "/opt/servestack/bin/servestack-gate" not in files
+    assert "/etc/systemd/system/servestack-gate.service" not in files
+    assert "ExecStartPre" not in files["/etc/systemd/system/servestack-vllm.service"]
+
+
+def test_default_command_needs_a_model(mixtral):
+    with pytest.raises(UserError, match="no `run:`"):
+        render_cloud_init(replace(mixtral["aws"], run=None, model=None))
+
+
+def test_large_scripts_are_compressed(mixtral):
+    big = "echo " + "serving the model now " * 1000 + "\n"
+    doc = render_cloud_init(replace(mixtral["gcp"], setup=big))
+    assert len(doc.encode()) <= USER_DATA_LIMIT and "encoding: gz+b64" in doc
+    assert written_files(doc)["/opt/servestack/user/setup.sh"] == big
+    noise = "".join(f"echo {os.urandom(24).hex()}\n" for _ in range(400))
+    with pytest.raises(UserError, match="user data limit"):
+        render_cloud_init(replace(mixtral["aws"], setup=noise))
+
+
+# --- golden files ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_golden(mixtral, cloud):
+    path = GOLDEN / f"mixtral-{cloud}.yaml"
+    doc = render_cloud_init(mixtral[cloud])
+    if os.environ.get("SERVESTACK_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(doc)
+    assert path.exists(), f"{path} missing: run with SERVESTACK_UPDATE_GOLDEN=1"
+    assert doc == path.read_text(), f"{path.name} differs: SERVESTACK_UPDATE_GOLDEN=1 rewrites it"
+
+
+# --- the real validators ----------------------------------------------------------------------
+
+def _documents(mixtral, skypilot) -> dict:
+    docs = {f"mixtral-{c}": render_cloud_init(d) for c, d in mixtral.items()}
+    docs["skypilot"] = render_cloud_init(skypilot)
+    docs["default-command"] = render_cloud_init(replace(mixtral["azure"], run=None, setup=None))
+    docs["compressed"] = render_cloud_init(replace(mixtral["gcp"], setup="true\n" * 4000))
+    return docs
+
+
+def test_cloud_init_schema(mixtral, skypilot, tmp_path):
+    if not shutil.which("cloud-init"):
+        pytest.skip("cloud-init is not installed")
+    for name, doc in _documents(mixtral, skypilot).items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(doc)
+        result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert "Valid cloud-config" in result.stdout
+
+
+def test_shellcheck(mixtral, skypilot, tmp_path):
+    """servestack's scripts strictly; the spec's own setup/run (verbatim) for errors only."""
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed")
+    ours, users = [], []
+    for name, doc in _documents(mixtral, skypilot).items():
+        for path, text in written_files(doc).items():
+            if not (text.startswith("#!/bin/bash") or path.endswith((".sh", ".env"))):
+                continue
+            target = tmp_path / name / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            (users if "/user/" in path else ours).append(str(target))
+    assert len(ours) >= 20 and len(users) >= 4
+    result = subprocess.run(["shellcheck", "-s", "bash", *ours], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    result = subprocess.run(["shellcheck", "-s", "bash", "-S", "error", *users],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# --- the scripts, run against fakes ------------------------------------------------------------
+
+def _install(document: str, root: Path) -> dict:
+    """Write the document's files under root; return the env that points the scripts there."""
+    places = {"/opt/servestack": root / "opt", "/etc/servestack": root / "etc"}
+    for path, text in written_files(document).items():
+        for prefix, place in places.items():
+            if path.startswith(prefix):
+                target = place / path[len(prefix) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+                target.chmod(0o755)
+    (root / "home").mkdir()
+    (root / "fake").mkdir()
+    return {"PATH": f"{root / 'fake'}:/usr/bin:/bin", "HOME": str(root / "home"),
+            "SERVESTACK_HOME": str(root / "opt"), "SERVESTACK_ETC": str(root / "etc"),
+            "SERVESTACK_STATE": str(root / "state")}
+
+
+def _fake(env: dict, name: str, body: str, folder: str | None = None) -> None:
+    path = Path(folder or env["PATH"].split(":")[0]) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/bash\nprintf '%s\\n' \"$*\" >>\"$FAKE_LOG\"\n{body}\n")
+    path.chmod(0o755)
+
+
+def _run(env: dict, *command: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**env, "FAKE_LOG": str(tmp_path / "argv.log")}
+    return subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=20)
+
+
+FAKE_CURL = """\
+gcp="/projects/my-project/secrets/$SECRET_NAME/versions/latest:access"
+vault="https://$SECRET_VAULT.vault.azure.net/secrets/$SECRET_NAME?api-version=7.4"
+value='import json, os; print(json.dumps({"value": os.environ["SECRET"]}))'
+cat >"$FAKE_LOG.stdin" 2>/dev/null || true
+case "$*" in
+  *project-id*) echo my-project ;;
+  *service-accounts/default/token*|*identity/oauth2/token*)
+    echo '{"access_token": "ya29.cloud-access", "expires_in": 3599}' ;;
+  *secretmanager.googleapis.com*)
+    [[ "$*" == *"$gcp"* ]] || exit 22
+    printf '{"payload": {"data": "%s"}}' "$(printf '%s' "$SECRET" | base64 -w0)" ;;
+  *vault.azure.net*) [[ "$*" == *"$vault" ]] || exit 22; python3 -c "$value" ;;
+  *) exit 22 ;;
+esac
+"""
+FAKE_AWS = """\
+want="ssm get-parameter --with-decryption --region $REGION"
+[[ "$*" == "$want --name $SECRET_NAME --output json" ]] || exit 3
+python3 -c 'import json, os; print(json.dumps({"Parameter": {"Value": os.environ["SECRET"]}}))'
+"""
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_secret_fetch_runs(mixtral, cloud, tmp_path):
+    env = _install(render_cloud_init(mixtral[cloud]), tmp_path)
+    _fake(env, "curl", FAKE_CURL)
+    _fake(env, "aws", FAKE_AWS)
+    ref = mixtral[cloud].secret
+    env.update(SECRET=TOKEN, SECRET_NAME=ref.name, SECRET_VAULT=ref.vault or "",
+               REGION=mixtral[cloud].region)
+    result = _run(env, str(tmp_path / "opt/bin/servestack-secret"), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secret = tmp_path / "etc/secret.env"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    sourced = subprocess.run(["bash", "-c", f". {secret} && printf %s \"$HF_TOKEN\""],
+                             capture_output=True, text=True)
+    assert sourced.stdout == TOKEN
+    argv = (tmp_path / "argv.log").read_text()
+    assert "hf_FAKE" not in result.stdout + result.stderr + argv
+    assert "ya29" not in argv  # the access token went to curl on stdin
+    if cloud != "aws":
+        assert "Authorization: Bearer ya29.cloud-access" in \
+            (tmp_path / "argv.log.stdin").read_text()
+
+
+def _prepare(d, tmp_path, gpus: int | None) -> dict:
+    env = _install(render_cloud_init(replace(d, secret=None)), tmp_path)
+    venv = str(tmp_path / "opt/venv/bin")
+    _fake(env, "python", "exit 0", venv)  # "has vllm==<pinned>": nothing to install
+    _fake(env, "vllm", 'echo "vllm $*"', venv)
+    if gpus is not None:
+        _fake(env, "nvidia-smi", "".join(f"echo 'GPU {i}: NVIDIA L4 (UUID: GPU-{i})'\n"
+                                         for i in range(gpus)))
+    return env
+
+
+def _start(env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    return _run(env, str(tmp_path / "opt/bin/servestack-start"), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("gpus,expected", [(8, "8"), (None, "planned")])
+def test_default_command_uses_detected_gpus(mixtral, tmp_path, gpus, expected):
+    d = replace(mixtral["aws"], run=None, setup=None)
+    result = _start(_prepare(d, tmp_path, gpus), tmp_path)
+    assert result.returncode == 0, result.stderr
+    size = str(d.tensor_parallel_size) if expected == "planned" else expected
+    assert result.stdout.splitlines()[-1] == (
+        f"vllm serve {MODEL} --host 0.0.0.0 --port 8000 --tensor-parallel-size {size}")
+
+
+def test_spec_run_gets_skypilot_variables(mixtral, tmp_path):
+    run = ('echo "gpus=$SKYPILOT_NUM_GPUS_PER_NODE rank=$SKYPILOT_NODE_RANK '
+           'nodes=$SKYPILOT_NUM_NODES id=${SKYPILOT_SERVE_REPLICA_ID:+set} '
+           'ips=${SKYPILOT_NODE_IPS:+set} model=$MODEL_NAME" && command -v vllm\n')
+    d = replace(mixtral["gcp"], setup='echo ran >>"$HOME/setup.log"\n', run=run)
+    env = _prepare(d, tmp_path, 4)
+    for _ in range(2):  # a restart must not run the setup again
+        result = _start(env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert f"gpus=4 rank=0 nodes=1 id=set ips=set model={MODEL}" in lines
+        assert lines[-1] == str(tmp_path / "opt/venv/bin/vllm")  # the venv is first on PATH
+    assert (tmp_path / "home/setup.log").read_text() == "ran\n"
+
+
+def test_gate_close_and_open(mixtral, tmp_path):
+    env = _install(render_cloud_init(mixtral["azure"]), tmp_path)
+    _fake(env, "iptables", '[[ "$*" == *" -C "* || "$*" == *" -N "* ]] && exit 1\nexit 0')
+    for action in ("close", "open"):
+        result = _run(env, str(tmp_path / "opt/bin/servestack-gate"), action, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "argv.log").read_text().splitlines()
+    jump = "-w -I INPUT 1 ! -i lo -p tcp --dport 8000 -j SERVESTACK-GATE"
+    assert calls.count(jump) == 2
+    assert "-w -A SERVESTACK-GATE -p tcp -j REJECT --reject-with tcp-reset" in calls
+    assert calls[-1] == "-w -F SERVESTACK-GATE"  # open: the chain is emptied
+
+
+def _wait_count(path: Path, text: str, count: int, seconds: float = 8) -> str:
+    """Wait until `text` occurs `count` times in the file at path; return the file."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        log = path.read_text() if path.exists() else ""
+        if log.count(text) >= count:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not seen {count} times in {path}")
+
+
+def _gate_env(mixtral, tmp_path: Path, delay: int) -> dict:
+    env = _install(render_cloud_init(mixtral["aws"]), tmp_path)
+    settings = tmp_path / "etc/servestack.env"
+    settings.write_text(settings.read_text().replace(
+        "SERVESTACK_PROBE_INTERVAL=10", "SERVESTACK_PROBE_INTERVAL=0.1").replace(
+        "SERVESTACK_READY_DELAY=1200", f"SERVESTACK_READY_DELAY={delay}"))
+    (tmp_path / "invocation").write_text("first\n")
+    _fake(env, "systemctl", f"cat {tmp_path / 'invocation'}")
+    _fake(env, "iptables", "exit 0")
+    # ready from the third probe of each vLLM start on; the body must be the spec's probe
+    _fake(env, "curl", f"""n=$(( $(cat {tmp_path}/probes 2>/dev/null || echo 0) + 1 ))
+echo "$n" >{tmp_path}/probes
+url=http://127.0.0.1:8000/v1/chat/completions
+[[ "$*" == *"-X POST"*"@$SERVESTACK_ETC/readiness.json $url" ]] || exit 7
+if [ "$n" -ge 3 ] && [ "$READY" = 1 ]; then echo 200; else echo 503; fi""")
+    return {**env, "FAKE_LOG": str(tmp_path / "argv.log")}
+
+
+def test_gate_watch_opens_on_probe_and_rearms_on_restart(mixtral, tmp_path):
+    env = _gate_env(mixtral, tmp_path, delay=60)
+    log = tmp_path / "argv.log"
+    gate = subprocess.Popen([str(tmp_path / "opt/bin/servestack-gate"), "watch"],
+                            env={**env, "READY": "1"}, stderr=subprocess.PIPE, text=True)
+    flush, reject = "-w -F SERVESTACK-GATE\n", "-j REJECT"
+    try:
+        _wait_count(log, reject, 1)  # closed while vLLM is not ready
+        _wait_count(tmp_path / "probes", "3", 1)
+        opened = _wait_count(log, flush, 2)  # the third probe passed: chain emptied
+        assert opened.count(reject) == 1 and opened.rindex(flush) > opened.rindex(reject)
+        (tmp_path / "probes").write_text("0\n")
+        (tmp_path / "invocation").write_text("second\n")  # vLLM restarted
+        _wait_count(log, reject, 2)  # closed again for the new start
+        rearmed = _wait_count(log, flush, 4)  # and opened once its probe passed
+        assert rearmed.rindex(flush) > rearmed.rindex(reject)
+    finally:
+        gate.kill()
+        stderr = gate.communicate()[1]
+    assert "re-arming the gate" in stderr and stderr.count("port 8000 open") == 2
+
+
+def test_gate_gives_up_after_initial_delay(mixtral, tmp_path):
+    env = _gate_env(mixtral, tmp_path, delay=1)
+    errors = tmp_path / "gate.err"
+    with errors.open("w") as stderr:
+        gate = subprocess.Popen([str(tmp_path / "opt/bin/servestack-gate"), "watch"],
+                                env={**env, "READY": "0"}, stderr=stderr)
+        try:
+            _wait_count(errors, "not ready after 1s; port stays closed", 1)
+        finally:
+            gate.kill()
+            gate.wait()
+    assert "port 8000 open" not in errors.read_text()
+    assert "-w -A SERVESTACK-GATE -p tcp -j REJECT" in (tmp_path / "argv.log").read_text()
