@@ -107,6 +107,7 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
             if args.typ.endswith(("forwardingRule:ForwardingRule", ":PublicIPAddress",
                                   "address:Address")):
                 state.setdefault("ipAddress", "203.0.113.10")  # documentation range
+                state.setdefault("address", "203.0.113.10")
             return [resource_id, state]
 
         def call(self, args: pulumi.runtime.MockCallArgs):

@@ -355,27 +355,15 @@ def test_outputs():
     outputs = on_demand().outputs
     assert outputs["instanceGroupName"] == "mixtral-group-mig"
     assert outputs["instanceGroupId"] == "mixtral-group-mig-id"
-    assert outputs["endpoint"] is None  # the static IP is allocated by `pulumi up`
 
 
-def test_endpoint_is_the_forwarding_rule_address(monkeypatch):
-    """Mocks that answer an IP for the forwarding rule, as the provider does on `up`."""
-    real_set_mocks = pulumi.runtime.set_mocks
 
-    def set_mocks(mocks, *args, monitor=None, **kwargs):
-        answer = monitor.mocks.new_resource
-
-        def new_resource(request):
-            resource_id, state = answer(request)
-            if request.typ == RULE:
-                state["ipAddress"] = "203.0.113.80"
-            return resource_id, state
-
-        monitor.mocks.new_resource = new_resource
-        return real_set_mocks(mocks, *args, monitor=monitor, **kwargs)
-
-    monkeypatch.setattr(pulumi.runtime, "set_mocks", set_mocks)
-    assert run(planned(False)).outputs["endpoint"] == "http://203.0.113.80:80"
+def test_endpoint_is_the_reserved_address_on_the_forwarding_rule():
+    """The preview mock allocates 203.0.113.10 to the Address, as GCP does on `up`."""
+    rec = on_demand()
+    rule = single(rec, RULE)
+    assert rule["ipAddress"] == "203.0.113.10"
+    assert rec.outputs["endpoint"] == f"http://{rule['ipAddress']}:80"
 
 
 def test_the_program_builds_the_gcp_service_from_stack_config():
