@@ -189,9 +189,12 @@ def run_generate(args: argparse.Namespace) -> int:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise UserError(f"{cidr!r} is not a CIDR range such as 203.0.113.0/24") from None
-    if getattr(args, "candidates", False) or getattr(args, "explain", False):
-        run_plan(args)
     inputs, result = make_plan(args)
+    if getattr(args, "candidates", False) or args.explain or args.all:
+        from . import report
+
+        sys.stdout.write(report.plan_table(result, inputs.spec, inputs.catalog.dates,
+                                           show_all=args.all, explain=args.explain))
     generated = generate(inputs, result, rank=args.candidate, pick=args.pick, stack=args.stack,
                          stacks_dir=args.stacks_dir, allow_cidrs=args.allow_cidr,
                          ssh_cidrs=args.ssh_cidr, gcp_project=args.gcp_project)
