@@ -246,7 +246,14 @@ def run_gpus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [register_plan, register_gpus, register_generate, register_preview]
+def register_catalog(sub) -> None:
+    from .catalog_cli import register
+
+    register(sub)
+
+
+COMMANDS: list[Callable] = [register_plan, register_gpus, register_generate, register_preview,
+                            register_catalog]
 
 if __name__ == "__main__":
     sys.exit(main())

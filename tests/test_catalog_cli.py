@@ -1,0 +1,123 @@
+"""`servestack catalog show` / `validate`, and the `catalog` command's place in an argparse CLI."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from datetime import date, timedelta
+
+import pytest
+from servestack.catalog import DATA_DIR
+
+from servestack.catalog_cli import main, register, summarize
+
+HEADER = ("instance_type,accelerator,accelerator_count,gpu_memory_gib,vcpus,memory_gib,region,"
+          "zone,price,spot_price,source,date\n")
+
+
+def make_catalog(path, aws_rows: list[str], azure_rows: list[str] | None = None):
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DATA_DIR / "gpus.csv", path / "gpus.csv")
+    (path / "aws.csv").write_text(HEADER + "".join(r + "\n" for r in aws_rows))
+    if azure_rows is not None:
+        (path / "azure.csv").write_text(HEADER + "".join(r + "\n" for r in azure_rows))
+    return path
+
+
+def day(days_ago: int) -> str:
+    return (date.today() - timedelta(days=days_ago)).isoformat()
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return make_catalog(tmp_path / "cat", [
+        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.006,0.4025,AWS Price List API,{day(3)}",
+        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az2,1.006,1.2,AWS Price List API,{day(3)}",
+        f"p5e.48xlarge,H200,8,141,192,2048,us-east-2,use2-az3,,,AWS Price List API,{day(40)}",
+    ], [
+        f"Standard_NC24ads_A100_v4,A100-80GB,1,80,24,220,eastus,,3.673,0.39,Azure,{day(30)}",
+    ])
+
+
+def test_summary_counts_rows_regions_gpus_and_age(catalog):
+    _, summaries = summarize(catalog)
+    aws, gcp, azure = summaries
+    assert (aws.rows, aws.offers, aws.regions, aws.zones) == (3, 3, 2, 3)
+    assert aws.gpus == ["A10G", "H200"] and (aws.newest, aws.age_days) == (day(3), 3)
+    assert not gcp.exists
+    assert (azure.rows, azure.age_days, azure.zones) == (1, 30, 0)
+
+
+def test_show_prints_one_line_per_cloud(catalog, capsys):
+    assert main(["catalog", "show", "--catalog-dir", str(catalog)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"catalog: {catalog}"
+    assert lines[1].split() == ["CLOUD", "ROWS", "OFFERS", "REGIONS", "ZONES", "NEWEST", "AGE",
+                                "GPUS"]
+    assert lines[2].split() == ["AWS", "3", "3", "2", "3", day(3), "3", "d", "A10G,", "H200"]
+    assert lines[3].split()[:2] == ["GCP", "-"] and lines[3].endswith("(no file)")
+    assert lines[4].split()[:2] == ["Azure", "1"]
+    assert "aws source (3 rows): AWS Price List API" in lines
+    assert main(["catalog", "show", "--cloud", "azure", "--catalog-dir", str(catalog)]) == 0
+    assert "AWS" not in capsys.readouterr().out
+
+
+def test_validate_lists_warnings_by_kind(catalog, capsys):
+    assert main(["catalog", "validate", "--catalog-dir", str(catalog),
+                 "--max-age-days", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "missing files: 1" in out and "gcp.csv: missing" in out
+    assert "spot above on-demand: 1" in out and "spot $1.2000/h is above on-demand" in out
+    assert "rows without an on-demand price: 1" in out and "p5e.48xlarge in use2-az3" in out
+    assert "stale files: 1" in out
+    assert f"azure.csv: newest price is from {day(30)}, 30 days old (more than 20)" in out
+    assert "aws.csv: newest" not in out  # its newest row is 3 days old
+    assert out.rstrip().endswith("catalog loads with 4 warning(s): 2 cloud file(s), 4 rows, "
+                                 "4 offers")
+    assert main(["catalog", "validate", "--catalog-dir", str(catalog), "--strict"]) == 1
+
+
+def test_validate_clean_catalog(tmp_path, capsys):
+    clean = make_catalog(tmp_path / "c", [
+        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.006,0.4025,AWS,{day(0)}"])
+    for cloud in ("gcp", "azure"):
+        (clean / f"{cloud}.csv").write_text(HEADER)
+    assert main(["catalog", "validate", "--catalog-dir", str(clean), "--strict"]) == 0
+    assert capsys.readouterr().out.strip() == "catalog OK: 3 cloud file(s), 1 rows, 1 offers"
+
+
+def test_validate_many_warnings_are_shortened_unless_all(tmp_path, capsys):
+    rows = [f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az{n},,,AWS,{day(0)}" for n in range(8)]
+    cat = make_catalog(tmp_path / "m", rows)
+    main(["catalog", "validate", "--catalog-dir", str(cat)])
+    assert "... and 3 more (--all lists them)" in capsys.readouterr().out
+    main(["catalog", "validate", "--catalog-dir", str(cat), "--all"])
+    assert "use1-az7" in capsys.readouterr().out
+
+
+def test_broken_catalog_is_one_line_with_exit_code_2(tmp_path, capsys):
+    cat = make_catalog(tmp_path / "b", [
+        f"g5.xlarge,A10G,1,99,4,16,us-east-1,use1-az1,1.0,0.4,AWS,{day(0)}"])
+    for command in ("validate", "show"):
+        assert main(["catalog", command, "--catalog-dir", str(cat)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "aws.csv:2: column gpu_memory_gib: 99 does not match" in err
+
+
+def test_shipped_catalog_validates():
+    _, summaries = summarize()
+    assert all(s.exists and s.rows > 0 for s in summaries)
+
+
+def test_register_adds_the_catalog_command_to_a_parser():
+    parser = argparse.ArgumentParser(prog="servestack")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["catalog", "refresh", "--cloud", "gcp", "--regions",
+                              "us-central1,europe-west4", "--force"])
+    assert (args.command, args.catalog_command, args.cloud, args.regions, args.force) == \
+        ("catalog", "refresh", "gcp", ("us-central1", "europe-west4"), True)
+    assert args.handler.__name__ == "run_refresh"
+    for argv in (["catalog"], ["catalog", "refresh", "--regions", "all,us-east-1"],
+                 ["catalog", "refresh", "--aws-spot", "maybe"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
