@@ -113,7 +113,7 @@ def known_regions(directory: str | os.PathLike | None = None) -> dict[str, set[s
     if not path.exists():
         path = DATA_DIR / "regions.csv"
     regions: dict[str, set[str]] = defaultdict(set)
-    for _, record in _records(path, ("cloud", "region", "geography")):
+    for _, record in records(path, ("cloud", "region", "geography")):
         regions[record["cloud"].strip()].add(record["region"].strip())
     return regions
 
@@ -151,7 +151,7 @@ def load_catalog(directory: str | os.PathLike | None = None,
 
 def load_gpus(path: Path) -> dict[str, Gpu]:
     gpus: dict[str, Gpu] = {}
-    for line, record in _records(path, GPU_COLUMNS):
+    for line, record in records(path, GPU_COLUMNS):
         where = f"{path}:{line}"
         name = _required(record, "name", where)
         if name in gpus:
@@ -169,7 +169,7 @@ def read_rows(path: Path, gpus: dict[str, Gpu]) -> list[Row]:
     """Parse one cloud file; raise CatalogError naming file, line and column on a broken row."""
     rows: list[Row] = []
     seen: dict[tuple[str, str, str], int] = {}
-    for line, record in _records(path, COLUMNS):
+    for line, record in records(path, COLUMNS):
         where = f"{path}:{line}"
         row = _parse_row(record, where, gpus)
         key = (row.instance_type, row.region, row.zone or "")
@@ -252,7 +252,7 @@ def _parse_row(record: dict[str, str], where: str, gpus: dict[str, Gpu]) -> Row:
     )
 
 
-def _records(path: Path, columns: tuple[str, ...]):
+def records(path: Path, columns: tuple[str, ...]):
     """Yield (line number, row dict) for each data line; '#' lines are comments."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ from . import (
     load_catalog,
     load_gpus,
     read_rows,
+    records,
 )
 
 INSTANCES_FILE = DATA_DIR / "instances.csv"
@@ -156,7 +157,12 @@ def clean_price(value: float | None) -> float | None:
 
 def load_facts(cloud: str, path: Path = INSTANCES_FILE) -> dict[str, Fact]:
     facts: dict[str, Fact] = {}
-    for line, record in _csv_records(path, FACT_COLUMNS):
+    try:
+        lines = list(records(path, FACT_COLUMNS))
+    except CatalogError as exc:
+        raise UserError(str(exc)) from None
+    for line, record in lines:
+        record = {k: v.strip() for k, v in record.items()}
         if record["cloud"] != cloud:
             continue
         try:
@@ -688,22 +694,6 @@ def _opt_int(value: str) -> int | None:
 
 def _opt_float(value: str) -> float | None:
     return float(value) if value.strip() else None
-
-
-def _csv_records(path: Path, columns: tuple[str, ...]):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc}") from None
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1)
-                if line.strip() and not line.lstrip().startswith("#")]
-    if not numbered or tuple(next(csv.reader([numbered[0][1]]))) != columns:
-        raise UserError(f"{path}: header must be: {','.join(columns)}")
-    for (n, _), values in zip(numbered[1:], csv.reader(line for _, line in numbered[1:]),
-                              strict=True):
-        if len(values) != len(columns):
-            raise UserError(f"{path}:{n}: expected {len(columns)} columns, found {len(values)}")
-        yield n, dict(zip(columns, (v.strip() for v in values), strict=True))
 
 
 def group_zones(rows: list[PriceRow]) -> dict[tuple[str, str], list[str]]:
