@@ -165,6 +165,9 @@ def add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
                         help="open SSH to the VMs from this range (default: no SSH)")
     parser.add_argument("--gcp-project", help="GCP project id (writes gcp:project)")
+    parser.add_argument("--format", choices=("pulumi", "terraform"), default="pulumi",
+                        help="pulumi: stacks/Pulumi.<stack>.yaml (default); terraform: "
+                             "stacks/<stack>/main.tf.json + terraform.tfvars.json")
 
 
 def register_generate(sub) -> None:
@@ -182,7 +185,11 @@ def register_generate(sub) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import ipaddress
 
-    from .generate import generate, summary
+    if args.format == "terraform":
+        from .tf_cli import generate_terraform as generate
+        from .tf_cli import summary
+    else:
+        from .generate import generate, summary
 
     for cidr in [*args.allow_cidr, *args.ssh_cidr]:
         try:
@@ -252,8 +259,16 @@ def register_catalog(sub) -> None:
     register(sub)
 
 
+def register_deploy_commands(sub) -> None:
+    from .deploy_cli import register_deploy, register_destroy, register_status
+
+    register_deploy(sub)
+    register_status(sub)
+    register_destroy(sub)
+
+
 COMMANDS: list[Callable] = [register_plan, register_gpus, register_generate, register_preview,
-                            register_catalog]
+                            register_catalog, register_deploy_commands]
 
 if __name__ == "__main__":
     sys.exit(main())

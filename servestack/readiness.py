@@ -1,0 +1,137 @@
+"""Is the service ready? The spec's readiness probe, sent through the load balancer's endpoint.
+
+A deploy succeeds only when at least `min_replicas` distinct replicas have answered the probe
+(HTTP 200) through the endpoint within `initial_delay_seconds` of the stack being up. Each
+replica names itself in the `X-Servestack-Replica` response header (set on the VM, in front of
+vLLM); the load balancer spreads a burst of probes over the healthy replicas, so distinct header
+values count distinct replicas. Answers without the header all count as one replica: nothing
+else proves that two different VMs answered.
+
+Every request has a timeout (the spec's timeout_seconds); no redirect is followed. Time goes
+through a `Clock`, so tests and the simulator run without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .deployment import Readiness
+
+REPLICA_HEADER = "X-Servestack-Replica"
+ANONYMOUS = "(unnamed replica)"
+CONNECT_TIMEOUT_SECONDS = 5
+PROBE_INTERVAL_SECONDS = 10
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    ok: bool
+    status: int | None = None
+    replica: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyResult:
+    ready: bool
+    replicas: tuple[str, ...]
+    needed: int
+    probes: int
+    successes: int
+    elapsed_s: float
+    last_error: str | None = None
+    aborted: str | None = None
+
+    def summary(self) -> str:
+        text = (f"{len(self.replicas)} of {self.needed} replica(s) answered "
+                f"({self.successes}/{self.probes} probes OK in {self.elapsed_s:.0f} s)")
+        if not self.ready and self.last_error:
+            text += f"; last error: {self.last_error}"
+        return text
+
+
+def probe_url(endpoint: str, path: str) -> str:
+    base = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def http_probe(url: str, readiness: Readiness, session=None,
+               header: str = REPLICA_HEADER) -> ProbeAnswer:
+    """Send the spec's probe once (GET, or POST with its JSON body), with timeouts."""
+    import requests
+
+    http = session or requests
+    headers = {**readiness.headers}
+    body = None
+    if readiness.method.upper() == "POST" and readiness.post_data is not None:
+        headers.setdefault("Content-Type", "application/json")
+        body = readiness.post_data
+    try:
+        response = http.request(readiness.method.upper(), url, data=body, headers=headers,
+                                timeout=(CONNECT_TIMEOUT_SECONDS, readiness.timeout_seconds),
+                                allow_redirects=False)
+    except requests.RequestException as exc:
+        return ProbeAnswer(False, error=f"{type(exc).__name__}: {exc}"[:200])
+    replica = response.headers.get(header) or None
+    if response.status_code != 200:
+        return ProbeAnswer(False, response.status_code, replica, f"HTTP {response.status_code}")
+    return ProbeAnswer(True, 200, replica)
+
+
+def wait_ready(probe: Callable[[], ProbeAnswer], needed: int, *, deadline_s: float,
+               clock: Clock, interval_s: float = PROBE_INTERVAL_SECONDS,
+               on_progress: Callable[[ReadyResult], None] | None = None,
+               abort: Callable[[], str | None] | None = None) -> ReadyResult:
+    """Probe in bursts until `needed` distinct replicas answered or `deadline_s` has passed.
+
+    `abort`, asked between rounds, may end the wait early with a reason (e.g. the group has
+    no VM at all: no capacity)."""
+    start = clock.now()
+    seen: list[str] = []
+    probes = successes = 0
+    last_error = None
+    burst = max(2 * needed, 2)
+    while True:
+        for _ in range(burst):
+            answer = probe()
+            probes += 1
+            if answer.ok:
+                successes += 1
+                name = answer.replica or ANONYMOUS
+                if name not in seen:
+                    seen.append(name)
+            else:
+                last_error = answer.error
+            if len(seen) >= needed:
+                return _result(True, seen, needed, probes, successes, clock.now() - start, None)
+        result = _result(False, seen, needed, probes, successes, clock.now() - start, last_error)
+        if on_progress:
+            on_progress(result)
+        reason = abort() if abort else None
+        if reason:
+            return replace(result, aborted=reason)
+        if clock.now() - start + interval_s > deadline_s:
+            return result
+        clock.sleep(interval_s)
+
+
+def _result(ready: bool, seen: list[str], needed: int, probes: int, successes: int,
+            elapsed: float, error: str | None) -> ReadyResult:
+    return ReadyResult(ready, tuple(seen), needed, probes, successes, round(elapsed, 3), error)

@@ -1,0 +1,183 @@
+"""Terraform JSON (`main.tf.json`) from the same `Deployment` the Pulumi components read.
+
+`render(deployment)` returns the whole configuration as a dict in Terraform's JSON syntax; one
+module per cloud (aws.py, gcp.py, azure.py) builds its resources. The renderers read only the
+`Deployment` and the few cloud mechanics collected in `mechanics()` below.
+
+Terraform JSON strings are templates: `${...}` in any string is an expression. A renderer marks
+the strings that are expressions with `Ref`/`expr`/`template`; `finish()` escapes `${` and `%{`
+in every other string (user data, descriptions), so no spec text is ever evaluated.
+
+The Hugging Face token is an *ephemeral*, sensitive variable passed to a write-only argument
+(`value_wo`/`secret_data_wo`): it is never a literal, and never lands in the plan or the state.
+The operator-tunable values (replica counts, GCP project) are variables whose values go to
+`terraform.tfvars.json` (see `tfvars`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from servestack.deployment import Deployment
+
+TERRAFORM_VERSION = ">= 1.11.0"  # ephemeral variables and write-only arguments
+PROVIDERS = {
+    "aws": ("aws", {"source": "hashicorp/aws", "version": "5.100.0"}),
+    "gcp": ("google", {"source": "hashicorp/google", "version": "~> 7.0"}),
+    "azure": ("azurerm", {"source": "hashicorp/azurerm", "version": "~> 4.40"}),
+}
+TOKEN_VAR = "hf_token"
+TOKEN_VERSION_VAR = "hf_token_version"
+
+
+class Ref(str):
+    """A string Terraform evaluates (it holds `${...}`); `finish()` leaves it as is."""
+
+
+def expr(expression: str) -> Ref:
+    return Ref("${" + expression + "}")
+
+
+def template(*parts: str) -> Ref:
+    """Literal text and `Ref`s joined into one template; the literal parts are escaped."""
+    return Ref("".join(p if isinstance(p, Ref) else escape(p) for p in parts))
+
+
+def escape(text: str) -> str:
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def finish(node: Any) -> Any:
+    """Escape every plain string (keys included) so only `Ref`s are templates."""
+    if isinstance(node, Ref):
+        return str(node)
+    if isinstance(node, str):
+        return escape(node)
+    if isinstance(node, dict):
+        return {finish(k): finish(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [finish(v) for v in node]
+    return node
+
+
+@dataclass(frozen=True)
+class Mechanics:
+    """Decisions the Pulumi components make as module constants and the `Deployment` does
+    not carry yet. Both engines must agree on them, so they live here once for Terraform,
+    with where the Pulumi side has them, until deployment.py carries them."""
+
+    capacity_timeout: str  # aws.CAPACITY_TIMEOUT: how long apply waits for GPU capacity
+    image: dict[str, Any]  # default image lookup when `image_id` is None
+    network_cidrs: dict[str, str]  # gcp VM/proxy subnets, azure vnet/subnet
+    admin_user: str | None = None  # azure.ADMIN_USER
+    zones: tuple[str, ...] = ()  # azure.zones_for: zones resolved for the region
+
+
+AWS_DLAMI = {"owners": ["amazon"],
+             "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
+             "architecture": "x86_64"}
+GCP_IMAGE = {"project": "deeplearning-platform-release",
+             "family": "common-cu129-ubuntu-2204-nvidia-580"}
+AZURE_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204",
+               "version": "latest"}
+AZURE_ZONAL_REGIONS = frozenset({
+    "brazilsouth", "canadacentral", "centralus", "eastus", "eastus2", "southcentralus",
+    "usgovvirginia", "westus2", "westus3", "mexicocentral", "francecentral", "italynorth",
+    "germanywestcentral", "norwayeast", "northeurope", "uksouth", "westeurope",
+    "swedencentral", "switzerlandnorth", "polandcentral", "spaincentral", "qatarcentral",
+    "uaenorth", "israelcentral", "southafricanorth", "australiaeast", "centralindia",
+    "japaneast", "japanwest", "southeastasia", "eastasia", "chinanorth3", "koreacentral",
+    "newzealandnorth",
+})
+
+
+def mechanics(d: Deployment) -> Mechanics:
+    """The one place Terraform derives what the Deployment does not say (see `Mechanics`)."""
+    if d.cloud == "aws":
+        return Mechanics(capacity_timeout="15m", image=AWS_DLAMI, network_cidrs={})
+    if d.cloud == "gcp":
+        return Mechanics(capacity_timeout="15m", image=GCP_IMAGE,
+                         network_cidrs={"vms": "10.64.0.0/20", "proxy": "10.64.16.0/23"})
+    zones = tuple(d.zones) or (("1", "2", "3") if d.region in AZURE_ZONAL_REGIONS else ())
+    return Mechanics(capacity_timeout="15m", image=AZURE_IMAGE,
+                     network_cidrs={"vnet": "10.50.0.0/16", "subnet": "10.50.0.0/24"},
+                     admin_user="servestack", zones=zones)
+
+
+def header(d: Deployment) -> dict[str, Any]:
+    """terraform + provider requirements, the variables every cloud shares."""
+    local, requirement = PROVIDERS[d.cloud]
+    variables: dict[str, Any] = {
+        "min_replicas": _number("fewest replicas the group keeps"),
+        "max_replicas": _number("most replicas the group may run"),
+        "desired_replicas": _number("replicas to run now"),
+    }
+    if d.secret is not None:
+        variables[TOKEN_VAR] = {
+            "type": "string", "sensitive": True, "ephemeral": True, "nullable": False,
+            "description": "Hugging Face token (set TF_VAR_hf_token); written to "
+                           f"{d.secret.store} {d.secret.name}, never stored in the state"}
+        variables[TOKEN_VERSION_VAR] = _number(
+            "bump to write a new hf_token (the token itself is write-only)")
+    return {"terraform": {"required_version": TERRAFORM_VERSION,
+                          "required_providers": {local: requirement}},
+            "variable": variables}
+
+
+def _number(description: str) -> dict[str, Any]:
+    return {"type": "number", "nullable": False, "description": description}
+
+
+def tfvars(d: Deployment) -> dict[str, Any]:
+    """terraform.tfvars.json: the variables' values from the Deployment (no secret)."""
+    values: dict[str, Any] = {"min_replicas": d.min_replicas, "max_replicas": d.max_replicas,
+                              "desired_replicas": d.desired_replicas}
+    if d.secret is not None:
+        values[TOKEN_VERSION_VAR] = 1
+    if d.cloud == "gcp" and d.gcp_project:
+        values["project"] = d.gcp_project
+    if d.cloud == "azure":
+        key = lock_only_ssh_key()
+        if key:
+            values["ssh_public_key"] = key
+    return values
+
+
+def lock_only_ssh_key() -> str | None:
+    """The Pulumi Azure stacks' default admin key, which no one holds the private half of
+    (components/azure.py); None when the Pulumi SDK is not installed (then the variable must
+    be set by hand)."""
+    try:
+        from servestack.components.azure import lock_only_ssh_key as key
+    except ImportError:
+        return None
+    return key()
+
+
+def render(d: Deployment) -> dict[str, Any]:
+    """The whole main.tf.json for the deployment's cloud."""
+    module = import_module(f"servestack.terraform.{d.cloud}")
+    document = header(d)
+    body = module.render(d, mechanics(d))
+    for section, blocks in body.items():
+        if section == "variable":
+            document["variable"].update(blocks)
+        else:
+            document[section] = blocks
+    return finish(document)
+
+
+def merge(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merge {type: {name: body}} maps (resource or data blocks) from several helpers."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for kind, blocks in part.items():
+            merged.setdefault(kind, {}).update(blocks)
+    return merged
+
+
+def compact(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop None values: Terraform JSON has no 'unset' other than leaving a key out."""
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,281 @@
+"""AWS as Terraform: an Application Load Balancer in front of a GPU auto scaling group.
+
+The same service components/aws.py builds, resource for resource: the default VPC and its
+subnets in the deployment's zones, two security groups (clients -> ALB listener, ALB ->
+instances' service port, SSH only from `ssh_cidrs`), ALB + target group (the deployment's
+health check) + listener, the SSM SecureString for the token with a role/instance profile
+that may read that one parameter, and a launch template + auto scaling group with the
+deployment's instance types in rank order and its spot split.
+
+Security group rules are their own resources (aws_vpc_security_group_*_rule), one per CIDR.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from servestack.bootstrap import render_cloud_init
+from servestack.deployment import Deployment
+
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, Mechanics, compact, expr, merge, template
+
+SSM_KEY_ALIAS = "alias/aws/ssm"
+IO2_IOPS = 16000
+IO2_MAX_IOPS_PER_GIB = 500
+ALL_PROTOCOLS = "-1"
+SSH_PORT = 22
+
+
+def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    return {
+        "provider": {"aws": {"region": d.region}},
+        "data": merge(network_data(d), image_data(d, m), account_data(d)),
+        "resource": merge(firewall(d), load_balancer(d), token_access(d), group(d, m)),
+        "output": outputs(d),
+    }
+
+
+def named(d: Deployment, name: str) -> dict[str, str]:
+    return {**d.tags, "Name": name}
+
+
+def _filters(**values: list[Any]) -> list[dict[str, Any]]:
+    return [{"name": name.replace("_", "-"), "values": v} for name, v in values.items()]
+
+
+def _at_least(count: int, what: str) -> dict[str, Any]:
+    return {"postcondition": [{
+        "condition": expr(f"length(self.ids) >= {count}"),
+        "error_message": f"The default VPC has fewer than {count} {what}."}]}
+
+
+def network_data(d: Deployment) -> dict[str, Any]:
+    """The default VPC; the group's subnets are the deployment's zones (AZ IDs). An ALB needs
+    two AZs or more: with one pinned zone it spans every default subnet of the region."""
+    vpc = expr("data.aws_vpc.default.id")
+    group = _filters(vpc_id=[vpc], default_for_az=["true"])
+    if d.zones:
+        group += _filters(availability_zone_id=list(d.zones))
+    lb = _filters(vpc_id=[vpc], default_for_az=["true"])
+    if len(d.zones) >= 2:
+        lb += _filters(availability_zone_id=list(d.zones))
+    return {"aws_vpc": {"default": {"default": True}},
+            "aws_subnets": {
+                "group": {"filter": group,
+                          "lifecycle": _at_least(1, f"default subnet in zones {list(d.zones)}")},
+                "lb": {"filter": lb,
+                       "lifecycle": _at_least(2, "default subnets (distinct AZs) for the ALB")}}}
+
+
+def image_data(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    """The deployment's image (looked up for its root device), else the latest DLAMI."""
+    if d.image_id:
+        return {"aws_ami": {"image": {"filter": _filters(image_id=[d.image_id])}}}
+    image = m.image
+    return {"aws_ami": {"image": {
+        "owners": image["owners"], "most_recent": True,
+        "filter": _filters(name=[image["name"]], architecture=[image["architecture"]],
+                           state=["available"])}}}
+
+
+def account_data(d: Deployment) -> dict[str, Any]:
+    if d.secret is None:
+        return {}
+    return {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}},
+            "aws_iam_policy_document": {"ec2_trust": trust_policy(),
+                                        "read_token": read_token_policy(d)}}
+
+
+def _rule(group: str, description: str, tags: dict[str, str], **fields: Any) -> dict[str, Any]:
+    return {"security_group_id": expr(f"aws_security_group.{group}.id"),
+            "description": description, "tags": tags, **fields}
+
+
+def _per_cidr(cidrs: tuple[str, ...], name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One rule per CIDR (for_each over the literal CIDRs), IPv4 and IPv6 apart."""
+    rules: dict[str, Any] = {}
+    for family, field, wanted in (("v4", "cidr_ipv4", False), ("v6", "cidr_ipv6", True)):
+        chosen = [c for c in cidrs if (":" in c) == wanted]
+        if chosen:
+            rules[f"{name}_{family}"] = {"for_each": {c: c for c in chosen}, **body,
+                                         field: expr("each.value")}
+    return rules
+
+
+def firewall(d: Deployment) -> dict[str, Any]:
+    """internet -> ALB listener; ALB -> instances' service port; instances -> anywhere."""
+    alb_tags, vm_tags = named(d, f"{d.service}-alb"), named(d, f"{d.service}-vm")
+    tcp = {"ip_protocol": "tcp"}
+    listener = {**tcp, "from_port": d.listener_port, "to_port": d.listener_port}
+    service = {**tcp, "from_port": d.service_port, "to_port": d.service_port}
+    ssh = {**tcp, "from_port": SSH_PORT, "to_port": SSH_PORT}
+    ingress = {
+        **_per_cidr(d.allow_cidrs, "alb_clients",
+                    _rule("alb", "clients to the listener", alb_tags, **listener)),
+        "vm_from_alb": _rule("vm", "ALB to vLLM", vm_tags, **service,
+                             referenced_security_group_id=expr("aws_security_group.alb.id")),
+        **_per_cidr(d.ssh_cidrs, "vm_ssh", _rule("vm", "SSH", vm_tags, **ssh)),
+    }
+    egress = {
+        "alb_to_vms": _rule("alb", "ALB to the instances", alb_tags, **service,
+                            cidr_ipv4=expr("data.aws_vpc.default.cidr_block")),
+        "vm_downloads": _rule("vm", "model and package downloads", vm_tags,
+                              ip_protocol=ALL_PROTOCOLS, cidr_ipv4="0.0.0.0/0"),
+    }
+    groups = {
+        "alb": {"name_prefix": f"{d.service}-alb-", "vpc_id": expr("data.aws_vpc.default.id"),
+                "description": f"servestack {d.service}: load balancer listener",
+                "tags": alb_tags},
+        "vm": {"name_prefix": f"{d.service}-vm-", "vpc_id": expr("data.aws_vpc.default.id"),
+               "description": f"servestack {d.service}: GPU instances", "tags": vm_tags},
+    }
+    return {"aws_security_group": groups, "aws_vpc_security_group_ingress_rule": ingress,
+            "aws_vpc_security_group_egress_rule": egress}
+
+
+def load_balancer(d: Deployment) -> dict[str, Any]:
+    """ALB -> HTTP listener -> target group probing the deployment's health path."""
+    h = d.health
+    tags = named(d, d.service)
+    return {
+        "aws_lb": {"service": {
+            "load_balancer_type": "application", "internal": False,
+            "subnets": expr("data.aws_subnets.lb.ids"),
+            "security_groups": [expr("aws_security_group.alb.id")],
+            "idle_timeout": d.idle_timeout_seconds, "tags": tags}},
+        "aws_lb_target_group": {"service": {
+            "port": d.service_port, "protocol": "HTTP", "target_type": "instance",
+            "vpc_id": expr("data.aws_vpc.default.id"),
+            "health_check": {
+                "enabled": True, "protocol": "HTTP", "path": h.path, "port": str(h.port),
+                "interval": h.interval_seconds, "timeout": h.timeout_seconds,
+                "healthy_threshold": h.healthy_threshold,
+                "unhealthy_threshold": h.unhealthy_threshold, "matcher": "200"},
+            "tags": tags}},
+        "aws_lb_listener": {"http": {
+            "load_balancer_arn": expr("aws_lb.service.arn"), "port": d.listener_port,
+            "protocol": "HTTP",
+            "default_action": {"type": "forward",
+                               "target_group_arn": expr("aws_lb_target_group.service.arn")},
+            "tags": tags}},
+    }
+
+
+def trust_policy() -> dict[str, Any]:
+    return {"statement": [{"effect": "Allow", "actions": ["sts:AssumeRole"],
+                           "principals": [{"type": "Service",
+                                           "identifiers": ["ec2.amazonaws.com"]}]}]}
+
+
+def read_token_policy(d: Deployment) -> dict[str, Any]:
+    """Read the token parameter, and decrypt it only through SSM with the AWS-managed key."""
+    partition = "data.aws_partition.current"
+    return {"statement": [
+        {"sid": "ReadToken", "effect": "Allow", "actions": ["ssm:GetParameter"],
+         "resources": [expr("aws_ssm_parameter.hf_token.arn")]},
+        {"sid": "DecryptTokenViaSsm", "effect": "Allow", "actions": ["kms:Decrypt"],
+         "resources": [template("arn:", expr(f"{partition}.partition"), f":kms:{d.region}:",
+                                expr("data.aws_caller_identity.current.account_id"),
+                                ":key/*")],
+         "condition": [
+             {"test": "StringEquals", "variable": "kms:ViaService",
+              "values": [template(f"ssm.{d.region}.", expr(f"{partition}.dns_suffix"))]},
+             {"test": "ForAnyValue:StringEquals", "variable": "kms:ResourceAliases",
+              "values": [SSM_KEY_ALIAS]}]},
+    ]}
+
+
+def token_access(d: Deployment) -> dict[str, Any]:
+    """The SSM SecureString (write-only token) and the role/profile that may read it."""
+    if d.secret is None:
+        return {}
+    return {
+        "aws_ssm_parameter": {"hf_token": {
+            "name": d.secret.name, "type": "SecureString", "key_id": SSM_KEY_ALIAS,
+            "value_wo": expr(f"var.{TOKEN_VAR}"),
+            "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
+            "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
+        "aws_iam_role": {"vm": {
+            "name_prefix": f"{d.service}-vm-",
+            "assume_role_policy": expr("data.aws_iam_policy_document.ec2_trust.json"),
+            "description": f"servestack {d.service} GPU instances", "tags": d.tags}},
+        "aws_iam_role_policy": {"read_token": {
+            "name": "read-token", "role": expr("aws_iam_role.vm.id"),
+            "policy": expr("data.aws_iam_policy_document.read_token.json")}},
+        "aws_iam_instance_profile": {"vm": {
+            "name_prefix": f"{d.service}-vm-", "role": expr("aws_iam_role.vm.name"),
+            "tags": d.tags}},
+    }
+
+
+def root_volume(d: Deployment) -> dict[str, Any]:
+    iops = min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * d.disk_size_gb) if d.disk_type == "io2" else None
+    return {"device_name": expr("data.aws_ami.image.root_device_name"),
+            "ebs": compact({"volume_size": d.disk_size_gb, "volume_type": d.disk_type,
+                            "encrypted": "true", "delete_on_termination": "true",
+                            "iops": iops})}
+
+
+def distribution(d: Deployment) -> dict[str, Any]:
+    if not d.use_spot:
+        return {"on_demand_allocation_strategy": "prioritized", "on_demand_base_capacity": 0,
+                "on_demand_percentage_above_base_capacity": 100}
+    return {"on_demand_allocation_strategy": "prioritized",
+            "on_demand_base_capacity": d.on_demand_base,
+            "on_demand_percentage_above_base_capacity": 0,
+            "spot_allocation_strategy": "capacity-optimized-prioritized"}
+
+
+def group(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    """Launch template + auto scaling group (always a mixed policy, types in rank order)."""
+    tags = named(d, d.service)
+    template_body = compact({
+        "name_prefix": f"{d.service}-",
+        "image_id": d.image_id or expr("data.aws_ami.image.id"),
+        "instance_type": d.primary.instance_type,
+        "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
+        "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
+        "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required",
+                             "http_put_response_hop_limit": 1},
+        "block_device_mappings": [root_volume(d)],
+        "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")}
+        if d.secret else None,
+        "tag_specifications": [{"resource_type": "volume", "tags": tags}],
+        "update_default_version": True, "tags": tags})
+    waits = ["aws_ssm_parameter.hf_token", "aws_iam_role_policy.read_token",
+             "aws_iam_instance_profile.vm"] if d.secret else []
+    asg = compact({
+        "name_prefix": f"{d.service}-",
+        "min_size": expr("var.min_replicas"), "max_size": expr("var.max_replicas"),
+        "desired_capacity": expr("var.desired_replicas"),
+        "vpc_zone_identifier": expr("data.aws_subnets.group.ids"),
+        "target_group_arns": [expr("aws_lb_target_group.service.arn")],
+        "health_check_type": "ELB",
+        "health_check_grace_period": d.health.grace_period_seconds,
+        "capacity_rebalance": d.capacity_rebalance,
+        "mixed_instances_policy": {
+            "launch_template": {
+                "launch_template_specification": {
+                    "launch_template_id": expr("aws_launch_template.vm.id"),
+                    "version": expr("aws_launch_template.vm.latest_version")},
+                "override": [{"instance_type": c.instance_type} for c in d.instances]},
+            "instances_distribution": distribution(d)},
+        "wait_for_capacity_timeout": m.capacity_timeout,
+        "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
+        "depends_on": waits or None})
+    return {"aws_launch_template": {"vm": template_body},
+            "aws_autoscaling_group": {"group": asg}}
+
+
+def outputs(d: Deployment) -> dict[str, Any]:
+    return {
+        "endpoint": {"value": template("http://", expr("aws_lb.service.dns_name"),
+                                       f":{d.listener_port}"),
+                     "description": "the service's URL (the load balancer)"},
+        "instance_group_name": {"value": expr("aws_autoscaling_group.group.name")},
+        "instance_group_id": {"value": expr("aws_autoscaling_group.group.id")},
+        "candidate_id": {"value": d.candidate_id},
+        "price_per_hour": {"value": d.primary.price_per_hour},
+        "replicas": {"value": expr("var.desired_replicas")},
+    }

@@ -1,0 +1,331 @@
+"""GCP as Terraform: a regional external Application Load Balancer in front of a regional MIG.
+
+The same service components/gcp.py builds: the service's own VPC with a subnet for the VMs and
+the proxy-only subnet the regional Envoy load balancer needs; firewall rules admitting the
+service port from Google's health checkers and from the proxies only (SSH from `ssh_cidrs`);
+the VMs' own service account, which may read the token secret and nothing else; one regional
+HTTP health check for the load balancer and autohealing; regional instance template(s) (spot
+and/or on-demand) and a regional MIG with the deployment's zones, ranked machine types (instance
+flexibility), spot split and rolling-update policy; a static address, backend service, URL map,
+HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy when clients are
+limited to `allow_cidrs`.
+
+Names are `<service>-<kind>-<digest of the candidate id>`: two candidates' stacks in one
+project never collide. The project is the variable `project` (terraform.tfvars.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from servestack.bootstrap import render_cloud_init
+from servestack.deployment import GCP_HEALTH_CHECK_RANGES, WORLD, Deployment, InstanceChoice
+
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, Mechanics, compact, expr, merge, template
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+NAMED_PORT = "http"
+LB_TIER = "STANDARD"
+MAX_AUTOHEAL_DELAY = 3600  # API range of initial_delay_sec
+MAX_DRAINING = 3600  # API range of connection_draining_timeout_sec
+DEFAULT_ZONE_COUNT = 3
+MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
+DEFAULT_RULE_PRIORITY = 2147483647
+SSH_PORT = 22
+PROJECT = expr("var.project")
+
+
+def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    return {
+        "variable": {"project": {"type": "string", "nullable": False,
+                                 "description": "the GCP project to deploy into"}},
+        "provider": {"google": {"project": PROJECT, "region": d.region}},
+        "data": image_data(d, m),
+        "resource": merge(network(d, m), firewall(d, m), identity(d), token(d),
+                          health_check(d), group(d), load_balancer(d)),
+        "output": outputs(d),
+    }
+
+
+def name(d: Deployment, kind: str, limit: int = 63) -> str:
+    digest = hashlib.sha256(d.candidate_id.encode()).hexdigest()[:6]
+    head = f"{d.service}-{kind}"[:limit - 7].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def labels(d: Deployment) -> dict[str, str]:
+    """Tags as GCP labels: lowercase letters, digits, `_`, `-`; keys start with a letter."""
+    found: dict[str, str] = {}
+    for key, value in d.tags.items():
+        clean = re.sub(r"[^a-z0-9_-]", "-", str(key).lower())
+        if not clean or not clean[0].isalpha():
+            clean = f"l-{clean}"
+        found[clean[:63]] = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
+    return dict(list(found.items())[:64])
+
+
+def network_tag(d: Deployment) -> str:
+    return f"servestack-{d.service}"[:63].rstrip("-")
+
+
+def image_data(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    if d.image_id:
+        return {}
+    return {"google_compute_image": {"image": {"family": m.image["family"],
+                                               "project": m.image["project"]}}}
+
+
+def network(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    vpc = expr("google_compute_network.vpc.id")
+    return {
+        "google_compute_network": {"vpc": {
+            "name": name(d, "vpc"), "project": PROJECT, "auto_create_subnetworks": False,
+            "routing_mode": "REGIONAL", "description": f"servestack {d.service}"}},
+        "google_compute_subnetwork": {
+            "vms": {"name": name(d, "vms"), "project": PROJECT, "region": d.region,
+                    "network": vpc, "ip_cidr_range": m.network_cidrs["vms"],
+                    "private_ip_google_access": True,
+                    "description": f"servestack {d.service}: GPU VMs"},
+            "proxy": {"name": name(d, "proxy"), "project": PROJECT, "region": d.region,
+                      "network": vpc, "ip_cidr_range": m.network_cidrs["proxy"],
+                      "purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE",
+                      "description": f"servestack {d.service}: load balancer proxies"}},
+    }
+
+
+def _allow(d: Deployment, kind: str, sources: list[str], port: int, why: str) -> dict:
+    return {"name": name(d, kind), "project": PROJECT,
+            "network": expr("google_compute_network.vpc.id"), "direction": "INGRESS",
+            "allow": [{"protocol": "tcp", "ports": [str(port)]}],
+            "source_ranges": sources, "target_tags": [network_tag(d)],
+            "description": f"servestack {d.service}: {why}"}
+
+
+def firewall(d: Deployment, m: Mechanics) -> dict[str, Any]:
+    """The service port from health checkers and the proxy-only subnet; SSH if asked."""
+    rules = {
+        "health_checks": _allow(d, "health-checks", list(GCP_HEALTH_CHECK_RANGES),
+                                d.service_port, "Google health checkers to the service port "
+                                                "(load balancer and autohealing)"),
+        "lb_proxies": _allow(d, "lb-proxies", [m.network_cidrs["proxy"]], d.service_port,
+                             "the load balancer's proxies (proxy-only subnet) to the service "
+                             "port"),
+    }
+    if d.ssh_cidrs:
+        rules["ssh"] = _allow(d, "ssh", list(d.ssh_cidrs), SSH_PORT,
+                              "SSH from the operator's CIDRs")
+    return {"google_compute_firewall": rules}
+
+
+def identity(d: Deployment) -> dict[str, Any]:
+    """The VMs' service account: no project role, only the token secret's accessor."""
+    return {"google_service_account": {"vm": {
+        "project": PROJECT, "account_id": name(d, "vm", 30),
+        "display_name": f"servestack {d.service} GPU VMs",
+        "description": f"servestack candidate {d.candidate_id}"}}}
+
+
+def token(d: Deployment) -> dict[str, Any]:
+    """Secret Manager secret (in the region), its write-only version, the VMs' accessor."""
+    if d.secret is None:
+        return {}
+    return {
+        "google_secret_manager_secret": {"hf_token": {
+            "project": PROJECT, "secret_id": d.secret.name, "labels": labels(d),
+            "replication": {"user_managed": {"replicas": [{"location": d.region}]}}}},
+        "google_secret_manager_secret_version": {"hf_token": {
+            "secret": expr("google_secret_manager_secret.hf_token.id"),
+            "secret_data_wo": expr(f"var.{TOKEN_VAR}"),
+            "secret_data_wo_version": expr(f"var.{TOKEN_VERSION_VAR}")}},
+        "google_secret_manager_secret_iam_binding": {"reader": {
+            "project": PROJECT,
+            "secret_id": expr("google_secret_manager_secret.hf_token.secret_id"),
+            "role": SECRET_ACCESSOR,
+            "members": [template("serviceAccount:",
+                                 expr("google_service_account.vm.email"))]}},
+    }
+
+
+def health_check(d: Deployment) -> dict[str, Any]:
+    h = d.health
+    return {"google_compute_region_health_check": {"http": {
+        "name": name(d, "health"), "project": PROJECT, "region": d.region,
+        "http_health_check": {"port": h.port, "request_path": h.path},
+        "check_interval_sec": h.interval_seconds, "timeout_sec": h.timeout_seconds,
+        "healthy_threshold": h.healthy_threshold, "unhealthy_threshold": h.unhealthy_threshold,
+        "description": f"servestack {d.service}: GET {h.path} on port {h.port}"}}}
+
+
+def flexible_choices(d: Deployment) -> list[InstanceChoice]:
+    """Types one template can serve: N1 hosts only with the primary's attached GPU type."""
+    return [c for c in d.instances if c.attached_gpu == d.primary.attached_gpu]
+
+
+def scheduling(spot: bool) -> dict[str, Any]:
+    """GPU VMs cannot live-migrate (TERMINATE); a preempted spot VM is deleted, not stopped,
+    so the MIG recreates it wherever its zones have capacity."""
+    if spot:
+        return {"provisioning_model": "SPOT", "preemptible": True, "automatic_restart": False,
+                "on_host_maintenance": "TERMINATE", "instance_termination_action": "DELETE"}
+    return {"provisioning_model": "STANDARD", "preemptible": False, "automatic_restart": True,
+            "on_host_maintenance": "TERMINATE"}
+
+
+def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
+    primary = d.primary
+    accelerators = [{"type": primary.attached_gpu, "count": primary.accelerator_count}] \
+        if primary.attached_gpu else None
+    gvnic = any(c.instance_type.startswith("a3-") for c in flexible_choices(d))
+    return compact({
+        "name_prefix": f"{d.service}-{'spot' if spot else 'ondemand'}-"[:37],
+        "project": PROJECT, "region": d.region,
+        "description": f"servestack {d.service}: {'spot' if spot else 'on-demand'} "
+                       f"{primary.instance_type}",
+        "machine_type": primary.instance_type,
+        "guest_accelerator": accelerators,
+        "scheduling": scheduling(spot),
+        "disk": [{"source_image": d.image_id or expr("data.google_compute_image.image.self_link"),
+                  "boot": True, "auto_delete": True, "disk_size_gb": d.disk_size_gb,
+                  "disk_type": d.disk_type, "labels": labels(d)}],
+        "metadata": {"user-data": render_cloud_init(d), "enable-oslogin": "TRUE"},
+        "network_interface": [compact({
+            "subnetwork": expr("google_compute_subnetwork.vms.id"),
+            "nic_type": "GVNIC" if gvnic else None,
+            "access_config": [{}]})],
+        "service_account": {"email": expr("google_service_account.vm.email"),
+                            "scopes": [CLOUD_PLATFORM_SCOPE]},
+        "tags": [network_tag(d)], "labels": labels(d),
+        "lifecycle": {"create_before_destroy": True},
+    })
+
+
+def versions(d: Deployment, kinds: list[str]) -> list[dict[str, Any]]:
+    """One version per template; with a spot split the on-demand one is pinned to
+    `on_demand_base` VMs and the spot one takes the rest of the target size."""
+    found = []
+    for kind in kinds:
+        template_link = expr(f"google_compute_region_instance_template.{kind}.self_link")
+        version = {"name": kind, "instance_template": template_link}
+        if kind == "ondemand" and "spot" in kinds:
+            version["target_size"] = {"fixed": d.on_demand_base}
+        found.append(version)
+    return found
+
+
+def flexibility(d: Deployment) -> dict[str, Any] | None:
+    choices = flexible_choices(d)
+    if len(choices) < 2:
+        return None
+    return {"instance_selections": [
+        {"name": c.instance_type, "machine_types": [c.instance_type], "rank": rank}
+        for rank, c in enumerate(choices)]}
+
+
+def group(d: Deployment) -> dict[str, Any]:
+    on_demand_base = d.on_demand_base if d.use_spot else 0
+    kinds = (["ondemand"] if not d.use_spot or on_demand_base else []) + \
+        (["spot"] if d.use_spot else [])
+    zone_count = len(d.zones) or DEFAULT_ZONE_COUNT
+    waits = ["google_secret_manager_secret_iam_binding.reader",
+             "google_secret_manager_secret_version.hf_token"] if d.secret else []
+    manager = compact({
+        "name": name(d, "mig"), "project": PROJECT, "region": d.region,
+        "base_instance_name": d.service,
+        "description": f"servestack {d.service}: {d.candidate_id}",
+        "version": versions(d, kinds),
+        "target_size": expr("var.desired_replicas"),
+        "distribution_policy_zones": list(d.zones) or None,
+        "distribution_policy_target_shape": "BALANCED",
+        "named_port": [{"name": NAMED_PORT, "port": d.service_port}],
+        "auto_healing_policies": {
+            "health_check": expr("google_compute_region_health_check.http.id"),
+            "initial_delay_sec": min(d.health.grace_period_seconds, MAX_AUTOHEAL_DELAY)},
+        "instance_flexibility_policy": flexibility(d),
+        "update_policy": {"type": "PROACTIVE", "minimal_action": "REPLACE",
+                          "replacement_method": "SUBSTITUTE", "max_surge_fixed": zone_count,
+                          "max_unavailable_fixed": 0, "instance_redistribution_type": "NONE"},
+        "wait_for_instances": False,
+        "depends_on": waits or None,
+    })
+    return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
+                                                 for k in kinds},
+            "google_compute_region_instance_group_manager": {"group": manager}}
+
+
+def armor_rule(priority: int, action: str, ranges: list[str], why: str) -> dict[str, Any]:
+    return {"priority": priority, "action": action, "description": why,
+            "match": {"versioned_expr": "SRC_IPS_V1", "config": {"src_ip_ranges": ranges}}}
+
+
+def client_policy(d: Deployment) -> dict[str, Any]:
+    """Cloud Armor: allow `allow_cidrs`, deny everyone else; nothing when open to all."""
+    if not d.allow_cidrs or WORLD in d.allow_cidrs:
+        return {}
+    cidrs = list(d.allow_cidrs)
+    chunks = [cidrs[i:i + MAX_CIDRS_PER_RULE] for i in range(0, len(cidrs), MAX_CIDRS_PER_RULE)]
+    rules = [armor_rule(1000 + i, "allow", chunk, "allowed client CIDRs")
+             for i, chunk in enumerate(chunks)]
+    rules.append(armor_rule(DEFAULT_RULE_PRIORITY, "deny(403)", ["*"], "everyone else"))
+    return {"google_compute_region_security_policy": {"clients": {
+        "name": name(d, "clients"), "project": PROJECT, "region": d.region,
+        "type": "CLOUD_ARMOR",
+        "description": f"servestack {d.service}: only allow_cidrs reach the endpoint",
+        "rules": rules}}}
+
+
+def load_balancer(d: Deployment) -> dict[str, Any]:
+    """Address -> forwarding rule (listener port) -> proxy -> URL map -> backend service."""
+    policy = client_policy(d)
+    backend = compact({
+        "name": name(d, "backend"), "project": PROJECT, "region": d.region,
+        "load_balancing_scheme": "EXTERNAL_MANAGED", "protocol": "HTTP",
+        "port_name": NAMED_PORT,
+        "health_checks": [expr("google_compute_region_health_check.http.id")],
+        "timeout_sec": d.idle_timeout_seconds,
+        "connection_draining_timeout_sec": min(d.idle_timeout_seconds, MAX_DRAINING),
+        "backend": [{"group": expr(
+            "google_compute_region_instance_group_manager.group.instance_group"),
+            "balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}],
+        "security_policy": expr("google_compute_region_security_policy.clients.self_link")
+        if policy else None,
+        "description": f"servestack {d.service}: the GPU group"})
+    return merge(policy, {
+        "google_compute_address": {"ip": {
+            "name": name(d, "ip"), "project": PROJECT, "region": d.region,
+            "address_type": "EXTERNAL", "network_tier": LB_TIER, "labels": labels(d),
+            "description": f"servestack {d.service}: endpoint"}},
+        "google_compute_region_backend_service": {"backend": backend},
+        "google_compute_region_url_map": {"urls": {
+            "name": name(d, "urls"), "project": PROJECT, "region": d.region,
+            "default_service": expr("google_compute_region_backend_service.backend.id")}},
+        "google_compute_region_target_http_proxy": {"proxy": {
+            "name": name(d, "proxy"), "project": PROJECT, "region": d.region,
+            "url_map": expr("google_compute_region_url_map.urls.id")}},
+        "google_compute_forwarding_rule": {"listener": {
+            "name": name(d, "listener"), "project": PROJECT, "region": d.region,
+            "load_balancing_scheme": "EXTERNAL_MANAGED", "ip_protocol": "TCP",
+            "port_range": str(d.listener_port),
+            "target": expr("google_compute_region_target_http_proxy.proxy.id"),
+            "ip_address": expr("google_compute_address.ip.address"),
+            "network": expr("google_compute_network.vpc.id"), "network_tier": LB_TIER,
+            "labels": labels(d),
+            "depends_on": ["google_compute_subnetwork.proxy"]}},
+    })
+
+
+def outputs(d: Deployment) -> dict[str, Any]:
+    manager = "google_compute_region_instance_group_manager.group"
+    return {
+        "endpoint": {"value": template("http://",
+                                       expr("google_compute_forwarding_rule.listener.ip_address"),
+                                       f":{d.listener_port}"),
+                     "description": "the service's URL (the load balancer)"},
+        "instance_group_name": {"value": expr(f"{manager}.name")},
+        "instance_group_id": {"value": expr(f"{manager}.id")},
+        "candidate_id": {"value": d.candidate_id},
+        "price_per_hour": {"value": d.primary.price_per_hour},
+        "replicas": {"value": expr("var.desired_replicas")},
+    }

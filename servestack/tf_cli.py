@@ -1,0 +1,64 @@
+"""`servestack generate --format terraform`: the chosen candidate as a Terraform configuration.
+
+Same plan, same candidate choice, same `Deployment` as the Pulumi stack file; the output is a
+directory `stacks/<name>/` with `main.tf.json` (Terraform JSON syntax) and
+`terraform.tfvars.json` (the variables' values, no secret). Both files are written atomically;
+re-running with the same inputs gives the same bytes. The Hugging Face token is never written:
+it is passed at apply time as TF_VAR_hf_token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .generate import Generated, chosen_deployment
+from .planner import Plan
+from .terraform import TOKEN_VAR, render, tfvars
+
+MAIN_FILE = "main.tf.json"
+VARS_FILE = "terraform.tfvars.json"
+
+
+def stack_dir(stacks_dir: str | Path, name: str) -> Path:
+    return Path(stacks_dir) / name
+
+
+def dump(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def generate_terraform(inputs, plan: Plan, *, rank: int | None, pick: str | None,
+                       stack: str | None, stacks_dir: str, allow_cidrs: list[str],
+                       ssh_cidrs: list[str], gcp_project: str | None) -> Generated:
+    """Plan -> candidate -> Deployment -> stacks/<name>/main.tf.json + terraform.tfvars.json.
+
+    The arguments are those of `servestack.generate.generate`, so the CLI can dispatch on
+    `--format` alone. `Generated.path` is the main.tf.json written."""
+    from .fsutil import write_atomic
+
+    chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
+                                           allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,
+                                           gcp_project=gcp_project)
+    name = stack or deployment.service
+    directory = stack_dir(stacks_dir, name)
+    write_atomic(directory / VARS_FILE, dump(tfvars(deployment)))
+    path = write_atomic(directory / MAIN_FILE, dump(render(deployment)))
+    return Generated(path=path, stack=name, chosen=chosen, deployment=deployment)
+
+
+def summary(result: Generated) -> str:
+    c, d = result.chosen, result.deployment
+    directory = result.path.parent
+    lines = [
+        f"Wrote {result.path} and {directory / VARS_FILE} for candidate {c.rank}: {c.infra} "
+        f"{c.instance_type} {c.gpus}{' [Spot]' if c.use_spot else ''}, "
+        f"${c.total_price_per_hour:.2f}/h for {c.replicas} replica(s).",
+        "Instance types in the group, in rank order: "
+        + ", ".join(i.instance_type for i in d.instances) + ".",
+    ]
+    if d.cloud == "gcp" and not d.gcp_project:
+        lines.append(f"Set the project first: add \"project\": \"<id>\" to {VARS_FILE}")
+    token = f"TF_VAR_{TOKEN_VAR}=<token> " if d.secret else ""
+    lines.append(f"Deploy: cd {directory} && terraform init && {token}terraform apply")
+    return "\n".join(lines) + "\n"

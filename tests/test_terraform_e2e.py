@@ -1,0 +1,274 @@
+"""End to end, for real: the fallback loop drives Terraform (the CLI, the AWS provider 5.100)
+against a local AWS API (moto in server mode) that has no EC2 capacity for the first candidate.
+
+One deploy run is shared by the tests below (about 3.5 minutes: the AWS provider waits 30 s
+before it first polls a new load balancer, and each candidate creates one):
+
+1. candidate 1 (us-east-1) is applied; its auto scaling group's scaling activity fails with
+   AWS's InsufficientInstanceCapacity text, for every instance type of the group in its zones;
+2. the loop classifies it (capacity), destroys the candidate and proves it gone, blocks it;
+3. candidate 2 (us-east-2) is applied and comes up; the "replicas" the readiness step counts
+   are the group's InService instances, read through the same API.
+
+Then boto3 checks what Terraform built against the plan, and a destroy leaves nothing.
+Runs only with SERVESTACK_E2E=1 (and terraform + the provider mirror present).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from servestack import planner
+from servestack.deployment import Deployment, build_deployment
+from servestack.engine import stack_ref
+from servestack.fallback import Fallback, Settings
+from servestack.inputs import load_inputs
+from servestack.journal import Journal
+from servestack.readiness import ProbeAnswer, SystemClock
+from servestack.terraform_engine import TerraformEngine
+from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
+
+PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+TOKEN = "hf_E2EtokenMustNeverLeak0123456789"
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("SERVESTACK_E2E") != "1":
+        return "end-to-end Terraform tests run with SERVESTACK_E2E=1 (about 3.5 minutes)"
+    if shutil.which("terraform") is None:
+        return "terraform is not on PATH"
+    if not PROVIDER.is_dir():
+        return f"no hashicorp/aws 5.100.0 in the provider mirror {PLUGIN_DIR}"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+class Run:
+    """What the shared deploy left for the tests to check."""
+
+    def __init__(self, moto: MotoServer, engine: TerraformEngine, work: Path) -> None:
+        self.moto, self.engine, self.work = moto, engine, work
+        self.outcome = None
+        self.deployments: dict[str, Deployment] = {}
+        self.first = self.second = None
+
+    def client(self, service: str, region: str):
+        import boto3
+
+        return boto3.client(service, region_name=region, endpoint_url=self.moto.url,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _group_of(run: Run, d: Deployment) -> dict | None:
+    groups = run.client("autoscaling", d.region).describe_auto_scaling_groups()
+    for group in groups["AutoScalingGroups"]:
+        tags = {t["Key"]: t["Value"] for t in group["Tags"]}
+        if tags.get("servestack-candidate") == d.candidate_id:
+            return group
+    return None
+
+
+def _moto_probe(run: Run):
+    """Readiness through the API: each InService instance of the group counts as a replica."""
+    def factory(endpoint: str, deployment: Deployment):
+        names = itertools.count()
+
+        def probe() -> ProbeAnswer:
+            group = _group_of(run, deployment)
+            live = [i["InstanceId"] for i in (group or {}).get("Instances", [])
+                    if i["LifecycleState"] == "InService"]
+            if not live:
+                return ProbeAnswer(False, error="no InService instance")
+            return ProbeAnswer(True, 200, live[next(names) % len(live)])
+
+        return probe
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tf-e2e")
+    with MotoServer(work) as moto:
+        engine = TerraformEngine(work / "engine", hf_token=TOKEN, plugin_dir=PLUGIN_DIR,
+                                 overrides={"moto_override.tf.json": terraform_override(moto.url)},
+                                 env={"TF_CLI_CONFIG_FILE": "/dev/null"})
+        run = Run(moto, engine, work)
+        inputs = load_inputs(None)
+        plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                            planner.Options(cloud="aws", spot=False), model=inputs.model)
+        first = plan.candidates[0]
+        second = next(c for c in plan.candidates if c.region != first.region)
+        # candidate 1 alone in its region (one instance type); candidate 2 with its region's
+        # other types, so its group lists several in rank order
+        candidates = [first] + [c for c in plan.candidates if c.region == second.region]
+
+        def build(c, pool):
+            d = build_deployment(inputs.spec, c, pool, model=inputs.model)
+            ami = run.client("ec2", c.region).describe_images(Owners=["amazon"])["Images"][0]
+            d = replace(d, image_id=ami["ImageId"])
+            run.deployments[c.id] = d
+            return d
+
+        first_types = [i.instance_type for i in build(first, candidates).instances]
+        moto.set_capacity_faults([{"instance_types": first_types, "zones": list(first.zones)}])
+        journal = Journal.open(work / "state", "mixtral")
+        settings = Settings(quota_precheck=False, attempt_timeout_s=600, retries=0,
+                            cleanup_rounds=2, cleanup_wait_s=1, probe_interval_s=1)
+        loop = Fallback(engine, journal, candidates, build, clock=SystemClock(),
+                        settings=settings, probe_factory=_moto_probe(run))
+        run.outcome = loop.run()
+        run.first, run.second = first, second
+        yield run
+        live = run.deployments.get(second.id)
+        if live is not None and _group_of(run, live) is not None:
+            engine.destroy(stack_ref(live.service, second.id), live)
+
+
+def test_the_loop_falls_back_after_insufficient_capacity(deployed):
+    outcome = deployed.outcome
+    assert outcome.status == "deployed", outcome.message
+    report = outcome.to_json()
+    first, second = report["attempts"]
+    assert first["candidate"] == deployed.first.id
+    assert first["error_class"] == "capacity" and first["code"] == ICE
+    assert "We currently do not have sufficient" in first["message"]
+    assert first["cleanup"].startswith("clean")
+    assert second["candidate"] == deployed.second.id and second["outcome"] == "deployed"
+    assert report["candidate"] == deployed.second.id
+    assert report["endpoint"].startswith("http://") and ".elb.amazonaws.com:80" in \
+        report["endpoint"]
+    journal = Journal.open(deployed.work / "state", "mixtral")
+    assert [a["candidate"] for a in journal.attempts] == [deployed.first.id, deployed.second.id]
+    states = {s["candidate"]: s["state"] for s in journal.stacks.values()}
+    assert states == {deployed.first.id: "clean", deployed.second.id: "live"}
+
+
+def test_the_failed_candidate_left_nothing(deployed):
+    d = deployed.deployments[deployed.first.id]
+    assert _group_of(deployed, d) is None
+    assert not _tagged(deployed, d)
+    ec2 = deployed.client("ec2", d.region)
+    assert not ec2.describe_launch_templates()["LaunchTemplates"]
+    ssm = deployed.client("ssm", d.region)
+    assert not ssm.describe_parameters()["Parameters"]
+    assert not deployed.engine.stack_dir(stack_ref(d.service, d.candidate_id)).exists()
+
+
+def _tagged(run: Run, d: Deployment) -> list[str]:
+    """Everything still tagged with the candidate: load balancers, target groups, security
+    groups, live instances."""
+    region = d.region
+    found = []
+    elb = run.client("elbv2", region)
+    arns = [lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]]
+    arns += [tg["TargetGroupArn"] for tg in elb.describe_target_groups()["TargetGroups"]]
+    for chunk in range(0, len(arns), 20):
+        for desc in elb.describe_tags(ResourceArns=arns[chunk:chunk + 20])["TagDescriptions"]:
+            if {"Key": "servestack-candidate", "Value": d.candidate_id} in desc["Tags"]:
+                found.append(desc["ResourceArn"])
+    ec2 = run.client("ec2", region)
+    filters = [{"Name": "tag:servestack-candidate", "Values": [d.candidate_id]}]
+    found += [g["GroupId"] for g in ec2.describe_security_groups(Filters=filters)
+              ["SecurityGroups"]]
+    live = filters + [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    found += [i["InstanceId"] for r in ec2.describe_instances(Filters=live)["Reservations"]
+              for i in r["Instances"]]
+    return found
+
+
+def test_the_stack_is_built_as_planned(deployed):
+    d = deployed.deployments[deployed.second.id]
+    group = _group_of(deployed, d)
+    assert group is not None
+    assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == \
+        (d.min_replicas, d.max_replicas, d.desired_replicas)
+    assert len(group["Instances"]) == d.desired_replicas
+    ref = stack_ref(d.service, d.candidate_id)
+    assert deployed.engine.group_size(ref, d) == d.desired_replicas
+    policy = group["MixedInstancesPolicy"]
+    overrides = [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]]
+    assert overrides == [i.instance_type for i in d.instances]
+    spread = policy["InstancesDistribution"]
+    assert spread["OnDemandAllocationStrategy"] == "prioritized"
+    assert (spread["OnDemandBaseCapacity"], spread["OnDemandPercentageAboveBaseCapacity"]) == \
+        (0, 100)
+    assert group["HealthCheckType"] == "ELB"
+    assert group["HealthCheckGracePeriod"] == d.health.grace_period_seconds
+
+    ec2 = deployed.client("ec2", d.region)
+    spec = policy["LaunchTemplate"]["LaunchTemplateSpecification"]
+    version = ec2.describe_launch_template_versions(
+        LaunchTemplateId=spec["LaunchTemplateId"])["LaunchTemplateVersions"][0]
+    data = version["LaunchTemplateData"]
+    assert data["InstanceType"] == d.primary.instance_type and data["ImageId"] == d.image_id
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == d.disk_size_gb
+    import base64
+
+    user_data = base64.b64decode(data["UserData"]).decode()
+    assert user_data.startswith("#cloud-config") and TOKEN not in user_data
+    _check_firewall(deployed, d, data["SecurityGroupIds"])
+    _check_load_balancer(deployed, d, group)
+    parameter = deployed.client("ssm", d.region).get_parameter(Name=d.secret.name,
+                                                               WithDecryption=True)
+    assert parameter["Parameter"]["Type"] == "SecureString"
+    assert parameter["Parameter"]["Value"] == TOKEN
+
+
+def _check_firewall(run: Run, d: Deployment, vm_groups: list[str]) -> None:
+    ec2 = run.client("ec2", d.region)
+    (vm_group,) = vm_groups
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [vm_group]}])["SecurityGroupRules"]
+    ingress = [r for r in rules if not r["IsEgress"]]
+    assert [(r["FromPort"], r["ToPort"]) for r in ingress] == [(d.service_port, d.service_port)]
+    alb_group = ingress[0]["ReferencedGroupInfo"]["GroupId"]
+    alb_rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [alb_group]}])["SecurityGroupRules"]
+    clients = [(r["FromPort"], r.get("CidrIpv4")) for r in alb_rules if not r["IsEgress"]]
+    assert clients == [(d.listener_port, cidr) for cidr in d.allow_cidrs]
+    egress = [(r["FromPort"], r["ToPort"]) for r in alb_rules if r["IsEgress"]]
+    assert egress == [(d.service_port, d.service_port)]
+
+
+def _check_load_balancer(run: Run, d: Deployment, group: dict) -> None:
+    elb = run.client("elbv2", d.region)
+    (target_group_arn,) = group["TargetGroupARNs"]
+    (target_group,) = elb.describe_target_groups(
+        TargetGroupArns=[target_group_arn])["TargetGroups"]
+    assert target_group["HealthCheckPath"] == d.health.path
+    assert target_group["Port"] == d.service_port
+    assert target_group["HealthCheckIntervalSeconds"] == d.health.interval_seconds
+    assert target_group["UnhealthyThresholdCount"] == d.health.unhealthy_threshold
+    (balancer_arn,) = target_group["LoadBalancerArns"]
+    (balancer,) = elb.describe_load_balancers(LoadBalancerArns=[balancer_arn])["LoadBalancers"]
+    assert balancer["Type"] == "application"  # moto reports no Scheme
+    (listener,) = elb.describe_listeners(LoadBalancerArn=balancer_arn)["Listeners"]
+    assert listener["Port"] == d.listener_port and listener["Protocol"] == "HTTP"
+    assert listener["DefaultActions"][0]["TargetGroupArn"] == target_group_arn
+
+
+def test_no_token_in_files_state_or_journal(deployed):
+    leaked = [p for p in deployed.work.rglob("*") if p.is_file()
+              and TOKEN.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_destroy_leaves_nothing(deployed):
+    d = deployed.deployments[deployed.second.id]
+    ref = stack_ref(d.service, d.candidate_id)
+    result = deployed.engine.destroy(ref, d)
+    assert result.ok, result.error_texts()
+    assert deployed.engine.leftovers(ref, d) == []
+    assert _group_of(deployed, d) is None and not _tagged(deployed, d)
+    assert not deployed.client("ssm", d.region).describe_parameters()["Parameters"]

@@ -1,0 +1,221 @@
+"""TerraformEngine against a stand-in `terraform` (a script that replays a JSON event stream),
+and `servestack generate --format terraform`'s writer. The real CLI runs in
+test_terraform_render.py (validate) and test_terraform_e2e.py (apply/destroy)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from servestack import planner
+from servestack.deployment import Deployment, build_deployment
+from servestack.engine import stack_ref
+from servestack.failures import classify
+from servestack.inputs import load_inputs
+from servestack.terraform_engine import TerraformEngine, TerraformMissing
+from servestack.tf_cli import MAIN_FILE, VARS_FILE, generate_terraform
+
+TOKEN = "hf_FAKEtokenMustNeverLeak0123456789"
+ICE_TEXT = ("waiting for Auto Scaling Group (mixtral-1) capacity satisfied: scaling activity "
+            "(0b1d): Failed: Could not launch On-Demand Instances. InsufficientInstanceCapacity "
+            "- We currently do not have sufficient g6e.12xlarge capacity in the Availability "
+            "Zone you requested (us-east-1a). Our system will be working on provisioning "
+            "additional capacity. You can currently get g6e.12xlarge capacity by not specifying "
+            "an Availability Zone in your request or choosing us-east-1b. Launching EC2 "
+            "instance failed.")
+
+# The stand-in: logs each call (argv, whether the token came through the environment), then
+# replays the scenario's events for that subcommand. SIGINT ends a "sleep" like Terraform does.
+FAKE = r'''#!PYTHON
+import json, os, signal, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+scenario = json.load(open(os.path.join(here, "scenario.json")))
+command = sys.argv[1]
+with open(os.path.join(here, "calls.jsonl"), "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(),
+                          "token": os.environ.get("TF_VAR_hf_token") == scenario.get("token")})
+              + "\n")
+if command == "init":
+    os.makedirs(".terraform", exist_ok=True)
+    print("Terraform has been successfully initialized!")
+    sys.exit(0)
+step = scenario.get(command, {"events": [], "code": 0})
+def interrupted(*_):
+    print(json.dumps({"@level": "error", "@message": "Error: execution halted",
+                      "type": "diagnostic", "diagnostic": {"severity": "error",
+                      "summary": "execution halted"}}), flush=True)
+    sys.exit(1)
+signal.signal(signal.SIGINT, interrupted)
+for event in step["events"]:
+    print(json.dumps(event), flush=True)
+if step.get("state") is not None:
+    open("terraform.tfstate", "w").write(json.dumps(step["state"]))
+time.sleep(step.get("sleep", 0))
+sys.exit(step.get("code", 0))
+'''
+
+
+@cache
+def deployment() -> Deployment:
+    inputs = load_inputs(None)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="aws", spot=False), model=inputs.model)
+    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                            model=inputs.model)
+
+
+class Fake:
+    def __init__(self, root: Path) -> None:
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        script = self.bin / "terraform"
+        script.write_text(FAKE.replace("#!PYTHON", f"#!{sys.executable}"))
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+        self.binary = str(script)
+        self.scenario({})
+
+    def scenario(self, steps: dict) -> None:
+        (self.bin / "scenario.json").write_text(json.dumps({"token": TOKEN, **steps}))
+
+    def calls(self) -> list[dict]:
+        log = self.bin / "calls.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() \
+            else []
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return Fake(tmp_path)
+
+
+def engine(fake: Fake, tmp_path: Path, token: str | None = TOKEN) -> TerraformEngine:
+    return TerraformEngine(tmp_path / "work", hf_token=token, binary=fake.binary,
+                           plugin_dir=tmp_path / "plugins", interrupt_grace_s=5)
+
+
+def event(kind: str, **fields) -> dict:
+    return {"@level": "info", "@message": kind, "type": kind, **fields}
+
+
+def hook(address: str, action: str = "create") -> dict:
+    return {"resource": {"addr": address}, "action": action}
+
+
+def test_up_writes_the_stack_and_reads_outputs(fake, tmp_path):
+    d = deployment()
+    fake.scenario({"apply": {"events": [
+        event("apply_start", hook=hook("aws_lb.service")),
+        event("apply_complete", hook=hook("aws_lb.service")),
+        event("outputs", outputs={"endpoint": {"value": "http://lb:80", "sensitive": False}}),
+    ], "state": {"values": {}}}})
+    lines: list[str] = []
+    ref = stack_ref(d.service, d.candidate_id)
+    result = engine(fake, tmp_path).up(ref, d, timeout_s=60, on_progress=lines.append)
+    assert result.ok and result.outputs == {"endpoint": "http://lb:80"}
+    assert lines == ["create aws_lb.service"]
+    directory = tmp_path / "work" / "stacks" / ref.name
+    main = json.loads((directory / "main.tf.json").read_text())
+    assert main["provider"]["aws"]["region"] == d.region
+    assert json.loads((directory / "terraform.tfvars.json").read_text())["desired_replicas"] \
+        == d.desired_replicas
+    init, apply = fake.calls()
+    assert init["argv"][0] == "init" and f"-plugin-dir={tmp_path / 'plugins'}" in init["argv"]
+    assert apply["argv"][:2] == ["apply", "-auto-approve"] and "-json" in apply["argv"]
+    assert apply["token"] is True and apply["cwd"] == str(directory)
+    assert not any(TOKEN in arg for call in fake.calls() for arg in call["argv"])
+    assert TOKEN not in "".join(p.read_text() for p in directory.glob("*.json"))
+
+
+def test_a_failed_scaling_activity_is_a_capacity_failure(fake, tmp_path):
+    d = deployment()
+    fake.scenario({"apply": {"code": 1, "events": [
+        event("apply_errored", hook=hook("aws_autoscaling_group.group")),
+        {"@level": "error", "@message": f"Error: {ICE_TEXT}", "type": "diagnostic",
+         "diagnostic": {"severity": "error", "summary": ICE_TEXT, "detail": "",
+                        "address": "aws_autoscaling_group.group"}},
+    ]}})
+    result = engine(fake, tmp_path).up(stack_ref(d.service, d.candidate_id), d, timeout_s=60)
+    assert not result.ok and result.failed_urns == ["aws_autoscaling_group.group"]
+    assert result.diagnostics[0].urn == "aws_autoscaling_group.group"
+    plan = planner.plan(*_plan_inputs(), planner.Options(cloud="aws", spot=False),
+                        model=load_inputs(None).model)
+    failure = classify("aws", result.error_texts(), plan.candidates[0],
+                       tuple(i.instance_type for i in d.instances))
+    assert (failure.error_class, failure.code, failure.action) == \
+        ("capacity", "InsufficientInstanceCapacity", "block")
+    assert failure.blocks and failure.blocks[0].region == "us-east-1"
+    assert "do not have sufficient g6e.12xlarge capacity" in failure.message
+
+
+def _plan_inputs():
+    inputs = load_inputs(None)
+    return inputs.spec, inputs.catalog, inputs.facts
+
+
+def test_the_attempt_timeout_interrupts_terraform(fake, tmp_path):
+    d = deployment()
+    fake.scenario({"apply": {"events": [], "sleep": 30}})
+    started = time.monotonic()
+    result = engine(fake, tmp_path).up(stack_ref(d.service, d.candidate_id), d, timeout_s=1)
+    assert time.monotonic() - started < 15
+    assert result.timed_out and not result.ok
+    assert "execution halted" in result.error_texts()[0]
+
+
+def test_no_token_fails_before_running_terraform(fake, tmp_path):
+    d = deployment()
+    result = engine(fake, tmp_path, token=None).up(stack_ref(d.service, d.candidate_id), d,
+                                                   timeout_s=60)
+    assert not result.ok and "hf_token" in result.error_texts()[0]
+    assert fake.calls() == []
+
+
+def test_destroy_and_leftovers_read_the_state(fake, tmp_path):
+    d = deployment()
+    ref = stack_ref(d.service, d.candidate_id)
+    tf = engine(fake, tmp_path)
+    assert tf.destroy(ref, d).text == "no state" and tf.state_leftovers(ref, d) == []
+    state = {"format_version": "1.0", "values": {"root_module": {"resources": [
+        {"mode": "managed", "type": "aws_lb", "address": "aws_lb.service",
+         "values": {"id": "arn:aws:elasticloadbalancing:lb/app/x/1"}},
+        {"mode": "data", "type": "aws_vpc", "address": "data.aws_vpc.default", "values": {}}]}}}
+    fake.scenario({"apply": {"events": [], "state": {"serial": 1}},
+                   "show": {"events": [state]}, "destroy": {"events": [], "code": 0}})
+    tf.up(ref, d, timeout_s=60)
+    (left,) = tf.state_leftovers(ref, d)
+    assert (left.type, left.name, left.id, left.where) == \
+        ("aws_lb", "aws_lb.service", "arn:aws:elasticloadbalancing:lb/app/x/1", "state")
+    assert not tf.remove(ref, d).ok and tf.stack_dir(ref).exists()
+    destroy = tf.destroy(ref, d)
+    assert destroy.ok and fake.calls()[-1]["argv"][:2] == ["destroy", "-auto-approve"]
+    assert fake.calls()[-1]["token"] is True
+
+
+def test_a_missing_terraform_is_one_clear_error(tmp_path):
+    with pytest.raises(TerraformMissing, match="not installed"):
+        TerraformEngine(tmp_path, binary="no-such-terraform-binary")
+
+
+def test_generate_terraform_writes_both_files_without_secrets(tmp_path):
+    inputs = load_inputs(None)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="gcp"), model=inputs.model)
+    options = {"rank": None, "pick": None, "stack": "demo", "stacks_dir": str(tmp_path),
+               "allow_cidrs": [], "ssh_cidrs": [], "gcp_project": "my-project"}
+    first = generate_terraform(inputs, plan, **options)
+    texts = {name: (tmp_path / "demo" / name).read_bytes() for name in (MAIN_FILE, VARS_FILE)}
+    again = generate_terraform(inputs, plan, **options)
+    assert first.path == again.path == tmp_path / "demo" / MAIN_FILE
+    assert texts == {name: (tmp_path / "demo" / name).read_bytes()
+                     for name in (MAIN_FILE, VARS_FILE)}
+    values = json.loads(texts[VARS_FILE])
+    assert values["project"] == "my-project" and "hf_token" not in values
+    assert json.loads(texts[MAIN_FILE])["variable"]["hf_token"]["sensitive"] is True
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted([MAIN_FILE,
+                                                                            VARS_FILE])
