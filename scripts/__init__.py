@@ -76,6 +76,7 @@ SCRIPTS = {  # packaged file -> where the document writes it
     "servestack-install.sh": f"{HOME}/bin/servestack-install",
     "servestack-start.sh": f"{HOME}/bin/servestack-start",
     "servestack-gate.sh": f"{HOME}/bin/servestack-gate",
+    "servestack_replica.py": f"{HOME}/lib/python/servestack_replica.py",
 }
 VLLM_UNIT = """\
 [Unit]
@@ -230,6 +231,8 @@ def script_text(name: str) -> str:
     The shebang and `# shellcheck` directives stay. Comments are documentation for the repo.
     """
     text = resources.files(__name__).joinpath(name).read_text()
+    if name.endswith(".py"):
+        text = text[text.index('"""', 3) + 3:]  # the docstring is for the repo
     kept = [line for line in text.splitlines()
             if line.strip() and (not COMMENT.match(line) or line.startswith("#!"))]
     return "\n".join(kept) + "\n"

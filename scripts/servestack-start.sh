@@ -91,5 +91,7 @@ fi
 vllm="$SERVESTACK_VENV/bin/vllm"
 [ -x "$vllm" ] || vllm=$(command -v vllm) || die "vllm is not installed"
 log "starting vllm serve $SERVESTACK_MODEL on port $SERVESTACK_PORT, tensor parallel $gpus"
+# servestack_replica names this replica in a response header (servestack deploy counts them).
+export PYTHONPATH="$SERVESTACK_HOME/lib/python${PYTHONPATH:+:$PYTHONPATH}"
 exec "$vllm" serve "$SERVESTACK_MODEL" --host 0.0.0.0 --port "$SERVESTACK_PORT" \
-    --tensor-parallel-size "$gpus"
+    --tensor-parallel-size "$gpus" --middleware servestack_replica.add_replica_header

@@ -306,7 +306,8 @@ class Fallback:
         ready = wait_ready(self.probe_factory(endpoint, deployment), needed,
                            deadline_s=deployment.readiness.initial_delay_seconds,
                            clock=self.clock, interval_s=self.settings.probe_interval_s,
-                           on_progress=self._ready_progress(record["n"]), abort=watch)
+                           on_progress=self._ready_progress(record["n"]), abort=watch,
+                           instances=watch.size)
         if ready.ready:
             j = self.journal
             j.set_stack(ref.name, "live")

@@ -2,10 +2,12 @@
 
 A deploy succeeds only when at least `min_replicas` distinct replicas have answered the probe
 (HTTP 200) through the endpoint within `initial_delay_seconds` of the stack being up. Each
-replica names itself in the `X-Servestack-Replica` response header (set on the VM, in front of
-vLLM); the load balancer spreads a burst of probes over the healthy replicas, so distinct header
-values count distinct replicas. Answers without the header all count as one replica: nothing
-else proves that two different VMs answered.
+replica names itself in the `X-Servestack-Replica` response header (a vLLM middleware the
+bootstrap's default command loads); the load balancer spreads a burst of probes over the healthy
+replicas, so distinct header values count distinct replicas. A spec's own `run` command may not
+load it: when no answer carries the header, a burst in which every probe succeeded, with at
+least `needed` VMs running in the group (the load balancer only routes to VMs passing its
+health check), counts as `needed` replicas.
 
 Every request has a timeout (the spec's timeout_seconds); no redirect is followed. Time goes
 through a `Clock`, so tests and the simulator run without sleeping.
@@ -98,7 +100,8 @@ def http_probe(url: str, readiness: Readiness, session=None,
 def wait_ready(probe: Callable[[], ProbeAnswer], needed: int, *, deadline_s: float,
                clock: Clock, interval_s: float = PROBE_INTERVAL_SECONDS,
                on_progress: Callable[[ReadyResult], None] | None = None,
-               abort: Callable[[], str | None] | None = None) -> ReadyResult:
+               abort: Callable[[], str | None] | None = None,
+               instances: Callable[[], int | None] | None = None) -> ReadyResult:
     """Probe in bursts until `needed` distinct replicas answered or `deadline_s` has passed.
 
     `abort`, asked between rounds, may end the wait early with a reason (e.g. the group has
@@ -109,11 +112,13 @@ def wait_ready(probe: Callable[[], ProbeAnswer], needed: int, *, deadline_s: flo
     last_error = None
     burst = max(2 * needed, 2)
     while True:
+        burst_ok = 0
         for _ in range(burst):
             answer = probe()
             probes += 1
             if answer.ok:
                 successes += 1
+                burst_ok += 1
                 name = answer.replica or ANONYMOUS
                 if name not in seen:
                     seen.append(name)
@@ -121,6 +126,9 @@ def wait_ready(probe: Callable[[], ProbeAnswer], needed: int, *, deadline_s: flo
                 last_error = answer.error
             if len(seen) >= needed:
                 return _result(True, seen, needed, probes, successes, clock.now() - start, None)
+        if _counted_by_group(seen, burst_ok == burst, needed, instances):
+            return _result(True, [ANONYMOUS] * needed, needed, probes, successes,
+                           clock.now() - start, None)
         result = _result(False, seen, needed, probes, successes, clock.now() - start, last_error)
         if on_progress:
             on_progress(result)
@@ -130,6 +138,15 @@ def wait_ready(probe: Callable[[], ProbeAnswer], needed: int, *, deadline_s: flo
         if clock.now() - start + interval_s > deadline_s:
             return result
         clock.sleep(interval_s)
+
+
+def _counted_by_group(seen: list[str], burst_ok: bool, needed: int,
+                      instances: Callable[[], int | None] | None) -> bool:
+    """Header-less answers: every probe of the burst OK and the group runs enough VMs."""
+    if seen != [ANONYMOUS] or not burst_ok or instances is None:
+        return False
+    running = instances()
+    return running is not None and running >= needed
 
 
 def _result(ready: bool, seen: list[str], needed: int, probes: int, successes: int,

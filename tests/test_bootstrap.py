@@ -310,7 +310,8 @@ def test_default_command_uses_detected_gpus(mixtral, tmp_path, gpus, expected):
     assert result.returncode == 0, result.stderr
     size = str(d.tensor_parallel_size) if expected == "planned" else expected
     assert result.stdout.splitlines()[-1] == (
-        f"vllm serve {MODEL} --host 0.0.0.0 --port 8000 --tensor-parallel-size {size}")
+        f"vllm serve {MODEL} --host 0.0.0.0 --port 8000 --tensor-parallel-size {size} "
+        "--middleware servestack_replica.add_replica_header")
 
 
 def test_spec_run_gets_skypilot_variables(mixtral, tmp_path):
@@ -405,3 +406,20 @@ def test_gate_gives_up_after_initial_delay(mixtral, tmp_path):
             gate.wait()
     assert "port 8000 open" not in errors.read_text()
     assert "-w -A SERVESTACK-GATE -p tcp -j REJECT" in (tmp_path / "argv.log").read_text()
+
+
+def test_default_command_names_the_replica_for_the_deploy_loop():
+    from servestack.deployment import build_deployment
+    from servestack.inputs import load_inputs
+    from servestack.planner import plan
+
+    inputs = load_inputs(None)
+    result = plan(inputs.spec, inputs.catalog, inputs.facts, model=inputs.model)
+    d = replace(build_deployment(inputs.spec, result.candidates[0], result.candidates,
+                                 model=inputs.model), run=None, setup=None)
+    files = written_files(render_cloud_init(d))
+    middleware = files["/opt/servestack/lib/python/servestack_replica.py"]
+    assert "X-Servestack-Replica" in middleware and "async def add_replica_header" in middleware
+    compile(middleware, "servestack_replica.py", "exec")
+    start = files["/opt/servestack/bin/servestack-start"]
+    assert "--middleware servestack_replica.add_replica_header" in start

@@ -378,11 +378,19 @@ def test_up_but_never_ready_twice_stops(h):
 
 
 def test_one_unnamed_replica_is_not_two(h):
-    outcome = h.run(named=False, settings=Settings(max_attempts=1))
+    script = {GCP1: [Step("ok", running=None)]}  # answers without the header, group unknown
+    outcome = h.run(script, named=False, settings=Settings(max_attempts=1))
     assert outcome.status == "exhausted"
     assert "1 of 2 replica(s) answered" in h.journal.attempts[0]["message"]
     h2 = Harness(h.tmp / "relaxed")
-    assert h2.run(named=False, settings=Settings(ready_replicas=1)).status == "deployed"
+    assert h2.run(script, named=False, settings=Settings(ready_replicas=1)).status == "deployed"
+
+
+def test_unnamed_answers_count_the_running_group(h):
+    """A spec's own run command does not name replicas: all probes OK + 2 VMs running = 2."""
+    outcome = h.run({GCP1: [Step("ok", running=2)]}, named=False)
+    assert outcome.status == "deployed"
+    assert "2 of 2 replica(s) answered" in h.journal.attempts[0]["ready"]
 
 
 def test_quota_precheck_rules_out_candidates_before_any_attempt(h):
