@@ -136,7 +136,7 @@ AZURE_RULES = (
           r"|InvalidResourceName"),
 )
 
-# Pulumi-level failures, whatever the cloud.
+# Engine-level failures (Pulumi or Terraform), whatever the cloud.
 COMMON_RULES = (
     _rule("invalid-config", "ProgramError",
           r"Program failed with an unhandled exception|an unhandled error occurred"
@@ -144,9 +144,11 @@ COMMON_RULES = (
     _rule("invalid-config", "PulumiSetup",
           r"no resource plugin '[^']+' found|failed to load plugin|is not a valid configuration "
           r"key|Missing required configuration variable|passphrase must be set"
-          r"|incorrect passphrase|could not be decrypted"),
+          r"|incorrect passphrase|could not be decrypted"
+          r"|No value for required variable|Invalid provider configuration"),
     _rule("invalid-config", "StackLocked",
-          r"the stack is currently locked|Another update is currently in progress"),
+          r"the stack is currently locked|Another update is currently in progress"
+          r"|Error acquiring the state lock"),
     _rule("transient", "Network",
           r"connection reset by peer|connection refused|i/o timeout|TLS handshake timeout"),
 )

@@ -223,3 +223,14 @@ def test_quota_families():
     assert quota_families(replace(AWS, instance_type="p5.48xlarge", use_spot=True)) == \
         ("aws-P5-spot",)
     assert quota_families(replace(AZURE, use_spot=True)) == ("azure-lowpriority",)
+
+
+@pytest.mark.parametrize("text, code", [
+    ("Error: No value for required variable\n\n  on main.tf.json line 1:\n"
+     "The root module input variable \"hf_token\" is not set", "PulumiSetup"),
+    ("Error: Error acquiring the state lock\n\nError message: resource temporarily unavailable\n"
+     "Lock Info:\n  ID: 5c0e...", "StackLocked"),
+])
+def test_terraform_setup_errors_stop_the_run(text, code):
+    failure = classify("aws", [text], AWS)
+    assert (failure.error_class, failure.code, failure.action) == ("invalid-config", code, "stop")
