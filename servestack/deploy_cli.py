@@ -384,10 +384,10 @@ def run_destroy(args: argparse.Namespace) -> int:
     from .journal import Journal, ServiceLock
 
     service = _service(args)
+    if not Journal.open(args.state_dir, service).exists:  # before the lock creates a folder
+        raise UserError(f"no deploy of {service!r} recorded in {args.state_dir}/")
     with ServiceLock(args.state_dir, service):
         journal = Journal.open(args.state_dir, service)
-        if not journal.exists:
-            raise UserError(f"no deploy of {service!r} recorded in {args.state_dir}/")
         names = [s["name"] for s in journal.dirty_stacks()]
         if names and not args.yes:
             _confirm(f"Destroy {len(names)} stack(s) of {service}: {', '.join(names)}?")
