@@ -11,7 +11,8 @@
   and the auto scaling group with its instance types in rank order and the spot split.
 
 Everything lands in the account's default VPC, in the provider's region (`aws:region`), which
-must be the deployment's region. Every value comes from the `Deployment`; nothing is decided here.
+must be the deployment's region. Every value comes from the `Deployment`, and how AWS spells it
+from servestack.mechanics (shared with the Terraform renderer); nothing is decided here.
 """
 
 from __future__ import annotations
@@ -24,22 +25,19 @@ import pulumi
 import pulumi_aws as aws
 
 from ..bootstrap import render_cloud_init
-from ..deployment import Deployment
+from ..deployment import WORLD, Deployment
+from ..mechanics import (
+    ALL_PROTOCOLS,
+    AWS_METADATA_OPTIONS,
+    aws_distribution,
+    aws_health_check,
+    aws_root_ebs,
+)
 from . import TYPE_PREFIX
 
-DLAMI_OWNER = "amazon"
-DLAMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *"
-# Instances are InService once launched (the grace period covers the model load), so this
-# bounds the wait for GPU capacity only: on timeout `pulumi up` fails and the caller can
-# fall back to the next candidate instead of waiting on a sold-out instance type.
-CAPACITY_TIMEOUT = "15m"
-IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)
-IO2_MAX_IOPS_PER_GIB = 500
-SSM_KEY_ALIAS = "alias/aws/ssm"
 # ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
 # to the logical name, and the logical name adds "-alb" / "-tg" to this many.
 NAME_ROOM = 20
-ALL_PROTOCOLS = "-1"
 
 
 def _type(kind: str) -> str:
@@ -137,14 +135,14 @@ class Firewall(pulumi.ComponentResource):
             security_groups=[self.lb_group.id], description="ALB to vLLM")]
         if d.ssh_cidrs:
             ingress.append(aws.ec2.SecurityGroupIngressArgs(
-                protocol="tcp", from_port=22, to_port=22, description="SSH",
+                protocol="tcp", from_port=d.ssh_port, to_port=d.ssh_port, description="SSH",
                 **_split_cidrs(d.ssh_cidrs)))
         self.instance_group = aws.ec2.SecurityGroup(
             f"{name}-vm", vpc_id=args.vpc_id,
             description=f"servestack {d.service}: GPU instances",
             ingress=ingress,
             egress=[aws.ec2.SecurityGroupEgressArgs(
-                protocol=ALL_PROTOCOLS, from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"],
+                protocol=ALL_PROTOCOLS, from_port=0, to_port=0, cidr_blocks=[WORLD],
                 description="model and package downloads")],
             tags=_named(d, f"{d.service}-vm"), opts=_child(self))
         self.register_outputs({"lbSecurityGroupId": self.lb_group.id,
@@ -166,7 +164,6 @@ class LoadBalancer(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("LoadBalancer"), name, None, opts)
         d = args.deployment
-        h = d.health
         short = _fit(name, NAME_ROOM)
         self.alb = aws.lb.LoadBalancer(
             f"{short}-alb", load_balancer_type="application", internal=False,
@@ -175,11 +172,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self.target_group = aws.lb.TargetGroup(
             f"{short}-tg", port=d.service_port, protocol="HTTP", target_type="instance",
             vpc_id=args.vpc_id,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                enabled=True, protocol="HTTP", path=h.path, port=str(h.port),
-                interval=h.interval_seconds, timeout=h.timeout_seconds,
-                healthy_threshold=h.healthy_threshold,
-                unhealthy_threshold=h.unhealthy_threshold, matcher="200"),
+            health_check=aws.lb.TargetGroupHealthCheckArgs(**aws_health_check(d.health)),
             tags=_named(d, d.service), opts=_child(self))
         self.listener = aws.lb.Listener(
             f"{name}-http", load_balancer_arn=self.alb.arn, port=d.listener_port,
@@ -238,7 +231,7 @@ class TokenSecret(pulumi.ComponentResource):
         super().__init__(_type("TokenSecret"), name, None, opts)
         d = args.deployment
         self.parameter = aws.ssm.Parameter(
-            f"{name}-param", name=d.secret.name, type="SecureString", key_id=SSM_KEY_ALIAS,
+            f"{name}-param", name=d.secret.name, type="SecureString", key_id=d.secret.key,
             value=pulumi.Output.secret(args.token),
             description=f"Hugging Face token for servestack {d.service}",
             tags=d.tags, opts=_child(self))
@@ -264,7 +257,8 @@ class InstanceRole(pulumi.ComponentResource):
             opts=_child(self))
         self.policy = aws.iam.RolePolicy(
             f"{name}-read-token", role=self.role.id,
-            policy=_read_token_policy(args.facts, d.secret.name), opts=_child(self))
+            policy=_read_token_policy(args.facts, d.secret.name, d.secret.key),
+            opts=_child(self))
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", role=self.role.name, tags=d.tags, opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
@@ -276,7 +270,7 @@ def _ec2_trust() -> dict:
         "Principal": {"Service": "ec2.amazonaws.com"}}]}
 
 
-def _read_token_policy(facts: AccountFacts, name: str) -> pulumi.Output[str]:
+def _read_token_policy(facts: AccountFacts, name: str, key: str) -> pulumi.Output[str]:
     def document(args: list[str]) -> str:
         arn, partition, account, suffix = args
         return json.dumps({"Version": "2012-10-17", "Statement": [
@@ -286,7 +280,7 @@ def _read_token_policy(facts: AccountFacts, name: str) -> pulumi.Output[str]:
              "Resource": f"arn:{partition}:kms:{facts.region}:{account}:key/*",
              "Condition": {
                  "StringEquals": {"kms:ViaService": f"ssm.{facts.region}.{suffix}"},
-                 "ForAnyValue:StringEquals": {"kms:ResourceAliases": SSM_KEY_ALIAS}}},
+                 "ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}},
         ]}, sort_keys=True)
 
     return pulumi.Output.all(parameter_arn(facts, name), facts.partition, facts.account_id,
@@ -315,8 +309,7 @@ class InstanceGroup(pulumi.ComponentResource):
             f"{name}-lt", image_id=image.id, instance_type=d.primary.instance_type,
             vpc_security_group_ids=[args.security_group_id],
             user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**AWS_METADATA_OPTIONS),
             block_device_mappings=[_root_volume(d, image.root_device_name)],
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn) if args.instance_profile_arn else None,
@@ -330,7 +323,7 @@ class InstanceGroup(pulumi.ComponentResource):
             health_check_grace_period=d.health.grace_period_seconds,
             capacity_rebalance=d.capacity_rebalance,
             mixed_instances_policy=_mixed_policy(d, self.template),
-            wait_for_capacity_timeout=CAPACITY_TIMEOUT,
+            wait_for_capacity_timeout=d.capacity_timeout,
             tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
                   for k, v in _named(d, d.service).items()],
             opts=_child(self, depends_on=args.ready_first))
@@ -345,16 +338,18 @@ class Image:
 
 
 def _image(d: Deployment, parent: pulumi.Resource) -> Image:
-    """The deployment's image, else the latest AWS Deep Learning AMI (NVIDIA driver, PyTorch)."""
+    """The deployment's image: an AMI id (looked up for its root device) or the newest AMI
+    of the image's owner, name pattern and architecture."""
     opts = pulumi.InvokeOutputOptions(parent=parent)
-    if d.image_id:
+    image = d.image
+    if image.kind == "id":
         ami = aws.ec2.get_ami_output(
-            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[d.image_id])], opts=opts)
-        return Image(id=d.image_id, root_device_name=ami.root_device_name)
+            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[image.id])], opts=opts)
+        return Image(id=image.id, root_device_name=ami.root_device_name)
     ami = aws.ec2.get_ami_output(
-        owners=[DLAMI_OWNER], most_recent=True,
-        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME]),
-                 aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+        owners=[image.owner], most_recent=True,
+        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[image.name]),
+                 aws.ec2.GetAmiFilterArgs(name="architecture", values=[image.architecture]),
                  aws.ec2.GetAmiFilterArgs(name="state", values=["available"])],
         opts=opts)
     return Image(id=ami.id, root_device_name=ami.root_device_name)
@@ -362,12 +357,8 @@ def _image(d: Deployment, parent: pulumi.Resource) -> Image:
 
 def _root_volume(d: Deployment, device: pulumi.Input[str]
                  ) -> aws.ec2.LaunchTemplateBlockDeviceMappingArgs:
-    iops = min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * d.disk_size_gb) if d.disk_type == "io2" else None
     return aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-        device_name=device,
-        ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-            volume_size=d.disk_size_gb, volume_type=d.disk_type, encrypted="true",
-            delete_on_termination="true", iops=iops))
+        device_name=device, ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(**aws_root_ebs(d)))
 
 
 def _mixed_policy(d: Deployment, template: aws.ec2.LaunchTemplate
@@ -381,19 +372,8 @@ def _mixed_policy(d: Deployment, template: aws.ec2.LaunchTemplate
                 version=template.latest_version.apply(str)),
             overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
                 instance_type=choice.instance_type) for choice in d.instances]),
-        instances_distribution=_distribution(d))
-
-
-def _distribution(d: Deployment
-                  ) -> aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs:
-    args = aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs
-    if not d.use_spot:
-        return args(on_demand_allocation_strategy="prioritized", on_demand_base_capacity=0,
-                    on_demand_percentage_above_base_capacity=100)
-    return args(on_demand_allocation_strategy="prioritized",
-                on_demand_base_capacity=d.on_demand_base,
-                on_demand_percentage_above_base_capacity=0,
-                spot_allocation_strategy="capacity-optimized-prioritized")
+        instances_distribution=aws.autoscaling
+        .GroupMixedInstancesPolicyInstancesDistributionArgs(**aws_distribution(d)))
 
 
 class Service(pulumi.ComponentResource):

@@ -19,76 +19,48 @@ identity are its direct children, each other concern is its own child component:
   secrets, and the Hugging Face token in it as a secret (only when the deployment has one).
 - `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix).
 
-Every value comes from the `Deployment`; nothing is decided here except how Azure expresses it.
-Azure-only facts (zones per region, image, limits) are constants below, with their sources.
+Every value comes from the `Deployment` (zones, image, address ranges, admin user, ports), and
+how Azure spells it (API limits, rule priorities, the balancer's part names) from
+servestack.mechanics, shared with the Terraform renderer; nothing is decided here.
 """
 
 from __future__ import annotations
 
 import base64
-import math
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native as azure
 
 from ..bootstrap import render_cloud_init
-from ..deployment import Deployment, HealthCheck, SecretRef
-from ..errors import UserError
+from ..deployment import Deployment, HealthCheck, ImageRef, SecretRef
+from ..mechanics import (
+    AZURE_HEALTH_EXTENSION,
+    AZURE_SPOT_MAX_PRICE,
+    AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_VAULT_RETENTION_DAYS,
+    EGRESS,
+    FRONTEND,
+    POOL,
+    PROBE,
+    RULE,
+    SSH,
+    azure_computer_name_prefix,
+    azure_flexible,
+    azure_health_settings,
+    azure_idle_timeout_minutes,
+    azure_ipv4,
+    azure_lb_name,
+    azure_priority,
+    azure_probe,
+    azure_repair_grace_period,
+    azure_security_rules,
+    azure_spot_restore,
+)
+from ..sshkey import lock_only_ssh_key
 from . import TYPE_PREFIX
 
-# Regions with availability zones, as ARM names. Source: MicrosoftDocs/azure-docs
-# articles/reliability/availability-zones-region-support.md ("Azure regions with availability
-# zone support", ms.date 11/20/2024). Every region of catalog/azure.csv is in it; a region not
-# listed (e.g. westus, northcentralus) gets a regional scale set with no zones.
-ZONAL_REGIONS = frozenset({
-    "brazilsouth", "canadacentral", "centralus", "eastus", "eastus2", "southcentralus",
-    "usgovvirginia", "westus2", "westus3", "mexicocentral",
-    "francecentral", "italynorth", "germanywestcentral", "norwayeast", "northeurope", "uksouth",
-    "westeurope", "swedencentral", "switzerlandnorth", "polandcentral", "spaincentral",
-    "qatarcentral", "uaenorth", "israelcentral", "southafricanorth",
-    "australiaeast", "centralindia", "japaneast", "japanwest", "southeastasia", "eastasia",
-    "chinanorth3", "koreacentral", "newzealandnorth",
-})
-AZ_ZONES = ("1", "2", "3")
-# Ubuntu 22.04 HPC image: NVIDIA data-center driver, CUDA, no marketplace plan needed, Gen2
-# (which the A100/H100 sizes require). The A10 "NVads A10 v5" sizes need NVIDIA's GRID driver
-# instead: give those an image with `image_id`.
-HPC_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204",
-             "version": "latest"}
-VNET_CIDR = "10.50.0.0/16"
-SUBNET_CIDR = "10.50.0.0/24"
-ADMIN_USER = "servestack"
-SSH_PORT = 22
-# SSH reaches the VMs (no public IPs) through an inbound NAT rule on the balancer's frontend:
-# one frontend port per pool member from this range, forwarded to port 22 (NAT rule "v2").
-SSH_NAT_PORTS = (50000, 50099)
-# Automatic repairs: grace period between 10 and 90 minutes (AutomaticRepairsPolicy docstring,
-# "minimum ... PT10M ... maximum ... PT90M"); the deployment's seconds are clamped into it.
-REPAIR_GRACE_MINUTES = (10, 90)
-# Load balancing rule idle timeout: "between 4 and 30 minutes" (LoadBalancingRule docstring).
-IDLE_TIMEOUT_MINUTES = (4, 30)
-PROBE_MIN_INTERVAL = 5  # Probe docstring: "the minimum value is 5"
-SPOT_RESTORE_TIMEOUT = "PT1H"  # how long Azure keeps trying to restore evicted spot VMs
 FLEX_NETWORK_API = "2020-11-01"  # NIC API version for Flexible scale sets (NetworkApiVersion)
-FRONTEND, POOL, PROBE, RULE, EGRESS, SSH = "frontend", "backend", "health", "http", "egress", "ssh"
-# Priorities of our NSG rules (100..4096 allowed); DENY_ALL sits below all of them.
-PRIORITY = {"probe": 100, "clients": 110, "ssh": 120, "deny": 4096}
-# A Linux profile with password login disabled must carry an SSH key, or Azure rejects it
-# ("Authentication using either SSH or by user name and password must be enabled in Linux
-# profile"). Without servestack:sshPublicKey the VMs get this lock-only key instead: its
-# modulus is the RSA-2048 challenge number, whose factors RSA Laboratories destroyed, so no
-# private key exists for it. Nobody can log in, and no key is generated or stored anywhere.
-RSA_2048 = int(
-    "25195908475657893494027183240048398571429282126204032027777137836043662020707595556264"
-    "01852588078440691829064124951508218929855914917618450280848912007284499268739280728777"
-    "67359714183472702618963750149718246911650776133798590957000973304597488084284017974291"
-    "00642458691817195118746121515172654632282216869987549182422433637259085141865462043576"
-    "79842338718477444792073993423658482382428119816381501067481045166037730605620161967625"
-    "61338441436038339044149526344321901146575444541784240209246165157233507787077498171257"
-    "72467962926386356373289912154831438167899885040445364023527381951378636564391212010397"
-    "122822120720357")
-RSA_EXPONENT = 65537
 
 
 def _type(kind: str) -> str:
@@ -99,55 +71,16 @@ def _child(parent: pulumi.Resource, **extra) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions(parent=parent, **extra)
 
 
-def zones_for(deployment: Deployment) -> list[str] | None:
-    """The deployment's pinned zones, else all three where the region has zones, else none.
-
-    A size that the subscription cannot get in one of those zones makes Azure refuse the scale
-    set (SkuNotAvailable), which the caller treats like any capacity failure.
-    """
-    if deployment.zones:
-        return list(deployment.zones)
-    return list(AZ_ZONES) if deployment.region in ZONAL_REGIONS else None
-
-
-def idle_timeout_minutes(seconds: int) -> int:
-    low, high = IDLE_TIMEOUT_MINUTES
-    return max(low, min(high, math.ceil(seconds / 60)))
-
-
-def repair_grace_period(seconds: int) -> str:
-    """ISO 8601 minutes, clamped into Azure's 10..90 minute range."""
-    low, high = REPAIR_GRACE_MINUTES
-    return f"PT{max(low, min(high, math.ceil(seconds / 60)))}M"
-
-
-def lock_only_ssh_key() -> str:
-    """An ssh-rsa public key (RFC 4253 wire format) nobody holds the private half of."""
-    def string(data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + data
-
-    def mpint(value: int) -> bytes:
-        return string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-    blob = string(b"ssh-rsa") + mpint(RSA_EXPONENT) + mpint(RSA_2048)
-    return f"ssh-rsa {base64.b64encode(blob).decode()} servestack-no-login"
-
-
-def image_reference(image_id: str | None) -> dict[str, str]:
-    """`image_id` as an ImageReference: a URN publisher:offer:sku:version or a resource id."""
-    if not image_id:
-        return dict(HPC_IMAGE)
-    if image_id.startswith("/CommunityGalleries/"):
-        return {"community_gallery_image_id": image_id}
-    if image_id.startswith("/SharedGalleries/"):
-        return {"shared_gallery_image_id": image_id}
-    if image_id.startswith("/subscriptions/"):
-        return {"id": image_id}
-    parts = image_id.split(":")
-    if len(parts) == 4 and all(parts):
-        return dict(zip(("publisher", "offer", "sku", "version"), parts, strict=True))
-    raise UserError(f"Azure image_id {image_id!r}: expected publisher:offer:sku:version or an "
-                    "image, gallery or community gallery resource id")
+def image_reference(image: ImageRef) -> dict[str, str]:
+    """The deployment's image as an ImageReference: a marketplace image, or a resource id in the
+    field its kind of id goes to (community gallery, shared gallery, image or gallery image)."""
+    if image.kind != "id":
+        return image.marketplace()
+    if image.id.startswith("/CommunityGalleries/"):
+        return {"community_gallery_image_id": image.id}
+    if image.id.startswith("/SharedGalleries/"):
+        return {"shared_gallery_image_id": image.id}
+    return {"id": image.id}
 
 
 def lb_child_id(subscription: str, group: str, lb_name: str, kind: str, child: str) -> str:
@@ -174,36 +107,8 @@ class Firewall(pulumi.ComponentResource):
         self.register_outputs({"networkSecurityGroupId": self.nsg.id})
 
 
-def _allow(name: str, port: int, sources: list[str], description: str
-           ) -> azure.network.SecurityRuleArgs:
-    source = ({"source_address_prefix": sources[0]} if len(sources) == 1
-              else {"source_address_prefixes": sources})
-    return azure.network.SecurityRuleArgs(
-        name=name, priority=PRIORITY[name.removeprefix("allow-")], direction="Inbound",
-        access="Allow", protocol="Tcp", source_port_range="*", destination_address_prefix="*",
-        destination_port_range=str(port), description=description, **source)
-
-
-def _ipv4(cidrs: tuple[str, ...]) -> list[str]:
-    """The IPv4 CIDRs: the frontend is IPv4 only, and one rule cannot mix the families."""
-    return sorted(c for c in cidrs if ":" not in c)
-
-
 def security_rules(d: Deployment) -> list[azure.network.SecurityRuleArgs]:
-    rules = [_allow("allow-probe", d.health.port, ["AzureLoadBalancer"],
-                    "load balancer health probe")]
-    if _ipv4(d.allow_cidrs):
-        rules.append(_allow("allow-clients", d.service_port, _ipv4(d.allow_cidrs),
-                            "clients via the load balancer (source IP is preserved)"))
-    if _ipv4(d.ssh_cidrs):
-        rules.append(_allow("allow-ssh", SSH_PORT, _ipv4(d.ssh_cidrs),
-                            "SSH via the balancer's NAT rule"))
-    rules.append(azure.network.SecurityRuleArgs(
-        name="deny-all-inbound", priority=PRIORITY["deny"], direction="Inbound", access="Deny",
-        protocol="*", source_address_prefix="*", source_port_range="*",
-        destination_address_prefix="*", destination_port_range="*",
-        description="shadow Azure's default inbound allows"))
-    return rules
+    return [azure.network.SecurityRuleArgs(**rule) for rule in azure_security_rules(d).values()]
 
 
 @dataclass
@@ -221,11 +126,11 @@ class Network(pulumi.ComponentResource):
         d = args.deployment
         self.vnet = azure.network.VirtualNetwork(
             f"{name}-vnet", resource_group_name=args.resource_group_name, location=d.region,
-            address_space=azure.network.AddressSpaceArgs(address_prefixes=[VNET_CIDR]),
+            address_space=azure.network.AddressSpaceArgs(address_prefixes=[d.network.vnet]),
             tags=d.tags, opts=_child(self))
         self.subnet = azure.network.Subnet(
             f"{name}-subnet", resource_group_name=args.resource_group_name,
-            virtual_network_name=self.vnet.name, address_prefix=SUBNET_CIDR,
+            virtual_network_name=self.vnet.name, address_prefix=d.network.subnet,
             default_outbound_access=False,
             network_security_group=azure.network.NetworkSecurityGroupArgs(
                 id=args.network_security_group_id),
@@ -247,12 +152,12 @@ class LoadBalancer(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("LoadBalancer"), name, None, opts)
         d = args.deployment
-        self.lb_name = f"{d.service}-lb"  # explicit: the rules reference it by ARM id
+        self.lb_name = azure_lb_name(d)  # explicit: the rules reference it by ARM id
         self.public_ip = azure.network.PublicIPAddress(
             f"{name}-ip", resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.network.PublicIPAddressSkuArgs(name="Standard", tier="Regional"),
             public_ip_allocation_method="Static", public_ip_address_version="IPv4",
-            zones=zones_for(d), tags=d.tags, opts=_child(self))
+            zones=list(d.zones) or None, tags=d.tags, opts=_child(self))
         ids = pulumi.Output.all(args.subscription_id, args.resource_group_name).apply(
             lambda v: {kind: lb_child_id(v[0], v[1], self.lb_name, kind, child)
                        for kind, child in (("frontendIPConfigurations", FRONTEND),
@@ -268,7 +173,7 @@ class LoadBalancer(pulumi.ComponentResource):
             probes=[health_probe(d.health)],
             load_balancing_rules=[listener_rule(d, ids)],
             outbound_rules=[egress_rule(ids)],
-            inbound_nat_rules=[ssh_nat_rule(ids)] if _ipv4(d.ssh_cidrs) else None,
+            inbound_nat_rules=[ssh_nat_rule(d, ids)] if azure_ipv4(d.ssh_cidrs) else None,
             tags=d.tags, opts=_child(self))
         # Through the balancer's id, so whoever uses these waits for the balancer.
         self.backend_pool_id = pulumi.Output.all(self.lb.id, ids).apply(
@@ -281,13 +186,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
 
 def health_probe(h: HealthCheck) -> azure.network.ProbeArgs:
-    """HTTP 200 on the health path. Azure has one threshold for both directions (out after N
-    failures, back after N successes), so it takes the unhealthy threshold; there is no probe
-    timeout setting. `number_of_probes` is the older name of the same count."""
-    return azure.network.ProbeArgs(
-        name=PROBE, protocol="Http", port=h.port, request_path=h.path,
-        interval_in_seconds=max(PROBE_MIN_INTERVAL, h.interval_seconds),
-        probe_threshold=h.unhealthy_threshold, number_of_probes=h.unhealthy_threshold)
+    return azure.network.ProbeArgs(**azure_probe(h))
 
 
 def listener_rule(d: Deployment, ids: pulumi.Output[dict]
@@ -299,7 +198,7 @@ def listener_rule(d: Deployment, ids: pulumi.Output[dict]
         backend_address_pool=azure.network.SubResourceArgs(
             id=ids.apply(lambda i: i["backendAddressPools"])),
         probe=azure.network.SubResourceArgs(id=ids.apply(lambda i: i["probes"])),
-        idle_timeout_in_minutes=idle_timeout_minutes(d.idle_timeout_seconds),
+        idle_timeout_in_minutes=azure_idle_timeout_minutes(d.idle_timeout_seconds),
         enable_tcp_reset=True, enable_floating_ip=False, disable_outbound_snat=True,
         load_distribution="Default")
 
@@ -313,10 +212,11 @@ def egress_rule(ids: pulumi.Output[dict]) -> azure.network.OutboundRuleArgs:
             id=ids.apply(lambda i: i["backendAddressPools"])))
 
 
-def ssh_nat_rule(ids: pulumi.Output[dict]) -> azure.network.InboundNatRuleArgs:
+def ssh_nat_rule(d: Deployment, ids: pulumi.Output[dict]) -> azure.network.InboundNatRuleArgs:
+    first, last = d.ssh_nat_ports
     return azure.network.InboundNatRuleArgs(
-        name=SSH, protocol="Tcp", backend_port=SSH_PORT,
-        frontend_port_range_start=SSH_NAT_PORTS[0], frontend_port_range_end=SSH_NAT_PORTS[1],
+        name=SSH, protocol="Tcp", backend_port=d.ssh_port,
+        frontend_port_range_start=first, frontend_port_range_end=last,
         frontend_ip_configuration=azure.network.SubResourceArgs(
             id=ids.apply(lambda i: i["frontendIPConfigurations"])),
         backend_address_pool=azure.network.SubResourceArgs(
@@ -352,7 +252,7 @@ class TokenSecret(pulumi.ComponentResource):
                 tenant_id=args.tenant_id,
                 sku=azure.keyvault.SkuArgs(family="A", name="standard"),
                 enable_rbac_authorization=False,
-                soft_delete_retention_in_days=7,  # the minimum: the name frees up sooner
+                soft_delete_retention_in_days=AZURE_VAULT_RETENTION_DAYS,
                 access_policies=[azure.keyvault.AccessPolicyEntryArgs(
                     tenant_id=args.tenant_id, object_id=args.reader_principal_id,
                     permissions=azure.keyvault.PermissionsArgs(secrets=["get"]))]))
@@ -394,7 +294,7 @@ class ScaleSet(pulumi.ComponentResource):
     def __init__(self, name: str, args: ScaleSetArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("ScaleSet"), name, None, opts)
         d = args.deployment
-        flexible = d.use_spot and d.on_demand_base > 0
+        flexible = azure_flexible(d)
         mode = {"orchestration_mode": "Flexible", "platform_fault_domain_count": 1,
                 "single_placement_group": False,
                 "priority_mix_policy": azure.compute.PriorityMixPolicyArgs(
@@ -406,15 +306,16 @@ class ScaleSet(pulumi.ComponentResource):
             f"{name}-vmss", resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
                                       capacity=d.desired_replicas),
-            zones=zones_for(d),
+            zones=list(d.zones) or None,
             identity=azure.compute.VirtualMachineScaleSetIdentityArgs(
                 type="UserAssigned", user_assigned_identities=[args.identity_id]),
             automatic_repairs_policy=azure.compute.AutomaticRepairsPolicyArgs(
-                enabled=True, grace_period=repair_grace_period(d.health.grace_period_seconds),
+                enabled=True,
+                grace_period=azure_repair_grace_period(d.health.grace_period_seconds),
                 repair_action="Replace"),
             spot_restore_policy=azure.compute.SpotRestorePolicyArgs(
-                enabled=True, restore_timeout=SPOT_RESTORE_TIMEOUT)
-            if d.use_spot and d.capacity_rebalance else None,
+                enabled=True, restore_timeout=AZURE_SPOT_RESTORE_TIMEOUT)
+            if azure_spot_restore(d) else None,
             virtual_machine_profile=vm_profile(d, args, flexible),
             tags=d.tags, opts=_child(self, depends_on=args.ready_first), **mode)
         self.register_outputs({"scaleSetName": self.vmss.name, "scaleSetId": self.vmss.id})
@@ -422,15 +323,15 @@ class ScaleSet(pulumi.ComponentResource):
 
 def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
                ) -> azure.compute.VirtualMachineScaleSetVMProfileArgs:
-    spot = {"priority": "Spot", "eviction_policy": "Delete",
-            "billing_profile": azure.compute.BillingProfileArgs(max_price=-1)} \
-        if d.use_spot else {"priority": "Regular"}
+    spot = azure_priority(d)
+    if d.use_spot:
+        spot["billing_profile"] = azure.compute.BillingProfileArgs(max_price=AZURE_SPOT_MAX_PRICE)
     # No security_profile: at the SDK's API version (2024-11-01) that means the Standard
     # security type (no Trusted Launch / Secure Boot), which every GPU size here accepts.
     return azure.compute.VirtualMachineScaleSetVMProfileArgs(
         os_profile=os_profile(d, args.ssh_public_key),
         storage_profile=azure.compute.VirtualMachineScaleSetStorageProfileArgs(
-            image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image_id)),
+            image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image)),
             os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
                 create_option="FromImage", disk_size_gb=d.disk_size_gb, caching="ReadWrite",
                 managed_disk=azure.compute.VirtualMachineScaleSetManagedDiskParametersArgs(
@@ -446,12 +347,12 @@ def os_profile(d: Deployment, ssh_public_key: str
     cloud_init = render_cloud_init(d)
     raw = cloud_init if isinstance(cloud_init, bytes) else cloud_init.encode()
     return azure.compute.VirtualMachineScaleSetOSProfileArgs(
-        computer_name_prefix=d.service[:15].rstrip("-"), admin_username=ADMIN_USER,
+        computer_name_prefix=azure_computer_name_prefix(d), admin_username=d.admin_user,
         custom_data=base64.b64encode(raw).decode(),
         linux_configuration=azure.compute.LinuxConfigurationArgs(
             disable_password_authentication=True, provision_vm_agent=True,
             ssh=azure.compute.SshConfigurationArgs(public_keys=[azure.compute.SshPublicKeyArgs(
-                path=f"/home/{ADMIN_USER}/.ssh/authorized_keys", key_data=ssh_public_key)])))
+                path=f"/home/{d.admin_user}/.ssh/authorized_keys", key_data=ssh_public_key)])))
 
 
 def network_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
@@ -475,11 +376,8 @@ def health_extension(h: HealthCheck) -> azure.compute.VirtualMachineScaleSetExte
     """Application Health extension (binary states) probing what the balancer probes."""
     return azure.compute.VirtualMachineScaleSetExtensionProfileArgs(extensions=[
         azure.compute.VirtualMachineScaleSetExtensionArgs(
-            name="health", publisher="Microsoft.ManagedServices", type="ApplicationHealthLinux",
-            type_handler_version="1.0", auto_upgrade_minor_version=True,
-            settings={"protocol": "http", "port": h.port, "requestPath": h.path,
-                      "intervalInSeconds": max(PROBE_MIN_INTERVAL, h.interval_seconds),
-                      "numberOfProbes": h.unhealthy_threshold})])
+            **AZURE_HEALTH_EXTENSION, auto_upgrade_minor_version=True,
+            settings=azure_health_settings(h))])
 
 
 class Service(pulumi.ComponentResource):
@@ -528,6 +426,6 @@ class Service(pulumi.ComponentResource):
 
 
 def ssh_public_key() -> str:
-    """servestack:sshPublicKey if set, else the lock-only key (see RSA_2048)."""
+    """servestack:sshPublicKey if set, else the lock-only key (servestack.sshkey)."""
     configured = pulumi.Config("servestack").get("sshPublicKey")
     return configured.strip() if configured else lock_only_ssh_key()

@@ -26,39 +26,38 @@ the client, so the VPC firewall opens the service port to that subnet and to the
 checkers only, and `allow_cidrs` (when not the whole internet) is enforced at the load balancer
 by a regional Cloud Armor policy instead.
 
-Every value comes from the `Deployment`; the choices made here are GCP mechanics, explained
-where they are made.
+Every value comes from the `Deployment`, and how GCP spells it from servestack.mechanics
+(shared with the Terraform renderer); what is left here is how the Pulumi SDK takes it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
 from ..bootstrap import render_cloud_init
-from ..deployment import GCP_HEALTH_CHECK_RANGES, WORLD, Deployment, InstanceChoice
+from ..deployment import GCP_HEALTH_CHECK_RANGES, Deployment
+from ..mechanics import (
+    GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_LB_TIER,
+    GCP_NAMED_PORT,
+    GCP_SECRET_ACCESSOR,
+    GCP_TARGET_SHAPE,
+    gcp_autoheal_delay,
+    gcp_client_rules,
+    gcp_draining_seconds,
+    gcp_flexible_choices,
+    gcp_labels,
+    gcp_needs_gvnic,
+    gcp_network_tag,
+    gcp_scheduling,
+    gcp_service_account_id,
+    gcp_update_policy,
+    gcp_versions,
+)
 from . import TYPE_PREFIX
-
-IMAGE_PROJECT = "deeplearning-platform-release"
-# Ubuntu 22.04 with NVIDIA driver 580 and CUDA 12.9 preinstalled. Ubuntu (not the Debian DLVM
-# families) because its cloud-init reads the `user-data` metadata key on GCE.
-IMAGE_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
-VM_SUBNET_CIDR = "10.64.0.0/20"
-PROXY_SUBNET_CIDR = "10.64.16.0/23"  # Google recommends a /23 for the proxy-only subnet
-NAMED_PORT = "http"
-LB_TIER = "STANDARD"  # a regional load balancer gains nothing from Premium's global anycast
-MAX_AUTOHEAL_DELAY = 3600  # API range of initial_delay_sec
-MAX_DRAINING = 3600  # API range of connection_draining_timeout_sec
-DEFAULT_ZONE_COUNT = 3  # a regional MIG without explicit zones spreads over 3 of them
-MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
-DEFAULT_RULE_PRIORITY = 2147483647
-SSH_PORT = 22
 
 
 def _type(kind: str) -> str:
@@ -67,29 +66,6 @@ def _type(kind: str) -> str:
 
 def _child(parent: pulumi.Resource, **extra) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions(parent=parent, **extra)
-
-
-def gcp_labels(tags: dict[str, str]) -> dict[str, str]:
-    """Tags as GCP labels: lowercase letters, digits, `_` and `-`, keys start with a letter,
-    both at most 63 characters, at most 64 labels."""
-    labels: dict[str, str] = {}
-    for key, value in tags.items():
-        clean_key = re.sub(r"[^a-z0-9_-]", "-", str(key).lower())
-        if not clean_key or not clean_key[0].isalpha():
-            clean_key = f"l-{clean_key}"
-        labels[clean_key[:63]] = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
-    return dict(list(labels.items())[:64])
-
-
-def network_tag(deployment: Deployment) -> str:
-    """The network tag on the VMs; firewall rules target it."""
-    return f"servestack-{deployment.service}"[:63].rstrip("-")
-
-
-def service_account_id(deployment: Deployment) -> str:
-    """6-30 characters, unique per candidate so two stacks in one project do not collide."""
-    digest = hashlib.sha256(deployment.candidate_id.encode()).hexdigest()[:6]
-    return f"ss-{deployment.service[:17].rstrip('-')}-{digest}"
 
 
 # --- Network ---------------------------------------------------------------------------------
@@ -112,11 +88,12 @@ class Network(pulumi.ComponentResource):
             opts=_child(self))
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-vms", project=d.gcp_project, region=d.region, network=self.network.id,
-            ip_cidr_range=VM_SUBNET_CIDR, private_ip_google_access=True,
+            ip_cidr_range=d.network.subnet, private_ip_google_access=True,
             description=f"servestack {d.service}: GPU VMs", opts=_child(self))
         self.proxy_subnet = gcp.compute.Subnetwork(
             f"{name}-proxy", project=d.gcp_project, region=d.region, network=self.network.id,
-            ip_cidr_range=PROXY_SUBNET_CIDR, purpose="REGIONAL_MANAGED_PROXY", role="ACTIVE",
+            ip_cidr_range=d.network.proxy_subnet, purpose="REGIONAL_MANAGED_PROXY",
+            role="ACTIVE",
             description=f"servestack {d.service}: load balancer proxies", opts=_child(self))
         self.register_outputs({"network": self.network.id, "subnet": self.subnet.id,
                                "proxySubnet": self.proxy_subnet.id})
@@ -129,7 +106,6 @@ class Network(pulumi.ComponentResource):
 class FirewallArgs:
     deployment: Deployment
     network: pulumi.Input[str]
-    proxy_cidr: str
 
 
 class Firewall(pulumi.ComponentResource):
@@ -145,9 +121,9 @@ class Firewall(pulumi.ComponentResource):
             f"{name}-health-checks", args, list(GCP_HEALTH_CHECK_RANGES), port,
             "Google health checkers to the service port (load balancer and autohealing)")
         self.proxies = self._allow(
-            f"{name}-lb-proxies", args, [args.proxy_cidr], port,
+            f"{name}-lb-proxies", args, [d.network.proxy_subnet], port,
             "the load balancer's proxies (proxy-only subnet) to the service port")
-        self.ssh = self._allow(f"{name}-ssh", args, list(d.ssh_cidrs), [str(SSH_PORT)],
+        self.ssh = self._allow(f"{name}-ssh", args, list(d.ssh_cidrs), [str(d.ssh_port)],
                                "SSH from the operator's CIDRs") if d.ssh_cidrs else None
         self.register_outputs({"healthChecks": self.health_checks.id,
                                "proxies": self.proxies.id,
@@ -159,7 +135,7 @@ class Firewall(pulumi.ComponentResource):
         return gcp.compute.Firewall(
             name, project=d.gcp_project, network=args.network, direction="INGRESS",
             allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=ports)],
-            source_ranges=sources, target_tags=[network_tag(d)],
+            source_ranges=sources, target_tags=[gcp_network_tag(d)],
             description=f"servestack {d.service}: {why}", opts=_child(self))
 
 
@@ -179,7 +155,7 @@ class Identity(pulumi.ComponentResource):
         super().__init__(_type("Identity"), name, None, opts)
         d = args.deployment
         self.account = gcp.serviceaccount.Account(
-            f"{name}-sa", project=d.gcp_project, account_id=service_account_id(d),
+            f"{name}-sa", project=d.gcp_project, account_id=gcp_service_account_id(d),
             display_name=f"servestack {d.service} GPU VMs",
             description=f"servestack candidate {d.candidate_id}", opts=_child(self))
         self.email = self.account.email
@@ -227,7 +203,7 @@ class TokenSecret(pulumi.ComponentResource):
                             "(set servestack:hfToken as a secret and run up again)", self)
         self.reader = gcp.secretmanager.SecretIamBinding(
             f"{name}-reader", project=d.gcp_project, secret_id=self.secret.secret_id,
-            role=SECRET_ACCESSOR,
+            role=GCP_SECRET_ACCESSOR,
             members=[args.reader_member],
             opts=_child(self))
         self.register_outputs({"secretId": self.secret.secret_id,
@@ -273,29 +249,6 @@ class InstanceGroupArgs:
     health_check: pulumi.Input[str]
 
 
-def flexible_choices(deployment: Deployment) -> list[InstanceChoice]:
-    """The ranked machine types one template can serve: N1 hosts only with the primary's GPU
-    type attached (the template carries `guest_accelerators`), bundled types with each other."""
-    primary = deployment.primary
-    return [c for c in deployment.instances if c.attached_gpu == primary.attached_gpu]
-
-
-def scheduling(spot: bool) -> gcp.compute.RegionInstanceTemplateSchedulingArgs:
-    """GPU VMs cannot live-migrate, so host maintenance stops them (TERMINATE).
-
-    Spot: DELETE on preemption rather than STOP. A stopped spot VM stays in its zone until
-    capacity returns there (and its disk keeps billing); a deleted one is recreated by the MIG
-    in whichever of the group's zones has spot capacity, and the bootstrap reloads the model.
-    """
-    if spot:
-        return gcp.compute.RegionInstanceTemplateSchedulingArgs(
-            provisioning_model="SPOT", preemptible=True, automatic_restart=False,
-            on_host_maintenance="TERMINATE", instance_termination_action="DELETE")
-    return gcp.compute.RegionInstanceTemplateSchedulingArgs(
-        provisioning_model="STANDARD", preemptible=False, automatic_restart=True,
-        on_host_maintenance="TERMINATE")
-
-
 class InstanceGroup(pulumi.ComponentResource):
     """Regional instance template(s) and the regional managed instance group.
 
@@ -313,37 +266,24 @@ class InstanceGroup(pulumi.ComponentResource):
         d = args.deployment
         self.image = self._image(d)
         user_data = render_cloud_init(d)
-        on_demand_base = d.on_demand_base if d.use_spot else 0
-        self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {}
-        if d.use_spot:
-            self.templates["spot"] = self._template(f"{name}-spot", args, user_data, spot=True)
-        if not d.use_spot or on_demand_base:
-            self.templates["ondemand"] = self._template(f"{name}-ondemand", args, user_data,
-                                                        spot=False)
-        zone_count = len(d.zones) or DEFAULT_ZONE_COUNT
+        self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {
+            kind: self._template(f"{name}-{kind}", args, user_data, spot=kind == "spot")
+            for kind in reversed(gcp_versions(d))}
         self.manager = gcp.compute.RegionInstanceGroupManager(
             f"{name}-mig", project=d.gcp_project, region=d.region,
             base_instance_name=d.service,
             description=f"servestack {d.service}: {d.candidate_id}",
-            versions=self._versions(on_demand_base),
+            versions=self._versions(d),
             target_size=d.desired_replicas,
             distribution_policy_zones=list(d.zones) or None,
-            # BALANCED: spread over the zones but create VMs where GPUs are available; the
-            # instance flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE).
-            distribution_policy_target_shape="BALANCED",
+            distribution_policy_target_shape=GCP_TARGET_SHAPE,
             named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
-                name=NAMED_PORT, port=d.service_port)],
+                name=GCP_NAMED_PORT, port=d.service_port)],
             auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                health_check=args.health_check,
-                initial_delay_sec=min(d.health.grace_period_seconds, MAX_AUTOHEAL_DELAY)),
+                health_check=args.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
             instance_flexibility_policy=flexibility_policy(d),
-            # New VMs come up before old ones go (no capacity dip while a model loads); a
-            # regional MIG needs a fixed surge of 0 or at least its zone count. Proactive
-            # redistribution is off: BALANCED does not support it.
             update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
-                type="PROACTIVE", minimal_action="REPLACE", replacement_method="SUBSTITUTE",
-                max_surge_fixed=zone_count, max_unavailable_fixed=0,
-                instance_redistribution_type="NONE"),
+                **gcp_update_policy(d)),
             wait_for_instances=False,
             opts=_child(self))
         self.group_name = self.manager.name
@@ -353,10 +293,11 @@ class InstanceGroup(pulumi.ComponentResource):
                                "instanceGroup": self.manager.instance_group})
 
     def _image(self, d: Deployment) -> pulumi.Input[str]:
-        if d.image_id:
-            return d.image_id
+        """The deployment's image, or the newest image of its family."""
+        if d.image.kind == "id":
+            return d.image.id
         image = gcp.compute.get_image_output(
-            family=IMAGE_FAMILY, project=IMAGE_PROJECT,
+            family=d.image.family, project=d.image.project,
             opts=pulumi.InvokeOutputOptions(parent=self))
         return image.self_link
 
@@ -369,15 +310,13 @@ class InstanceGroup(pulumi.ComponentResource):
         if primary.attached_gpu:  # N1 host: attach the GPUs; a2/a3/g2 types carry theirs
             accelerators = [gcp.compute.RegionInstanceTemplateGuestAcceleratorArgs(
                 type=primary.attached_gpu, count=primary.accelerator_count)]
-        # A3 machine types only boot with gVNIC; the other GPU families accept the default.
-        needs_gvnic = any(c.instance_type.startswith("a3-") for c in flexible_choices(d))
         return gcp.compute.RegionInstanceTemplate(
             name, project=d.gcp_project, region=d.region,
             description=f"servestack {d.service}: {'spot' if spot else 'on-demand'} "
                         f"{primary.instance_type}",
             machine_type=primary.instance_type,
             guest_accelerators=accelerators,
-            scheduling=scheduling(spot),
+            scheduling=gcp.compute.RegionInstanceTemplateSchedulingArgs(**gcp_scheduling(spot)),
             disks=[gcp.compute.RegionInstanceTemplateDiskArgs(
                 source_image=self.image, boot=True, auto_delete=True,
                 disk_size_gb=d.disk_size_gb, disk_type=d.disk_type, labels=labels)],
@@ -385,35 +324,26 @@ class InstanceGroup(pulumi.ComponentResource):
             metadata={"user-data": user_data, "enable-oslogin": "TRUE"},
             network_interfaces=[gcp.compute.RegionInstanceTemplateNetworkInterfaceArgs(
                 subnetwork=args.subnet,
-                nic_type="GVNIC" if needs_gvnic else None,
+                nic_type="GVNIC" if gcp_needs_gvnic(d) else None,
                 # An ephemeral public IP for egress (pip, the model download); ingress is
                 # limited by the firewall to health checkers, the proxies and ssh_cidrs.
                 access_configs=[
                     gcp.compute.RegionInstanceTemplateNetworkInterfaceAccessConfigArgs()],
             )],
             service_account=gcp.compute.RegionInstanceTemplateServiceAccountArgs(
-                email=args.service_account_email, scopes=[CLOUD_PLATFORM_SCOPE]),
-            tags=[network_tag(d)],
+                email=args.service_account_email, scopes=[GCP_CLOUD_PLATFORM_SCOPE]),
+            tags=[gcp_network_tag(d)],
             labels=labels,
             opts=_child(self))
 
-    def _versions(self, on_demand_base: int
+    def _versions(self, d: Deployment
                   ) -> list[gcp.compute.RegionInstanceGroupManagerVersionArgs]:
-        """One version per template. With a spot split the on-demand version is pinned to
-        `on_demand_base` VMs and the spot version takes the rest of the target size."""
-        versions = []
-        if "ondemand" in self.templates:
-            pinned = None
-            if "spot" in self.templates:
-                pinned = gcp.compute.RegionInstanceGroupManagerVersionTargetSizeArgs(
-                    fixed=on_demand_base)
-            versions.append(gcp.compute.RegionInstanceGroupManagerVersionArgs(
-                name="ondemand", instance_template=self.templates["ondemand"].self_link,
-                target_size=pinned))
-        if "spot" in self.templates:
-            versions.append(gcp.compute.RegionInstanceGroupManagerVersionArgs(
-                name="spot", instance_template=self.templates["spot"].self_link))
-        return versions
+        """One version per template (see mechanics.gcp_versions)."""
+        return [gcp.compute.RegionInstanceGroupManagerVersionArgs(
+            name=kind, instance_template=self.templates[kind].self_link,
+            target_size=gcp.compute.RegionInstanceGroupManagerVersionTargetSizeArgs(fixed=fixed)
+            if fixed is not None else None)
+            for kind, fixed in gcp_versions(d).items()]
 
 
 FlexibilityPolicy = gcp.compute.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs
@@ -425,7 +355,7 @@ def flexibility_policy(d: Deployment) -> FlexibilityPolicy | None:
     """Ranked machine types (rank 0 = the chosen one): the MIG falls back to the next type
     when the zones have no capacity for the preferred one. The policy overrides the template's
     machine type, so the chosen type is listed too. None with a single type."""
-    choices = flexible_choices(d)
+    choices = gcp_flexible_choices(d)
     if len(choices) < 2:
         return None
     return FlexibilityPolicy(instance_selections=[
@@ -455,17 +385,17 @@ class LoadBalancer(pulumi.ComponentResource):
         labels = gcp_labels(d.tags)
         self.address = gcp.compute.Address(
             f"{name}-ip", project=d.gcp_project, region=d.region, address_type="EXTERNAL",
-            network_tier=LB_TIER, labels=labels,
+            network_tier=GCP_LB_TIER, labels=labels,
             description=f"servestack {d.service}: endpoint", opts=_child(self))
         self.policy = self._client_policy(name, d)
         self.backend = gcp.compute.RegionBackendService(
             f"{name}-backend", project=d.gcp_project, region=d.region,
-            load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTP", port_name=NAMED_PORT,
+            load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTP", port_name=GCP_NAMED_PORT,
             health_checks=args.health_check,
             # For this load balancer the timeout bounds a whole response: a streamed completion
             # may run for `idle_timeout_seconds`. Draining lets in-flight streams finish.
             timeout_sec=d.idle_timeout_seconds,
-            connection_draining_timeout_sec=min(d.idle_timeout_seconds, MAX_DRAINING),
+            connection_draining_timeout_sec=gcp_draining_seconds(d),
             backends=[gcp.compute.RegionBackendServiceBackendArgs(
                 group=args.instance_group, balancing_mode="UTILIZATION", capacity_scaler=1.0)],
             security_policy=self.policy.self_link if self.policy else None,
@@ -482,7 +412,7 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-listener", project=d.gcp_project, region=d.region,
             load_balancing_scheme="EXTERNAL_MANAGED", ip_protocol="TCP",
             port_range=str(d.listener_port), target=self.proxy.id,
-            ip_address=self.address.address, network=args.network, network_tier=LB_TIER,
+            ip_address=self.address.address, network=args.network, network_tier=GCP_LB_TIER,
             labels=labels,
             opts=_child(self, depends_on=[args.proxy_subnet]))
         self.ip_address = self.rule.ip_address
@@ -493,27 +423,22 @@ class LoadBalancer(pulumi.ComponentResource):
     def _client_policy(self, name: str, d: Deployment
                        ) -> gcp.compute.RegionSecurityPolicy | None:
         """Cloud Armor: allow `allow_cidrs`, deny everyone else. None when open to all."""
-        if not d.allow_cidrs or WORLD in d.allow_cidrs:
+        rules = gcp_client_rules(d)
+        if rules is None:
             return None
-        cidrs = list(d.allow_cidrs)
-        chunks = [cidrs[i:i + MAX_CIDRS_PER_RULE]
-                  for i in range(0, len(cidrs), MAX_CIDRS_PER_RULE)]
-        rules = [_armor_rule(1000 + i, "allow", chunk, "allowed client CIDRs")
-                 for i, chunk in enumerate(chunks)]
-        rules.append(_armor_rule(DEFAULT_RULE_PRIORITY, "deny(403)", ["*"], "everyone else"))
         return gcp.compute.RegionSecurityPolicy(
             f"{name}-clients", project=d.gcp_project, region=d.region, type="CLOUD_ARMOR",
             description=f"servestack {d.service}: only allow_cidrs reach the endpoint",
-            rules=rules, opts=_child(self))
+            rules=[_armor_rule(r) for r in rules], opts=_child(self))
 
 
-def _armor_rule(priority: int, action: str, ranges: list[str], why: str
-                ) -> gcp.compute.RegionSecurityPolicyRuleArgs:
+def _armor_rule(rule: dict) -> gcp.compute.RegionSecurityPolicyRuleArgs:
+    match = rule["match"]
     return gcp.compute.RegionSecurityPolicyRuleArgs(
-        priority=priority, action=action, description=why,
+        priority=rule["priority"], action=rule["action"], description=rule["description"],
         match=gcp.compute.RegionSecurityPolicyRuleMatchArgs(
-            versioned_expr="SRC_IPS_V1",
-            config=gcp.compute.RegionSecurityPolicyRuleMatchConfigArgs(src_ip_ranges=ranges)))
+            versioned_expr=match["versioned_expr"],
+            config=gcp.compute.RegionSecurityPolicyRuleMatchConfigArgs(**match["config"])))
 
 
 # --- Service ---------------------------------------------------------------------------------
@@ -534,8 +459,7 @@ class Service(pulumi.ComponentResource):
         if d.cloud != "gcp":
             raise ValueError(f"deployment {d.candidate_id} is for {d.cloud}, not gcp")
         network = Network(f"{name}-net", NetworkArgs(d), opts=_child(self))
-        Firewall(f"{name}-fw", FirewallArgs(d, network.network.id, PROXY_SUBNET_CIDR),
-                 opts=_child(self))
+        Firewall(f"{name}-fw", FirewallArgs(d, network.network.id), opts=_child(self))
         identity = Identity(f"{name}-id", IdentityArgs(d), opts=_child(self))
         waits: list[pulumi.Resource] = []
         if d.secret is not None:

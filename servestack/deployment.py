@@ -1,10 +1,13 @@
 """The deployment model: every decision about what to build, made once, engine-free.
 
 `build_deployment` turns the spec and a chosen candidate (plus same-region fallbacks of the same
-plan) into a `Deployment`: instance types in rank order, the spot split, ports and CIDRs,
-health-check path and timings, the bootstrap's inputs, tags. Pulumi components (components/)
-read it; nothing downstream decides these again. It round-trips through plain dicts so it can
-live in a Pulumi stack's config (`servestack:deployment`).
+plan) into a `Deployment`: instance types in rank order, the spot split, zones, ports and CIDRs
+(the clients', SSH's and the service's own network ranges), health-check path and timings, the
+boot image, disk, how long to wait for capacity, the bootstrap's inputs, tags. Both engines read
+it: the Pulumi components (components/) and the Terraform renderers (servestack/terraform/);
+neither decides these again. How a cloud spells a decision, where both engines must spell it
+alike, is in servestack/mechanics.py. It round-trips through plain dicts so it can live in a
+Pulumi stack's config (`servestack:deployment`) and in the fallback journal.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 
+from .catalog import DATA_DIR, records
 from .errors import UserError
 from .planner import Candidate
 from .spec import ServiceSpec, substitute_envs
@@ -28,6 +33,20 @@ VLLM_HEALTH_PATH = "/health"
 SECRET_ENV = "HF_TOKEN"
 WORLD = "0.0.0.0/0"
 GCP_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+SSH_PORT = 22
+# AWS: instances are InService once launched (the grace period covers the model load), so this
+# bounds the wait for GPU capacity only: on timeout the apply fails and the caller can fall back
+# to the next candidate instead of waiting on a sold-out instance type. GCP's MIG and Azure's
+# scale set do not hold the apply for their VMs (the deploy loop polls readiness), so no wait.
+CAPACITY_TIMEOUT = {"aws": "15m", "gcp": None, "azure": None}
+AWS_SSM_KEY = "alias/aws/ssm"  # the AWS-managed key SSM SecureStrings are encrypted with
+IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)
+IO2_MAX_IOPS_PER_GIB = 500
+AZURE_ADMIN_USER = "servestack"
+# Azure VMs have no public IPs: SSH goes through an inbound NAT rule on the balancer, one
+# frontend port per VM from this range, forwarded to the SSH port.
+AZURE_SSH_NAT_PORTS = (50000, 50099)
+AZURE_ZONES_FILE = DATA_DIR / "azure_zones.csv"
 # disk_tier -> volume type per cloud (SkyPilot's tiers mapped onto each cloud's real types)
 DISK_TYPES = {
     "aws": {"low": "gp3", "medium": "gp3", "high": "gp3", "ultra": "io2", "best": "gp3",
@@ -84,6 +103,72 @@ class SecretRef:
     store: str  # "ssm" | "secret-manager" | "key-vault"
     name: str  # SSM parameter name / Secret Manager secret id / Key Vault secret name
     vault: str | None = None  # Azure Key Vault name
+    key: str | None = None  # AWS: the KMS key (alias) the SecureString is encrypted with
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """The boot image. kind "id": exactly the image `id` (resources.image_id: an AMI id, a GCE
+    image, an Azure image or gallery resource id). kind "lookup": the image the cloud resolves
+    when deploying from the other fields: the newest AMI of `owner` whose name matches `name`
+    for `architecture` (AWS), the newest image of `family` in `project` (GCP), the marketplace
+    image `publisher`/`offer`/`sku`/`version` (Azure)."""
+
+    kind: str
+    id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+    architecture: str | None = None
+    project: str | None = None
+    family: str | None = None
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+
+    def marketplace(self) -> dict[str, str]:
+        """Azure's publisher/offer/sku/version, as both engines' image reference takes it."""
+        return {"publisher": self.publisher, "offer": self.offer, "sku": self.sku,
+                "version": self.version}
+
+
+# The GPU images used when the spec names none: NVIDIA driver and CUDA preinstalled, and a
+# cloud-init that reads the bootstrap from user data.
+DEFAULT_IMAGES = {
+    # AWS Deep Learning AMI (NVIDIA driver, PyTorch) on Ubuntu 22.04.
+    "aws": ImageRef(kind="lookup", owner="amazon",
+                    name="Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
+                    architecture="x86_64"),
+    # Deep Learning VM: Ubuntu 22.04, NVIDIA driver 580, CUDA 12.9. Ubuntu (not the Debian DLVM
+    # families) because its cloud-init reads the `user-data` metadata key on GCE.
+    "gcp": ImageRef(kind="lookup", project="deeplearning-platform-release",
+                    family="common-cu129-ubuntu-2204-nvidia-580"),
+    # Ubuntu 22.04 HPC: NVIDIA data-center driver, CUDA, no marketplace plan, Gen2 (which the
+    # A100/H100 sizes require). The A10 "NVads A10 v5" sizes need NVIDIA's GRID driver
+    # instead: give those an image with `image_id`.
+    "azure": ImageRef(kind="lookup", publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204",
+                      version="latest"),
+}
+AZURE_IMAGE_ID_PREFIXES = ("/subscriptions/", "/CommunityGalleries/", "/SharedGalleries/")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPlan:
+    """The address ranges of the network the service creates for itself (None: not created).
+    AWS uses the account's default VPC; GCP a VPC (which has no range of its own) with a subnet
+    for the VMs and the proxy-only subnet its regional load balancer needs (Google recommends
+    a /23); Azure a virtual network with one subnet."""
+
+    vnet: str | None = None
+    subnet: str | None = None
+    proxy_subnet: str | None = None
+
+
+NETWORKS = {
+    "aws": NetworkPlan(),
+    "gcp": NetworkPlan(subnet="10.64.0.0/20", proxy_subnet="10.64.16.0/23"),
+    "azure": NetworkPlan(vnet="10.50.0.0/16", subnet="10.50.0.0/24"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +193,13 @@ class Deployment:
     readiness: Readiness
     disk_size_gb: int
     disk_type: str
-    image_id: str | None
+    disk_iops: int | None  # provisioned IOPS, for the volume types that need them (io2)
+    image: ImageRef
+    capacity_timeout: str | None  # how long the apply waits for the group's capacity
+    network: NetworkPlan
+    ssh_port: int
+    ssh_nat_ports: tuple[int, int] | None  # Azure: the balancer's frontend ports for SSH
+    admin_user: str | None  # Azure: the VMs' admin user (key login only)
     model: str | None
     tensor_parallel_size: int
     vllm_version: str
@@ -135,20 +226,38 @@ class Deployment:
 
     @classmethod
     def from_config(cls, data: dict) -> Deployment:
-        values = dict(data)
-        values["zones"] = tuple(values.get("zones") or ())
-        values["instances"] = tuple(InstanceChoice(**i) for i in values["instances"])
-        values["allow_cidrs"] = tuple(values.get("allow_cidrs") or ())
-        values["ssh_cidrs"] = tuple(values.get("ssh_cidrs") or ())
-        values["health"] = HealthCheck(**values["health"])
-        values["readiness"] = Readiness(**values["readiness"])
-        values["secret"] = SecretRef(**values["secret"]) if values.get("secret") else None
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UserError(f"stack config servestack:deployment has unknown keys: "
-                            f"{', '.join(sorted(unknown))}")
+        values = _checked(cls, data, "")
+        values["zones"] = tuple(values["zones"] or ())
+        values["instances"] = tuple(InstanceChoice(**_checked(InstanceChoice, i, "instances"))
+                                    for i in values["instances"])
+        values["allow_cidrs"] = tuple(values["allow_cidrs"] or ())
+        values["ssh_cidrs"] = tuple(values["ssh_cidrs"] or ())
+        values["ssh_nat_ports"] = tuple(values["ssh_nat_ports"]) \
+            if values["ssh_nat_ports"] else None
+        for key, kind in (("health", HealthCheck), ("readiness", Readiness),
+                          ("image", ImageRef), ("network", NetworkPlan)):
+            values[key] = kind(**_checked(kind, values[key], key))
+        values["secret"] = SecretRef(**_checked(SecretRef, values["secret"], "secret")) \
+            if values["secret"] else None
         return cls(**values)
+
+
+def _checked(kind: type, data: dict, where: str) -> dict:
+    """`data` with exactly the fields of `kind`: a stack config or journal written by another
+    version of servestack is refused, not half read."""
+    if not isinstance(data, dict):
+        raise UserError(f"stack config servestack:deployment{'.' + where if where else ''} "
+                        f"is not a mapping")
+    names = {f.name for f in fields(kind)}
+    unknown, missing = set(data) - names, names - set(data)
+    if unknown or missing:
+        place = f"servestack:deployment{'.' + where if where else ''}"
+        problems = [f"unknown keys: {', '.join(sorted(unknown))}" if unknown else "",
+                    f"missing keys: {', '.join(sorted(missing))}" if missing else ""]
+        raise UserError(f"stack config {place} has {'; '.join(p for p in problems if p)} "
+                        "(written by another servestack version? run `servestack generate` "
+                        "again)")
+    return dict(data)
 
 
 def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate], *,
@@ -165,12 +274,13 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         else min_replicas
     readiness = _readiness(probe)
     lb_path = readiness.path if readiness.method == "GET" else VLLM_HEALTH_PATH
+    disk_type = DISK_TYPES[chosen.cloud][spec.disk_tier]
     return Deployment(
         service=name,
         candidate_id=chosen.id,
         cloud=chosen.cloud,
         region=chosen.region,
-        zones=chosen.zones if not chosen.zone else (chosen.zone,),
+        zones=zones_for(chosen),
         instances=tuple(_instance_choices(chosen, plan)),
         use_spot=chosen.use_spot,
         min_replicas=min_replicas,
@@ -187,8 +297,14 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
                            grace_period_seconds=readiness.initial_delay_seconds),
         readiness=readiness,
         disk_size_gb=spec.disk_size_gb,
-        disk_type=DISK_TYPES[chosen.cloud][spec.disk_tier],
-        image_id=_image_for(spec.image_id, chosen.region),
+        disk_type=disk_type,
+        disk_iops=disk_iops(disk_type, spec.disk_size_gb),
+        image=image_ref(chosen.cloud, _image_for(spec.image_id, chosen.region)),
+        capacity_timeout=CAPACITY_TIMEOUT[chosen.cloud],
+        network=NETWORKS[chosen.cloud],
+        ssh_port=SSH_PORT,
+        ssh_nat_ports=AZURE_SSH_NAT_PORTS if chosen.cloud == "azure" else None,
+        admin_user=AZURE_ADMIN_USER if chosen.cloud == "azure" else None,
         model=model,
         tensor_parallel_size=chosen.accelerator_count,
         vllm_version=vllm_version,
@@ -214,11 +330,53 @@ def secret_ref(cloud: str, service: str, candidate_id: str) -> SecretRef:
     """One secret per service and candidate, so two stacks never share (or delete) a token."""
     digest = hashlib.sha256(f"{service}/{candidate_id}".encode()).hexdigest()[:8]
     if cloud == "aws":
-        return SecretRef(cloud, "ssm", f"/servestack/{service}/{digest}/hf-token")
+        return SecretRef(cloud, "ssm", f"/servestack/{service}/{digest}/hf-token",
+                         key=AWS_SSM_KEY)
     if cloud == "gcp":
         return SecretRef(cloud, "secret-manager", f"servestack-{service}-{digest}-hf-token")
     vault = f"ss{service.replace('-', '')[:14]}{digest}"  # Key Vault names: 3-24 chars, global
     return SecretRef(cloud, "key-vault", "hf-token", vault=vault)
+
+
+def zones_for(c: Candidate) -> tuple[str, ...]:
+    """The candidate's pinned zone, else its zones; an Azure candidate (the catalog has no
+    Azure zones) gets every zone of its region, or none where the region has no zones.
+
+    A size that the subscription cannot get in one of those zones makes Azure refuse the scale
+    set (SkuNotAvailable), which the caller treats like any capacity failure.
+    """
+    if c.zone:
+        return (c.zone,)
+    if c.zones or c.cloud != "azure":
+        return tuple(c.zones)
+    return azure_zones().get(c.region, ())
+
+
+@cache
+def azure_zones() -> dict[str, tuple[str, ...]]:
+    """Region -> availability zones, from catalog/azure_zones.csv."""
+    return {r["region"].strip(): tuple(r["zones"].split())
+            for _, r in records(AZURE_ZONES_FILE, ("region", "zones"))}
+
+
+def image_ref(cloud: str, image_id: str | None) -> ImageRef:
+    """The spec's image for the region, else the cloud's default GPU image (DEFAULT_IMAGES).
+    On Azure `image_id` is a marketplace URN publisher:offer:sku:version or a resource id."""
+    if not image_id:
+        return DEFAULT_IMAGES[cloud]
+    if cloud != "azure" or image_id.startswith(AZURE_IMAGE_ID_PREFIXES):
+        return ImageRef(kind="id", id=image_id)
+    parts = image_id.split(":")
+    if len(parts) != 4 or not all(parts):
+        raise UserError(f"Azure image_id {image_id!r}: expected publisher:offer:sku:version or "
+                        "an image, gallery or community gallery resource id")
+    publisher, offer, sku, version = parts
+    return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku, version=version)
+
+
+def disk_iops(disk_type: str, size_gb: int) -> int | None:
+    """Provisioned IOPS for io2 (at most 500 per GiB); other types come with theirs."""
+    return min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * size_gb) if disk_type == "io2" else None
 
 
 def _instance_choices(chosen: Candidate, plan: list[Candidate]) -> list[InstanceChoice]:

@@ -9,15 +9,15 @@ from dataclasses import replace
 from functools import cache
 
 import pulumi
-import pytest
 from servestack.bootstrap import render_cloud_init
 from servestack.components import azure as az
 
 from servestack import planner
-from servestack.deployment import Deployment, build_deployment
-from servestack.errors import UserError
+from servestack.deployment import Deployment, azure_zones, build_deployment, image_ref
 from servestack.inputs import load_inputs
+from servestack.mechanics import azure_idle_timeout_minutes, azure_repair_grace_period
 from servestack.preview import SECRET_MASK, Recording, preview_json, record
+from servestack.sshkey import RSA_2048, lock_only_ssh_key
 
 TOKEN = "hf_AZUREtokenMustNeverLeak0123456789"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlcnZlc3RhY2stdGVzdC1rZXk= test@servestack"
@@ -45,13 +45,14 @@ def _planned(spot: bool) -> Deployment:
 def on_demand_one() -> Deployment:
     """On-demand, one replica, in a region with zones."""
     d = replace(_planned(False), min_replicas=1, max_replicas=1, desired_replicas=1)
-    assert not d.use_spot and d.region in az.ZONAL_REGIONS and d.secret is not None
+    assert not d.use_spot and d.zones == ("1", "2", "3") and d.secret is not None
     return d
 
 
 def spot_three() -> Deployment:
     """All spot, three replicas, in a region without zones."""
-    d = replace(_planned(True), region=NO_ZONE_REGION, min_replicas=3, max_replicas=3,
+    assert NO_ZONE_REGION not in azure_zones()
+    d = replace(_planned(True), region=NO_ZONE_REGION, zones=(), min_replicas=3, max_replicas=3,
                 desired_replicas=3, on_demand_base=0)
     assert d.use_spot and d.capacity_rebalance
     return d
@@ -138,12 +139,12 @@ def test_without_a_configured_key_the_vms_get_a_key_nobody_holds(tmp_path):
     assert "adminPassword" not in profile
     assert profile["linuxConfiguration"]["disablePasswordAuthentication"] is True
     key = profile["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"]
-    assert key == az.lock_only_ssh_key() and key.endswith(" servestack-no-login")
+    assert key == lock_only_ssh_key() and key.endswith(" servestack-no-login")
     (tmp_path / "lock.pub").write_text(key + "\n")
     described = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "lock.pub")],
                                capture_output=True, text=True, check=True).stdout
     assert described.startswith("2048 ") and described.rstrip().endswith("(RSA)")
-    assert az.RSA_2048.bit_length() == 2048
+    assert RSA_2048.bit_length() == 2048
 
 
 def test_load_balancer_probe_rule_and_egress():
@@ -236,17 +237,17 @@ def test_spot_above_an_on_demand_base_is_a_flexible_priority_mix():
 
 
 def test_repair_grace_period_is_clamped_to_azures_range():
-    assert az.repair_grace_period(60) == "PT10M"
-    assert az.repair_grace_period(1200) == "PT20M"
-    assert az.repair_grace_period(1201) == "PT21M"
-    assert az.repair_grace_period(4 * 3600) == "PT90M"
+    assert azure_repair_grace_period(60) == "PT10M"
+    assert azure_repair_grace_period(1200) == "PT20M"
+    assert azure_repair_grace_period(1201) == "PT21M"
+    assert azure_repair_grace_period(4 * 3600) == "PT90M"
     d = replace(on_demand_one(), health=replace(on_demand_one().health,
                                                 grace_period_seconds=3 * 3600))
     assert run(d).one(VMSS).inputs["automaticRepairsPolicy"]["gracePeriod"] == "PT90M"
 
 
 def test_idle_timeout_stays_within_4_to_30_minutes():
-    assert [az.idle_timeout_minutes(s) for s in (60, 900, 901, 3600)] == [4, 15, 16, 30]
+    assert [azure_idle_timeout_minutes(s) for s in (60, 900, 901, 3600)] == [4, 15, 16, 30]
 
 
 def test_custom_data_is_the_bootstrap_with_the_tensor_parallel_size_and_no_token():
@@ -320,23 +321,24 @@ def test_outputs_and_every_resource_inside_the_component_tree():
 
 
 def test_image_id_forms():
-    assert az.image_reference("Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest") == {
+    def reference(image_id: str) -> dict:
+        return az.image_reference(image_ref("azure", image_id))
+
+    assert reference("Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest") == {
         "publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy",
         "sku": "22_04-lts-gen2", "version": "latest"}
     gallery = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/x/images/y"
-    assert az.image_reference(gallery) == {"id": gallery}
-    assert az.image_reference("/CommunityGalleries/c/Images/i/Versions/latest") == {
+    assert reference(gallery) == {"id": gallery}
+    assert reference("/CommunityGalleries/c/Images/i/Versions/latest") == {
         "community_gallery_image_id": "/CommunityGalleries/c/Images/i/Versions/latest"}
-    with pytest.raises(UserError, match="publisher:offer:sku:version"):
-        az.image_reference("ubuntu-22.04")
-    rec = run(replace(on_demand_one(), image_id=gallery))
+    assert reference("/SharedGalleries/s/Images/i/Versions/1.0.0") == {
+        "shared_gallery_image_id": "/SharedGalleries/s/Images/i/Versions/1.0.0"}
+    rec = run(replace(on_demand_one(), image=image_ref("azure", gallery)))
     assert rec.one(VMSS).inputs["virtualMachineProfile"]["storageProfile"][
         "imageReference"] == {"id": gallery}
 
 
-def test_zone_table_covers_the_catalog_regions_and_pinned_zones_win():
-    inputs = load_inputs(None)
-    catalog_regions = {o.region for o in inputs.catalog.offers if o.cloud == "azure"}
-    assert catalog_regions and catalog_regions <= az.ZONAL_REGIONS
-    assert az.zones_for(replace(on_demand_one(), region=NO_ZONE_REGION)) is None
-    assert az.zones_for(replace(on_demand_one(), zones=("2",))) == ["2"]
+def test_zones_are_the_deployments():
+    assert vmss("on_demand")["zones"] == list(on_demand_one().zones)
+    rec = run(replace(on_demand_one(), zones=("2",)))
+    assert rec.one(VMSS).inputs["zones"] == ["2"] and rec.one(PIP).inputs["zones"] == ["2"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from servestack import planner
-from servestack.deployment import Deployment, build_deployment
+from servestack.deployment import Deployment, build_deployment, image_ref
 from servestack.engine import stack_ref
 from servestack.fallback import Fallback, Settings
 from servestack.inputs import load_inputs
@@ -115,7 +115,7 @@ def deployed(tmp_path_factory):
         def build(c, pool):
             d = build_deployment(inputs.spec, c, pool, model=inputs.model)
             ami = run.client("ec2", c.region).describe_images(Owners=["amazon"])["Images"][0]
-            d = replace(d, image_id=ami["ImageId"])
+            d = replace(d, image=image_ref("aws", ami["ImageId"]))
             run.deployments[c.id] = d
             return d
 
@@ -210,7 +210,7 @@ def test_the_stack_is_built_as_planned(deployed):
     version = ec2.describe_launch_template_versions(
         LaunchTemplateId=spec["LaunchTemplateId"])["LaunchTemplateVersions"][0]
     data = version["LaunchTemplateData"]
-    assert data["InstanceType"] == d.primary.instance_type and data["ImageId"] == d.image_id
+    assert data["InstanceType"] == d.primary.instance_type and data["ImageId"] == d.image.id
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == d.disk_size_gb
     import base64

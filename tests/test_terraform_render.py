@@ -22,7 +22,7 @@ import pytest
 from servestack.bootstrap import render_cloud_init
 
 from servestack import planner
-from servestack.deployment import Deployment, build_deployment
+from servestack.deployment import Deployment, build_deployment, disk_iops, image_ref
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, template, tfvars
 
@@ -226,8 +226,8 @@ def _same_firewall(groups: list[dict], doc: dict) -> None:
 def test_aws_output_passes_terraform_validate(tmp_path):
     env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [planned("aws", True, ssh=True),
-                replace(planned("aws", False), image_id="ami-0123456789abcdef0", secret=None,
-                        disk_type="io2")]
+                replace(planned("aws", False), image=image_ref("aws", "ami-0123456789abcdef0"),
+                        secret=None, disk_type="io2", disk_iops=disk_iops("io2", 256))]
     main = tmp_path / "main.tf.json"
     main.write_text(json.dumps(render(variants[0])))
     init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
@@ -387,8 +387,8 @@ def variants(cloud: str) -> list[Deployment]:
     base = planned(cloud, False, ssh=True)
     spot = planned(cloud, True)
     mixed = replace(spot, on_demand_base=1)
-    return [base, spot, mixed, replace(base, secret=None, image_id="a:b:c:d" if cloud == "azure"
-                                       else "projects/p/global/images/i")]
+    image = "a:b:c:d" if cloud == "azure" else "projects/p/global/images/i"
+    return [base, spot, mixed, replace(base, secret=None, image=image_ref(cloud, image))]
 
 
 @pytest.mark.parametrize("cloud,documented", [("gcp", GCP_DOCUMENTED),

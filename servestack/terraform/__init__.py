@@ -1,8 +1,9 @@
 """Terraform JSON (`main.tf.json`) from the same `Deployment` the Pulumi components read.
 
 `render(deployment)` returns the whole configuration as a dict in Terraform's JSON syntax; one
-module per cloud (aws.py, gcp.py, azure.py) builds its resources. The renderers read only the
-`Deployment` and the few cloud mechanics collected in `mechanics()` below.
+module per cloud (aws.py, gcp.py, azure.py) builds its resources. The renderers decide nothing:
+they read the `Deployment`, and how each cloud spells its decisions from servestack.mechanics,
+which the Pulumi components share.
 
 Terraform JSON strings are templates: `${...}` in any string is an expression. A renderer marks
 the strings that are expressions with `Ref`/`expr`/`template`; `finish()` escapes `${` and `%{`
@@ -16,11 +17,11 @@ The operator-tunable values (replica counts, GCP project) are variables whose va
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
 from servestack.deployment import Deployment
+from servestack.sshkey import lock_only_ssh_key
 
 TERRAFORM_VERSION = ">= 1.11.0"  # ephemeral variables and write-only arguments
 PROVIDERS = {
@@ -62,50 +63,6 @@ def finish(node: Any) -> Any:
     return node
 
 
-@dataclass(frozen=True)
-class Mechanics:
-    """Decisions the Pulumi components make as module constants and the `Deployment` does
-    not carry yet. Both engines must agree on them, so they live here once for Terraform,
-    with where the Pulumi side has them, until deployment.py carries them."""
-
-    capacity_timeout: str  # aws.CAPACITY_TIMEOUT: how long apply waits for GPU capacity
-    image: dict[str, Any]  # default image lookup when `image_id` is None
-    network_cidrs: dict[str, str]  # gcp VM/proxy subnets, azure vnet/subnet
-    admin_user: str | None = None  # azure.ADMIN_USER
-    zones: tuple[str, ...] = ()  # azure.zones_for: zones resolved for the region
-
-
-AWS_DLAMI = {"owners": ["amazon"],
-             "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
-             "architecture": "x86_64"}
-GCP_IMAGE = {"project": "deeplearning-platform-release",
-             "family": "common-cu129-ubuntu-2204-nvidia-580"}
-AZURE_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204",
-               "version": "latest"}
-AZURE_ZONAL_REGIONS = frozenset({
-    "brazilsouth", "canadacentral", "centralus", "eastus", "eastus2", "southcentralus",
-    "usgovvirginia", "westus2", "westus3", "mexicocentral", "francecentral", "italynorth",
-    "germanywestcentral", "norwayeast", "northeurope", "uksouth", "westeurope",
-    "swedencentral", "switzerlandnorth", "polandcentral", "spaincentral", "qatarcentral",
-    "uaenorth", "israelcentral", "southafricanorth", "australiaeast", "centralindia",
-    "japaneast", "japanwest", "southeastasia", "eastasia", "chinanorth3", "koreacentral",
-    "newzealandnorth",
-})
-
-
-def mechanics(d: Deployment) -> Mechanics:
-    """The one place Terraform derives what the Deployment does not say (see `Mechanics`)."""
-    if d.cloud == "aws":
-        return Mechanics(capacity_timeout="15m", image=AWS_DLAMI, network_cidrs={})
-    if d.cloud == "gcp":
-        return Mechanics(capacity_timeout="15m", image=GCP_IMAGE,
-                         network_cidrs={"vms": "10.64.0.0/20", "proxy": "10.64.16.0/23"})
-    zones = tuple(d.zones) or (("1", "2", "3") if d.region in AZURE_ZONAL_REGIONS else ())
-    return Mechanics(capacity_timeout="15m", image=AZURE_IMAGE,
-                     network_cidrs={"vnet": "10.50.0.0/16", "subnet": "10.50.0.0/24"},
-                     admin_user="servestack", zones=zones)
-
-
 def header(d: Deployment) -> dict[str, Any]:
     """terraform + provider requirements, the variables every cloud shares."""
     local, requirement = PROVIDERS[d.cloud]
@@ -139,28 +96,15 @@ def tfvars(d: Deployment) -> dict[str, Any]:
     if d.cloud == "gcp" and d.gcp_project:
         values["project"] = d.gcp_project
     if d.cloud == "azure":
-        key = lock_only_ssh_key()
-        if key:
-            values["ssh_public_key"] = key
+        values["ssh_public_key"] = lock_only_ssh_key()  # the Pulumi stacks' default too
     return values
-
-
-def lock_only_ssh_key() -> str | None:
-    """The Pulumi Azure stacks' default admin key, which no one holds the private half of
-    (components/azure.py); None when the Pulumi SDK is not installed (then the variable must
-    be set by hand)."""
-    try:
-        from servestack.components.azure import lock_only_ssh_key as key
-    except ImportError:
-        return None
-    return key()
 
 
 def render(d: Deployment) -> dict[str, Any]:
     """The whole main.tf.json for the deployment's cloud."""
     module = import_module(f"servestack.terraform.{d.cloud}")
     document = header(d)
-    body = module.render(d, mechanics(d))
+    body = module.render(d)
     for section, blocks in body.items():
         if section == "variable":
             document["variable"].update(blocks)

@@ -16,22 +16,23 @@ import base64
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import Deployment
+from servestack.deployment import WORLD, Deployment
+from servestack.mechanics import (
+    ALL_PROTOCOLS,
+    AWS_METADATA_OPTIONS,
+    aws_distribution,
+    aws_health_check,
+    aws_root_ebs,
+)
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, Mechanics, compact, expr, merge, template
-
-SSM_KEY_ALIAS = "alias/aws/ssm"
-IO2_IOPS = 16000
-IO2_MAX_IOPS_PER_GIB = 500
-ALL_PROTOCOLS = "-1"
-SSH_PORT = 22
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
 
 
-def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def render(d: Deployment) -> dict[str, Any]:
     return {
         "provider": {"aws": {"region": d.region}},
-        "data": merge(network_data(d), image_data(d, m), account_data(d)),
-        "resource": merge(firewall(d), load_balancer(d), token_access(d), group(d, m)),
+        "data": merge(network_data(d), image_data(d), account_data(d)),
+        "resource": merge(firewall(d), load_balancer(d), token_access(d), group(d)),
         "output": outputs(d),
     }
 
@@ -68,14 +69,15 @@ def network_data(d: Deployment) -> dict[str, Any]:
                        "lifecycle": _at_least(2, "default subnets (distinct AZs) for the ALB")}}}
 
 
-def image_data(d: Deployment, m: Mechanics) -> dict[str, Any]:
-    """The deployment's image (looked up for its root device), else the latest DLAMI."""
-    if d.image_id:
-        return {"aws_ami": {"image": {"filter": _filters(image_id=[d.image_id])}}}
-    image = m.image
+def image_data(d: Deployment) -> dict[str, Any]:
+    """The deployment's image: an AMI id (looked up for its root device) or the newest AMI of
+    the image's owner, name pattern and architecture."""
+    image = d.image
+    if image.kind == "id":
+        return {"aws_ami": {"image": {"filter": _filters(image_id=[image.id])}}}
     return {"aws_ami": {"image": {
-        "owners": image["owners"], "most_recent": True,
-        "filter": _filters(name=[image["name"]], architecture=[image["architecture"]],
+        "owners": [image.owner], "most_recent": True,
+        "filter": _filters(name=[image.name], architecture=[image.architecture],
                            state=["available"])}}}
 
 
@@ -109,7 +111,7 @@ def firewall(d: Deployment) -> dict[str, Any]:
     tcp = {"ip_protocol": "tcp"}
     listener = {**tcp, "from_port": d.listener_port, "to_port": d.listener_port}
     service = {**tcp, "from_port": d.service_port, "to_port": d.service_port}
-    ssh = {**tcp, "from_port": SSH_PORT, "to_port": SSH_PORT}
+    ssh = {**tcp, "from_port": d.ssh_port, "to_port": d.ssh_port}
     ingress = {
         **_per_cidr(d.allow_cidrs, "alb_clients",
                     _rule("alb", "clients to the listener", alb_tags, **listener)),
@@ -121,7 +123,7 @@ def firewall(d: Deployment) -> dict[str, Any]:
         "alb_to_vms": _rule("alb", "ALB to the instances", alb_tags, **service,
                             cidr_ipv4=expr("data.aws_vpc.default.cidr_block")),
         "vm_downloads": _rule("vm", "model and package downloads", vm_tags,
-                              ip_protocol=ALL_PROTOCOLS, cidr_ipv4="0.0.0.0/0"),
+                              ip_protocol=ALL_PROTOCOLS, cidr_ipv4=WORLD),
     }
     groups = {
         "alb": {"name_prefix": f"{d.service}-alb-", "vpc_id": expr("data.aws_vpc.default.id"),
@@ -136,7 +138,6 @@ def firewall(d: Deployment) -> dict[str, Any]:
 
 def load_balancer(d: Deployment) -> dict[str, Any]:
     """ALB -> HTTP listener -> target group probing the deployment's health path."""
-    h = d.health
     tags = named(d, d.service)
     return {
         "aws_lb": {"service": {
@@ -147,11 +148,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
         "aws_lb_target_group": {"service": {
             "port": d.service_port, "protocol": "HTTP", "target_type": "instance",
             "vpc_id": expr("data.aws_vpc.default.id"),
-            "health_check": {
-                "enabled": True, "protocol": "HTTP", "path": h.path, "port": str(h.port),
-                "interval": h.interval_seconds, "timeout": h.timeout_seconds,
-                "healthy_threshold": h.healthy_threshold,
-                "unhealthy_threshold": h.unhealthy_threshold, "matcher": "200"},
+            "health_check": aws_health_check(d.health),
             "tags": tags}},
         "aws_lb_listener": {"http": {
             "load_balancer_arn": expr("aws_lb.service.arn"), "port": d.listener_port,
@@ -182,7 +179,7 @@ def read_token_policy(d: Deployment) -> dict[str, Any]:
              {"test": "StringEquals", "variable": "kms:ViaService",
               "values": [template(f"ssm.{d.region}.", expr(f"{partition}.dns_suffix"))]},
              {"test": "ForAnyValue:StringEquals", "variable": "kms:ResourceAliases",
-              "values": [SSM_KEY_ALIAS]}]},
+              "values": [d.secret.key]}]},
     ]}
 
 
@@ -192,7 +189,7 @@ def token_access(d: Deployment) -> dict[str, Any]:
         return {}
     return {
         "aws_ssm_parameter": {"hf_token": {
-            "name": d.secret.name, "type": "SecureString", "key_id": SSM_KEY_ALIAS,
+            "name": d.secret.name, "type": "SecureString", "key_id": d.secret.key,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
             "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
@@ -210,34 +207,19 @@ def token_access(d: Deployment) -> dict[str, Any]:
 
 
 def root_volume(d: Deployment) -> dict[str, Any]:
-    iops = min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * d.disk_size_gb) if d.disk_type == "io2" else None
-    return {"device_name": expr("data.aws_ami.image.root_device_name"),
-            "ebs": compact({"volume_size": d.disk_size_gb, "volume_type": d.disk_type,
-                            "encrypted": "true", "delete_on_termination": "true",
-                            "iops": iops})}
+    return {"device_name": expr("data.aws_ami.image.root_device_name"), "ebs": aws_root_ebs(d)}
 
 
-def distribution(d: Deployment) -> dict[str, Any]:
-    if not d.use_spot:
-        return {"on_demand_allocation_strategy": "prioritized", "on_demand_base_capacity": 0,
-                "on_demand_percentage_above_base_capacity": 100}
-    return {"on_demand_allocation_strategy": "prioritized",
-            "on_demand_base_capacity": d.on_demand_base,
-            "on_demand_percentage_above_base_capacity": 0,
-            "spot_allocation_strategy": "capacity-optimized-prioritized"}
-
-
-def group(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def group(d: Deployment) -> dict[str, Any]:
     """Launch template + auto scaling group (always a mixed policy, types in rank order)."""
     tags = named(d, d.service)
     template_body = compact({
         "name_prefix": f"{d.service}-",
-        "image_id": d.image_id or expr("data.aws_ami.image.id"),
+        "image_id": d.image.id if d.image.kind == "id" else expr("data.aws_ami.image.id"),
         "instance_type": d.primary.instance_type,
         "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
         "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
-        "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required",
-                             "http_put_response_hop_limit": 1},
+        "metadata_options": AWS_METADATA_OPTIONS,
         "block_device_mappings": [root_volume(d)],
         "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")}
         if d.secret else None,
@@ -260,8 +242,8 @@ def group(d: Deployment, m: Mechanics) -> dict[str, Any]:
                     "launch_template_id": expr("aws_launch_template.vm.id"),
                     "version": expr("aws_launch_template.vm.latest_version")},
                 "override": [{"instance_type": c.instance_type} for c in d.instances]},
-            "instances_distribution": distribution(d)},
-        "wait_for_capacity_timeout": m.capacity_timeout,
+            "instances_distribution": aws_distribution(d)},
+        "wait_for_capacity_timeout": d.capacity_timeout,
         "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
         "depends_on": waits or None})
     return {"aws_launch_template": {"vm": template_body},

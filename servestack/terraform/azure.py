@@ -13,35 +13,51 @@ spot/on-demand priority mix, which only Flexible has).
 Rules, access policies and balancer parts are their own resources (azurerm_network_security_rule,
 azurerm_key_vault_access_policy, azurerm_lb_*). Unlike the ARM API Pulumi uses, azurerm writes
 the secret through Key Vault's data plane, so whoever runs Terraform gets an access policy too.
-The subscription comes from ARM_SUBSCRIPTION_ID, as azurerm 4 requires.
+The subscription comes from ARM_SUBSCRIPTION_ID, as azurerm 4 requires. Every value comes from
+the `Deployment`, and how Azure spells it from servestack.mechanics, shared with the Pulumi
+component.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import math
+import json
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import Deployment, HealthCheck
+from servestack.deployment import Deployment
+from servestack.mechanics import (
+    AZURE_HEALTH_EXTENSION,
+    AZURE_SPOT_MAX_PRICE,
+    AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_VAULT_RETENTION_DAYS,
+    EGRESS,
+    FRONTEND,
+    POOL,
+    RULE,
+    SSH,
+    azure_computer_name_prefix,
+    azure_flexible,
+    azure_health_settings,
+    azure_idle_timeout_minutes,
+    azure_ipv4,
+    azure_lb_name,
+    azure_priority,
+    azure_probe,
+    azure_repair_grace_period,
+    azure_security_rules,
+    azure_spot_restore,
+)
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, Mechanics, compact, expr, merge, template
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
 
-SSH_PORT = 22
-SSH_NAT_PORTS = (50000, 50099)
-REPAIR_GRACE_MINUTES = (10, 90)
-IDLE_TIMEOUT_MINUTES = (4, 30)
-PROBE_MIN_INTERVAL = 5
-SPOT_RESTORE_TIMEOUT = "PT1H"
-FRONTEND, POOL, PROBE, RULE, EGRESS, SSH = "frontend", "backend", "health", "http", "egress", "ssh"
-PRIORITY = {"probe": 100, "clients": 110, "ssh": 120, "deny": 4096}
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")
 LB = expr("azurerm_lb.lb.id")
 
 
-def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def render(d: Deployment) -> dict[str, Any]:
     return {
         "variable": {"ssh_public_key": {
             "type": "string", "nullable": False,
@@ -49,8 +65,8 @@ def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
                            "no one holds the private half of: no login)"}},
         "provider": {"azurerm": {"features": {}}},
         "data": {"azurerm_client_config": {"current": {}}},
-        "resource": merge(base(d), firewall(d), network(d, m), load_balancer(d, m),
-                          token(d), scale_set(d, m)),
+        "resource": merge(base(d), firewall(d), network(d), load_balancer(d),
+                          token(d), scale_set(d)),
         "output": outputs(d),
     }
 
@@ -58,21 +74,6 @@ def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
 def name(d: Deployment, kind: str) -> str:
     digest = hashlib.sha256(d.candidate_id.encode()).hexdigest()[:6]
     return f"{d.service}-{kind}-{digest}"
-
-
-def ipv4(cidrs: tuple[str, ...]) -> list[str]:
-    """The frontend is IPv4 only, and one rule cannot mix address families."""
-    return sorted(c for c in cidrs if ":" not in c)
-
-
-def idle_timeout_minutes(seconds: int) -> int:
-    low, high = IDLE_TIMEOUT_MINUTES
-    return max(low, min(high, math.ceil(seconds / 60)))
-
-
-def repair_grace_period(seconds: int) -> str:
-    low, high = REPAIR_GRACE_MINUTES
-    return f"PT{max(low, min(high, math.ceil(seconds / 60)))}M"
 
 
 def base(d: Deployment) -> dict[str, Any]:
@@ -85,45 +86,26 @@ def base(d: Deployment) -> dict[str, Any]:
     }
 
 
-def _rule(kind: str, port: int | str, sources: list[str], why: str, access: str = "Allow",
-          protocol: str = "Tcp") -> dict[str, Any]:
-    source = ({"source_address_prefix": sources[0]} if len(sources) == 1
-              else {"source_address_prefixes": sources})
-    return {"name": f"{access.lower()}-{kind}", "priority": PRIORITY[kind],
-            "direction": "Inbound", "access": access, "protocol": protocol,
-            "source_port_range": "*", "destination_address_prefix": "*",
-            "destination_port_range": str(port), "description": why,
-            "resource_group_name": RG,
-            "network_security_group_name": expr("azurerm_network_security_group.vms.name"),
-            **source}
-
-
 def firewall(d: Deployment) -> dict[str, Any]:
-    """The subnet's NSG: probe and clients on the service port, SSH if asked, nothing else."""
-    rules = {"probe": _rule("probe", d.health.port, ["AzureLoadBalancer"],
-                            "load balancer health probe")}
-    if ipv4(d.allow_cidrs):
-        rules["clients"] = _rule("clients", d.service_port, ipv4(d.allow_cidrs),
-                                 "clients via the load balancer (source IP is preserved)")
-    if ipv4(d.ssh_cidrs):
-        rules["ssh"] = _rule("ssh", SSH_PORT, ipv4(d.ssh_cidrs), "SSH via the balancer's NAT rule")
-    rules["deny"] = {**_rule("deny", "*", ["*"], "shadow Azure's default inbound allows",
-                             access="Deny", protocol="*"), "name": "deny-all-inbound"}
+    """The subnet's NSG and its rules (see mechanics.azure_security_rules)."""
+    nsg = {"resource_group_name": RG,
+           "network_security_group_name": expr("azurerm_network_security_group.vms.name")}
     return {"azurerm_network_security_group": {"vms": {
                 "name": name(d, "nsg"), "location": d.region, "resource_group_name": RG,
                 "tags": d.tags}},
-            "azurerm_network_security_rule": rules}
+            "azurerm_network_security_rule": {kind: {**rule, **nsg} for kind, rule in
+                                              azure_security_rules(d).items()}}
 
 
-def network(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def network(d: Deployment) -> dict[str, Any]:
     return {
         "azurerm_virtual_network": {"vnet": {
             "name": name(d, "vnet"), "location": d.region, "resource_group_name": RG,
-            "address_space": [m.network_cidrs["vnet"]], "tags": d.tags}},
+            "address_space": [d.network.vnet], "tags": d.tags}},
         "azurerm_subnet": {"vms": {
             "name": "vms", "resource_group_name": RG,
             "virtual_network_name": expr("azurerm_virtual_network.vnet.name"),
-            "address_prefixes": [m.network_cidrs["subnet"]],
+            "address_prefixes": [d.network.subnet],
             "default_outbound_access_enabled": False}},
         "azurerm_subnet_network_security_group_association": {"vms": {
             "subnet_id": expr("azurerm_subnet.vms.id"),
@@ -131,37 +113,28 @@ def network(d: Deployment, m: Mechanics) -> dict[str, Any]:
     }
 
 
-def probe(h: HealthCheck) -> dict[str, Any]:
-    """HTTP 200 on the health path; one threshold for both directions (the unhealthy one)."""
-    return {"name": PROBE, "loadbalancer_id": LB, "protocol": "Http", "port": h.port,
-            "request_path": h.path,
-            "interval_in_seconds": max(PROBE_MIN_INTERVAL, h.interval_seconds),
-            "probe_threshold": h.unhealthy_threshold,
-            "number_of_probes": h.unhealthy_threshold}
-
-
-def load_balancer(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def load_balancer(d: Deployment) -> dict[str, Any]:
     """Public IP -> listener rule -> backend pool probed on the health path; egress rule."""
     pool = expr("azurerm_lb_backend_address_pool.pool.id")
     parts: dict[str, Any] = {
         "azurerm_public_ip": {"lb": compact({
             "name": name(d, "ip"), "location": d.region, "resource_group_name": RG,
             "allocation_method": "Static", "sku": "Standard", "sku_tier": "Regional",
-            "ip_version": "IPv4", "zones": list(m.zones) or None, "tags": d.tags})},
+            "ip_version": "IPv4", "zones": list(d.zones) or None, "tags": d.tags})},
         "azurerm_lb": {"lb": {
-            "name": f"{d.service}-lb", "location": d.region, "resource_group_name": RG,
+            "name": azure_lb_name(d), "location": d.region, "resource_group_name": RG,
             "sku": "Standard", "sku_tier": "Regional",
             "frontend_ip_configuration": [{"name": FRONTEND, "public_ip_address_id":
                                            expr("azurerm_public_ip.lb.id")}],
             "tags": d.tags}},
         "azurerm_lb_backend_address_pool": {"pool": {"name": POOL, "loadbalancer_id": LB}},
-        "azurerm_lb_probe": {"health": probe(d.health)},
+        "azurerm_lb_probe": {"health": {**azure_probe(d.health), "loadbalancer_id": LB}},
         "azurerm_lb_rule": {"http": {
             "name": RULE, "loadbalancer_id": LB, "protocol": "Tcp",
             "frontend_port": d.listener_port, "backend_port": d.service_port,
             "frontend_ip_configuration_name": FRONTEND, "backend_address_pool_ids": [pool],
             "probe_id": expr("azurerm_lb_probe.health.id"),
-            "idle_timeout_in_minutes": idle_timeout_minutes(d.idle_timeout_seconds),
+            "idle_timeout_in_minutes": azure_idle_timeout_minutes(d.idle_timeout_seconds),
             "tcp_reset_enabled": True, "floating_ip_enabled": False,
             "disable_outbound_snat": True, "load_distribution": "Default"}},
         "azurerm_lb_outbound_rule": {"egress": {
@@ -169,11 +142,12 @@ def load_balancer(d: Deployment, m: Mechanics) -> dict[str, Any]:
             "backend_address_pool_id": pool, "tcp_reset_enabled": True,
             "frontend_ip_configuration": [{"name": FRONTEND}]}},
     }
-    if ipv4(d.ssh_cidrs):
+    if azure_ipv4(d.ssh_cidrs):
+        first, last = d.ssh_nat_ports
         parts["azurerm_lb_nat_rule"] = {"ssh": {
             "name": SSH, "resource_group_name": RG, "loadbalancer_id": LB, "protocol": "Tcp",
-            "frontend_port_start": SSH_NAT_PORTS[0], "frontend_port_end": SSH_NAT_PORTS[1],
-            "backend_port": SSH_PORT, "backend_address_pool_id": pool,
+            "frontend_port_start": first, "frontend_port_end": last,
+            "backend_port": d.ssh_port, "backend_address_pool_id": pool,
             "frontend_ip_configuration_name": FRONTEND}}
     return parts
 
@@ -188,7 +162,8 @@ def token(d: Deployment) -> dict[str, Any]:
     return {
         "azurerm_key_vault": {"token": {
             "name": d.secret.vault, "location": d.region, "resource_group_name": RG,
-            "tenant_id": tenant, "sku_name": "standard", "soft_delete_retention_days": 7,
+            "tenant_id": tenant, "sku_name": "standard",
+            "soft_delete_retention_days": AZURE_VAULT_RETENTION_DAYS,
             "tags": d.tags}},
         "azurerm_key_vault_access_policy": {
             "vms": {"key_vault_id": vault, "tenant_id": tenant,
@@ -206,14 +181,11 @@ def token(d: Deployment) -> dict[str, Any]:
     }
 
 
-def image(d: Deployment, m: Mechanics) -> dict[str, Any]:
-    """`image_id` as a resource id or publisher:offer:sku:version, else the HPC image."""
-    if d.image_id and d.image_id.startswith("/"):
-        return {"source_image_id": d.image_id}
-    parts = d.image_id.split(":") if d.image_id else []
-    reference = dict(zip(("publisher", "offer", "sku", "version"), parts, strict=False)) \
-        if len(parts) == 4 else dict(m.image)
-    return {"source_image_reference": reference}
+def image(d: Deployment) -> dict[str, Any]:
+    """A marketplace image by reference; any image or gallery resource id as is."""
+    if d.image.kind == "id":
+        return {"source_image_id": d.image.id}
+    return {"source_image_reference": d.image.marketplace()}
 
 
 def ip_configuration(d: Deployment) -> dict[str, Any]:
@@ -224,71 +196,64 @@ def ip_configuration(d: Deployment) -> dict[str, Any]:
 
 
 def spot_settings(d: Deployment) -> dict[str, Any]:
-    if not d.use_spot:
-        return {"priority": "Regular"}
-    return {"priority": "Spot", "eviction_policy": "Delete", "max_bid_price": -1}
+    price = {"max_bid_price": AZURE_SPOT_MAX_PRICE} if d.use_spot else {}
+    return {**azure_priority(d), **price}
 
 
-def health_extension(h: HealthCheck) -> dict[str, Any]:
+def health_extension(d: Deployment) -> dict[str, Any]:
     """Application Health extension (Flexible scale sets take their health from it)."""
-    import json
-
-    return {"name": "health", "publisher": "Microsoft.ManagedServices",
-            "type": "ApplicationHealthLinux", "type_handler_version": "1.0",
-            "auto_upgrade_minor_version_enabled": True,
-            "settings": json.dumps({"protocol": "http", "port": h.port, "requestPath": h.path,
-                                    "intervalInSeconds": max(PROBE_MIN_INTERVAL,
-                                                             h.interval_seconds),
-                                    "numberOfProbes": h.unhealthy_threshold}, sort_keys=True)}
+    return {**AZURE_HEALTH_EXTENSION, "auto_upgrade_minor_version_enabled": True,
+            "settings": json.dumps(azure_health_settings(d.health), sort_keys=True)}
 
 
-def scale_set(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def scale_set(d: Deployment) -> dict[str, Any]:
     """Uniform with the balancer's probe as repair signal; Flexible for a priority mix."""
     custom_data = base64.b64encode(render_cloud_init(d).encode()).decode()
-    user = m.admin_user
+    user = d.admin_user
     key = {"username": user, "public_key": expr("var.ssh_public_key")}
     common = {
         "location": d.region, "resource_group_name": RG, "instances":
-            expr("var.desired_replicas"), "zones": list(m.zones) or None,
+            expr("var.desired_replicas"), "zones": list(d.zones) or None,
         "identity": {"type": "UserAssigned",
                      "identity_ids": [expr("azurerm_user_assigned_identity.vm.id")]},
         "os_disk": {"caching": "ReadWrite", "storage_account_type": d.disk_type,
                     "disk_size_gb": d.disk_size_gb},
         "network_interface": [ip_configuration(d)],
         "automatic_instance_repair": {
-            "enabled": True, "grace_period": repair_grace_period(d.health.grace_period_seconds),
+            "enabled": True,
+            "grace_period": azure_repair_grace_period(d.health.grace_period_seconds),
             "action": "Replace"},
-        "tags": d.tags, **image(d, m), **spot_settings(d),
+        "tags": d.tags, **image(d), **spot_settings(d),
         "depends_on": ["azurerm_key_vault_secret.hf_token",
                        "azurerm_key_vault_access_policy.vms"] if d.secret else None,
     }
-    if d.use_spot and d.on_demand_base > 0:
+    if azure_flexible(d):
         flexible = compact({
             **common, "name": name(d, "vmss"), "sku_name": d.primary.instance_type,
             "platform_fault_domain_count": 1, "single_placement_group": False,
             "priority_mix": {"base_regular_count": d.on_demand_base,
                              "regular_percentage_above_base": 0},
             "os_profile": {"custom_data": custom_data, "linux_configuration": {
-                "admin_username": user, "computer_name_prefix": d.service[:15].rstrip("-"),
+                "admin_username": user, "computer_name_prefix": azure_computer_name_prefix(d),
                 "disable_password_authentication": True, "provision_vm_agent": True,
                 "admin_ssh_key": [key]}},
-            "extension": [health_extension(d.health)]})
+            "extension": [health_extension(d)]})
         return {"azurerm_orchestrated_virtual_machine_scale_set": {"group": flexible}}
     uniform = compact({
         **common, "name": name(d, "vmss"), "sku": d.primary.instance_type,
         "admin_username": user, "admin_ssh_key": [key],
         "disable_password_authentication": True, "provision_vm_agent": True,
-        "computer_name_prefix": d.service[:15].rstrip("-"), "custom_data": custom_data,
+        "computer_name_prefix": azure_computer_name_prefix(d), "custom_data": custom_data,
         "overprovision": False, "upgrade_mode": "Manual",
         "health_probe_id": expr("azurerm_lb_probe.health.id"),
-        "spot_restore": {"enabled": True, "timeout": SPOT_RESTORE_TIMEOUT}
-        if d.use_spot and d.capacity_rebalance else None})
+        "spot_restore": {"enabled": True, "timeout": AZURE_SPOT_RESTORE_TIMEOUT}
+        if azure_spot_restore(d) else None})
     return {"azurerm_linux_virtual_machine_scale_set": {"group": uniform}}
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
     kind = "azurerm_orchestrated_virtual_machine_scale_set" \
-        if d.use_spot and d.on_demand_base > 0 else "azurerm_linux_virtual_machine_scale_set"
+        if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
     return {
         "endpoint": {"value": template("http://", expr("azurerm_public_ip.lb.ip_address"),
                                        f":{d.listener_port}"),

@@ -10,41 +10,51 @@ flexibility), spot split and rolling-update policy; a static address, backend se
 HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy when clients are
 limited to `allow_cidrs`.
 
-Names are `<service>-<kind>-<digest of the candidate id>`: two candidates' stacks in one
-project never collide. The project is the variable `project` (terraform.tfvars.json).
+Names are `<service>-<kind>-<digest of the candidate id>` (the service account's id is the one
+the Pulumi component gives it, servestack.mechanics.gcp_service_account_id): two candidates'
+stacks in one project never collide. Every value comes from the `Deployment`, and how GCP
+spells it from servestack.mechanics, shared with the Pulumi component. The project is the
+variable `project` (terraform.tfvars.json).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import GCP_HEALTH_CHECK_RANGES, WORLD, Deployment, InstanceChoice
+from servestack.deployment import GCP_HEALTH_CHECK_RANGES, Deployment
+from servestack.mechanics import (
+    GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_LB_TIER,
+    GCP_NAMED_PORT,
+    GCP_SECRET_ACCESSOR,
+    GCP_TARGET_SHAPE,
+    gcp_autoheal_delay,
+    gcp_client_rules,
+    gcp_draining_seconds,
+    gcp_flexible_choices,
+    gcp_labels,
+    gcp_needs_gvnic,
+    gcp_network_tag,
+    gcp_scheduling,
+    gcp_service_account_id,
+    gcp_update_policy,
+    gcp_versions,
+)
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, Mechanics, compact, expr, merge, template
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
 
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
-NAMED_PORT = "http"
-LB_TIER = "STANDARD"
-MAX_AUTOHEAL_DELAY = 3600  # API range of initial_delay_sec
-MAX_DRAINING = 3600  # API range of connection_draining_timeout_sec
-DEFAULT_ZONE_COUNT = 3
-MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
-DEFAULT_RULE_PRIORITY = 2147483647
-SSH_PORT = 22
 PROJECT = expr("var.project")
 
 
-def render(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def render(d: Deployment) -> dict[str, Any]:
     return {
         "variable": {"project": {"type": "string", "nullable": False,
                                  "description": "the GCP project to deploy into"}},
         "provider": {"google": {"project": PROJECT, "region": d.region}},
-        "data": image_data(d, m),
-        "resource": merge(network(d, m), firewall(d, m), identity(d), token(d),
+        "data": image_data(d),
+        "resource": merge(network(d), firewall(d), identity(d), token(d),
                           health_check(d), group(d), load_balancer(d)),
         "output": outputs(d),
     }
@@ -57,28 +67,18 @@ def name(d: Deployment, kind: str, limit: int = 63) -> str:
 
 
 def labels(d: Deployment) -> dict[str, str]:
-    """Tags as GCP labels: lowercase letters, digits, `_`, `-`; keys start with a letter."""
-    found: dict[str, str] = {}
-    for key, value in d.tags.items():
-        clean = re.sub(r"[^a-z0-9_-]", "-", str(key).lower())
-        if not clean or not clean[0].isalpha():
-            clean = f"l-{clean}"
-        found[clean[:63]] = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
-    return dict(list(found.items())[:64])
+    return gcp_labels(d.tags)
 
 
-def network_tag(d: Deployment) -> str:
-    return f"servestack-{d.service}"[:63].rstrip("-")
-
-
-def image_data(d: Deployment, m: Mechanics) -> dict[str, Any]:
-    if d.image_id:
+def image_data(d: Deployment) -> dict[str, Any]:
+    """The newest image of the deployment's family; nothing for an exact image."""
+    if d.image.kind == "id":
         return {}
-    return {"google_compute_image": {"image": {"family": m.image["family"],
-                                               "project": m.image["project"]}}}
+    return {"google_compute_image": {"image": {"family": d.image.family,
+                                               "project": d.image.project}}}
 
 
-def network(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def network(d: Deployment) -> dict[str, Any]:
     vpc = expr("google_compute_network.vpc.id")
     return {
         "google_compute_network": {"vpc": {
@@ -86,11 +86,11 @@ def network(d: Deployment, m: Mechanics) -> dict[str, Any]:
             "routing_mode": "REGIONAL", "description": f"servestack {d.service}"}},
         "google_compute_subnetwork": {
             "vms": {"name": name(d, "vms"), "project": PROJECT, "region": d.region,
-                    "network": vpc, "ip_cidr_range": m.network_cidrs["vms"],
+                    "network": vpc, "ip_cidr_range": d.network.subnet,
                     "private_ip_google_access": True,
                     "description": f"servestack {d.service}: GPU VMs"},
             "proxy": {"name": name(d, "proxy"), "project": PROJECT, "region": d.region,
-                      "network": vpc, "ip_cidr_range": m.network_cidrs["proxy"],
+                      "network": vpc, "ip_cidr_range": d.network.proxy_subnet,
                       "purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE",
                       "description": f"servestack {d.service}: load balancer proxies"}},
     }
@@ -100,22 +100,22 @@ def _allow(d: Deployment, kind: str, sources: list[str], port: int, why: str) ->
     return {"name": name(d, kind), "project": PROJECT,
             "network": expr("google_compute_network.vpc.id"), "direction": "INGRESS",
             "allow": [{"protocol": "tcp", "ports": [str(port)]}],
-            "source_ranges": sources, "target_tags": [network_tag(d)],
+            "source_ranges": sources, "target_tags": [gcp_network_tag(d)],
             "description": f"servestack {d.service}: {why}"}
 
 
-def firewall(d: Deployment, m: Mechanics) -> dict[str, Any]:
+def firewall(d: Deployment) -> dict[str, Any]:
     """The service port from health checkers and the proxy-only subnet; SSH if asked."""
     rules = {
         "health_checks": _allow(d, "health-checks", list(GCP_HEALTH_CHECK_RANGES),
                                 d.service_port, "Google health checkers to the service port "
                                                 "(load balancer and autohealing)"),
-        "lb_proxies": _allow(d, "lb-proxies", [m.network_cidrs["proxy"]], d.service_port,
+        "lb_proxies": _allow(d, "lb-proxies", [d.network.proxy_subnet], d.service_port,
                              "the load balancer's proxies (proxy-only subnet) to the service "
                              "port"),
     }
     if d.ssh_cidrs:
-        rules["ssh"] = _allow(d, "ssh", list(d.ssh_cidrs), SSH_PORT,
+        rules["ssh"] = _allow(d, "ssh", list(d.ssh_cidrs), d.ssh_port,
                               "SSH from the operator's CIDRs")
     return {"google_compute_firewall": rules}
 
@@ -123,7 +123,7 @@ def firewall(d: Deployment, m: Mechanics) -> dict[str, Any]:
 def identity(d: Deployment) -> dict[str, Any]:
     """The VMs' service account: no project role, only the token secret's accessor."""
     return {"google_service_account": {"vm": {
-        "project": PROJECT, "account_id": name(d, "vm", 30),
+        "project": PROJECT, "account_id": gcp_service_account_id(d),
         "display_name": f"servestack {d.service} GPU VMs",
         "description": f"servestack candidate {d.candidate_id}"}}}
 
@@ -143,7 +143,7 @@ def token(d: Deployment) -> dict[str, Any]:
         "google_secret_manager_secret_iam_binding": {"reader": {
             "project": PROJECT,
             "secret_id": expr("google_secret_manager_secret.hf_token.secret_id"),
-            "role": SECRET_ACCESSOR,
+            "role": GCP_SECRET_ACCESSOR,
             "members": [template("serviceAccount:",
                                  expr("google_service_account.vm.email"))]}},
     }
@@ -159,26 +159,10 @@ def health_check(d: Deployment) -> dict[str, Any]:
         "description": f"servestack {d.service}: GET {h.path} on port {h.port}"}}}
 
 
-def flexible_choices(d: Deployment) -> list[InstanceChoice]:
-    """Types one template can serve: N1 hosts only with the primary's attached GPU type."""
-    return [c for c in d.instances if c.attached_gpu == d.primary.attached_gpu]
-
-
-def scheduling(spot: bool) -> dict[str, Any]:
-    """GPU VMs cannot live-migrate (TERMINATE); a preempted spot VM is deleted, not stopped,
-    so the MIG recreates it wherever its zones have capacity."""
-    if spot:
-        return {"provisioning_model": "SPOT", "preemptible": True, "automatic_restart": False,
-                "on_host_maintenance": "TERMINATE", "instance_termination_action": "DELETE"}
-    return {"provisioning_model": "STANDARD", "preemptible": False, "automatic_restart": True,
-            "on_host_maintenance": "TERMINATE"}
-
-
 def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
     primary = d.primary
     accelerators = [{"type": primary.attached_gpu, "count": primary.accelerator_count}] \
         if primary.attached_gpu else None
-    gvnic = any(c.instance_type.startswith("a3-") for c in flexible_choices(d))
     return compact({
         "name_prefix": f"{d.service}-{'spot' if spot else 'ondemand'}-"[:37],
         "project": PROJECT, "region": d.region,
@@ -186,37 +170,34 @@ def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
                        f"{primary.instance_type}",
         "machine_type": primary.instance_type,
         "guest_accelerator": accelerators,
-        "scheduling": scheduling(spot),
-        "disk": [{"source_image": d.image_id or expr("data.google_compute_image.image.self_link"),
+        "scheduling": gcp_scheduling(spot),
+        "disk": [{"source_image": d.image.id if d.image.kind == "id"
+                  else expr("data.google_compute_image.image.self_link"),
                   "boot": True, "auto_delete": True, "disk_size_gb": d.disk_size_gb,
                   "disk_type": d.disk_type, "labels": labels(d)}],
         "metadata": {"user-data": render_cloud_init(d), "enable-oslogin": "TRUE"},
         "network_interface": [compact({
             "subnetwork": expr("google_compute_subnetwork.vms.id"),
-            "nic_type": "GVNIC" if gvnic else None,
+            "nic_type": "GVNIC" if gcp_needs_gvnic(d) else None,
             "access_config": [{}]})],
         "service_account": {"email": expr("google_service_account.vm.email"),
-                            "scopes": [CLOUD_PLATFORM_SCOPE]},
-        "tags": [network_tag(d)], "labels": labels(d),
+                            "scopes": [GCP_CLOUD_PLATFORM_SCOPE]},
+        "tags": [gcp_network_tag(d)], "labels": labels(d),
         "lifecycle": {"create_before_destroy": True},
     })
 
 
-def versions(d: Deployment, kinds: list[str]) -> list[dict[str, Any]]:
-    """One version per template; with a spot split the on-demand one is pinned to
-    `on_demand_base` VMs and the spot one takes the rest of the target size."""
-    found = []
-    for kind in kinds:
-        template_link = expr(f"google_compute_region_instance_template.{kind}.self_link")
-        version = {"name": kind, "instance_template": template_link}
-        if kind == "ondemand" and "spot" in kinds:
-            version["target_size"] = {"fixed": d.on_demand_base}
-        found.append(version)
-    return found
+def versions(d: Deployment) -> list[dict[str, Any]]:
+    """One version per template (see mechanics.gcp_versions)."""
+    return [compact({
+        "name": kind,
+        "instance_template": expr(f"google_compute_region_instance_template.{kind}.self_link"),
+        "target_size": {"fixed": fixed} if fixed is not None else None})
+        for kind, fixed in gcp_versions(d).items()]
 
 
 def flexibility(d: Deployment) -> dict[str, Any] | None:
-    choices = flexible_choices(d)
+    choices = gcp_flexible_choices(d)
     if len(choices) < 2:
         return None
     return {"instance_selections": [
@@ -225,50 +206,35 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    on_demand_base = d.on_demand_base if d.use_spot else 0
-    kinds = (["ondemand"] if not d.use_spot or on_demand_base else []) + \
-        (["spot"] if d.use_spot else [])
-    zone_count = len(d.zones) or DEFAULT_ZONE_COUNT
     waits = ["google_secret_manager_secret_iam_binding.reader",
              "google_secret_manager_secret_version.hf_token"] if d.secret else []
     manager = compact({
         "name": name(d, "mig"), "project": PROJECT, "region": d.region,
         "base_instance_name": d.service,
         "description": f"servestack {d.service}: {d.candidate_id}",
-        "version": versions(d, kinds),
+        "version": versions(d),
         "target_size": expr("var.desired_replicas"),
         "distribution_policy_zones": list(d.zones) or None,
-        "distribution_policy_target_shape": "BALANCED",
-        "named_port": [{"name": NAMED_PORT, "port": d.service_port}],
+        "distribution_policy_target_shape": GCP_TARGET_SHAPE,
+        "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
         "auto_healing_policies": {
             "health_check": expr("google_compute_region_health_check.http.id"),
-            "initial_delay_sec": min(d.health.grace_period_seconds, MAX_AUTOHEAL_DELAY)},
+            "initial_delay_sec": gcp_autoheal_delay(d)},
         "instance_flexibility_policy": flexibility(d),
-        "update_policy": {"type": "PROACTIVE", "minimal_action": "REPLACE",
-                          "replacement_method": "SUBSTITUTE", "max_surge_fixed": zone_count,
-                          "max_unavailable_fixed": 0, "instance_redistribution_type": "NONE"},
+        "update_policy": gcp_update_policy(d),
         "wait_for_instances": False,
         "depends_on": waits or None,
     })
     return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
-                                                 for k in kinds},
+                                                        for k in gcp_versions(d)},
             "google_compute_region_instance_group_manager": {"group": manager}}
-
-
-def armor_rule(priority: int, action: str, ranges: list[str], why: str) -> dict[str, Any]:
-    return {"priority": priority, "action": action, "description": why,
-            "match": {"versioned_expr": "SRC_IPS_V1", "config": {"src_ip_ranges": ranges}}}
 
 
 def client_policy(d: Deployment) -> dict[str, Any]:
     """Cloud Armor: allow `allow_cidrs`, deny everyone else; nothing when open to all."""
-    if not d.allow_cidrs or WORLD in d.allow_cidrs:
+    rules = gcp_client_rules(d)
+    if rules is None:
         return {}
-    cidrs = list(d.allow_cidrs)
-    chunks = [cidrs[i:i + MAX_CIDRS_PER_RULE] for i in range(0, len(cidrs), MAX_CIDRS_PER_RULE)]
-    rules = [armor_rule(1000 + i, "allow", chunk, "allowed client CIDRs")
-             for i, chunk in enumerate(chunks)]
-    rules.append(armor_rule(DEFAULT_RULE_PRIORITY, "deny(403)", ["*"], "everyone else"))
     return {"google_compute_region_security_policy": {"clients": {
         "name": name(d, "clients"), "project": PROJECT, "region": d.region,
         "type": "CLOUD_ARMOR",
@@ -282,10 +248,10 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     backend = compact({
         "name": name(d, "backend"), "project": PROJECT, "region": d.region,
         "load_balancing_scheme": "EXTERNAL_MANAGED", "protocol": "HTTP",
-        "port_name": NAMED_PORT,
+        "port_name": GCP_NAMED_PORT,
         "health_checks": [expr("google_compute_region_health_check.http.id")],
         "timeout_sec": d.idle_timeout_seconds,
-        "connection_draining_timeout_sec": min(d.idle_timeout_seconds, MAX_DRAINING),
+        "connection_draining_timeout_sec": gcp_draining_seconds(d),
         "backend": [{"group": expr(
             "google_compute_region_instance_group_manager.group.instance_group"),
             "balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}],
@@ -295,7 +261,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     return merge(policy, {
         "google_compute_address": {"ip": {
             "name": name(d, "ip"), "project": PROJECT, "region": d.region,
-            "address_type": "EXTERNAL", "network_tier": LB_TIER, "labels": labels(d),
+            "address_type": "EXTERNAL", "network_tier": GCP_LB_TIER, "labels": labels(d),
             "description": f"servestack {d.service}: endpoint"}},
         "google_compute_region_backend_service": {"backend": backend},
         "google_compute_region_url_map": {"urls": {
@@ -310,7 +276,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "port_range": str(d.listener_port),
             "target": expr("google_compute_region_target_http_proxy.proxy.id"),
             "ip_address": expr("google_compute_address.ip.address"),
-            "network": expr("google_compute_network.vpc.id"), "network_tier": LB_TIER,
+            "network": expr("google_compute_network.vpc.id"), "network_tier": GCP_LB_TIER,
             "labels": labels(d),
             "depends_on": ["google_compute_subnetwork.proxy"]}},
     })
