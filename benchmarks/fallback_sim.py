@@ -48,7 +48,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
-from servestack.deployment import Deployment, build_deployment
+from servestack.deployment import Deployment, build_deployment, zones_for
 from servestack.engine import Diagnostic, OpResult
 from servestack.failures import Failure, candidate_block, classify, quota_families
 from servestack.fallback import Fallback, Settings
@@ -159,7 +159,7 @@ class World:
     def usable(self, c: Candidate) -> bool:
         if c.cloud in self.no_credentials or self.quota_zero(c) or self.hangs(c.cloud, c.region):
             return False
-        return any(self.has_capacity(c, z) for z in (c.zones or (None,)))
+        return any(self.has_capacity(c, z) for z in (zones_for(c) or (None,)))
 
 
 def make_world(seed: int) -> World:
@@ -208,8 +208,10 @@ class SimEngine:
             return self._fail(self._quota_text(members[0]))
         zones = list(deployment.zones) or [None]
         if cloud == "aws":
+            # the ASG's first failed scaling activity fails `up`: one zone decides
             zones = [self.rng.choice(zones)]
-        launched = self._first_with_capacity(members, zones, any_zone=False)
+        # an Azure scale set without zone balance places VMs in any zone that has capacity
+        launched = self._first_with_capacity(members, zones, any_zone=cloud == "azure")
         if launched is None:
             self.clock.t += TIMES["fail_after_setup"][cloud]
             return self._fail(TEXT[f"{cloud}_capacity"].format(
