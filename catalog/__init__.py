@@ -104,7 +104,7 @@ class Row:
     spot_price: float | None
     source: str
     date: str
-    where: str  # "file:line", for messages
+    where: str = field(default="", compare=False)  # "file:line" when read from a file
 
 
 def known_regions(directory: str | os.PathLike | None = None) -> dict[str, set[str]]:

@@ -43,6 +43,7 @@ from . import (
     COLUMNS,
     DATA_DIR,
     CatalogError,
+    Row,
     catalog_dir,
     load_catalog,
     load_gpus,
@@ -82,21 +83,8 @@ class Fact:
 
 
 @dataclass(frozen=True, slots=True)
-class PriceRow:
-    """One line of a cloud CSV, in catalog column order."""
-
-    instance_type: str
-    accelerator: str | None
-    accelerator_count: int | None
-    gpu_memory_gib: float | None
-    vcpus: int | None
-    memory_gib: float | None
-    region: str
-    zone: str | None
-    price: float | None
-    spot_price: float | None
-    source: str
-    date: str
+class PriceRow(Row):
+    """One line of a cloud CSV as a refresh or an import builds it (the loader's `Row`)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -182,7 +170,7 @@ def rows_from_file(path: Path, gpus_path: Path) -> list[PriceRow]:
     rows = read_rows(path, load_gpus(gpus_path))
     return [PriceRow(r.instance_type, r.accelerator, r.accelerator_count, r.gpu_memory_gib,
                      r.vcpus, r.memory_gib, r.region, r.zone, r.price, r.spot_price, r.source,
-                     r.date) for r in rows]
+                     r.date, r.where) for r in rows]
 
 
 def render(rows: list[PriceRow], header: list[str]) -> str:
