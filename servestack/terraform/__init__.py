@@ -46,6 +46,20 @@ def template(*parts: str) -> Ref:
     return Ref("".join(p if isinstance(p, Ref) else escape(p) for p in parts))
 
 
+def service_outputs(d: Deployment, address: str, group: str) -> dict[str, Any]:
+    """The outputs every cloud exports, as the Pulumi program does: `address` is the
+    expression of the load balancer's address, `group` the instance group's resource."""
+    return {
+        "endpoint": {"value": template("http://", expr(address), f":{d.listener_port}"),
+                     "description": "the service's URL (the load balancer)"},
+        "instance_group_name": {"value": expr(f"{group}.name")},
+        "instance_group_id": {"value": expr(f"{group}.id")},
+        "candidate_id": {"value": d.candidate_id},
+        "price_per_hour": {"value": d.primary.price_per_hour},
+        "replicas": {"value": expr("var.desired_replicas")},
+    }
+
+
 def escape(text: str) -> str:
     return text.replace("${", "$${").replace("%{", "%%{")
 

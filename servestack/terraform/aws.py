@@ -25,7 +25,7 @@ from servestack.mechanics import (
     aws_root_ebs,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
 
 
 def render(d: Deployment) -> dict[str, Any]:
@@ -251,13 +251,5 @@ def group(d: Deployment) -> dict[str, Any]:
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
-    return {
-        "endpoint": {"value": template("http://", expr("aws_lb.service.dns_name"),
-                                       f":{d.listener_port}"),
-                     "description": "the service's URL (the load balancer)"},
-        "instance_group_name": {"value": expr("aws_autoscaling_group.group.name")},
-        "instance_group_id": {"value": expr("aws_autoscaling_group.group.id")},
-        "candidate_id": {"value": d.candidate_id},
-        "price_per_hour": {"value": d.primary.price_per_hour},
-        "replicas": {"value": expr("var.desired_replicas")},
-    }
+    return service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group")
+

@@ -50,7 +50,7 @@ from servestack.mechanics import (
     azure_spot_restore,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs
 
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")
@@ -254,13 +254,5 @@ def scale_set(d: Deployment) -> dict[str, Any]:
 def outputs(d: Deployment) -> dict[str, Any]:
     kind = "azurerm_orchestrated_virtual_machine_scale_set" \
         if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
-    return {
-        "endpoint": {"value": template("http://", expr("azurerm_public_ip.lb.ip_address"),
-                                       f":{d.listener_port}"),
-                     "description": "the service's URL (the load balancer)"},
-        "instance_group_name": {"value": expr(f"{kind}.group.name")},
-        "instance_group_id": {"value": expr(f"{kind}.group.id")},
-        "candidate_id": {"value": d.candidate_id},
-        "price_per_hour": {"value": d.primary.price_per_hour},
-        "replicas": {"value": expr("var.desired_replicas")},
-    }
+    return service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{kind}.group")
+

@@ -43,7 +43,7 @@ from servestack.mechanics import (
     gcp_versions,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, template
+from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
 
 PROJECT = expr("var.project")
 
@@ -283,15 +283,6 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
-    manager = "google_compute_region_instance_group_manager.group"
-    return {
-        "endpoint": {"value": template("http://",
-                                       expr("google_compute_forwarding_rule.listener.ip_address"),
-                                       f":{d.listener_port}"),
-                     "description": "the service's URL (the load balancer)"},
-        "instance_group_name": {"value": expr(f"{manager}.name")},
-        "instance_group_id": {"value": expr(f"{manager}.id")},
-        "candidate_id": {"value": d.candidate_id},
-        "price_per_hour": {"value": d.primary.price_per_hour},
-        "replicas": {"value": expr("var.desired_replicas")},
-    }
+    return service_outputs(d, "google_compute_forwarding_rule.listener.ip_address",
+                           "google_compute_region_instance_group_manager.group")
+
