@@ -60,15 +60,21 @@ def generate(inputs, plan: Plan, *, rank: int | None, pick: str | None, stack: s
     return Generated(path=path, stack=name, chosen=chosen, deployment=deployment)
 
 
-def summary(result: Generated) -> str:
+def written(result: Generated, what: str) -> list[str]:
+    """The first lines of a generate summary: what was written, for which candidate."""
     c, d = result.chosen, result.deployment
-    lines = [
-        f"Wrote {result.path} for candidate {c.rank}: {c.infra} {c.instance_type} {c.gpus}"
+    return [
+        f"Wrote {what} for candidate {c.rank}: {c.infra} {c.instance_type} {c.gpus}"
         f"{' [Spot]' if c.use_spot else ''}, ${c.total_price_per_hour:.2f}/h for "
         f"{c.replicas} replica(s).",
         "Instance types in the group, in rank order: "
         + ", ".join(i.instance_type for i in d.instances) + ".",
     ]
+
+
+def summary(result: Generated) -> str:
+    d = result.deployment
+    lines = written(result, str(result.path))
     if d.cloud == "gcp" and not d.gcp_project:
         lines.append(f"Set the project first: pulumi config set gcp:project <id> -s {result.stack}")
     if d.secret:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .generate import Generated, chosen_deployment
+from .generate import Generated, chosen_deployment, written
 from .planner import Plan
 from .terraform import TOKEN_VAR, render, tfvars
 
@@ -48,15 +48,9 @@ def generate_terraform(inputs, plan: Plan, *, rank: int | None, pick: str | None
 
 
 def summary(result: Generated) -> str:
-    c, d = result.chosen, result.deployment
+    d = result.deployment
     directory = result.path.parent
-    lines = [
-        f"Wrote {result.path} and {directory / VARS_FILE} for candidate {c.rank}: {c.infra} "
-        f"{c.instance_type} {c.gpus}{' [Spot]' if c.use_spot else ''}, "
-        f"${c.total_price_per_hour:.2f}/h for {c.replicas} replica(s).",
-        "Instance types in the group, in rank order: "
-        + ", ".join(i.instance_type for i in d.instances) + ".",
-    ]
+    lines = written(result, f"{result.path} and {directory / VARS_FILE}")
     if d.cloud == "gcp" and not d.gcp_project:
         lines.append(f"Set the project first: add \"project\": \"<id>\" to {VARS_FILE}")
     token = f"TF_VAR_{TOKEN_VAR}=<token> " if d.secret else ""
