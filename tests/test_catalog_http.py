@@ -3,10 +3,8 @@ errors as one line, malformed JSON, timeouts, the TTL cache, progress and API-ke
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import socket
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -17,19 +15,8 @@ from servestack.catalog.refresh import Http, Progress, redact, retry_after
 
 from servestack.errors import UserError
 
+from .fixtures.catalog import fake_api as fake
 
-def _fake_api():
-    name = "servestack_test_fake_api"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "catalog" / "fake_api.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake = _fake_api()
 Reply = fake.Reply
 
 

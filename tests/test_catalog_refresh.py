@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,19 +25,8 @@ from servestack.catalog.refresh import (
 from servestack.catalog_cli import main
 from servestack.errors import UserError
 
+from .fixtures.catalog import fake_api as fake
 
-def _fake_api():
-    name = "servestack_test_fake_api"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "fixtures" / "catalog" / "fake_api.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake = _fake_api()
 Reply = fake.Reply
 TODAY = date.today().isoformat()
 PREVIOUS_AWS = """\
