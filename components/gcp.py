@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from ..bootstrap import render_cloud_init
-from ..deployment import GCP_HEALTH_CHECK_RANGES, Deployment
-from ..mechanics import (
+from servestack.bootstrap import render_cloud_init
+from servestack.deployment import GCP_HEALTH_CHECK_RANGES, Deployment
+from servestack.mechanics import (
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
@@ -57,7 +57,7 @@ from ..mechanics import (
     gcp_update_policy,
     gcp_versions,
 )
-from . import TYPE_PREFIX
+from servestack.components import TYPE_PREFIX
 
 
 def _type(kind: str) -> str:

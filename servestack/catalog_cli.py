@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from .catalog import (
+from servestack.catalog import (
     CLOUD_TITLES,
     CLOUDS,
     Catalog,
@@ -27,7 +27,7 @@ from .catalog import (
     load_catalog,
     price_warnings,
 )
-from .errors import UserError
+from servestack.errors import UserError
 
 EXIT_OK, EXIT_WARNINGS = 0, 1
 DEFAULT_MAX_AGE_DAYS = 14
@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`servestack catalog ...` on its own (the same parser the main CLI builds)."""
-    from .cli import _run
+    from servestack.cli import _run
 
     parser = argparse.ArgumentParser(prog="servestack")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
@@ -96,7 +96,7 @@ def _register_refresh(commands) -> None:
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    from .catalog.refresh import Http, Progress, RefreshOptions, refresh
+    from servestack.catalog.refresh import Http, Progress, RefreshOptions, refresh
 
     http = Http(timeout=args.timeout, retries=args.retries, cache_dir=args.cache_dir,
                 cache_ttl_hours=args.cache_ttl, progress=Progress(enabled=not args.quiet))
@@ -126,9 +126,9 @@ def _register_import(commands) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from .catalog import load_gpus
-    from .catalog.refresh import gpus_path, load_facts, prepare, write_outcomes
-    from .catalog.skypilot_import import find_files, import_file
+    from servestack.catalog import load_gpus
+    from servestack.catalog.refresh import gpus_path, load_facts, prepare, write_outcomes
+    from servestack.catalog.skypilot_import import find_files, import_file
 
     directory = catalog_dir(args.catalog_dir)
     gpus = _catalog_errors(load_gpus, gpus_path(directory))
@@ -198,7 +198,7 @@ class CloudSummary:
 def summarize(directory: str | Path | None = None, clouds: tuple[str, ...] = CLOUDS,
               today: date | None = None) -> tuple[Catalog, list[CloudSummary]]:
     """Load the catalog (raising UserError if it is broken) and describe each cloud file."""
-    from .catalog import load_gpus, read_rows
+    from servestack.catalog import load_gpus, read_rows
 
     base = catalog_dir(directory)
     catalog = _catalog_errors(load_catalog, base, clouds)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .errors import UserError
+from servestack.errors import UserError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -89,8 +89,8 @@ def register_plan(sub) -> None:
 
 def make_plan(args: argparse.Namespace):
     """Spec -> catalog -> planner, from the common flags; returns (inputs, plan)."""
-    from .inputs import load_inputs
-    from .planner import Options, plan
+    from servestack.inputs import load_inputs
+    from servestack.planner import Options, plan
 
     env = dict(_parse_env(item) for item in args.env)
     if args.region:
@@ -103,9 +103,9 @@ def make_plan(args: argparse.Namespace):
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from . import report
-    from .fsutil import write_atomic
-    from .planner import NothingFits
+    from servestack import report
+    from servestack.fsutil import write_atomic
+    from servestack.planner import NothingFits
 
     try:
         inputs, result = make_plan(args)
@@ -128,7 +128,7 @@ def run_plan(args: argparse.Namespace) -> int:
 def _check_region_flag(region: str, cloud: str | None) -> None:
     import difflib
 
-    from .catalog import known_regions
+    from servestack.catalog import known_regions
 
     regions = known_regions()
     pool = sorted(regions.get(cloud, set()) if cloud else set().union(*regions.values()))
@@ -186,10 +186,10 @@ def run_generate(args: argparse.Namespace) -> int:
     import ipaddress
 
     if args.format == "terraform":
-        from .tf_cli import generate_terraform as generate
-        from .tf_cli import summary
+        from servestack.tf_cli import generate_terraform as generate
+        from servestack.tf_cli import summary
     else:
-        from .generate import generate, summary
+        from servestack.generate import generate, summary
 
     for cidr in [*args.allow_cidr, *args.ssh_cidr]:
         try:
@@ -198,7 +198,7 @@ def run_generate(args: argparse.Namespace) -> int:
             raise UserError(f"{cidr!r} is not a CIDR range such as 203.0.113.0/24") from None
     inputs, result = make_plan(args)
     if getattr(args, "candidates", False) or args.explain or args.all:
-        from . import report
+        from servestack import report
 
         sys.stdout.write(report.plan_table(result, inputs.spec, inputs.catalog.dates,
                                            show_all=args.all, explain=args.explain))
@@ -222,7 +222,7 @@ def register_preview(sub) -> None:
 
 def run_preview(args: argparse.Namespace) -> int:
     try:
-        from . import preview
+        from servestack import preview
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise UserError(f"preview needs the Pulumi SDKs: pip install 'servestack[pulumi]' "
                         f"({exc})") from None
@@ -246,7 +246,7 @@ def register_gpus(sub) -> None:
 
 
 def run_gpus(args: argparse.Namespace) -> int:
-    from .gpus import gpus_table
+    from servestack.gpus import gpus_table
 
     sys.stdout.write(gpus_table(args.name, cloud=args.cloud, region=args.region,
                                 catalog_dir=args.catalog_dir))
@@ -254,13 +254,13 @@ def run_gpus(args: argparse.Namespace) -> int:
 
 
 def register_catalog(sub) -> None:
-    from .catalog_cli import register
+    from servestack.catalog_cli import register
 
     register(sub)
 
 
 def register_deploy_commands(sub) -> None:
-    from .deploy_cli import register_deploy, register_destroy, register_status
+    from servestack.deploy_cli import register_deploy, register_destroy, register_status
 
     register_deploy(sub)
     register_status(sub)

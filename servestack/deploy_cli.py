@@ -34,7 +34,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from servestack.errors import UserError
 
 DEFAULT_STATE_DIR = ".servestack"
 DEFAULT_TIMEOUT = "20m"
@@ -44,7 +44,7 @@ ENGINES = ("pulumi", "terraform")
 # --- argument parsing -----------------------------------------------------------------------------
 
 def register_deploy(sub) -> None:
-    from .cli import add_filter_options
+    from servestack.cli import add_filter_options
 
     parser = sub.add_parser("deploy", help="deploy with fallback over the ranked candidates",
                             description=__doc__.split("\n\n")[1],
@@ -134,28 +134,28 @@ def _positive_int(text: str) -> int:
 # --- seams (tests replace these) ------------------------------------------------------------------
 
 def make_engine(args: argparse.Namespace, service: str):
-    from .journal import service_dir
+    from servestack.journal import service_dir
 
     token = os.environ.get("HF_TOKEN") or None
     project = getattr(args, "gcp_project", None)
     work_dir = service_dir(args.state_dir, service) / args.engine
     if args.engine == "terraform":
-        from .terraform_engine import TerraformEngine
+        from servestack.terraform_engine import TerraformEngine
 
         return TerraformEngine(work_dir, hf_token=token, gcp_project=project)
-    from .engine import PulumiEngine
+    from servestack.engine import PulumiEngine
 
     return PulumiEngine(work_dir, args.backend, hf_token=token, gcp_project=project)
 
 
 def make_clock():
-    from .readiness import SystemClock
+    from servestack.readiness import SystemClock
 
     return SystemClock()
 
 
 def make_probe_factory():
-    from .fallback import default_probe_factory
+    from servestack.fallback import default_probe_factory
 
     return default_probe_factory()
 
@@ -163,8 +163,8 @@ def make_probe_factory():
 # --- deploy ---------------------------------------------------------------------------------------
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from .fallback import Fallback, Settings
-    from .journal import Journal, ServiceLock
+    from servestack.fallback import Fallback, Settings
+    from servestack.journal import Journal, ServiceLock
 
     target = _resolve_target(args)
     inputs, candidates, builder, service = _prepare(args, target)
@@ -183,7 +183,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         outcome = loop.run()
     report = outcome.to_json()
     if args.report:
-        from .fsutil import write_atomic
+        from servestack.fsutil import write_atomic
 
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else report_table(report))
@@ -216,7 +216,7 @@ class _Target:
 
 
 def _resolve_target(args: argparse.Namespace) -> _Target:
-    from .stackfile import read_stack_file, stack_path
+    from servestack.stackfile import read_stack_file, stack_path
 
     target = args.target
     if target is None:
@@ -254,8 +254,8 @@ def _stack_target(data: dict, name: str) -> _Target:
 
 def _prepare(args: argparse.Namespace, target: _Target):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from .cli import make_plan
-    from .deployment import WORLD, build_deployment, service_slug
+    from servestack.cli import make_plan
+    from servestack.deployment import WORLD, build_deployment, service_slug
 
     args.spec = target.spec
     defaults = (target.stack or {}).get("servestack:deployment") or {}
@@ -281,7 +281,7 @@ def _prepare(args: argparse.Namespace, target: _Target):
 
 
 def _warn_missing_token(inputs) -> None:
-    from .deployment import SECRET_ENV
+    from servestack.deployment import SECRET_ENV
 
     if SECRET_ENV in inputs.spec.secrets and not os.environ.get("HF_TOKEN"):
         print("servestack: warning: the spec needs HF_TOKEN but it is not set in the "
@@ -340,7 +340,7 @@ def _duration(seconds) -> str:
 # --- status and destroy ---------------------------------------------------------------------------
 
 def _service(args: argparse.Namespace) -> str:
-    from .journal import known_services
+    from servestack.journal import known_services
 
     if args.service:
         return args.service
@@ -353,8 +353,8 @@ def _service(args: argparse.Namespace) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from .fallback import Outcome
-    from .journal import Journal
+    from servestack.fallback import Outcome
+    from servestack.journal import Journal
 
     service = _service(args)
     journal = Journal.open(args.state_dir, service)
@@ -380,8 +380,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from .fallback import Fallback
-    from .journal import Journal, ServiceLock
+    from servestack.fallback import Fallback
+    from servestack.journal import Journal, ServiceLock
 
     service = _service(args)
     if not Journal.open(args.state_dir, service).exists:  # before the lock creates a folder

@@ -17,10 +17,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 
-from .catalog import DATA_DIR, records
-from .errors import UserError
-from .planner import Candidate
-from .spec import ServiceSpec, substitute_envs
+from servestack.catalog import DATA_DIR, records
+from servestack.errors import UserError
+from servestack.planner import Candidate
+from servestack.spec import ServiceSpec, substitute_envs
 
 VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
 LISTENER_PORT = 80

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .deployment import Deployment
-from .errors import UserError
-from .planner import Candidate
+from servestack.deployment import Deployment
+from servestack.errors import UserError
+from servestack.planner import Candidate
 
 PROJECT = "servestack"
 STACK_NAME_MAX = 100
@@ -313,7 +313,7 @@ class PulumiEngine:
                config: dict | None = None):
         from pulumi import automation as auto
 
-        from .program import main
+        from servestack.program import main
 
         name = ref if isinstance(ref, str) else ref.name
         stack = auto.Stack.create_or_select(name, self._workspace(program or main))
@@ -323,7 +323,7 @@ class PulumiEngine:
         return stack
 
     def _config(self, deployment: Deployment) -> dict[str, str]:
-        from .stackfile import TOKEN_KEY, provider_config
+        from servestack.stackfile import TOKEN_KEY, provider_config
 
         config = {**provider_config(deployment),
                   "servestack:deployment": json.dumps(deployment.to_config())}
@@ -410,7 +410,7 @@ class PulumiEngine:
         """Quota limits per (region, quota family), read through no-resource stacks: AWS
         Service Quotas (vCPUs), GCP Cloud Quotas (GPUs; region "*" = every region not listed,
         "global" = GPUS_ALL_REGIONS). Azure offers no quota data source here."""
-        from .failures import quota_families
+        from servestack.failures import quota_families
 
         limits: dict[tuple[str, str], float] = {}
         aws = sorted({(c.region, quota_families(c)[0]) for c in candidates
@@ -433,7 +433,7 @@ class PulumiEngine:
         set fails `up` itself when there is no capacity)."""
         if deployment.cloud == "azure":
             return None
-        from .stackfile import provider_config
+        from servestack.stackfile import provider_config
 
         outputs = self._stack(stack, deployment).outputs()
         group = outputs.get("instanceGroupName")
@@ -460,7 +460,7 @@ class PulumiEngine:
         return resources + pending
 
     def _cloud_leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
-        from .stackfile import provider_config
+        from servestack.stackfile import provider_config
 
         program = sweep_program(deployment, self._snapshots.get(stack.name, []))
         if program is None:

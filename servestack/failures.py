@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
-from .planner import Candidate
+from servestack.planner import Candidate
 
 PRECEDENCE = ("credentials", "permission", "capacity", "quota", "invalid-config", "throttled",
               "transient")

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from .deployment import Deployment
-from .engine import Engine, Leftover, OpResult, StackRef, stack_ref
-from .failures import (
+from servestack.deployment import Deployment
+from servestack.engine import Engine, Leftover, OpResult, StackRef, stack_ref
+from servestack.failures import (
     Block,
     Failure,
     candidate_block,
@@ -36,9 +36,9 @@ from .failures import (
     not_ready_failure,
     timeout_failure,
 )
-from .journal import Journal
-from .planner import Candidate
-from .readiness import Clock, ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
+from servestack.journal import Journal
+from servestack.planner import Candidate
+from servestack.readiness import Clock, ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
 
 EXIT_DEPLOYED, EXIT_EXHAUSTED, EXIT_STOPPED, EXIT_CLEANUP_FAILED = 0, 3, 4, 5
 EXIT_CODES = {"deployed": EXIT_DEPLOYED, "exhausted": EXIT_EXHAUSTED, "stopped": EXIT_STOPPED,
@@ -539,7 +539,7 @@ def narrow(c: Candidate, blocks: list[Block]) -> Candidate | None:
 
 def _quota_short(c: Candidate, limits: dict[tuple[str, str], float]) -> Block | None:
     """A block when a known limit is below the candidate's need (AWS: vCPUs, GCP: GPUs)."""
-    from .failures import quota_families
+    from servestack.failures import quota_families
 
     family = quota_families(c)[0]
     if c.cloud == "aws":

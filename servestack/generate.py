@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .deployment import WORLD, Deployment, build_deployment
-from .errors import UserError
-from .planner import Candidate, Plan
-from .stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
+from servestack.deployment import WORLD, Deployment, build_deployment
+from servestack.errors import UserError
+from servestack.planner import Candidate, Plan
+from servestack.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
 
 
 @dataclass

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import models
-from .catalog import CLOUDS, Catalog, CatalogError, known_regions, load_catalog
-from .errors import UserError
-from .models import ModelFacts
-from .spec import ServiceSpec, SpecContext, load_spec, substitute_envs
+from servestack import models
+from servestack.catalog import CLOUDS, Catalog, CatalogError, known_regions, load_catalog
+from servestack.errors import UserError
+from servestack.models import ModelFacts
+from servestack.spec import ServiceSpec, SpecContext, load_spec, substitute_envs
 
 EXAMPLE_SPEC = "mixtral.yaml"
 

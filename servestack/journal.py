@@ -24,9 +24,9 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import UserError
-from .failures import Block
-from .fsutil import write_atomic
+from servestack.errors import UserError
+from servestack.failures import Block
+from servestack.fsutil import write_atomic
 
 SCHEMA_VERSION = 1
 DIRTY = ("creating", "up", "cleaning", "left", "live")

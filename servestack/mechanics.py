@@ -19,7 +19,7 @@ import math
 import re
 from typing import Any
 
-from .deployment import WORLD, Deployment, HealthCheck, InstanceChoice
+from servestack.deployment import WORLD, Deployment, HealthCheck, InstanceChoice
 
 # --- AWS --------------------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .planner import Candidate, Plan
-from .spec import ServiceSpec
+from servestack.planner import Candidate, Plan
+from servestack.spec import ServiceSpec
 
 PLAN_SCHEMA_VERSION = 1
 HEADERS = ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", "CHOSEN")

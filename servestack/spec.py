@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .errors import SpecError
-from .yamlsource import Document, format_path, load_document
+from servestack.errors import SpecError
+from servestack.yamlsource import Document, format_path, load_document
 
 CLOUDS = ("aws", "gcp", "azure")
 OTHER_SKYPILOT_CLOUDS = ("kubernetes", "k8s", "lambda", "oci", "runpod", "fluidstack", "ibm",

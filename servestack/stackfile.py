@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from .deployment import Deployment
-from .errors import UserError
-from .fsutil import write_atomic
-from .planner import Candidate
+from servestack.deployment import Deployment
+from servestack.errors import UserError
+from servestack.fsutil import write_atomic
+from servestack.planner import Candidate
 
 NAMESPACE = "servestack"
 MANAGED = (f"{NAMESPACE}:deployment", f"{NAMESPACE}:candidate", f"{NAMESPACE}:fallbacks",

@@ -32,12 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .deployment import Deployment
-from .engine import Diagnostic, Leftover, OpResult, StackRef
-from .errors import UserError
-from .fsutil import write_atomic
-from .planner import Candidate
-from .terraform import PROVIDERS, TOKEN_VAR, render, tfvars
+from servestack.deployment import Deployment
+from servestack.engine import Diagnostic, Leftover, OpResult, StackRef
+from servestack.errors import UserError
+from servestack.fsutil import write_atomic
+from servestack.planner import Candidate
+from servestack.terraform import PROVIDERS, TOKEN_VAR, render, tfvars
 
 INTERRUPT_GRACE_SECONDS = 120
 TEXT_TAIL = 20000
@@ -249,7 +249,7 @@ class TerraformEngine:
 
     def quota_limits(self, candidates: list[Candidate]) -> dict[tuple[str, str], float]:
         """AWS Service Quotas (vCPUs) per (region, quota family), through data sources."""
-        from .failures import quota_families
+        from servestack.failures import quota_families
 
         wanted = sorted({(c.region, quota_families(c)[0]) for c in candidates
                          if c.cloud == "aws" and quota_families(c)[0] in AWS_QUOTA_CODES})

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .generate import Generated, chosen_deployment, written
-from .planner import Plan
-from .terraform import TOKEN_VAR, render, tfvars
+from servestack.generate import Generated, chosen_deployment, written
+from servestack.planner import Plan
+from servestack.terraform import TOKEN_VAR, render, tfvars
 
 MAIN_FILE = "main.tf.json"
 VARS_FILE = "terraform.tfvars.json"
@@ -35,7 +35,7 @@ def generate_terraform(inputs, plan: Plan, *, rank: int | None, pick: str | None
 
     The arguments are those of `servestack.generate.generate`, so the CLI can dispatch on
     `--format` alone. `Generated.path` is the main.tf.json written."""
-    from .fsutil import write_atomic
+    from servestack.fsutil import write_atomic
 
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
                                            allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,

@@ -25,7 +25,7 @@ from servestack.mechanics import (
     aws_root_ebs,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
+from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
 
 
 def render(d: Deployment) -> dict[str, Any]:

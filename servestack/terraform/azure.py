@@ -50,7 +50,7 @@ from servestack.mechanics import (
     azure_spot_restore,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs
+from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs
 
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")

@@ -43,7 +43,7 @@ from servestack.mechanics import (
     gcp_versions,
 )
 
-from . import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
+from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
 
 PROJECT = expr("var.project")
 
