@@ -1,11 +1,11 @@
 """Simulate `servestack deploy` against a seeded capacity model: our loop vs a SkyPilot-like one.
 
-Both policies run THE REAL LOOP (servestack.fallback.Fallback) over the real plan of the
+Both policies run THE REAL LOOP (servestack.deploy.loop.Fallback) over the real plan of the
 embedded Mixtral spec, through the Engine interface, on a simulated clock. Only the policy
 differs:
 
   ours      every ranked candidate (all instance types, per region), error classes from
-            servestack.failures (zone / region+family / whole cloud / stop / retry), a
+            servestack.deploy.failures (zone / region+family / whole cloud / stop / retry), a
             per-attempt timeout (20 min), the AWS Service Quotas pre-check, and instance groups
             that also carry the other open types of the same region;
   baseline  only the cheapest instance type per cloud and GPU, one zone per attempt (Azure:
@@ -49,13 +49,13 @@ import time
 from dataclasses import dataclass, field, replace
 
 from servestack.deployment import Deployment, build_deployment, zones_for
-from servestack.engine import Diagnostic, OpResult
-from servestack.failures import Failure, candidate_block, classify, quota_families
-from servestack.fallback import Fallback, Settings
+from servestack.pulumi.engine import Diagnostic, OpResult
+from servestack.deploy.failures import Failure, candidate_block, classify, quota_families
+from servestack.deploy.loop import Fallback, Settings
 from servestack.inputs import load_inputs
-from servestack.journal import Journal
+from servestack.deploy.journal import Journal
 from servestack.planner import Candidate, plan
-from servestack.readiness import ProbeAnswer
+from servestack.deploy.readiness import ProbeAnswer
 
 # seconds; see the module docstring for the sources
 TIMES = {
@@ -284,7 +284,7 @@ class SimEngine:
         return OpResult(True)
 
     def quota_limits(self, candidates: list[Candidate]) -> dict:
-        """What the pre-check reads (servestack.engine.PulumiEngine.quota_limits): AWS Service
+        """What the pre-check reads (servestack.pulumi.engine.PulumiEngine.quota_limits): AWS Service
         Quotas and GCP Cloud Quotas, one read-only stack each; Azure has none."""
         limits: dict[tuple[str, str], float] = {}
         for cloud in ("aws", "gcp"):
@@ -318,7 +318,7 @@ class Policy:
     name: str
     candidates: list[Candidate]
     build_pool: bool  # the instance group also lists the other open types of the region
-    classifier: object  # None: servestack's own (servestack.failures.classify)
+    classifier: object  # None: servestack's own (servestack.deploy.failures.classify)
     settings: Settings
     hang_cap: float
 

@@ -28,7 +28,7 @@ from servestack.planner import plan
 def cold_cli(runs: int) -> list[float]:
     exe = shutil.which("plan-mixtral")
     command = [exe] if exe else [sys.executable, "-c",
-                                 "import sys; from servestack.cli import plan_mixtral; "
+                                 "import sys; from servestack.cli.main import plan_mixtral; "
                                  "sys.exit(plan_mixtral())"]
     times = []
     for _ in range(runs):

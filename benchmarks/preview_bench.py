@@ -22,7 +22,7 @@ CLOUDS = ("aws", "gcp", "azure")
 
 
 def servestack(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from servestack.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from servestack.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, check=True,
                           capture_output=True, text=True)
 

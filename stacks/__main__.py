@@ -1,5 +1,5 @@
 """Entry point Pulumi runs (`main: stacks/` in Pulumi.yaml); the program lives in the package."""
 
-from servestack.program import main
+from servestack.pulumi.program import main
 
 main()

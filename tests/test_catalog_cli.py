@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from servestack.catalog import DATA_DIR
 
-from servestack.catalog_cli import main, register, summarize
+from servestack.cli.catalog import main, register, summarize
 
 HEADER = ("instance_type,accelerator,accelerator_count,gpu_memory_gib,vcpus,memory_gib,region,"
           "zone,price,spot_price,source,date\n")

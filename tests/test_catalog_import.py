@@ -14,7 +14,7 @@ from servestack.catalog import DATA_DIR, load_catalog, load_gpus
 from servestack.catalog.refresh import load_facts, rows_from_file
 from servestack.catalog.skypilot_import import find_files, import_file
 
-from servestack.catalog_cli import main
+from servestack.cli.catalog import main
 from servestack.errors import UserError
 
 SAMPLES = Path(__file__).parent / "fixtures" / "catalog" / "skypilot" / "v8"

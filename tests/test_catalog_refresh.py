@@ -22,7 +22,7 @@ from servestack.catalog.refresh import (
     rows_from_file,
 )
 
-from servestack.catalog_cli import main
+from servestack.cli.catalog import main
 from servestack.errors import UserError
 
 from .fixtures.catalog import fake_api as fake

@@ -13,7 +13,7 @@ from .conftest import SHARED_MIXTRAL
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    code = "import sys; from servestack.cli import main, plan_mixtral; " \
+    code = "import sys; from servestack.cli.main import main, plan_mixtral; " \
            "f = plan_mixtral if sys.argv[1] == 'plan-mixtral' else main; " \
            "sys.exit(f(sys.argv[2:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,

@@ -19,7 +19,7 @@ import yaml
 from servestack import planner
 from servestack.deployment import Deployment, build_deployment, disk_iops, image_ref
 from servestack.inputs import load_inputs
-from servestack.preview import SECRET_MASK, Recording, preview_json, record
+from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 
 TOKEN = "hf_TESTtokenMustNeverLeak0123456789"
 SERVICE = "servestack:aws:Service"
@@ -434,7 +434,7 @@ def test_alb_and_target_group_names_leave_room_for_the_random_suffix():
 
 
 def test_program_reads_the_token_from_stack_config_as_a_secret():
-    from servestack.program import main
+    from servestack.pulumi.program import main
 
     d = spot()
     rec = record(main, config={"servestack:deployment": json.dumps(d.to_config()),

@@ -16,12 +16,12 @@ from servestack import planner
 from servestack.deployment import Deployment, azure_zones, build_deployment, image_ref
 from servestack.inputs import load_inputs
 from servestack.mechanics import azure_idle_timeout_minutes, azure_repair_grace_period
-from servestack.preview import SECRET_MASK, Recording, preview_json, record
+from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 from servestack.sshkey import RSA_2048, lock_only_ssh_key
 
 TOKEN = "hf_AZUREtokenMustNeverLeak0123456789"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlcnZlc3RhY2stdGVzdC1rZXk= test@servestack"
-ALLOCATED_IP = "203.0.113.10"  # what servestack.preview's mock allocates to a public IP
+ALLOCATED_IP = "203.0.113.10"  # what servestack.pulumi.preview's mock allocates to a public IP
 SERVICE = "servestack:azure:Service"
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 NSG = "azure-native:network:NetworkSecurityGroup"

@@ -13,7 +13,7 @@ from servestack.bootstrap import render_cloud_init
 from servestack import planner
 from servestack.deployment import Deployment, InstanceChoice, build_deployment, image_ref
 from servestack.inputs import load_inputs
-from servestack.preview import SECRET_MASK, preview_json, record
+from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 
 TOKEN = "hf_TestOnlyTokenValue9f3b2c1a"
 MIG = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager"
@@ -367,7 +367,7 @@ def test_endpoint_is_the_reserved_address_on_the_forwarding_rule():
 
 
 def test_the_program_builds_the_gcp_service_from_stack_config():
-    from servestack.program import main
+    from servestack.pulumi.program import main
 
     d = planned(False)
     rec = record(main, config={"servestack:deployment": json.dumps(d.to_config()),

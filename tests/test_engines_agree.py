@@ -22,7 +22,7 @@ import pytest
 from servestack import planner
 from servestack.deployment import Deployment, NetworkPlan, build_deployment, image_ref
 from servestack.inputs import load_inputs
-from servestack.preview import Recording, record
+from servestack.pulumi.preview import Recording, record
 from servestack.terraform import escape, render, tfvars
 
 TOKEN = "hf_EnginesAgreeTestToken0123456789"

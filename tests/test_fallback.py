@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from servestack.deployment import build_deployment
-from servestack.engine import Diagnostic, Leftover, OpResult
-from servestack.failures import Block
-from servestack.fallback import Fallback, Settings, narrow
+from servestack.pulumi.engine import Diagnostic, Leftover, OpResult
+from servestack.deploy.failures import Block
+from servestack.deploy.loop import Fallback, Settings, narrow
 from servestack.inputs import load_inputs
-from servestack.journal import Journal
+from servestack.deploy.journal import Journal
 from servestack.planner import plan
-from servestack.readiness import ProbeAnswer
+from servestack.deploy.readiness import ProbeAnswer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 DESTROY_FAILS = ("error: deleting EC2 Security Group (sg-0a1b2c3d4e5f67890): operation error "
@@ -522,7 +522,7 @@ def test_http_probe_sends_the_spec_probe_with_timeouts():
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from servestack.readiness import http_probe, probe_url
+    from servestack.deploy.readiness import http_probe, probe_url
 
     seen: list[dict] = []
 

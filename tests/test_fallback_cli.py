@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from servestack import cli, deploy_cli
-from servestack.generate import generate
+from servestack.cli import deploy as deploy_cli, main as cli
+from servestack.pulumi.generate import generate
 from servestack.inputs import load_inputs
-from servestack.journal import Journal, ServiceLock
+from servestack.deploy.journal import Journal, ServiceLock
 from tests.test_fallback import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, probes
 
 

@@ -5,7 +5,7 @@ on PATH. It answers the commands the Automation API runs (stack select/init, con
 up/refresh/destroy with an --event-log file, stack output/history/export/rm, import) from a
 JSON state file, and writes engine events the way the CLI does, so the engine's event
 collection, per-attempt timeout, leftover checks and stray import run for real. The read-only
-sweep and quota programs run under Pulumi's mock runtime (servestack.preview.record).
+sweep and quota programs run under Pulumi's mock runtime (servestack.pulumi.preview.record).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from servestack.deployment import build_deployment
-from servestack.engine import (
+from servestack.pulumi.engine import (
     Leftover,
     PulumiEngine,
     PulumiMissing,
@@ -33,8 +33,8 @@ from servestack.engine import (
     stack_ref,
     sweep_program,
 )
-from servestack.failures import classify
-from servestack.preview import record
+from servestack.deploy.failures import classify
+from servestack.pulumi.preview import record
 from tests.test_fallback import INPUTS, PLAN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"

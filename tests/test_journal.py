@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from servestack.failures import Block
-from servestack.journal import DeployLocked, Journal, ServiceLock, known_services
+from servestack.deploy.failures import Block
+from servestack.deploy.journal import DeployLocked, Journal, ServiceLock, known_services
 
 
 def test_new_journal_is_empty_and_not_written_until_saved(tmp_path):
@@ -99,7 +99,7 @@ def test_the_lock_excludes_a_second_deploy_of_the_same_service(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, time; from servestack.journal import ServiceLock\n"
+    code = ("import sys, time; from servestack.deploy.journal import ServiceLock\n"
             f"lock = ServiceLock({str(tmp_path)!r}, 'mixtral').__enter__()\n"
             "print('locked', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

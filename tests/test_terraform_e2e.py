@@ -26,12 +26,12 @@ import pytest
 
 from servestack import planner
 from servestack.deployment import Deployment, build_deployment, image_ref
-from servestack.engine import stack_ref
-from servestack.fallback import Fallback, Settings
+from servestack.pulumi.engine import stack_ref
+from servestack.deploy.loop import Fallback, Settings
 from servestack.inputs import load_inputs
-from servestack.journal import Journal
-from servestack.readiness import ProbeAnswer, SystemClock
-from servestack.terraform_engine import TerraformEngine
+from servestack.deploy.journal import Journal
+from servestack.deploy.readiness import ProbeAnswer, SystemClock
+from servestack.terraform.engine import TerraformEngine
 from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
 
 PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))

@@ -15,11 +15,11 @@ import pytest
 
 from servestack import planner
 from servestack.deployment import Deployment, build_deployment
-from servestack.engine import stack_ref
-from servestack.failures import classify
+from servestack.pulumi.engine import stack_ref
+from servestack.deploy.failures import classify
 from servestack.inputs import load_inputs
-from servestack.terraform_engine import TerraformEngine, TerraformMissing
-from servestack.tf_cli import MAIN_FILE, VARS_FILE, generate_terraform
+from servestack.terraform.engine import TerraformEngine, TerraformMissing
+from servestack.terraform.generate import MAIN_FILE, VARS_FILE, generate_terraform
 
 TOKEN = "hf_FAKEtokenMustNeverLeak0123456789"
 ICE_TEXT = ("waiting for Auto Scaling Group (mixtral-1) capacity satisfied: scaling activity "

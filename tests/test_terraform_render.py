@@ -142,7 +142,7 @@ def pulumi_recording(d: Deployment):
     import pulumi
     from servestack.components.aws import Service
 
-    from servestack.preview import record
+    from servestack.pulumi.preview import record
 
     def program() -> None:
         Service("svc", d, hf_token=pulumi.Output.secret("hf_unused"))

@@ -1,4 +1,4 @@
-"""The deploy loop's engine interface (servestack.engine.Engine), driven by the Terraform CLI.
+"""The deploy loop's engine interface (servestack.pulumi.engine.Engine), driven by the Terraform CLI.
 
 One working directory per candidate, `<work dir>/stacks/<stack name>/`, holding the rendered
 `main.tf.json`, `terraform.tfvars.json` and its own local state, so every candidate's resources
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from servestack.deployment import Deployment
-from servestack.engine import Diagnostic, Leftover, OpResult, StackRef
+from servestack.pulumi.engine import Diagnostic, Leftover, OpResult, StackRef
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
@@ -249,7 +249,7 @@ class TerraformEngine:
 
     def quota_limits(self, candidates: list[Candidate]) -> dict[tuple[str, str], float]:
         """AWS Service Quotas (vCPUs) per (region, quota family), through data sources."""
-        from servestack.failures import quota_families
+        from servestack.deploy.failures import quota_families
 
         wanted = sorted({(c.region, quota_families(c)[0]) for c in candidates
                          if c.cloud == "aws" and quota_families(c)[0] in AWS_QUOTA_CODES})

@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 
 from servestack.errors import UserError
-from servestack.failures import Block
+from servestack.deploy.failures import Block
 from servestack.fsutil import write_atomic
 
 SCHEMA_VERSION = 1

@@ -7,7 +7,7 @@ stack so a second destroy removes them) and `remove`. Each call returns an `OpRe
 engine's diagnostics, so failures are classified from the provider's own error events, not from
 a regex over an exception's text.
 
-`PulumiEngine` runs the real program (servestack.program.main) as an inline program: the stack
+`PulumiEngine` runs the real program (servestack.pulumi.program.main) as an inline program: the stack
 config is the same `servestack:deployment` that `servestack generate` writes into stack files,
 so `pulumi up -s <stack>` and `servestack deploy` build the same resources, while the deploy
 needs no Python project on disk and no separate language host. State goes to
@@ -43,7 +43,7 @@ INSTALL_HELP = (
     "macOS), `brew install pulumi/tap/pulumi` or `choco install pulumi` (Windows), see "
     "https://www.pulumi.com/docs/iac/download-install/, then check that `pulumi version` "
     "works. Reviewing a stack needs no CLI: `servestack preview STACK --offline`.")
-# EC2 Service Quotas (vCPUs) per quota family of servestack.failures.quota_families().
+# EC2 Service Quotas (vCPUs) per quota family of servestack.deploy.failures.quota_families().
 AWS_QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
                    "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",
                    "aws-P5-spot": "L-C4BD4855"}
@@ -313,7 +313,7 @@ class PulumiEngine:
                config: dict | None = None):
         from pulumi import automation as auto
 
-        from servestack.program import main
+        from servestack.pulumi.program import main
 
         name = ref if isinstance(ref, str) else ref.name
         stack = auto.Stack.create_or_select(name, self._workspace(program or main))
@@ -323,7 +323,7 @@ class PulumiEngine:
         return stack
 
     def _config(self, deployment: Deployment) -> dict[str, str]:
-        from servestack.stackfile import TOKEN_KEY, provider_config
+        from servestack.pulumi.stackfile import TOKEN_KEY, provider_config
 
         config = {**provider_config(deployment),
                   "servestack:deployment": json.dumps(deployment.to_config())}
@@ -410,7 +410,7 @@ class PulumiEngine:
         """Quota limits per (region, quota family), read through no-resource stacks: AWS
         Service Quotas (vCPUs), GCP Cloud Quotas (GPUs; region "*" = every region not listed,
         "global" = GPUS_ALL_REGIONS). Azure offers no quota data source here."""
-        from servestack.failures import quota_families
+        from servestack.deploy.failures import quota_families
 
         limits: dict[tuple[str, str], float] = {}
         aws = sorted({(c.region, quota_families(c)[0]) for c in candidates
@@ -433,7 +433,7 @@ class PulumiEngine:
         set fails `up` itself when there is no capacity)."""
         if deployment.cloud == "azure":
             return None
-        from servestack.stackfile import provider_config
+        from servestack.pulumi.stackfile import provider_config
 
         outputs = self._stack(stack, deployment).outputs()
         group = outputs.get("instanceGroupName")
@@ -460,7 +460,7 @@ class PulumiEngine:
         return resources + pending
 
     def _cloud_leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
-        from servestack.stackfile import provider_config
+        from servestack.pulumi.stackfile import provider_config
 
         program = sweep_program(deployment, self._snapshots.get(stack.name, []))
         if program is None:

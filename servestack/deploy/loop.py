@@ -6,7 +6,7 @@ For each candidate, in rank order, minus what earlier failures ruled out (`Block
    same region), record the attempt in the journal, then `engine.up` with a per-attempt timeout;
 2. up: probe the endpoint until `min_replicas` replicas answer, within initial_delay_seconds;
    ready -> deployed, the stack stays live, done;
-3. failed: classify it (servestack.failures). Throttling and transient errors retry the same
+3. failed: classify it (servestack.deploy.failures). Throttling and transient errors retry the same
    stack with exponential backoff. Anything else: clean up (refresh, destroy, check what is
    left in state and, by tags, in the cloud, import strays and destroy again, remove the stack),
    then block the scope the error rules out, or stop on an invalid configuration. A cleanup
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from servestack.deployment import Deployment
-from servestack.engine import Engine, Leftover, OpResult, StackRef, stack_ref
-from servestack.failures import (
+from servestack.pulumi.engine import Engine, Leftover, OpResult, StackRef, stack_ref
+from servestack.deploy.failures import (
     Block,
     Failure,
     candidate_block,
@@ -36,9 +36,9 @@ from servestack.failures import (
     not_ready_failure,
     timeout_failure,
 )
-from servestack.journal import Journal
+from servestack.deploy.journal import Journal
 from servestack.planner import Candidate
-from servestack.readiness import Clock, ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
+from servestack.deploy.readiness import Clock, ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
 
 EXIT_DEPLOYED, EXIT_EXHAUSTED, EXIT_STOPPED, EXIT_CLEANUP_FAILED = 0, 3, 4, 5
 EXIT_CODES = {"deployed": EXIT_DEPLOYED, "exhausted": EXIT_EXHAUSTED, "stopped": EXIT_STOPPED,
@@ -539,7 +539,7 @@ def narrow(c: Candidate, blocks: list[Block]) -> Candidate | None:
 
 def _quota_short(c: Candidate, limits: dict[tuple[str, str], float]) -> Block | None:
     """A block when a known limit is below the candidate's need (AWS: vCPUs, GCP: GPUs)."""
-    from servestack.failures import quota_families
+    from servestack.deploy.failures import quota_families
 
     family = quota_families(c)[0]
     if c.cloud == "aws":

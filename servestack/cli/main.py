@@ -186,10 +186,10 @@ def run_generate(args: argparse.Namespace) -> int:
     import ipaddress
 
     if args.format == "terraform":
-        from servestack.tf_cli import generate_terraform as generate
-        from servestack.tf_cli import summary
+        from servestack.terraform.generate import generate_terraform as generate
+        from servestack.terraform.generate import summary
     else:
-        from servestack.generate import generate, summary
+        from servestack.pulumi.generate import generate, summary
 
     for cidr in [*args.allow_cidr, *args.ssh_cidr]:
         try:
@@ -222,7 +222,7 @@ def register_preview(sub) -> None:
 
 def run_preview(args: argparse.Namespace) -> int:
     try:
-        from servestack import preview
+        from servestack.pulumi import preview
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise UserError(f"preview needs the Pulumi SDKs: pip install 'servestack[pulumi]' "
                         f"({exc})") from None
@@ -254,13 +254,13 @@ def run_gpus(args: argparse.Namespace) -> int:
 
 
 def register_catalog(sub) -> None:
-    from servestack.catalog_cli import register
+    from servestack.cli.catalog import register
 
     register(sub)
 
 
 def register_deploy_commands(sub) -> None:
-    from servestack.deploy_cli import register_deploy, register_destroy, register_status
+    from servestack.cli.deploy import register_deploy, register_destroy, register_status
 
     register_deploy(sub)
     register_status(sub)

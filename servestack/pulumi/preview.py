@@ -255,8 +255,8 @@ def dump(data: dict) -> str:
 
 def preview_stack(stack: str, stacks_dir: str = "stacks") -> Recording:
     """Run the real program on a generated stack file under the mock runtime."""
-    from servestack.program import main
-    from servestack.stackfile import read_stack_file, runtime_config, stack_path
+    from servestack.pulumi.program import main
+    from servestack.pulumi.stackfile import read_stack_file, runtime_config, stack_path
 
     config, secret_keys = runtime_config(read_stack_file(stack_path(stacks_dir, stack)))
     return record(main, config=config, secret_keys=secret_keys, stack=stack)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # servestack in CI: plan -> offline preview artefact -> deploy with fallback -> endpoint output.
 #
-# Usage: scripts/ci-deploy.sh [SPEC]
+# Usage: examples/ci/ci-deploy.sh [SPEC]
 #
 # Steps, each leaving a file in $SERVESTACK_ARTIFACTS for review:
 #   1. servestack plan        -> plan.json            (ranked candidates, what was dropped, why)

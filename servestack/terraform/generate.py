@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servestack.generate import Generated, chosen_deployment, written
+from servestack.pulumi.generate import Generated, chosen_deployment, written
 from servestack.planner import Plan
 from servestack.terraform import TOKEN_VAR, render, tfvars
 
@@ -33,7 +33,7 @@ def generate_terraform(inputs, plan: Plan, *, rank: int | None, pick: str | None
                        ssh_cidrs: list[str], gcp_project: str | None) -> Generated:
     """Plan -> candidate -> Deployment -> stacks/<name>/main.tf.json + terraform.tfvars.json.
 
-    The arguments are those of `servestack.generate.generate`, so the CLI can dispatch on
+    The arguments are those of `servestack.pulumi.generate.generate`, so the CLI can dispatch on
     `--format` alone. `Generated.path` is the main.tf.json written."""
     from servestack.fsutil import write_atomic
 

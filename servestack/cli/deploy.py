@@ -1,7 +1,7 @@
 """`servestack deploy`, `servestack status` and `servestack destroy`.
 
 `servestack deploy SPEC|STACK` plans (or reads a generated stack file and starts with its
-chosen candidate), then walks the ranked candidates with servestack.fallback until one is up
+chosen candidate), then walks the ranked candidates with servestack.deploy.loop until one is up
 and ready. Progress goes to stderr, one line per step of each attempt; the final table goes
 to stdout (or the JSON report with --json), and --report FILE writes the JSON report too. State
 lives in --state-dir (default .servestack/<service>/): the journal, the lock, and the local
@@ -44,7 +44,7 @@ ENGINES = ("pulumi", "terraform")
 # --- argument parsing -----------------------------------------------------------------------------
 
 def register_deploy(sub) -> None:
-    from servestack.cli import add_filter_options
+    from servestack.cli.main import add_filter_options
 
     parser = sub.add_parser("deploy", help="deploy with fallback over the ranked candidates",
                             description=__doc__.split("\n\n")[1],
@@ -94,7 +94,7 @@ def register_destroy(sub) -> None:
 def _add_state_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="pulumi",
                         help="what runs the stacks: pulumi (Automation API + Pulumi CLI, the "
-                             "default) or terraform (servestack.terraform_engine)")
+                             "default) or terraform (servestack.terraform.engine)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help="journal, lock and local Pulumi state (default .servestack)")
     parser.add_argument("--backend", metavar="URL",
@@ -134,28 +134,28 @@ def _positive_int(text: str) -> int:
 # --- seams (tests replace these) ------------------------------------------------------------------
 
 def make_engine(args: argparse.Namespace, service: str):
-    from servestack.journal import service_dir
+    from servestack.deploy.journal import service_dir
 
     token = os.environ.get("HF_TOKEN") or None
     project = getattr(args, "gcp_project", None)
     work_dir = service_dir(args.state_dir, service) / args.engine
     if args.engine == "terraform":
-        from servestack.terraform_engine import TerraformEngine
+        from servestack.terraform.engine import TerraformEngine
 
         return TerraformEngine(work_dir, hf_token=token, gcp_project=project)
-    from servestack.engine import PulumiEngine
+    from servestack.pulumi.engine import PulumiEngine
 
     return PulumiEngine(work_dir, args.backend, hf_token=token, gcp_project=project)
 
 
 def make_clock():
-    from servestack.readiness import SystemClock
+    from servestack.deploy.readiness import SystemClock
 
     return SystemClock()
 
 
 def make_probe_factory():
-    from servestack.fallback import default_probe_factory
+    from servestack.deploy.loop import default_probe_factory
 
     return default_probe_factory()
 
@@ -163,8 +163,8 @@ def make_probe_factory():
 # --- deploy ---------------------------------------------------------------------------------------
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from servestack.fallback import Fallback, Settings
-    from servestack.journal import Journal, ServiceLock
+    from servestack.deploy.loop import Fallback, Settings
+    from servestack.deploy.journal import Journal, ServiceLock
 
     target = _resolve_target(args)
     inputs, candidates, builder, service = _prepare(args, target)
@@ -216,7 +216,7 @@ class _Target:
 
 
 def _resolve_target(args: argparse.Namespace) -> _Target:
-    from servestack.stackfile import read_stack_file, stack_path
+    from servestack.pulumi.stackfile import read_stack_file, stack_path
 
     target = args.target
     if target is None:
@@ -254,7 +254,7 @@ def _stack_target(data: dict, name: str) -> _Target:
 
 def _prepare(args: argparse.Namespace, target: _Target):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from servestack.cli import make_plan
+    from servestack.cli.main import make_plan
     from servestack.deployment import WORLD, build_deployment, service_slug
 
     args.spec = target.spec
@@ -340,7 +340,7 @@ def _duration(seconds) -> str:
 # --- status and destroy ---------------------------------------------------------------------------
 
 def _service(args: argparse.Namespace) -> str:
-    from servestack.journal import known_services
+    from servestack.deploy.journal import known_services
 
     if args.service:
         return args.service
@@ -353,8 +353,8 @@ def _service(args: argparse.Namespace) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from servestack.fallback import Outcome
-    from servestack.journal import Journal
+    from servestack.deploy.loop import Outcome
+    from servestack.deploy.journal import Journal
 
     service = _service(args)
     journal = Journal.open(args.state_dir, service)
@@ -380,8 +380,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from servestack.fallback import Fallback
-    from servestack.journal import Journal, ServiceLock
+    from servestack.deploy.loop import Fallback
+    from servestack.deploy.journal import Journal, ServiceLock
 
     service = _service(args)
     if not Journal.open(args.state_dir, service).exists:  # before the lock creates a folder

@@ -8,7 +8,7 @@ from pathlib import Path
 from servestack.deployment import WORLD, Deployment, build_deployment
 from servestack.errors import UserError
 from servestack.planner import Candidate, Plan
-from servestack.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
+from servestack.pulumi.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
 
 
 @dataclass

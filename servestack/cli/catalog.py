@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`servestack catalog ...` on its own (the same parser the main CLI builds)."""
-    from servestack.cli import _run
+    from servestack.cli.main import _run
 
     parser = argparse.ArgumentParser(prog="servestack")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
