@@ -48,14 +48,16 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
-from servestack.deployment import Deployment, build_deployment, zones_for
-from servestack.pulumi.engine import Diagnostic, OpResult
+from servestack import clouds
 from servestack.deploy.failures import Failure, candidate_block, classify, quota_families
-from servestack.deploy.loop import Fallback, Settings
-from servestack.inputs import load_inputs
 from servestack.deploy.journal import Journal
-from servestack.planner import Candidate, plan
+from servestack.deploy.loop import Fallback, Settings
 from servestack.deploy.readiness import ProbeAnswer
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
+from servestack.inputs import load_inputs
+from servestack.planner import Candidate, plan
+from servestack.pulumi.engine import Diagnostic, OpResult
 
 # seconds; see the module docstring for the sources
 TIMES = {
@@ -159,7 +161,7 @@ class World:
     def usable(self, c: Candidate) -> bool:
         if c.cloud in self.no_credentials or self.quota_zero(c) or self.hangs(c.cloud, c.region):
             return False
-        return any(self.has_capacity(c, z) for z in (zones_for(c) or (None,)))
+        return any(self.has_capacity(c, z) for z in (clouds.get(c.cloud).zones_for(c) or (None,)))
 
 
 def make_world(seed: int) -> World:
@@ -284,7 +286,7 @@ class SimEngine:
         return OpResult(True)
 
     def quota_limits(self, candidates: list[Candidate]) -> dict:
-        """What the pre-check reads (servestack.pulumi.engine.PulumiEngine.quota_limits): AWS Service
+        """What the pre-check reads (PulumiEngine.quota_limits): AWS Service
         Quotas and GCP Cloud Quotas, one read-only stack each; Azure has none."""
         limits: dict[tuple[str, str], float] = {}
         for cloud in ("aws", "gcp"):

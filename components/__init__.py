@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from servestack.deployment import Deployment
+from servestack.deployment.model import Deployment
 
 TYPE_PREFIX = "servestack"
 

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import WORLD, Deployment
-from servestack.mechanics import (
+from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
 )
-from servestack.components import TYPE_PREFIX
+from servestack.deployment.model import WORLD, Deployment
 
 # ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
 # to the logical name, and the logical name adds "-alb" / "-tg" to this many.

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native as azure
+from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import Deployment, HealthCheck, ImageRef, SecretRef
-from servestack.mechanics import (
+from servestack.clouds.azure import (
     AZURE_HEALTH_EXTENSION,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
@@ -57,8 +57,8 @@ from servestack.mechanics import (
     azure_security_rules,
     azure_spot_restore,
 )
+from servestack.deployment.model import Deployment, HealthCheck, ImageRef, SecretRef
 from servestack.sshkey import lock_only_ssh_key
-from servestack.components import TYPE_PREFIX
 
 FLEX_NETWORK_API = "2020-11-01"  # NIC API version for Flexible scale sets (NetworkApiVersion)
 

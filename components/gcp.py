@@ -36,11 +36,12 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import GCP_HEALTH_CHECK_RANGES, Deployment
-from servestack.mechanics import (
+from servestack.clouds.gcp import (
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_HEALTH_CHECK_RANGES,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
     GCP_SECRET_ACCESSOR,
@@ -57,7 +58,7 @@ from servestack.mechanics import (
     gcp_update_policy,
     gcp_versions,
 )
-from servestack.components import TYPE_PREFIX
+from servestack.deployment.model import Deployment
 
 
 def _type(kind: str) -> str:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from servestack import clouds
 from servestack.errors import SpecError
 from servestack.yamlsource import Document, format_path, load_document
 
-CLOUDS = ("aws", "gcp", "azure")
+CLOUDS = clouds.NAMES
 OTHER_SKYPILOT_CLOUDS = ("kubernetes", "k8s", "lambda", "oci", "runpod", "fluidstack", "ibm",
                          "scp", "cudo", "paperspace", "vast", "nebius", "do", "vsphere", "ssh")
 DEFAULT_INITIAL_DELAY_SECONDS = 1200  # SkyServe's default
@@ -492,12 +493,7 @@ def _check_zone(doc, cloud, region, zone: str, path: tuple, context: SpecContext
     known = context.zones.get(cloud or "", frozenset())
     if zone in known:
         return
-    shapes = {
-        "aws": rf"^{re.escape(region)}[a-z]$",
-        "gcp": rf"^{re.escape(region)}-[a-z]$",
-        "azure": r"^[1-3]$",
-    }
-    if cloud and re.match(shapes[cloud], zone):
+    if cloud and clouds.get(cloud).zone_matches(region, zone):
         return
     raise doc.error(path, f"unknown zone {zone!r} for region {region!r}"
                     f"{_did_you_mean(zone, sorted(z for z in known if z.startswith(region)))}")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
 
-from servestack.deployment import build_deployment
+from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
+from servestack.deployment.build import build_deployment
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from servestack.planner import plan
@@ -409,7 +409,7 @@ def test_gate_gives_up_after_initial_delay(mixtral, tmp_path):
 
 
 def test_default_command_names_the_replica_for_the_deploy_loop():
-    from servestack.deployment import build_deployment
+    from servestack.deployment.build import build_deployment
     from servestack.inputs import load_inputs
     from servestack.planner import plan
 

@@ -16,10 +16,13 @@ import pulumi
 import pytest
 import yaml
 
-from servestack import planner
-from servestack.deployment import Deployment, build_deployment, disk_iops, image_ref
+from servestack import clouds, planner
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
+
+AWS_CLOUD = clouds.get("aws")
 
 TOKEN = "hf_TESTtokenMustNeverLeak0123456789"
 SERVICE = "servestack:aws:Service"
@@ -304,7 +307,7 @@ def test_launch_template_imdsv2_encrypted_root_volume_and_dlami():
 
 
 def test_disk_size_and_image_override():
-    d = replace(on_demand(), disk_size_gb=512, image=image_ref("aws", "ami-0123456789abcdef0"))
+    d = replace(on_demand(), disk_size_gb=512, image=AWS_CLOUD.image_ref("ami-0123456789abcdef0"))
     rec = run(d)
     lt = rec.one(LT).inputs
     assert lt["imageId"] == "ami-0123456789abcdef0"
@@ -314,7 +317,8 @@ def test_disk_size_and_image_override():
 
 
 def test_io2_disk_gets_provisioned_iops():
-    d = replace(on_demand(), disk_type="io2", disk_size_gb=20, disk_iops=disk_iops("io2", 20))
+    d = replace(on_demand(), disk_type="io2", disk_size_gb=20,
+                disk_iops=AWS_CLOUD.disk_iops("io2", 20))
     lt = run(d).one(LT).inputs
     ebs = lt["blockDeviceMappings"][0]["ebs"]
     assert (ebs["volumeType"], ebs["iops"], ebs["encrypted"]) == ("io2", 10000, "true")

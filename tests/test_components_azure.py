@@ -9,13 +9,14 @@ from dataclasses import replace
 from functools import cache
 
 import pulumi
-from servestack.bootstrap import render_cloud_init
 from servestack.components import azure as az
 
-from servestack import planner
-from servestack.deployment import Deployment, azure_zones, build_deployment, image_ref
+from servestack import clouds, planner
+from servestack.bootstrap import render_cloud_init
+from servestack.clouds.azure import azure_idle_timeout_minutes, azure_repair_grace_period
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
-from servestack.mechanics import azure_idle_timeout_minutes, azure_repair_grace_period
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 from servestack.sshkey import RSA_2048, lock_only_ssh_key
 
@@ -51,7 +52,7 @@ def on_demand_one() -> Deployment:
 
 def spot_three() -> Deployment:
     """All spot, three replicas, in a region without zones."""
-    assert NO_ZONE_REGION not in azure_zones()
+    assert NO_ZONE_REGION not in clouds.azure.region_zones()
     d = replace(_planned(True), region=NO_ZONE_REGION, zones=(), min_replicas=3, max_replicas=3,
                 desired_replicas=3, on_demand_base=0)
     assert d.use_spot and d.capacity_rebalance
@@ -322,7 +323,7 @@ def test_outputs_and_every_resource_inside_the_component_tree():
 
 def test_image_id_forms():
     def reference(image_id: str) -> dict:
-        return az.image_reference(image_ref("azure", image_id))
+        return az.image_reference(clouds.get("azure").image_ref(image_id))
 
     assert reference("Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest") == {
         "publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy",
@@ -333,7 +334,7 @@ def test_image_id_forms():
         "community_gallery_image_id": "/CommunityGalleries/c/Images/i/Versions/latest"}
     assert reference("/SharedGalleries/s/Images/i/Versions/1.0.0") == {
         "shared_gallery_image_id": "/SharedGalleries/s/Images/i/Versions/1.0.0"}
-    rec = run(replace(on_demand_one(), image=image_ref("azure", gallery)))
+    rec = run(replace(on_demand_one(), image=clouds.get("azure").image_ref(gallery)))
     assert rec.one(VMSS).inputs["virtualMachineProfile"]["storageProfile"][
         "imageReference"] == {"id": gallery}
 

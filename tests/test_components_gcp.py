@@ -8,10 +8,11 @@ from functools import cache
 
 import pulumi
 import pytest
-from servestack.bootstrap import render_cloud_init
 
-from servestack import planner
-from servestack.deployment import Deployment, InstanceChoice, build_deployment, image_ref
+from servestack import clouds, planner
+from servestack.bootstrap import render_cloud_init
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment, InstanceChoice
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 
@@ -246,7 +247,7 @@ def test_boot_disk_image_family_and_override():
                               "family": "common-cu129-ubuntu-2204-nvidia-580"}
     assert disk["sourceImage"].endswith("/global/images/preview-image")
     custom = "projects/acme/global/images/vllm-golden-1"
-    rec = run(replace(d, image=image_ref("gcp", custom)))
+    rec = run(replace(d, image=clouds.get("gcp").image_ref(custom)))
     assert single(rec, TEMPLATE)["disks"][0]["sourceImage"] == custom
     assert not [i for i in rec.invokes if i["token"] == GET_IMAGE]
 

@@ -8,20 +8,15 @@ from functools import cache
 
 import pytest
 
-from servestack import planner
-from servestack.deployment import (
-    DEFAULT_IMAGES,
-    NETWORKS,
-    Deployment,
-    ImageRef,
-    azure_zones,
-    build_deployment,
-    disk_iops,
-    image_ref,
-    zones_for,
-)
+from servestack import clouds, planner
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment, ImageRef
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
+
+AWS_CLOUD = clouds.get("aws")
+GCP_CLOUD = clouds.get("gcp")
+AZURE_CLOUD = clouds.get("azure")
 
 
 @cache
@@ -62,9 +57,10 @@ def test_cloud_decisions_per_cloud():
     assert (aws.capacity_timeout, gcp.capacity_timeout, azure.capacity_timeout) == \
         ("15m", None, None)
     assert [d.image for d in (aws, gcp, azure)] == \
-        [DEFAULT_IMAGES["aws"], DEFAULT_IMAGES["gcp"], DEFAULT_IMAGES["azure"]]
+        [AWS_CLOUD.default_image, GCP_CLOUD.default_image,
+         AZURE_CLOUD.default_image]
     assert all(d.image.kind == "lookup" for d in (aws, gcp, azure))
-    assert aws.network == NETWORKS["aws"] and aws.network.subnet is None
+    assert aws.network == AWS_CLOUD.network and aws.network.subnet is None
     assert (gcp.network.subnet, gcp.network.proxy_subnet) == ("10.64.0.0/20", "10.64.16.0/23")
     assert (azure.network.vnet, azure.network.subnet) == ("10.50.0.0/16", "10.50.0.0/24")
     assert {d.ssh_port for d in (aws, gcp, azure)} == {22}
@@ -82,15 +78,15 @@ def test_spec_image_overrides_the_default_per_region():
 
 
 def test_azure_image_ids_are_a_marketplace_urn_or_a_resource_id():
-    urn = image_ref("azure", "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest")
+    urn = AZURE_CLOUD.image_ref("Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest")
     assert urn.kind == "lookup" and urn.marketplace() == {
         "publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy",
         "sku": "22_04-lts-gen2", "version": "latest"}
     gallery = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/x/images/y"
-    assert image_ref("azure", gallery) == ImageRef(kind="id", id=gallery)
+    assert AZURE_CLOUD.image_ref(gallery) == ImageRef(kind="id", id=gallery)
     for wrong in ("ubuntu-22.04", "a:b::d", "/tmp/image"):
         with pytest.raises(UserError, match="publisher:offer:sku:version"):
-            image_ref("azure", wrong)
+            AZURE_CLOUD.image_ref(wrong)
     with pytest.raises(UserError):
         deployment("azure", image_id="ami-0123456789abcdef0")
 
@@ -100,9 +96,10 @@ def test_azure_zones_come_from_the_region_table():
     chosen = candidates[0]
     assert not chosen.zones and deployment("azure").zones == ("1", "2", "3")
     catalog_regions = {o.region for o in inputs.catalog.offers if o.cloud == "azure"}
-    assert catalog_regions and catalog_regions <= set(azure_zones())
-    assert zones_for(replace(chosen, region="northcentralus")) == ()  # a region without zones
-    assert zones_for(replace(chosen, zone="2")) == ("2",)
+    assert catalog_regions and catalog_regions <= set(clouds.azure.region_zones())
+    # a region without zones
+    assert AZURE_CLOUD.zones_for(replace(chosen, region="northcentralus")) == ()
+    assert AZURE_CLOUD.zones_for(replace(chosen, zone="2")) == ("2",)
 
 
 def test_aws_and_gcp_zones_are_the_candidates():
@@ -114,8 +111,9 @@ def test_aws_and_gcp_zones_are_the_candidates():
 
 
 def test_provisioned_iops_only_for_io2():
-    assert disk_iops("io2", 20) == 10000 and disk_iops("io2", 256) == 16000
-    assert disk_iops("gp3", 256) is None
+    assert AWS_CLOUD.disk_iops("io2", 20) == 10000
+    assert AWS_CLOUD.disk_iops("io2", 256) == 16000
+    assert AWS_CLOUD.disk_iops("gp3", 256) is None
     ultra = deployment("aws", disk_tier="ultra")
     assert (ultra.disk_type, ultra.disk_iops) == ("io2", 16000)
     assert deployment("aws").disk_iops is None and deployment("gcp", disk_tier="ultra") \

@@ -19,8 +19,9 @@ from typing import Any
 import pulumi
 import pytest
 
-from servestack import planner
-from servestack.deployment import Deployment, NetworkPlan, build_deployment, image_ref
+from servestack import clouds, planner
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment, NetworkPlan
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import Recording, record
 from servestack.terraform import escape, render, tfvars
@@ -50,7 +51,7 @@ def moved(cloud: str) -> Deployment:
     return replace(
         d, zones=d.zones[:1] if cloud != "azure" else ("2",), ssh_port=2222,
         service_port=9000, listener_port=8080, on_demand_base=1, min_replicas=3,
-        max_replicas=4, desired_replicas=3, image=image_ref(cloud, images[cloud]),
+        max_replicas=4, desired_replicas=3, image=clouds.get(cloud).image_ref(images[cloud]),
         network=networks[cloud], capacity_timeout="7m" if cloud == "aws" else None,
         ssh_nat_ports=(41000, 41009) if cloud == "azure" else None,
         admin_user="ops" if cloud == "azure" else None, disk_size_gb=300,
@@ -65,7 +66,7 @@ def variants(cloud: str) -> list[Deployment]:
              "azure": "/CommunityGalleries/acme/Images/vllm/Versions/latest"}
     return [planned(cloud, False), planned(cloud, True),
             replace(planned(cloud, True), on_demand_base=1), moved(cloud),
-            replace(planned(cloud, False), image=image_ref(cloud, exact[cloud]))]
+            replace(planned(cloud, False), image=clouds.get(cloud).image_ref(exact[cloud]))]
 
 
 def pulumi_record(d: Deployment) -> Recording:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from servestack.deploy.failures import Block, classify, not_ready_failure, quota_families, timeout_failure
+from servestack.deploy.failures import (
+    Block,
+    classify,
+    not_ready_failure,
+    quota_families,
+    timeout_failure,
+)
 from servestack.planner import Candidate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"

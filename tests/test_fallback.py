@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from servestack.deployment import build_deployment
-from servestack.pulumi.engine import Diagnostic, Leftover, OpResult
 from servestack.deploy.failures import Block
-from servestack.deploy.loop import Fallback, Settings, narrow
-from servestack.inputs import load_inputs
 from servestack.deploy.journal import Journal
-from servestack.planner import plan
+from servestack.deploy.loop import Fallback, Settings, narrow
 from servestack.deploy.readiness import ProbeAnswer
+from servestack.deployment.build import build_deployment
+from servestack.inputs import load_inputs
+from servestack.planner import plan
+from servestack.pulumi.engine import Diagnostic, Leftover, OpResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 DESTROY_FAILS = ("error: deleting EC2 Security Group (sg-0a1b2c3d4e5f67890): operation error "

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from servestack.cli import deploy as deploy_cli, main as cli
-from servestack.pulumi.generate import generate
-from servestack.inputs import load_inputs
+from servestack.cli import deploy as deploy_cli
+from servestack.cli import main as cli
 from servestack.deploy.journal import Journal, ServiceLock
+from servestack.inputs import load_inputs
+from servestack.pulumi.generate import generate
 from tests.test_fallback import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, probes
 
 

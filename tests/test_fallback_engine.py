@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from servestack.deployment import build_deployment
+from servestack.deploy.failures import classify
+from servestack.deployment.build import build_deployment
 from servestack.pulumi.engine import (
     Leftover,
     PulumiEngine,
@@ -33,7 +34,6 @@ from servestack.pulumi.engine import (
     stack_ref,
     sweep_program,
 )
-from servestack.deploy.failures import classify
 from servestack.pulumi.preview import record
 from tests.test_fallback import INPUTS, PLAN
 

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from servestack import planner
-from servestack.deployment import Deployment, build_deployment, image_ref
-from servestack.pulumi.engine import stack_ref
-from servestack.deploy.loop import Fallback, Settings
-from servestack.inputs import load_inputs
+from servestack import clouds, planner
 from servestack.deploy.journal import Journal
+from servestack.deploy.loop import Fallback, Settings
 from servestack.deploy.readiness import ProbeAnswer, SystemClock
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
+from servestack.inputs import load_inputs
+from servestack.pulumi.engine import stack_ref
 from servestack.terraform.engine import TerraformEngine
 from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
 
@@ -115,7 +116,7 @@ def deployed(tmp_path_factory):
         def build(c, pool):
             d = build_deployment(inputs.spec, c, pool, model=inputs.model)
             ami = run.client("ec2", c.region).describe_images(Owners=["amazon"])["Images"][0]
-            d = replace(d, image=image_ref("aws", ami["ImageId"]))
+            d = replace(d, image=clouds.get("aws").image_ref(ami["ImageId"]))
             run.deployments[c.id] = d
             return d
 

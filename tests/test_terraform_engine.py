@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from servestack import planner
-from servestack.deployment import Deployment, build_deployment
-from servestack.pulumi.engine import stack_ref
 from servestack.deploy.failures import classify
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
+from servestack.pulumi.engine import stack_ref
 from servestack.terraform.engine import TerraformEngine, TerraformMissing
 from servestack.terraform.generate import MAIN_FILE, VARS_FILE, generate_terraform
 

@@ -19,12 +19,15 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from servestack.bootstrap import render_cloud_init
 
-from servestack import planner
-from servestack.deployment import Deployment, build_deployment, disk_iops, image_ref
+from servestack import clouds, planner
+from servestack.bootstrap import render_cloud_init
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, template, tfvars
+
+AWS_CLOUD = clouds.get("aws")
 
 PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
 AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
@@ -226,8 +229,8 @@ def _same_firewall(groups: list[dict], doc: dict) -> None:
 def test_aws_output_passes_terraform_validate(tmp_path):
     env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [planned("aws", True, ssh=True),
-                replace(planned("aws", False), image=image_ref("aws", "ami-0123456789abcdef0"),
-                        secret=None, disk_type="io2", disk_iops=disk_iops("io2", 256))]
+                replace(planned("aws", False), image=AWS_CLOUD.image_ref("ami-0123456789abcdef0"),
+                        secret=None, disk_type="io2", disk_iops=AWS_CLOUD.disk_iops("io2", 256))]
     main = tmp_path / "main.tf.json"
     main.write_text(json.dumps(render(variants[0])))
     init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
@@ -388,7 +391,7 @@ def variants(cloud: str) -> list[Deployment]:
     spot = planned(cloud, True)
     mixed = replace(spot, on_demand_base=1)
     image = "a:b:c:d" if cloud == "azure" else "projects/p/global/images/i"
-    return [base, spot, mixed, replace(base, secret=None, image=image_ref(cloud, image))]
+    return [base, spot, mixed, replace(base, secret=None, image=clouds.get(cloud).image_ref(image))]
 
 
 @pytest.mark.parametrize("cloud,documented", [("gcp", GCP_DOCUMENTED),

@@ -60,7 +60,8 @@ from importlib import resources
 
 import yaml
 
-from servestack.deployment import Deployment
+from servestack import clouds
+from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 
 HOME = "/opt/servestack"
@@ -131,9 +132,11 @@ def render_cloud_init(deployment: Deployment) -> str:
     text = _render(deployment, compress=False)
     if len(text.encode()) > USER_DATA_LIMIT:
         text = _render(deployment, compress=True)
-        if deployment.cloud == "aws" and len(text.encode()) > USER_DATA_LIMIT:
-            raise UserError(f"the bootstrap is {len(text.encode())} bytes, over AWS's "
-                            f"{USER_DATA_LIMIT}-byte user data limit: shorten setup/run")
+        cloud = clouds.get(deployment.cloud)
+        limit = cloud.user_data_limit
+        if limit is not None and len(text.encode()) > limit:
+            raise UserError(f"the bootstrap is {len(text.encode())} bytes, over {cloud.title}'s "
+                            f"{limit}-byte user data limit: shorten setup/run")
     return text
 
 

@@ -163,8 +163,8 @@ def make_probe_factory():
 # --- deploy ---------------------------------------------------------------------------------------
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from servestack.deploy.loop import Fallback, Settings
     from servestack.deploy.journal import Journal, ServiceLock
+    from servestack.deploy.loop import Fallback, Settings
 
     target = _resolve_target(args)
     inputs, candidates, builder, service = _prepare(args, target)
@@ -255,7 +255,8 @@ def _stack_target(data: dict, name: str) -> _Target:
 def _prepare(args: argparse.Namespace, target: _Target):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
     from servestack.cli.main import make_plan
-    from servestack.deployment import WORLD, build_deployment, service_slug
+    from servestack.deployment.build import build_deployment, service_slug
+    from servestack.deployment.model import WORLD
 
     args.spec = target.spec
     defaults = (target.stack or {}).get("servestack:deployment") or {}
@@ -281,7 +282,7 @@ def _prepare(args: argparse.Namespace, target: _Target):
 
 
 def _warn_missing_token(inputs) -> None:
-    from servestack.deployment import SECRET_ENV
+    from servestack.deployment.build import SECRET_ENV
 
     if SECRET_ENV in inputs.spec.secrets and not os.environ.get("HF_TOKEN"):
         print("servestack: warning: the spec needs HF_TOKEN but it is not set in the "
@@ -353,8 +354,8 @@ def _service(args: argparse.Namespace) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from servestack.deploy.loop import Outcome
     from servestack.deploy.journal import Journal
+    from servestack.deploy.loop import Outcome
 
     service = _service(args)
     journal = Journal.open(args.state_dir, service)
@@ -380,8 +381,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_destroy(args: argparse.Namespace) -> int:
-    from servestack.deploy.loop import Fallback
     from servestack.deploy.journal import Journal, ServiceLock
+    from servestack.deploy.loop import Fallback
 
     service = _service(args)
     if not Journal.open(args.state_dir, service).exists:  # before the lock creates a folder

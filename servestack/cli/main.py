@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from servestack import clouds
 from servestack.errors import UserError
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -65,7 +66,7 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cloud", choices=("aws", "gcp", "azure"), help="only this cloud")
+    parser.add_argument("--cloud", choices=clouds.NAMES, help="only this cloud")
     parser.add_argument("--region", help="only this region")
     spot = parser.add_mutually_exclusive_group()
     spot.add_argument("--spot", dest="spot", action="store_const", const=True,
@@ -239,7 +240,7 @@ def run_preview(args: argparse.Namespace) -> int:
 def register_gpus(sub) -> None:
     parser = sub.add_parser("gpus", help="which GPUs exist, where, at which prices")
     parser.add_argument("name", nargs="?", help="one GPU, e.g. A100-80GB (case-insensitive)")
-    parser.add_argument("--cloud", choices=("aws", "gcp", "azure"))
+    parser.add_argument("--cloud", choices=clouds.NAMES)
     parser.add_argument("--region")
     parser.add_argument("--catalog-dir")
     parser.set_defaults(handler=run_gpus)

@@ -25,9 +25,11 @@ words as "Quota exceeded for quota metric" are throttling, not a resource quota.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
+from servestack import clouds
+from servestack.clouds.base import Rule, rule
 from servestack.planner import Candidate
 
 PRECEDENCE = ("credentials", "permission", "capacity", "quota", "invalid-config", "throttled",
@@ -38,123 +40,22 @@ ACTIONS = {"capacity": "block", "quota": "block", "credentials": "block", "permi
 MAX_TEXT = 4000
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    error_class: str
-    code: str
-    pattern: re.Pattern
-    scope: str = ""  # "cloud" / "region" to override the class's usual scope
-
-
-def _rule(error_class: str, code: str, pattern: str, scope: str = "") -> Rule:
-    return Rule(error_class, code, re.compile(pattern, re.IGNORECASE | re.DOTALL), scope)
-
-
-AWS_RULES = (
-    _rule("capacity", "InsufficientInstanceCapacity", r"InsufficientInstanceCapacity"),
-    _rule("capacity", "InsufficientInstanceCapacity",
-          r"do not have sufficient \S+ capacity in the Availability Zone"),
-    _rule("capacity", "NoSpotCapacity", r"no Spot capacity available|capacity-not-available"),
-    _rule("capacity", "AsgCapacityTimeout",
-          r"capacity satisfied: timeout while waiting for state to become 'ok'"),
-    _rule("capacity", "Unsupported", r"not supported in your requested Availability Zone"),
-    _rule("quota", "VcpuLimitExceeded", r"VcpuLimitExceeded|more vCPU capacity than your current"),
-    _rule("quota", "MaxSpotInstanceCountExceeded",
-          r"MaxSpotInstanceCountExceeded|Max spot instance count exceeded"),
-    _rule("quota", "InstanceLimitExceeded", r"InstanceLimitExceeded"),
-    _rule("credentials", "NoCredentials",
-          r"No valid credential sources|NoCredentialProviders|unable to validate AWS credentials"
-          r"|Invalid credentials configured"),
-    _rule("credentials", "InvalidToken",
-          r"InvalidClientTokenId|AuthFailure|ExpiredToken|SignatureDoesNotMatch"
-          r"|security token included in the request is (?:invalid|expired)"),
-    _rule("permission", "UnauthorizedOperation",
-          r"UnauthorizedOperation|AccessDenied|is not authorized to perform"),
-    _rule("permission", "OptInRequired", r"OptInRequired|PendingVerification", scope="region"),
-    _rule("throttled", "RequestLimitExceeded",
-          r"RequestLimitExceeded|ThrottlingException|\bThrottling\b|Rate exceeded"),
-    _rule("transient", "ServerError",
-          r"\bInternalError\b|InternalFailure|ServiceUnavailable|\bServerInternal\b"
-          r"|api error Unavailable"),
-    _rule("invalid-config", "InvalidParameter",
-          r"InvalidParameter\w*|InvalidAMIID\.\w+|image id '\[?ami-[0-9a-f]+\]?' does not exist"
-          r"|InvalidBlockDeviceMapping|InvalidUserData|MissingParameter|ValidationError"),
-)
-
-GCP_RULES = (
-    _rule("capacity", "ZONE_RESOURCE_POOL_EXHAUSTED",
-          r"ZONE_RESOURCE_POOL_EXHAUSTED(?:_WITH_DETAILS)?|does not have enough resources "
-          r"available|resource_availability|state:STOCKOUT"),
-    _rule("capacity", "insufficientCapacity", r"insufficientCapacity|INSUFFICIENT_CAPACITY"
-          r"|There is no more capacity in the zone"),
-    _rule("capacity", "NotOfferedInZone",
-          r"zones/[a-z0-9-]+/(?:acceleratorTypes|machineTypes)/[^' ]+' was not found"),
-    _rule("quota", "GPUS_ALL_REGIONS", r"'GPUS_ALL_REGIONS' exceeded", scope="cloud"),
-    _rule("quota", "QUOTA_EXCEEDED", r"QUOTA_EXCEEDED|Quota '[A-Z0-9_]+' exceeded|\bquotaExceeded"),
-    _rule("credentials", "NoCredentials",
-          r"could not find default credentials|invalid_grant|oauth2: cannot fetch token"
-          r"|invalid authentication credentials|missing google credentials"
-          r"|unable to parse credentials"),
-    _rule("permission", "PermissionDenied",
-          r"Required '[\w.]+' permission|IAM_PERMISSION_DENIED|Permission '[^']+' denied"
-          r"|caller does not have permission|Policy update access denied"
-          r"|SERVICE_DISABLED|accessNotConfigured|has not been used in project \d+"),
-    _rule("throttled", "rateLimitExceeded",
-          r"rateLimitExceeded|RATE_LIMIT_EXCEEDED|Quota exceeded for quota metric"
-          r"|RESOURCE_OPERATION_RATE_EXCEEDED|Error 429"),
-    _rule("transient", "ServerError",
-          r"Error 50[0234]\b|backendError|internalError|RESOURCE_NOT_READY"),
-    _rule("invalid-config", "BadRequest",
-          r"Error 400\b|badRequest|INVALID_ARGUMENT|Invalid value for field"),
-)
-
-AZURE_RULES = (
-    _rule("capacity", "SkuNotAvailable", r"SkuNotAvailable|Capacity Restrictions"),
-    _rule("capacity", "AllocationFailed",
-          r"\bAllocationFailed|ZonalAllocationFailed|do not have sufficient capacity for the "
-          r"requested VM size"),
-    _rule("capacity", "OverconstrainedAllocationRequest",
-          r"Overconstrained(?:Zonal)?AllocationRequest"),
-    _rule("quota", "OperationNotAllowed",
-          r"exceeding approved .{0,60}? quota|exceeding quota limits of Core"
-          r"|OperationNotAllowed.{0,400}?quota|\bQuotaExceeded\b"),
-    _rule("credentials", "NoCredentials",
-          r"DefaultAzureCredential failed|run 'az login'|AADSTS\d+|InvalidAuthenticationToken"
-          r"|ExpiredAuthenticationToken|ClientAuthenticationError"
-          r"|failed to (?:load|acquire) (?:credentials|token)"),
-    _rule("permission", "AuthorizationFailed",
-          r"AuthorizationFailed|does not have authorization to perform action"
-          r"|ReadOnlyDisabledSubscription|SubscriptionNotFound|MissingSubscriptionRegistration"
-          r"|RequestDisallowedByPolicy"),
-    _rule("throttled", "TooManyRequests",
-          r"TooManyRequests|SubscriptionRequestsThrottled|Status=429"),
-    _rule("transient", "ServerError",
-          r"InternalServerError|\bServiceUnavailable|RetryableError|GatewayTimeout"
-          r"|Status=50[0234]\b"),
-    _rule("invalid-config", "InvalidParameter",
-          r"\bInvalidParameter\b|InvalidTemplate|\bBadRequest\b|PropertyChangeNotAllowed"
-          r"|InvalidResourceName"),
-)
-
 # Engine-level failures (Pulumi or Terraform), whatever the cloud.
 COMMON_RULES = (
-    _rule("invalid-config", "ProgramError",
+    rule("invalid-config", "ProgramError",
           r"Program failed with an unhandled exception|an unhandled error occurred"
           r"|python inline source runtime error|Traceback \(most recent call last\)"),
-    _rule("invalid-config", "PulumiSetup",
+    rule("invalid-config", "PulumiSetup",
           r"no resource plugin '[^']+' found|failed to load plugin|is not a valid configuration "
           r"key|Missing required configuration variable|passphrase must be set"
           r"|incorrect passphrase|could not be decrypted"
           r"|No value for required variable|Invalid provider configuration"),
-    _rule("invalid-config", "StackLocked",
+    rule("invalid-config", "StackLocked",
           r"the stack is currently locked|Another update is currently in progress"
           r"|Error acquiring the state lock"),
-    _rule("transient", "Network",
+    rule("transient", "Network",
           r"connection reset by peer|connection refused|i/o timeout|TLS handshake timeout"),
 )
-
-RULES = {"aws": AWS_RULES, "gcp": GCP_RULES, "azure": AZURE_RULES}
-
 
 @dataclass(frozen=True, slots=True)
 class Block:
@@ -279,15 +180,15 @@ def not_ready_failure(candidate: Candidate, message: str) -> Failure:
 
 
 def _first_match(cloud: str, texts: list[str]) -> tuple[Rule, str] | None:
-    rules = (*RULES.get(cloud, ()), *COMMON_RULES)
+    rules = (*clouds.get(cloud).failure_rules, *COMMON_RULES)
     best: tuple[int, Rule, str] | None = None
     for text in texts:
-        for rule in rules:
-            if not rule.pattern.search(text):
+        for candidate_rule in rules:
+            if not candidate_rule.pattern.search(text):
                 continue
-            rank = PRECEDENCE.index(rule.error_class)
+            rank = PRECEDENCE.index(candidate_rule.error_class)
             if best is None or rank < best[0]:
-                best = (rank, rule, text)
+                best = (rank, candidate_rule, text)
     return (best[1], best[2]) if best else None
 
 
@@ -309,7 +210,7 @@ def _capacity_blocks(text: str, c: Candidate, tried: tuple[str, ...], code: str,
                      gpus: dict[str, tuple[str, int]] | None = None) -> tuple[Block, ...]:
     named = tuple(t for t in tried if re.search(rf"(?<![\w.-]){re.escape(t)}(?![\w.-])", text,
                                                 re.IGNORECASE))
-    return pool_blocks(c, named or tried, _zone_in(text, c), code, gpus)
+    return pool_blocks(c, named or tried, clouds.get(c.cloud).zone_in_error(text, c), code, gpus)
 
 
 def pool_blocks(c: Candidate, types: tuple[str, ...], zone: str | None, code: str,
@@ -319,7 +220,7 @@ def pool_blocks(c: Candidate, types: tuple[str, ...], zone: str | None, code: st
     (GCP's zone resource pools and Azure's GPU clusters are shared by a GPU's machine shapes).
     AWS keeps a capacity pool per instance type and AZ, so there only the types are blocked.
     `gpus` maps instance type -> (GPU, count); types it does not know are blocked by name."""
-    if c.cloud == "aws":
+    if clouds.get(c.cloud).capacity_per_instance_type:
         return (Block(c.cloud, c.region, zone, types, spot=c.use_spot, error_class="capacity",
                       code=code),)
     gpus = {c.instance_type: (c.accelerator, c.accelerator_count), **(gpus or {})}
@@ -339,47 +240,12 @@ def pool_blocks(c: Candidate, types: tuple[str, ...], zone: str | None, code: st
     return tuple(blocks)
 
 
-def _zone_in(text: str, c: Candidate) -> str | None:
-    """The zone a capacity error names, when the candidate can be narrowed to other zones.
-
-    AWS names zones (us-east-1b) while the plan holds zone ids (use1-az4), so an AWS region
-    candidate is blocked as a whole; an AWS spot candidate is one zone already.
-    """
-    if c.zone:
-        return c.zone
-    if c.cloud != "gcp":
-        return None
-    for pattern in (r"zones/([a-z]+-[a-z]+\d+-[a-z])\b", r"in the ([a-z]+-[a-z]+\d+-[a-z]) zone",
-                    r"\bzone: ([a-z]+-[a-z]+\d+-[a-z])\b"):
-        match = re.search(pattern, text)
-        if match and match.group(1) in c.zones:
-            return match.group(1)
-    return None
-
-
-def _quota_block(rule: Rule, text: str, c: Candidate) -> Block:
-    if rule.scope == "cloud":
-        return Block(c.cloud, error_class="quota", code=rule.code)
-    if c.cloud == "gcp":
-        return _gcp_quota_block(rule, text, c)
-    if c.cloud == "azure" and re.search(r"Total Regional Cores", text, re.IGNORECASE):
-        return Block(c.cloud, c.region, spot=False, error_class="quota", code=rule.code)
-    spot = True if rule.code == "MaxSpotInstanceCountExceeded" else c.use_spot
-    family = quota_families(replace(c, use_spot=spot))[0]
-    return Block(c.cloud, c.region, family=family, spot=spot, error_class="quota", code=rule.code)
-
-
-def _gcp_quota_block(rule: Rule, text: str, c: Candidate) -> Block:
-    match = re.search(r"Quota '([A-Z0-9_]+)' exceeded", text)
-    metric = match.group(1) if match else None
-    globally = bool(re.search(r"Limit: [\d.]+ globally", text))
-    if globally or (metric or "").endswith("_ALL_REGIONS"):
-        return Block(c.cloud, error_class="quota", code=rule.code)
-    region = re.search(r"in region ([a-z]+-[a-z]+\d+)", text)
-    where = region.group(1) if region else c.region
-    if metric and metric in quota_families(c):
-        return Block(c.cloud, where, family=metric, error_class="quota", code=rule.code)
-    return Block(c.cloud, where, error_class="quota", code=rule.code)
+def _quota_block(found: Rule, text: str, c: Candidate) -> Block:
+    if found.scope == "cloud":
+        return Block(c.cloud, error_class="quota", code=found.code)
+    scope = clouds.get(c.cloud).quota_scope(found, text, c)
+    return Block(c.cloud, scope.region, family=scope.family, spot=scope.spot,
+                 error_class="quota", code=found.code)
 
 
 def candidate_block(c: Candidate, error_class: str, code: str) -> Block:
@@ -391,34 +257,7 @@ def candidate_block(c: Candidate, error_class: str, code: str) -> Block:
 @lru_cache(maxsize=4096)
 def quota_families(c: Candidate) -> tuple[str, ...]:
     """The quota buckets a candidate draws from; the first is the one its errors name."""
-    if c.cloud == "aws":
-        return (_aws_family(c.instance_type, c.use_spot),)
-    if c.cloud == "gcp":
-        gpu = "NVIDIA_" + re.sub(r"[^A-Z0-9]+", "_", (c.attached_gpu or c.accelerator).upper())
-        gpu = gpu.replace("NVIDIA_NVIDIA_", "NVIDIA_").replace("_TESLA_", "_") + "_GPUS"
-        series = c.instance_type.split("-")[0].upper() + "_CPUS"
-        return (("PREEMPTIBLE_" if c.use_spot else "") + gpu, series)
-    if c.use_spot:
-        return ("azure-lowpriority",)
-    return (_azure_family(c.instance_type),)
-
-
-def _aws_family(instance_type: str, spot: bool) -> str:
-    prefix = re.match(r"[a-z]+", instance_type.lower())
-    letters = prefix.group(0) if prefix else instance_type
-    if letters in ("g", "vt"):
-        family = "G"
-    elif letters == "p":
-        family = "P5" if spot and instance_type.startswith("p5") else "P"
-    else:
-        family = letters.upper()
-    return f"aws-{family}-{'spot' if spot else 'ondemand'}"
-
-
-def _azure_family(size: str) -> str:
-    name = size.lower().removeprefix("standard_")
-    name = re.sub(r"^([a-z]+)\d+", r"\1", name)
-    return "azure-" + name.replace("_", "")
+    return clouds.get(c.cloud).quota_families(c)
 
 
 def _headline(texts: list[str]) -> str:

@@ -24,8 +24,8 @@ import os
 import socket
 from pathlib import Path
 
-from servestack.errors import UserError
 from servestack.deploy.failures import Block
+from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 
 SCHEMA_VERSION = 1

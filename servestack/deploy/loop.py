@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from servestack.deployment import Deployment
-from servestack.pulumi.engine import Engine, Leftover, OpResult, StackRef, stack_ref
 from servestack.deploy.failures import (
     Block,
     Failure,
@@ -37,8 +35,17 @@ from servestack.deploy.failures import (
     timeout_failure,
 )
 from servestack.deploy.journal import Journal
+from servestack.deploy.readiness import (
+    Clock,
+    ProbeAnswer,
+    ReadyResult,
+    http_probe,
+    probe_url,
+    wait_ready,
+)
+from servestack.deployment.model import Deployment
 from servestack.planner import Candidate
-from servestack.deploy.readiness import Clock, ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
+from servestack.pulumi.engine import Engine, Leftover, OpResult, StackRef, stack_ref
 
 EXIT_DEPLOYED, EXIT_EXHAUSTED, EXIT_STOPPED, EXIT_CLEANUP_FAILED = 0, 3, 4, 5
 EXIT_CODES = {"deployed": EXIT_DEPLOYED, "exhausted": EXIT_EXHAUSTED, "stopped": EXIT_STOPPED,

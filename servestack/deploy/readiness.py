@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from servestack.deployment import Readiness
+from servestack.deployment.model import Readiness
 
 REPLICA_HEADER = "X-Servestack-Replica"
 ANONYMOUS = "(unnamed replica)"

@@ -7,10 +7,10 @@ stack so a second destroy removes them) and `remove`. Each call returns an `OpRe
 engine's diagnostics, so failures are classified from the provider's own error events, not from
 a regex over an exception's text.
 
-`PulumiEngine` runs the real program (servestack.pulumi.program.main) as an inline program: the stack
-config is the same `servestack:deployment` that `servestack generate` writes into stack files,
-so `pulumi up -s <stack>` and `servestack deploy` build the same resources, while the deploy
-needs no Python project on disk and no separate language host. State goes to
+`PulumiEngine` runs the real program (servestack.pulumi.program.main) as an inline program:
+the stack config is the same `servestack:deployment` that `servestack generate` writes into
+stack files, so `pulumi up -s <stack>` and `servestack deploy` build the same resources, while
+the deploy needs no Python project on disk and no separate language host. State goes to
 PULUMI_BACKEND_URL, or to a local file backend under the state dir. The Pulumi CLI must be
 installed: the Automation API drives it; without it you get a clear message, not a traceback.
 """
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from servestack.deployment import Deployment
+from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 from servestack.planner import Candidate
 

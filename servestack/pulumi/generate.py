@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from servestack.deployment import WORLD, Deployment, build_deployment
+from servestack import clouds
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import WORLD, Deployment
 from servestack.errors import UserError
 from servestack.planner import Candidate, Plan
 from servestack.pulumi.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
@@ -75,8 +77,7 @@ def written(result: Generated, what: str) -> list[str]:
 def summary(result: Generated) -> str:
     d = result.deployment
     lines = written(result, str(result.path))
-    if d.cloud == "gcp" and not d.gcp_project:
-        lines.append(f"Set the project first: pulumi config set gcp:project <id> -s {result.stack}")
+    lines += [f"{hint} -s {result.stack}" for hint in clouds.get(d.cloud).setup_hints(d, "pulumi")]
     if d.secret:
         lines.append(f"Then: pulumi config set --secret {TOKEN_KEY} <token> -s {result.stack}")
     lines.append(f"Review: servestack preview {result.stack} --offline; "

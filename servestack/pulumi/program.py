@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from servestack.components import build_service
-from servestack.deployment import Deployment
+from servestack.deployment.model import Deployment
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from servestack.deployment import Deployment
+from servestack import clouds
+from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
@@ -27,14 +28,8 @@ FALLBACK_FIELDS = ("rank", "id", "cloud", "region", "zone", "instance_type", "ac
 
 
 def provider_config(deployment: Deployment) -> dict[str, str]:
-    if deployment.cloud == "aws":
-        return {"aws:region": deployment.region}
-    if deployment.cloud == "gcp":
-        config = {"gcp:region": deployment.region}
-        if deployment.gcp_project:
-            config["gcp:project"] = deployment.gcp_project
-        return config
-    return {"azure-native:location": deployment.region}
+    """The cloud provider's keys (region, project, ...) for the deployment."""
+    return clouds.get(deployment.cloud).stack_config(deployment)
 
 
 def stack_config(deployment: Deployment, chosen: Candidate, ranked: list[Candidate],

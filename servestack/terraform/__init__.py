@@ -20,15 +20,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from servestack.deployment import Deployment
-from servestack.sshkey import lock_only_ssh_key
+from servestack.deployment.model import Deployment
 
 TERRAFORM_VERSION = ">= 1.11.0"  # ephemeral variables and write-only arguments
-PROVIDERS = {
-    "aws": ("aws", {"source": "hashicorp/aws", "version": "5.100.0"}),
-    "gcp": ("google", {"source": "hashicorp/google", "version": "~> 7.0"}),
-    "azure": ("azurerm", {"source": "hashicorp/azurerm", "version": "~> 4.40"}),
-}
 TOKEN_VAR = "hf_token"
 TOKEN_VERSION_VAR = "hf_token_version"
 
@@ -79,7 +73,7 @@ def finish(node: Any) -> Any:
 
 def header(d: Deployment) -> dict[str, Any]:
     """terraform + provider requirements, the variables every cloud shares."""
-    local, requirement = PROVIDERS[d.cloud]
+    local, requirement = renderer(d.cloud).PROVIDER
     variables: dict[str, Any] = {
         "min_replicas": _number("fewest replicas the group keeps"),
         "max_replicas": _number("most replicas the group may run"),
@@ -107,18 +101,24 @@ def tfvars(d: Deployment) -> dict[str, Any]:
                               "desired_replicas": d.desired_replicas}
     if d.secret is not None:
         values[TOKEN_VERSION_VAR] = 1
-    if d.cloud == "gcp" and d.gcp_project:
-        values["project"] = d.gcp_project
-    if d.cloud == "azure":
-        values["ssh_public_key"] = lock_only_ssh_key()  # the Pulumi stacks' default too
-    return values
+    return {**values, **renderer(d.cloud).variable_values(d)}
+
+
+def renderer(cloud: str) -> Any:
+    """The cloud's renderer module (servestack.terraform.<cloud>)."""
+    return import_module(f"servestack.terraform.{cloud}")
+
+
+def provider_block(cloud: str) -> dict[str, Any]:
+    """`required_providers` for one cloud's provider, as its renderer pins it."""
+    local, requirement = renderer(cloud).PROVIDER
+    return {"required_providers": {local: requirement}}
 
 
 def render(d: Deployment) -> dict[str, Any]:
     """The whole main.tf.json for the deployment's cloud."""
-    module = import_module(f"servestack.terraform.{d.cloud}")
     document = header(d)
-    body = module.render(d)
+    body = renderer(d.cloud).render(d)
     for section, blocks in body.items():
         if section == "variable":
             document["variable"].update(blocks)

@@ -16,16 +16,26 @@ import base64
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import WORLD, Deployment
-from servestack.mechanics import (
+from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
 )
+from servestack.deployment.model import WORLD, Deployment
+from servestack.terraform import (
+    TOKEN_VAR,
+    TOKEN_VERSION_VAR,
+    compact,
+    expr,
+    merge,
+    service_outputs,
+    template,
+)
 
-from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
+# (local name, requirement): the provider this renderer's arguments were checked against.
+PROVIDER = ("aws", {"source": "hashicorp/aws", "version": "5.100.0"})
 
 
 def render(d: Deployment) -> dict[str, Any]:
@@ -253,3 +263,7 @@ def group(d: Deployment) -> dict[str, Any]:
 def outputs(d: Deployment) -> dict[str, Any]:
     return service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group")
 
+
+def variable_values(d: Deployment) -> dict[str, Any]:
+    """This cloud's entries in terraform.tfvars.json: none beyond the shared ones."""
+    return {}

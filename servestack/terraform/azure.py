@@ -26,8 +26,7 @@ import json
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import Deployment
-from servestack.mechanics import (
+from servestack.clouds.azure import (
     AZURE_HEALTH_EXTENSION,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
@@ -49,8 +48,12 @@ from servestack.mechanics import (
     azure_security_rules,
     azure_spot_restore,
 )
-
+from servestack.deployment.model import Deployment
+from servestack.sshkey import lock_only_ssh_key
 from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs
+
+# (local name, requirement): the provider this renderer's arguments were checked against.
+PROVIDER = ("azurerm", {"source": "hashicorp/azurerm", "version": "~> 4.40"})
 
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")
@@ -256,3 +259,7 @@ def outputs(d: Deployment) -> dict[str, Any]:
         if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
     return service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{kind}.group")
 
+
+def variable_values(d: Deployment) -> dict[str, Any]:
+    """The VMs' SSH key: the lock-only key nobody can log in with (the Pulumi default too)."""
+    return {"ssh_public_key": lock_only_ssh_key()}

@@ -1,4 +1,4 @@
-"""The deploy loop's engine interface (servestack.pulumi.engine.Engine), driven by the Terraform CLI.
+"""The deploy loop's engine interface, driven by the Terraform CLI.
 
 One working directory per candidate, `<work dir>/stacks/<stack name>/`, holding the rendered
 `main.tf.json`, `terraform.tfvars.json` and its own local state, so every candidate's resources
@@ -32,12 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from servestack.deployment import Deployment
-from servestack.pulumi.engine import Diagnostic, Leftover, OpResult, StackRef
+from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
-from servestack.terraform import PROVIDERS, TOKEN_VAR, render, tfvars
+from servestack.pulumi.engine import Diagnostic, Leftover, OpResult, StackRef
+from servestack.terraform import TOKEN_VAR, provider_block, render, tfvars
 
 INTERRUPT_GRACE_SECONDS = 120
 TEXT_TAIL = 20000
@@ -397,8 +397,7 @@ def _aws_type_and_name(arn: str) -> tuple[str, str]:
 
 
 def _aws_terraform_block() -> dict:
-    local, requirement = PROVIDERS["aws"]
-    return {"required_providers": {local: requirement}}
+    return provider_block("aws")
 
 
 def aws_sweep_config(deployment: Deployment) -> dict:
@@ -431,9 +430,8 @@ def aws_size_config(deployment: Deployment) -> dict:
 
 
 def gcp_size_config(deployment: Deployment, project: str, group: str) -> dict:
-    local, requirement = PROVIDERS["gcp"]
     return {
-        "terraform": {"required_providers": {local: requirement}},
+        "terraform": provider_block("gcp"),
         "provider": {"google": {"project": project, "region": deployment.region}},
         "data": {"google_compute_region_instance_group": {"group": {
             "name": group, "region": deployment.region, "project": project}}},

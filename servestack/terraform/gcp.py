@@ -23,9 +23,9 @@ import hashlib
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
-from servestack.deployment import GCP_HEALTH_CHECK_RANGES, Deployment
-from servestack.mechanics import (
+from servestack.clouds.gcp import (
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_HEALTH_CHECK_RANGES,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
     GCP_SECRET_ACCESSOR,
@@ -42,8 +42,19 @@ from servestack.mechanics import (
     gcp_update_policy,
     gcp_versions,
 )
+from servestack.deployment.model import Deployment
+from servestack.terraform import (
+    TOKEN_VAR,
+    TOKEN_VERSION_VAR,
+    compact,
+    expr,
+    merge,
+    service_outputs,
+    template,
+)
 
-from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs, template
+# (local name, requirement): the provider this renderer's arguments were checked against.
+PROVIDER = ("google", {"source": "hashicorp/google", "version": "~> 7.0"})
 
 PROJECT = expr("var.project")
 
@@ -286,3 +297,7 @@ def outputs(d: Deployment) -> dict[str, Any]:
     return service_outputs(d, "google_compute_forwarding_rule.listener.ip_address",
                            "google_compute_region_instance_group_manager.group")
 
+
+def variable_values(d: Deployment) -> dict[str, Any]:
+    """The project, when `--gcp-project` gave one (else the user adds it)."""
+    return {"project": d.gcp_project} if d.gcp_project else {}

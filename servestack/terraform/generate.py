@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servestack.pulumi.generate import Generated, chosen_deployment, written
+from servestack import clouds
 from servestack.planner import Plan
+from servestack.pulumi.generate import Generated, chosen_deployment, written
 from servestack.terraform import TOKEN_VAR, render, tfvars
 
 MAIN_FILE = "main.tf.json"
@@ -51,8 +52,7 @@ def summary(result: Generated) -> str:
     d = result.deployment
     directory = result.path.parent
     lines = written(result, f"{result.path} and {directory / VARS_FILE}")
-    if d.cloud == "gcp" and not d.gcp_project:
-        lines.append(f"Set the project first: add \"project\": \"<id>\" to {VARS_FILE}")
+    lines += clouds.get(d.cloud).setup_hints(d, "terraform")
     token = f"TF_VAR_{TOKEN_VAR}=<token> " if d.secret else ""
     lines.append(f"Deploy: cd {directory} && terraform init && {token}terraform apply")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,148 @@
+"""AWS: its facts (zones, quotas, error texts, images, disks, secrets) and the spellings that
+the Pulumi component (components/aws.py) and the Terraform renderer (terraform/aws.py) share.
+
+The dicts use the argument names both engines share (the Pulumi SDK's Python names are the
+Terraform provider's argument names for these blocks). No SDK imports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
+from servestack.deployment.model import Deployment, HealthCheck, ImageRef, NetworkPlan, SecretRef
+
+ALL_PROTOCOLS = "-1"  # security group rules: every protocol
+# IMDSv2 only (session tokens), one hop: a container on the VM cannot reach the metadata service.
+AWS_METADATA_OPTIONS = {"http_endpoint": "enabled", "http_tokens": "required",
+                        "http_put_response_hop_limit": 1}
+SSM_KEY = "alias/aws/ssm"  # the AWS-managed key SSM SecureStrings are encrypted with
+IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)
+IO2_MAX_IOPS_PER_GIB = 500
+USER_DATA_LIMIT = 16384  # bytes (EC2 refuses larger user data)
+# EC2 Service Quotas (vCPUs) per quota family of `Aws.quota_families`.
+QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
+               "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",
+               "aws-P5-spot": "L-C4BD4855"}
+
+RULES = (
+    rule("capacity", "InsufficientInstanceCapacity", r"InsufficientInstanceCapacity"),
+    rule("capacity", "InsufficientInstanceCapacity",
+         r"do not have sufficient \S+ capacity in the Availability Zone"),
+    rule("capacity", "NoSpotCapacity", r"no Spot capacity available|capacity-not-available"),
+    rule("capacity", "AsgCapacityTimeout",
+         r"capacity satisfied: timeout while waiting for state to become 'ok'"),
+    rule("capacity", "Unsupported", r"not supported in your requested Availability Zone"),
+    rule("quota", "VcpuLimitExceeded", r"VcpuLimitExceeded|more vCPU capacity than your current"),
+    rule("quota", "MaxSpotInstanceCountExceeded",
+         r"MaxSpotInstanceCountExceeded|Max spot instance count exceeded"),
+    rule("quota", "InstanceLimitExceeded", r"InstanceLimitExceeded"),
+    rule("credentials", "NoCredentials",
+         r"No valid credential sources|NoCredentialProviders|unable to validate AWS credentials"
+         r"|Invalid credentials configured"),
+    rule("credentials", "InvalidToken",
+         r"InvalidClientTokenId|AuthFailure|ExpiredToken|SignatureDoesNotMatch"
+         r"|security token included in the request is (?:invalid|expired)"),
+    rule("permission", "UnauthorizedOperation",
+         r"UnauthorizedOperation|AccessDenied|is not authorized to perform"),
+    rule("permission", "OptInRequired", r"OptInRequired|PendingVerification", scope="region"),
+    rule("throttled", "RequestLimitExceeded",
+         r"RequestLimitExceeded|ThrottlingException|\bThrottling\b|Rate exceeded"),
+    rule("transient", "ServerError",
+         r"\bInternalError\b|InternalFailure|ServiceUnavailable|\bServerInternal\b"
+         r"|api error Unavailable"),
+    rule("invalid-config", "InvalidParameter",
+         r"InvalidParameter\w*|InvalidAMIID\.\w+|image id '\[?ami-[0-9a-f]+\]?' does not exist"
+         r"|InvalidBlockDeviceMapping|InvalidUserData|MissingParameter|ValidationError"),
+)
+
+
+class Aws(Cloud):
+    name = "aws"
+    title = "AWS"
+    # EC2 prices spot per availability zone, and spot capacity is per zone too.
+    spot_priced_per_zone = True
+    zone_shape = r"^{region}[a-z]$"  # a zone name; the catalog keeps zone ids (use1-az1)
+    disk_types = {"low": "gp3", "medium": "gp3", "high": "gp3", "ultra": "io2", "best": "gp3",
+                  "none": "gp3"}
+    # AWS Deep Learning AMI (NVIDIA driver, PyTorch) on Ubuntu 22.04.
+    default_image = ImageRef(
+        kind="lookup", owner="amazon",
+        name="Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
+        architecture="x86_64")
+    network = NetworkPlan()  # the account's default VPC
+    # Instances are InService once launched (the grace period covers the model load), so
+    # this bounds the wait for GPU capacity only: on timeout the apply fails and the loop
+    # falls back instead of waiting on a sold-out instance type.
+    capacity_timeout = "15m"
+    user_data_limit = USER_DATA_LIMIT
+    failure_rules = RULES
+    capacity_per_instance_type = True  # EC2 keeps a capacity pool per instance type and AZ
+
+    def disk_iops(self, disk_type: str, size_gb: int) -> int | None:
+        """io2 needs provisioned IOPS (at most 500 per GiB); the other types come with theirs."""
+        return min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * size_gb) if disk_type == "io2" else None
+
+    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
+        name = f"/servestack/{service}/{digest(f'{service}/{candidate_id}')}/hf-token"
+        return SecretRef(self.name, "ssm", name, key=SSM_KEY)
+
+    def stack_config(self, d: Deployment) -> dict[str, str]:
+        return {"aws:region": d.region}
+
+    def quota_families(self, c: Offered) -> tuple[str, ...]:
+        return (quota_family(c.instance_type, c.use_spot),)
+
+    def quota_scope(self, found: Rule, text: str, c: Offered) -> QuotaScope:
+        # a spot-count limit is a spot quota whatever the candidate's own setting
+        spot = True if found.code == "MaxSpotInstanceCountExceeded" else c.use_spot
+        return QuotaScope(c.region, quota_family(c.instance_type, spot), spot)
+
+    def zone_in_error(self, text: str, c: Offered) -> str | None:
+        """AWS errors name zones (us-east-1b) while the plan holds zone ids (use1-az4), so a
+        region candidate is blocked as a whole; a spot candidate is one zone already."""
+        return c.zone
+
+
+CLOUD = Aws()
+
+
+def quota_family(instance_type: str, spot: bool) -> str:
+    """The EC2 vCPU quota an instance type counts against (G and VT share one, P5 spot has
+    its own)."""
+    prefix = re.match(r"[a-z]+", instance_type.lower())
+    letters = prefix.group(0) if prefix else instance_type
+    if letters in ("g", "vt"):
+        family = "G"
+    elif letters == "p":
+        family = "P5" if spot and instance_type.startswith("p5") else "P"
+    else:
+        family = letters.upper()
+    return f"aws-{family}-{'spot' if spot else 'ondemand'}"
+
+
+def aws_health_check(h: HealthCheck) -> dict[str, Any]:
+    """The target group's health check: HTTP 200 on the health path and port."""
+    return {"enabled": True, "protocol": "HTTP", "path": h.path, "port": str(h.port),
+            "interval": h.interval_seconds, "timeout": h.timeout_seconds,
+            "healthy_threshold": h.healthy_threshold,
+            "unhealthy_threshold": h.unhealthy_threshold, "matcher": "200"}
+
+
+def aws_root_ebs(d: Deployment) -> dict[str, Any]:
+    """The root volume: the deployment's size, type and IOPS, encrypted, gone with the VM."""
+    ebs = {"volume_size": d.disk_size_gb, "volume_type": d.disk_type, "encrypted": "true",
+           "delete_on_termination": "true"}
+    return {**ebs, "iops": d.disk_iops} if d.disk_iops is not None else ebs
+
+
+def aws_distribution(d: Deployment) -> dict[str, Any]:
+    """The spot split as an ASG instances distribution; types are tried in rank order."""
+    if not d.use_spot:
+        return {"on_demand_allocation_strategy": "prioritized", "on_demand_base_capacity": 0,
+                "on_demand_percentage_above_base_capacity": 100}
+    return {"on_demand_allocation_strategy": "prioritized",
+            "on_demand_base_capacity": d.on_demand_base,
+            "on_demand_percentage_above_base_capacity": 0,
+            "spot_allocation_strategy": "capacity-optimized-prioritized"}

@@ -1,0 +1,242 @@
+"""Azure: its facts (zones, quotas, error texts, images, disks, Key Vault names) and the
+spellings that the Pulumi component (components/azure.py) and the Terraform renderer
+(terraform/azure.py) share.
+
+The dicts use the argument names both engines share where the two agree. No SDK imports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import cache
+from typing import Any
+
+from servestack.catalog import DATA_DIR, records
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
+from servestack.deployment.model import (
+    Deployment,
+    HealthCheck,
+    ImageRef,
+    NetworkPlan,
+    SecretRef,
+)
+from servestack.errors import UserError
+
+ADMIN_USER = "servestack"
+# Azure VMs have no public IPs: SSH goes through an inbound NAT rule on the balancer, one
+# frontend port per VM from this range, forwarded to the SSH port.
+SSH_NAT_PORTS = (50000, 50099)
+IMAGE_ID_PREFIXES = ("/subscriptions/", "/CommunityGalleries/", "/SharedGalleries/")
+
+RULES = (
+    rule("capacity", "SkuNotAvailable", r"SkuNotAvailable|Capacity Restrictions"),
+    rule("capacity", "AllocationFailed",
+         r"\bAllocationFailed|ZonalAllocationFailed|do not have sufficient capacity for the "
+         r"requested VM size"),
+    rule("capacity", "OverconstrainedAllocationRequest",
+         r"Overconstrained(?:Zonal)?AllocationRequest"),
+    rule("quota", "OperationNotAllowed",
+         r"exceeding approved .{0,60}? quota|exceeding quota limits of Core"
+         r"|OperationNotAllowed.{0,400}?quota|\bQuotaExceeded\b"),
+    rule("credentials", "NoCredentials",
+         r"DefaultAzureCredential failed|run 'az login'|AADSTS\d+|InvalidAuthenticationToken"
+         r"|ExpiredAuthenticationToken|ClientAuthenticationError"
+         r"|failed to (?:load|acquire) (?:credentials|token)"),
+    rule("permission", "AuthorizationFailed",
+         r"AuthorizationFailed|does not have authorization to perform action"
+         r"|ReadOnlyDisabledSubscription|SubscriptionNotFound|MissingSubscriptionRegistration"
+         r"|RequestDisallowedByPolicy"),
+    rule("throttled", "TooManyRequests",
+         r"TooManyRequests|SubscriptionRequestsThrottled|Status=429"),
+    rule("transient", "ServerError",
+         r"InternalServerError|\bServiceUnavailable|RetryableError|GatewayTimeout"
+         r"|Status=50[0234]\b"),
+    rule("invalid-config", "InvalidParameter",
+         r"\bInvalidParameter\b|InvalidTemplate|\bBadRequest\b|PropertyChangeNotAllowed"
+         r"|InvalidResourceName"),
+)
+
+
+class Azure(Cloud):
+    name = "azure"
+    title = "Azure"
+    zone_shape = r"^[1-3]$"  # logical zones are numbered per subscription
+    disk_types = {"low": "Standard_LRS", "medium": "StandardSSD_LRS", "high": "Premium_LRS",
+                  "ultra": "Premium_LRS", "best": "Premium_LRS", "none": "StandardSSD_LRS"}
+    # Ubuntu 22.04 HPC: NVIDIA data-center driver, CUDA, no marketplace plan, Gen2 (which the
+    # A100/H100 sizes require). The A10 "NVads A10 v5" sizes need NVIDIA's GRID driver
+    # instead: give those an image with `image_id`.
+    default_image = ImageRef(kind="lookup", publisher="microsoft-dsvm", offer="ubuntu-hpc",
+                             sku="2204", version="latest")
+    network = NetworkPlan(vnet="10.50.0.0/16", subnet="10.50.0.0/24")
+    # The scale set fails the apply itself when it gets no capacity: no extra wait.
+    capacity_timeout = None
+    admin_user = ADMIN_USER
+    ssh_nat_ports = SSH_NAT_PORTS
+    failure_rules = RULES
+
+    def image_ref(self, image_id: str | None) -> ImageRef:
+        """A marketplace URN publisher:offer:sku:version, or an image/gallery resource id."""
+        if not image_id:
+            return self.default_image
+        if image_id.startswith(IMAGE_ID_PREFIXES):
+            return ImageRef(kind="id", id=image_id)
+        parts = image_id.split(":")
+        if len(parts) != 4 or not all(parts):
+            raise UserError(f"Azure image_id {image_id!r}: expected publisher:offer:sku:version "
+                            "or an image, gallery or community gallery resource id")
+        publisher, offer, sku, version = parts
+        return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku,
+                        version=version)
+
+    def zones_for(self, c: Offered) -> tuple[str, ...]:
+        """Every zone of the region (the catalog prices Azure per region), or none where the
+        region has no zones. A size the subscription cannot get in one of them makes Azure
+        refuse the scale set (SkuNotAvailable), a capacity failure like any other."""
+        if c.zone or c.zones:
+            return super().zones_for(c)
+        return region_zones().get(c.region, ())
+
+    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
+        # Key Vault names: 3-24 characters, letters and digits, global across Azure.
+        vault = f"ss{service.replace('-', '')[:14]}{digest(f'{service}/{candidate_id}')}"
+        return SecretRef(self.name, "key-vault", "hf-token", vault=vault)
+
+    def stack_config(self, d: Deployment) -> dict[str, str]:
+        return {"azure-native:location": d.region}
+
+    def quota_families(self, c: Offered) -> tuple[str, ...]:
+        """Spot VMs draw from one low-priority core quota; on-demand from the size family's."""
+        if c.use_spot:
+            return ("azure-lowpriority",)
+        name = c.instance_type.lower().removeprefix("standard_")
+        name = re.sub(r"^([a-z]+)\d+", r"\1", name)
+        return ("azure-" + name.replace("_", ""),)
+
+    def quota_scope(self, found: Rule, text: str, c: Offered) -> QuotaScope:
+        # the regional total of on-demand cores, whatever the family
+        if re.search(r"Total Regional Cores", text, re.IGNORECASE):
+            return QuotaScope(c.region, spot=False)
+        return super().quota_scope(found, text, c)
+
+
+CLOUD = Azure()
+
+
+@cache
+def region_zones() -> dict[str, tuple[str, ...]]:
+    """Region -> availability zones, from catalog/azure_zones.csv."""
+    return {r["region"].strip(): tuple(r["zones"].split())
+            for _, r in records(DATA_DIR / "azure_zones.csv", ("region", "zones"))}
+
+
+# Names of the balancer's parts (one of each), as the rules reference them.
+FRONTEND, POOL, PROBE, RULE, EGRESS, SSH = "frontend", "backend", "health", "http", "egress", "ssh"
+# Priorities of the NSG rules (100..4096 allowed); the deny-all sits below all of them.
+AZURE_PRIORITY = {"probe": 100, "clients": 110, "ssh": 120, "deny": 4096}
+# Automatic repairs: grace period between 10 and 90 minutes (AutomaticRepairsPolicy docstring,
+# "minimum ... PT10M ... maximum ... PT90M"); the deployment's seconds are clamped into it.
+AZURE_REPAIR_GRACE_MINUTES = (10, 90)
+# Load balancing rule idle timeout: "between 4 and 30 minutes" (LoadBalancingRule docstring).
+AZURE_IDLE_TIMEOUT_MINUTES = (4, 30)
+AZURE_PROBE_MIN_INTERVAL = 5  # Probe docstring: "the minimum value is 5"
+AZURE_SPOT_RESTORE_TIMEOUT = "PT1H"  # how long Azure keeps trying to restore evicted spot VMs
+AZURE_SPOT_MAX_PRICE = -1  # pay up to the on-demand price: evicted for capacity, never price
+AZURE_VAULT_RETENTION_DAYS = 7  # Key Vault soft delete: the minimum, the name frees up sooner
+
+
+def azure_flexible(d: Deployment) -> bool:
+    """Spot above on-demand replicas needs Azure's priority mix, which only Flexible
+    orchestration has; every other split is a Uniform scale set."""
+    return d.use_spot and d.on_demand_base > 0
+
+
+def azure_priority(d: Deployment) -> dict[str, str]:
+    """The VMs' priority. An evicted spot VM is deleted, not deallocated: a deallocated one
+    keeps its disk (billed) and its place in the count, a deleted one is replaced by the
+    scale set, and the bootstrap reloads the model."""
+    if not d.use_spot:
+        return {"priority": "Regular"}
+    return {"priority": "Spot", "eviction_policy": "Delete"}
+
+
+def azure_spot_restore(d: Deployment) -> bool:
+    """Let Azure restore evicted spot VMs when capacity returns (the rebalancing the spot
+    split asks for). Uniform scale sets only: Terraform's Flexible scale set resource
+    (azurerm_orchestrated_virtual_machine_scale_set) has no spot_restore argument, so both
+    engines leave it off there."""
+    return d.use_spot and d.capacity_rebalance and not azure_flexible(d)
+
+
+def azure_ipv4(cidrs: tuple[str, ...]) -> list[str]:
+    """The IPv4 CIDRs: the frontend is IPv4 only, and one rule cannot mix the families."""
+    return sorted(c for c in cidrs if ":" not in c)
+
+
+def azure_lb_name(d: Deployment) -> str:
+    return f"{d.service}-lb"
+
+
+def azure_computer_name_prefix(d: Deployment) -> str:
+    return d.service[:15].rstrip("-")
+
+
+def azure_idle_timeout_minutes(seconds: int) -> int:
+    low, high = AZURE_IDLE_TIMEOUT_MINUTES
+    return max(low, min(high, math.ceil(seconds / 60)))
+
+
+def azure_repair_grace_period(seconds: int) -> str:
+    """ISO 8601 minutes, clamped into Azure's 10..90 minute range."""
+    low, high = AZURE_REPAIR_GRACE_MINUTES
+    return f"PT{max(low, min(high, math.ceil(seconds / 60)))}M"
+
+
+def azure_security_rules(d: Deployment) -> dict[str, dict[str, Any]]:
+    """The subnet's NSG rules by kind: the probe (from the `AzureLoadBalancer` tag) and the
+    clients on the service port (a Standard balancer keeps the client's source address and
+    rewrites the destination to the backend port), SSH if asked, and a deny-all that shadows
+    Azure's default inbound allows."""
+    rules = {"probe": _nsg_rule("probe", d.health.port, ["AzureLoadBalancer"],
+                                "load balancer health probe")}
+    if azure_ipv4(d.allow_cidrs):
+        rules["clients"] = _nsg_rule("clients", d.service_port, azure_ipv4(d.allow_cidrs),
+                                     "clients via the load balancer (source IP is preserved)")
+    if azure_ipv4(d.ssh_cidrs):
+        rules["ssh"] = _nsg_rule("ssh", d.ssh_port, azure_ipv4(d.ssh_cidrs),
+                                 "SSH via the balancer's NAT rule")
+    rules["deny"] = {**_nsg_rule("deny", "*", ["*"], "shadow Azure's default inbound allows",
+                                 access="Deny", protocol="*"), "name": "deny-all-inbound"}
+    return rules
+
+
+def _nsg_rule(kind: str, port: int | str, sources: list[str], why: str, access: str = "Allow",
+              protocol: str = "Tcp") -> dict[str, Any]:
+    source = ({"source_address_prefix": sources[0]} if len(sources) == 1
+              else {"source_address_prefixes": sources})
+    return {"name": f"{access.lower()}-{kind}", "priority": AZURE_PRIORITY[kind],
+            "direction": "Inbound", "access": access, "protocol": protocol,
+            "source_port_range": "*", "destination_address_prefix": "*",
+            "destination_port_range": str(port), "description": why, **source}
+
+
+def azure_probe(h: HealthCheck) -> dict[str, Any]:
+    """HTTP 200 on the health path. Azure has one threshold for both directions (out after N
+    failures, back after N successes), so it takes the unhealthy threshold; there is no probe
+    timeout setting. `number_of_probes` is the older name of the same count."""
+    return {"name": PROBE, "protocol": "Http", "port": h.port, "request_path": h.path,
+            "interval_in_seconds": max(AZURE_PROBE_MIN_INTERVAL, h.interval_seconds),
+            "probe_threshold": h.unhealthy_threshold, "number_of_probes": h.unhealthy_threshold}
+
+
+# The Application Health extension a Flexible scale set takes its health from.
+AZURE_HEALTH_EXTENSION = {"name": "health", "publisher": "Microsoft.ManagedServices",
+                          "type": "ApplicationHealthLinux", "type_handler_version": "1.0"}
+
+
+def azure_health_settings(h: HealthCheck) -> dict[str, Any]:
+    """The extension probes what the balancer probes (binary health states)."""
+    return {"protocol": "http", "port": h.port, "requestPath": h.path,
+            "intervalInSeconds": max(AZURE_PROBE_MIN_INTERVAL, h.interval_seconds),
+            "numberOfProbes": h.unhealthy_threshold}

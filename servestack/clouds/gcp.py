@@ -1,0 +1,233 @@
+"""Google Cloud: its facts (zones, quotas, error texts, images, disks, secrets, labels) and the
+spellings that the Pulumi component (components/gcp.py) and the Terraform renderer
+(terraform/gcp.py) share.
+
+The dicts use the argument names both engines share (the Pulumi SDK's Python names are the
+Terraform provider's argument names for these blocks). No SDK imports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
+from servestack.deployment.model import (
+    WORLD,
+    Deployment,
+    ImageRef,
+    InstanceChoice,
+    NetworkPlan,
+    SecretRef,
+)
+
+# Google's health checkers and the regional load balancer's proxies come from these ranges.
+GCP_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+
+RULES = (
+    rule("capacity", "ZONE_RESOURCE_POOL_EXHAUSTED",
+         r"ZONE_RESOURCE_POOL_EXHAUSTED(?:_WITH_DETAILS)?|does not have enough resources "
+         r"available|resource_availability|state:STOCKOUT"),
+    rule("capacity", "insufficientCapacity", r"insufficientCapacity|INSUFFICIENT_CAPACITY"
+         r"|There is no more capacity in the zone"),
+    rule("capacity", "NotOfferedInZone",
+         r"zones/[a-z0-9-]+/(?:acceleratorTypes|machineTypes)/[^' ]+' was not found"),
+    rule("quota", "GPUS_ALL_REGIONS", r"'GPUS_ALL_REGIONS' exceeded", scope="cloud"),
+    rule("quota", "QUOTA_EXCEEDED", r"QUOTA_EXCEEDED|Quota '[A-Z0-9_]+' exceeded|\bquotaExceeded"),
+    rule("credentials", "NoCredentials",
+         r"could not find default credentials|invalid_grant|oauth2: cannot fetch token"
+         r"|invalid authentication credentials|missing google credentials"
+         r"|unable to parse credentials"),
+    rule("permission", "PermissionDenied",
+         r"Required '[\w.]+' permission|IAM_PERMISSION_DENIED|Permission '[^']+' denied"
+         r"|caller does not have permission|Policy update access denied"
+         r"|SERVICE_DISABLED|accessNotConfigured|has not been used in project \d+"),
+    rule("throttled", "rateLimitExceeded",
+         r"rateLimitExceeded|RATE_LIMIT_EXCEEDED|Quota exceeded for quota metric"
+         r"|RESOURCE_OPERATION_RATE_EXCEEDED|Error 429"),
+    rule("transient", "ServerError",
+         r"Error 50[0234]\b|backendError|internalError|RESOURCE_NOT_READY"),
+    rule("invalid-config", "BadRequest",
+         r"Error 400\b|badRequest|INVALID_ARGUMENT|Invalid value for field"),
+)
+ZONE_IN_ERROR = (r"zones/([a-z]+-[a-z]+\d+-[a-z])\b", r"in the ([a-z]+-[a-z]+\d+-[a-z]) zone",
+                 r"\bzone: ([a-z]+-[a-z]+\d+-[a-z])\b")
+
+
+class Gcp(Cloud):
+    name = "gcp"
+    title = "GCP"
+    zone_shape = r"^{region}-[a-z]$"
+    disk_types = {"low": "pd-standard", "medium": "pd-balanced", "high": "pd-ssd",
+                  "ultra": "pd-ssd", "best": "pd-ssd", "none": "pd-balanced"}
+    # Deep Learning VM: Ubuntu 22.04, NVIDIA driver 580, CUDA 12.9. Ubuntu (not the Debian DLVM
+    # families) because its cloud-init reads the `user-data` metadata key on GCE.
+    default_image = ImageRef(kind="lookup", project="deeplearning-platform-release",
+                             family="common-cu129-ubuntu-2204-nvidia-580")
+    # A VPC has no range of its own: a subnet for the VMs and the proxy-only subnet its
+    # regional load balancer needs (Google recommends a /23).
+    network = NetworkPlan(subnet="10.64.0.0/20", proxy_subnet="10.64.16.0/23")
+    # The MIG does not hold the apply for its VMs (the deploy loop polls readiness).
+    capacity_timeout = None
+    failure_rules = RULES
+
+    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
+        name = f"servestack-{service}-{digest(f'{service}/{candidate_id}')}-hf-token"
+        return SecretRef(self.name, "secret-manager", name)
+
+    def stack_config(self, d: Deployment) -> dict[str, str]:
+        config = {"gcp:region": d.region}
+        if d.gcp_project:
+            config["gcp:project"] = d.gcp_project
+        return config
+
+    def setup_hints(self, d: Deployment, engine: str) -> list[str]:
+        if d.gcp_project:
+            return []
+        if engine == "terraform":
+            return ['Set the project first: add "project": "<id>" to terraform.tfvars.json']
+        return ["Set the project first: pulumi config set gcp:project <id>"]
+
+    def quota_families(self, c: Offered) -> tuple[str, ...]:
+        """The GPU quota (preemptible when spot) and the machine series' CPU quota."""
+        gpu = "NVIDIA_" + re.sub(r"[^A-Z0-9]+", "_", (c.attached_gpu or c.accelerator).upper())
+        gpu = gpu.replace("NVIDIA_NVIDIA_", "NVIDIA_").replace("_TESLA_", "_") + "_GPUS"
+        series = c.instance_type.split("-")[0].upper() + "_CPUS"
+        return (("PREEMPTIBLE_" if c.use_spot else "") + gpu, series)
+
+    def quota_scope(self, found: Rule, text: str, c: Offered) -> QuotaScope:
+        """The metric and region GCP names; a global limit rules out the whole cloud."""
+        match = re.search(r"Quota '([A-Z0-9_]+)' exceeded", text)
+        metric = match.group(1) if match else None
+        if re.search(r"Limit: [\d.]+ globally", text) or (metric or "").endswith("_ALL_REGIONS"):
+            return QuotaScope()
+        region = re.search(r"in region ([a-z]+-[a-z]+\d+)", text)
+        where = region.group(1) if region else c.region
+        if metric and metric in self.quota_families(c):
+            return QuotaScope(where, metric)
+        return QuotaScope(where)
+
+    def zone_in_error(self, text: str, c: Offered) -> str | None:
+        if c.zone:
+            return c.zone
+        for pattern in ZONE_IN_ERROR:
+            match = re.search(pattern, text)
+            if match and match.group(1) in c.zones:
+                return match.group(1)
+        return None
+
+    def labels(self, tags: dict[str, str]) -> dict[str, Any]:
+        return gcp_labels(tags)
+
+
+CLOUD = Gcp()
+
+
+GCP_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+GCP_SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+GCP_NAMED_PORT = "http"  # the MIG's name for the service port; the backend service targets it
+GCP_LB_TIER = "STANDARD"  # a regional load balancer gains nothing from Premium's global anycast
+GCP_MAX_AUTOHEAL_DELAY = 3600  # API range of initial_delay_sec
+GCP_MAX_DRAINING = 3600  # API range of connection_draining_timeout_sec
+GCP_DEFAULT_ZONE_COUNT = 3  # a regional MIG without explicit zones spreads over 3 of them
+GCP_MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
+GCP_DEFAULT_RULE_PRIORITY = 2147483647
+# The MIG spreads over its zones but creates VMs where the GPUs are available; the instance
+# flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE).
+GCP_TARGET_SHAPE = "BALANCED"
+
+
+def gcp_labels(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as GCP labels: lowercase letters, digits, `_` and `-`, keys start with a letter,
+    both at most 63 characters, at most 64 labels."""
+    labels: dict[str, str] = {}
+    for key, value in tags.items():
+        clean_key = re.sub(r"[^a-z0-9_-]", "-", str(key).lower())
+        if not clean_key or not clean_key[0].isalpha():
+            clean_key = f"l-{clean_key}"
+        labels[clean_key[:63]] = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
+    return dict(list(labels.items())[:64])
+
+
+def gcp_network_tag(d: Deployment) -> str:
+    """The network tag on the VMs; firewall rules target it."""
+    return f"servestack-{d.service}"[:63].rstrip("-")
+
+
+def gcp_service_account_id(d: Deployment) -> str:
+    """6-30 characters, unique per candidate so two stacks in one project do not collide."""
+    return f"ss-{d.service[:17].rstrip('-')}-{digest(d.candidate_id, 6)}"
+
+
+def gcp_flexible_choices(d: Deployment) -> list[InstanceChoice]:
+    """The ranked machine types one template can serve: N1 hosts only with the primary's GPU
+    type attached (the template carries `guest_accelerators`), bundled types with each other."""
+    return [c for c in d.instances if c.attached_gpu == d.primary.attached_gpu]
+
+
+def gcp_needs_gvnic(d: Deployment) -> bool:
+    """A3 machine types only boot with gVNIC; the other GPU families accept the default."""
+    return any(c.instance_type.startswith("a3-") for c in gcp_flexible_choices(d))
+
+
+def gcp_scheduling(spot: bool) -> dict[str, Any]:
+    """GPU VMs cannot live-migrate, so host maintenance stops them (TERMINATE).
+
+    Spot: DELETE on preemption rather than STOP. A stopped spot VM stays in its zone until
+    capacity returns there (and its disk keeps billing); a deleted one is recreated by the MIG
+    in whichever of the group's zones has spot capacity, and the bootstrap reloads the model.
+    """
+    if spot:
+        return {"provisioning_model": "SPOT", "preemptible": True, "automatic_restart": False,
+                "on_host_maintenance": "TERMINATE", "instance_termination_action": "DELETE"}
+    return {"provisioning_model": "STANDARD", "preemptible": False, "automatic_restart": True,
+            "on_host_maintenance": "TERMINATE"}
+
+
+def gcp_versions(d: Deployment) -> dict[str, int | None]:
+    """The MIG's versions, one instance template each, on-demand first, with the fixed number
+    of VMs each runs (None: the rest of the target size). On-demand alone, spot alone, or with
+    a spot split the on-demand version pinned to `on_demand_base` and spot above it."""
+    if not d.use_spot:
+        return {"ondemand": None}
+    if d.on_demand_base:
+        return {"ondemand": d.on_demand_base, "spot": None}
+    return {"spot": None}
+
+
+def gcp_update_policy(d: Deployment) -> dict[str, Any]:
+    """New VMs come up before old ones go (no capacity dip while a model loads); a regional MIG
+    needs a fixed surge of 0 or at least its zone count. Proactive redistribution is off:
+    the BALANCED target shape does not support it."""
+    return {"type": "PROACTIVE", "minimal_action": "REPLACE", "replacement_method": "SUBSTITUTE",
+            "max_surge_fixed": len(d.zones) or GCP_DEFAULT_ZONE_COUNT,
+            "max_unavailable_fixed": 0, "instance_redistribution_type": "NONE"}
+
+
+def gcp_autoheal_delay(d: Deployment) -> int:
+    return min(d.health.grace_period_seconds, GCP_MAX_AUTOHEAL_DELAY)
+
+
+def gcp_draining_seconds(d: Deployment) -> int:
+    """Draining lets in-flight streamed completions finish, within the API's range."""
+    return min(d.idle_timeout_seconds, GCP_MAX_DRAINING)
+
+
+def gcp_client_rules(d: Deployment) -> list[dict[str, Any]] | None:
+    """Cloud Armor rules: allow `allow_cidrs` (10 per rule), deny everyone else. None when the
+    service is open to all (no policy then)."""
+    if not d.allow_cidrs or WORLD in d.allow_cidrs:
+        return None
+    cidrs = list(d.allow_cidrs)
+    chunks = [cidrs[i:i + GCP_MAX_CIDRS_PER_RULE]
+              for i in range(0, len(cidrs), GCP_MAX_CIDRS_PER_RULE)]
+    rules = [_armor_rule(1000 + i, "allow", chunk, "allowed client CIDRs")
+             for i, chunk in enumerate(chunks)]
+    return rules + [_armor_rule(GCP_DEFAULT_RULE_PRIORITY, "deny(403)", ["*"], "everyone else")]
+
+
+def _armor_rule(priority: int, action: str, ranges: list[str], why: str) -> dict[str, Any]:
+    return {"priority": priority, "action": action, "description": why,
+            "match": {"versioned_expr": "SRC_IPS_V1", "config": {"src_ip_ranges": ranges}}}
+
+

@@ -1,0 +1,149 @@
+"""Build the `Deployment` for a chosen candidate: every decision, made once, for both engines.
+
+`build_deployment` turns the spec and a chosen candidate (plus same-region fallbacks of the same
+plan) into a `Deployment`: instance types in rank order, the spot split, zones, ports and CIDRs,
+health-check path and timings, the boot image, disk, how long to wait for capacity, the
+bootstrap's inputs, tags. What differs per cloud (disk types, images, zones, secret names,
+network ranges) comes from `servestack.clouds`; nothing here names a cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from servestack import clouds
+from servestack.deployment.model import (
+    LISTENER_PORT,
+    WORLD,
+    Deployment,
+    HealthCheck,
+    InstanceChoice,
+    Readiness,
+)
+from servestack.planner import Candidate
+from servestack.spec import ServiceSpec
+
+VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
+VLLM_HEALTH_PATH = "/health"
+SECRET_ENV = "HF_TOKEN"
+SSH_PORT = 22
+
+
+def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate], *,
+                     model: str | None, allow_cidrs: tuple[str, ...] = (WORLD,),
+                     ssh_cidrs: tuple[str, ...] = (), gcp_project: str | None = None,
+                     vllm_version: str = VLLM_VERSION, service_name: str | None = None
+                     ) -> Deployment:
+    name = service_name or service_slug(spec.name or "servestack")
+    policy = spec.service.replica_policy if spec.service else None
+    probe = spec.service.readiness_probe if spec.service else None
+    port = spec.port
+    min_replicas = max(policy.min_replicas, 1) if policy else 1
+    max_replicas = max(policy.max_replicas or min_replicas, min_replicas) if policy \
+        else min_replicas
+    readiness = _readiness(probe)
+    lb_path = readiness.path if readiness.method == "GET" else VLLM_HEALTH_PATH
+    cloud = clouds.get(chosen.cloud)
+    disk_type = cloud.disk_types[spec.disk_tier]
+    return Deployment(
+        service=name,
+        candidate_id=chosen.id,
+        cloud=chosen.cloud,
+        region=chosen.region,
+        zones=cloud.zones_for(chosen),
+        instances=tuple(_instance_choices(chosen, plan)),
+        use_spot=chosen.use_spot,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        desired_replicas=min_replicas,
+        on_demand_base=min(policy.base_ondemand_fallback_replicas, min_replicas)
+        if policy and chosen.use_spot else 0,
+        capacity_rebalance=chosen.use_spot,
+        service_port=port,
+        listener_port=LISTENER_PORT,
+        allow_cidrs=tuple(allow_cidrs),
+        ssh_cidrs=tuple(ssh_cidrs),
+        health=HealthCheck(path=lb_path, port=port,
+                           grace_period_seconds=readiness.initial_delay_seconds),
+        readiness=readiness,
+        disk_size_gb=spec.disk_size_gb,
+        disk_type=disk_type,
+        disk_iops=cloud.disk_iops(disk_type, spec.disk_size_gb),
+        image=cloud.image_ref(_image_for(spec.image_id, chosen.region)),
+        capacity_timeout=cloud.capacity_timeout,
+        network=cloud.network,
+        ssh_port=SSH_PORT,
+        ssh_nat_ports=cloud.ssh_nat_ports,
+        admin_user=cloud.admin_user,
+        model=model,
+        tensor_parallel_size=chosen.accelerator_count,
+        vllm_version=vllm_version,
+        setup=spec.setup,
+        run=spec.run,
+        envs={k: v for k, v in spec.envs.items() if v is not None},
+        secret=cloud.secret_ref(name, chosen.id) if SECRET_ENV in spec.secrets else None,
+        gcp_project=gcp_project,
+        labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
+    )
+
+
+def service_slug(name: str) -> str:
+    """A name every cloud accepts in resource names: lowercase, digits, dashes, <= 20 chars."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"-+", "-", slug)
+    if not slug or not slug[0].isalpha():
+        slug = f"s-{slug}".rstrip("-")
+    return slug[:20].rstrip("-")
+
+
+def _instance_choices(chosen: Candidate, plan: list[Candidate]) -> list[InstanceChoice]:
+    """The chosen type first, then other types of the plan that can share its group.
+
+    They must be in the same cloud, region and zone, with the same spot setting and GPU count
+    per VM (the tensor-parallel size), and not need a different host/GPU attachment scheme.
+    """
+    choices = [_choice(chosen)]
+    seen = {chosen.instance_type}
+    for other in plan:
+        if other.instance_type in seen:
+            continue
+        if (other.cloud, other.region, other.zone, other.use_spot, other.accelerator_count) != \
+                (chosen.cloud, chosen.region, chosen.zone, chosen.use_spot,
+                 chosen.accelerator_count):
+            continue
+        if (other.attached_gpu is None) != (chosen.attached_gpu is None):
+            continue
+        seen.add(other.instance_type)
+        choices.append(_choice(other))
+    return choices
+
+
+def _choice(c: Candidate) -> InstanceChoice:
+    return InstanceChoice(candidate_id=c.id, instance_type=c.instance_type,
+                          accelerator=c.accelerator, accelerator_count=c.accelerator_count,
+                          price_per_hour=c.price_per_hour, attached_gpu=c.attached_gpu)
+
+
+def _readiness(probe) -> Readiness:
+    if probe is None:
+        return Readiness(path="/", method="GET", post_data=None, headers={},
+                         timeout_seconds=15, initial_delay_seconds=1200)
+    post = json.dumps(probe.post_data, sort_keys=True) if probe.post_data is not None else None
+    return Readiness(path=probe.path, method=probe.method, post_data=post,
+                     headers=dict(probe.headers), timeout_seconds=probe.timeout_seconds,
+                     initial_delay_seconds=probe.initial_delay_seconds)
+
+
+def _image_for(image_id, region: str) -> str | None:
+    if isinstance(image_id, dict):
+        return image_id.get(region)
+    return image_id
+
+
+def _label_key(key: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", key.lower())[:63]
+
+
+def _label_value(value: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]

@@ -1,0 +1,205 @@
+"""The deployment model: what to build, as small typed values that every engine reads.
+
+A `Deployment` holds every decision about one candidate's stack (instance types in rank order,
+the spot split, zones, ports and CIDRs, health checks, image, disk, network, bootstrap inputs,
+tags). It is built once by `servestack.deployment.build` and read by the Pulumi components and
+the Terraform renderers alike, which decide nothing again. It round-trips through plain dicts,
+so it can live in a Pulumi stack's config (`servestack:deployment`) and in the deploy journal.
+
+This module holds types and the defaults they carry; no cloud's knowledge and no building.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from servestack.errors import UserError
+
+LISTENER_PORT = 80
+IDLE_TIMEOUT_SECONDS = 900  # streamed completions stay open for minutes
+HEALTH_INTERVAL_SECONDS = 10
+HEALTH_TIMEOUT_SECONDS = 5
+HEALTHY_THRESHOLD = 2
+UNHEALTHY_THRESHOLD = 3  # a dead replica leaves rotation after about 30 s
+WORLD = "0.0.0.0/0"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChoice:
+    """One instance type the group may launch, in rank order (the first is the chosen one)."""
+
+    candidate_id: str
+    instance_type: str
+    accelerator: str
+    accelerator_count: int
+    price_per_hour: float
+    attached_gpu: str | None = None  # GCP N1 hosts: the accelerator type to attach
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """What the load balancer probes, and when a replica is out (or replaced)."""
+
+    path: str
+    port: int
+    interval_seconds: int = HEALTH_INTERVAL_SECONDS
+    timeout_seconds: int = HEALTH_TIMEOUT_SECONDS
+    healthy_threshold: int = HEALTHY_THRESHOLD
+    unhealthy_threshold: int = UNHEALTHY_THRESHOLD
+    grace_period_seconds: int = 1200  # from readiness_probe.initial_delay_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """The spec's readiness probe, run by the bootstrap on the VM to gate traffic."""
+
+    path: str
+    method: str
+    post_data: str | None  # JSON text
+    headers: dict
+    timeout_seconds: int
+    initial_delay_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where the VM fetches the Hugging Face token at boot: never in user data."""
+
+    cloud: str
+    store: str  # "ssm" | "secret-manager" | "key-vault"
+    name: str  # SSM parameter name / Secret Manager secret id / Key Vault secret name
+    vault: str | None = None  # Azure Key Vault name
+    key: str | None = None  # AWS: the KMS key (alias) the SecureString is encrypted with
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """The boot image. kind "id": exactly the image `id` (resources.image_id: an AMI id, a GCE
+    image, an Azure image or gallery resource id). kind "lookup": the image the cloud resolves
+    when deploying from the other fields: the newest AMI of `owner` whose name matches `name`
+    for `architecture` (AWS), the newest image of `family` in `project` (GCP), the marketplace
+    image `publisher`/`offer`/`sku`/`version` (Azure)."""
+
+    kind: str
+    id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+    architecture: str | None = None
+    project: str | None = None
+    family: str | None = None
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+
+    def marketplace(self) -> dict[str, str]:
+        """Azure's publisher/offer/sku/version, as both engines' image reference takes it."""
+        return {"publisher": self.publisher, "offer": self.offer, "sku": self.sku,
+                "version": self.version}
+
+
+# The GPU images used when the spec names none: NVIDIA driver and CUDA preinstalled, and a
+# cloud-init that reads the bootstrap from user data.
+
+@dataclass(frozen=True, slots=True)
+class NetworkPlan:
+    """The address ranges of the network the service creates for itself (None: not created).
+    AWS uses the account's default VPC; GCP a VPC (which has no range of its own) with a subnet
+    for the VMs and the proxy-only subnet its regional load balancer needs (Google recommends
+    a /23); Azure a virtual network with one subnet."""
+
+    vnet: str | None = None
+    subnet: str | None = None
+    proxy_subnet: str | None = None
+
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    service: str
+    candidate_id: str
+    cloud: str
+    region: str
+    zones: tuple[str, ...]
+    instances: tuple[InstanceChoice, ...]
+    use_spot: bool
+    min_replicas: int
+    max_replicas: int
+    desired_replicas: int
+    on_demand_base: int  # replicas kept on-demand below the spot ones
+    capacity_rebalance: bool
+    service_port: int
+    listener_port: int
+    allow_cidrs: tuple[str, ...]
+    ssh_cidrs: tuple[str, ...]
+    health: HealthCheck
+    readiness: Readiness
+    disk_size_gb: int
+    disk_type: str
+    disk_iops: int | None  # provisioned IOPS, for the volume types that need them (io2)
+    image: ImageRef
+    capacity_timeout: str | None  # how long the apply waits for the group's capacity
+    network: NetworkPlan
+    ssh_port: int
+    ssh_nat_ports: tuple[int, int] | None  # Azure: the balancer's frontend ports for SSH
+    admin_user: str | None  # Azure: the VMs' admin user (key login only)
+    model: str | None
+    tensor_parallel_size: int
+    vllm_version: str
+    setup: str | None
+    run: str | None
+    envs: dict
+    secret: SecretRef | None
+    idle_timeout_seconds: int = IDLE_TIMEOUT_SECONDS
+    gcp_project: str | None = None
+    labels: dict = field(default_factory=dict)
+
+    @property
+    def primary(self) -> InstanceChoice:
+        return self.instances[0]
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags/labels on every resource, so a sweeper finds what a candidate left behind."""
+        return {**self.labels, "servestack-service": self.service,
+                "servestack-candidate": self.candidate_id, "managed-by": "servestack"}
+
+    def to_config(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, data: dict) -> Deployment:
+        values = _checked(cls, data, "")
+        values["zones"] = tuple(values["zones"] or ())
+        values["instances"] = tuple(InstanceChoice(**_checked(InstanceChoice, i, "instances"))
+                                    for i in values["instances"])
+        values["allow_cidrs"] = tuple(values["allow_cidrs"] or ())
+        values["ssh_cidrs"] = tuple(values["ssh_cidrs"] or ())
+        values["ssh_nat_ports"] = tuple(values["ssh_nat_ports"]) \
+            if values["ssh_nat_ports"] else None
+        for key, kind in (("health", HealthCheck), ("readiness", Readiness),
+                          ("image", ImageRef), ("network", NetworkPlan)):
+            values[key] = kind(**_checked(kind, values[key], key))
+        values["secret"] = SecretRef(**_checked(SecretRef, values["secret"], "secret")) \
+            if values["secret"] else None
+        return cls(**values)
+
+
+def _checked(kind: type, data: dict, where: str) -> dict:
+    """`data` with exactly the fields of `kind`: a stack config or journal written by another
+    version of servestack is refused, not half read."""
+    if not isinstance(data, dict):
+        raise UserError(f"stack config servestack:deployment{'.' + where if where else ''} "
+                        f"is not a mapping")
+    names = {f.name for f in fields(kind)}
+    unknown, missing = set(data) - names, names - set(data)
+    if unknown or missing:
+        place = f"servestack:deployment{'.' + where if where else ''}"
+        problems = [f"unknown keys: {', '.join(sorted(unknown))}" if unknown else "",
+                    f"missing keys: {', '.join(sorted(missing))}" if missing else ""]
+        raise UserError(f"stack config {place} has {'; '.join(p for p in problems if p)} "
+                        "(written by another servestack version? run `servestack generate` "
+                        "again)")
+    return dict(data)
+
+
