@@ -47,6 +47,9 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.fakes
 
 from servestack import clouds
 from servestack.deploy.failures import Failure, candidate_block, classify, quota_families
@@ -58,6 +61,7 @@ from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.planner import Candidate, plan
 from servestack.pulumi.engine import Diagnostic, OpResult
+from tests.fakes import SimClock
 
 # seconds; see the module docstring for the sources
 TIMES = {
@@ -111,17 +115,6 @@ TEXT = {
                          "credentials. AzureCliCredential: Please run 'az login' to set up an "
                          "account",
 }
-
-
-class SimClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass
@@ -366,7 +359,7 @@ class Result:
 
 
 def run_policy(policy: Policy, world: World, inputs, by_type: dict) -> Result:
-    clock = SimClock()
+    clock = SimClock(start=0.0)
     engine = SimEngine(world, clock, by_type, policy.hang_cap)
 
     def build(candidate: Candidate, pool: list[Candidate]) -> Deployment:

@@ -1,15 +1,9 @@
-"""The fallback loop through the engine interface, with a double that replays real error texts.
-
-`ReplayEngine` keeps a `Cloud` (what exists, in state and untracked) that outlives an engine, so
-a run can crash and a new run resume against the same cloud. It fails the test if `up` ever
-starts while another stack still holds resources: never two candidates live. The clock is
-simulated: timeouts, backoffs and readiness waits take no real time.
-"""
+"""The fallback loop through the engine interface, with a double that replays real error texts
+(tests.fakes.ReplayEngine) on a simulated clock."""
 
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,177 +12,21 @@ import pytest
 from servestack.deploy.failures import Block
 from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings, narrow
-from servestack.deploy.readiness import ProbeAnswer
-from servestack.deployment.build import build_deployment
-from servestack.inputs import load_inputs
-from servestack.planner import plan
-from servestack.pulumi.engine import Diagnostic, Leftover, OpResult
-
-FIXTURES = Path(__file__).parent / "fixtures" / "errors"
-DESTROY_FAILS = ("error: deleting EC2 Security Group (sg-0a1b2c3d4e5f67890): operation error "
-                 "EC2: DeleteSecurityGroup, api error DependencyViolation: resource "
-                 "sg-0a1b2c3d4e5f67890 has a dependent object")
-
-
-def fixture_text(name: str) -> str:
-    lines = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8").splitlines()
-    return "\n".join(line for line in lines if not line.startswith("# "))
-
-
-class Crash(BaseException):
-    """The process was killed (BaseException: nothing in the loop may swallow it)."""
-
-
-class SimClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-
-
-@dataclass
-class Step:
-    """What one `up` of a candidate does: ok / fail (with a fixture) / hang / crash."""
-
-    kind: str = "ok"
-    fixture: str | None = None
-    seconds: float = 60.0
-    strays: tuple[str, ...] = ()  # created in the cloud but missing from the state
-    running: int | None = 2  # VMs of the group that start after an ok `up` (None: unknown)
-
-
-@dataclass
-class Cloud:
-    state: dict[str, set[str]] = field(default_factory=dict)  # stack -> resources in state
-    untracked: dict[str, set[str]] = field(default_factory=dict)  # stack -> strays
-    ready_after: dict[str, float] = field(default_factory=dict)  # endpoint -> time ready
-    running: dict[str, int | None] = field(default_factory=dict)  # stack -> running VMs
-    violations: list[str] = field(default_factory=list)
-
-    def holding(self) -> set[str]:
-        return {s for s, r in self.state.items() if r} | \
-            {s for s, r in self.untracked.items() if r}
-
-
-class ReplayEngine:
-    name = "replay"
-
-    def __init__(self, cloud: Cloud, clock: SimClock, script: dict[str, list[Step]] | None = None,
-                 *, destroy_fails: tuple[str, ...] = (), crash_at: int | None = None,
-                 limits: dict | None = None, ready_in: float = 600.0) -> None:
-        self.cloud, self.clock, self.script = cloud, clock, script or {}
-        self.destroy_fails, self.crash_at, self.limits = destroy_fails, crash_at, limits or {}
-        self.ready_in = ready_in
-        self.calls: list[tuple[str, str]] = []
-
-    def _call(self, op: str, name: str) -> None:
-        self.calls.append((op, name))
-        if self.crash_at is not None and len(self.calls) == self.crash_at:
-            raise Crash(f"killed during {op} {name}")
-
-    def up(self, stack, deployment, *, timeout_s, on_progress=None) -> OpResult:
-        others = self.cloud.holding() - {stack.name}
-        if others:
-            self.cloud.violations.append(f"up {stack.name} while {sorted(others)} hold resources")
-        steps = self.script.get(stack.candidate_id) or []
-        step = steps.pop(0) if steps else Step()
-        resources = self.cloud.state.setdefault(stack.name, set())
-        resources.update({"sg", "lb", "template"})
-        self.cloud.untracked.setdefault(stack.name, set()).update(step.strays)
-        if on_progress:
-            on_progress("create security group")
-        self._call("up", stack.name)
-        if step.kind == "sigterm":  # the CI job is cancelled while `up` runs
-            os.kill(os.getpid(), signal.SIGTERM)
-        if step.kind == "hang":
-            self.clock.t += timeout_s
-            resources.add("group")
-            return OpResult(False, [], "error: update canceled", timed_out=True)
-        self.clock.t += step.seconds
-        if step.kind == "fail":
-            return OpResult(False, [Diagnostic("error", fixture_text(step.fixture))],
-                            "code: 255\n stdout: Updating ... error: update failed")
-        resources.add("group")
-        endpoint = f"http://{stack.name}.lb.example"
-        self.cloud.running[stack.name] = step.running
-        starved = step.running is not None and step.running < 2
-        self.cloud.ready_after[endpoint] = float("inf") if starved else self.clock.t + self.ready_in
-        return OpResult(True, outputs={"endpoint": endpoint, "candidateId": stack.candidate_id})
-
-    def group_size(self, stack, deployment) -> int | None:
-        self.calls.append(("group_size", stack.name))
-        return self.cloud.running.get(stack.name)
-
-    def refresh(self, stack, deployment) -> OpResult:
-        self._call("refresh", stack.name)
-        self.clock.t += 5
-        return OpResult(True)
-
-    def destroy(self, stack, deployment) -> OpResult:
-        self._call("destroy", stack.name)
-        self.clock.t += 90
-        if stack.name in self.destroy_fails:
-            self.cloud.state.get(stack.name, set()).discard("lb")
-            return OpResult(False, [Diagnostic("error", DESTROY_FAILS)], "error: destroy failed")
-        self.cloud.state[stack.name] = set()
-        return OpResult(True)
-
-    def leftovers(self, stack, deployment) -> list[Leftover]:
-        self._call("leftovers", stack.name)
-        found = [Leftover("test:state", r, f"id-{r}", "state")
-                 for r in sorted(self.cloud.state.get(stack.name, ()))]
-        return found + [Leftover("aws:autoscaling/group:Group", r, r, "cloud")
-                        for r in sorted(self.cloud.untracked.get(stack.name, ()))]
-
-    def adopt(self, stack, deployment, leftovers) -> OpResult:
-        self._call("adopt", stack.name)
-        names = {x.name for x in leftovers}
-        self.cloud.untracked[stack.name] -= names
-        self.cloud.state.setdefault(stack.name, set()).update(names)
-        return OpResult(True)
-
-    def remove(self, stack, deployment) -> OpResult:
-        self._call("remove", stack.name)
-        self.cloud.state.pop(stack.name, None)
-        return OpResult(True)
-
-    def quota_limits(self, candidates) -> dict:
-        return dict(self.limits)
-
-
-def probes(cloud: Cloud, clock: SimClock, replicas: int = 2, named: bool = True):
-    """Each endpoint answers 503 until it is ready, then round-robins over its replicas."""
-
-    def factory(endpoint, deployment):
-        turn = iter(range(10**9))
-
-        def probe() -> ProbeAnswer:
-            ready_at = cloud.ready_after.get(endpoint)
-            if ready_at is None or clock.now() < ready_at:
-                return ProbeAnswer(False, 503, None, "HTTP 503")
-            name = f"replica-{next(turn) % replicas}" if named else None
-            return ProbeAnswer(True, 200, name)
-
-        return probe
-
-    return factory
-
-
-INPUTS = load_inputs(None)
-PLAN = plan(INPUTS.spec, INPUTS.catalog, INPUTS.facts, model=INPUTS.model)
-C = {c.id: c for c in PLAN.candidates}
-GCP1, GCP2, GCP3 = (c.id for c in PLAN.candidates[:3])  # a2-ultragpu-2g: us-central1, eu-west4..
-AZ1 = PLAN.candidates[3].id  # azure eastus Standard_NC48ads_A100_v4
-
-
-def build(candidate, pool):
-    return build_deployment(INPUTS.spec, candidate, pool, model=INPUTS.model)
+from tests.fakes import (
+    AZ1,
+    GCP1,
+    GCP2,
+    GCP3,
+    PLAN,
+    C,
+    Cloud,
+    Crash,
+    ReplayEngine,
+    SimClock,
+    Step,
+    build,
+    probes,
+)
 
 
 class KillableJournal(Journal):

@@ -12,7 +12,7 @@ from servestack.cli import main as cli
 from servestack.deploy.journal import Journal, ServiceLock
 from servestack.inputs import load_inputs
 from servestack.pulumi.generate import generate
-from tests.test_fallback import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, probes
+from tests.fakes import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, probes
 
 
 def parser() -> argparse.ArgumentParser:

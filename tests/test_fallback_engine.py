@@ -35,7 +35,7 @@ from servestack.pulumi.engine import (
     sweep_program,
 )
 from servestack.pulumi.preview import record
-from tests.test_fallback import INPUTS, PLAN
+from tests.fakes import INPUTS, PLAN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 
