@@ -32,6 +32,8 @@ from servestack.clouds.aws import (
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
+    ec2_trust_policy,
+    read_token_policy,
 )
 from servestack.deployment.model import WORLD, Deployment
 
@@ -252,7 +254,7 @@ class InstanceRole(pulumi.ComponentResource):
         super().__init__(_type("InstanceRole"), name, None, opts)
         d = args.deployment
         self.role = aws.iam.Role(
-            f"{name}-role", assume_role_policy=json.dumps(_ec2_trust()),
+            f"{name}-role", assume_role_policy=json.dumps(ec2_trust_policy()),
             description=f"servestack {d.service} GPU instances", tags=d.tags,
             opts=_child(self))
         self.policy = aws.iam.RolePolicy(
@@ -264,24 +266,11 @@ class InstanceRole(pulumi.ComponentResource):
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
 
 
-def _ec2_trust() -> dict:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": "sts:AssumeRole",
-        "Principal": {"Service": "ec2.amazonaws.com"}}]}
-
-
 def _read_token_policy(facts: AccountFacts, name: str, key: str) -> pulumi.Output[str]:
     def document(args: list[str]) -> str:
         arn, partition, account, suffix = args
-        return json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Sid": "ReadToken", "Effect": "Allow", "Action": "ssm:GetParameter",
-             "Resource": arn},
-            {"Sid": "DecryptTokenViaSsm", "Effect": "Allow", "Action": "kms:Decrypt",
-             "Resource": f"arn:{partition}:kms:{facts.region}:{account}:key/*",
-             "Condition": {
-                 "StringEquals": {"kms:ViaService": f"ssm.{facts.region}.{suffix}"},
-                 "ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}},
-        ]}, sort_keys=True)
+        return json.dumps(read_token_policy(arn, partition, account, facts.region, suffix, key),
+                          sort_keys=True)
 
     return pulumi.Output.all(parameter_arn(facts, name), facts.partition, facts.account_id,
                              facts.dns_suffix).apply(document)

@@ -35,9 +35,22 @@ from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
+    AZURE_EGRESS_PROTOCOL,
+    AZURE_FLEX_FAULT_DOMAINS,
     AZURE_HEALTH_EXTENSION,
+    AZURE_IDENTITY_TYPE,
+    AZURE_IP_ALLOCATION,
+    AZURE_IP_VERSION,
+    AZURE_LOAD_DISTRIBUTION,
+    AZURE_OS_DISK_CACHING,
+    AZURE_OVERPROVISION,
+    AZURE_REPAIR_ACTION,
+    AZURE_SECRET_CONTENT_TYPE,
+    AZURE_SKU,
+    AZURE_SKU_TIER,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_UPGRADE_MODE,
     AZURE_VAULT_RETENTION_DAYS,
     EGRESS,
     FRONTEND,
@@ -155,8 +168,9 @@ class LoadBalancer(pulumi.ComponentResource):
         self.lb_name = azure_lb_name(d)  # explicit: the rules reference it by ARM id
         self.public_ip = azure.network.PublicIPAddress(
             f"{name}-ip", resource_group_name=args.resource_group_name, location=d.region,
-            sku=azure.network.PublicIPAddressSkuArgs(name="Standard", tier="Regional"),
-            public_ip_allocation_method="Static", public_ip_address_version="IPv4",
+            sku=azure.network.PublicIPAddressSkuArgs(name=AZURE_SKU, tier=AZURE_SKU_TIER),
+            public_ip_allocation_method=AZURE_IP_ALLOCATION,
+            public_ip_address_version=AZURE_IP_VERSION,
             zones=list(d.zones) or None, tags=d.tags, opts=_child(self))
         ids = pulumi.Output.all(args.subscription_id, args.resource_group_name).apply(
             lambda v: {kind: lb_child_id(v[0], v[1], self.lb_name, kind, child)
@@ -165,7 +179,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self.lb = azure.network.LoadBalancer(
             f"{name}-lb", load_balancer_name=self.lb_name,
             resource_group_name=args.resource_group_name, location=d.region,
-            sku=azure.network.LoadBalancerSkuArgs(name="Standard", tier="Regional"),
+            sku=azure.network.LoadBalancerSkuArgs(name=AZURE_SKU, tier=AZURE_SKU_TIER),
             frontend_ip_configurations=[azure.network.FrontendIPConfigurationArgs(
                 name=FRONTEND, public_ip_address=azure.network.PublicIPAddressArgs(
                     id=self.public_ip.id))],
@@ -200,12 +214,12 @@ def listener_rule(d: Deployment, ids: pulumi.Output[dict]
         probe=azure.network.SubResourceArgs(id=ids.apply(lambda i: i["probes"])),
         idle_timeout_in_minutes=azure_idle_timeout_minutes(d.idle_timeout_seconds),
         enable_tcp_reset=True, enable_floating_ip=False, disable_outbound_snat=True,
-        load_distribution="Default")
+        load_distribution=AZURE_LOAD_DISTRIBUTION)
 
 
 def egress_rule(ids: pulumi.Output[dict]) -> azure.network.OutboundRuleArgs:
     return azure.network.OutboundRuleArgs(
-        name=EGRESS, protocol="All", enable_tcp_reset=True,
+        name=EGRESS, protocol=AZURE_EGRESS_PROTOCOL, enable_tcp_reset=True,
         frontend_ip_configurations=[azure.network.SubResourceArgs(
             id=ids.apply(lambda i: i["frontendIPConfigurations"]))],
         backend_address_pool=azure.network.SubResourceArgs(
@@ -262,7 +276,7 @@ class TokenSecret(pulumi.ComponentResource):
                 f"{name}-secret", secret_name=ref.name, vault_name=self.vault.name,
                 resource_group_name=args.resource_group_name, tags=d.tags,
                 properties=azure.keyvault.SecretPropertiesArgs(
-                    value=pulumi.Output.secret(args.token), content_type="text/plain"),
+                    value=pulumi.Output.secret(args.token), content_type=AZURE_SECRET_CONTENT_TYPE),
                 opts=_child(self))
         self.register_outputs({"vaultUri": self.vault.properties.vault_uri})
 
@@ -295,24 +309,25 @@ class ScaleSet(pulumi.ComponentResource):
         super().__init__(_type("ScaleSet"), name, None, opts)
         d = args.deployment
         flexible = azure_flexible(d)
-        mode = {"orchestration_mode": "Flexible", "platform_fault_domain_count": 1,
+        mode = {"orchestration_mode": "Flexible",
+                "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
                 "single_placement_group": False,
                 "priority_mix_policy": azure.compute.PriorityMixPolicyArgs(
                     base_regular_priority_count=d.on_demand_base,
                     regular_priority_percentage_above_base=0)} if flexible else {
-            "orchestration_mode": "Uniform", "overprovision": False,
-            "upgrade_policy": azure.compute.UpgradePolicyArgs(mode="Manual")}
+            "orchestration_mode": "Uniform", "overprovision": AZURE_OVERPROVISION,
+            "upgrade_policy": azure.compute.UpgradePolicyArgs(mode=AZURE_UPGRADE_MODE)}
         self.vmss = azure.compute.VirtualMachineScaleSet(
             f"{name}-vmss", resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
                                       capacity=d.desired_replicas),
             zones=list(d.zones) or None,
             identity=azure.compute.VirtualMachineScaleSetIdentityArgs(
-                type="UserAssigned", user_assigned_identities=[args.identity_id]),
+                type=AZURE_IDENTITY_TYPE, user_assigned_identities=[args.identity_id]),
             automatic_repairs_policy=azure.compute.AutomaticRepairsPolicyArgs(
                 enabled=True,
                 grace_period=azure_repair_grace_period(d.health.grace_period_seconds),
-                repair_action="Replace"),
+                repair_action=AZURE_REPAIR_ACTION),
             spot_restore_policy=azure.compute.SpotRestorePolicyArgs(
                 enabled=True, restore_timeout=AZURE_SPOT_RESTORE_TIMEOUT)
             if azure_spot_restore(d) else None,
@@ -333,7 +348,8 @@ def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
         storage_profile=azure.compute.VirtualMachineScaleSetStorageProfileArgs(
             image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image)),
             os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
-                create_option="FromImage", disk_size_gb=d.disk_size_gb, caching="ReadWrite",
+                create_option="FromImage", disk_size_gb=d.disk_size_gb,
+                caching=AZURE_OS_DISK_CACHING,
                 managed_disk=azure.compute.VirtualMachineScaleSetManagedDiskParametersArgs(
                     storage_account_type=d.disk_type))),
         network_profile=network_profile(d, args, flexible),

@@ -40,19 +40,26 @@ from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
+    GCP_ADDRESS_TYPE,
+    GCP_ARMOR_TYPE,
+    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_HEALTH_CHECK_RANGES,
+    GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
+    GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
     GCP_TARGET_SHAPE,
+    GCP_VPC,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
     gcp_labels,
-    gcp_needs_gvnic,
+    gcp_metadata,
     gcp_network_tag,
+    gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
     gcp_update_policy,
@@ -84,8 +91,7 @@ class Network(pulumi.ComponentResource):
         super().__init__(_type("Network"), name, None, opts)
         d = args.deployment
         self.network = gcp.compute.Network(
-            f"{name}-vpc", project=d.gcp_project, auto_create_subnetworks=False,
-            routing_mode="REGIONAL", description=f"servestack {d.service}",
+            f"{name}-vpc", project=d.gcp_project, **GCP_VPC, description=f"servestack {d.service}",
             opts=_child(self))
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-vms", project=d.gcp_project, region=d.region, network=self.network.id,
@@ -93,8 +99,7 @@ class Network(pulumi.ComponentResource):
             description=f"servestack {d.service}: GPU VMs", opts=_child(self))
         self.proxy_subnet = gcp.compute.Subnetwork(
             f"{name}-proxy", project=d.gcp_project, region=d.region, network=self.network.id,
-            ip_cidr_range=d.network.proxy_subnet, purpose="REGIONAL_MANAGED_PROXY",
-            role="ACTIVE",
+            ip_cidr_range=d.network.proxy_subnet, **GCP_PROXY_SUBNET,
             description=f"servestack {d.service}: load balancer proxies", opts=_child(self))
         self.register_outputs({"network": self.network.id, "subnet": self.subnet.id,
                                "proxySubnet": self.proxy_subnet.id})
@@ -322,10 +327,10 @@ class InstanceGroup(pulumi.ComponentResource):
                 source_image=self.image, boot=True, auto_delete=True,
                 disk_size_gb=d.disk_size_gb, disk_type=d.disk_type, labels=labels)],
             # cloud-init reads `user-data`; SSH (when ssh_cidrs allow it) goes through OS Login.
-            metadata={"user-data": user_data, "enable-oslogin": "TRUE"},
+            metadata=gcp_metadata(user_data),
             network_interfaces=[gcp.compute.RegionInstanceTemplateNetworkInterfaceArgs(
                 subnetwork=args.subnet,
-                nic_type="GVNIC" if gcp_needs_gvnic(d) else None,
+                nic_type=gcp_nic_type(d),
                 # An ephemeral public IP for egress (pip, the model download); ingress is
                 # limited by the firewall to health checkers, the proxies and ssh_cidrs.
                 access_configs=[
@@ -385,20 +390,20 @@ class LoadBalancer(pulumi.ComponentResource):
         d = args.deployment
         labels = gcp_labels(d.tags)
         self.address = gcp.compute.Address(
-            f"{name}-ip", project=d.gcp_project, region=d.region, address_type="EXTERNAL",
+            f"{name}-ip", project=d.gcp_project, region=d.region, address_type=GCP_ADDRESS_TYPE,
             network_tier=GCP_LB_TIER, labels=labels,
             description=f"servestack {d.service}: endpoint", opts=_child(self))
         self.policy = self._client_policy(name, d)
         self.backend = gcp.compute.RegionBackendService(
             f"{name}-backend", project=d.gcp_project, region=d.region,
-            load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTP", port_name=GCP_NAMED_PORT,
+            load_balancing_scheme=GCP_LB_SCHEME, protocol="HTTP", port_name=GCP_NAMED_PORT,
             health_checks=args.health_check,
             # For this load balancer the timeout bounds a whole response: a streamed completion
             # may run for `idle_timeout_seconds`. Draining lets in-flight streams finish.
             timeout_sec=d.idle_timeout_seconds,
             connection_draining_timeout_sec=gcp_draining_seconds(d),
             backends=[gcp.compute.RegionBackendServiceBackendArgs(
-                group=args.instance_group, balancing_mode="UTILIZATION", capacity_scaler=1.0)],
+                group=args.instance_group, **GCP_BACKEND)],
             security_policy=self.policy.self_link if self.policy else None,
             description=f"servestack {d.service}: the GPU group", opts=_child(self))
         self.url_map = gcp.compute.RegionUrlMap(
@@ -411,7 +416,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=_child(self))
         self.rule = gcp.compute.ForwardingRule(
             f"{name}-listener", project=d.gcp_project, region=d.region,
-            load_balancing_scheme="EXTERNAL_MANAGED", ip_protocol="TCP",
+            load_balancing_scheme=GCP_LB_SCHEME, ip_protocol="TCP",
             port_range=str(d.listener_port), target=self.proxy.id,
             ip_address=self.address.address, network=args.network, network_tier=GCP_LB_TIER,
             labels=labels,
@@ -428,7 +433,7 @@ class LoadBalancer(pulumi.ComponentResource):
         if rules is None:
             return None
         return gcp.compute.RegionSecurityPolicy(
-            f"{name}-clients", project=d.gcp_project, region=d.region, type="CLOUD_ARMOR",
+            f"{name}-clients", project=d.gcp_project, region=d.region, type=GCP_ARMOR_TYPE,
             description=f"servestack {d.service}: only allow_cidrs reach the endpoint",
             rules=[_armor_rule(r) for r in rules], opts=_child(self))
 

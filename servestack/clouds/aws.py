@@ -146,3 +146,27 @@ def aws_distribution(d: Deployment) -> dict[str, Any]:
             "on_demand_base_capacity": d.on_demand_base,
             "on_demand_percentage_above_base_capacity": 0,
             "spot_allocation_strategy": "capacity-optimized-prioritized"}
+
+
+def ec2_trust_policy() -> dict[str, Any]:
+    """Who may assume the VMs' role: EC2 instances."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Service": "ec2.amazonaws.com"}}]}
+
+
+def read_token_policy(parameter_arn: str, partition: str, account: str, region: str,
+                      dns_suffix: str, key: str) -> dict[str, Any]:
+    """Read the token parameter, and decrypt it only through SSM with the AWS-managed key.
+
+    The arguments are values (Pulumi, after apply) or Terraform expressions; the document is
+    the same either way."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadToken", "Effect": "Allow", "Action": "ssm:GetParameter",
+         "Resource": parameter_arn},
+        {"Sid": "DecryptTokenViaSsm", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": f"arn:{partition}:kms:{region}:{account}:key/*",
+         "Condition": {
+             "StringEquals": {"kms:ViaService": f"ssm.{region}.{dns_suffix}"},
+             "ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}},
+    ]}

@@ -28,6 +28,18 @@ ADMIN_USER = "servestack"
 # frontend port per VM from this range, forwarded to the SSH port.
 SSH_NAT_PORTS = (50000, 50099)
 IMAGE_ID_PREFIXES = ("/subscriptions/", "/CommunityGalleries/", "/SharedGalleries/")
+# Fixed choices both engines spell alike (their argument names differ, the values do not).
+AZURE_SKU, AZURE_SKU_TIER = "Standard", "Regional"  # public IP and load balancer
+AZURE_IP_ALLOCATION, AZURE_IP_VERSION = "Static", "IPv4"  # the frontend keeps its address
+AZURE_LOAD_DISTRIBUTION = "Default"  # 5-tuple hash: a client's streams spread over replicas
+AZURE_EGRESS_PROTOCOL = "All"
+AZURE_UPGRADE_MODE = "Manual"
+AZURE_OVERPROVISION = False  # extra GPU VMs would each load the model, then be deleted
+AZURE_FLEX_FAULT_DOMAINS = 1  # Flexible orchestration: max spreading across fault domains
+AZURE_IDENTITY_TYPE = "UserAssigned"  # the VMs read the token with their group's identity
+AZURE_REPAIR_ACTION = "Replace"
+AZURE_OS_DISK_CACHING = "ReadWrite"
+AZURE_SECRET_CONTENT_TYPE = "text/plain"
 
 RULES = (
     rule("capacity", "SkuNotAvailable", r"SkuNotAvailable|Capacity Restrictions"),

@@ -23,6 +23,13 @@ from servestack.deployment.model import (
 
 # Google's health checkers and the regional load balancer's proxies come from these ranges.
 GCP_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+# The regional external Application Load Balancer: Envoy proxies in a proxy-only subnet.
+GCP_LB_SCHEME = "EXTERNAL_MANAGED"
+GCP_VPC = {"auto_create_subnetworks": False, "routing_mode": "REGIONAL"}
+GCP_PROXY_SUBNET = {"purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE"}
+GCP_BACKEND = {"balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}
+GCP_ADDRESS_TYPE = "EXTERNAL"
+GCP_ARMOR_TYPE = "CLOUD_ARMOR"
 
 RULES = (
     rule("capacity", "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -231,3 +238,11 @@ def _armor_rule(priority: int, action: str, ranges: list[str], why: str) -> dict
             "match": {"versioned_expr": "SRC_IPS_V1", "config": {"src_ip_ranges": ranges}}}
 
 
+def gcp_nic_type(d: Deployment) -> str | None:
+    """gVNIC where the machine family needs it (A3), else the API's default."""
+    return "GVNIC" if gcp_needs_gvnic(d) else None
+
+
+def gcp_metadata(user_data: Any) -> dict[str, Any]:
+    """The VMs' metadata: cloud-init's user data, and OS Login for any SSH access."""
+    return {"user-data": user_data, "enable-oslogin": "TRUE"}

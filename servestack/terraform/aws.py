@@ -13,6 +13,7 @@ Security group rules are their own resources (aws_vpc_security_group_*_rule), on
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
@@ -22,16 +23,18 @@ from servestack.clouds.aws import (
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
+    ec2_trust_policy,
+    read_token_policy,
 )
 from servestack.deployment.model import WORLD, Deployment
 from servestack.terraform import (
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
+    Ref,
     compact,
     expr,
     merge,
     service_outputs,
-    template,
 )
 
 # (local name, requirement): the provider this renderer's arguments were checked against.
@@ -94,9 +97,7 @@ def image_data(d: Deployment) -> dict[str, Any]:
 def account_data(d: Deployment) -> dict[str, Any]:
     if d.secret is None:
         return {}
-    return {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}},
-            "aws_iam_policy_document": {"ec2_trust": trust_policy(),
-                                        "read_token": read_token_policy(d)}}
+    return {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}}
 
 
 def _rule(group: str, description: str, tags: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -169,28 +170,15 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     }
 
 
-def trust_policy() -> dict[str, Any]:
-    return {"statement": [{"effect": "Allow", "actions": ["sts:AssumeRole"],
-                           "principals": [{"type": "Service",
-                                           "identifiers": ["ec2.amazonaws.com"]}]}]}
-
-
-def read_token_policy(d: Deployment) -> dict[str, Any]:
-    """Read the token parameter, and decrypt it only through SSM with the AWS-managed key."""
+def token_policy(d: Deployment) -> Ref:
+    """The shared read-token policy as a JSON template whose ARNs Terraform fills in."""
     partition = "data.aws_partition.current"
-    return {"statement": [
-        {"sid": "ReadToken", "effect": "Allow", "actions": ["ssm:GetParameter"],
-         "resources": [expr("aws_ssm_parameter.hf_token.arn")]},
-        {"sid": "DecryptTokenViaSsm", "effect": "Allow", "actions": ["kms:Decrypt"],
-         "resources": [template("arn:", expr(f"{partition}.partition"), f":kms:{d.region}:",
-                                expr("data.aws_caller_identity.current.account_id"),
-                                ":key/*")],
-         "condition": [
-             {"test": "StringEquals", "variable": "kms:ViaService",
-              "values": [template(f"ssm.{d.region}.", expr(f"{partition}.dns_suffix"))]},
-             {"test": "ForAnyValue:StringEquals", "variable": "kms:ResourceAliases",
-              "values": [d.secret.key]}]},
-    ]}
+    document = read_token_policy(
+        expr("aws_ssm_parameter.hf_token.arn"), expr(f"{partition}.partition"),
+        expr("data.aws_caller_identity.current.account_id"), d.region,
+        expr(f"{partition}.dns_suffix"), d.secret.key if d.secret else "")
+    # Every `${...}` in it is one of the expressions above; the rest is fixed text.
+    return Ref(json.dumps(document, sort_keys=True))
 
 
 def token_access(d: Deployment) -> dict[str, Any]:
@@ -205,11 +193,11 @@ def token_access(d: Deployment) -> dict[str, Any]:
             "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
         "aws_iam_role": {"vm": {
             "name_prefix": f"{d.service}-vm-",
-            "assume_role_policy": expr("data.aws_iam_policy_document.ec2_trust.json"),
+            "assume_role_policy": json.dumps(ec2_trust_policy()),
             "description": f"servestack {d.service} GPU instances", "tags": d.tags}},
         "aws_iam_role_policy": {"read_token": {
             "name": "read-token", "role": expr("aws_iam_role.vm.id"),
-            "policy": expr("data.aws_iam_policy_document.read_token.json")}},
+            "policy": token_policy(d)}},
         "aws_iam_instance_profile": {"vm": {
             "name_prefix": f"{d.service}-vm-", "role": expr("aws_iam_role.vm.name"),
             "tags": d.tags}},

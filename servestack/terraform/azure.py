@@ -27,9 +27,22 @@ from typing import Any
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
+    AZURE_EGRESS_PROTOCOL,
+    AZURE_FLEX_FAULT_DOMAINS,
     AZURE_HEALTH_EXTENSION,
+    AZURE_IDENTITY_TYPE,
+    AZURE_IP_ALLOCATION,
+    AZURE_IP_VERSION,
+    AZURE_LOAD_DISTRIBUTION,
+    AZURE_OS_DISK_CACHING,
+    AZURE_OVERPROVISION,
+    AZURE_REPAIR_ACTION,
+    AZURE_SECRET_CONTENT_TYPE,
+    AZURE_SKU,
+    AZURE_SKU_TIER,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_UPGRADE_MODE,
     AZURE_VAULT_RETENTION_DAYS,
     EGRESS,
     FRONTEND,
@@ -122,11 +135,12 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     parts: dict[str, Any] = {
         "azurerm_public_ip": {"lb": compact({
             "name": name(d, "ip"), "location": d.region, "resource_group_name": RG,
-            "allocation_method": "Static", "sku": "Standard", "sku_tier": "Regional",
-            "ip_version": "IPv4", "zones": list(d.zones) or None, "tags": d.tags})},
+            "allocation_method": AZURE_IP_ALLOCATION, "sku": AZURE_SKU,
+            "sku_tier": AZURE_SKU_TIER, "ip_version": AZURE_IP_VERSION,
+            "zones": list(d.zones) or None, "tags": d.tags})},
         "azurerm_lb": {"lb": {
             "name": azure_lb_name(d), "location": d.region, "resource_group_name": RG,
-            "sku": "Standard", "sku_tier": "Regional",
+            "sku": AZURE_SKU, "sku_tier": AZURE_SKU_TIER,
             "frontend_ip_configuration": [{"name": FRONTEND, "public_ip_address_id":
                                            expr("azurerm_public_ip.lb.id")}],
             "tags": d.tags}},
@@ -139,9 +153,9 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "probe_id": expr("azurerm_lb_probe.health.id"),
             "idle_timeout_in_minutes": azure_idle_timeout_minutes(d.idle_timeout_seconds),
             "tcp_reset_enabled": True, "floating_ip_enabled": False,
-            "disable_outbound_snat": True, "load_distribution": "Default"}},
+            "disable_outbound_snat": True, "load_distribution": AZURE_LOAD_DISTRIBUTION}},
         "azurerm_lb_outbound_rule": {"egress": {
-            "name": EGRESS, "loadbalancer_id": LB, "protocol": "All",
+            "name": EGRESS, "loadbalancer_id": LB, "protocol": AZURE_EGRESS_PROTOCOL,
             "backend_address_pool_id": pool, "tcp_reset_enabled": True,
             "frontend_ip_configuration": [{"name": FRONTEND}]}},
     }
@@ -179,7 +193,7 @@ def token(d: Deployment) -> dict[str, Any]:
             "name": d.secret.name, "key_vault_id": vault,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
-            "content_type": "text/plain", "tags": d.tags,
+            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
             "depends_on": ["azurerm_key_vault_access_policy.deployer"]}},
     }
 
@@ -217,15 +231,15 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     common = {
         "location": d.region, "resource_group_name": RG, "instances":
             expr("var.desired_replicas"), "zones": list(d.zones) or None,
-        "identity": {"type": "UserAssigned",
+        "identity": {"type": AZURE_IDENTITY_TYPE,
                      "identity_ids": [expr("azurerm_user_assigned_identity.vm.id")]},
-        "os_disk": {"caching": "ReadWrite", "storage_account_type": d.disk_type,
+        "os_disk": {"caching": AZURE_OS_DISK_CACHING, "storage_account_type": d.disk_type,
                     "disk_size_gb": d.disk_size_gb},
         "network_interface": [ip_configuration(d)],
         "automatic_instance_repair": {
             "enabled": True,
             "grace_period": azure_repair_grace_period(d.health.grace_period_seconds),
-            "action": "Replace"},
+            "action": AZURE_REPAIR_ACTION},
         "tags": d.tags, **image(d), **spot_settings(d),
         "depends_on": ["azurerm_key_vault_secret.hf_token",
                        "azurerm_key_vault_access_policy.vms"] if d.secret else None,
@@ -233,7 +247,8 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     if azure_flexible(d):
         flexible = compact({
             **common, "name": name(d, "vmss"), "sku_name": d.primary.instance_type,
-            "platform_fault_domain_count": 1, "single_placement_group": False,
+            "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
+            "single_placement_group": False,
             "priority_mix": {"base_regular_count": d.on_demand_base,
                              "regular_percentage_above_base": 0},
             "os_profile": {"custom_data": custom_data, "linux_configuration": {
@@ -247,7 +262,7 @@ def scale_set(d: Deployment) -> dict[str, Any]:
         "admin_username": user, "admin_ssh_key": [key],
         "disable_password_authentication": True, "provision_vm_agent": True,
         "computer_name_prefix": azure_computer_name_prefix(d), "custom_data": custom_data,
-        "overprovision": False, "upgrade_mode": "Manual",
+        "overprovision": AZURE_OVERPROVISION, "upgrade_mode": AZURE_UPGRADE_MODE,
         "health_probe_id": expr("azurerm_lb_probe.health.id"),
         "spot_restore": {"enabled": True, "timeout": AZURE_SPOT_RESTORE_TIMEOUT}
         if azure_spot_restore(d) else None})

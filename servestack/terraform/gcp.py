@@ -24,19 +24,26 @@ from typing import Any
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
+    GCP_ADDRESS_TYPE,
+    GCP_ARMOR_TYPE,
+    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_HEALTH_CHECK_RANGES,
+    GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
+    GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
     GCP_TARGET_SHAPE,
+    GCP_VPC,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
     gcp_labels,
-    gcp_needs_gvnic,
+    gcp_metadata,
     gcp_network_tag,
+    gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
     gcp_update_policy,
@@ -93,8 +100,8 @@ def network(d: Deployment) -> dict[str, Any]:
     vpc = expr("google_compute_network.vpc.id")
     return {
         "google_compute_network": {"vpc": {
-            "name": name(d, "vpc"), "project": PROJECT, "auto_create_subnetworks": False,
-            "routing_mode": "REGIONAL", "description": f"servestack {d.service}"}},
+            "name": name(d, "vpc"), "project": PROJECT, **GCP_VPC,
+            "description": f"servestack {d.service}"}},
         "google_compute_subnetwork": {
             "vms": {"name": name(d, "vms"), "project": PROJECT, "region": d.region,
                     "network": vpc, "ip_cidr_range": d.network.subnet,
@@ -102,7 +109,7 @@ def network(d: Deployment) -> dict[str, Any]:
                     "description": f"servestack {d.service}: GPU VMs"},
             "proxy": {"name": name(d, "proxy"), "project": PROJECT, "region": d.region,
                       "network": vpc, "ip_cidr_range": d.network.proxy_subnet,
-                      "purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE",
+                      **GCP_PROXY_SUBNET,
                       "description": f"servestack {d.service}: load balancer proxies"}},
     }
 
@@ -186,10 +193,10 @@ def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
                   else expr("data.google_compute_image.image.self_link"),
                   "boot": True, "auto_delete": True, "disk_size_gb": d.disk_size_gb,
                   "disk_type": d.disk_type, "labels": labels(d)}],
-        "metadata": {"user-data": render_cloud_init(d), "enable-oslogin": "TRUE"},
+        "metadata": gcp_metadata(render_cloud_init(d)),
         "network_interface": [compact({
             "subnetwork": expr("google_compute_subnetwork.vms.id"),
-            "nic_type": "GVNIC" if gcp_needs_gvnic(d) else None,
+            "nic_type": gcp_nic_type(d),
             "access_config": [{}]})],
         "service_account": {"email": expr("google_service_account.vm.email"),
                             "scopes": [GCP_CLOUD_PLATFORM_SCOPE]},
@@ -248,7 +255,7 @@ def client_policy(d: Deployment) -> dict[str, Any]:
         return {}
     return {"google_compute_region_security_policy": {"clients": {
         "name": name(d, "clients"), "project": PROJECT, "region": d.region,
-        "type": "CLOUD_ARMOR",
+        "type": GCP_ARMOR_TYPE,
         "description": f"servestack {d.service}: only allow_cidrs reach the endpoint",
         "rules": rules}}}
 
@@ -258,21 +265,21 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     policy = client_policy(d)
     backend = compact({
         "name": name(d, "backend"), "project": PROJECT, "region": d.region,
-        "load_balancing_scheme": "EXTERNAL_MANAGED", "protocol": "HTTP",
+        "load_balancing_scheme": GCP_LB_SCHEME, "protocol": "HTTP",
         "port_name": GCP_NAMED_PORT,
         "health_checks": [expr("google_compute_region_health_check.http.id")],
         "timeout_sec": d.idle_timeout_seconds,
         "connection_draining_timeout_sec": gcp_draining_seconds(d),
         "backend": [{"group": expr(
             "google_compute_region_instance_group_manager.group.instance_group"),
-            "balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}],
+            **GCP_BACKEND}],
         "security_policy": expr("google_compute_region_security_policy.clients.self_link")
         if policy else None,
         "description": f"servestack {d.service}: the GPU group"})
     return merge(policy, {
         "google_compute_address": {"ip": {
             "name": name(d, "ip"), "project": PROJECT, "region": d.region,
-            "address_type": "EXTERNAL", "network_tier": GCP_LB_TIER, "labels": labels(d),
+            "address_type": GCP_ADDRESS_TYPE, "network_tier": GCP_LB_TIER, "labels": labels(d),
             "description": f"servestack {d.service}: endpoint"}},
         "google_compute_region_backend_service": {"backend": backend},
         "google_compute_region_url_map": {"urls": {
@@ -283,7 +290,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "url_map": expr("google_compute_region_url_map.urls.id")}},
         "google_compute_forwarding_rule": {"listener": {
             "name": name(d, "listener"), "project": PROJECT, "region": d.region,
-            "load_balancing_scheme": "EXTERNAL_MANAGED", "ip_protocol": "TCP",
+            "load_balancing_scheme": GCP_LB_SCHEME, "ip_protocol": "TCP",
             "port_range": str(d.listener_port),
             "target": expr("google_compute_region_target_http_proxy.proxy.id"),
             "ip_address": expr("google_compute_address.ip.address"),
