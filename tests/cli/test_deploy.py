@@ -1,4 +1,4 @@
-"""`servestack deploy / status / destroy` through an argparse parser, with the replay engine."""
+"""`servestack deploy / status / destroy` through the CLI, with the replay engine."""
 
 from __future__ import annotations
 
