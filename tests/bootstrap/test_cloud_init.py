@@ -22,7 +22,7 @@ from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from servestack.planner import plan
 
-GOLDEN = Path(__file__).parent / "golden" / "bootstrap"
+GOLDEN = Path(__file__).parent / "golden"
 SKYPILOT_SPEC = Path("/work/shared/specs/skypilot-mixtral-serve.yaml")
 CLOUDS = ("aws", "gcp", "azure")
 TOKEN = "hf_FAKE'to$ken`x"  # a made-up value with shell metacharacters
@@ -105,7 +105,7 @@ def test_secret_fetch_per_cloud(mixtral, cloud, needles):
 
 
 def test_no_token_in_document(write_spec):
-    spec = Path(__file__).resolve().parents[1] / "servestack" / "examples" / "mixtral.yaml"
+    spec = Path(__file__).resolve().parents[2] / "servestack" / "examples" / "mixtral.yaml"
     text = spec.read_text().replace("HF_TOKEN: null", f"HF_TOKEN: {json.dumps(TOKEN)}")
     inputs = load_inputs(str(write_spec(text)))
     assert inputs.spec.secret_values  # the spec really carries the value
