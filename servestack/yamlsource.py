@@ -49,7 +49,7 @@ def load_document(raw: bytes, file: str) -> Document:
     try:
         for event in yaml.parse(text, Loader=Loader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                line = event.start_mark.line + 1
+                line = event.start_mark.line + 1 if event.start_mark else None
                 raise SpecError("YAML anchors and aliases are not allowed in a spec "
                                 "(refused, nothing expanded)", file=file, line=line)
         node = yaml.compose(text, Loader=Loader)

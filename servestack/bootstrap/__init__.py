@@ -253,7 +253,7 @@ def written_files(document: str) -> dict[str, str]:
 
 
 def _mentions(script: str | None, word: str) -> bool:
-    return bool(script) and re.search(rf"\b{word}\b", script) is not None
+    return script is not None and re.search(rf"\b{word}\b", script) is not None
 
 
 def _ending(text: str) -> str:

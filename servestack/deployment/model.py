@@ -92,10 +92,30 @@ class ImageRef:
     sku: str | None = None
     version: str | None = None
 
+    def exact(self) -> str:
+        """The image id of kind "id"."""
+        return _required(self, "id")
+
+    def ami_lookup(self) -> tuple[str, str, str]:
+        """AWS: the owner, name pattern and architecture of the newest matching AMI."""
+        return (_required(self, "owner"), _required(self, "name"),
+                _required(self, "architecture"))
+
+    def gce_family(self) -> tuple[str, str]:
+        """GCP: the project and image family whose newest image boots."""
+        return _required(self, "project"), _required(self, "family")
+
     def marketplace(self) -> dict[str, str]:
         """Azure's publisher/offer/sku/version, as both engines' image reference takes it."""
-        return {"publisher": self.publisher, "offer": self.offer, "sku": self.sku,
-                "version": self.version}
+        return {key: _required(self, key) for key in ("publisher", "offer", "sku", "version")}
+
+
+def _required(value: object, name: str) -> str:
+    """A field that the value's kind must have set: a missing one is a bug, said plainly."""
+    found = getattr(value, name)
+    if not found:
+        raise ValueError(f"{type(value).__name__} has no {name}: {value}")
+    return str(found)
 
 
 # The GPU images used when the spec names none: NVIDIA driver and CUDA preinstalled, and a
@@ -112,6 +132,9 @@ class NetworkPlan:
     subnet: str | None = None
     proxy_subnet: str | None = None
 
+    def range_of(self, name: str) -> str:
+        """One range the cloud's network has (`vnet`, `subnet` or `proxy_subnet`)."""
+        return _required(self, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +180,20 @@ class Deployment:
     @property
     def primary(self) -> InstanceChoice:
         return self.instances[0]
+
+    @property
+    def token_secret(self) -> SecretRef:
+        """Where the token is kept; only asked of a deployment that has one."""
+        if self.secret is None:
+            raise ValueError(f"deployment {self.candidate_id} has no token secret")
+        return self.secret
+
+    @property
+    def ssh_nat_range(self) -> tuple[int, int]:
+        """The balancer's frontend ports for SSH, on the clouds that forward SSH that way."""
+        if self.ssh_nat_ports is None:
+            raise ValueError(f"{self.cloud} forwards no SSH through its balancer")
+        return self.ssh_nat_ports
 
     @property
     def tags(self) -> dict[str, str]:

@@ -83,7 +83,8 @@ def header(d: Deployment) -> dict[str, Any]:
         variables[TOKEN_VAR] = {
             "type": "string", "sensitive": True, "ephemeral": True, "nullable": False,
             "description": "Hugging Face token (set TF_VAR_hf_token); written to "
-                           f"{d.secret.store} {d.secret.name}, never stored in the state"}
+                           f"{d.token_secret.store} {d.token_secret.name}, never stored in "
+                           "the state"}
         variables[TOKEN_VERSION_VAR] = _number(
             "bump to write a new hf_token (the token itself is write-only)")
     return {"terraform": {"required_version": TERRAFORM_VERSION,
