@@ -392,9 +392,10 @@ def test_cli_errors_are_one_line_with_exit_code_2(api, out, tmp_path, capsys):
                           "JSON")
     assert main(_cli_args(api, out, tmp_path, "--regions", "eastus")) == 2
     assert "--regions needs --cloud" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as usage:
-        main(_cli_args(api, out, tmp_path, "--timeout", "-1"))
-    assert usage.value.code == 2
+    assert main(_cli_args(api, out, tmp_path, "--timeout", "-1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("servestack: error: argument --timeout: '-1' must be a finite number")
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_gcp_key_fails_before_any_download(api, http, out, monkeypatch):

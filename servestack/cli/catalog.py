@@ -47,11 +47,11 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`servestack catalog ...` on its own (the same parser the main CLI builds)."""
-    from servestack.cli.main import _run
+    from servestack.cli.options import Parser, run
 
-    parser = argparse.ArgumentParser(prog="servestack")
+    parser = Parser(prog="servestack")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return _run(parser, argv)
+    return run(parser, argv)
 
 
 # --- refresh -------------------------------------------------------------------------------------

@@ -29,123 +29,93 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from servestack.cli import options
+from servestack.cli.options import (
+    DeploymentOptions,
+    DeployRequest,
+    DestroyRequest,
+    PlanRequest,
+    StateRequest,
+    StatusRequest,
+)
 from servestack.errors import UserError
-
-DEFAULT_STATE_DIR = ".servestack"
-DEFAULT_TIMEOUT = "20m"
-ENGINES = ("pulumi", "terraform")
-
 
 # --- argument parsing -----------------------------------------------------------------------------
 
-def register_deploy(sub) -> None:
-    from servestack.cli.main import add_filter_options
+def register(sub) -> None:
+    register_deploy(sub)
+    register_status(sub)
+    register_destroy(sub)
 
+
+def register_deploy(sub) -> None:
     parser = sub.add_parser("deploy", help="deploy with fallback over the ranked candidates",
                             description=__doc__.split("\n\n")[1],
                             epilog=_exit_codes(), formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("target", nargs="?", metavar="SPEC|STACK",
                         help="service YAML, or a stack written by `servestack generate` "
                              "(default: the embedded Mixtral spec)")
-    parser.add_argument("--max-attempts", type=_positive_int, metavar="N",
+    parser.add_argument("--max-attempts", type=options.positive_int, metavar="N",
                         help="stop after N attempts (default: walk every candidate)")
-    parser.add_argument("--attempt-timeout", type=parse_duration, default=DEFAULT_TIMEOUT,
-                        metavar="DURATION", help="per-attempt limit for `up`, e.g. 20m, 90s, "
-                        "1h (default 20m)")
-    parser.add_argument("--report", metavar="FILE", help="also write the JSON report here")
+    parser.add_argument("--attempt-timeout", type=options.duration,
+                        default=options.DEFAULT_TIMEOUT, metavar="DURATION",
+                        help="per-attempt limit for `up`, e.g. 20m, 90s, 1h (default 20m)")
+    parser.add_argument("--report", metavar="FILE", type=options.file_to_write,
+                        help="also write the JSON report here")
     parser.add_argument("--json", action="store_true", help="print the JSON report, no table")
-    parser.add_argument("--ready-replicas", type=_positive_int, metavar="N",
+    parser.add_argument("--ready-replicas", type=options.positive_int, metavar="N",
                         help="replicas that must answer (default: the spec's min_replicas)")
     parser.add_argument("--no-quota-check", dest="quota_check", action="store_false",
                         help="skip the AWS Service Quotas pre-check")
-    parser.add_argument("--allow-cidr", action="append", default=[], metavar="CIDR",
-                        help="who may reach the load balancer (default 0.0.0.0/0); repeatable")
-    parser.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
-                        help="open SSH to the VMs from this range (default: no SSH)")
-    parser.add_argument("--gcp-project", help="GCP project id")
-    parser.add_argument("--stacks-dir", default="stacks", help="where STACK files are (stacks/)")
-    _add_state_options(parser)
-    add_filter_options(parser)
-    parser.set_defaults(handler=run_deploy)
+    options.add_deployment_options(parser)
+    options.add_stacks_dir(parser, "where STACK files are (stacks/)")
+    options.add_state_options(parser)
+    options.add_filter_options(parser)
+    parser.set_defaults(handler=lambda args: run_deploy(options.deploy_request(args)))
 
 
 def register_status(sub) -> None:
     parser = sub.add_parser("status", help="what the last deploy of a service did; what is live")
-    parser.add_argument("service", nargs="?", help="service name (default: the only one)")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    parser.add_argument("service", nargs="?", type=options.safe_name,
+                        help="service name (default: the only one)")
+    options.add_state_dir(parser)
     parser.add_argument("--json", action="store_true", help="the journal's report as JSON")
-    parser.set_defaults(handler=run_status)
+    parser.set_defaults(handler=lambda args: run_status(options.status_request(args)))
 
 
 def register_destroy(sub) -> None:
     parser = sub.add_parser("destroy", help="destroy every stack of a service and verify it",
                             epilog=_exit_codes(), formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("service", nargs="?", help="service name (default: the only one)")
+    parser.add_argument("service", nargs="?", type=options.safe_name,
+                        help="service name (default: the only one)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    _add_state_options(parser)
-    parser.set_defaults(handler=run_destroy)
-
-
-def _add_state_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", choices=ENGINES, default="pulumi",
-                        help="what runs the stacks: pulumi (Automation API + Pulumi CLI, the "
-                             "default) or terraform (servestack.terraform.engine)")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
-                        help="journal, lock and local Pulumi state (default .servestack)")
-    parser.add_argument("--backend", metavar="URL",
-                        help="Pulumi backend (default: $PULUMI_BACKEND_URL, else a local file "
-                             "backend in the state dir)")
+    options.add_state_options(parser)
+    parser.set_defaults(handler=lambda args: run_destroy(options.destroy_request(args)))
 
 
 def _exit_codes() -> str:
     return "Exit codes:\n" + __doc__.split("Exit codes:\n", 1)[1]
 
 
-def parse_duration(text: str) -> float:
-    """'20m', '90s', '1h30m', '1200' (seconds) -> seconds."""
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 20m, 90s, 1h")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the duration must be positive")
-    return seconds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 # --- seams (tests replace these) ------------------------------------------------------------------
 
-def make_engine(args: argparse.Namespace, service: str):
+def make_engine(state: StateRequest, service: str, project: str | None = None):
     from servestack.deploy.journal import service_dir
 
     token = os.environ.get("HF_TOKEN") or None
-    project = getattr(args, "gcp_project", None)
-    work_dir = service_dir(args.state_dir, service) / args.engine
-    if args.engine == "terraform":
+    work_dir = service_dir(state.state_dir, service) / state.engine
+    if state.engine == "terraform":
         from servestack.terraform.engine import TerraformEngine
 
         return TerraformEngine(work_dir, hf_token=token, gcp_project=project)
     from servestack.pulumi.engine import PulumiEngine
 
-    return PulumiEngine(work_dir, args.backend, hf_token=token, gcp_project=project)
+    return PulumiEngine(work_dir, state.backend, hf_token=token, gcp_project=project)
 
 
 def make_clock():
@@ -162,31 +132,35 @@ def make_probe_factory():
 
 # --- deploy ---------------------------------------------------------------------------------------
 
-def run_deploy(args: argparse.Namespace) -> int:
+def run_deploy(request: DeployRequest) -> int:
     from servestack.deploy.journal import Journal, ServiceLock
     from servestack.deploy.loop import Fallback, Settings
 
-    target = _resolve_target(args)
-    inputs, candidates, builder, service = _prepare(args, target)
-    settings = Settings(max_attempts=args.max_attempts, attempt_timeout_s=args.attempt_timeout,
-                        ready_replicas=args.ready_replicas, quota_precheck=args.quota_check)
+    target = _resolve_target(request.target, request.stacks_dir)
+    choices = _deployment_options(request.deployment, target)
+    inputs, candidates, builder, service = _prepare(request.plan, target, choices)
+    settings = Settings(max_attempts=request.max_attempts,
+                        attempt_timeout_s=request.attempt_timeout_s,
+                        ready_replicas=request.ready_replicas, quota_precheck=request.quota_check)
     clock = make_clock()
     progress = _progress_printer(clock)
-    with _stop_on_sigterm(), ServiceLock(args.state_dir, service):
-        journal = Journal.open(args.state_dir, service)
+    state_dir = request.state.state_dir
+    with _stop_on_sigterm(), ServiceLock(state_dir, service):
+        journal = Journal.open(state_dir, service)
         engine = None
         if journal.status != "deployed":
-            engine = make_engine(args, service)
+            engine = make_engine(request.state, service, choices.gcp_project)
             _warn_missing_token(inputs)
         loop = Fallback(engine, journal, candidates, builder, clock=clock, settings=settings,
                         probe_factory=make_probe_factory(), progress=progress)
         outcome = loop.run()
     report = outcome.to_json()
-    if args.report:
+    if request.report:
         from servestack.fsutil import write_atomic
 
-        write_atomic(args.report, json.dumps(report, indent=2) + "\n")
-    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else report_table(report))
+        write_atomic(request.report, json.dumps(report, indent=2) + "\n")
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if request.json
+                     else report_table(report))
     return outcome.exit_code
 
 
@@ -210,15 +184,16 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass(frozen=True)
 class _Target:
-    def __init__(self, spec: str | None, stack: dict | None = None, name: str | None = None):
-        self.spec, self.stack, self.name = spec, stack, name
+    spec: str | None  # None: the embedded example
+    stack: dict | None = None  # a generated stack file's config
+    name: str | None = None
 
 
-def _resolve_target(args: argparse.Namespace) -> _Target:
+def _resolve_target(target: str | None, stacks_dir: str) -> _Target:
     from servestack.pulumi.stackfile import read_stack_file, stack_path
 
-    target = args.target
     if target is None:
         return _Target(None)
     path = Path(target)
@@ -227,10 +202,10 @@ def _resolve_target(args: argparse.Namespace) -> _Target:
         if isinstance(data.get("config"), dict) and "servestack:deployment" in data["config"]:
             return _stack_target(data, path.name.removeprefix("Pulumi.").rsplit(".", 1)[0])
         return _Target(target)
-    stack_file = stack_path(args.stacks_dir, target)
-    if "/" not in target and stack_file.exists():
+    stack_file = stack_path(stacks_dir, target)
+    if options.NAME.fullmatch(target) and stack_file.exists():
         return _stack_target(read_stack_file(stack_file), target)
-    raise UserError(f"{target!r} is neither a spec file nor a stack in {args.stacks_dir}/ "
+    raise UserError(f"{target!r} is neither a spec file nor a stack in {stacks_dir}/ "
                     f"(looked for {stack_file})")
 
 
@@ -252,20 +227,25 @@ def _stack_target(data: dict, name: str) -> _Target:
     return _Target(spec, config, name)
 
 
-def _prepare(args: argparse.Namespace, target: _Target):
-    """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from servestack.cli.main import make_plan
-    from servestack.deployment.build import build_deployment, service_slug
+def _deployment_options(given: DeploymentOptions, target: _Target) -> DeploymentOptions:
+    """The flags, else a generated stack file's choices, else the defaults."""
     from servestack.deployment.model import WORLD
 
-    args.spec = target.spec
+    stack = target.stack or {}
+    defaults = stack.get("servestack:deployment") or {}
+    return DeploymentOptions(
+        allow_cidrs=tuple(given.allow_cidrs or defaults.get("allow_cidrs") or (WORLD,)),
+        ssh_cidrs=tuple(given.ssh_cidrs or defaults.get("ssh_cidrs") or ()),
+        gcp_project=given.gcp_project or defaults.get("gcp_project") or stack.get("gcp:project"))
+
+
+def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
+    """Plan, order the candidates, and make the per-candidate Deployment builder."""
+    from servestack.cli.plan import make_plan
+    from servestack.deployment.build import build_deployment, service_slug
+
     defaults = (target.stack or {}).get("servestack:deployment") or {}
-    allow = tuple(args.allow_cidr or defaults.get("allow_cidrs") or (WORLD,))
-    ssh = tuple(args.ssh_cidr or defaults.get("ssh_cidrs") or ())
-    project = args.gcp_project or defaults.get("gcp_project") or \
-        (target.stack or {}).get("gcp:project")
-    args.gcp_project = project
-    inputs, plan = make_plan(args)
+    inputs, plan = make_plan(replace(request, spec=target.spec))
     service = defaults.get("service") or service_slug(inputs.spec.name or "servestack")
     candidates = list(plan.candidates)
     chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id")
@@ -275,8 +255,8 @@ def _prepare(args: argparse.Namespace, target: _Target):
 
     def builder(candidate, pool):
         return build_deployment(inputs.spec, candidate, pool, model=inputs.model,
-                                allow_cidrs=allow, ssh_cidrs=ssh, gcp_project=project,
-                                service_name=service)
+                                allow_cidrs=choices.allow_cidrs, ssh_cidrs=choices.ssh_cidrs,
+                                gcp_project=choices.gcp_project, service_name=service)
 
     return inputs, candidates, builder, service
 
@@ -340,32 +320,32 @@ def _duration(seconds) -> str:
 
 # --- status and destroy ---------------------------------------------------------------------------
 
-def _service(args: argparse.Namespace) -> str:
+def _service(service: str | None, state_dir: str) -> str:
     from servestack.deploy.journal import known_services
 
-    if args.service:
-        return args.service
-    services = known_services(args.state_dir)
+    if service:
+        return service
+    services = known_services(state_dir)
     if len(services) == 1:
         return services[0]
     if not services:
-        raise UserError(f"no deploy recorded in {args.state_dir}/ (run `servestack deploy`)")
-    raise UserError(f"several services in {args.state_dir}/: {', '.join(services)}; name one")
+        raise UserError(f"no deploy recorded in {state_dir}/ (run `servestack deploy`)")
+    raise UserError(f"several services in {state_dir}/: {', '.join(services)}; name one")
 
 
-def run_status(args: argparse.Namespace) -> int:
+def run_status(request: StatusRequest) -> int:
     from servestack.deploy.journal import Journal
     from servestack.deploy.loop import Outcome
 
-    service = _service(args)
-    journal = Journal.open(args.state_dir, service)
+    service = _service(request.service, request.state_dir)
+    journal = Journal.open(request.state_dir, service)
     if not journal.exists:
-        raise UserError(f"no deploy of {service!r} recorded in {args.state_dir}/")
+        raise UserError(f"no deploy of {service!r} recorded in {request.state_dir}/")
     data = journal.data
     report = Outcome(data["status"], data.get("message") or "", journal).to_json()
     report["dirty_stacks"] = [{"name": s["name"], "state": s["state"]}
                               for s in journal.dirty_stacks()]
-    if args.json:
+    if request.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
     lines = [f"Service {service}: {data['status']} (run {data['run']}, "
@@ -380,20 +360,21 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_destroy(args: argparse.Namespace) -> int:
+def run_destroy(request: DestroyRequest) -> int:
     from servestack.deploy.journal import Journal, ServiceLock
     from servestack.deploy.loop import Fallback
 
-    service = _service(args)
-    if not Journal.open(args.state_dir, service).exists:  # before the lock creates a folder
-        raise UserError(f"no deploy of {service!r} recorded in {args.state_dir}/")
-    with ServiceLock(args.state_dir, service):
-        journal = Journal.open(args.state_dir, service)
+    state_dir = request.state.state_dir
+    service = _service(request.service, state_dir)
+    if not Journal.open(state_dir, service).exists:  # before the lock creates a folder
+        raise UserError(f"no deploy of {service!r} recorded in {state_dir}/")
+    with ServiceLock(state_dir, service):
+        journal = Journal.open(state_dir, service)
         names = [s["name"] for s in journal.dirty_stacks()]
-        if names and not args.yes:
+        if names and not request.yes:
             _confirm(f"Destroy {len(names)} stack(s) of {service}: {', '.join(names)}?")
         clock = make_clock()
-        engine = make_engine(args, service) if names else None
+        engine = make_engine(request.state, service) if names else None
         loop = Fallback(engine, journal, [], lambda c, pool: None, clock=clock,
                         progress=_progress_printer(clock))
         outcome = loop.destroy()

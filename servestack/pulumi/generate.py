@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from servestack import clouds
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import WORLD, Deployment
 from servestack.errors import UserError
+from servestack.inputs import Inputs
 from servestack.planner import Candidate, Plan
 from servestack.pulumi.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
 
@@ -28,14 +30,14 @@ def choose(plan: Plan, rank: int | None = None, pick: str | None = None) -> Cand
                 return candidate
         ids = ", ".join(c.id for c in plan.candidates[:5])
         raise UserError(f"--pick {pick!r}: no candidate with that id (first ids: {ids}, ...)")
-    rank = rank or 1
+    rank = 1 if rank is None else rank
     if not 1 <= rank <= len(plan.candidates):
         raise UserError(f"--candidate {rank}: the plan has candidates 1 to {len(plan.candidates)}")
     return plan.candidates[rank - 1]
 
 
-def chosen_deployment(inputs, plan: Plan, *, rank: int | None, pick: str | None,
-                      allow_cidrs: list[str], ssh_cidrs: list[str],
+def chosen_deployment(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None,
+                      allow_cidrs: Sequence[str], ssh_cidrs: Sequence[str],
                       gcp_project: str | None) -> tuple[Candidate, Deployment]:
     """The candidate the user picked and its deployment model; both engines start here."""
     chosen = choose(plan, rank, pick)
@@ -46,8 +48,8 @@ def chosen_deployment(inputs, plan: Plan, *, rank: int | None, pick: str | None,
     return chosen, deployment
 
 
-def generate(inputs, plan: Plan, *, rank: int | None, pick: str | None, stack: str | None,
-             stacks_dir: str, allow_cidrs: list[str], ssh_cidrs: list[str],
+def generate(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None, stack: str | None,
+             stacks_dir: str, allow_cidrs: Sequence[str], ssh_cidrs: Sequence[str],
              gcp_project: str | None) -> Generated:
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
                                            allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,

@@ -10,9 +10,11 @@ it is passed at apply time as TF_VAR_hf_token.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from servestack import clouds
+from servestack.inputs import Inputs
 from servestack.planner import Plan
 from servestack.pulumi.generate import Generated, chosen_deployment, written
 from servestack.terraform import TOKEN_VAR, render, tfvars
@@ -29,9 +31,9 @@ def dump(document: dict) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def generate_terraform(inputs, plan: Plan, *, rank: int | None, pick: str | None,
-                       stack: str | None, stacks_dir: str, allow_cidrs: list[str],
-                       ssh_cidrs: list[str], gcp_project: str | None) -> Generated:
+def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None,
+                       stack: str | None, stacks_dir: str, allow_cidrs: Sequence[str],
+                       ssh_cidrs: Sequence[str], gcp_project: str | None) -> Generated:
     """Plan -> candidate -> Deployment -> stacks/<name>/main.tf.json + terraform.tfvars.json.
 
     The arguments are those of `servestack.pulumi.generate.generate`, so the CLI can dispatch on

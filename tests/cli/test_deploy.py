@@ -8,7 +8,9 @@ import json
 import pytest
 
 from servestack.cli import deploy as deploy_cli
-from servestack.cli import main as cli
+from servestack.cli import options
+from servestack.cli.main import main
+from servestack.cli.options import DeployRequest
 from servestack.deploy.journal import Journal, ServiceLock
 from servestack.inputs import load_inputs
 from servestack.pulumi.generate import generate
@@ -16,12 +18,13 @@ from tests.fakes import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, p
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="servestack")
-    sub = top.add_subparsers(dest="command", required=True)
-    deploy_cli.register_deploy(sub)
-    deploy_cli.register_status(sub)
-    deploy_cli.register_destroy(sub)
+    top = options.Parser(prog="servestack")
+    deploy_cli.register(top.add_subparsers(dest="command", required=True))
     return top
+
+
+def deploy_request(*argv: str) -> DeployRequest:
+    return options.deploy_request(parser().parse_args(["deploy", *argv]))
 
 
 class World:
@@ -38,30 +41,31 @@ class World:
                             lambda: probes(self.cloud, self.clock))
         monkeypatch.delenv("HF_TOKEN", raising=False)
 
-    def make_engine(self, args, service):
+    def make_engine(self, state, service, project=None):
         engine = ReplayEngine(self.cloud, self.clock, self.script, **self.engine_args)
         self.engines.append(engine)
         return engine
 
     def run(self, *argv: str) -> int:
-        return cli._run(parser(), [*argv, "--state-dir", str(self.state)])
+        return main([*argv, "--state-dir", str(self.state)])
 
 
-def test_defaults_and_durations():
-    args = parser().parse_args(["deploy"])
-    assert (args.target, args.max_attempts, args.attempt_timeout, args.engine, args.report) == \
-        (None, None, 1200.0, "pulumi", None)
-    args = parser().parse_args(["deploy", "spec.yaml", "--max-attempts", "3",
-                                "--attempt-timeout", "1h30m", "--cloud", "gcp", "--spot"])
-    assert (args.max_attempts, args.attempt_timeout, args.cloud, args.spot) == (3, 5400, "gcp",
-                                                                                True)
-    assert deploy_cli.parse_duration("90s") == 90 and deploy_cli.parse_duration("600") == 600
-    for bad in ("20x", "m", "-5", "0"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            deploy_cli.parse_duration(bad)
-    assert parser().parse_args(["deploy", "--engine", "terraform"]).engine == "terraform"
-    with pytest.raises(SystemExit):
-        parser().parse_args(["deploy", "--engine", "ansible"])
+def test_defaults_and_options():
+    request = deploy_request()
+    assert (request.target, request.max_attempts, request.attempt_timeout_s,
+            request.state.engine, request.report) == (None, None, 1200.0, "pulumi", None)
+    request = deploy_request("spec.yaml", "--max-attempts", "3", "--attempt-timeout", "1h30m",
+                             "--cloud", "gcp", "--spot")
+    assert (request.target, request.max_attempts, request.attempt_timeout_s, request.plan.cloud,
+            request.plan.spot) == ("spec.yaml", 3, 5400, "gcp", True)
+    assert deploy_request("--engine", "terraform").state.engine == "terraform"
+
+
+def test_an_unknown_engine_is_one_line(capsys):
+    assert main(["deploy", "--engine", "ansible"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("servestack: error: argument --engine: invalid choice: 'ansible'")
+    assert len(err.splitlines()) == 1
 
 
 def test_help_documents_the_exit_codes(capsys):
@@ -79,7 +83,7 @@ def test_no_pulumi_cli_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "x")
     monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
-    code = cli._run(parser(), ["deploy", "--state-dir", str(tmp_path / "s")])
+    code = main(["deploy", "--state-dir", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "Pulumi CLI is not installed" in err and "get.pulumi.com" in err

@@ -1,0 +1,42 @@
+"""`servestack generate` and `plan-mixtral --generate`: the stack file a candidate gets."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+
+def test_generate_writes_the_same_stack_file_twice_and_keeps_user_secrets(run_cli, tmp_path):
+    args = ("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix")
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "stacks" / "Pulumi.mix.yaml"
+    text = path.read_text()
+    data = yaml.safe_load(text)["config"]
+    assert data["aws:region"] == "us-east-1"
+    assert data["servestack:deployment"]["candidate_id"] == data["servestack:candidate"]["id"]
+    assert data["servestack:fallbacks"][0]["rank"] == 2
+    assert "hfToken" not in json.dumps(data)
+    doc = yaml.safe_load(text)
+    doc["config"]["servestack:hfToken"] = {"secure": "v1:abc"}
+    doc["encryptionsalt"] = "v1:salt"
+    path.write_text(yaml.safe_dump(doc))
+    second = run_cli(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    again = yaml.safe_load(path.read_text())
+    assert again["config"]["servestack:hfToken"] == {"secure": "v1:abc"}
+    assert again["encryptionsalt"] == "v1:salt"
+    run_cli("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix2", cwd=tmp_path)
+    run_cli("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix2", cwd=tmp_path)
+    assert (tmp_path / "stacks" / "Pulumi.mix2.yaml").read_text() == text.replace("mix ", "mix2 ")\
+        .replace("-s mix\n", "-s mix2\n")
+    assert not list((tmp_path / "stacks").glob(".*.tmp"))
+
+
+def test_generate_rejects_bad_pick_and_cidr(run_cli, tmp_path):
+    bad_pick = run_cli("servestack", "generate", "--pick", "nope", cwd=tmp_path)
+    assert bad_pick.returncode == 2 and "no candidate with that id" in bad_pick.stderr
+    bad_cidr = run_cli("servestack", "generate", "--allow-cidr", "10.0.0.300/8", cwd=tmp_path)
+    assert bad_cidr.returncode == 2 and "not a CIDR" in bad_cidr.stderr
+    assert not (tmp_path / "stacks").exists()
