@@ -6,6 +6,8 @@ import json
 
 import yaml
 
+from servestack.cli.main import main
+
 
 def test_generate_writes_the_same_stack_file_twice_and_keeps_user_secrets(run_cli, tmp_path):
     args = ("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix")
@@ -40,3 +42,25 @@ def test_generate_rejects_bad_pick_and_cidr(run_cli, tmp_path):
     bad_cidr = run_cli("servestack", "generate", "--allow-cidr", "10.0.0.300/8", cwd=tmp_path)
     assert bad_cidr.returncode == 2 and "not a CIDR" in bad_cidr.stderr
     assert not (tmp_path / "stacks").exists()
+
+
+def test_the_options_reach_the_stack_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--candidate", "2", "--allow-cidr", "203.0.113.0/24",
+                 "--ssh-cidr", "198.51.100.7/32", "--stack", "prod", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "Dropped:" in out and "Wrote stacks/Pulumi.prod.yaml for candidate 2:" in out
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    assert config["servestack:candidate"]["rank"] == 2
+    deployment = config["servestack:deployment"]
+    assert (deployment["allow_cidrs"], deployment["ssh_cidrs"]) == (["203.0.113.0/24"],
+                                                                    ["198.51.100.7/32"])
+
+
+def test_terraform_goes_into_the_stacks_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--format", "terraform", "--stack", "tf.prod", "--stacks-dir",
+                 "out", "--cloud", "aws"]) == 0
+    assert "cd out/tf.prod && terraform init" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out" / "tf.prod").iterdir()) == [
+        "main.tf.json", "terraform.tfvars.json"]
