@@ -63,7 +63,7 @@ def register_deploy(sub) -> None:
     parser.add_argument("--max-attempts", type=options.positive_int, metavar="N",
                         help="stop after N attempts (default: walk every candidate)")
     parser.add_argument("--attempt-timeout", type=options.duration,
-                        default=options.DEFAULT_TIMEOUT, metavar="DURATION",
+                        default=options.DEFAULT_ATTEMPT_TIMEOUT_S, metavar="DURATION",
                         help="per-attempt limit for `up`, e.g. 20m, 90s, 1h (default 20m)")
     parser.add_argument("--report", metavar="FILE", type=options.file_to_write,
                         help="also write the JSON report here")

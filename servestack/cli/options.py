@@ -24,7 +24,7 @@ from servestack.errors import UserError
 EXIT_OK = 0
 DEFAULT_STACKS_DIR = "stacks"
 DEFAULT_STATE_DIR = ".servestack"
-DEFAULT_TIMEOUT = "20m"
+DEFAULT_ATTEMPT_TIMEOUT_S = 20 * 60.0
 ENGINES = ("pulumi", "terraform")
 FORMATS = ("pulumi", "terraform")
 # Pulumi's stack-name rule (letters, digits, `-`, `_`, `.`; at most 100), plus no leading dot so
@@ -144,7 +144,7 @@ class DeployRequest:
     stacks_dir: str = DEFAULT_STACKS_DIR
     state: StateRequest = StateRequest()
     max_attempts: int | None = None
-    attempt_timeout_s: float = 1200.0
+    attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S
     ready_replicas: int | None = None
     quota_check: bool = True
     report: str | None = None
@@ -166,7 +166,7 @@ class DestroyRequest:
 
 
 def plan_request(args: argparse.Namespace, spec: str | None) -> PlanRequest:
-    if args.region:
+    if args.region is not None:
         check_region(args.region, args.cloud)
     return PlanRequest(spec=spec, cloud=args.cloud, region=args.region, spot=args.spot,
                        model=args.model, model_config=args.model_config, env=dict(args.env),
@@ -196,7 +196,7 @@ def preview_request(args: argparse.Namespace) -> PreviewRequest:
 
 
 def gpus_request(args: argparse.Namespace) -> GpusRequest:
-    if args.region:
+    if args.region is not None:
         check_region(args.region, args.cloud)
     return GpusRequest(name=args.name, cloud=args.cloud, region=args.region,
                        catalog_dir=args.catalog_dir)
@@ -392,6 +392,8 @@ def folder(text: str) -> str:
 
 
 def _path_check(text: str, ok: Callable[[Path], bool], problem: str) -> str:
+    if not text:  # Path("") is the current folder: never what an empty argument meant
+        raise argparse.ArgumentTypeError("expected a path, got ''")
     path = Path(text)
     if ok(path):
         return text
