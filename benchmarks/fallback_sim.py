@@ -58,9 +58,9 @@ from servestack.deploy.loop import Fallback, Settings
 from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
+from servestack.engine import ANY, Capabilities, Diagnostic, OpResult, QuotaLimit
 from servestack.inputs import load_inputs
 from servestack.planner import Candidate, plan
-from servestack.pulumi.engine import Diagnostic, OpResult
 from tests.fakes import SimClock
 
 # seconds; see the module docstring for the sources
@@ -175,6 +175,11 @@ class SimEngine:
     """
 
     name = "sim"
+    # What servestack's Pulumi engine can do per cloud (servestack.components.<cloud>.PROBES);
+    # the sweep's cost is part of TIMES["leftovers"], and nothing is ever left to adopt.
+    CAPABILITIES = {"aws": Capabilities(quota_precheck=True, group_size=True),
+                    "gcp": Capabilities(quota_precheck=True, group_size=True),
+                    "azure": Capabilities()}
 
     def __init__(self, world: World, clock: SimClock, by_type: dict, hang_cap: float) -> None:
         self.world, self.clock, self.by_type, self.hang_cap = world, clock, by_type, hang_cap
@@ -251,9 +256,10 @@ class SimEngine:
     def _fail(text: str) -> OpResult:
         return OpResult(False, [Diagnostic("error", text)], "error: update failed")
 
+    def capabilities(self, cloud: str) -> Capabilities:
+        return self.CAPABILITIES[cloud]
+
     def group_size(self, stack, deployment) -> int | None:
-        if deployment.cloud == "azure":
-            return None
         self.clock.t += TIMES["probe_stack"]
         return self.running.get(stack.name)
 
@@ -271,6 +277,9 @@ class SimEngine:
         self.clock.t += TIMES["leftovers"]
         return []
 
+    def strays(self, stack, deployment) -> list:
+        return []
+
     def adopt(self, stack, deployment, leftovers) -> OpResult:
         return OpResult(True)
 
@@ -278,21 +287,17 @@ class SimEngine:
         self.clock.t += TIMES["remove"]
         return OpResult(True)
 
-    def quota_limits(self, candidates: list[Candidate]) -> dict:
-        """What the pre-check reads (PulumiEngine.quota_limits): AWS Service
-        Quotas and GCP Cloud Quotas, one read-only stack each; Azure has none."""
-        limits: dict[tuple[str, str], float] = {}
-        for cloud in ("aws", "gcp"):
-            if not any(c.cloud == cloud for c in candidates):
-                continue
-            self.clock.t += TIMES["probe_stack"]
-            if cloud in self.world.no_credentials:
-                continue
-            for c in candidates:
-                if c.cloud == cloud and self.world.quota_zero(c):
-                    limits[(c.region, quota_families(c)[0])] = 0.0
-            if cloud == "gcp" and self.world.gcp_all_regions_zero:
-                limits[("global", "GPUS_ALL_REGIONS")] = 0.0
+    def quota_limits(self, cloud: str, candidates: list[Candidate]) -> list[QuotaLimit]:
+        """What the pre-check reads (PulumiEngine.quota_limits): AWS Service Quotas and GCP
+        Cloud Quotas, one read-only stack each; only zeros matter here."""
+        self.clock.t += TIMES["probe_stack"]
+        if cloud in self.world.no_credentials:
+            return []
+        unit = "vcpus" if cloud == "aws" else "gpus"
+        limits = [QuotaLimit(cloud, c.region, quota_families(c)[0], unit, 0.0)
+                  for c in candidates if self.world.quota_zero(c)]
+        if cloud == "gcp" and self.world.gcp_all_regions_zero:
+            limits.append(QuotaLimit(cloud, ANY, ANY, unit, 0.0))
         return limits
 
     def probes(self, endpoint: str, deployment: Deployment):
@@ -375,7 +380,7 @@ def run_policy(policy: Policy, world: World, inputs, by_type: dict) -> Result:
     if outcome.status != "deployed":
         return Result(math.inf, None, attempts)
     live = outcome.journal.live
-    return Result(clock.now(), engine.launched[live["stack"]], attempts)
+    return Result(clock.now(), engine.launched[live.stack], attempts)
 
 
 def oracle_price(ranked: list[Candidate], world: World) -> float | None:

@@ -405,3 +405,99 @@ class Service(pulumi.ComponentResource):
         role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
                             _child(self))
         return role.profile.arn, [*ready, role]
+
+
+# --- read-only probes (the deploy loop's engine uses these) ---
+# Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
+import re  # noqa: E402 - this section is appended after the components
+from collections.abc import Callable  # noqa: E402
+
+from servestack.clouds.aws import CLOUD, QUOTA_CODES  # noqa: E402
+from servestack.planner import Candidate  # noqa: E402
+
+# What these probes answer: names of servestack.engine.Capabilities fields (the sweep
+# reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
+PROBES = ("adopt_strays", "cloud_sweep", "group_size", "quota_precheck")
+QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
+# An instance that is pending or running got its capacity: EC2 places it on a host when it
+# launches, and "pending" is its boot. Without capacity the group's launch fails and no
+# instance exists, so counting only "running" would, during the boot, read a group that got
+# its GPUs as one that did not. servestack/terraform/aws.py asks for the same states.
+GROUP_STATES = ["pending", "running"]
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # a terminated one keeps its tags
+TAG_KEYS = ("servestack-service", "servestack-candidate")
+
+
+def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], None]:
+    """Exports `found`: what still carries the candidate's tags."""
+    return lambda: pulumi.export("found", _tagged(deployment))
+
+
+def _tagged(deployment: Deployment) -> list[dict]:
+    tags = deployment.tags
+    filters = [{"key": key, "values": [tags[key]]} for key in TAG_KEYS]
+    mapped = aws.resourcegroupstaggingapi.get_resources(tag_filters=filters,  # type: ignore[arg-type]
+                                                        region=deployment.region)
+    found = [_from_arn(m.resource_arn) for m in mapped.resource_tag_mapping_lists
+             if ":instance/" not in m.resource_arn]  # instances: the authoritative call below
+    live = aws.ec2.get_instances(instance_tags={k: tags[k] for k in TAG_KEYS},
+                                 instance_state_names=LIVE_STATES, region=deployment.region)
+    found += [{"type": "aws:ec2/instance:Instance", "name": i, "id": i} for i in live.ids]
+    return found
+
+
+# ARN -> Pulumi type token; the last field says whether the import id is the ARN (0) or the
+# name the pattern captures (1).
+ARN_TYPES = (
+    (r":autoScalingGroup:.*:autoScalingGroupName/(.+)$", "aws:autoscaling/group:Group", 1),
+    (r":launch-template/(lt-[0-9a-f]+)$", "aws:ec2/launchTemplate:LaunchTemplate", 1),
+    (r":security-group/(sg-[0-9a-f]+)$", "aws:ec2/securityGroup:SecurityGroup", 1),
+    (r":loadbalancer/(?:app|net)/([^/]+)/.+$", "aws:lb/loadBalancer:LoadBalancer", 0),
+    (r":targetgroup/([^/]+)/.+$", "aws:lb/targetGroup:TargetGroup", 0),
+)
+
+
+def _from_arn(arn: str) -> dict:
+    for pattern, type_token, id_group in ARN_TYPES:
+        match = re.search(pattern, arn)
+        if match:
+            name = match.group(1)
+            return {"type": type_token, "name": name, "id": arn if id_group == 0 else name}
+    service = arn.split(":")[2] if arn.count(":") >= 2 else "aws"
+    return {"type": f"aws {service}", "name": arn.rsplit("/", 1)[-1], "id": arn}
+
+
+def group_program(deployment: Deployment, group_name: str | None) -> Callable[[], None]:
+    """Exports `running`: the group's instances that got capacity (see GROUP_STATES)."""
+
+    def program() -> None:
+        found = aws.ec2.get_instances(
+            instance_tags={k: deployment.tags[k] for k in TAG_KEYS},
+            instance_state_names=GROUP_STATES, region=deployment.region)
+        pulumi.export("running", len(found.ids))
+
+    return program
+
+
+def quota_wanted(candidates: list[Candidate]) -> list[tuple[str, str]]:
+    """(region, quota family) pairs to read: the families Service Quotas has a code for."""
+    pairs = {(c.region, CLOUD.quota_families(c)[0]) for c in candidates}
+    return sorted(pair for pair in pairs if pair[1] in QUOTA_CODES)
+
+
+def quota_probe(wanted: list[tuple[str, str]], project: str | None
+                ) -> tuple[dict[str, str], Callable[[], None]]:
+    """The probe stack's config and program; it exports `limits` as {"region|family": vCPUs}."""
+
+    def program() -> None:
+        limits = {}
+        for region, family in wanted:
+            try:
+                quota = aws.servicequotas.get_service_quota(
+                    service_code="ec2", quota_code=QUOTA_CODES[family], region=region)
+                limits[f"{region}|{family}"] = quota.value
+            except Exception:  # noqa: BLE001 - no answer is not a zero quota
+                limits[f"{region}|{family}"] = None
+        pulumi.export("limits", limits)
+
+    return {"aws:region": wanted[0][0]}, program

@@ -445,3 +445,36 @@ def ssh_public_key() -> str:
     """servestack:sshPublicKey if set, else the lock-only key (servestack.sshkey)."""
     configured = pulumi.Config("servestack").get("sshPublicKey")
     return configured.strip() if configured else lock_only_ssh_key()
+
+
+# --- read-only probes (the deploy loop's engine uses these) ---
+# Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
+# Azure offers no quota data source here, and a scale set without capacity fails `up` itself,
+# so the only probe is the sweep.
+from collections.abc import Callable  # noqa: E402 - this section is appended after the components
+
+# What these probes answer: names of servestack.engine.Capabilities fields (the sweep
+# reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
+PROBES = ("adopt_strays", "cloud_sweep")
+GROUP_TYPE = "azure-native:resources:ResourceGroup"
+
+
+def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], None] | None:
+    """Exports `found`: the resource groups the stack's state had that still exist (every
+    resource of the service lives in them); None when the state had none to look for."""
+    groups = [r for r in snapshot if r.get("type") == GROUP_TYPE]
+    if not groups:
+        return None
+    return lambda: pulumi.export("found", _existing(groups))
+
+
+def _existing(groups: list[dict]) -> list[dict]:
+    found = []
+    for group in groups:
+        name = (group.get("outputs") or {}).get("name") or str(group.get("id", "")).rsplit("/")[-1]
+        try:
+            azure.resources.get_resource_group(resource_group_name=name)
+        except Exception:  # noqa: BLE001 - a failed lookup means the group is gone
+            continue
+        found.append({"type": GROUP_TYPE, "name": name, "id": group.get("id")})
+    return found

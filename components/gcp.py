@@ -489,3 +489,95 @@ class Service(pulumi.ComponentResource):
         self.group_id = group.group_id
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
+
+
+# --- read-only probes (the deploy loop's engine uses these) ---
+# Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
+from collections.abc import Callable  # noqa: E402 - this section is appended after the components
+
+from servestack.clouds.gcp import CLOUD  # noqa: E402
+from servestack.planner import Candidate  # noqa: E402
+
+# What these probes answer: names of servestack.engine.Capabilities fields (the sweep
+# reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
+PROBES = ("adopt_strays", "cloud_sweep", "group_size", "quota_precheck")
+QUOTA_UNIT = "gpus"  # the GPU quotas read below count GPUs
+# A VM that exists at all (PROVISIONING, STAGING, RUNNING) got capacity; without capacity or
+# quota the MIG's creates fail and no instance exists.
+GONE_STATES = ("STOPPING", "TERMINATED")
+ASSET_TYPES = {
+    "compute.googleapis.com/Instance": "gcp:compute/instance:Instance",
+    "compute.googleapis.com/InstanceTemplate": "gcp:compute/instanceTemplate:InstanceTemplate",
+    "compute.googleapis.com/RegionInstanceTemplate":
+        "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate",
+    "compute.googleapis.com/Disk": "gcp:compute/disk:Disk",
+}
+
+
+def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], None]:
+    """Exports `found`: what still carries the candidate's label (Cloud Asset Inventory)."""
+    return lambda: pulumi.export("found", _labelled(deployment))
+
+
+def _labelled(deployment: Deployment) -> list[dict]:
+    project = deployment.gcp_project or gcp.organizations.get_project().project_id
+    query = f"labels.servestack-candidate={deployment.tags['servestack-candidate']}"
+    result = gcp.cloudasset.get_search_all_resources(scope=f"projects/{project}", query=query)
+    found = []
+    for item in result.results:
+        resource_id = item.name.removeprefix("//compute.googleapis.com/")
+        found.append({"type": ASSET_TYPES.get(item.asset_type, item.asset_type),
+                      "name": item.name.rsplit("/", 1)[-1], "id": resource_id})
+    return found
+
+
+def group_program(deployment: Deployment, group_name: str | None) -> Callable[[], None]:
+    """Exports `running`: the MIG's VMs that got capacity (None before the MIG has a name)."""
+
+    def program() -> None:
+        if not group_name:
+            pulumi.export("running", None)
+            return
+        group = gcp.compute.get_region_instance_group(name=group_name, region=deployment.region,
+                                                      project=deployment.gcp_project)
+        pulumi.export("running", sum(1 for i in group.instances if i.status not in GONE_STATES))
+
+    return program
+
+
+def quota_wanted(candidates: list[Candidate]) -> list[tuple[str, str]]:
+    """(region, GPU quota metric) pairs, in plan order (the first region configures the probe)."""
+    return list(dict.fromkeys((c.region, CLOUD.quota_families(c)[0]) for c in candidates))
+
+
+def quota_id(metric: str) -> str:
+    """NVIDIA_A100_80GB_GPUS -> NVIDIA-A100-80GB-GPUS-per-project-region (Cloud Quotas ids)."""
+    return metric.replace("_", "-") + "-per-project-region"
+
+
+def quota_probe(wanted: list[tuple[str, str]], project: str | None
+                ) -> tuple[dict[str, str], Callable[[], None]]:
+    """The probe stack's config and program; it exports `limits` as {"region|metric": GPUs}:
+    region "*" is every region without its own value, "*|*" is GPUS_ALL_REGIONS (a cap on
+    every GPU metric)."""
+    metrics = sorted({metric for _, metric in wanted})
+
+    def program() -> None:
+        parent = f"projects/{project or gcp.organizations.get_project().project_id}" \
+            "/locations/global"
+        limits: dict[str, float | None] = {}
+        asked = [("*", "GPUS-ALL-REGIONS-per-project"), *((m, quota_id(m)) for m in metrics)]
+        for metric, asked_id in asked:
+            try:
+                info = gcp.cloudquota.get_s_quota_info(parent=parent, quota_id=asked_id,
+                                                       service="compute.googleapis.com")
+            except Exception:  # noqa: BLE001 - API off or unknown id: no answer, no block
+                continue
+            for dims in info.dimensions_infos:
+                value = float(dims.details[0].value) if dims.details else None
+                region = "*" if metric == "*" else dims.dimensions.get("region", "*")
+                limits[f"{region}|{metric}"] = value
+        pulumi.export("limits", limits)
+
+    config = {"gcp:region": wanted[0][0], **({"gcp:project": project} if project else {})}
+    return config, program

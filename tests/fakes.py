@@ -16,9 +16,9 @@ from pathlib import Path
 
 from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
+from servestack.engine import ALL, Capabilities, Diagnostic, Leftover, OpResult, QuotaLimit
 from servestack.inputs import load_inputs
 from servestack.planner import plan
-from servestack.pulumi.engine import Diagnostic, Leftover, OpResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 DESTROY_FAILS = ("error: deleting EC2 Security Group (sg-0a1b2c3d4e5f67890): operation error "
@@ -77,11 +77,15 @@ class ReplayEngine:
 
     def __init__(self, cloud: Cloud, clock: SimClock, script: dict[str, list[Step]] | None = None,
                  *, destroy_fails: tuple[str, ...] = (), crash_at: int | None = None,
-                 limits: dict | None = None, ready_in: float = 600.0) -> None:
+                 limits: list[QuotaLimit] | None = None, ready_in: float = 600.0,
+                 can: Capabilities = ALL) -> None:
         self.cloud, self.clock, self.script = cloud, clock, script or {}
-        self.destroy_fails, self.crash_at, self.limits = destroy_fails, crash_at, limits or {}
-        self.ready_in = ready_in
+        self.destroy_fails, self.crash_at, self.limits = destroy_fails, crash_at, limits or []
+        self.ready_in, self.can = ready_in, can
         self.calls: list[tuple[str, str]] = []
+
+    def capabilities(self, cloud: str) -> Capabilities:
+        return self.can
 
     def _call(self, op: str, name: str) -> None:
         self.calls.append((op, name))
@@ -137,10 +141,13 @@ class ReplayEngine:
 
     def leftovers(self, stack, deployment) -> list[Leftover]:
         self._call("leftovers", stack.name)
-        found = [Leftover("test:state", r, f"id-{r}", "state")
-                 for r in sorted(self.cloud.state.get(stack.name, ()))]
-        return found + [Leftover("aws:autoscaling/group:Group", r, r, "cloud")
-                        for r in sorted(self.cloud.untracked.get(stack.name, ()))]
+        return [Leftover("test:state", r, f"id-{r}", "state")
+                for r in sorted(self.cloud.state.get(stack.name, ()))]
+
+    def strays(self, stack, deployment) -> list[Leftover]:
+        self._call("strays", stack.name)
+        return [Leftover("aws:autoscaling/group:Group", r, r, "cloud")
+                for r in sorted(self.cloud.untracked.get(stack.name, ()))]
 
     def adopt(self, stack, deployment, leftovers) -> OpResult:
         self._call("adopt", stack.name)
@@ -154,8 +161,8 @@ class ReplayEngine:
         self.cloud.state.pop(stack.name, None)
         return OpResult(True)
 
-    def quota_limits(self, candidates) -> dict:
-        return dict(self.limits)
+    def quota_limits(self, cloud, candidates) -> list[QuotaLimit]:
+        return [limit for limit in self.limits if limit.cloud == cloud]
 
 
 def probes(cloud: Cloud, clock: SimClock, replicas: int = 2, named: bool = True):

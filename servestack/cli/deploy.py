@@ -119,7 +119,7 @@ def make_engine(state: StateRequest, service: str, project: str | None = None):
 
 
 def make_clock():
-    from servestack.deploy.readiness import SystemClock
+    from servestack.deploy.clock import SystemClock
 
     return SystemClock()
 
@@ -335,34 +335,33 @@ def _service(service: str | None, state_dir: str) -> str:
 
 def run_status(request: StatusRequest) -> int:
     from servestack.deploy.journal import Journal
-    from servestack.deploy.loop import Outcome
+    from servestack.deploy.outcome import Outcome
 
     service = _service(request.service, request.state_dir)
     journal = Journal.open(request.state_dir, service)
     if not journal.exists:
         raise UserError(f"no deploy of {service!r} recorded in {request.state_dir}/")
-    data = journal.data
-    report = Outcome(data["status"], data.get("message") or "", journal).to_json()
-    report["dirty_stacks"] = [{"name": s["name"], "state": s["state"]}
+    report = Outcome(journal.status, journal.message, journal).to_json()
+    report["dirty_stacks"] = [{"name": s.name, "state": s.state.value}
                               for s in journal.dirty_stacks()]
     if request.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
-    lines = [f"Service {service}: {data['status']} (run {data['run']}, "
-             f"{len(data['attempts'])} attempt(s)). {data.get('message') or ''}".rstrip()]
-    live = data.get("live")
+    lines = [f"Service {service}: {journal.status.value} (run {journal.run}, "
+             f"{len(journal.attempts)} attempt(s)). {journal.message}".rstrip()]
+    live = journal.live
     if live:
-        lines.append(f"Live: {live['candidate']} at {live['endpoint']} (stack {live['stack']})")
+        lines.append(f"Live: {live.candidate} at {live.endpoint} (stack {live.stack})")
     for stack in report["dirty_stacks"]:
-        if not live or stack["name"] != live["stack"]:
+        if not live or stack["name"] != live.stack:
             lines.append(f"Needs cleanup: {stack['name']} ({stack['state']})")
     sys.stdout.write("\n".join(lines) + "\n\n" + report_table(report).split("\n\n")[0] + "\n")
     return 0
 
 
 def run_destroy(request: DestroyRequest) -> int:
+    from servestack.deploy.destroy import destroy
     from servestack.deploy.journal import Journal, ServiceLock
-    from servestack.deploy.loop import Fallback
 
     state_dir = request.state.state_dir
     service = _service(request.service, state_dir)
@@ -370,15 +369,13 @@ def run_destroy(request: DestroyRequest) -> int:
         raise UserError(f"no deploy of {service!r} recorded in {state_dir}/")
     with ServiceLock(state_dir, service):
         journal = Journal.open(state_dir, service)
-        names = [s["name"] for s in journal.dirty_stacks()]
+        names = [s.name for s in journal.dirty_stacks()]
         if names and not request.yes:
             _confirm(f"Destroy {len(names)} stack(s) of {service}: {', '.join(names)}?")
         clock = make_clock()
         engine = make_engine(request.state, service) if names else None
-        loop = Fallback(engine, journal, [], lambda c, pool: None, clock=clock,
-                        progress=_progress_printer(clock))
-        outcome = loop.destroy()
-    sys.stdout.write(f"{outcome.status}: {outcome.message}\n")
+        outcome = destroy(journal, engine, clock=clock, progress=_progress_printer(clock))
+    sys.stdout.write(f"{outcome.status.value}: {outcome.message}\n")
     return outcome.exit_code
 
 

@@ -10,36 +10,21 @@ least `needed` VMs running in the group (the load balancer only routes to VMs pa
 health check), counts as `needed` replicas.
 
 Every request has a timeout (the spec's timeout_seconds); no redirect is followed. Time goes
-through a `Clock`, so tests and the simulator run without sleeping.
+through a `Clock` (servestack.deploy.clock), so tests and the simulator run without sleeping.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
+from servestack.deploy.clock import Clock
 from servestack.deployment.model import Readiness
 
 REPLICA_HEADER = "X-Servestack-Replica"
 ANONYMOUS = "(unnamed replica)"
 CONNECT_TIMEOUT_SECONDS = 5
 PROBE_INTERVAL_SECONDS = 10
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(seconds, 0))
 
 
 @dataclass(frozen=True, slots=True)

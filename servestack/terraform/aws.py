@@ -255,3 +255,92 @@ def outputs(d: Deployment) -> dict[str, Any]:
 def variable_values(d: Deployment) -> dict[str, Any]:
     """This cloud's entries in terraform.tfvars.json: none beyond the shared ones."""
     return {}
+
+
+# --- read-only probes (the deploy loop's engine uses these) ---
+# Configurations of data sources only; servestack.terraform.engine applies each in a
+# throwaway directory and reads its outputs.
+from servestack.clouds.aws import CLOUD, QUOTA_CODES  # noqa: E402 - appended section
+from servestack.planner import Candidate  # noqa: E402
+
+# What these probes answer: names of servestack.engine.Capabilities fields.
+PROBES = ("cloud_sweep", "group_size", "quota_precheck")
+QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
+# Instances that got capacity: pending (booting on its host) or running. The Pulumi probe
+# (components/aws.py GROUP_STATES, where the reason is spelled out) asks the same; a test
+# holds the two equal.
+GROUP_STATES = ["pending", "running"]
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # a terminated one keeps its tags
+ARN_TYPES = (
+    (":autoScalingGroup:", "aws_autoscaling_group"), (":launch-template/", "aws_launch_template"),
+    (":security-group-rule/", "aws_vpc_security_group_rule"),
+    (":security-group/", "aws_security_group"), (":loadbalancer/", "aws_lb"),
+    (":listener/", "aws_lb_listener"), (":targetgroup/", "aws_lb_target_group"),
+    (":parameter/", "aws_ssm_parameter"), (":volume/", "aws_ebs_volume"),
+)
+
+
+def _probe_base(region: str) -> dict[str, Any]:
+    local, requirement = PROVIDER
+    return {"terraform": {"required_providers": {local: requirement}},
+            "provider": {"aws": {"region": region}}}
+
+
+def _candidate_tags(d: Deployment) -> dict[str, str]:
+    return {k: d.tags[k] for k in ("servestack-service", "servestack-candidate")}
+
+
+def sweep_config(d: Deployment) -> dict[str, Any]:
+    """What still carries the candidate's tags (instances apart: only live ones count)."""
+    mapping = "data.aws_resourcegroupstaggingapi_resources.tagged.resource_tag_mapping_list"
+    return {
+        **_probe_base(d.region),
+        "data": {
+            "aws_resourcegroupstaggingapi_resources": {"tagged": {
+                "tag_filter": [{"key": k, "values": [v]} for k, v in _candidate_tags(d).items()]}},
+            "aws_instances": {"live": {"instance_tags": _candidate_tags(d),
+                                       "instance_state_names": LIVE_STATES}}},
+        "output": {"arns": {"value": "${[for m in " + mapping + " : m.resource_arn]}"},
+                   "instances": {"value": "${data.aws_instances.live.ids}"}},
+    }
+
+
+def sweep_found(outputs: dict[str, Any]) -> list[dict[str, str]]:
+    """The sweep's outputs as {"type", "name", "id"} items."""
+    found = [{"type": next((t for marker, t in ARN_TYPES if marker in arn), "aws resource"),
+              "name": arn.rsplit("/", 1)[-1], "id": arn}
+             for arn in outputs.get("arns") or [] if ":instance/" not in arn]
+    found += [{"type": "aws_instance", "name": i, "id": i} for i in outputs.get("instances") or []]
+    return found
+
+
+def size_config(d: Deployment, project: str | None, group: str | None) -> dict[str, Any]:
+    """Exports `running`: the group's instances that got capacity (see GROUP_STATES)."""
+    return {
+        **_probe_base(d.region),
+        "data": {"aws_instances": {"group": {"instance_tags": _candidate_tags(d),
+                                             "instance_state_names": GROUP_STATES}}},
+        "output": {"running": {"value": "${length(data.aws_instances.group.ids)}"}},
+    }
+
+
+def quota_wanted(candidates: list[Candidate]) -> list[tuple[str, str]]:
+    """(region, quota family) pairs to read: the families Service Quotas has a code for."""
+    pairs = {(c.region, CLOUD.quota_families(c)[0]) for c in candidates}
+    return sorted(pair for pair in pairs if pair[1] in QUOTA_CODES)
+
+
+def quota_configs(wanted: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:
+    """One configuration per region (the provider is regional), named by the region; each
+    exports `limits` as {"region|family": vCPUs}."""
+    configs = []
+    for region in sorted({r for r, _ in wanted}):
+        families = [f for r, f in wanted if r == region]
+        quotas = {f"q{i}": {"service_code": "ec2", "quota_code": QUOTA_CODES[family]}
+                  for i, family in enumerate(families)}
+        limits = ", ".join(f'"{region}|{family}" = data.aws_servicequotas_service_quota.q{i}.value'
+                           for i, family in enumerate(families))
+        configs.append((region, {**_probe_base(region),
+                                 "data": {"aws_servicequotas_service_quota": quotas},
+                                 "output": {"limits": {"value": "${{" + limits + "}}"}}}))
+    return configs

@@ -14,10 +14,13 @@ The Hugging Face token reaches Terraform only as TF_VAR_hf_token in the child's 
 plan or in the state. `overrides` are extra `*_override.tf.json` files written next to each
 configuration; tests use one to point the AWS provider at a local API.
 
-`leftovers` reports what the state still holds and, on AWS, what still carries the candidate's
-tags (a read-only configuration of data sources, run in a throwaway directory). Terraform has
-no counterpart of `pulumi import` without hand-written configuration, so `adopt` declines:
-strays found by tags are reported, not removed.
+`leftovers` reports what the state still holds; `strays` what still carries the candidate's tags,
+through the cloud's read-only probes (configurations of data sources in
+servestack/terraform/<cloud>.py, applied in a throwaway directory), which also read quotas
+and the group's size; the cloud's `PROBES` and this engine's own abilities make its
+`Capabilities`. Terraform has no counterpart of `pulumi import` without hand-written
+configuration, so it declares that it cannot adopt strays: they are reported, not removed.
+Every terraform command runs under servestack.engine.process (timeout, interrupt, reaping).
 """
 
 from __future__ import annotations
@@ -25,29 +28,36 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from servestack.deployment.model import Deployment
+from servestack.engine import (
+    Capabilities,
+    Diagnostic,
+    Leftover,
+    OpResult,
+    QuotaLimit,
+    StackRef,
+    parse_limits,
+)
+from servestack.engine.process import run
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
-from servestack.pulumi.engine import Diagnostic, Leftover, OpResult, StackRef
-from servestack.terraform import TOKEN_VAR, provider_block, render, tfvars
+from servestack.terraform import TOKEN_VAR, render, renderer, tfvars
 
 INTERRUPT_GRACE_SECONDS = 120
+# Any command without an attempt's own timeout (init, refresh, destroy, show, output, the
+# probes): long enough for a slow destroy, short of hanging forever.
+COMMAND_TIMEOUT_SECONDS = 3600
 TEXT_TAIL = 20000
 PLACEHOLDER_TOKEN = "not-needed-for-this-command"
 INSTALL_HELP = ("the terraform CLI (1.11 or newer) is not installed or not on PATH; see "
                 "https://developer.hashicorp.com/terraform/install")
-AWS_QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
-                   "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",
-                   "aws-P5-spot": "L-C4BD4855"}
-LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+# What the CLI can do for any cloud; the cloud's probes narrow it. No import of strays.
+ABILITIES = Capabilities(quota_precheck=True, group_size=True, cloud_sweep=True)
 
 
 class TerraformMissing(UserError):
@@ -100,9 +110,10 @@ class TerraformEngine:
                  overrides: dict[str, dict] | None = None, env: dict[str, str] | None = None,
                  gcp_project: str | None = None, binary: str = "terraform",
                  interrupt_grace_s: float = INTERRUPT_GRACE_SECONDS) -> None:
-        self.binary = shutil.which(binary)
-        if self.binary is None:
+        found = shutil.which(binary)
+        if found is None:
             raise TerraformMissing(INSTALL_HELP)
+        self.binary = found
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.hf_token = hf_token
@@ -143,40 +154,14 @@ class TerraformEngine:
     def _terraform(self, directory: Path, args: list[str], *, token: str | None = None,
                    timeout_s: float | None = None,
                    on_event: Callable[[dict], None] | None = None) -> Run:
-        run = Run()
-        with subprocess.Popen([self.binary, *args], cwd=directory, env=self._environment(token),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              encoding="utf-8", errors="replace") as process:
-            timers = self._watchdog(process, run, timeout_s)
-            for line in process.stdout:
-                _take(run, line.rstrip("\n"), on_event)
-            run.code = process.wait()
-            for timer in timers:
-                timer.cancel()
-        return run
-
-    def _watchdog(self, process: subprocess.Popen, run: Run, timeout_s: float | None
-                  ) -> list[threading.Timer]:
-        """SIGINT after `timeout_s` (Terraform stops and saves its state), SIGKILL after the
-        grace period."""
-        if not timeout_s:
-            return []
-
-        def soft() -> None:
-            if process.poll() is None:
-                run.timed_out = True
-                process.send_signal(signal.SIGINT)
-
-        def hard() -> None:
-            if process.poll() is None:
-                process.kill()
-
-        timers = [threading.Timer(timeout_s, soft), threading.Timer(timeout_s + self.grace_s,
-                                                                      hard)]
-        for timer in timers:
-            timer.daemon = True
-            timer.start()
-        return timers
+        """One terraform command under the watchdog: SIGINT at the timeout (Terraform stops
+        and saves its state), killed after the grace period."""
+        result = Run()
+        finished = run([self.binary, *args], cwd=directory, env=self._environment(token),
+                       timeout_s=timeout_s or COMMAND_TIMEOUT_SECONDS, grace_s=self.grace_s,
+                       on_stdout=lambda line: _take(result, line, on_event))
+        result.code, result.timed_out = finished.code, finished.timed_out
+        return result
 
     def _init(self, directory: Path) -> Run:
         args = ["init", "-input=false", "-no-color"]
@@ -199,6 +184,9 @@ class TerraformEngine:
 
     # --- the Engine interface ------------------------------------------------------------------
 
+    def capabilities(self, cloud: str) -> Capabilities:
+        return ABILITIES & Capabilities.of(renderer(cloud).PROBES)
+
     def up(self, stack: StackRef, deployment: Deployment, *, timeout_s: float,
            on_progress: Callable[[str], None] | None = None) -> OpResult:
         if deployment.secret is not None and not self.hf_token:
@@ -207,13 +195,17 @@ class TerraformEngine:
                          f"the Hugging Face token from {deployment.secret.store} "
                          f"{deployment.secret.name}; pass the token (HF_TOKEN)")])
         directory = self.stack_dir(stack)
-        self._write(directory, render(deployment), self._variables(deployment))
+        document = render(deployment)
+        self._write(directory, document, self._variables(deployment, document))
         return self._command(directory, ["apply", "-auto-approve"], deployment, writing=True,
                              timeout_s=timeout_s, on_event=_progress(on_progress))
 
-    def _variables(self, deployment: Deployment) -> dict[str, Any]:
+    def _variables(self, deployment: Deployment, document: dict[str, Any]) -> dict[str, Any]:
+        """The deployment's values, and --gcp-project for a configuration that declares a
+        project variable the deployment leaves open."""
         values = tfvars(deployment)
-        if deployment.cloud == "gcp" and "project" not in values and self.gcp_project:
+        if "project" in document.get("variable", {}) and "project" not in values \
+                and self.gcp_project:
             values["project"] = self.gcp_project
         return values
 
@@ -231,14 +223,20 @@ class TerraformEngine:
         return self._command(directory, ["destroy", "-auto-approve"], deployment)
 
     def leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
-        return self.state_leftovers(stack, deployment) + \
-            self._cloud_leftovers(stack, deployment)
+        """The managed resources the candidate's state still holds."""
+        return self._state_leftovers(self.stack_dir(stack), deployment)
+
+    def strays(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
+        probes = renderer(deployment.cloud)
+        outputs = self.probe(f"{stack.name}-sweep", probes.sweep_config(deployment))
+        if "error" in outputs:
+            return [Leftover("sweep", "tag search failed", None, "cloud")]
+        return [Leftover(item["type"], item["name"], item["id"], "cloud")
+                for item in probes.sweep_found(outputs)]
 
     def adopt(self, stack: StackRef, deployment: Deployment,
               leftovers: list[Leftover]) -> OpResult:
-        names = "; ".join(item.label for item in leftovers)
-        return OpResult(False, text=f"the terraform engine does not import strays; delete them "
-                                    f"by hand: {names}")
+        raise NotImplementedError("the terraform engine declares adopt_strays=False")
 
     def remove(self, stack: StackRef, deployment: Deployment) -> OpResult:
         directory = self.stack_dir(stack)
@@ -247,36 +245,22 @@ class TerraformEngine:
         shutil.rmtree(directory, ignore_errors=True)
         return OpResult(True)
 
-    def quota_limits(self, candidates: list[Candidate]) -> dict[tuple[str, str], float]:
-        """AWS Service Quotas (vCPUs) per (region, quota family), through data sources."""
-        from servestack.deploy.failures import quota_families
-
-        wanted = sorted({(c.region, quota_families(c)[0]) for c in candidates
-                         if c.cloud == "aws" and quota_families(c)[0] in AWS_QUOTA_CODES})
-        if not wanted:
-            return {}
-        limits: dict[tuple[str, str], float] = {}
-        for region in sorted({r for r, _ in wanted}):
-            families = [f for r, f in wanted if r == region]
-            outputs = self.probe(f"quota-aws-{region}", aws_quota_config(region, families))
-            for family, value in (outputs.get("limits") or {}).items():
-                if value is not None:
-                    limits[(region, family)] = float(value)
+    def quota_limits(self, cloud: str, candidates: list[Candidate]) -> list[QuotaLimit]:
+        """The limits the cloud's probes read, one data-source configuration each."""
+        probes = renderer(cloud)
+        limits: list[QuotaLimit] = []
+        for name, document in probes.quota_configs(probes.quota_wanted(candidates)):
+            outputs = self.probe(f"quota-{cloud}-{name}", document)
+            limits += parse_limits(cloud, probes.QUOTA_UNIT, outputs.get("limits") or {})
         return limits
 
     def group_size(self, stack: StackRef, deployment: Deployment) -> int | None:
-        """VMs of the group that exist, read through data sources (AWS: pending or running
-        instances with the candidate's tags; GCP: the MIG's instance group size; Azure: None,
-        its scale set fails `apply` itself when there is no capacity)."""
-        if deployment.cloud == "aws":
-            config = aws_size_config(deployment)
-        elif deployment.cloud == "gcp":
-            project = deployment.gcp_project or self.gcp_project
-            name = self._outputs(stack).get("instance_group_name")
-            if not project or not name:
-                return None
-            config = gcp_size_config(deployment, project, name)
-        else:
+        """VMs of the group that got capacity, read through data sources; None when the
+        probe cannot be asked yet (no project or group name) or failed."""
+        project = deployment.gcp_project or self.gcp_project
+        name = self._outputs(stack).get("instance_group_name")
+        config = renderer(deployment.cloud).size_config(deployment, project, name)
+        if config is None:
             return None
         running = self.probe(f"{stack.name}-size", config).get("running")
         return int(running) if isinstance(running, int | float) else None
@@ -293,11 +277,7 @@ class TerraformEngine:
             return {}
         return {k: v.get("value") for k, v in values.items() if isinstance(v, dict)}
 
-    # --- leftovers and probes -------------------------------------------------------------------
-
-    def state_leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
-        """The managed resources the candidate's state still holds."""
-        return self._state_leftovers(self.stack_dir(stack), deployment)
+    # --- state and probes ------------------------------------------------------------------------
 
     def _state_leftovers(self, directory: Path, deployment: Deployment) -> list[Leftover]:
         if not _has_state(directory):
@@ -309,17 +289,6 @@ class TerraformEngine:
             return [Leftover("terraform state", str(directory), None, "state")]
         return [Leftover(r["type"], r["address"], _resource_id(r), "state")
                 for r in _managed(state.get("values") or {})]
-
-    def _cloud_leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
-        if deployment.cloud != "aws":
-            return []
-        outputs = self.probe(f"{stack.name}-sweep", aws_sweep_config(deployment))
-        if "error" in outputs:
-            return [Leftover("sweep", "tag search failed", None, "cloud")]
-        found = [Leftover(*_aws_type_and_name(arn), arn, "cloud")
-                 for arn in outputs.get("arns") or [] if ":instance/" not in arn]
-        found += [Leftover("aws_instance", i, i, "cloud") for i in outputs.get("instances") or []]
-        return found
 
     def probe(self, name: str, document: dict) -> dict[str, Any]:
         """Apply a configuration of data sources only in a throwaway directory; its outputs,
@@ -380,74 +349,3 @@ def _managed(module: dict) -> list[dict]:
 def _resource_id(resource: dict) -> str | None:
     values = resource.get("values") or {}
     return values.get("id") or values.get("arn") or None
-
-
-AWS_ARN_TYPES = (
-    (":autoScalingGroup:", "aws_autoscaling_group"), (":launch-template/", "aws_launch_template"),
-    (":security-group-rule/", "aws_vpc_security_group_rule"),
-    (":security-group/", "aws_security_group"), (":loadbalancer/", "aws_lb"),
-    (":listener/", "aws_lb_listener"), (":targetgroup/", "aws_lb_target_group"),
-    (":parameter/", "aws_ssm_parameter"), (":volume/", "aws_ebs_volume"),
-)
-
-
-def _aws_type_and_name(arn: str) -> tuple[str, str]:
-    kind = next((t for marker, t in AWS_ARN_TYPES if marker in arn), "aws resource")
-    return kind, arn.rsplit("/", 1)[-1]
-
-
-def _aws_terraform_block() -> dict:
-    return provider_block("aws")
-
-
-def aws_sweep_config(deployment: Deployment) -> dict:
-    """Data sources listing what still carries the candidate's tags (instances apart: only
-    live ones count, a terminated instance keeps its tags for a while)."""
-    tags = {k: deployment.tags[k] for k in ("servestack-service", "servestack-candidate")}
-    mapping = "data.aws_resourcegroupstaggingapi_resources.tagged.resource_tag_mapping_list"
-    return {
-        "terraform": _aws_terraform_block(),
-        "provider": {"aws": {"region": deployment.region}},
-        "data": {
-            "aws_resourcegroupstaggingapi_resources": {"tagged": {
-                "tag_filter": [{"key": k, "values": [v]} for k, v in tags.items()]}},
-            "aws_instances": {"live": {"instance_tags": tags,
-                                       "instance_state_names": LIVE_INSTANCE_STATES}}},
-        "output": {"arns": {"value": "${[for m in " + mapping + " : m.resource_arn]}"},
-                   "instances": {"value": "${data.aws_instances.live.ids}"}},
-    }
-
-
-def aws_size_config(deployment: Deployment) -> dict:
-    tags = {k: deployment.tags[k] for k in ("servestack-service", "servestack-candidate")}
-    return {
-        "terraform": _aws_terraform_block(),
-        "provider": {"aws": {"region": deployment.region}},
-        "data": {"aws_instances": {"group": {"instance_tags": tags,
-                                             "instance_state_names": ["pending", "running"]}}},
-        "output": {"running": {"value": "${length(data.aws_instances.group.ids)}"}},
-    }
-
-
-def gcp_size_config(deployment: Deployment, project: str, group: str) -> dict:
-    return {
-        "terraform": provider_block("gcp"),
-        "provider": {"google": {"project": project, "region": deployment.region}},
-        "data": {"google_compute_region_instance_group": {"group": {
-            "name": group, "region": deployment.region, "project": project}}},
-        "output": {"running": {"value": "${data.google_compute_region_instance_group.group.size}"}},
-    }
-
-
-def aws_quota_config(region: str, families: list[str]) -> dict:
-    """One region's EC2 vCPU quotas, one data source per quota family."""
-    quotas = {f"q{i}": {"service_code": "ec2", "quota_code": AWS_QUOTA_CODES[family]}
-              for i, family in enumerate(families)}
-    limits = ", ".join(f'"{family}" = data.aws_servicequotas_service_quota.q{i}.value'
-                       for i, family in enumerate(families))
-    return {
-        "terraform": _aws_terraform_block(),
-        "provider": {"aws": {"region": region}},
-        "data": {"aws_servicequotas_service_quota": quotas},
-        "output": {"limits": {"value": "${{" + limits + "}}"}},
-    }

@@ -308,3 +308,26 @@ def outputs(d: Deployment) -> dict[str, Any]:
 def variable_values(d: Deployment) -> dict[str, Any]:
     """The project, when `--gcp-project` gave one (else the user adds it)."""
     return {"project": d.gcp_project} if d.gcp_project else {}
+
+
+# --- read-only probes (the deploy loop's engine uses these) ---
+# Configurations of data sources only; servestack.terraform.engine applies each in a
+# throwaway directory and reads its outputs. No quota or tag-search data source is used here.
+
+# What these probes answer: names of servestack.engine.Capabilities fields.
+PROBES = ("group_size",)
+
+
+def size_config(d: Deployment, project: str | None, group: str | None) -> dict[str, Any] | None:
+    """Exports `running`: the MIG's size (its VMs that exist got capacity); None while the
+    project or the group's name is not known."""
+    if not project or not group:
+        return None
+    local, requirement = PROVIDER
+    return {
+        "terraform": {"required_providers": {local: requirement}},
+        "provider": {"google": {"project": project, "region": d.region}},
+        "data": {"google_compute_region_instance_group": {"group": {
+            "name": group, "region": d.region, "project": project}}},
+        "output": {"running": {"value": "${data.google_compute_region_instance_group.group.size}"}},
+    }

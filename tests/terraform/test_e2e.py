@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 
 from servestack import clouds, planner
+from servestack.deploy.clock import SystemClock
 from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings
-from servestack.deploy.readiness import ProbeAnswer, SystemClock
+from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
+from servestack.engine import stack_ref
 from servestack.inputs import load_inputs
-from servestack.pulumi.engine import stack_ref
 from servestack.terraform.engine import TerraformEngine
 from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
 
@@ -149,8 +150,8 @@ def test_the_loop_falls_back_after_insufficient_capacity(deployed):
     assert report["endpoint"].startswith("http://") and ".elb.amazonaws.com:80" in \
         report["endpoint"]
     journal = Journal.open(deployed.work / "state", "mixtral")
-    assert [a["candidate"] for a in journal.attempts] == [deployed.first.id, deployed.second.id]
-    states = {s["candidate"]: s["state"] for s in journal.stacks.values()}
+    assert [a.candidate for a in journal.attempts] == [deployed.first.id, deployed.second.id]
+    states = {s.candidate: s.state for s in journal.stacks.values()}
     assert states == {deployed.first.id: "clean", deployed.second.id: "live"}
 
 
@@ -270,6 +271,6 @@ def test_destroy_leaves_nothing(deployed):
     ref = stack_ref(d.service, d.candidate_id)
     result = deployed.engine.destroy(ref, d)
     assert result.ok, result.error_texts()
-    assert deployed.engine.leftovers(ref, d) == []
+    assert deployed.engine.leftovers(ref, d) == deployed.engine.strays(ref, d) == []
     assert _group_of(deployed, d) is None and not _tagged(deployed, d)
     assert not deployed.client("ssm", d.region).describe_parameters()["Parameters"]

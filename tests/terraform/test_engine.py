@@ -1,6 +1,6 @@
 """TerraformEngine against a stand-in `terraform` (a script that replays a JSON event stream),
-and `servestack generate --format terraform`'s writer. The real CLI runs in
-test_terraform_render.py (validate) and test_terraform_e2e.py (apply/destroy)."""
+and `servestack generate --format terraform`'s writer. The real CLI runs in test_render.py
+(validate) and test_e2e.py (apply/destroy)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from servestack.components import aws as pulumi_aws_probes
 
 from servestack import planner
 from servestack.deploy.failures import classify
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
+from servestack.engine import Capabilities, QuotaLimit, stack_ref
 from servestack.inputs import load_inputs
-from servestack.pulumi.engine import stack_ref
+from servestack.pulumi.preview import record
+from servestack.terraform import aws as terraform_aws_probes
 from servestack.terraform.engine import TerraformEngine, TerraformMissing
 from servestack.terraform.generate import MAIN_FILE, VARS_FILE, generate_terraform
 
@@ -63,11 +66,17 @@ sys.exit(step.get("code", 0))
 
 
 @cache
+def aws_candidates() -> list[planner.Candidate]:
+    inputs = load_inputs(None)
+    return list(planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                             planner.Options(cloud="aws", spot=False),
+                             model=inputs.model).candidates)
+
+
+@cache
 def deployment() -> Deployment:
     inputs = load_inputs(None)
-    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
-                        planner.Options(cloud="aws", spot=False), model=inputs.model)
-    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+    return build_deployment(inputs.spec, aws_candidates()[0], aws_candidates(),
                             model=inputs.model)
 
 
@@ -181,7 +190,7 @@ def test_destroy_and_leftovers_read_the_state(fake, tmp_path):
     d = deployment()
     ref = stack_ref(d.service, d.candidate_id)
     tf = engine(fake, tmp_path)
-    assert tf.destroy(ref, d).text == "no state" and tf.state_leftovers(ref, d) == []
+    assert tf.destroy(ref, d).text == "no state" and tf.leftovers(ref, d) == []
     state = {"format_version": "1.0", "values": {"root_module": {"resources": [
         {"mode": "managed", "type": "aws_lb", "address": "aws_lb.service",
          "values": {"id": "arn:aws:elasticloadbalancing:lb/app/x/1"}},
@@ -189,13 +198,52 @@ def test_destroy_and_leftovers_read_the_state(fake, tmp_path):
     fake.scenario({"apply": {"events": [], "state": {"serial": 1}},
                    "show": {"events": [state]}, "destroy": {"events": [], "code": 0}})
     tf.up(ref, d, timeout_s=60)
-    (left,) = tf.state_leftovers(ref, d)
+    (left,) = tf.leftovers(ref, d)
     assert (left.type, left.name, left.id, left.where) == \
         ("aws_lb", "aws_lb.service", "arn:aws:elasticloadbalancing:lb/app/x/1", "state")
     assert not tf.remove(ref, d).ok and tf.stack_dir(ref).exists()
     destroy = tf.destroy(ref, d)
     assert destroy.ok and fake.calls()[-1]["argv"][:2] == ["destroy", "-auto-approve"]
     assert fake.calls()[-1]["token"] is True
+
+
+def test_capabilities_are_the_engine_s_and_the_cloud_probes_together(fake, tmp_path):
+    tf = engine(fake, tmp_path)
+    assert tf.capabilities("aws") == Capabilities(quota_precheck=True, group_size=True,
+                                                  cloud_sweep=True)
+    assert tf.capabilities("gcp") == Capabilities(group_size=True)
+    assert tf.capabilities("azure") == Capabilities()
+
+
+def test_quota_limits_and_group_size_through_probe_configurations(fake, tmp_path):
+    d = deployment()
+    tf = engine(fake, tmp_path)
+    region = d.region
+    family = terraform_aws_probes.quota_wanted([aws_candidates()[0]])[0][1]
+    limits = {f"{region}|{family}": 64}
+    fake.scenario({"apply": {"events": [event("outputs", outputs={
+        "limits": {"value": limits}, "running": {"value": 2}})]}})
+    assert tf.quota_limits("aws", [aws_candidates()[0]]) == [
+        QuotaLimit("aws", region, family, "vcpus", 64.0)]
+    assert tf.group_size(stack_ref(d.service, d.candidate_id), d) == 2
+    assert not (tmp_path / "work" / "probes").exists() or \
+        list((tmp_path / "work" / "probes").iterdir()) == []  # thrown away
+
+
+def test_both_engines_count_the_same_aws_instances_as_capacity():
+    """The drift that was: Pulumi counted `running`, Terraform `pending, running`. Both ask
+    for the instances with the candidate's tags in GROUP_STATES now."""
+    d = deployment()
+    answers = {"aws:ec2/getInstances:getInstances": {
+        "id": "x", "ids": [], "region": d.region, "instanceTags": {}, "privateIps": [],
+        "publicIps": [], "ipv6Addresses": []}}
+    (pulumi_call,) = record(pulumi_aws_probes.group_program(d, None),
+                            invoke_answers=answers).invokes
+    terraform_call = terraform_aws_probes.size_config(d, None, None)["data"]["aws_instances"][
+        "group"]
+    assert pulumi_call["args"]["instanceStateNames"] == \
+        terraform_call["instance_state_names"] == ["pending", "running"]
+    assert pulumi_call["args"]["instanceTags"] == terraform_call["instance_tags"]
 
 
 def test_a_missing_terraform_is_one_clear_error(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from servestack.deploy.failures import Block
 from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings, narrow
+from servestack.engine import ANY, Capabilities, QuotaLimit
 from tests.fakes import (
     AZ1,
     GCP1,
@@ -61,7 +62,7 @@ class Harness:
         return self.outcome
 
     def tried(self) -> list[str]:
-        return [a["candidate"] for a in self.journal.attempts]
+        return [a.candidate for a in self.journal.attempts]
 
 
 @pytest.fixture
@@ -80,11 +81,11 @@ def test_first_candidates_out_of_capacity_then_deployed(h):
     assert outcome.status == "deployed" and outcome.exit_code == 0
     assert h.tried() == [GCP1, GCP1, GCP2, GCP3]
     first, second = h.journal.attempts[:2]
-    assert first["zones"] == ["us-central1-a", "us-central1-c"]
-    assert second["zones"] == ["us-central1-c"]  # narrowed: zone a ruled out, zone c tried
-    assert first["scope"] == "gcp us-central1-a zone A100-80GB:2+ on-demand"
-    assert first["cleanup"] == "clean" and first["error_class"] == "capacity"
-    assert h.journal.live["candidate"] == GCP3 and h.cloud.holding() == {h.journal.live["stack"]}
+    assert first.zones == ["us-central1-a", "us-central1-c"]
+    assert second.zones == ["us-central1-c"]  # narrowed: zone a ruled out, zone c tried
+    assert first.scope == "gcp us-central1-a zone A100-80GB:2+ on-demand"
+    assert first.cleanup == "clean" and first.error_class == "capacity"
+    assert h.journal.live.candidate == GCP3 and h.cloud.holding() == {h.journal.live.stack}
     assert h.cloud.violations == []
     report = outcome.to_json()
     assert report["endpoint"].startswith("http://mixtral-gcp-us-east4") and report["exit_code"] == 0
@@ -113,7 +114,7 @@ def test_one_cloud_without_credentials_is_skipped_entirely(h):
     tried_clouds = [C[i].cloud for i in h.tried()]
     assert tried_clouds.count("azure") == 1  # the other Azure candidates were never tried
     assert Block("azure", error_class="credentials", code="NoCredentials") in h.journal.blocks
-    assert C[h.journal.live["candidate"]].cloud == "gcp"
+    assert C[h.journal.live.candidate].cloud == "gcp"
 
 
 def test_a_hung_attempt_hits_the_timeout_and_is_cleaned(h):
@@ -121,21 +122,39 @@ def test_a_hung_attempt_hits_the_timeout_and_is_cleaned(h):
     start = h.clock.now()
     outcome = h.run(script, settings=Settings(attempt_timeout_s=1200))
     first = h.journal.attempts[0]
-    assert first["error_class"] == "timeout" and first["code"] == "AttemptTimeout"
-    assert first["cleanup"] == "clean" and first["duration_s"] >= 1200
+    assert first.error_class == "timeout" and first.code == "AttemptTimeout"
+    assert first.cleanup == "clean" and first.duration_s >= 1200
     assert outcome.status == "deployed" and h.tried()[1] == GCP2
     assert h.clock.now() - start < 1200 + 3600  # simulated, not slept
-    assert ("destroy", first["stack"]) in h.engine.calls
+    assert ("destroy", first.stack) in h.engine.calls
 
 
 def test_untracked_group_found_by_tags_is_imported_and_destroyed(h):
     script = {GCP1: [Step("fail", "aws_asg_capacity_timeout", 600, strays=("asg-untracked",))]}
     h.run(script, settings=Settings(max_attempts=2))
-    ops = [op for op, name in h.engine.calls if name == h.journal.attempts[0]["stack"]]
-    assert ops == ["up", "refresh", "destroy", "leftovers", "adopt", "destroy", "leftovers",
-                   "remove"]
-    assert h.journal.attempts[0]["cleanup"] == "clean"
+    ops = [op for op, name in h.engine.calls if name == h.journal.attempts[0].stack]
+    assert ops == ["up", "refresh", "destroy", "leftovers", "strays", "adopt", "destroy",
+                   "leftovers", "strays", "remove"]
+    assert h.journal.attempts[0].cleanup == "clean"
     assert h.cloud.violations == []
+
+
+def test_what_an_engine_cannot_do_for_a_cloud_is_skipped_not_called(h):
+    aws = [c for c in PLAN.candidates if c.cloud == "aws"]
+    limits = [QuotaLimit("aws", c.region, "aws-G-ondemand", "vcpus", 0.0) for c in aws]
+    script = {GCP1: [Step("fail", "gcp_zone_exhausted_details", 40, strays=("asg",))]}
+    outcome = h.run(script, limits=limits, can=Capabilities(), settings=Settings(max_attempts=2))
+    assert outcome.status == "deployed"
+    assert not any(b.code == "QuotaPrecheck" for b in h.journal.blocks)
+    assert {op for op, _ in h.engine.calls}.isdisjoint({"strays", "adopt", "group_size"})
+
+
+def test_strays_the_engine_cannot_adopt_are_reported_not_imported(h):
+    script = {GCP1: [Step("fail", "gcp_zone_exhausted_details", 40, strays=("asg",))]}
+    outcome = h.run(script, can=Capabilities(cloud_sweep=True))
+    assert outcome.status == "cleanup-failed" and outcome.exit_code == 5
+    assert [x["name"] for x in outcome.to_json()["leftovers"]] == ["asg"]
+    assert "adopt" not in {op for op, _ in h.engine.calls}
 
 
 def test_a_destroy_that_fails_stops_and_reports_what_is_left(h):
@@ -147,7 +166,7 @@ def test_a_destroy_that_fails_stops_and_reports_what_is_left(h):
     report = outcome.to_json()
     assert {x["name"] for x in report["leftovers"]} == {"sg", "template"}
     assert "DependencyViolation" in report["message"] and "sg" in report["message"]
-    assert h.journal.stacks[stack]["state"] == "left"
+    assert h.journal.stacks[stack].state == "left"
     assert h.clock.sleeps == [30, 60, 120]  # three destroy rounds with backoff
 
 
@@ -158,16 +177,16 @@ def test_leftovers_of_an_earlier_run_are_cleaned_before_anything_else(h):
     outcome = h.run()  # the dependency is gone now: destroy works
     assert outcome.status == "deployed"
     assert h.engine.calls[:2] == [("refresh", stack), ("destroy", stack)]
-    assert h.engine.calls[2:4] == [("leftovers", stack), ("remove", stack)]
+    assert h.engine.calls[2:5] == [("leftovers", stack), ("strays", stack), ("remove", stack)]
     assert h.journal.run == 2 and h.journal.blocks == []  # a new run: capacity may be back
-    assert h.journal.live["stack"] == stack and h.cloud.violations == []
+    assert h.journal.live.stack == stack and h.cloud.violations == []
 
 
 def test_throttling_retries_the_same_candidate_with_backoff(h):
     script = {GCP1: [Step("fail", "gcp_rate_limit", 10), Step("fail", "gcp_backend_error", 10)]}
     outcome = h.run(script)
     assert outcome.status == "deployed" and h.tried() == [GCP1, GCP1, GCP1]
-    assert [a["outcome"] for a in h.journal.attempts] == ["retry", "retry", "deployed"]
+    assert [a.outcome for a in h.journal.attempts] == ["retry", "retry", "deployed"]
     assert h.clock.sleeps[:2] == [30, 60]
     assert not any(op == "destroy" for op, _ in h.engine.calls)  # same stack, kept
 
@@ -176,13 +195,13 @@ def test_retries_run_out_then_the_candidate_is_blocked(h):
     script = {GCP1: [Step("fail", "gcp_rate_limit", 10)] * 4}
     h.run(script, settings=Settings(retries=3, max_attempts=5))
     assert h.tried() == [GCP1] * 4 + [GCP2]
-    assert h.journal.attempts[3]["scope"].startswith("gcp us-central1 a2-ultragpu-2g")
+    assert h.journal.attempts[3].scope.startswith("gcp us-central1 a2-ultragpu-2g")
 
 
 def test_invalid_configuration_stops_after_cleanup(h):
     outcome = h.run({GCP1: [Step("fail", "pulumi_program_error", 15)]})
     assert outcome.status == "stopped" and outcome.exit_code == 4
-    assert h.tried() == [GCP1] and h.journal.attempts[0]["cleanup"] == "clean"
+    assert h.tried() == [GCP1] and h.journal.attempts[0].cleanup == "clean"
     assert "invalid-config" in outcome.message and h.cloud.holding() == set()
 
 
@@ -190,9 +209,9 @@ def test_a_group_without_any_vm_is_a_capacity_failure_found_early(h):
     script = {GCP1: [Step("ok", seconds=120, running=0)]}
     outcome = h.run(script)
     first = h.journal.attempts[0]
-    assert (first["error_class"], first["code"]) == ("capacity", "NoInstances")
-    assert "no VM of the group exists" in first["message"]
-    assert first["duration_s"] < 120 + 300 + 200 + 400  # grace + one check + cleanup, not 1200
+    assert (first.error_class, first.code) == ("capacity", "NoInstances")
+    assert "no VM of the group exists" in first.message
+    assert first.duration_s < 120 + 300 + 200 + 400  # grace + one check + cleanup, not 1200
     assert outcome.status == "deployed" and h.tried() == [GCP1, GCP2]
     assert ("group_size", f"mixtral-{GCP1}") in h.engine.calls
 
@@ -200,8 +219,8 @@ def test_a_group_without_any_vm_is_a_capacity_failure_found_early(h):
 def test_too_few_vms_at_the_deadline_is_capacity_not_a_model_problem(h):
     script = {GCP1: [Step("ok", running=1)], GCP2: [Step("ok", running=1)]}
     outcome = h.run(script)
-    assert [a["code"] for a in h.journal.attempts[:2]] == ["NoInstances", "NoInstances"]
-    assert "only 1 of 2 VM(s) running" in h.journal.attempts[0]["message"]
+    assert [a.code for a in h.journal.attempts[:2]] == ["NoInstances", "NoInstances"]
+    assert "only 1 of 2 VM(s) running" in h.journal.attempts[0].message
     assert outcome.status == "deployed"  # two of these do not stop the run; not-ready would
 
 
@@ -209,9 +228,9 @@ def test_up_but_never_ready_twice_stops(h):
     settings = Settings(not_ready_limit=2)
     outcome = h.run(ready_in=10**9, settings=settings)
     assert outcome.status == "stopped" and h.tried() == [GCP1, GCP2]
-    assert all(a["error_class"] == "not-ready" for a in h.journal.attempts)
-    assert "0 of 2 replica(s) answered" in h.journal.attempts[0]["message"]
-    assert "HTTP 503" in h.journal.attempts[0]["message"]
+    assert all(a.error_class == "not-ready" for a in h.journal.attempts)
+    assert "0 of 2 replica(s) answered" in h.journal.attempts[0].message
+    assert "HTTP 503" in h.journal.attempts[0].message
     assert h.cloud.holding() == set()
 
 
@@ -219,7 +238,7 @@ def test_one_unnamed_replica_is_not_two(h):
     script = {GCP1: [Step("ok", running=None)]}  # answers without the header, group unknown
     outcome = h.run(script, named=False, settings=Settings(max_attempts=1))
     assert outcome.status == "exhausted"
-    assert "1 of 2 replica(s) answered" in h.journal.attempts[0]["message"]
+    assert "1 of 2 replica(s) answered" in h.journal.attempts[0].message
     h2 = Harness(h.tmp / "relaxed")
     assert h2.run(script, named=False, settings=Settings(ready_replicas=1)).status == "deployed"
 
@@ -228,12 +247,12 @@ def test_unnamed_answers_count_the_running_group(h):
     """A spec's own run command does not name replicas: all probes OK + 2 VMs running = 2."""
     outcome = h.run({GCP1: [Step("ok", running=2)]}, named=False)
     assert outcome.status == "deployed"
-    assert "2 of 2 replica(s) answered" in h.journal.attempts[0]["ready"]
+    assert "2 of 2 replica(s) answered" in h.journal.attempts[0].ready
 
 
 def test_quota_precheck_rules_out_candidates_before_any_attempt(h):
     aws = [c for c in PLAN.candidates if c.cloud == "aws"]
-    limits = {(c.region, "aws-G-ondemand"): 0.0 for c in aws}
+    limits = [QuotaLimit("aws", c.region, "aws-G-ondemand", "vcpus", 0.0) for c in aws]
     h.run(limits=limits, settings=Settings(max_attempts=1))
     blocked = [c for c in aws if narrow(c, h.journal.blocks) is None]
     assert blocked and all(c.instance_type.startswith("g") for c in blocked)
@@ -242,15 +261,16 @@ def test_quota_precheck_rules_out_candidates_before_any_attempt(h):
 
 def test_gcp_quota_precheck_regional_and_global(h):
     gcp = [c for c in PLAN.candidates if c.cloud == "gcp"]
-    limits = {("us-central1", "NVIDIA_A100_80GB_GPUS"): 0.0,
-              ("*", "NVIDIA_A100_80GB_GPUS"): 16.0, ("*", "NVIDIA_L4_GPUS"): 8.0}
+    limits = [QuotaLimit("gcp", "us-central1", "NVIDIA_A100_80GB_GPUS", "gpus", 0.0),
+              QuotaLimit("gcp", ANY, "NVIDIA_A100_80GB_GPUS", "gpus", 16.0),
+              QuotaLimit("gcp", ANY, "NVIDIA_L4_GPUS", "gpus", 8.0)]
     h.run(limits=limits, settings=Settings(max_attempts=1))
     blocked = {c.id for c in gcp if narrow(c, h.journal.blocks) is None}
     assert GCP1 in blocked and GCP2 not in blocked  # 0 in us-central1, 16 >= 2 x 2 elsewhere
     l4 = [c for c in gcp if c.accelerator == "L4"]
     assert l4 and all(c.id in blocked for c in l4)  # 8 L4s < 2 replicas x 8
     h2 = Harness(h.tmp / "global")
-    h2.run(limits={("global", "GPUS_ALL_REGIONS"): 0.0}, settings=Settings(max_attempts=1))
+    h2.run(limits=[QuotaLimit("gcp", ANY, ANY, "gpus", 0.0)], settings=Settings(max_attempts=1))
     assert all(narrow(c, h2.journal.blocks) is None for c in gcp)
     assert C[h2.tried()[0]].cloud == "azure"
 
@@ -286,12 +306,12 @@ def test_a_deployed_service_is_not_deployed_twice(h):
 def test_crash_mid_run_then_resume(h):
     script = {GCP1: [Step("fail", "gcp_zone_exhausted_details", 40)]}
     with pytest.raises(Crash):
-        h.run(script, crash_at=6)  # GCP1: up refresh destroy leftovers remove; killed in GCP2 up
+        h.run(script, crash_at=7)  # GCP1: up refresh destroy leftovers strays remove; GCP2 up
     assert h.journal.status == "running"
-    assert [s["name"] for s in h.journal.dirty_stacks()] == [f"mixtral-{GCP2}"]
+    assert [s.name for s in h.journal.dirty_stacks()] == [f"mixtral-{GCP2}"]
     outcome = h.run()
     assert outcome.status == "deployed"
-    assert [a["outcome"] for a in h.journal.attempts] == ["capacity", "interrupted", "deployed"]
+    assert [a.outcome for a in h.journal.attempts] == ["capacity", "interrupted", "deployed"]
     assert h.tried() == [GCP1, GCP2, GCP2]
     assert h.engine.calls[:3] == [("refresh", f"mixtral-{GCP2}"), ("destroy", f"mixtral-{GCP2}"),
                                   ("leftovers", f"mixtral-{GCP2}")]
@@ -326,8 +346,8 @@ def test_a_kill_at_any_point_resumes_to_one_live_candidate(tmp_path, no_fsync):
             h.run(h.engine.script)
         assert h.outcome.status == "deployed", (point, h.outcome.message)
         assert h.cloud.violations == [], point
-        assert h.cloud.holding() == {h.journal.live["stack"]}, point
-        assert h.journal.dirty_stacks() == [h.journal.stacks[h.journal.live["stack"]]], point
+        assert h.cloud.holding() == {h.journal.live.stack}, point
+        assert h.journal.dirty_stacks() == [h.journal.stacks[h.journal.live.stack]], point
 
 
 def test_a_kill_after_any_journal_write_resumes_to_one_live_candidate(tmp_path, no_fsync):
@@ -343,7 +363,7 @@ def test_a_kill_after_any_journal_write_resumes_to_one_live_candidate(tmp_path, 
             h.run(h.engine.script)
         assert h.outcome.status == "deployed", (point, h.outcome.message)
         assert h.cloud.violations == [], point
-        assert h.cloud.holding() == {h.journal.live["stack"]}, point
+        assert h.cloud.holding() == {h.journal.live.stack}, point
 
 
 def test_progress_lines_name_the_attempt_and_state(h):

@@ -16,7 +16,7 @@ from servestack.deploy.failures import (
 )
 from servestack.planner import Candidate
 
-FIXTURES = Path(__file__).parent / "fixtures" / "errors"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "errors"
 
 
 def text(name: str) -> str:

@@ -19,25 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from servestack.components import aws as aws_probes
+from servestack.components import azure as azure_probes
+from servestack.components import gcp as gcp_probes
 
 from servestack.deploy.failures import classify
 from servestack.deployment.build import build_deployment
-from servestack.pulumi.engine import (
-    Leftover,
-    PulumiEngine,
-    PulumiMissing,
-    aws_quota_program,
-    gcp_quota_id,
-    gcp_quota_program,
-    group_program,
-    stack_name,
-    stack_ref,
-    sweep_program,
-)
+from servestack.engine import Capabilities, Leftover, QuotaLimit, stack_name, stack_ref
+from servestack.pulumi.engine import PulumiEngine, PulumiMissing
 from servestack.pulumi.preview import record
-from tests.fakes import INPUTS, PLAN
-
-FIXTURES = Path(__file__).parent / "fixtures" / "errors"
+from tests.fakes import FIXTURES, INPUTS, PLAN
 
 FAKE_PULUMI = r'''
 import json, os, signal, sys, time
@@ -271,9 +262,10 @@ def test_cleanup_calls_and_leftovers(cli, engine):
     cli.scenario({f"servestack-{ref.name}-sweep": {"up": "ok", "outputs": {"found": [
         {"type": "gcp:compute/instance:Instance", "name": "mixtral-abcd",
          "id": "projects/p/zones/us-central1-a/instances/mixtral-abcd"}]}}})
-    left = engine.leftovers(ref, deployment)
-    assert left == [Leftover(group["type"], "mixtral-mig", "mig-1", "state"),
-                    Leftover("gcp:compute/instance:Instance", "mixtral-abcd",
+    assert engine.leftovers(ref, deployment) == [
+        Leftover(group["type"], "mixtral-mig", "mig-1", "state")]
+    left = engine.strays(ref, deployment)
+    assert left == [Leftover("gcp:compute/instance:Instance", "mixtral-abcd",
                              "projects/p/zones/us-central1-a/instances/mixtral-abcd", "cloud")]
     removals = [c for c in cli.state["calls"] if c[:2] == ["stack", "rm"]]
     assert removals and "--force" in removals[-1]  # the read-only sweep stack is thrown away
@@ -298,7 +290,22 @@ def test_group_size_reads_the_group_through_a_probe_stack(cli, engine):
     assert engine.up(ref, deployment, timeout_s=60).ok
     assert engine.group_size(ref, deployment) == 0
     assert f"servestack-{ref.name}-size" not in cli.state["stacks"]  # thrown away
-    assert engine.group_size(stack_ref("mixtral", AZURE.id), deployment_for(AZURE)) is None
+
+
+def test_capabilities_are_the_engine_s_and_the_cloud_probes_together(cli, engine):
+    assert engine.capabilities("aws") == engine.capabilities("gcp") == Capabilities(
+        quota_precheck=True, group_size=True, cloud_sweep=True, adopt_strays=True)
+    assert engine.capabilities("azure") == Capabilities(cloud_sweep=True, adopt_strays=True)
+
+
+def test_quota_limits_read_one_probe_stack_per_cloud(cli, engine):
+    aws = [c for c in PLAN.candidates if c.cloud == "aws"]
+    family = aws_probes.quota_wanted(aws)[0][1]
+    region = aws_probes.quota_wanted(aws)[0][0]
+    cli.scenario({"servestack-quota-aws": {"up": "ok", "outputs": {"limits": {
+        f"{region}|{family}": 96, f"{region}|aws-P-spot": None}}}})
+    assert engine.quota_limits("aws", aws) == [QuotaLimit("aws", region, family, "vcpus", 96.0)]
+    assert "servestack-quota-aws" not in cli.state["stacks"]  # thrown away
 
 
 def test_group_program_counts_running_vms():
@@ -308,16 +315,18 @@ def test_group_program_counts_running_vms():
             {"instance": "i-1", "status": "RUNNING", "namedPorts": []},
             {"instance": "i-2", "status": "STAGING", "namedPorts": []},
             {"instance": "i-3", "status": "TERMINATED", "namedPorts": []}]}}
-    recording = record(group_program(deployment_for(GCP), "mig"), invoke_answers=gcp_answers)
+    recording = record(gcp_probes.group_program(deployment_for(GCP), "mig"),
+                       invoke_answers=gcp_answers)
     assert recording.outputs["running"] == 2  # STAGING got capacity; TERMINATED is gone
     (call,) = recording.invokes
     assert call["args"]["name"] == "mig" and call["args"]["region"] == "us-central1"
     aws_answers = {"aws:ec2/getInstances:getInstances": {
         "id": "x", "ids": ["i-1", "i-2"], "region": AWS.region, "instanceTags": {},
         "privateIps": [], "publicIps": [], "ipv6Addresses": []}}
-    recording = record(group_program(deployment_for(AWS), None), invoke_answers=aws_answers)
+    recording = record(aws_probes.group_program(deployment_for(AWS), None),
+                       invoke_answers=aws_answers)
     assert recording.outputs["running"] == 2
-    assert recording.invokes[0]["args"]["instanceStateNames"] == ["running"]
+    assert recording.invokes[0]["args"]["instanceStateNames"] == ["pending", "running"]
 
 
 def test_stack_names_are_sanitised_and_bounded():
@@ -332,6 +341,7 @@ def test_stack_names_are_sanitised_and_bounded():
 
 def test_aws_sweep_program_finds_tagged_resources():
     deployment = deployment_for(AWS)
+    sweep_program = aws_probes.sweep_program
     arn = ("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:1a2b:"
            "autoScalingGroupName/mixtral-gpu-2025")
     answers = {"aws:resourcegroupstaggingapi/getResources:getResources": {
@@ -358,6 +368,7 @@ def test_aws_sweep_program_finds_tagged_resources():
 
 def test_gcp_sweep_program_searches_labels():
     deployment = replace(deployment_for(GCP), gcp_project="demo")
+    sweep_program = gcp_probes.sweep_program
     answers = {"gcp:cloudasset/getSearchAllResources:getSearchAllResources": {
         "id": "x", "scope": "projects/demo", "results": [
             {"assetType": "compute.googleapis.com/Instance",
@@ -378,6 +389,7 @@ def test_gcp_sweep_program_searches_labels():
 
 def test_azure_sweep_checks_the_resource_groups_the_stack_had():
     deployment = deployment_for(AZURE)
+    sweep_program = azure_probes.sweep_program
     assert sweep_program(deployment, []) is None  # nothing known to look for
     group = {"type": "azure-native:resources:ResourceGroup", "id": "/subscriptions/s/"
              "resourceGroups/mixtral-rg", "outputs": {"name": "mixtral-rg"}}
@@ -395,7 +407,9 @@ def test_aws_quota_program_reads_service_quotas():
         "id": "x", "adjustable": True, "arn": "arn", "defaultValue": 0, "globalQuota": False,
         "quotaCode": "L", "quotaName": "n", "region": "us-east-1", "serviceCode": "ec2",
         "serviceName": "EC2", "usageMetrics": [], "value": 96}}
-    recording = record(aws_quota_program(wanted), invoke_answers=answers)
+    config, program = aws_probes.quota_probe(wanted, None)
+    assert config == {"aws:region": "us-east-1"}
+    recording = record(program, invoke_answers=answers)
     codes = [(i["args"]["quotaCode"], i["args"]["region"]) for i in recording.invokes]
     assert codes == [("L-DB2E81BA", "us-east-1"), ("L-7212CCBC", "us-west-2")]
     assert recording.outputs["limits"] == {"us-east-1|aws-G-ondemand": 96,
@@ -403,7 +417,8 @@ def test_aws_quota_program_reads_service_quotas():
 
 
 def test_gcp_quota_program_reads_cloud_quotas():
-    assert gcp_quota_id("NVIDIA_A100_80GB_GPUS") == "NVIDIA-A100-80GB-GPUS-per-project-region"
+    assert gcp_probes.quota_id("NVIDIA_A100_80GB_GPUS") == \
+        "NVIDIA-A100-80GB-GPUS-per-project-region"
     regional = {"id": "x", "dimensions": ["region"], "quotaId": "q", "parent": "p",
                 "service": "compute.googleapis.com", "dimensionsInfos": [
                     {"applicableLocations": ["us-central1"], "dimensions": {"region":
@@ -411,11 +426,13 @@ def test_gcp_quota_program_reads_cloud_quotas():
                      "details": [{"value": "0", "rolloutInfos": []}]},
                     {"applicableLocations": ["us-east4"], "dimensions": {},
                      "details": [{"value": "16", "rolloutInfos": []}]}]}
-    recording = record(gcp_quota_program(["NVIDIA_A100_80GB_GPUS"], "demo"),
+    config, program = gcp_probes.quota_probe([("us-central1", "NVIDIA_A100_80GB_GPUS")], "demo")
+    assert config == {"gcp:region": "us-central1", "gcp:project": "demo"}
+    recording = record(program,
                        invoke_answers={"gcp:cloudquota/getSQuotaInfo:getSQuotaInfo": regional})
     ids = [i["args"]["quotaId"] for i in recording.invokes]
     assert ids == ["GPUS-ALL-REGIONS-per-project", "NVIDIA-A100-80GB-GPUS-per-project-region"]
     assert recording.invokes[0]["args"]["parent"] == "projects/demo/locations/global"
-    assert recording.outputs["limits"] == {"global|GPUS_ALL_REGIONS": 16,
+    assert recording.outputs["limits"] == {"*|*": 16,
                                            "us-central1|NVIDIA_A100_80GB_GPUS": 0,
                                            "*|NVIDIA_A100_80GB_GPUS": 16}
