@@ -188,7 +188,6 @@ def _stop_on_sigterm():
 class _Target:
     spec: str | None  # None: the embedded example
     stack: dict | None = None  # a generated stack file's config
-    name: str | None = None
 
 
 def _resolve_target(target: str | None, stacks_dir: str) -> _Target:
@@ -200,11 +199,11 @@ def _resolve_target(target: str | None, stacks_dir: str) -> _Target:
     if path.is_file():
         data = _yaml_mapping(path)
         if isinstance(data.get("config"), dict) and "servestack:deployment" in data["config"]:
-            return _stack_target(data, path.name.removeprefix("Pulumi.").rsplit(".", 1)[0])
+            return _stack_target(data)
         return _Target(target)
     stack_file = stack_path(stacks_dir, target)
     if options.NAME.fullmatch(target) and stack_file.exists():
-        return _stack_target(read_stack_file(stack_file), target)
+        return _stack_target(read_stack_file(stack_file))
     raise UserError(f"{target!r} is neither a spec file nor a stack in {stacks_dir}/ "
                     f"(looked for {stack_file})")
 
@@ -219,12 +218,12 @@ def _yaml_mapping(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _stack_target(data: dict, name: str) -> _Target:
+def _stack_target(data: dict) -> _Target:
     config = data.get("config") or {}
     spec = config.get("servestack:spec")
     if not isinstance(spec, str) or spec.startswith("<embedded"):
         spec = None
-    return _Target(spec, config, name)
+    return _Target(spec, config)
 
 
 def _deployment_options(given: DeploymentOptions, target: _Target) -> DeploymentOptions:
