@@ -329,14 +329,6 @@ def test_group_program_counts_running_vms():
     assert recording.invokes[0]["args"]["instanceStateNames"] == ["pending", "running"]
 
 
-def test_stack_names_are_sanitised_and_bounded():
-    assert stack_name("mixtral", "azure-eastus-standard_nc48ads_a100_v4-ondemand") == \
-        "mixtral-azure-eastus-standard_nc48ads_a100_v4-ondemand"
-    assert stack_name("my svc", "aws/x y") == "my-svc-aws-x-y"
-    long = stack_name("s" * 80, "c" * 80)
-    assert len(long) == 100 and long != stack_name("s" * 80, "c" * 79 + "d")
-
-
 # --- the read-only programs under the mock runtime ---------------------------------------------
 
 def test_aws_sweep_program_finds_tagged_resources():
