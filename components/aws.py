@@ -29,12 +29,16 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    GROUP_STATES,
+    LIVE_STATES,
+    TAG_KEYS,
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
     ec2_trust_policy,
     read_token_policy,
 )
+from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
 
 # ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
@@ -418,14 +422,6 @@ from servestack.planner import Candidate  # noqa: E402
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
 PROBES = ("adopt_strays", "cloud_sweep", "group_size", "quota_precheck")
-QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
-# An instance that is pending or running got its capacity: EC2 places it on a host when it
-# launches, and "pending" is its boot. Without capacity the group's launch fails and no
-# instance exists, so counting only "running" would, during the boot, read a group that got
-# its GPUs as one that did not. servestack/terraform/aws.py asks for the same states.
-GROUP_STATES = ["pending", "running"]
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # a terminated one keeps its tags
-TAG_KEYS = ("servestack-service", "servestack-candidate")
 
 
 def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], None]:
@@ -441,7 +437,7 @@ def _tagged(deployment: Deployment) -> list[dict]:
     found = [_from_arn(m.resource_arn) for m in mapped.resource_tag_mapping_lists
              if ":instance/" not in m.resource_arn]  # instances: the authoritative call below
     live = aws.ec2.get_instances(instance_tags={k: tags[k] for k in TAG_KEYS},
-                                 instance_state_names=LIVE_STATES, region=deployment.region)
+                                 instance_state_names=list(LIVE_STATES), region=deployment.region)
     found += [{"type": "aws:ec2/instance:Instance", "name": i, "id": i} for i in live.ids]
     return found
 
@@ -473,7 +469,7 @@ def group_program(deployment: Deployment, group_name: str | None) -> Callable[[]
     def program() -> None:
         found = aws.ec2.get_instances(
             instance_tags={k: deployment.tags[k] for k in TAG_KEYS},
-            instance_state_names=GROUP_STATES, region=deployment.region)
+            instance_state_names=list(GROUP_STATES), region=deployment.region)
         pulumi.export("running", len(found.ids))
 
     return program

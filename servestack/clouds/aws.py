@@ -21,6 +21,15 @@ SSM_KEY = "alias/aws/ssm"  # the AWS-managed key SSM SecureStrings are encrypted
 IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)
 IO2_MAX_IOPS_PER_GIB = 500
 USER_DATA_LIMIT = 16384  # bytes (EC2 refuses larger user data)
+QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
+# An instance that is pending or running got its capacity: EC2 places it on a host when it
+# launches, and "pending" is its boot. Without capacity the group's launch fails and no
+# instance exists, so counting only "running" would, during the boot, read a group that got
+# its GPUs as one that did not. Both engines' group-size probes ask for these states.
+GROUP_STATES = ("pending", "running")
+# What a sweep counts as still there: a terminated instance keeps its tags for a while.
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+TAG_KEYS = ("servestack-service", "servestack-candidate")
 # EC2 Service Quotas (vCPUs) per quota family of `Aws.quota_families`.
 QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
                "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",

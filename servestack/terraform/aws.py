@@ -20,12 +20,15 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    GROUP_STATES,
+    LIVE_STATES,
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
     ec2_trust_policy,
     read_token_policy,
 )
+from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
 from servestack.terraform import (
     TOKEN_VAR,
@@ -87,10 +90,11 @@ def image_data(d: Deployment) -> dict[str, Any]:
     the image's owner, name pattern and architecture."""
     image = d.image
     if image.kind == "id":
-        return {"aws_ami": {"image": {"filter": _filters(image_id=[image.id])}}}
+        return {"aws_ami": {"image": {"filter": _filters(image_id=[image.exact()])}}}
+    owner, pattern, architecture = image.ami_lookup()
     return {"aws_ami": {"image": {
-        "owners": [image.owner], "most_recent": True,
-        "filter": _filters(name=[image.name], architecture=[image.architecture],
+        "owners": [owner], "most_recent": True,
+        "filter": _filters(name=[pattern], architecture=[architecture],
                            state=["available"])}}}
 
 
@@ -176,7 +180,7 @@ def token_policy(d: Deployment) -> Ref:
     document = read_token_policy(
         expr("aws_ssm_parameter.hf_token.arn"), expr(f"{partition}.partition"),
         expr("data.aws_caller_identity.current.account_id"), d.region,
-        expr(f"{partition}.dns_suffix"), d.secret.key if d.secret else "")
+        expr(f"{partition}.dns_suffix"), d.token_secret.key or "")
     # Every `${...}` in it is one of the expressions above; the rest is fixed text.
     return Ref(json.dumps(document, sort_keys=True))
 
@@ -187,7 +191,7 @@ def token_access(d: Deployment) -> dict[str, Any]:
         return {}
     return {
         "aws_ssm_parameter": {"hf_token": {
-            "name": d.secret.name, "type": "SecureString", "key_id": d.secret.key,
+            "name": d.token_secret.name, "type": "SecureString", "key_id": d.token_secret.key,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
             "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
@@ -213,7 +217,7 @@ def group(d: Deployment) -> dict[str, Any]:
     tags = named(d, d.service)
     template_body = compact({
         "name_prefix": f"{d.service}-",
-        "image_id": d.image.id if d.image.kind == "id" else expr("data.aws_ami.image.id"),
+        "image_id": d.image.exact() if d.image.kind == "id" else expr("data.aws_ami.image.id"),
         "instance_type": d.primary.instance_type,
         "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
         "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
@@ -265,12 +269,6 @@ from servestack.planner import Candidate  # noqa: E402
 
 # What these probes answer: names of servestack.engine.Capabilities fields.
 PROBES = ("cloud_sweep", "group_size", "quota_precheck")
-QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
-# Instances that got capacity: pending (booting on its host) or running. The Pulumi probe
-# (components/aws.py GROUP_STATES, where the reason is spelled out) asks the same; a test
-# holds the two equal.
-GROUP_STATES = ["pending", "running"]
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # a terminated one keeps its tags
 ARN_TYPES = (
     (":autoScalingGroup:", "aws_autoscaling_group"), (":launch-template/", "aws_launch_template"),
     (":security-group-rule/", "aws_vpc_security_group_rule"),
@@ -299,7 +297,7 @@ def sweep_config(d: Deployment) -> dict[str, Any]:
             "aws_resourcegroupstaggingapi_resources": {"tagged": {
                 "tag_filter": [{"key": k, "values": [v]} for k, v in _candidate_tags(d).items()]}},
             "aws_instances": {"live": {"instance_tags": _candidate_tags(d),
-                                       "instance_state_names": LIVE_STATES}}},
+                                       "instance_state_names": list(LIVE_STATES)}}},
         "output": {"arns": {"value": "${[for m in " + mapping + " : m.resource_arn]}"},
                    "instances": {"value": "${data.aws_instances.live.ids}"}},
     }
@@ -319,7 +317,7 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
     return {
         **_probe_base(d.region),
         "data": {"aws_instances": {"group": {"instance_tags": _candidate_tags(d),
-                                             "instance_state_names": GROUP_STATES}}},
+                                             "instance_state_names": list(GROUP_STATES)}}},
         "output": {"running": {"value": "${length(data.aws_instances.group.ids)}"}},
     }
 

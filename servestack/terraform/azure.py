@@ -160,7 +160,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "frontend_ip_configuration": [{"name": FRONTEND}]}},
     }
     if azure_ipv4(d.ssh_cidrs):
-        first, last = d.ssh_nat_ports
+        first, last = d.ssh_nat_range
         parts["azurerm_lb_nat_rule"] = {"ssh": {
             "name": SSH, "resource_group_name": RG, "loadbalancer_id": LB, "protocol": "Tcp",
             "frontend_port_start": first, "frontend_port_end": last,
@@ -178,7 +178,7 @@ def token(d: Deployment) -> dict[str, Any]:
     tenant = expr("data.azurerm_client_config.current.tenant_id")
     return {
         "azurerm_key_vault": {"token": {
-            "name": d.secret.vault, "location": d.region, "resource_group_name": RG,
+            "name": d.token_secret.vault, "location": d.region, "resource_group_name": RG,
             "tenant_id": tenant, "sku_name": "standard",
             "soft_delete_retention_days": AZURE_VAULT_RETENTION_DAYS,
             "tags": d.tags}},
@@ -190,7 +190,7 @@ def token(d: Deployment) -> dict[str, Any]:
                          "object_id": expr("data.azurerm_client_config.current.object_id"),
                          "secret_permissions": DEPLOYER_SECRET_PERMISSIONS}},
         "azurerm_key_vault_secret": {"hf_token": {
-            "name": d.secret.name, "key_vault_id": vault,
+            "name": d.token_secret.name, "key_vault_id": vault,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
             "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
@@ -201,7 +201,7 @@ def token(d: Deployment) -> dict[str, Any]:
 def image(d: Deployment) -> dict[str, Any]:
     """A marketplace image by reference; any image or gallery resource id as is."""
     if d.image.kind == "id":
-        return {"source_image_id": d.image.id}
+        return {"source_image_id": d.image.exact()}
     return {"source_image_reference": d.image.marketplace()}
 
 

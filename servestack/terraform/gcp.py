@@ -92,8 +92,8 @@ def image_data(d: Deployment) -> dict[str, Any]:
     """The newest image of the deployment's family; nothing for an exact image."""
     if d.image.kind == "id":
         return {}
-    return {"google_compute_image": {"image": {"family": d.image.family,
-                                               "project": d.image.project}}}
+    project, family = d.image.gce_family()
+    return {"google_compute_image": {"image": {"family": family, "project": project}}}
 
 
 def network(d: Deployment) -> dict[str, Any]:
@@ -128,7 +128,7 @@ def firewall(d: Deployment) -> dict[str, Any]:
         "health_checks": _allow(d, "health-checks", list(GCP_HEALTH_CHECK_RANGES),
                                 d.service_port, "Google health checkers to the service port "
                                                 "(load balancer and autohealing)"),
-        "lb_proxies": _allow(d, "lb-proxies", [d.network.proxy_subnet], d.service_port,
+        "lb_proxies": _allow(d, "lb-proxies", [d.network.range_of("proxy_subnet")], d.service_port,
                              "the load balancer's proxies (proxy-only subnet) to the service "
                              "port"),
     }
@@ -152,7 +152,7 @@ def token(d: Deployment) -> dict[str, Any]:
         return {}
     return {
         "google_secret_manager_secret": {"hf_token": {
-            "project": PROJECT, "secret_id": d.secret.name, "labels": labels(d),
+            "project": PROJECT, "secret_id": d.token_secret.name, "labels": labels(d),
             "replication": {"user_managed": {"replicas": [{"location": d.region}]}}}},
         "google_secret_manager_secret_version": {"hf_token": {
             "secret": expr("google_secret_manager_secret.hf_token.id"),
@@ -189,7 +189,7 @@ def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
         "machine_type": primary.instance_type,
         "guest_accelerator": accelerators,
         "scheduling": gcp_scheduling(spot),
-        "disk": [{"source_image": d.image.id if d.image.kind == "id"
+        "disk": [{"source_image": d.image.exact() if d.image.kind == "id"
                   else expr("data.google_compute_image.image.self_link"),
                   "boot": True, "auto_delete": True, "disk_size_gb": d.disk_size_gb,
                   "disk_type": d.disk_type, "labels": labels(d)}],
