@@ -10,6 +10,7 @@ divide the attention heads, and the KV heads (or be a multiple of them).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 RESERVE_GIB_PER_GPU = 2.0  # activations at profiling, CUDA graphs, NCCL buffers (heuristic)
 USEFUL_CONTEXT_TOKENS = 4096  # the context a plan must at least hold when none is given
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "auto": 2}
+FIT_FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--dtype", "--quantization")
+# Token-count suffixes. vLLM reads lowercase ones as powers of 1000; a plan-time estimate takes
+# both cases as powers of 1024 (under 10 % apart), so 16k and 16K plan alike.
+TOKEN_SUFFIXES = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+HF_NAME_MAX = 96  # Hugging Face's limit for an org and a repo name
+HF_MODEL_ID = re.compile(r"(?:[\w.-]{1,96}/)?[\w.-]{1,96}")
+NAME_MAX, PATH_MAX = 255, 4096  # Linux limits for one path component and a whole path
 QUANT_BYTES = {"awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5, "fp8": 1, "int8": 1,
                "awq_marlin": 0.5, "gptq_marlin": 0.5, "compressed-tensors": 1}
 
@@ -89,10 +97,10 @@ def facts_from_config(name: str, config: dict) -> ModelFacts:
 def lookup(name: str, config_path: str | None = None) -> ModelFacts | None:
     """Facts for `name`: from a local config.json if given or if `name` is a local folder."""
     path = Path(config_path) if config_path else Path(name) / "config.json"
-    if config_path or path.is_file():
+    if config_path or _is_file(path):
         try:
             config = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(f"cannot read model config: {exc}", file=str(path)) from None
         return facts_from_config(name, config)
     for known, config in known_models().items():
@@ -111,24 +119,54 @@ def model_from_command(command: str | None) -> str | None:
     return match.group(1).strip("'\"") if match else None
 
 
-def apply_flags(facts: ModelFacts, command: str | None) -> ModelFacts:
-    """Honour --max-model-len, --dtype, --quantization, --gpu-memory-utilization if given."""
+def model_name_problem(name: str) -> str | None:
+    """Why vLLM could never load `name`, or None: it must be a Hugging Face id or a path."""
+    if HF_MODEL_ID.fullmatch(name) or "$" in name:
+        return None
+    parts = name.encode().split(b"/")
+    if len(name.encode()) <= PATH_MAX and all(len(p) <= NAME_MAX for p in parts) \
+            and "\0" not in name:
+        return None  # may be a folder on the VM
+    return (f"model {_clip(name)} ({len(name)} characters) is neither a Hugging Face id "
+            f"(org/name, at most {HF_NAME_MAX} characters each) nor a file path (at most "
+            f"{NAME_MAX} bytes a component)")
+
+
+def vllm_flags(command: str | None) -> dict:
+    """The fit-relevant vLLM flags of `command`, checked as vLLM checks them at start.
+
+    Values holding `$` are resolved only on the VM and are left out. A value vLLM would
+    refuse raises UserError naming the flag.
+    """
     if not command:
-        return facts
+        return {}
     try:
         words = shlex.split(command.replace("\\\n", " "), comments=False)
     except ValueError:
         words = command.split()
-    flags = dict(_flag_pairs(words))
-    changes: dict = {}
+    flags = {k: v for k, v in _flag_pairs(words) if k in FIT_FLAGS and "$" not in v}
+    parsed: dict = {}
     if "--max-model-len" in flags:
-        changes["context_tokens"] = _as_int(flags["--max-model-len"], facts.context_tokens)
+        parsed["max_model_len"] = _max_model_len(flags["--max-model-len"])
     if "--gpu-memory-utilization" in flags:
-        changes["gpu_memory_utilization"] = float(flags["--gpu-memory-utilization"])
+        parsed["gpu_memory_utilization"] = _utilization(flags["--gpu-memory-utilization"])
     if flags.get("--dtype") in DTYPE_BYTES:
-        changes["bytes_per_param"] = DTYPE_BYTES[flags["--dtype"]]
+        parsed["bytes_per_param"] = DTYPE_BYTES[flags["--dtype"]]
     if flags.get("--quantization") in QUANT_BYTES:
-        changes["bytes_per_param"] = QUANT_BYTES[flags["--quantization"]]
+        parsed["bytes_per_param"] = QUANT_BYTES[flags["--quantization"]]
+    return parsed
+
+
+def apply_flags(facts: ModelFacts, command: str | None) -> ModelFacts:
+    """Honour --max-model-len, --dtype, --quantization, --gpu-memory-utilization if given."""
+    flags = vllm_flags(command)
+    changes: dict = {}
+    if "max_model_len" in flags:
+        changes["context_tokens"] = flags["max_model_len"] or facts.max_position_embeddings
+    if "gpu_memory_utilization" in flags:
+        changes["gpu_memory_utilization"] = flags["gpu_memory_utilization"]
+    if "bytes_per_param" in flags:
+        changes["bytes_per_param"] = flags["bytes_per_param"]
     if not changes:
         return facts
     from dataclasses import replace
@@ -168,10 +206,40 @@ def _flag_pairs(words: list[str]):
                 yield word, words[i + 1]
 
 
-def _as_int(text: str, default: int) -> int:
-    text = text.strip().lower()
-    scale = 1024 if text.endswith("k") else 1
+def _is_file(path: Path) -> bool:
     try:
-        return int(float(text.rstrip("k")) * scale)
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL byte
+        return False
+
+
+def _max_model_len(text: str) -> int:
+    """A token count as vLLM takes it (4096, 32k, 2.5k); -1 or auto: the model's maximum (0)."""
+    text = text.strip()
+    if text in ("-1", "auto"):
+        return 0
+    match = re.fullmatch(r"(\d{1,9}(?:\.\d{1,6})?)([kmgtKMGT]?)", text)
+    number, suffix = match.groups() if match else ("", "")
+    if not match or "." in number and not suffix:
+        raise UserError(f"--max-model-len {_clip(text)}: not a token count; vLLM takes a whole "
+                        "number such as 4096 or 32k, or -1 for the model's maximum")
+    tokens = int(float(number) * TOKEN_SUFFIXES[suffix.lower()])
+    if tokens < 1:
+        raise UserError(f"--max-model-len {_clip(text)}: vLLM needs at least 1 token, or -1 "
+                        "for the model's maximum")
+    return tokens
+
+
+def _utilization(text: str) -> float:
+    try:
+        value = float(text)
     except ValueError:
-        return default
+        value = math.nan
+    if not 0 < value <= 1:  # also false for nan
+        raise UserError(f"--gpu-memory-utilization {_clip(text)}: vLLM takes a fraction of "
+                        "each GPU's memory above 0 and at most 1, e.g. 0.9")
+    return value
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit] + "...")

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from servestack import clouds
-from servestack.errors import SpecError
-from servestack.yamlsource import Document, format_path, load_document
+from servestack import clouds, models
+from servestack.errors import SpecError, UserError
+from servestack.yamlsource import MAX_DEPTH, Document, format_path, load_document
 
 CLOUDS = clouds.NAMES
 OTHER_SKYPILOT_CLOUDS = ("kubernetes", "k8s", "lambda", "oci", "runpod", "fluidstack", "ibm",
@@ -26,6 +27,13 @@ DEFAULT_INITIAL_DELAY_SECONDS = 1200  # SkyServe's default
 DEFAULT_PROBE_TIMEOUT_SECONDS = 15  # SkyServe's default
 DEFAULT_DISK_SIZE_GB = 256  # SkyPilot's default
 DEFAULT_PORT = 8000  # vLLM's default
+# Limits a spec must stay within (the schema holds the same numbers; README, "The spec"):
+MAX_GPUS_PER_VM = 16  # the most GPUs one VM has on AWS, GCP or Azure (a2-megagpu-16g, p2.16xlarge)
+MAX_DISK_SIZE_GB = 65536  # 64 TiB: the largest GCP persistent disk / AWS io2 Block Express volume
+AZURE_MAX_OS_DISK_GB = 4095  # Azure's largest managed OS disk
+MAX_CPUS = 4096
+MAX_MEMORY_GB = 65536
+MAX_ALTERNATIVES = 256  # accelerators x any_of/ordered items: what the planner walks per plan
 LB_POLICIES = ("round_robin", "least_load", "instance_aware_least_load")
 SIZE_UNITS = {"": 1, "k": 1 / 1024**2, "m": 1 / 1024, "g": 1, "t": 1024, "p": 1024**2}
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -209,6 +217,12 @@ def validate_schema(doc: Document) -> None:
 
 def _describe(error, path: tuple) -> tuple[tuple, str]:
     name = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if error.validator == "anyOf":
+        while error.parent is not None and error.parent.validator == "anyOf":
+            error = error.parent  # best_match may pick a nested alternative
+        limit = _limit_error(error)  # the value has a right form but is too large or too long
+        if limit is not None:
+            return _describe(limit, tuple(limit.absolute_path))
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
@@ -224,10 +238,30 @@ def _describe(error, path: tuple) -> tuple[tuple, str]:
     if error.validator == "enum":
         return path, f"{_short(error.instance)} is not one of: " + \
             ", ".join(map(str, error.validator_value))
-    if error.validator in ("minimum", "exclusiveMinimum"):
-        bound = "> " if error.validator == "exclusiveMinimum" else ">= "
-        return path, f"{_short(error.instance)} must be {bound}{error.validator_value}"
+    if error.validator in BOUND_WORDS:
+        return path, f"{_short(error.instance)} is out of range; it must be " \
+            f"{BOUND_WORDS[error.validator]} {error.validator_value}"
+    if error.validator in SIZE_WORDS:
+        size = len(error.instance)
+        return path, f"{size} {SIZE_WORDS[error.validator]}; at most " \
+            f"{error.validator_value} allowed"
     return path, error.message
+
+
+BOUND_WORDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+SIZE_WORDS = {"maxItems": "items", "maxProperties": "entries", "maxLength": "characters"}
+
+
+def _limit_error(error):
+    """A bound or size error among an anyOf's alternatives: only a branch of the value's own
+    type can report one (maxItems applies to lists only, maximum to numbers only)."""
+    for sub in error.context or ():
+        if sub.validator in BOUND_WORDS or sub.validator in SIZE_WORDS:
+            return sub
+        found = _limit_error(sub)
+        if found is not None:
+            return found
+    return None
 
 
 def _short(value: object) -> str:
@@ -256,6 +290,7 @@ def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceS
                          "copy files to the VMs)")
     envs = {k: (None if v is None else str(v)) for k, v in (data.get("envs") or {}).items()}
     envs.update(env_overrides)
+    _check_run(doc, data.get("run"), envs)
     resources = data.get("resources") or {}
     alternatives, ordered = _alternatives(doc, resources, context)
     ports = _ports(doc, resources.get("ports"), ("resources", "ports"))
@@ -273,7 +308,7 @@ def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceS
         alternatives=tuple(alternatives),
         ordered=ordered,
         ports=ports,
-        disk_size_gb=_disk_size(doc, resources.get("disk_size")),
+        disk_size_gb=_disk_size(doc, resources.get("disk_size"), notes),
         disk_tier=resources.get("disk_tier", "medium"),
         image_id=resources.get("image_id"),
         labels=dict(resources.get("labels") or {}),
@@ -348,9 +383,14 @@ def _alternatives(doc: Document, resources: dict, context: SpecContext):
             requests = base_requests
         preference = index if key == "ordered" else None
         alternatives.extend(_expand(doc, merged, path, requests, False, preference, context))
+        if len(alternatives) > MAX_ALTERNATIVES:
+            break  # refused below; no need to expand the rest
     if not alternatives:
         raise doc.error(base_path, "name at least one accelerator (e.g. accelerators: A100:4) "
                         "or an instance_type: servestack plans GPU VMs")
+    if len(alternatives) > MAX_ALTERNATIVES:
+        raise doc.error(base_path, f"{len(alternatives)} alternatives (accelerators times "
+                        f"any_of/ordered items); at most {MAX_ALTERNATIVES} allowed")
     _check_spot_agreement(doc, alternatives)
     return alternatives, ordered
 
@@ -388,8 +428,12 @@ def _accelerators(doc, config: dict, path: tuple, context: SpecContext):
         return _unique(doc, requests, field_path), True
     requests = []
     for name, count in value.items():
-        text = name if count is None else f"{name}:{count}"
-        requests.append(_parse_accelerator(doc, text, (*field_path, name), context))
+        item_path = (*field_path, name)
+        if count is None:
+            requests.append(_parse_accelerator(doc, name, item_path, context))
+        else:
+            requests.append((canonical_gpu(doc, name.strip(), item_path, context),
+                             _gpu_count(doc, count, f"{name}: {count}", item_path)))
     return _unique(doc, requests, field_path), False
 
 
@@ -404,19 +448,27 @@ def _unique(doc, requests, path):
 
 def _parse_accelerator(doc, text: str, path: tuple, context: SpecContext) -> tuple[str, int]:
     name, _, count_text = str(text).strip().partition(":")
-    name = name.strip()
     count_text = count_text.strip() or "1"
-    try:
-        count_value = float(count_text)
-    except ValueError:
-        raise doc.error(path, f"{text!r}: expected <name> or <name>:<count>, e.g. A100:4") \
-            from None
-    if count_value <= 0:
-        raise doc.error(path, f"{text!r}: the GPU count must be a positive whole number")
-    if count_value != int(count_value):
-        raise doc.error(path, f"{text!r}: fractional GPUs are not supported; "
+    if not GPU_COUNT.fullmatch(count_text):
+        raise doc.error(path, f"{_short(text)}: expected <name> or <name>:<count>, e.g. A100:4")
+    count = _gpu_count(doc, float(count_text), text, path)
+    return canonical_gpu(doc, name.strip(), path, context), count
+
+
+GPU_COUNT = re.compile(r"[+-]?[0-9]{1,9}(\.[0-9]{1,9})?")  # no exponents, inf or nan
+
+
+def _gpu_count(doc, value: float, text: str, path: tuple) -> int:
+    """A GPU count: whole, positive, at most what one VM of any cloud has."""
+    if value <= 0:
+        raise doc.error(path, f"{_short(text)}: the GPU count must be a positive whole number")
+    if value != int(value):
+        raise doc.error(path, f"{_short(text)}: fractional GPUs are not supported; "
                         "use a whole count such as 1")
-    return canonical_gpu(doc, name, path, context), int(count_value)
+    if value > MAX_GPUS_PER_VM:
+        raise doc.error(path, f"{_short(text)}: {int(value)} GPUs in one VM; AWS, GCP and "
+                        f"Azure have at most {MAX_GPUS_PER_VM}")
+    return int(value)
 
 
 def canonical_gpu(doc, name: str, path: tuple, context: SpecContext) -> str:
@@ -515,24 +567,30 @@ def _bound(doc, value, path: tuple, allow_ratio: bool) -> Bound | None:
     at_least = text.endswith("+")
     if per_vcpu and not allow_ratio:
         raise doc.error(path, f"{value!r}: expected {FIELD_HELP['cpus']}")
-    number = float(text.rstrip("+x").strip())
-    if number <= 0:
-        raise doc.error(path, f"{value!r} must be greater than 0")
+    number = float(text.rstrip("+x").strip())  # the schema let only digits through
+    most = MAX_MEMORY_GB if allow_ratio else MAX_CPUS
+    if not 0 < number <= most:
+        raise doc.error(path, f"{value!r} is out of range; it must be > 0 and <= {most}")
     return Bound(number, at_least=at_least, per_vcpu=per_vcpu)
 
 
-def _disk_size(doc, value) -> int:
+def _disk_size(doc, value, notes: list[str]) -> int:
+    path = ("resources", "disk_size")
     if value is None:
         return DEFAULT_DISK_SIZE_GB
-    if isinstance(value, int):
-        return value
-    match = re.match(r"^\s*([0-9.]+)\s*([kmgtp]?)i?b?\s*$", str(value), re.IGNORECASE)
-    if not match:
-        raise doc.error(("resources", "disk_size"), f"{value!r}: expected "
-                        f"{FIELD_HELP['disk_size']}")
-    size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
-    if size < 1:
-        raise doc.error(("resources", "disk_size"), f"{value!r} is smaller than 1 GB")
+    if isinstance(value, str):
+        match = re.match(r"^\s*([0-9.]+)\s*([kmgtp]?)i?b?\s*$", value, re.IGNORECASE)
+        if not match:
+            raise doc.error(path, f"{value!r}: expected {FIELD_HELP['disk_size']}")
+        size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    else:
+        size = value  # the schema let only a whole number through
+    if not 1 <= size <= MAX_DISK_SIZE_GB:
+        raise doc.error(path, f"{_short(value)} is out of range; a disk is 1 to "
+                        f"{MAX_DISK_SIZE_GB} GB (64 TiB, the largest the clouds allow)")
+    if size > AZURE_MAX_OS_DISK_GB:
+        notes.append(f"disk_size {size:g} GB is above Azure's largest OS disk "
+                     f"({AZURE_MAX_OS_DISK_GB} GB): Azure would refuse its candidates")
     return int(round(size))
 
 
@@ -545,15 +603,28 @@ def _ports(doc, value, path: tuple) -> tuple[tuple[int, int], ...]:
     ports = []
     for i, item in enumerate(values):
         item_path = (*path, i) if isinstance(value, list) else path
-        low_text, _, high_text = str(item).partition("-")
-        low, high = int(low_text), int(high_text or low_text)
-        for port in (low, high):
-            if not 1 <= port <= 65535:
-                raise doc.error(item_path, f"port {port} is out of range; ports are 1-65535")
+        if isinstance(item, str):
+            low_text, _, high_text = item.partition("-")
+            low, high = _port(doc, low_text, item_path), _port(doc, high_text or low_text,
+                                                               item_path)
+        else:
+            low = high = _port(doc, item, item_path)
         if low > high:
             raise doc.error(item_path, f"{item!r}: a range runs from low to high")
         ports.append((low, high))
     return tuple(ports)
+
+
+def _port(doc, value, path: tuple) -> int:
+    """A port: a whole number 1-65535, written as such (8080.0 is refused, as SkyPilot would)."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.isdigit() and len(text) <= 5:
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise doc.error(path, f"{_short(value)} is not a port; expected {FIELD_HELP['ports']}")
+    if not 1 <= value <= 65535:
+        raise doc.error(path, f"port {value} is out of range; ports are 1-65535")
+    return value
 
 
 def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
@@ -574,11 +645,7 @@ def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
 
 def _service_port(doc, data: dict, ports, notes: list[str]) -> int:
     if "ports" in data:
-        port = data["ports"]
-        if not 1 <= port <= 65535:
-            raise doc.error(("service", "ports"), f"port {port} is out of range; "
-                            "ports are 1-65535")
-        return port
+        return _port(doc, data["ports"], ("service", "ports"))
     if not ports:
         notes.append(f"no port given: the service uses vLLM's default port {DEFAULT_PORT}")
         return DEFAULT_PORT
@@ -601,17 +668,56 @@ def _probe(doc, value) -> ReadinessProbe:
                         f"readiness path must start with a slash (/); got {path!r}")
     post_data = value.get("post_data")
     if isinstance(post_data, str):
-        try:
-            post_data = json.loads(post_data)
-        except json.JSONDecodeError as exc:
-            raise doc.error((*path_key, "post_data"), f"invalid JSON: {exc.msg} at "
-                            f"character {exc.pos}") from None
+        post_data = _json_body(doc, post_data, (*path_key, "post_data"))
+    # The clouds take whole seconds; rounding up keeps a 0.5 s timeout from becoming 0.
     return ReadinessProbe(
         path=path, post_data=post_data, headers=dict(value.get("headers") or {}),
-        initial_delay_seconds=int(value.get("initial_delay_seconds",
-                                            DEFAULT_INITIAL_DELAY_SECONDS)),
-        timeout_seconds=int(value.get("timeout_seconds", DEFAULT_PROBE_TIMEOUT_SECONDS)),
+        initial_delay_seconds=math.ceil(value.get("initial_delay_seconds",
+                                                  DEFAULT_INITIAL_DELAY_SECONDS)),
+        timeout_seconds=math.ceil(value.get("timeout_seconds", DEFAULT_PROBE_TIMEOUT_SECONDS)),
     )
+
+
+def _json_body(doc, text: str, path: tuple):
+    """post_data given as a JSON string, held to the same rules as YAML values."""
+    depth = _json_depth(text)
+    if depth > MAX_DEPTH:
+        raise doc.error(path, f"the JSON is nested {depth} levels deep; at most {MAX_DEPTH}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise doc.error(path, f"invalid JSON: {exc.msg} at character {exc.pos}") from None
+    except ValueError as exc:  # a non-finite or over-long number
+        raise doc.error(path, f"invalid JSON: {exc}; numbers must be finite") from None
+
+
+def _json_depth(text: str) -> int:
+    """How deeply brackets nest outside strings: measured before json.loads recurses."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped = not escaped and char == "\\"
+            in_string = escaped or char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large")
+    return value
 
 
 def _replica_policy(doc, data: dict) -> ReplicaPolicy:
@@ -619,11 +725,11 @@ def _replica_policy(doc, data: dict) -> ReplicaPolicy:
         raise doc.error(("service", "replica_policy"), "give either replicas or "
                         "replica_policy, not both")
     if "replica_policy" not in data:
-        count = data.get("replicas", 1)
+        count = _whole(data.get("replicas", 1))
         return ReplicaPolicy(min_replicas=count, max_replicas=count)
     raw = data["replica_policy"]
     path = ("service", "replica_policy")
-    low, high = raw["min_replicas"], raw.get("max_replicas")
+    low, high = _whole(raw["min_replicas"]), _whole(raw.get("max_replicas"))
     qps = raw.get("target_qps_per_replica")
     if high is not None and high < low:
         raise doc.error((*path, "max_replicas"), f"max_replicas must be >= min_replicas; "
@@ -634,12 +740,33 @@ def _replica_policy(doc, data: dict) -> ReplicaPolicy:
     if qps is None and high is not None and high != low:
         raise doc.error((*path, "max_replicas"), "min_replicas and max_replicas differ but "
                         "target_qps_per_replica is not set; set it to enable autoscaling")
-    base = raw.get("base_ondemand_fallback_replicas", 0)
+    base = _whole(raw.get("base_ondemand_fallback_replicas", 0))
     return ReplicaPolicy(
         min_replicas=low, max_replicas=high if high is not None else low,
         target_qps_per_replica=qps, base_ondemand_fallback_replicas=base,
         dynamic_ondemand_fallback=raw.get("dynamic_ondemand_fallback", False),
-        num_overprovision=raw.get("num_overprovision", 0),
+        num_overprovision=_whole(raw.get("num_overprovision", 0)),
         upscale_delay_seconds=raw.get("upscale_delay_seconds"),
         downscale_delay_seconds=raw.get("downscale_delay_seconds"),
     )
+
+
+def _whole(value):
+    """A count the schema accepted as an integer: 2 or 2.0 (finite and bounded there)."""
+    return None if value is None else int(value)
+
+
+# --- run: what vLLM would refuse at start ----------------------------------------------------
+
+def _check_run(doc, run: str | None, envs: dict) -> None:
+    if not run:
+        return
+    command = substitute_envs(run, envs)
+    model = models.model_from_command(command)
+    problem = models.model_name_problem(model) if model else None
+    if problem:
+        raise doc.error(("run",), problem)
+    try:
+        models.vllm_flags(command)
+    except UserError as exc:
+        raise doc.error(("run",), exc.message) from None

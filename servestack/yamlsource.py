@@ -1,11 +1,18 @@
 """Read a YAML file safely and remember the line of every field, for error messages.
 
-Refuses what a spec never needs and an attacker may send: binary files, anchors and aliases
-(alias bombs are refused before anything is expanded), duplicate keys, and non-string keys.
+The document is built in one pass over the parser's events, without composing a node tree and
+without recursion, so every refusal happens before anything is expanded or nested further.
+Refused: binary files and `!!binary` values, anchors and aliases (alias bombs are never
+expanded), duplicate keys, non-string keys, tags other than plain mappings, lists and values,
+non-finite numbers (`.inf`, `.nan`), nesting deeper than MAX_DEPTH and more than MAX_NODES
+keys and values. YAML 1.1 dates and
+timestamps (`2020-01-01`) are kept as the text written: SkyPilot users mean text there, and a
+date where a number is wanted then fails validation with a clear message.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import yaml
@@ -14,7 +21,17 @@ from servestack.errors import SpecError
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 1_000_000
+# The deepest a spec needs is 5 (resources.any_of[0].accelerators.A100); a probe's post_data
+# body rarely nests beyond a few levels. 32 leaves room and keeps every later step shallow.
+MAX_DEPTH = 32
+# Keys, values, lists and mappings in one spec. A real one has a few hundred; refusing here,
+# while parsing, keeps a 1 MB file of tiny items from costing seconds to read and validate.
+MAX_NODES = 20_000
 Path = tuple  # a field path: ("resources", "any_of", 0, "region")
+
+TAG = "tag:yaml.org,2002:"
+COLLECTION_TAGS = (None, "!", TAG + "map", TAG + "seq")
+PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
 @dataclass
@@ -46,13 +63,10 @@ def format_path(path: tuple) -> str:
 
 def load_document(raw: bytes, file: str) -> Document:
     text = _decode(raw, file)
+    doc = Document(data=None, file=file)
+    loader = Loader(text)
     try:
-        for event in yaml.parse(text, Loader=Loader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                line = event.start_mark.line + 1 if event.start_mark else None
-                raise SpecError("YAML anchors and aliases are not allowed in a spec "
-                                "(refused, nothing expanded)", file=file, line=line)
-        node = yaml.compose(text, Loader=Loader)
+        doc.data = _Builder(loader, doc).build()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -60,10 +74,10 @@ def load_document(raw: bytes, file: str) -> Document:
         raise SpecError(f"malformed YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"malformed YAML: {exc}", file=file) from None
-    if node is None:
+    finally:
+        loader.dispose()
+    if doc.data is None:
         raise SpecError("the file is empty; a spec needs at least `resources:`", file=file)
-    doc = Document(data=None, file=file)
-    doc.data = _to_python(node, (), doc)
     return doc
 
 
@@ -82,38 +96,136 @@ def _decode(raw: bytes, file: str) -> str:
     return text
 
 
-def _to_python(node: yaml.Node, path: tuple, doc: Document):
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, path, doc)
-            if not isinstance(key, str):
-                key = str(key) if isinstance(key, int | float) and not isinstance(key, bool) \
-                    else key
-            if not isinstance(key, str):
-                raise SpecError(f"keys must be strings, got {key!r}", file=doc.file,
-                                field=format_path(path) or None, line=key_node.start_mark.line + 1)
-            if key in out:
-                raise SpecError(f"duplicate key {key!r}", file=doc.file,
-                                field=format_path(path) or None, line=key_node.start_mark.line + 1)
-            doc.lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, (*path, key), doc)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), doc) for i, item in enumerate(node.value)]
-    return _scalar(node, path, doc)
+_NO_KEY = object()
 
 
-def _scalar(node: yaml.Node, path: tuple, doc: Document):
-    if not isinstance(node, yaml.ScalarNode):
-        raise SpecError("a mapping or list cannot be a key", file=doc.file,
-                        field=format_path(path) or None, line=node.start_mark.line + 1)
-    loader = Loader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        raise SpecError(f"cannot read value: {exc.problem}", file=doc.file,
-                        field=format_path(path) or None, line=node.start_mark.line + 1) from None
-    finally:
-        loader.dispose()
+@dataclass
+class _Open:
+    """A mapping or list being filled; for a mapping, the key waiting for its value."""
+
+    path: tuple
+    value: dict | list
+    key: object = _NO_KEY
+
+
+class _Builder:
+    def __init__(self, loader, doc: Document) -> None:
+        self.loader = loader
+        self.doc = doc
+        self.open: list[_Open] = []
+        self.documents = 0
+        self.root: object = None
+        self.nodes = 0
+
+    def build(self) -> object:
+        while self.loader.check_event():
+            event = self.loader.get_event()
+            if isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    raise self._error((), event, "a spec is one YAML document; found a second "
+                                      "(---)")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                self.open.pop()
+            elif isinstance(event, yaml.NodeEvent):
+                self._node(event)
+        return self.root
+
+    def _node(self, event) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self._error((), event, f"more than {MAX_NODES} keys and values; a spec holds "
+                              f"at most {MAX_NODES}")
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise SpecError("YAML anchors and aliases are not allowed in a spec "
+                            "(refused, nothing expanded)", file=self.doc.file,
+                            line=_line(event))
+        parent = self.open[-1] if self.open else None
+        if parent is not None and isinstance(parent.value, dict) and parent.key is _NO_KEY:
+            self._key(parent, event)
+            return
+        path = self._child_path(parent)
+        self.doc.lines.setdefault(path, _line(event))
+        if isinstance(event, yaml.ScalarEvent):
+            self._attach(parent, self._scalar(event, path))
+            return
+        if event.tag not in COLLECTION_TAGS:
+            raise self._error(path, event, f"YAML tag {event.tag!r} is not allowed; a spec "
+                              "holds plain mappings, lists and values")
+        if len(self.open) >= MAX_DEPTH:
+            raise self._error(path[:3], event, f"nested more than {MAX_DEPTH} levels deep; a "
+                              f"spec nests at most {MAX_DEPTH}")
+        container: dict | list = {} if isinstance(event, yaml.MappingStartEvent) else []
+        self._attach(parent, container)
+        self.open.append(_Open(path, container))
+
+    def _child_path(self, parent: _Open | None) -> tuple:
+        if parent is None:
+            return ()
+        if isinstance(parent.value, dict):
+            return (*parent.path, parent.key)
+        return (*parent.path, len(parent.value))
+
+    def _attach(self, parent: _Open | None, value: object) -> None:
+        if parent is None:
+            self.root = value
+            return
+        if isinstance(parent.value, dict):
+            parent.value[parent.key] = value
+            parent.key = _NO_KEY
+        else:
+            parent.value.append(value)
+
+    def _key(self, parent: _Open, event) -> None:
+        where = parent.path
+        if not isinstance(event, yaml.ScalarEvent):
+            raise self._error(where, event, "a mapping or list cannot be a key")
+        key = self._scalar(event, where)
+        if isinstance(key, int | float) and not isinstance(key, bool):
+            key = str(key)
+        if not isinstance(key, str):
+            raise self._error(where, event, f"keys must be strings, got {key!r}")
+        if key in parent.value:
+            raise self._error(where, event, f"duplicate key {key!r}")
+        self.doc.lines[(*where, key)] = _line(event)
+        parent.key = key
+
+    def _scalar(self, event, path: tuple) -> object:
+        tag = event.tag
+        if tag in (None, "!"):
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag in (TAG + "str", TAG + "timestamp"):
+            return event.value
+        if tag == TAG + "binary":
+            raise self._error(path, event, "binary values (!!binary) are not allowed; "
+                              "write the value as text")
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = self.loader.construct_object(node)
+        except yaml.constructor.ConstructorError as exc:
+            raise self._error(path, event, f"cannot read value: {exc.problem}") from None
+        except (ValueError, OverflowError):  # e.g. an integer of more than 4300 digits
+            raise self._error(path, event, f"cannot read {_clip(event.value)} as a number; "
+                              "numbers have at most a few digits") from None
+        finally:
+            self.loader.constructed_objects.clear()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._error(path, event, f"{event.value} is not a finite number; "
+                              "numbers must be finite (no .inf or .nan)")
+        if not isinstance(value, PLAIN_TYPES):
+            raise self._error(path, event, f"YAML tag {tag!r} is not allowed; a spec holds "
+                              "plain mappings, lists and values")
+        return value
+
+    def _error(self, path: tuple, event, message: str) -> SpecError:
+        return SpecError(message, file=self.doc.file, field=format_path(path) or None,
+                         line=_line(event))
+
+
+def _line(event) -> int:
+    """The 1-based line an event starts on (0: unknown, which messages leave out)."""
+    return event.start_mark.line + 1 if event.start_mark else 0
+
+
+def _clip(text: str, limit: int = 24) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit] + "...")

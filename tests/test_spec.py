@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servestack.errors import SpecError
+from servestack.errors import SpecError, UserError
 from servestack.inputs import load_inputs
 from servestack.spec import DEFAULT_INITIAL_DELAY_SECONDS, DEFAULT_PROBE_TIMEOUT_SECONDS
 
@@ -253,3 +253,160 @@ def test_aws_zone_id_alone_implies_region_and_cloud(write_spec):
     spec = load(write_spec, "resources: {accelerators: L4:8, zone: use1-az1, use_spot: true}")
     alt = spec.alternatives[0]
     assert (alt.cloud, alt.region, alt.zone) == ("aws", "us-east-1", "use1-az1")
+
+
+# --- hostile input: one line naming file, field and line; exit code 2; no traceback ----------
+
+RESOURCES = "resources:\n  accelerators: A100:4\n"
+PROBE = "service:\n  readiness_probe:\n    path: /\n"
+MIXTRAL_RUN = "run: vllm serve mistralai/Mixtral-8x7B-Instruct-v0.1"
+DEEP_JSON = '{"a": ' * 2000 + "1" + "}" * 2000
+
+# The crashes reported in issue 10, item 4: (spec text, field, line, words of the message).
+HOSTILE = [
+    (RESOURCES + "  disk_size: 2020-01-01\n", "resources.disk_size", 3,
+     "'2020-01-01' is not allowed here; expected a size in GB"),
+    (RESOURCES + "  disk_size: !!binary aGVsbG8=\n", "resources.disk_size", 3,
+     "binary values (!!binary) are not allowed"),
+    ("resources:\n  accelerators: A100:inf\n", "resources.accelerators", 2,
+     "'A100:inf': expected <name> or <name>:<count>"),
+    ("resources:\n  accelerators: A100:nan\n", "resources.accelerators", 2,
+     "'A100:nan': expected <name> or <name>:<count>"),
+    ("resources:\n  accelerators: {A100: .inf}\n", "resources.accelerators.A100", 2,
+     ".inf is not a finite number"),
+    (RESOURCES + "  ports: -5\n", "resources.ports", 3, "-5 is out of range; it must be >= 1"),
+    (RESOURCES + "  ports: 8080.0\n", "resources.ports", 3, "8080.0 is not a port"),
+    (RESOURCES + "  disk_size: " + "9" * 400 + "\n", "resources.disk_size", 3,
+     "is out of range; it must be <= 65536"),
+    (RESOURCES + PROBE + "    initial_delay_seconds: .inf\n",
+     "service.readiness_probe.initial_delay_seconds", 6, ".inf is not a finite number"),
+    (RESOURCES + PROBE + "    timeout_seconds: .nan\n",
+     "service.readiness_probe.timeout_seconds", 6, ".nan is not a finite number"),
+    (RESOURCES + PROBE + "    post_data: " + "{a: " * 2000 + "1" + "}" * 2000 + "\n",
+     "service.readiness_probe.post_data", 6, "nested more than 32 levels deep"),
+    (RESOURCES + PROBE + f"    post_data: '{DEEP_JSON}'\n", "service.readiness_probe.post_data",
+     6, "the JSON is nested 2000 levels deep; at most 32"),
+    (RESOURCES + "x: " + "[" * 500 + "]" * 500 + "\n", "x[0][0]", 3,
+     "nested more than 32 levels deep"),
+    (RESOURCES + MIXTRAL_RUN + " --gpu-memory-utilization abc\n", "run", 3,
+     "--gpu-memory-utilization 'abc': vLLM takes a fraction"),
+    (RESOURCES + MIXTRAL_RUN + " --max-model-len inf\n", "run", 3,
+     "--max-model-len 'inf': not a token count"),
+    (RESOURCES + "run: vllm serve " + "m" * 300 + "\n", "run", 3,
+     "(300 characters) is neither a Hugging Face id"),
+    ("resources:\n  accelerators:\n" + "".join(f"    - A100:{i}\n" for i in range(1, 5000)),
+     "resources.accelerators", 2, "4999 items; at most 64 allowed"),
+    (RESOURCES + "  any_of:\n" + "    - {cloud: aws}\n" * 3000, "resources.any_of", 3,
+     "3000 items; at most 64 allowed"),
+]
+
+
+@pytest.mark.parametrize("text, field, line, words", HOSTILE)
+def test_hostile_input_is_one_error_naming_file_field_and_line(write_spec, text, field, line,
+                                                               words):
+    err = error(write_spec, text)
+    assert (err.field, err.line) == (field, line)
+    assert words in err.message
+    assert "\n" not in str(err) and str(err).startswith(f"{err.file}:{line}: {field}: ")
+
+
+@pytest.mark.parametrize("text", [case[0] for case in HOSTILE])
+def test_plan_exits_2_with_one_line_and_no_traceback(write_spec, capsys, text):
+    from servestack.cli.main import main
+
+    path = write_spec(text)
+    assert main(["plan", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"servestack: error: {path}:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, field, words", [
+    (RESOURCES + "  disk_size: 65537\n", "resources.disk_size", "<= 65536"),
+    (RESOURCES + "  disk_size: 65TB\n", "resources.disk_size", "1 to 65536 GB"),
+    (RESOURCES + "  disk_size: 0.5GB\n", "resources.disk_size", "1 to 65536 GB"),
+    (RESOURCES + "  ports: 65536\n", "resources.ports", "<= 65535"),
+    (RESOURCES + "  ports: '0-80'\n", "resources.ports", "port 0 is out of range"),
+    (RESOURCES + "  ports: [" + ", ".join(map(str, range(8000, 8061))) + "]\n",
+     "resources.ports", "61 items; at most 60"),
+    (RESOURCES + "  cpus: 5000\n", "resources.cpus", "<= 4096"),
+    (RESOURCES + "  memory: '99999+'\n", "resources.memory", "<= 65536"),
+    ("resources:\n  accelerators: A100:32\n", "resources.accelerators", "at most 16"),
+    ("resources:\n  accelerators: {A100: 1.0e+3}\n", "resources.accelerators.A100",
+     "at most 16"),
+    ("resources:\n  accelerators: A100:1e3\n", "resources.accelerators", "expected <name>"),
+    (RESOURCES + "  labels: {" + ", ".join(f"k{i}: v" for i in range(51)) + "}\n",
+     "resources.labels", "51 entries; at most 50"),
+    (RESOURCES + "service:\n  replicas: 1001\n", "service.replicas", "<= 1000"),
+    (RESOURCES + "service:\n  replicas: true\n", "service.replicas", "not of type"),
+    (RESOURCES + "service:\n  ports: 8080.5\n", "service.ports", "8080.5 is not allowed here"),
+    (RESOURCES + "service:\n  ports: 8080.0\n", "service.ports", "8080.0 is not a port"),
+    (RESOURCES + PROBE + "    initial_delay_seconds: 86401\n",
+     "service.readiness_probe.initial_delay_seconds", "<= 86400"),
+    (RESOURCES + PROBE + "    timeout_seconds: 301\n",
+     "service.readiness_probe.timeout_seconds", "<= 300"),
+    (RESOURCES + PROBE + "    post_data: '{\"a\": NaN}'\n", "service.readiness_probe.post_data",
+     "NaN is not a number"),
+    (RESOURCES + PROBE + "    post_data: '{\"a\": 1e999}'\n",
+     "service.readiness_probe.post_data", "numbers must be finite"),
+    (RESOURCES + MIXTRAL_RUN + " --gpu-memory-utilization 1.5\n", "run", "at most 1"),
+    (RESOURCES + MIXTRAL_RUN + " --max-model-len 0\n", "run", "at least 1 token"),
+    ("resources:\n  accelerators: {" + ", ".join(f"A100:{i}" for i in range(1, 17)) + "}\n"
+     "  any_of:\n" + "    - {cloud: aws}\n" * 17, "resources",
+     "272 alternatives (accelerators times any_of/ordered items); at most 256"),
+])
+def test_numbers_and_lists_are_bounded_to_what_the_clouds_accept(write_spec, text, field, words):
+    err = error(write_spec, text)
+    assert err.field == field
+    assert words in err.message
+
+
+def test_whole_numbers_written_as_floats_and_fractional_seconds(write_spec):
+    spec = load(write_spec, RESOURCES + "  disk_size: 512.0\n" + PROBE +
+                "    initial_delay_seconds: 600.5\n    timeout_seconds: 0.5\n"
+                "  replica_policy: {min_replicas: 2.0, max_replicas: 2}\n")
+    assert spec.disk_size_gb == 512
+    probe = spec.service.readiness_probe
+    assert (probe.initial_delay_seconds, probe.timeout_seconds) == (601, 1)  # rounded up
+    assert spec.service.replica_policy.min_replicas == 2
+    assert isinstance(spec.service.replica_policy.min_replicas, int)
+
+
+def test_a_disk_beyond_azures_os_disk_is_a_note(write_spec):
+    spec = load(write_spec, RESOURCES + "  disk_size: 8TB\n")
+    assert spec.disk_size_gb == 8192
+    assert any("Azure's largest OS disk" in note for note in spec.notes)
+
+
+def test_a_date_where_text_is_meant_is_text(write_spec):
+    spec = load(write_spec, RESOURCES + "  labels: {release: 2024-05-01}\n")
+    assert spec.labels == {"release": "2024-05-01"}
+
+
+def test_run_values_known_only_on_the_vm_are_left_alone(write_spec):
+    spec = load(write_spec, RESOURCES + "run: vllm serve $MODEL --gpu-memory-utilization $GMU "
+                            "--max-model-len -1\n")
+    assert spec.run.startswith("vllm serve $MODEL")
+
+
+def test_a_long_model_name_is_an_unknown_model_not_a_path_crash():
+    from servestack import models
+
+    assert models.lookup("m" * 300) is None
+    assert models.lookup("bad\0name") is None
+    assert models.model_name_problem("m" * 200) is None  # may be a folder on the VM
+    assert models.model_name_problem("org/" + "m" * 96) is None
+
+
+def test_vllm_flag_values_as_vllm_reads_them():
+    from servestack import models
+
+    flags = models.vllm_flags("vllm serve m --max-model-len 2.5k --gpu-memory-utilization .95 "
+                              "--dtype half")
+    assert flags == {"max_model_len": 2560, "gpu_memory_utilization": 0.95,
+                     "bytes_per_param": 2}
+    with pytest.raises(UserError, match="--max-model-len '4096.5'"):
+        models.vllm_flags("vllm serve m --max-model-len 4096.5")
+    with pytest.raises(UserError, match="--gpu-memory-utilization 'nan'"):
+        models.vllm_flags("vllm serve m --gpu-memory-utilization=nan")
