@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -29,8 +32,10 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    CLOUD,
     GROUP_STATES,
     LIVE_STATES,
+    QUOTA_CODES,
     TAG_KEYS,
     aws_distribution,
     aws_health_check,
@@ -40,6 +45,7 @@ from servestack.clouds.aws import (
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
+from servestack.planner import Candidate
 
 # ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
 # to the logical name, and the logical name adds "-alb" / "-tg" to this many.
@@ -63,7 +69,7 @@ def _named(deployment: Deployment, name: str) -> dict[str, str]:
     return {**deployment.tags, "Name": name}
 
 
-def _split_cidrs(cidrs: tuple[str, ...]) -> dict[str, list[str]]:
+def _split_cidrs(cidrs: tuple[str, ...]) -> dict[str, Any]:
     """Security group rule fields for a mix of IPv4 and IPv6 CIDRs."""
     v6 = [c for c in cidrs if ":" in c]
     v4 = [c for c in cidrs if ":" not in c]
@@ -88,12 +94,15 @@ def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
     vpc = aws.ec2.get_vpc_output(default=True, opts=opts)
 
     def subnets(zone_ids: tuple[str, ...]) -> pulumi.Output[list[str]]:
-        filters = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
-                   aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
-        if zone_ids:
-            filters.append(aws.ec2.GetSubnetsFilterArgs(name="availability-zone-id",
-                                                        values=list(zone_ids)))
-        return aws.ec2.get_subnets_output(filters=filters, opts=opts).ids
+        def filters(vpc_id: str) -> list[aws.ec2.GetSubnetsFilterArgs]:
+            found = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                     aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
+            if zone_ids:
+                found.append(aws.ec2.GetSubnetsFilterArgs(name="availability-zone-id",
+                                                          values=list(zone_ids)))
+            return found
+
+        return aws.ec2.get_subnets_output(filters=vpc.id.apply(filters), opts=opts).ids
 
     in_zones = subnets(deployment.zones)
     region_wide = in_zones if len(deployment.zones) != 1 else subnets(())
@@ -237,7 +246,8 @@ class TokenSecret(pulumi.ComponentResource):
         super().__init__(_type("TokenSecret"), name, None, opts)
         d = args.deployment
         self.parameter = aws.ssm.Parameter(
-            f"{name}-param", name=d.secret.name, type="SecureString", key_id=d.secret.key,
+            f"{name}-param", name=d.token_secret.name, type="SecureString",
+            key_id=d.token_secret.key,
             value=pulumi.Output.secret(args.token),
             description=f"Hugging Face token for servestack {d.service}",
             tags=d.tags, opts=_child(self))
@@ -263,7 +273,7 @@ class InstanceRole(pulumi.ComponentResource):
             opts=_child(self))
         self.policy = aws.iam.RolePolicy(
             f"{name}-read-token", role=self.role.id,
-            policy=_read_token_policy(args.facts, d.secret.name, d.secret.key),
+            policy=_read_token_policy(args.facts, d.token_secret.name, d.token_secret.key or ""),
             opts=_child(self))
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", role=self.role.name, tags=d.tags, opts=_child(self))
@@ -337,12 +347,14 @@ def _image(d: Deployment, parent: pulumi.Resource) -> Image:
     image = d.image
     if image.kind == "id":
         ami = aws.ec2.get_ami_output(
-            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[image.id])], opts=opts)
-        return Image(id=image.id, root_device_name=ami.root_device_name)
+            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[image.exact()])],
+            opts=opts)
+        return Image(id=image.exact(), root_device_name=ami.root_device_name)
+    owner, pattern, architecture = image.ami_lookup()
     ami = aws.ec2.get_ami_output(
-        owners=[image.owner], most_recent=True,
-        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[image.name]),
-                 aws.ec2.GetAmiFilterArgs(name="architecture", values=[image.architecture]),
+        owners=[owner], most_recent=True,
+        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[pattern]),
+                 aws.ec2.GetAmiFilterArgs(name="architecture", values=[architecture]),
                  aws.ec2.GetAmiFilterArgs(name="state", values=["available"])],
         opts=opts)
     return Image(id=ami.id, root_device_name=ami.root_device_name)
@@ -413,11 +425,7 @@ class Service(pulumi.ComponentResource):
 
 # --- read-only probes (the deploy loop's engine uses these) ---
 # Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
-import re  # noqa: E402 - this section is appended after the components
-from collections.abc import Callable  # noqa: E402
 
-from servestack.clouds.aws import CLOUD, QUOTA_CODES  # noqa: E402
-from servestack.planner import Candidate  # noqa: E402
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
@@ -486,7 +494,7 @@ def quota_probe(wanted: list[tuple[str, str]], project: str | None
     """The probe stack's config and program; it exports `limits` as {"region|family": vCPUs}."""
 
     def program() -> None:
-        limits = {}
+        limits: dict[str, float | None] = {}
         for region, family in wanted:
             try:
                 quota = aws.servicequotas.get_service_quota(

@@ -27,7 +27,9 @@ servestack.mechanics, shared with the Terraform renderer; nothing is decided her
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_azure_native as azure
@@ -70,7 +72,7 @@ from servestack.clouds.azure import (
     azure_security_rules,
     azure_spot_restore,
 )
-from servestack.deployment.model import Deployment, HealthCheck, ImageRef, SecretRef
+from servestack.deployment.model import Deployment, HealthCheck, ImageRef
 from servestack.sshkey import lock_only_ssh_key
 
 FLEX_NETWORK_API = "2020-11-01"  # NIC API version for Flexible scale sets (NetworkApiVersion)
@@ -89,11 +91,12 @@ def image_reference(image: ImageRef) -> dict[str, str]:
     field its kind of id goes to (community gallery, shared gallery, image or gallery image)."""
     if image.kind != "id":
         return image.marketplace()
-    if image.id.startswith("/CommunityGalleries/"):
-        return {"community_gallery_image_id": image.id}
-    if image.id.startswith("/SharedGalleries/"):
-        return {"shared_gallery_image_id": image.id}
-    return {"id": image.id}
+    image_id = image.exact()
+    if image_id.startswith("/CommunityGalleries/"):
+        return {"community_gallery_image_id": image_id}
+    if image_id.startswith("/SharedGalleries/"):
+        return {"shared_gallery_image_id": image_id}
+    return {"id": image_id}
 
 
 def lb_child_id(subscription: str, group: str, lb_name: str, kind: str, child: str) -> str:
@@ -139,7 +142,7 @@ class Network(pulumi.ComponentResource):
         d = args.deployment
         self.vnet = azure.network.VirtualNetwork(
             f"{name}-vnet", resource_group_name=args.resource_group_name, location=d.region,
-            address_space=azure.network.AddressSpaceArgs(address_prefixes=[d.network.vnet]),
+            address_space=azure.network.AddressSpaceArgs(address_prefixes=[d.network.range_of("vnet")]),
             tags=d.tags, opts=_child(self))
         self.subnet = azure.network.Subnet(
             f"{name}-subnet", resource_group_name=args.resource_group_name,
@@ -193,8 +196,8 @@ class LoadBalancer(pulumi.ComponentResource):
         self.backend_pool_id = pulumi.Output.all(self.lb.id, ids).apply(
             lambda v: v[1]["backendAddressPools"])
         self.probe_id = pulumi.Output.all(self.lb.id, ids).apply(lambda v: v[1]["probes"])
-        self.endpoint = pulumi.Output.concat("http://", self.public_ip.ip_address, ":",
-                                             str(d.listener_port))
+        self.endpoint = self.public_ip.ip_address.apply(
+            lambda address: f"http://{address}:{d.listener_port}")
         self.register_outputs({"publicIp": self.public_ip.ip_address, "endpoint": self.endpoint,
                                "loadBalancerId": self.lb.id})
 
@@ -227,7 +230,7 @@ def egress_rule(ids: pulumi.Output[dict]) -> azure.network.OutboundRuleArgs:
 
 
 def ssh_nat_rule(d: Deployment, ids: pulumi.Output[dict]) -> azure.network.InboundNatRuleArgs:
-    first, last = d.ssh_nat_ports
+    first, last = d.ssh_nat_range
     return azure.network.InboundNatRuleArgs(
         name=SSH, protocol="Tcp", backend_port=d.ssh_port,
         frontend_port_range_start=first, frontend_port_range_end=last,
@@ -258,13 +261,14 @@ class TokenSecret(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("TokenSecret"), name, None, opts)
         d = args.deployment
-        ref: SecretRef = d.secret
+        ref = d.token_secret
         self.vault = azure.keyvault.Vault(
             f"{name}-vault", vault_name=ref.vault, resource_group_name=args.resource_group_name,
             location=d.region, tags=d.tags, opts=_child(self),
             properties=azure.keyvault.VaultPropertiesArgs(
                 tenant_id=args.tenant_id,
-                sku=azure.keyvault.SkuArgs(family="A", name="standard"),
+                sku=azure.keyvault.SkuArgs(family=azure.keyvault.SkuFamily.A,
+                                       name=azure.keyvault.SkuName.STANDARD),
                 enable_rbac_authorization=False,
                 soft_delete_retention_in_days=AZURE_VAULT_RETENTION_DAYS,
                 access_policies=[azure.keyvault.AccessPolicyEntryArgs(
@@ -309,21 +313,25 @@ class ScaleSet(pulumi.ComponentResource):
         super().__init__(_type("ScaleSet"), name, None, opts)
         d = args.deployment
         flexible = azure_flexible(d)
-        mode = {"orchestration_mode": "Flexible",
-                "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
-                "single_placement_group": False,
-                "priority_mix_policy": azure.compute.PriorityMixPolicyArgs(
-                    base_regular_priority_count=d.on_demand_base,
-                    regular_priority_percentage_above_base=0)} if flexible else {
+        mode: dict[str, Any] = {
             "orchestration_mode": "Uniform", "overprovision": AZURE_OVERPROVISION,
-            "upgrade_policy": azure.compute.UpgradePolicyArgs(mode=AZURE_UPGRADE_MODE)}
+            "upgrade_policy": azure.compute.UpgradePolicyArgs(
+                mode=azure.compute.UpgradeMode(AZURE_UPGRADE_MODE))}
+        if flexible:
+            mode = {"orchestration_mode": "Flexible",
+                    "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
+                    "single_placement_group": False,
+                    "priority_mix_policy": azure.compute.PriorityMixPolicyArgs(
+                        base_regular_priority_count=d.on_demand_base,
+                        regular_priority_percentage_above_base=0)}
         self.vmss = azure.compute.VirtualMachineScaleSet(
             f"{name}-vmss", resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
                                       capacity=d.desired_replicas),
             zones=list(d.zones) or None,
             identity=azure.compute.VirtualMachineScaleSetIdentityArgs(
-                type=AZURE_IDENTITY_TYPE, user_assigned_identities=[args.identity_id]),
+                type=azure.compute.ResourceIdentityType(AZURE_IDENTITY_TYPE),
+                user_assigned_identities=[args.identity_id]),
             automatic_repairs_policy=azure.compute.AutomaticRepairsPolicyArgs(
                 enabled=True,
                 grace_period=azure_repair_grace_period(d.health.grace_period_seconds),
@@ -338,7 +346,7 @@ class ScaleSet(pulumi.ComponentResource):
 
 def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
                ) -> azure.compute.VirtualMachineScaleSetVMProfileArgs:
-    spot = azure_priority(d)
+    spot: dict[str, Any] = dict(azure_priority(d))
     if d.use_spot:
         spot["billing_profile"] = azure.compute.BillingProfileArgs(max_price=AZURE_SPOT_MAX_PRICE)
     # No security_profile: at the SDK's API version (2024-11-01) that means the Standard
@@ -349,7 +357,7 @@ def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
             image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image)),
             os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
                 create_option="FromImage", disk_size_gb=d.disk_size_gb,
-                caching=AZURE_OS_DISK_CACHING,
+                caching=azure.compute.CachingTypes(AZURE_OS_DISK_CACHING),
                 managed_disk=azure.compute.VirtualMachineScaleSetManagedDiskParametersArgs(
                     storage_account_type=d.disk_type))),
         network_profile=network_profile(d, args, flexible),
@@ -451,7 +459,6 @@ def ssh_public_key() -> str:
 # Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
 # Azure offers no quota data source here, and a scale set without capacity fails `up` itself,
 # so the only probe is the sweep.
-from collections.abc import Callable  # noqa: E402 - this section is appended after the components
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).

@@ -32,6 +32,7 @@ Every value comes from the `Deployment`, and how GCP spells it from servestack.m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -40,6 +41,7 @@ from servestack.components import TYPE_PREFIX
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
+    CLOUD,
     GCP_ADDRESS_TYPE,
     GCP_ARMOR_TYPE,
     GCP_BACKEND,
@@ -66,6 +68,7 @@ from servestack.clouds.gcp import (
     gcp_versions,
 )
 from servestack.deployment.model import Deployment
+from servestack.planner import Candidate
 
 
 def _type(kind: str) -> str:
@@ -95,11 +98,11 @@ class Network(pulumi.ComponentResource):
             opts=_child(self))
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-vms", project=d.gcp_project, region=d.region, network=self.network.id,
-            ip_cidr_range=d.network.subnet, private_ip_google_access=True,
+            ip_cidr_range=d.network.range_of("subnet"), private_ip_google_access=True,
             description=f"servestack {d.service}: GPU VMs", opts=_child(self))
         self.proxy_subnet = gcp.compute.Subnetwork(
             f"{name}-proxy", project=d.gcp_project, region=d.region, network=self.network.id,
-            ip_cidr_range=d.network.proxy_subnet, **GCP_PROXY_SUBNET,
+            ip_cidr_range=d.network.range_of("proxy_subnet"), **GCP_PROXY_SUBNET,
             description=f"servestack {d.service}: load balancer proxies", opts=_child(self))
         self.register_outputs({"network": self.network.id, "subnet": self.subnet.id,
                                "proxySubnet": self.proxy_subnet.id})
@@ -127,7 +130,7 @@ class Firewall(pulumi.ComponentResource):
             f"{name}-health-checks", args, list(GCP_HEALTH_CHECK_RANGES), port,
             "Google health checkers to the service port (load balancer and autohealing)")
         self.proxies = self._allow(
-            f"{name}-lb-proxies", args, [d.network.proxy_subnet], port,
+            f"{name}-lb-proxies", args, [d.network.range_of("proxy_subnet")], port,
             "the load balancer's proxies (proxy-only subnet) to the service port")
         self.ssh = self._allow(f"{name}-ssh", args, list(d.ssh_cidrs), [str(d.ssh_port)],
                                "SSH from the operator's CIDRs") if d.ssh_cidrs else None
@@ -301,9 +304,10 @@ class InstanceGroup(pulumi.ComponentResource):
     def _image(self, d: Deployment) -> pulumi.Input[str]:
         """The deployment's image, or the newest image of its family."""
         if d.image.kind == "id":
-            return d.image.id
+            return d.image.exact()
+        project, family = d.image.gce_family()
         image = gcp.compute.get_image_output(
-            family=d.image.family, project=d.image.project,
+            family=family, project=project,
             opts=pulumi.InvokeOutputOptions(parent=self))
         return image.self_link
 
@@ -493,10 +497,7 @@ class Service(pulumi.ComponentResource):
 
 # --- read-only probes (the deploy loop's engine uses these) ---
 # Programs that only read (invokes); servestack.pulumi.engine runs each in a throwaway stack.
-from collections.abc import Callable  # noqa: E402 - this section is appended after the components
 
-from servestack.clouds.gcp import CLOUD  # noqa: E402
-from servestack.planner import Candidate  # noqa: E402
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).

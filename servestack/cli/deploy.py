@@ -134,7 +134,7 @@ def make_probe_factory():
 
 def run_deploy(request: DeployRequest) -> int:
     from servestack.deploy.journal import Journal, ServiceLock
-    from servestack.deploy.loop import Fallback, Settings
+    from servestack.deploy.loop import Fallback, Settings, already_deployed
 
     target = _resolve_target(request.target, request.stacks_dir)
     choices = _deployment_options(request.deployment, target)
@@ -147,13 +147,14 @@ def run_deploy(request: DeployRequest) -> int:
     state_dir = request.state.state_dir
     with _stop_on_sigterm(), ServiceLock(state_dir, service):
         journal = Journal.open(state_dir, service)
-        engine = None
-        if journal.status != "deployed":
+        outcome = already_deployed(journal)
+        if outcome is None:  # only now: the engine checks for the Pulumi CLI and passphrase
             engine = make_engine(request.state, service, choices.gcp_project)
             _warn_missing_token(inputs)
-        loop = Fallback(engine, journal, candidates, builder, clock=clock, settings=settings,
-                        probe_factory=make_probe_factory(), progress=progress)
-        outcome = loop.run()
+            loop = Fallback(engine, journal, candidates, builder, clock=clock,
+                            settings=settings, probe_factory=make_probe_factory(),
+                            progress=progress)
+            outcome = loop.run()
     report = outcome.to_json()
     if request.report:
         from servestack.fsutil import write_atomic
@@ -161,7 +162,7 @@ def run_deploy(request: DeployRequest) -> int:
         write_atomic(request.report, json.dumps(report, indent=2) + "\n")
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if request.json
                      else report_table(report))
-    return outcome.exit_code
+    return outcome.final_exit_code
 
 
 @contextmanager
@@ -375,7 +376,7 @@ def run_destroy(request: DestroyRequest) -> int:
         engine = make_engine(request.state, service) if names else None
         outcome = destroy(journal, engine, clock=clock, progress=_progress_printer(clock))
     sys.stdout.write(f"{outcome.status.value}: {outcome.message}\n")
-    return outcome.exit_code
+    return outcome.final_exit_code
 
 
 def _confirm(question: str) -> None:

@@ -15,7 +15,7 @@ from servestack.deployment.model import Deployment, HealthCheck, ImageRef, Netwo
 
 ALL_PROTOCOLS = "-1"  # security group rules: every protocol
 # IMDSv2 only (session tokens), one hop: a container on the VM cannot reach the metadata service.
-AWS_METADATA_OPTIONS = {"http_endpoint": "enabled", "http_tokens": "required",
+AWS_METADATA_OPTIONS: dict[str, Any] = {"http_endpoint": "enabled", "http_tokens": "required",
                         "http_put_response_hop_limit": 1}
 SSM_KEY = "alias/aws/ssm"  # the AWS-managed key SSM SecureStrings are encrypted with
 IO2_IOPS = 16000  # only for the "ultra" disk tier (io2 needs provisioned IOPS)

@@ -243,8 +243,9 @@ def azure_probe(h: HealthCheck) -> dict[str, Any]:
 
 
 # The Application Health extension a Flexible scale set takes its health from.
-AZURE_HEALTH_EXTENSION = {"name": "health", "publisher": "Microsoft.ManagedServices",
-                          "type": "ApplicationHealthLinux", "type_handler_version": "1.0"}
+AZURE_HEALTH_EXTENSION: dict[str, Any] = {
+    "name": "health", "publisher": "Microsoft.ManagedServices",
+    "type": "ApplicationHealthLinux", "type_handler_version": "1.0"}
 
 
 def azure_health_settings(h: HealthCheck) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from servestack.deployment.model import (
 GCP_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 # The regional external Application Load Balancer: Envoy proxies in a proxy-only subnet.
 GCP_LB_SCHEME = "EXTERNAL_MANAGED"
-GCP_VPC = {"auto_create_subnetworks": False, "routing_mode": "REGIONAL"}
-GCP_PROXY_SUBNET = {"purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE"}
-GCP_BACKEND = {"balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}
+GCP_VPC: dict[str, Any] = {"auto_create_subnetworks": False, "routing_mode": "REGIONAL"}
+GCP_PROXY_SUBNET: dict[str, Any] = {"purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE"}
+GCP_BACKEND: dict[str, Any] = {"balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}
 GCP_ADDRESS_TYPE = "EXTERNAL"
 GCP_ARMOR_TYPE = "CLOUD_ARMOR"
 

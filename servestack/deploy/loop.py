@@ -112,9 +112,9 @@ class Fallback:
 
     def run(self) -> Outcome:
         j = self.journal
-        if j.status is RunStatus.DEPLOYED and j.live:
-            return Outcome(RunStatus.DEPLOYED, f"already deployed: {j.live.candidate} at "
-                           f"{j.live.endpoint} (servestack destroy first to redeploy)", j)
+        done = already_deployed(j)
+        if done:
+            return done
         if j.status is RunStatus.RUNNING:
             j.resume(self.clock.now())
             self.progress(f"resuming run {j.run} after attempt {len(j.attempts)}")
@@ -474,3 +474,12 @@ def _quota_short(c: Candidate, limits: dict[tuple[str, str, str], QuotaLimit]) -
         if limit is not None and limit.value < limit.need(c):
             return True
     return False
+
+
+def already_deployed(journal: Journal) -> Outcome | None:
+    """The outcome of a deploy that finds its service live already (nothing to do), else None."""
+    if journal.status is RunStatus.DEPLOYED and journal.live:
+        live = journal.live
+        return Outcome(RunStatus.DEPLOYED, f"already deployed: {live.candidate} at "
+                       f"{live.endpoint} (servestack destroy first to redeploy)", journal)
+    return None

@@ -27,6 +27,14 @@ class Outcome:
         """None while a run is still in progress (or was killed): see `servestack status`."""
         return EXIT_CODES.get(self.status)
 
+    @property
+    def final_exit_code(self) -> int:
+        """The exit code of a command that ran to its end (a run in progress here is a bug)."""
+        code = self.exit_code
+        if code is None:
+            raise RuntimeError(f"the run ended with status {self.status.value}, not a final one")
+        return code
+
     def to_json(self) -> dict[str, Any]:
         j = self.journal
         left = [x.to_json() for s in j.stacks.values() if s.state is StackState.LEFT

@@ -20,8 +20,10 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    CLOUD,
     GROUP_STATES,
     LIVE_STATES,
+    QUOTA_CODES,
     aws_distribution,
     aws_health_check,
     aws_root_ebs,
@@ -30,6 +32,7 @@ from servestack.clouds.aws import (
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
+from servestack.planner import Candidate
 from servestack.terraform import (
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
@@ -264,8 +267,6 @@ def variable_values(d: Deployment) -> dict[str, Any]:
 # --- read-only probes (the deploy loop's engine uses these) ---
 # Configurations of data sources only; servestack.terraform.engine applies each in a
 # throwaway directory and reads its outputs.
-from servestack.clouds.aws import CLOUD, QUOTA_CODES  # noqa: E402 - appended section
-from servestack.planner import Candidate  # noqa: E402
 
 # What these probes answer: names of servestack.engine.Capabilities fields.
 PROBES = ("cloud_sweep", "group_size", "quota_precheck")
