@@ -119,7 +119,7 @@ class ReplayEngine:
         self.cloud.running[stack.name] = step.running
         starved = step.running is not None and step.running < 2
         self.cloud.ready_after[endpoint] = float("inf") if starved else self.clock.t + self.ready_in
-        return OpResult(True, outputs={"endpoint": endpoint, "candidateId": stack.candidate_id})
+        return OpResult(True, outputs={"endpoint": endpoint, "candidate_id": stack.candidate_id})
 
     def group_size(self, stack, deployment) -> int | None:
         self.calls.append(("group_size", stack.name))

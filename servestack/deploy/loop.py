@@ -50,7 +50,7 @@ from servestack.deploy.journal import (
 )
 from servestack.deploy.outcome import Outcome, finish
 from servestack.deploy.readiness import ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import OUTPUT_ENDPOINT, Deployment
 from servestack.engine import ANY, Engine, OpResult, QuotaLimit, StackRef, stack_ref
 from servestack.planner import Candidate
 
@@ -253,7 +253,7 @@ class Fallback:
 
     def _after_up(self, c: Candidate, deployment: Deployment, ref: StackRef, record: Attempt,
                   result: OpResult) -> Failure | None:
-        endpoint = result.outputs.get("endpoint")
+        endpoint = result.outputs.get(OUTPUT_ENDPOINT)
         if not endpoint:
             return Failure("invalid-config", "NoEndpoint", "stop",
                            "the stack is up but exports no endpoint")

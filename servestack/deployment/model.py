@@ -22,6 +22,14 @@ HEALTH_TIMEOUT_SECONDS = 5
 HEALTHY_THRESHOLD = 2
 UNHEALTHY_THRESHOLD = 3  # a dead replica leaves rotation after about 30 s
 WORLD = "0.0.0.0/0"
+# The outputs every stack exports, named alike by both engines, so the deploy loop, `status`
+# and CI scripts read them the same way whichever engine ran the stack.
+OUTPUT_ENDPOINT = "endpoint"
+OUTPUT_GROUP_NAME = "instance_group_name"
+OUTPUT_GROUP_ID = "instance_group_id"
+OUTPUT_CANDIDATE = "candidate_id"
+OUTPUT_PRICE = "price_per_hour"
+OUTPUT_REPLICAS = "replicas"
 
 
 @dataclass(frozen=True, slots=True)

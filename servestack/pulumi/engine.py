@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
 from servestack.engine import (
     Capabilities,
     Diagnostic,
@@ -340,7 +340,7 @@ class PulumiEngine:
         from servestack.pulumi.stackfile import provider_config
 
         outputs = self._candidate(stack, deployment).outputs()
-        group = outputs.get("instanceGroupName")
+        group = outputs.get(OUTPUT_GROUP_NAME)
         name = group.value if group is not None else None
         program = probes(deployment.cloud).group_program(deployment, name)
         found = self._probe(f"{stack.name}-size", provider_config(deployment), program)

@@ -10,7 +10,15 @@ from __future__ import annotations
 import pulumi
 
 from servestack.components import build_service
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import (
+    OUTPUT_CANDIDATE,
+    OUTPUT_ENDPOINT,
+    OUTPUT_GROUP_ID,
+    OUTPUT_GROUP_NAME,
+    OUTPUT_PRICE,
+    OUTPUT_REPLICAS,
+    Deployment,
+)
 
 
 def main() -> None:
@@ -18,9 +26,9 @@ def main() -> None:
     deployment = Deployment.from_config(config.require_object("deployment"))
     hf_token = config.get_secret("hfToken") if deployment.secret else None
     outputs = build_service(deployment.service, deployment, hf_token)
-    pulumi.export("endpoint", outputs.endpoint)
-    pulumi.export("instanceGroupName", outputs.group_name)
-    pulumi.export("instanceGroupId", outputs.group_id)
-    pulumi.export("candidateId", deployment.candidate_id)
-    pulumi.export("pricePerHour", deployment.primary.price_per_hour)
-    pulumi.export("replicas", deployment.desired_replicas)
+    pulumi.export(OUTPUT_ENDPOINT, outputs.endpoint)
+    pulumi.export(OUTPUT_GROUP_NAME, outputs.group_name)
+    pulumi.export(OUTPUT_GROUP_ID, outputs.group_id)
+    pulumi.export(OUTPUT_CANDIDATE, deployment.candidate_id)
+    pulumi.export(OUTPUT_PRICE, deployment.primary.price_per_hour)
+    pulumi.export(OUTPUT_REPLICAS, deployment.desired_replicas)

@@ -20,7 +20,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import (
+    OUTPUT_CANDIDATE,
+    OUTPUT_ENDPOINT,
+    OUTPUT_GROUP_ID,
+    OUTPUT_GROUP_NAME,
+    OUTPUT_PRICE,
+    OUTPUT_REPLICAS,
+    Deployment,
+)
 
 TERRAFORM_VERSION = ">= 1.11.0"  # ephemeral variables and write-only arguments
 TOKEN_VAR = "hf_token"
@@ -44,13 +52,13 @@ def service_outputs(d: Deployment, address: str, group: str) -> dict[str, Any]:
     """The outputs every cloud exports, as the Pulumi program does: `address` is the
     expression of the load balancer's address, `group` the instance group's resource."""
     return {
-        "endpoint": {"value": template("http://", expr(address), f":{d.listener_port}"),
+        OUTPUT_ENDPOINT: {"value": template("http://", expr(address), f":{d.listener_port}"),
                      "description": "the service's URL (the load balancer)"},
-        "instance_group_name": {"value": expr(f"{group}.name")},
-        "instance_group_id": {"value": expr(f"{group}.id")},
-        "candidate_id": {"value": d.candidate_id},
-        "price_per_hour": {"value": d.primary.price_per_hour},
-        "replicas": {"value": expr("var.desired_replicas")},
+        OUTPUT_GROUP_NAME: {"value": expr(f"{group}.name")},
+        OUTPUT_GROUP_ID: {"value": expr(f"{group}.id")},
+        OUTPUT_CANDIDATE: {"value": d.candidate_id},
+        OUTPUT_PRICE: {"value": d.primary.price_per_hour},
+        OUTPUT_REPLICAS: {"value": expr("var.desired_replicas")},
     }
 
 

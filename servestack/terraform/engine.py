@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
 from servestack.engine import (
     Capabilities,
     Diagnostic,
@@ -258,7 +258,7 @@ class TerraformEngine:
         """VMs of the group that got capacity, read through data sources; None when the
         probe cannot be asked yet (no project or group name) or failed."""
         project = deployment.gcp_project or self.gcp_project
-        name = self._outputs(stack).get("instance_group_name")
+        name = self._outputs(stack).get(OUTPUT_GROUP_NAME)
         config = renderer(deployment.cloud).size_config(deployment, project, name)
         if config is None:
             return None

@@ -447,4 +447,4 @@ def test_program_reads_the_token_from_stack_config_as_a_secret():
     assert TOKEN not in json.dumps({"preview": preview_json(rec), "invokes": rec.invokes})
     assert rec.one(PARAMETER).inputs["value"] == SECRET_MASK
     assert rec.outputs["endpoint"] == f"http://{d.service}-alb.preview.invalid:80"
-    assert rec.outputs["instanceGroupName"] == rec.one(ASG).name
+    assert rec.outputs["instance_group_name"] == rec.one(ASG).name

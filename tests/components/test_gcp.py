@@ -64,8 +64,8 @@ def run(deployment: Deployment, token: str | None = TOKEN):
         secret = pulumi.Output.secret(token) if token else None
         service = Service(deployment.service, deployment, hf_token=secret)
         pulumi.export("endpoint", service.endpoint)
-        pulumi.export("instanceGroupName", service.group_name)
-        pulumi.export("instanceGroupId", service.group_id)
+        pulumi.export("instance_group_name", service.group_name)
+        pulumi.export("instance_group_id", service.group_id)
 
     return record(program)
 
@@ -354,8 +354,8 @@ def test_every_resource_sits_in_the_service_tree():
 
 def test_outputs():
     outputs = on_demand().outputs
-    assert outputs["instanceGroupName"] == "mixtral-group-mig"
-    assert outputs["instanceGroupId"] == "mixtral-group-mig-id"
+    assert outputs["instance_group_name"] == "mixtral-group-mig"
+    assert outputs["instance_group_id"] == "mixtral-group-mig-id"
 
 
 
@@ -377,4 +377,4 @@ def test_the_program_builds_the_gcp_service_from_stack_config():
     assert rec.one("servestack:gcp:Service").name == d.service
     assert single(rec, VERSION)["secretData"] == SECRET_MASK
     assert TOKEN not in json.dumps(preview_json(rec))
-    assert rec.outputs["instanceGroupName"] == "mixtral-group-mig"
+    assert rec.outputs["instance_group_name"] == "mixtral-group-mig"

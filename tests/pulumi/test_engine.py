@@ -284,7 +284,7 @@ def test_cleanup_calls_and_leftovers(cli, engine):
 def test_group_size_reads_the_group_through_a_probe_stack(cli, engine):
     ref = stack_ref("mixtral", GCP.id)
     cli.scenario({"*": {"up": "ok", "outputs": {"endpoint": "http://x",
-                                                "instanceGroupName": "mixtral-mig-1"}},
+                                                "instance_group_name": "mixtral-mig-1"}},
                   f"servestack-{ref.name}-size": {"up": "ok", "outputs": {"running": 0}}})
     deployment = deployment_for(GCP)
     assert engine.up(ref, deployment, timeout_s=60).ok
