@@ -20,10 +20,10 @@ from pathlib import Path
 CLOUDS = ("aws", "gcp", "azure")
 CLOUD_TITLES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
 COLUMNS = (
-    "instance_type", "accelerator", "accelerator_count", "gpu_memory_gib", "vcpus",
+    "instance_type", "accelerator", "accelerator_count", "gpu_memory_mib", "vcpus",
     "memory_gib", "region", "zone", "price", "spot_price", "source", "date",
 )
-GPU_COLUMNS = ("name", "memory_gib", "vendor", "architecture", "source", "date")
+GPU_COLUMNS = ("name", "memory_mib", "vendor", "architecture", "source", "date")
 DATA_DIR = Path(__file__).resolve().parent
 ENV_DIR = "SERVESTACK_CATALOG_DIR"
 
@@ -35,9 +35,13 @@ class CatalogError(Exception):
 @dataclass(frozen=True, slots=True)
 class Gpu:
     name: str
-    memory_gib: float
+    memory_mib: int  # as the driver reports it (nvidia-smi)
     vendor: str
     architecture: str
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,7 @@ class Offer:
     instance_type: str
     accelerator: str
     accelerator_count: int
-    gpu_memory_gib: float
+    gpu_memory_mib: int
     vcpus: int
     memory_gib: float
     region: str
@@ -63,6 +67,10 @@ class Offer:
     source: str
     date: str
     attached_gpu: str | None = None
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return self.gpu_memory_mib / 1024
 
     def price_for(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.price
@@ -95,7 +103,7 @@ class Row:
     instance_type: str
     accelerator: str | None
     accelerator_count: int | None
-    gpu_memory_gib: float | None
+    gpu_memory_mib: int | None
     vcpus: int | None
     memory_gib: float | None
     region: str
@@ -158,7 +166,7 @@ def load_gpus(path: Path) -> dict[str, Gpu]:
             raise CatalogError(f"{where}: GPU {name!r} is listed twice")
         gpus[name] = Gpu(
             name=name,
-            memory_gib=_number(record, "memory_gib", where, required=True),
+            memory_mib=_integer(record, "memory_mib", where, required=True),
             vendor=_required(record, "vendor", where),
             architecture=record["architecture"].strip(),
         )
@@ -202,7 +210,7 @@ def _offer_from_row(cloud: str, row: Row) -> Offer:
         instance_type=row.instance_type,
         accelerator=row.accelerator,
         accelerator_count=row.accelerator_count or 0,
-        gpu_memory_gib=row.gpu_memory_gib or 0.0,
+        gpu_memory_mib=row.gpu_memory_mib or 0,
         vcpus=row.vcpus,
         memory_gib=row.memory_gib,
         region=row.region,
@@ -217,7 +225,7 @@ def _offer_from_row(cloud: str, row: Row) -> Offer:
 def _parse_row(record: dict[str, str], where: str, gpus: dict[str, Gpu]) -> Row:
     accelerator = record["accelerator"].strip() or None
     count = _integer(record, "accelerator_count", where, required=accelerator is not None)
-    gpu_memory = _number(record, "gpu_memory_gib", where, required=accelerator is not None)
+    gpu_memory = _integer(record, "gpu_memory_mib", where, required=accelerator is not None)
     if accelerator is not None:
         gpu = gpus.get(accelerator)
         if gpu is None:
@@ -227,10 +235,10 @@ def _parse_row(record: dict[str, str], where: str, gpus: dict[str, Gpu]) -> Row:
             )
         if count is None or count <= 0:
             raise CatalogError(f"{where}: column accelerator_count: must be a positive integer")
-        if gpu_memory != gpu.memory_gib:
+        if gpu_memory != gpu.memory_mib:
             raise CatalogError(
-                f"{where}: column gpu_memory_gib: {gpu_memory:g} does not match the GPU table "
-                f"({accelerator} has {gpu.memory_gib:g} GiB)"
+                f"{where}: column gpu_memory_mib: {gpu_memory} does not match the GPU table "
+                f"({accelerator} has {gpu.memory_mib} MiB)"
             )
     date = _required(record, "date", where)
     if len(date) != 10 or date[4] != "-" or date[7] != "-" or not date.replace("-", "").isdigit():
@@ -239,7 +247,7 @@ def _parse_row(record: dict[str, str], where: str, gpus: dict[str, Gpu]) -> Row:
         instance_type=_required(record, "instance_type", where),
         accelerator=accelerator,
         accelerator_count=count,
-        gpu_memory_gib=gpu_memory,
+        gpu_memory_mib=gpu_memory,
         vcpus=_integer(record, "vcpus", where),
         memory_gib=_number(record, "memory_gib", where),
         region=_required(record, "region", where),

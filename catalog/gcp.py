@@ -46,7 +46,7 @@ def compose_offers(rows: list[Row], gpus: dict[str, Gpu]) -> list[Offer]:
 def _bundled_offer(row: Row) -> Offer:
     return Offer(
         cloud="gcp", instance_type=row.instance_type, accelerator=row.accelerator or "",
-        accelerator_count=row.accelerator_count or 0, gpu_memory_gib=row.gpu_memory_gib or 0.0,
+        accelerator_count=row.accelerator_count or 0, gpu_memory_mib=row.gpu_memory_mib or 0,
         vcpus=row.vcpus or 0, memory_gib=row.memory_gib or 0.0, region=row.region, zone=row.zone,
         price=row.price, spot_price=row.spot_price, source=row.source, date=row.date,
     )
@@ -66,7 +66,7 @@ def _attached_offers(hosts: list[Row], attachable: list[Row], gpus: dict[str, Gp
                     continue
                 offers.append(Offer(
                     cloud="gcp", instance_type=host.instance_type, accelerator=name,
-                    accelerator_count=count, gpu_memory_gib=gpus[name].memory_gib,
+                    accelerator_count=count, gpu_memory_mib=gpus[name].memory_mib,
                     vcpus=vcpus, memory_gib=memory, region=host.region, zone=host.zone,
                     price=_sum(host.price, gpu_row.price, count),
                     spot_price=_sum(host.spot_price, gpu_row.spot_price, count),

@@ -52,7 +52,7 @@ from . import (
 )
 
 INSTANCES_FILE = DATA_DIR / "instances.csv"
-FACT_COLUMNS = ("cloud", "instance_type", "accelerator", "accelerator_count", "gpu_memory_gib",
+FACT_COLUMNS = ("cloud", "instance_type", "accelerator", "accelerator_count", "gpu_memory_mib",
                 "vcpus", "memory_gib")
 SHARED_FILES = ("gpus.csv", "regions.csv")
 ENV_CACHE_DIR = "SERVESTACK_CACHE_DIR"
@@ -77,7 +77,7 @@ class Fact:
     instance_type: str
     accelerator: str | None
     accelerator_count: int | None
-    gpu_memory_gib: float | None
+    gpu_memory_mib: int | None
     vcpus: int | None
     memory_gib: float | None
 
@@ -94,12 +94,12 @@ class PriceRow(Row):
     def from_fact(cls, fact: Fact, region: str, zone: str | None, price: float | None,
                   spot_price: float | None, source: str, day: str) -> PriceRow:
         return cls(fact.instance_type, fact.accelerator, fact.accelerator_count,
-                   fact.gpu_memory_gib, fact.vcpus, fact.memory_gib, region, zone,
+                   fact.gpu_memory_mib, fact.vcpus, fact.memory_gib, region, zone,
                    clean_price(price), clean_price(spot_price), source, day)
 
     def values(self) -> list[str]:
         return [self.instance_type, self.accelerator or "", _text(self.accelerator_count),
-                _text(self.gpu_memory_gib), _text(self.vcpus), _text(self.memory_gib),
+                _text(self.gpu_memory_mib), _text(self.vcpus), _text(self.memory_gib),
                 self.region, self.zone or "", _text(self.price), _text(self.spot_price),
                 self.source, self.date]
 
@@ -155,7 +155,7 @@ def load_facts(cloud: str, path: Path = INSTANCES_FILE) -> dict[str, Fact]:
             continue
         try:
             fact = Fact(cloud, record["instance_type"], record["accelerator"] or None,
-                        _opt_int(record["accelerator_count"]), _opt_float(record["gpu_memory_gib"]),
+                        _opt_int(record["accelerator_count"]), _opt_int(record["gpu_memory_mib"]),
                         _opt_int(record["vcpus"]), _opt_float(record["memory_gib"]))
         except ValueError as exc:
             raise UserError(f"{path}:{line}: {exc}") from None
@@ -168,7 +168,7 @@ def load_facts(cloud: str, path: Path = INSTANCES_FILE) -> dict[str, Fact]:
 def rows_from_file(path: Path, gpus_path: Path) -> list[PriceRow]:
     """Read a cloud CSV with the catalog's own validation."""
     rows = read_rows(path, load_gpus(gpus_path))
-    return [PriceRow(r.instance_type, r.accelerator, r.accelerator_count, r.gpu_memory_gib,
+    return [PriceRow(r.instance_type, r.accelerator, r.accelerator_count, r.gpu_memory_mib,
                      r.vcpus, r.memory_gib, r.region, r.zone, r.price, r.spot_price, r.source,
                      r.date, r.where) for r in rows]
 

@@ -129,7 +129,7 @@ def _fact_from_line(cloud: str, line: _Line, gpus: dict[str, Gpu],
         skipped[reason] += 1
         return None
     gpu = gpus[line.accelerator]
-    return Fact(cloud, line.instance_type, gpu.name, int(line.count or 0), gpu.memory_gib,
+    return Fact(cloud, line.instance_type, gpu.name, int(line.count or 0), gpu.memory_mib,
                 int(line.vcpus or 0), line.memory)
 
 
@@ -209,7 +209,7 @@ def _gcp_attachable(gpu_lines: dict, gpus: dict[str, Gpu], source: str,
     rows = []
     for (acc, _), line in sorted(smallest.items()):
         count = line.count or 1.0
-        fact = Fact("gcp", ACCELERATOR_TYPES[acc], acc, 1, gpus[acc].memory_gib, None, None)
+        fact = Fact("gcp", ACCELERATOR_TYPES[acc], acc, 1, gpus[acc].memory_mib, None, None)
         rows.append(PriceRow.from_fact(fact, line.region, line.zone, _per(line.price, count),
                                        _per(line.spot, count), source, day))
     return rows

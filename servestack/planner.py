@@ -100,9 +100,9 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
         offers = _matching(alternative, options, index, catalog, result)
         for offer in offers:
             if facts is not None:
-                key = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_gib)
+                key = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_mib)
                 if key not in fits:
-                    fits[key] = check_fit(facts, offer.gpu_memory_gib, offer.accelerator_count)
+                    fits[key] = check_fit(facts, offer.gpu_memory_mib, offer.accelerator_count)
                     if not fits[key].ok:
                         result.dropped.append(Dropped(
                             what=f"{offer.accelerator}:{offer.accelerator_count}",

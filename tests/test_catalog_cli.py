@@ -11,7 +11,7 @@ from servestack.catalog import DATA_DIR
 
 from servestack.catalog_cli import main, register, summarize
 
-HEADER = ("instance_type,accelerator,accelerator_count,gpu_memory_gib,vcpus,memory_gib,region,"
+HEADER = ("instance_type,accelerator,accelerator_count,gpu_memory_mib,vcpus,memory_gib,region,"
           "zone,price,spot_price,source,date\n")
 
 
@@ -31,11 +31,11 @@ def day(days_ago: int) -> str:
 @pytest.fixture
 def catalog(tmp_path):
     return make_catalog(tmp_path / "cat", [
-        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.006,0.4025,AWS Price List API,{day(3)}",
-        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az2,1.006,1.2,AWS Price List API,{day(3)}",
-        f"p5e.48xlarge,H200,8,141,192,2048,us-east-2,use2-az3,,,AWS Price List API,{day(40)}",
+        f"g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,1.006,0.4025,AWS Price List API,{day(3)}",
+        f"g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az2,1.006,1.2,AWS Price List API,{day(3)}",
+        f"p5e.48xlarge,H200,8,144384,192,2048,us-east-2,use2-az3,,,AWS Price List API,{day(40)}",
     ], [
-        f"Standard_NC24ads_A100_v4,A100-80GB,1,80,24,220,eastus,,3.673,0.39,Azure,{day(30)}",
+        f"Standard_NC24ads_A100_v4,A100-80GB,1,81920,24,220,eastus,,3.673,0.39,Azure,{day(30)}",
     ])
 
 
@@ -79,7 +79,7 @@ def test_validate_lists_warnings_by_kind(catalog, capsys):
 
 def test_validate_clean_catalog(tmp_path, capsys):
     clean = make_catalog(tmp_path / "c", [
-        f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.006,0.4025,AWS,{day(0)}"])
+        f"g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,1.006,0.4025,AWS,{day(0)}"])
     for cloud in ("gcp", "azure"):
         (clean / f"{cloud}.csv").write_text(HEADER)
     assert main(["catalog", "validate", "--catalog-dir", str(clean), "--strict"]) == 0
@@ -87,7 +87,7 @@ def test_validate_clean_catalog(tmp_path, capsys):
 
 
 def test_validate_many_warnings_are_shortened_unless_all(tmp_path, capsys):
-    rows = [f"g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az{n},,,AWS,{day(0)}" for n in range(8)]
+    rows = [f"g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az{n},,,AWS,{day(0)}" for n in range(8)]
     cat = make_catalog(tmp_path / "m", rows)
     main(["catalog", "validate", "--catalog-dir", str(cat)])
     assert "... and 3 more (--all lists them)" in capsys.readouterr().out
@@ -101,7 +101,7 @@ def test_broken_catalog_is_one_line_with_exit_code_2(tmp_path, capsys):
     for command in ("validate", "show"):
         assert main(["catalog", command, "--catalog-dir", str(cat)]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "aws.csv:2: column gpu_memory_gib: 99 does not match" in err
+        assert "\n" not in err and "aws.csv:2: column gpu_memory_mib: 99 does not match" in err
 
 
 def test_shipped_catalog_validates():

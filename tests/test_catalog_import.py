@@ -36,8 +36,8 @@ def test_aws_rows_keep_zone_ids_and_empty_prices():
         ("p4de.24xlarge", "us-east-1", "use1-az6"), ("p5e.48xlarge", "us-east-2", "use2-az3"),
     ]  # CPU-only a1.2xlarge, Inferentia2 and Radeon rows are skipped
     g5 = rows[("g5.48xlarge", "us-east-1", "use1-az2")]
-    assert (g5.accelerator, g5.accelerator_count, g5.gpu_memory_gib, g5.vcpus, g5.memory_gib,
-            g5.price, g5.spot_price) == ("A10G", 8, 24, 192, 768, 16.288, 7.0077)
+    assert (g5.accelerator, g5.accelerator_count, g5.gpu_memory_mib, g5.vcpus, g5.memory_gib,
+            g5.price, g5.spot_price) == ("A10G", 8, 24576, 192, 768, 16.288, 7.0077)
     assert rows[("p4de.24xlarge", "us-east-1", "use1-az6")].spot_price is None
     p5e = rows[("p5e.48xlarge", "us-east-2", "use2-az3")]
     assert (p5e.price, p5e.spot_price) == (None, None)
@@ -79,7 +79,7 @@ def test_azure_rows_use_instance_facts_and_tolerate_empty_prices():
         "Standard_NC96ads_A100_v4", "Standard_ND96asr_v4", "Standard_NV72ads_A10_v5",
     ]  # fractional A10 (NV6ads), GPU-less NC16ads_A10_v4 and Basic_A0 skipped
     h100 = rows[("Standard_NC40ads_H100_v5", "eastus", "")]
-    assert (h100.accelerator, h100.gpu_memory_gib) == ("H100-NVL", 94)  # instances.csv wins
+    assert (h100.accelerator, h100.gpu_memory_mib) == ("H100-NVL", 94 * 1024)  # instances.csv wins
     empty = rows[("Standard_NC24ads_A100_v4", "westus3", "")]
     assert (empty.price, empty.spot_price, empty.zone) == (None, None, None)
 

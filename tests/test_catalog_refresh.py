@@ -30,11 +30,11 @@ from .fixtures.catalog import fake_api as fake
 Reply = fake.Reply
 TODAY = date.today().isoformat()
 PREVIOUS_AWS = """\
-instance_type,accelerator,accelerator_count,gpu_memory_gib,vcpus,memory_gib,region,zone,price,spot_price,source,date
-g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.0,0.3,old list,2026-01-02
-g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az2,1.0,0.3,old list,2026-01-02
-g5.xlarge,A10G,1,24,4,16,us-west-2,usw2-az1,1.006,0.39,old list,2026-01-02
-p3.2xlarge,V100,1,16,8,61,us-east-1,use1-az4,3.06,0.9,old list,2026-01-02
+instance_type,accelerator,accelerator_count,gpu_memory_mib,vcpus,memory_gib,region,zone,price,spot_price,source,date
+g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,1.0,0.3,old list,2026-01-02
+g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az2,1.0,0.3,old list,2026-01-02
+g5.xlarge,A10G,1,24576,4,16,us-west-2,usw2-az1,1.006,0.39,old list,2026-01-02
+p3.2xlarge,V100,1,16384,8,61,us-east-1,use1-az4,3.06,0.9,old list,2026-01-02
 """
 
 
