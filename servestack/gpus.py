@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from collections.abc import Sequence
 
 from .catalog import CLOUD_TITLES, CatalogError, Offer, load_catalog
 from .errors import UserError
@@ -74,7 +75,7 @@ def _money(value) -> str:
     return f"{value[0]:.2f} ({value[1]})" if value else "-"
 
 
-def _render(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _render(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -1,0 +1,172 @@
+"""The catalog's shared vocabulary: one record type per stage, the loaded Catalog, CatalogError.
+
+- `Gpu`: a row of the GPU table (gpus.csv).
+- `Instance`: what one instance type carries (a row of instances.csv); refresh prices these.
+- `PriceRow`: one row of a cloud file (aws.csv, gcp.csv, azure.csv), as read, fetched or imported.
+- `Offer`: what the planner reads: one VM type with its GPUs, priced at one place.
+
+Nothing here reads a file, talks to a cloud or knows a cloud's billing rules: those live in
+`files.py`, `loader.py` and the per-cloud modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLOUDS = ("aws", "gcp", "azure")
+CLOUD_TITLES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+MIB_PER_GIB = 1024
+
+
+class CatalogError(Exception):
+    """A catalog file is missing or has a broken row."""
+
+
+def clean_price(value: float | None) -> float | None:
+    """Round to 6 decimals; a missing, non-finite or zero price is None (the loader rejects 0)."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        return None
+    rounded = round(value, 6)
+    return rounded if rounded > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    name: str
+    memory_mib: int  # one GPU's memory as the driver reports it (nvidia-smi), not the data sheet
+    vendor: str
+    architecture: str
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / MIB_PER_GIB
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """What one instance type carries. On GCP, hosts have no accelerator and attachable GPUs no
+    vCPUs (see gcp.py)."""
+
+    cloud: str
+    instance_type: str
+    accelerator: str | None
+    accelerator_count: int | None
+    gpu_memory_mib: int | None
+    vcpus: int | None
+    memory_gib: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """One row of a cloud file: an instance type's prices at one region (and zone)."""
+
+    instance_type: str
+    accelerator: str | None
+    accelerator_count: int | None
+    gpu_memory_mib: int | None
+    vcpus: int | None
+    memory_gib: float | None
+    region: str
+    zone: str | None
+    price: float | None
+    spot_price: float | None
+    source: str
+    date: str  # the source's own date (snapshot commit, API read), ISO YYYY-MM-DD
+    where: str = field(default="", compare=False)  # "file:line" when read from a file
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.instance_type, self.region, self.zone or "")
+
+    @property
+    def place(self) -> str:
+        return self.zone or self.region
+
+    @classmethod
+    def priced(cls, instance: Instance, region: str, zone: str | None, price: float | None,
+               spot_price: float | None, source: str, day: str) -> PriceRow:
+        return cls(instance.instance_type, instance.accelerator, instance.accelerator_count,
+                   instance.gpu_memory_mib, instance.vcpus, instance.memory_gib, region, zone,
+                   clean_price(price), clean_price(spot_price), source, day)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One VM type with its GPUs, offered in one region (and zone where the cloud prices per zone).
+
+    `price` and `spot_price` are $/hour for one VM, GPUs included; None when the catalog has no
+    (trustworthy) price. On GCP an N1 host with attached GPUs is one Offer whose `attached_gpu`
+    is the GCP accelerator type (e.g. `nvidia-tesla-t4`) and whose price is host plus GPUs.
+    `zones` lists where a region-priced offer may be placed (Azure: the region's numbered zones);
+    it is empty when the offer has a `zone` of its own or the region has no zones.
+    """
+
+    cloud: str
+    instance_type: str
+    accelerator: str
+    accelerator_count: int
+    gpu_memory_mib: int
+    vcpus: int
+    memory_gib: float
+    region: str
+    zone: str | None
+    price: float | None
+    spot_price: float | None
+    source: str
+    date: str
+    attached_gpu: str | None = None
+    zones: tuple[str, ...] = ()
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return self.gpu_memory_mib / MIB_PER_GIB
+
+    def price_for(self, spot: bool) -> float | None:
+        return self.spot_price if spot else self.price
+
+    @classmethod
+    def from_row(cls, cloud: str, row: PriceRow, zones: tuple[str, ...] = ()) -> Offer:
+        """A row that is a whole VM (it names its GPUs, vCPUs and memory) as an Offer."""
+        if row.accelerator is None or row.vcpus is None or row.memory_gib is None:
+            raise CatalogError(f"{row.where}: a {CLOUD_TITLES[cloud]} row needs accelerator, "
+                               "vcpus and memory_gib")
+        return cls(cloud=cloud, instance_type=row.instance_type, accelerator=row.accelerator,
+                   accelerator_count=row.accelerator_count or 0,
+                   gpu_memory_mib=row.gpu_memory_mib or 0, vcpus=row.vcpus,
+                   memory_gib=row.memory_gib, region=row.region, zone=row.zone, price=row.price,
+                   spot_price=row.spot_price, source=row.source, date=row.date, zones=zones)
+
+
+@dataclass(frozen=True)
+class CloudFile:
+    """The file a cloud's offers were read from, and how old its prices are."""
+
+    cloud: str
+    path: Path
+    origin: str  # "shipped" (inside the package) or "user" (refreshed, or --catalog-dir)
+    newest: str | None  # the newest row date
+    oldest: str | None
+
+
+@dataclass
+class Catalog:
+    gpus: dict[str, Gpu]
+    offers: list[Offer]
+    warnings: list[str] = field(default_factory=list)
+    dates: dict[str, str] = field(default_factory=dict)  # cloud -> newest price date
+    files: dict[str, CloudFile] = field(default_factory=dict)  # cloud -> the file in use
+
+    def regions(self, cloud: str) -> set[str]:
+        return {o.region for o in self.offers if o.cloud == cloud}
+
+    def zones(self, cloud: str) -> set[str]:
+        return {o.zone for o in self.offers if o.cloud == cloud and o.zone}
+
+    def counts_by_accelerator(self) -> dict[str, set[int]]:
+        counts: dict[str, set[int]] = defaultdict(set)
+        for offer in self.offers:
+            counts[offer.accelerator].add(offer.accelerator_count)
+        return counts
