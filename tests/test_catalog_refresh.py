@@ -437,3 +437,17 @@ def test_unwritable_catalog_folder_is_one_line(api, http, tmp_path):
     blocker.write_text("a file where the catalog folder should be")
     with pytest.raises(UserError, match=f"cannot write the catalog in {blocker}"):
         refresh(options(api, blocker, clouds=("azure",)), http)
+
+
+def test_refresh_writes_the_user_catalog_never_the_package(api, http, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("SERVESTACK_CATALOG_DIR", raising=False)
+    shipped = (DATA_DIR / "azure.csv").read_text()
+    # the shipped file has many more rows than the fake API: --force passes the shrink guard
+    [outcome] = refresh(options(api, None, clouds=("azure",), force=True), http).outcomes
+    assert outcome.path == tmp_path / "data" / "servestack" / "catalog" / "azure.csv"
+    assert outcome.written and (DATA_DIR / "azure.csv").read_text() == shipped
+    assert outcome.diff.before == len(table(DATA_DIR / "azure.csv"))  # diffed with the file in use
+    catalog = load_catalog()  # written today: newer than the shipped file, so it is used
+    assert catalog.files["azure"].origin == "user"
+    assert catalog.files["aws"].path == DATA_DIR / "aws.csv"
