@@ -151,6 +151,54 @@ class CloudFile:
     oldest: str | None
 
 
+@dataclass(eq=False, slots=True)
+class Place:
+    """The offers of one instance type with one GPU set at one place: a region, or a zone of a
+    cloud whose (spot) prices differ per zone. Offers are in catalog order; `close()` sums them
+    up (cheapest prices, zones, oldest date) so that a plan need not read every offer."""
+
+    cloud: str
+    region: str
+    zone: str | None  # set only where the place is a zone
+    instance_type: str
+    accelerator: str
+    accelerator_count: int
+    offers: list[Offer]
+    price: float | None = None
+    spot_price: float | None = None
+    zones: tuple[str, ...] = ()  # the offers' own zones
+    date: str = ""
+
+    @property
+    def first(self) -> Offer:
+        return self.offers[0]
+
+    def price_for(self, spot: bool) -> float | None:
+        return self.spot_price if spot else self.price
+
+    def close(self) -> Place:
+        offers = self.offers
+        if len(offers) == 1:  # most places (every region-priced one): no sums to make
+            only = offers[0]
+            self.price, self.spot_price, self.date = only.price, only.spot_price, only.date
+            self.zones = (only.zone,) if only.zone else ()
+            return self
+        self.price = min([o.price for o in offers if o.price is not None], default=None)
+        self.spot_price = min([o.spot_price for o in offers if o.spot_price is not None],
+                              default=None)
+        self.zones = tuple(sorted({o.zone for o in offers if o.zone}))
+        self.date = min([o.date for o in offers])
+        return self
+
+
+@dataclass
+class Places:
+    """A catalog's places, by GPU set and by instance type, each in order of first appearance."""
+
+    by_gpus: dict[tuple[str, int], list[Place]] = field(default_factory=dict)
+    by_type: dict[str, list[Place]] = field(default_factory=dict)
+
+
 @dataclass
 class Catalog:
     gpus: dict[str, Gpu]
@@ -158,6 +206,19 @@ class Catalog:
     warnings: list[str] = field(default_factory=list)
     dates: dict[str, str] = field(default_factory=dict)  # cloud -> newest price date
     files: dict[str, CloudFile] = field(default_factory=dict)  # cloud -> the file in use
+    _places: dict[frozenset[str], Places] = field(default_factory=dict, init=False, repr=False,
+                                                  compare=False)
+
+    def places(self, zoned: frozenset[str]) -> Places:
+        """The offers grouped by place: per zone for the clouds in `zoned`, else per region.
+
+        Built once per `zoned` and kept, so that planning the same catalog again does not walk
+        every offer; `offers` must not change after the first call.
+        """
+        places = self._places.get(zoned)
+        if places is None:
+            places = self._places[zoned] = _group_places(self.offers, zoned)
+        return places
 
     def regions(self, cloud: str) -> set[str]:
         return {o.region for o in self.offers if o.cloud == cloud}
@@ -170,3 +231,22 @@ class Catalog:
         for offer in self.offers:
             counts[offer.accelerator].add(offer.accelerator_count)
         return counts
+
+
+def _group_places(offers: list[Offer], zoned: frozenset[str]) -> Places:
+    found: dict[tuple, Place] = {}
+    places = Places()
+    for offer in offers:
+        zone = offer.zone if offer.cloud in zoned else None
+        key = (offer.cloud, offer.region, zone, offer.instance_type, offer.accelerator,
+               offer.accelerator_count)
+        place = found.get(key)
+        if place is None:
+            place = found[key] = Place(*key, offers=[])
+            places.by_gpus.setdefault((offer.accelerator, offer.accelerator_count),
+                                      []).append(place)
+            places.by_type.setdefault(offer.instance_type, []).append(place)
+        place.offers.append(offer)
+    for place in found.values():
+        place.close()
+    return places

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -126,6 +125,8 @@ def import_file(cloud: Converter, path: Path, facts: dict[str, Instance], gpus: 
 def snapshot_date(path: Path) -> str:
     """The day of the last commit that touched `path` if it is committed unchanged, else the
     day it was last written."""
+    import subprocess  # here, not at the top: planning imports this module and never needs it
+
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args, "--", path.name], cwd=path.parent,
                               capture_output=True, text=True, timeout=10)

@@ -6,22 +6,24 @@ that prices spot per zone (the catalog's `spot_per_zone`, AWS today). Sets compe
 and `ordered` keep the user's order first, then cost. A plan warns when the prices it uses are
 older than the catalog's staleness limit.
 
-Plan time grows linearly with the catalog: offers are indexed once per plan by GPU pool, the
-model fit is checked once per pool (accelerator, count, memory), and matching offers are appended
-straight to per-location lists; nothing is allocated per offer that outlives the loop but those
-lists (a surviving object per offer made big plans pay for full garbage collections).
+Plan time grows linearly with the catalog. The catalog groups its offers by place once
+(`Catalog.places`: one instance type with one GPU set in one region, or zone where spot is priced
+per zone); a plan filters places, not offers, checks the model fit once per GPU pool
+(accelerator, count, memory), and allocates little more than its candidates, because every
+object a big plan keeps alive costs again in each full garbage collection.
 
 This module imports no Pulumi and no cloud SDK.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
+from typing import NamedTuple
 
 from .catalog import CLOUD_TITLES, CLOUDS, Catalog, Offer, provider, stale_prices
+from .catalog.base import Place, Places
 from .errors import UserError
 from .models import ModelFacts, check_fit
 from .spec import Alternative, ServiceSpec
@@ -103,13 +105,16 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
     elif facts is None:
         result.warnings.append("no model found in the spec's run command: the memory fit check "
                                "is skipped (pass --model NAME)")
-    pools = _pools(catalog)
     fits = _Fits(facts, result)
     groups = _Groups()
     for number, alternative in enumerate(spec.alternatives):
         use_spot = alternative.use_spot if options.spot is None else options.spot
-        offers = _matching(alternative, options, pools, catalog, result)
-        _collect(offers, number, use_spot, fits, groups)
+        places = catalog.places(_ZONED if use_spot else frozenset())
+        matched = _matching(alternative, options, places, result)
+        for place in matched:
+            offers = matched[place]
+            if fits.ok(offers[0]):
+                groups.join(place, use_spot, offers, number)
     result.candidates = _rank(_candidates(groups, spec, result), spec)
     if not result.candidates:
         raise NothingFits(result)
@@ -117,19 +122,38 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
     return result
 
 
-@dataclass
+# Clouds whose spot prices differ per zone: their spot candidates are per zone.
+_ZONED = frozenset(c for c in CLOUDS if provider(c).spot_per_zone)
+
+
 class _Groups:
-    """Per location key (cloud, region, zone if spot is per zone, instance type, accelerator,
-    count, spot): the matching offers in match order, and which alternatives matched as a bit
-    set. Big plans stay linear because each location costs one list and nothing per offer:
-    ints, like the key tuples of strings, are not tracked by the garbage collector."""
+    """Future candidates, in the order they were found: per place and spot, the offers in match
+    order and the alternatives that matched (a bit set of their numbers).
 
-    offers: dict[tuple, list[Offer]] = field(default_factory=dict)
-    alternatives: dict[tuple, int] = field(default_factory=dict)
+    A group must cost the garbage collector nothing, or big plans pay for full collections that
+    walk the whole catalog: its key is an int (place identity and spot), its offers are the
+    place's own list (copied only when a second alternative matches it), and ints are not
+    tracked by the collector.
+    """
 
-    def matched_by(self, key: tuple, spec: ServiceSpec) -> list[Alternative]:
-        bits = self.alternatives[key]
-        return [a for i, a in enumerate(spec.alternatives) if bits >> i & 1]
+    def __init__(self) -> None:
+        self.places: dict[int, Place] = {}
+        self.offers: dict[int, list[Offer]] = {}
+        self.alternatives: dict[int, int] = {}
+
+    def join(self, place: Place, use_spot: bool, offers: list[Offer], number: int) -> None:
+        key = id(place) << 1 | use_spot
+        if key not in self.places:
+            self.places[key], self.offers[key] = place, offers
+            self.alternatives[key] = 1 << number
+        elif not self.alternatives[key] >> number & 1:
+            self.offers[key] = self.offers[key] + offers
+            self.alternatives[key] |= 1 << number
+
+    def __iter__(self) -> Iterator[tuple[Place, bool, list[Offer], int]]:
+        """(place, spot, offers, bit set of the alternatives that matched) per group."""
+        for key, place in self.places.items():
+            yield place, bool(key & 1), self.offers[key], self.alternatives[key]
 
 
 class _Fits:
@@ -139,49 +163,20 @@ class _Fits:
     def __init__(self, facts: ModelFacts | None, result: Plan) -> None:
         self.facts = facts
         self.result = result
-        self.by_pool: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
+        self.known: dict[tuple[str, int, int], bool] = {}
 
-    def pool(self, accelerator: str, count: int) -> dict[int, bool]:
-        return self.by_pool[(accelerator, count)]
-
-    def check(self, offer: Offer) -> bool:
-        ok = True
-        if self.facts is not None:
+    def ok(self, offer: Offer) -> bool:
+        if self.facts is None:
+            return True
+        pool = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_mib)
+        fits = self.known.get(pool)
+        if fits is None:
             fit = check_fit(self.facts, offer.gpu_memory_mib, offer.accelerator_count)
             if not fit.ok:
                 self.result.dropped.append(Dropped(
                     what=f"{offer.accelerator}:{offer.accelerator_count}", reason=fit.reason))
-            ok = fit.ok
-        self.pool(offer.accelerator, offer.accelerator_count)[offer.gpu_memory_mib] = ok
-        return ok
-
-
-def _collect(offers: list[Offer], number: int, use_spot: bool, fits: _Fits,
-             groups: _Groups) -> None:
-    """Append each offer that fits to its location's list (created on first sight)."""
-    per_zone = {c for c in CLOUDS if provider(c).spot_per_zone} if use_spot else set()
-    bit = 1 << number
-    by_key, matched = groups.offers, groups.alternatives
-    pool_fits: dict[int, bool] = {}
-    pool_of = None
-    for offer in offers:
-        if pool_of != (offer.accelerator, offer.accelerator_count):  # pools change rarely
-            pool_of = (offer.accelerator, offer.accelerator_count)
-            pool_fits = fits.pool(*pool_of)
-        fit = pool_fits.get(offer.gpu_memory_mib)
-        if fit is None:
-            fit = fits.check(offer)
-        if not fit:
-            continue
-        key = (offer.cloud, offer.region, offer.zone if offer.cloud in per_zone else None,
-               offer.instance_type, offer.accelerator, offer.accelerator_count, use_spot)
-        located = by_key.get(key)
-        if located is None:
-            by_key[key] = [offer]
-            matched[key] = bit
-        else:
-            located.append(offer)
-            matched[key] |= bit
+            fits = self.known[pool] = fit.ok
+        return fits
 
 
 def _oldest_prices(candidates: Iterable[Candidate]) -> dict[str, str]:
@@ -199,105 +194,133 @@ class NothingFits(UserError):
         self.plan = result
 
 
-def _pools(catalog: Catalog) -> dict[tuple[str, int], list[Offer]]:
-    """Offers by (accelerator, count), in catalog order."""
-    pools: dict[tuple[str, int], list[Offer]] = defaultdict(list)
-    for offer in catalog.offers:
-        pools[(offer.accelerator, offer.accelerator_count)].append(offer)
-    return pools
-
-
-def _matching(alt: Alternative, options: Options, pools: dict[tuple[str, int], list[Offer]],
-              catalog: Catalog, result: Plan) -> list[Offer]:
+def _matching(alt: Alternative, options: Options, places: Places,
+              result: Plan) -> dict[Place, list[Offer]]:
+    """The places that satisfy the alternative, each with its offers that do (in order)."""
     if alt.accelerator is not None:
-        pool = pools.get((alt.accelerator, alt.count or 1), [])
+        pool = places.by_gpus.get((alt.accelerator, alt.count or 1), [])
         if not pool:
-            result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, catalog)))
-            return []
+            result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, places)))
+            return {}
     else:
-        pool = [o for o in catalog.offers if o.instance_type == alt.instance_type]
+        pool = places.by_type.get(alt.instance_type or "", [])
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=f"instance type "
                                           f"{alt.instance_type!r} is not in the catalog"))
-            return []
+            return {}
     cloud = options.cloud or alt.cloud
     region = options.region or alt.region
-    offers = [o for o in pool
-              if (cloud is None or o.cloud == cloud)
-              and (region is None or o.region == region)
-              and (alt.zone is None or o.zone is None or o.zone == alt.zone)
-              and (alt.instance_type is None or o.instance_type == alt.instance_type)
-              and (alt.cpus is None or alt.cpus.admits(o.vcpus, o.vcpus))
-              and (alt.memory is None or alt.memory.admits(o.memory_gib, o.vcpus))]
-    if not offers:
+    # an instance type's vCPUs and memory are the same everywhere: test one offer per place
+    found = {p: p.offers for p in pool
+             if (cloud is None or p.cloud == cloud)
+             and (region is None or p.region == region)
+             and (alt.instance_type is None or p.instance_type == alt.instance_type)
+             and (alt.cpus is None or alt.cpus.admits(p.first.vcpus, p.first.vcpus))
+             and (alt.memory is None or alt.memory.admits(p.first.memory_gib, p.first.vcpus))}
+    if alt.zone is not None:
+        pinned = {p: [o for o in offers if o.zone is None or o.zone == alt.zone]
+                  for p, offers in found.items()}
+        found = {p: offers for p, offers in pinned.items() if offers}
+    if not found:
         where = "/".join(p for p in (cloud, region, alt.zone) if p) or "any cloud"
         extra = ", ".join(f"{k}={v}" for k, v in (("instance_type", alt.instance_type),
                           ("cpus", alt.cpus), ("memory", alt.memory)) if v is not None)
         result.dropped.append(Dropped(
             what=alt.label, cloud=cloud, region=region,
             reason=f"offered, but not on {where}" + (f" with {extra}" if extra else "")))
-    return offers
+    return found
 
 
-def _no_offer(alt: Alternative, catalog: Catalog) -> str:
-    counts = sorted(catalog.counts_by_accelerator().get(alt.accelerator or "", ()))
+def _no_offer(alt: Alternative, places: Places) -> str:
+    counts = sorted(count for name, count in places.by_gpus if name == alt.accelerator)
     if not counts:
         return f"no cloud in the catalog offers {alt.accelerator} GPUs"
     return (f"no cloud offers {alt.count} x {alt.accelerator} per VM; counts that exist: "
             + ", ".join(map(str, counts)))
 
 
-def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[tuple]:
-    """Each location's candidate fields (rank aside), or a Dropped saying why it has none."""
-    fields = []
-    for key, offers in groups.offers.items():
-        reason, draft = _draft(key, offers, groups.matched_by(key, spec), spec)
+class _Draft(NamedTuple):
+    """A Candidate's fields but its rank. A tuple of plain values: the garbage collector stops
+    tracking it, where a dict or a Candidate per draft would be kept in view until ranked."""
+
+    id: str
+    cloud: str
+    region: str
+    zone: str | None
+    zones: tuple[str, ...]
+    instance_type: str
+    accelerator: str
+    accelerator_count: int
+    gpu_memory_gib: float
+    vcpus: int
+    memory_gib: float
+    use_spot: bool
+    price_per_hour: float
+    replicas: int
+    total_price_per_hour: float
+    preference: int | None
+    attached_gpu: str | None
+    source: str
+    price_date: str
+
+
+def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[_Draft]:
+    """Each group's candidate (rank aside), or a Dropped saying why it has none."""
+    drafts = []
+    matched_by: dict[int, _Matched] = {}  # few distinct sets of alternatives: sum each up once
+    for place, use_spot, offers, bits in groups:
+        if bits not in matched_by:
+            matched_by[bits] = _Matched.of([a for n, a in enumerate(spec.alternatives)
+                                            if bits >> n & 1])
+        reason, draft = _draft(place, use_spot, offers, matched_by[bits], spec)
         if draft is not None:
-            fields.append(draft)
+            drafts.append(draft)
         else:
-            cloud, region, _, instance_type, accelerator, count, _ = key
-            result.dropped.append(Dropped(what=f"{accelerator}:{count}", cloud=cloud,
-                                          region=region, instance_type=instance_type,
-                                          reason=reason))
-    return fields
+            result.dropped.append(Dropped(
+                what=f"{place.accelerator}:{place.accelerator_count}", cloud=place.cloud,
+                region=place.region, instance_type=place.instance_type, reason=reason))
+    return drafts
 
 
-def _draft(key: tuple, offers: list[Offer], alternatives: list[Alternative],
-           spec: ServiceSpec) -> tuple[str, tuple | None]:
-    cloud, region, zone, instance_type, accelerator, count, use_spot = key
-    pinned = {a.zone for a in alternatives if a.zone}
-    if pinned:
-        offers = [o for o in offers if o.zone in pinned or o.zone is None]
+@dataclass(frozen=True)
+class _Matched:
+    """What a group takes from the alternatives that matched it."""
+
+    pinned: frozenset[str]  # zones the alternatives name
+    preference: int | None  # the best (lowest) of their preferences
+
+    @classmethod
+    def of(cls, alternatives: list[Alternative]) -> _Matched:
+        return cls(frozenset(a.zone for a in alternatives if a.zone),
+                   min((a.preference for a in alternatives if a.preference is not None),
+                       default=None))
+
+
+def _draft(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
+           spec: ServiceSpec) -> tuple[str, _Draft | None]:
+    zone, pinned = place.zone, matched.pinned
+    if pinned:  # rare: sum up the pinned offers; else the place's sums hold (same offers)
+        kept = [o for o in offers if o.zone in pinned or o.zone is None]
+        place = replace(place, offers=kept).close()
         zone = zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
-    # attribute reads, not price_for(): this runs once per matched offer
-    prices = ([o.spot_price for o in offers if o.spot_price is not None] if use_spot
-              else [o.price for o in offers if o.price is not None])
-    if not prices:
+    price = place.price_for(use_spot)
+    if price is None:
         return f"the catalog has no {'spot' if use_spot else 'on-demand'} price", None
-    if spec.image_id and isinstance(spec.image_id, dict) and region not in spec.image_id:
+    if spec.image_id and isinstance(spec.image_id, dict) and place.region not in spec.image_id:
         return "resources.image_id names no image for this region", None
-    price = min(prices)
     if spec.max_hourly_cost is not None and price > spec.max_hourly_cost:
         return f"${price:.2f}/h is above max_hourly_cost ${spec.max_hourly_cost:g}/h", None
-    first = offers[0]
-    replicas = spec.replicas
-    preference = min((a.preference for a in alternatives if a.preference is not None),
-                     default=None)
-    total = round(_total(price, first.price, use_spot, spec, replicas), 4)
-    # Candidate's fields after `rank`, in order: a tuple of plain values, which the garbage
-    # collector stops tracking, where a dict per candidate would be tracked until the end
-    return "", (
-        _candidate_id(cloud, zone or region, instance_type, use_spot), cloud, region, zone,
-        _zones(offers), instance_type, accelerator, count, first.gpu_memory_gib, first.vcpus,
-        first.memory_gib, use_spot, round(price, 4), replicas, total, preference,
-        first.attached_gpu, first.source, min([o.date for o in offers]),
-    )
-
-
-def _zones(offers: list[Offer]) -> tuple[str, ...]:
-    """The zones of the offers priced per zone. Region-priced offers (Azure) carry their
-    region's zones in `Offer.zones`; deployment.zones_for still adds those itself."""
-    return tuple(sorted({o.zone for o in offers if o.zone}))
+    first, replicas = place.first, spec.replicas
+    return "", _Draft(
+        id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
+        cloud=place.cloud, region=place.region, zone=zone, zones=place.zones,
+        instance_type=place.instance_type, accelerator=place.accelerator,
+        accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
+        vcpus=first.vcpus, memory_gib=first.memory_gib, use_spot=use_spot,
+        price_per_hour=round(price, 4), replicas=replicas,
+        total_price_per_hour=round(_total(price, first.price, use_spot, spec, replicas), 4),
+        preference=matched.preference, attached_gpu=first.attached_gpu, source=first.source,
+        price_date=place.date)
 
 
 def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceSpec,
@@ -313,12 +336,11 @@ def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) ->
     return f"{cloud}-{where}-{instance_type}-{'spot' if use_spot else 'ondemand'}".lower()
 
 
-def _rank(fields: list[tuple], spec: ServiceSpec) -> list[Candidate]:
-    """Candidates best first; each is built once, with its rank (no copy per candidate)."""
-    def key(c: tuple):
-        (_, cloud, region, zone, _, instance_type, _, _, _, _, _, use_spot, _, _, total,
-         preference, *_) = c
-        preference = preference if spec.ordered and preference is not None else 0
-        return (preference, total, cloud, region, zone or "", instance_type, use_spot)
+def _rank(drafts: list[_Draft], spec: ServiceSpec) -> list[Candidate]:
+    """Candidates best first; each is built once, with its rank."""
+    def key(d: _Draft):
+        preference = d.preference if spec.ordered and d.preference is not None else 0
+        return (preference, d.total_price_per_hour, d.cloud, d.region, d.zone or "",
+                d.instance_type, d.use_spot)
 
-    return [Candidate(i, *c) for i, c in enumerate(sorted(fields, key=key), 1)]
+    return [Candidate(i, *d) for i, d in enumerate(sorted(drafts, key=key), 1)]
