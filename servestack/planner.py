@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
-from typing import NamedTuple
 
 from .catalog import CLOUD_TITLES, CLOUDS, Catalog, Offer, provider, stale_prices
 from .catalog.base import Place, Places
@@ -239,47 +238,22 @@ def _no_offer(alt: Alternative, places: Places) -> str:
             + ", ".join(map(str, counts)))
 
 
-class _Draft(NamedTuple):
-    """A Candidate's fields but its rank. A tuple of plain values: the garbage collector stops
-    tracking it, where a dict or a Candidate per draft would be kept in view until ranked."""
-
-    id: str
-    cloud: str
-    region: str
-    zone: str | None
-    zones: tuple[str, ...]
-    instance_type: str
-    accelerator: str
-    accelerator_count: int
-    gpu_memory_gib: float
-    vcpus: int
-    memory_gib: float
-    use_spot: bool
-    price_per_hour: float
-    replicas: int
-    total_price_per_hour: float
-    preference: int | None
-    attached_gpu: str | None
-    source: str
-    price_date: str
-
-
-def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[_Draft]:
-    """Each group's candidate (rank aside), or a Dropped saying why it has none."""
-    drafts = []
+def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[Candidate]:
+    """Each group's candidate (not ranked yet), or a Dropped saying why it has none."""
+    candidates = []
     matched_by: dict[int, _Matched] = {}  # few distinct sets of alternatives: sum each up once
     for place, use_spot, offers, bits in groups:
         if bits not in matched_by:
             matched_by[bits] = _Matched.of([a for n, a in enumerate(spec.alternatives)
                                             if bits >> n & 1])
-        reason, draft = _draft(place, use_spot, offers, matched_by[bits], spec)
-        if draft is not None:
-            drafts.append(draft)
+        reason, candidate = _candidate(place, use_spot, offers, matched_by[bits], spec)
+        if candidate is not None:
+            candidates.append(candidate)
         else:
             result.dropped.append(Dropped(
                 what=f"{place.accelerator}:{place.accelerator_count}", cloud=place.cloud,
                 region=place.region, instance_type=place.instance_type, reason=reason))
-    return drafts
+    return candidates
 
 
 @dataclass(frozen=True)
@@ -296,8 +270,8 @@ class _Matched:
                        default=None))
 
 
-def _draft(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
-           spec: ServiceSpec) -> tuple[str, _Draft | None]:
+def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
+               spec: ServiceSpec) -> tuple[str, Candidate | None]:
     zone, pinned = place.zone, matched.pinned
     if pinned:  # rare: sum up the pinned offers; else the place's sums hold (same offers)
         kept = [o for o in offers if o.zone in pinned or o.zone is None]
@@ -311,8 +285,8 @@ def _draft(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
     if spec.max_hourly_cost is not None and price > spec.max_hourly_cost:
         return f"${price:.2f}/h is above max_hourly_cost ${spec.max_hourly_cost:g}/h", None
     first, replicas = place.first, spec.replicas
-    return "", _Draft(
-        id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
+    return "", Candidate(
+        rank=0, id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
         cloud=place.cloud, region=place.region, zone=zone, zones=place.zones,
         instance_type=place.instance_type, accelerator=place.accelerator,
         accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
@@ -336,11 +310,15 @@ def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) ->
     return f"{cloud}-{where}-{instance_type}-{'spot' if use_spot else 'ondemand'}".lower()
 
 
-def _rank(drafts: list[_Draft], spec: ServiceSpec) -> list[Candidate]:
-    """Candidates best first; each is built once, with its rank."""
-    def key(d: _Draft):
-        preference = d.preference if spec.ordered and d.preference is not None else 0
-        return (preference, d.total_price_per_hour, d.cloud, d.region, d.zone or "",
-                d.instance_type, d.use_spot)
+def _rank(candidates: list[Candidate], spec: ServiceSpec) -> list[Candidate]:
+    """Candidates best first, numbered. The rank is the one field known only after sorting: it
+    is set on the new, not yet shared candidates rather than copying each of them."""
+    def key(c: Candidate):
+        preference = c.preference if spec.ordered and c.preference is not None else 0
+        return (preference, c.total_price_per_hour, c.cloud, c.region, c.zone or "",
+                c.instance_type, c.use_spot)
 
-    return [Candidate(i, *d) for i, d in enumerate(sorted(drafts, key=key), 1)]
+    ranked = sorted(candidates, key=key)
+    for rank, candidate in enumerate(ranked, 1):
+        object.__setattr__(candidate, "rank", rank)
+    return ranked
