@@ -35,10 +35,10 @@ def _summary(offers: list[Offer], gpus) -> str:
     for offer in offers:
         counts[offer.accelerator].add(offer.accelerator_count)
         clouds[offer.accelerator].add(CLOUD_TITLES[offer.cloud])
-    rows = [(g.name, f"{g.memory_gib:g}", ", ".join(map(str, sorted(counts[g.name]))),
+    rows = [(g.name, str(g.memory_mib), ", ".join(map(str, sorted(counts[g.name]))),
              ", ".join(sorted(clouds[g.name])))
             for g in gpus.values() if counts.get(g.name)]
-    return _render(("GPU", "MEM(GiB)", "COUNTS PER VM", "CLOUDS"), rows)
+    return _render(("GPU", "MEM(MiB)", "COUNTS PER VM", "CLOUDS"), rows)
 
 
 def _detail(gpu: str, offers: list[Offer]) -> str:
