@@ -4,6 +4,8 @@
 - `Instance`: what one instance type carries (a row of instances.csv); refresh prices these.
 - `PriceRow`: one row of a cloud file (aws.csv, gcp.csv, azure.csv), as read, fetched or imported.
 - `Offer`: what the planner reads: one VM type with its GPUs, priced at one place.
+- `Place`: the offers of one instance type at one region (or spot zone), summed up once per
+  catalog (`Catalog.places`) so that a plan filters places, not every offer.
 
 Nothing here reads a file, talks to a cloud or knows a cloud's billing rules: those live in
 `files.py`, `loader.py` and the per-cloud modules.
@@ -12,7 +14,6 @@ Nothing here reads a file, talks to a cloud or knows a cloud's billing rules: th
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,12 +226,6 @@ class Catalog:
 
     def zones(self, cloud: str) -> set[str]:
         return {o.zone for o in self.offers if o.cloud == cloud and o.zone}
-
-    def counts_by_accelerator(self) -> dict[str, set[int]]:
-        counts: dict[str, set[int]] = defaultdict(set)
-        for offer in self.offers:
-            counts[offer.accelerator].add(offer.accelerator_count)
-        return counts
 
 
 def _group_places(offers: list[Offer], zoned: frozenset[str]) -> Places:
