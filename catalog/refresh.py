@@ -1,187 +1,46 @@
-"""Rebuild the catalog from the clouds' own price lists, and never leave a broken one behind.
+"""Rebuild cloud files from outside sources, and never leave a broken one behind.
 
-`refresh()` asks one fetcher per cloud (aws_prices, gcp_prices, azure_prices) for priced rows,
-joins nothing itself (the fetchers join prices with the instance facts in instances.csv), then for
-each cloud: checks that the new file loads, refuses a much smaller or empty file unless forced,
-computes a diff against the current file, and writes every cloud atomically once all clouds were
-fetched. `write_rows()` is the same guarded writer for `import-skypilot`.
+`refresh()` asks each cloud's module (through the registry) for priced rows; it joins nothing
+itself (the fetchers join prices with the instance facts in instances.csv). Then for each cloud
+it checks that the new file loads, refuses a much smaller or empty file unless forced, computes a
+diff against the file in use, and writes every cloud atomically once all were fetched. A cloud
+whose source needs a credential that is missing is skipped with a note when several clouds are
+refreshed. `prepare()` + `write_outcomes()` are the same guarded writer for `import-skypilot`.
 
-`Http` is the one HTTP client: timeouts, retries with backoff on 429/5xx/timeouts (honouring
-Retry-After), an on-disk cache with a TTL, and a progress line on stderr for long downloads.
+Files are written into the user catalog (loader.user_dir), never into the installed package.
+Not here: HTTP (http.py), what a price list means (per-cloud modules).
 """
 
 from __future__ import annotations
 
-import csv
-import email.utils
-import hashlib
-import io
-import json
-import math
-import os
-import re
-import shutil
-import sys
 import tempfile
-import time
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import urlencode
-
-import requests
+from typing import TYPE_CHECKING
 
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 
-from . import (
-    CLOUD_TITLES,
-    CLOUDS,
-    COLUMNS,
-    DATA_DIR,
-    CatalogError,
-    Row,
-    catalog_dir,
-    load_catalog,
-    load_gpus,
-    read_rows,
-    records,
-)
+from .base import CLOUD_TITLES, CatalogError, Gpu, Instance, PriceRow
+from .fetching import DEFAULT_THRESHOLD_PCT, FetchContext, RefreshOptions
+from .files import DATA_DIR, read_instances, read_rows, render
+from .loader import cloud_rows, load_gpus, user_dir
+from .registry import provider
+
+if TYPE_CHECKING:
+    from .http import Http
 
 INSTANCES_FILE = DATA_DIR / "instances.csv"
-FACT_COLUMNS = ("cloud", "instance_type", "accelerator", "accelerator_count", "gpu_memory_gib",
-                "vcpus", "memory_gib")
-SHARED_FILES = ("gpus.csv", "regions.csv")
-ENV_CACHE_DIR = "SERVESTACK_CACHE_DIR"
-DEFAULT_CACHE_TTL_HOURS = 6.0
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_RETRIES = 4
-DEFAULT_THRESHOLD_PCT = 5.0
 SHRINK_LIMIT = 0.5  # refuse a file with fewer than this share of the current rows, unless forced
-MAX_WAIT_SECONDS = 60.0
-CHUNK_BYTES = 1 << 20
-USER_AGENT = "servestack-catalog-refresh"
-_KEY_PARAM = re.compile(r"(?i)\b(key|api_key|apikey)=[^&\s'\"]+")
 
 
-# --- rows and facts ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """What one instance type carries (a line of instances.csv)."""
-
-    cloud: str
-    instance_type: str
-    accelerator: str | None
-    accelerator_count: int | None
-    gpu_memory_gib: float | None
-    vcpus: int | None
-    memory_gib: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class PriceRow(Row):
-    """One line of a cloud CSV as a refresh or an import builds it (the loader's `Row`)."""
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.instance_type, self.region, self.zone or "")
-
-    @classmethod
-    def from_fact(cls, fact: Fact, region: str, zone: str | None, price: float | None,
-                  spot_price: float | None, source: str, day: str) -> PriceRow:
-        return cls(fact.instance_type, fact.accelerator, fact.accelerator_count,
-                   fact.gpu_memory_gib, fact.vcpus, fact.memory_gib, region, zone,
-                   clean_price(price), clean_price(spot_price), source, day)
-
-    def values(self) -> list[str]:
-        return [self.instance_type, self.accelerator or "", _text(self.accelerator_count),
-                _text(self.gpu_memory_gib), _text(self.vcpus), _text(self.memory_gib),
-                self.region, self.zone or "", _text(self.price), _text(self.spot_price),
-                self.source, self.date]
-
-
-@dataclass
-class FetchResult:
-    """What a fetcher returns: rows, the source line for the file header, and notes for the user."""
-
-    rows: list[PriceRow]
-    source: str
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FetchContext:
-    """What a fetcher needs. `regions` None = no filter; `all_regions` = the user asked for all."""
-
-    http: Http
-    facts: dict[str, Fact]
-    known: list[PriceRow]
-    regions: frozenset[str] | None = None
-    all_regions: bool = False
-    today: str = ""
-    _zones: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
-
-    def zones(self, instance_type: str, region: str) -> list[str | None]:
-        """Zones the current catalog lists for a type in a region; [None] when it lists none."""
-        if self._zones is None:
-            self._zones = group_zones(self.known)
-        return list(self._zones.get((instance_type, region), [])) or [None]
-
-    def wants(self, region: str) -> bool:
-        return self.regions is None or region in self.regions
-
-
-def clean_price(value: float | None) -> float | None:
-    """Round to 6 decimals; a missing, non-finite or zero price is None (the loader rejects 0)."""
-    if value is None or not math.isfinite(value) or value <= 0:
-        return None
-    rounded = round(value, 6)
-    return rounded if rounded > 0 else None
-
-
-def load_facts(cloud: str, path: Path = INSTANCES_FILE) -> dict[str, Fact]:
-    facts: dict[str, Fact] = {}
+def load_facts(cloud: str, path: Path = INSTANCES_FILE) -> dict[str, Instance]:
+    """instances.csv for one cloud; a broken line is a UserError naming file, line, column."""
     try:
-        lines = list(records(path, FACT_COLUMNS))
+        return read_instances(path, cloud)
     except CatalogError as exc:
         raise UserError(str(exc)) from None
-    for line, record in lines:
-        record = {k: v.strip() for k, v in record.items()}
-        if record["cloud"] != cloud:
-            continue
-        try:
-            fact = Fact(cloud, record["instance_type"], record["accelerator"] or None,
-                        _opt_int(record["accelerator_count"]), _opt_float(record["gpu_memory_gib"]),
-                        _opt_int(record["vcpus"]), _opt_float(record["memory_gib"]))
-        except ValueError as exc:
-            raise UserError(f"{path}:{line}: {exc}") from None
-        facts[fact.instance_type] = fact
-    if not facts:
-        raise UserError(f"{path}: no instance facts for {cloud}")
-    return facts
-
-
-def rows_from_file(path: Path, gpus_path: Path) -> list[PriceRow]:
-    """Read a cloud CSV with the catalog's own validation."""
-    rows = read_rows(path, load_gpus(gpus_path))
-    return [PriceRow(r.instance_type, r.accelerator, r.accelerator_count, r.gpu_memory_gib,
-                     r.vcpus, r.memory_gib, r.region, r.zone, r.price, r.spot_price, r.source,
-                     r.date, r.where) for r in rows]
-
-
-def render(rows: list[PriceRow], header: list[str]) -> str:
-    out = io.StringIO()
-    for line in header:
-        out.write(f"# {line}\n")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in sorted(rows, key=lambda r: r.key):
-        writer.writerow(row.values())
-    return out.getvalue()
 
 
 # --- diff ----------------------------------------------------------------------------------------
@@ -279,28 +138,25 @@ def prepare(cloud: str, directory: Path, rows: list[PriceRow], header: list[str]
             previous: list[PriceRow] | None = None) -> Outcome:
     """Merge, guard, validate and diff one cloud's new rows; nothing is written yet.
 
-    `scope` None replaces the whole file; otherwise only rows in those regions are replaced.
+    `previous` (default: the rows in use) is what the diff compares with; `scope` None replaces
+    the whole file, otherwise only rows in those regions are replaced and the others kept.
     """
-    path = directory / f"{cloud}.csv"
+    gpus = load_gpus(directory)
     if previous is None:
-        previous = read_previous(directory, cloud, force)
+        previous = read_previous(directory, cloud, gpus, force)
     in_scope = [r for r in previous if scope is None or r.region in scope]
     kept = [] if scope is None else [r for r in previous if r.region not in scope]
     _guard(cloud, len(in_scope), len(rows), force)
     merged = kept + rows
     text = render(merged, header)
-    check_loadable(cloud, text, directory)
-    return Outcome(cloud, path, text, compute_diff(previous, merged, threshold_pct),
-                   list(notes or []))
+    check_loadable(cloud, text, gpus)
+    return Outcome(cloud, directory / f"{cloud}.csv", text,
+                   compute_diff(previous, merged, threshold_pct), list(notes or []))
 
 
 def write_outcomes(outcomes: list[Outcome], directory: Path) -> None:
-    """Write each prepared file atomically; copy gpus.csv/regions.csv into a fresh folder."""
+    """Write each prepared file atomically."""
     try:
-        for name in SHARED_FILES:
-            if not (directory / name).exists():
-                directory.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(DATA_DIR / name, directory / name)
         for outcome in outcomes:
             write_atomic(outcome.path, outcome.text)
             outcome.written = True
@@ -309,12 +165,11 @@ def write_outcomes(outcomes: list[Outcome], directory: Path) -> None:
                         f"{exc.strerror or exc}") from None
 
 
-def read_previous(directory: Path, cloud: str, force: bool = False) -> list[PriceRow]:
-    path = directory / f"{cloud}.csv"
-    if not path.exists():
-        return []
+def read_previous(directory: Path, cloud: str, gpus: dict[str, Gpu],
+                  force: bool = False) -> list[PriceRow]:
+    """The rows in use for `cloud` (see loader.cloud_rows); [] with --force if they are broken."""
     try:
-        return rows_from_file(path, gpus_path(directory))
+        return cloud_rows(cloud, gpus, _named(directory))[1]
     except CatalogError as exc:
         if force:
             return []
@@ -322,22 +177,22 @@ def read_previous(directory: Path, cloud: str, force: bool = False) -> list[Pric
                         "re-run with --force to replace it") from None
 
 
-def gpus_path(directory: Path) -> Path:
-    local = directory / "gpus.csv"
-    return local if local.exists() else DATA_DIR / "gpus.csv"
-
-
-def check_loadable(cloud: str, text: str, directory: Path) -> None:
-    """Load the new file the way the planner will, from a scratch folder; fail before writing."""
+def check_loadable(cloud: str, text: str, gpus: dict[str, Gpu]) -> None:
+    """Load the new file the way the planner will, from a scratch file; fail before writing."""
     with tempfile.TemporaryDirectory(prefix="servestack-catalog-") as scratch:
-        shutil.copyfile(gpus_path(directory), Path(scratch) / "gpus.csv")
-        (Path(scratch) / f"{cloud}.csv").write_text(text, encoding="utf-8")
+        path = Path(scratch) / f"{cloud}.csv"
+        path.write_text(text, encoding="utf-8")
         try:
-            load_catalog(scratch, clouds=(cloud,))
+            provider(cloud).offers(read_rows(path, gpus), gpus)
         except CatalogError as exc:
-            message = str(exc).replace(str(Path(scratch) / f"{cloud}.csv"), f"new {cloud}.csv")
+            message = str(exc).replace(str(path), f"new {cloud}.csv")
             raise UserError(f"{cloud}: the new catalog does not load, nothing written: "
                             f"{message}") from None
+
+
+def _named(directory: Path) -> Path | None:
+    """The folder as the loader should read it: None for the default user folder (layered)."""
+    return None if directory == user_dir() else directory
 
 
 def _guard(cloud: str, before: int, after: int, force: bool) -> None:
@@ -355,38 +210,28 @@ def _guard(cloud: str, before: int, after: int, force: bool) -> None:
 # --- refresh -------------------------------------------------------------------------------------
 
 @dataclass
-class RefreshOptions:
-    clouds: tuple[str, ...] = CLOUDS
-    regions: tuple[str, ...] | None = None  # ("all",) = every region the source prices
-    catalog_dir: str | os.PathLike | None = None
-    force: bool = False
-    dry_run: bool = False
-    threshold_pct: float = DEFAULT_THRESHOLD_PCT
-    urls: dict[str, str | None] = field(default_factory=dict)  # aws, aws_spot, gcp, azure
-    aws_spot: str = "auto"
-    aws_format: str = "csv"
-    gcp_api_key: str | None = None
+class Refreshed:
+    outcomes: list[Outcome]
+    skipped: list[str] = field(default_factory=list)  # "cloud: why", for clouds not fetched
 
 
-def refresh(options: RefreshOptions, http: Http, today: str | None = None) -> list[Outcome]:
+def refresh(options: RefreshOptions, http: Http, today: str | None = None) -> Refreshed:
     """Fetch every requested cloud, then write them all (unless a dry run)."""
-    directory = catalog_dir(options.catalog_dir)
+    directory = user_dir(options.catalog_dir)
     if options.regions and len(options.clouds) != 1:
         raise UserError("--regions needs --cloud (region names differ per cloud)")
-    if "gcp" in options.clouds:
-        from . import gcp_prices
-
-        gcp_prices.require_key(options.urls.get("gcp"), options.gcp_api_key)
+    clouds, skipped = _fetchable(options)
     all_regions = options.regions == ("all",)
     explicit = None if options.regions is None or all_regions else frozenset(options.regions)
+    gpus = load_gpus(directory)
     outcomes = []
-    for cloud in options.clouds:
-        previous = read_previous(directory, cloud, options.force)
+    for cloud in clouds:
+        previous = read_previous(directory, cloud, gpus, options.force)
         ctx = FetchContext(http=http, facts=load_facts(cloud),
-                           known=previous or _packaged_rows(cloud), regions=explicit,
+                           known=previous or _shipped_rows(cloud, gpus), regions=explicit,
                            all_regions=all_regions, today=today or date.today().isoformat())
         http.fetched_at.clear()
-        result = _fetch(cloud, ctx, options)
+        result = provider(cloud).fetch(ctx, options)
         day = http.data_date() or ctx.today
         rows = [replace(r, date=day) for r in result.rows]
         header = _header(cloud, result.source, day)
@@ -395,32 +240,28 @@ def refresh(options: RefreshOptions, http: Http, today: str | None = None) -> li
                                 notes=result.notes, previous=previous))
     if not options.dry_run:
         write_outcomes(outcomes, directory)
-    return outcomes
+    return Refreshed(outcomes, skipped)
 
 
-def _fetch(cloud: str, ctx: FetchContext, options: RefreshOptions) -> FetchResult:
-    urls = options.urls
-    if cloud == "aws":
-        from . import aws_prices
-
-        return aws_prices.fetch(ctx, base_url=urls.get("aws"), spot_url=urls.get("aws_spot"),
-                                spot_mode=options.aws_spot, offer_format=options.aws_format)
-    if cloud == "gcp":
-        from . import gcp_prices
-
-        return gcp_prices.fetch(ctx, base_url=urls.get("gcp"), api_key=options.gcp_api_key)
-    if cloud == "azure":
-        from . import azure_prices
-
-        return azure_prices.fetch(ctx, base_url=urls.get("azure"))
-    raise UserError(f"unknown cloud {cloud!r} (known: {', '.join(CLOUDS)})")
+def _fetchable(options: RefreshOptions) -> tuple[list[str], list[str]]:
+    """The clouds to fetch, and why the others were skipped. A cloud asked for alone fails."""
+    clouds, skipped = [], []
+    for cloud in options.clouds:
+        missing = provider(cloud).missing_credentials(options)
+        if missing and len(options.clouds) == 1:
+            raise UserError(missing)
+        if missing:
+            skipped.append(f"{cloud}: skipped: {missing}")
+        else:
+            clouds.append(cloud)
+    return clouds, skipped
 
 
-def _packaged_rows(cloud: str) -> list[PriceRow]:
+def _shipped_rows(cloud: str, gpus: dict[str, Gpu]) -> list[PriceRow]:
     """The catalog shipped with servestack: where zones come from for a fresh folder."""
     path = DATA_DIR / f"{cloud}.csv"
     try:
-        return rows_from_file(path, DATA_DIR / "gpus.csv") if path.exists() else []
+        return read_rows(path, gpus) if path.exists() else []
     except CatalogError:
         return []
 
@@ -436,258 +277,3 @@ def _header(cloud: str, source: str, day: str) -> list[str]:
         "region, zone unknown).",
         "Empty price/spot_price = the source has no price for it.",
     ]
-
-
-# --- HTTP ----------------------------------------------------------------------------------------
-
-class Progress:
-    """One status line on stderr: rewritten in place on a terminal, printed once when done else."""
-
-    def __init__(self, stream: TextIO | None = None, enabled: bool = True,
-                 interval: float = 0.2) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.interval = interval
-        self._last = 0.0
-        self._width = 0
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def update(self, text: str) -> None:
-        now = time.monotonic()
-        if not (self.enabled and self.tty) or now - self._last < self.interval:
-            return
-        self._last = now
-        self._write("\r" + text.ljust(self._width))
-        self._width = max(self._width, len(text))
-
-    def done(self, text: str) -> None:
-        if not self.enabled:
-            return
-        prefix = "\r" if self.tty else ""
-        self._write(prefix + text.ljust(self._width if self.tty else 0) + "\n")
-        self._width = 0
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-
-class Http:
-    """GET with timeouts, retries (429, 5xx, timeouts, dropped connections) and a TTL cache."""
-
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = 1.0, max_wait: float = MAX_WAIT_SECONDS,
-                 cache_dir: str | os.PathLike | None = None,
-                 cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS,
-                 progress: Progress | None = None, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.backoff = backoff
-        self.max_wait = max_wait
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.cache_ttl = cache_ttl_hours * 3600.0
-        self.progress = progress or Progress(enabled=False)
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("User-Agent", USER_AGENT)
-        self.sleep = sleep
-        self.fetched_at: list[float] = []  # when each response used was downloaded
-
-    def data_date(self) -> str | None:
-        """The (UTC) day of the oldest response used, or None if nothing was fetched."""
-        if not self.fetched_at:
-            return None
-        return datetime.fromtimestamp(min(self.fetched_at), timezone.utc).date().isoformat()
-
-    def get_json(self, url: str, params: dict[str, Any] | None = None, label: str = "") -> Any:
-        label = label or redact(url)
-        path = self._cache_path(url, params, ".json")
-        cached = self._fresh(path)
-        if cached is not None:
-            try:
-                return json.loads(cached.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                pass  # a damaged cache entry is fetched again
-        text = self._with_retries(url, params, label, stream=False, consume=lambda r: r.text)
-        data = parse_json(text, label)
-        self._store(path, text)
-        return data
-
-    def download(self, url: str, label: str = "") -> Path:
-        """Stream a (large) file into the cache and return its path."""
-        label = label or redact(url)
-        path = self._cache_path(url, None, ".body")
-        if self._fresh(path) is not None:
-            self.progress.done(f"{label}: cached")
-            return path
-        part = path.with_suffix(".part")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            size = self._with_retries(url, None, label, stream=True,
-                                      consume=lambda r: self._stream_to(r, part, label))
-            os.replace(part, path)
-        except OSError as exc:
-            part.unlink(missing_ok=True)
-            raise UserError(f"{label}: cannot write the download cache {path.parent}: "
-                            f"{exc.strerror or exc}") from None
-        self.fetched_at.append(time.time())
-        self.progress.done(f"{label}: {_size(size)} downloaded")
-        return path
-
-    # internals
-
-    def _with_retries(self, url: str, params: dict[str, Any] | None, label: str, *,
-                      stream: bool, consume: Callable[[requests.Response], Any]) -> Any:
-        problem = ""
-        for attempt in range(self.retries + 1):
-            wait = None
-            try:
-                response = self.session.get(url, params=params, timeout=self.timeout,
-                                            stream=stream)
-                with response:
-                    if response.status_code == 429 or response.status_code >= 500:
-                        problem = f"HTTP {response.status_code}"
-                        wait = retry_after(response.headers.get("Retry-After"))
-                    elif response.status_code >= 400:
-                        raise UserError(f"{label}: {redact(response.url or url)} answered HTTP "
-                                        f"{response.status_code}{api_message(response)}")
-                    else:
-                        return consume(response)
-            except requests.Timeout:
-                problem = f"no answer within {self.timeout:g} s"
-            except requests.RequestException as exc:
-                problem = f"connection failed ({_reason(exc)})"
-            if attempt < self.retries:
-                delay = wait if wait is not None else self.backoff * (2 ** attempt)
-                self.progress.update(f"{label}: {problem}, retrying")
-                self.sleep(min(delay, self.max_wait))
-        tries = self.retries + 1
-        raise UserError(f"{label}: {problem} from {_host(url)} "
-                        f"(gave up after {tries} attempt{'s' if tries > 1 else ''})")
-
-    def _stream_to(self, response: requests.Response, part: Path, label: str) -> int:
-        total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        with open(part, "wb") as handle:
-            for chunk in response.iter_content(CHUNK_BYTES):
-                handle.write(chunk)
-                done += len(chunk)
-                share = f" of {_size(total)} ({done * 100 // total}%)" if total else ""
-                self.progress.update(f"{label}: {_size(done)}{share}")
-        return done
-
-    def _cache_path(self, url: str, params: dict[str, Any] | None, suffix: str) -> Path:
-        public = {k: v for k, v in sorted((params or {}).items()) if k.lower() != "key"}
-        key = redact(url) + ("?" + urlencode(public) if public else "")
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
-        return self.cache_dir / "prices" / f"{digest}{suffix}"
-
-    def _fresh(self, path: Path) -> Path | None:
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            return None
-        if time.time() - mtime > self.cache_ttl:
-            return None
-        self.fetched_at.append(mtime)
-        return path
-
-    def _store(self, path: Path, text: str) -> None:
-        self.fetched_at.append(time.time())
-        try:
-            write_atomic(path, text, mode=0o600)
-        except OSError as exc:
-            self.progress.done(f"warning: cannot write the price cache {path}: {exc}")
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "servestack"
-
-
-def parse_json(text: str, label: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise UserError(f"{label}: the response is not valid JSON ({exc})") from None
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def api_message(response: requests.Response) -> str:
-    """A short reason from an error body (GCP/Azure JSON errors, else the first line of text)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    message = ""
-    if isinstance(body, dict):
-        error = body.get("error") or body.get("Error") or {}
-        if isinstance(error, dict):
-            message = str(error.get("message") or error.get("Message") or "")
-    if not message:
-        message = (response.text or "").strip().splitlines()[0] if response.text else ""
-    message = redact(message)[:200]
-    return f": {message}" if message else ""
-
-
-def redact(text: str) -> str:
-    """Hide API keys in URLs and messages."""
-    return _KEY_PARAM.sub(lambda m: f"{m.group(1)}=REDACTED", text)
-
-
-def _reason(exc: Exception) -> str:
-    text = redact(str(exc))
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).netloc or url
-
-
-def _size(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
-
-
-def _text(value: float | int | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.6f}".rstrip("0").rstrip(".")
-
-
-def _opt_int(value: str) -> int | None:
-    return int(float(value)) if value.strip() else None
-
-
-def _opt_float(value: str) -> float | None:
-    return float(value) if value.strip() else None
-
-
-def group_zones(rows: list[PriceRow]) -> dict[tuple[str, str], list[str]]:
-    """(instance_type, region) -> zones listed, for callers that need them all at once."""
-    zones: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for row in rows:
-        if row.zone:
-            zones[(row.instance_type, row.region)].add(row.zone)
-    return {key: sorted(value) for key, value in zones.items()}

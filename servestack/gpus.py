@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from collections.abc import Sequence
 
 from .catalog import CLOUD_TITLES, CatalogError, Offer, load_catalog
 from .errors import UserError
@@ -34,10 +35,10 @@ def _summary(offers: list[Offer], gpus) -> str:
     for offer in offers:
         counts[offer.accelerator].add(offer.accelerator_count)
         clouds[offer.accelerator].add(CLOUD_TITLES[offer.cloud])
-    rows = [(g.name, f"{g.memory_gib:g}", ", ".join(map(str, sorted(counts[g.name]))),
+    rows = [(g.name, str(g.memory_mib), ", ".join(map(str, sorted(counts[g.name]))),
              ", ".join(sorted(clouds[g.name])))
             for g in gpus.values() if counts.get(g.name)]
-    return _render(("GPU", "MEM(GiB)", "COUNTS PER VM", "CLOUDS"), rows)
+    return _render(("GPU", "MEM(MiB)", "COUNTS PER VM", "CLOUDS"), rows)
 
 
 def _detail(gpu: str, offers: list[Offer]) -> str:
@@ -74,7 +75,7 @@ def _money(value) -> str:
     return f"{value[0]:.2f} ({value[1]})" if value else "-"
 
 
-def _render(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _render(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import UserError
 
 GIB = 1024**3
+MIB_PER_GIB = 1024
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 RESERVE_GIB_PER_GPU = 2.0  # activations at profiling, CUDA graphs, NCCL buffers (heuristic)
 USEFUL_CONTEXT_TOKENS = 4096  # the context a plan must at least hold when none is given
@@ -174,7 +175,9 @@ def apply_flags(facts: ModelFacts, command: str | None) -> ModelFacts:
     return replace(facts, **changes)
 
 
-def check_fit(facts: ModelFacts, gpu_memory_gib: float, gpu_count: int) -> Fit:
+def check_fit(facts: ModelFacts, gpu_memory_mib: int, gpu_count: int) -> Fit:
+    """`gpu_memory_mib` is one GPU's memory as the driver reports it, which is what vLLM's
+    `gpu_memory_utilization` is a share of (not the vendor's rounder GB figure)."""
     heads, kv_heads = facts.num_attention_heads, facts.num_key_value_heads
     if heads % gpu_count:
         return Fit(False, f"tensor parallel size {gpu_count} does not divide the model's "
@@ -183,14 +186,15 @@ def check_fit(facts: ModelFacts, gpu_memory_gib: float, gpu_count: int) -> Fit:
         return Fit(False, f"tensor parallel size {gpu_count} does not divide the model's "
                    f"{kv_heads} KV heads")
     context = min(facts.context_tokens, facts.max_position_embeddings)
-    budget = gpu_memory_gib * facts.gpu_memory_utilization
+    gpu_gib = gpu_memory_mib / MIB_PER_GIB
+    budget = gpu_gib * facts.gpu_memory_utilization
     weights = facts.weights_gib / gpu_count
     kv = context * facts.kv_bytes_per_token / GIB / gpu_count
     need = weights + RESERVE_GIB_PER_GPU + kv
     if need > budget:
         total = facts.weights_gib
         return Fit(False, f"{facts.name} needs {total:.0f} GiB for weights plus "
-                   f"{context} tokens of KV cache; {gpu_count} x {gpu_memory_gib:g} GiB at "
+                   f"{context} tokens of KV cache; {gpu_count} x {gpu_gib:g} GiB at "
                    f"{facts.gpu_memory_utilization:.0%} leaves {budget:.1f} GiB per GPU, "
                    f"{need:.1f} GiB needed")
     return Fit(True)

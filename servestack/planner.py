@@ -1,19 +1,30 @@
 """Spec x catalog -> ranked candidates (cloud x region x instance type x spot), and why others fell.
 
 For every alternative of the spec it keeps every offer that satisfies it, not only the cheapest
-per cloud, so the fallback loop can walk them. Candidates are per region, except AWS spot, which
-AWS prices per availability zone. Sets compete on cost; lists and `ordered` keep the user's order
-first, then cost. This module imports no Pulumi and no cloud SDK.
+per cloud, so the fallback loop can walk them. Candidates are per region, except spot on a cloud
+that prices spot per zone (the catalog's `spot_per_zone`, AWS today). Sets compete on cost; lists
+and `ordered` keep the user's order first, then cost. A plan warns when the prices it uses are
+older than the catalog's staleness limit.
+
+Plan time grows linearly with the catalog. The catalog groups its offers by place once
+(`Catalog.places`: one instance type with one GPU set in one region, or zone where spot is priced
+per zone); a plan filters places, not offers, checks the model fit once per GPU pool
+(accelerator, count, memory), and allocates little more than its candidates, because every
+object a big plan keeps alive costs again in each full garbage collection.
+
+This module imports no Pulumi and no cloud SDK.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 
-from .catalog import CLOUD_TITLES, Catalog, Offer
+from .catalog import CLOUD_TITLES, CLOUDS, Catalog, Offer, provider, stale_prices
+from .catalog.base import Place, Places
 from .errors import UserError
-from .models import Fit, ModelFacts, check_fit
+from .models import ModelFacts, check_fit
 from .spec import Alternative, ServiceSpec
 
 
@@ -83,7 +94,8 @@ class Options:
 
 
 def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
-         options: Options | None = None, model: str | None = None) -> Plan:
+         options: Options | None = None, model: str | None = None,
+         today: date | None = None) -> Plan:
     options = options or Options()
     result = Plan(candidates=[], dropped=[], replicas=spec.replicas, model=model)
     if facts is None and model:
@@ -92,28 +104,86 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
     elif facts is None:
         result.warnings.append("no model found in the spec's run command: the memory fit check "
                                "is skipped (pass --model NAME)")
-    index = _index(catalog)
-    fits: dict[tuple[str, int, float], Fit] = {}
-    found: list[tuple[tuple, Offer, Alternative]] = []
-    for alternative in spec.alternatives:
+    fits = _Fits(facts, result)
+    groups = _Groups()
+    for number, alternative in enumerate(spec.alternatives):
         use_spot = alternative.use_spot if options.spot is None else options.spot
-        offers = _matching(alternative, options, index, catalog, result)
-        for offer in offers:
-            if facts is not None:
-                key = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_gib)
-                if key not in fits:
-                    fits[key] = check_fit(facts, offer.gpu_memory_gib, offer.accelerator_count)
-                    if not fits[key].ok:
-                        result.dropped.append(Dropped(
-                            what=f"{offer.accelerator}:{offer.accelerator_count}",
-                            reason=fits[key].reason))
-                if not fits[key].ok:
-                    continue
-            found.append((_location_key(offer, use_spot), offer, alternative))
-    result.candidates = _rank(_group(found, spec, result), spec)
+        places = catalog.places(_ZONED if use_spot else frozenset())
+        matched = _matching(alternative, options, places, result)
+        for place in matched:
+            offers = matched[place]
+            if fits.ok(offers[0]):
+                groups.join(place, use_spot, offers, number)
+    result.candidates = _rank(_candidates(groups, spec, result), spec)
     if not result.candidates:
         raise NothingFits(result)
+    result.warnings.extend(stale_prices(_oldest_prices(result.candidates), today))
     return result
+
+
+# Clouds whose spot prices differ per zone: their spot candidates are per zone.
+_ZONED = frozenset(c for c in CLOUDS if provider(c).spot_per_zone)
+
+
+class _Groups:
+    """Future candidates, in the order they were found: per place and spot, the offers in match
+    order and the alternatives that matched (a bit set of their numbers).
+
+    A group must cost the garbage collector nothing, or big plans pay for full collections that
+    walk the whole catalog: its key is an int (place identity and spot), its offers are the
+    place's own list (copied only when a second alternative matches it), and ints are not
+    tracked by the collector.
+    """
+
+    def __init__(self) -> None:
+        self.places: dict[int, Place] = {}
+        self.offers: dict[int, list[Offer]] = {}
+        self.alternatives: dict[int, int] = {}
+
+    def join(self, place: Place, use_spot: bool, offers: list[Offer], number: int) -> None:
+        key = id(place) << 1 | use_spot
+        if key not in self.places:
+            self.places[key], self.offers[key] = place, offers
+            self.alternatives[key] = 1 << number
+        elif not self.alternatives[key] >> number & 1:
+            self.offers[key] = self.offers[key] + offers
+            self.alternatives[key] |= 1 << number
+
+    def __iter__(self) -> Iterator[tuple[Place, bool, list[Offer], int]]:
+        """(place, spot, offers, bit set of the alternatives that matched) per group."""
+        for key, place in self.places.items():
+            yield place, bool(key & 1), self.offers[key], self.alternatives[key]
+
+
+class _Fits:
+    """The model fit per GPU pool (accelerator, count, memory), checked the first time a
+    matching offer of the pool is seen; a pool that does not fit is dropped once, with why."""
+
+    def __init__(self, facts: ModelFacts | None, result: Plan) -> None:
+        self.facts = facts
+        self.result = result
+        self.known: dict[tuple[str, int, int], bool] = {}
+
+    def ok(self, offer: Offer) -> bool:
+        if self.facts is None:
+            return True
+        pool = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_mib)
+        fits = self.known.get(pool)
+        if fits is None:
+            fit = check_fit(self.facts, offer.gpu_memory_mib, offer.accelerator_count)
+            if not fit.ok:
+                self.result.dropped.append(Dropped(
+                    what=f"{offer.accelerator}:{offer.accelerator_count}", reason=fit.reason))
+            fits = self.known[pool] = fit.ok
+        return fits
+
+
+def _oldest_prices(candidates: Iterable[Candidate]) -> dict[str, str]:
+    oldest: dict[str, str] = {}
+    for c in candidates:
+        if c.price_date < oldest.get(c.cloud, "9999-99-99"):
+            oldest[c.cloud] = c.price_date
+    return oldest
 
 
 class NothingFits(UserError):
@@ -123,111 +193,112 @@ class NothingFits(UserError):
         self.plan = result
 
 
-def _index(catalog: Catalog) -> dict[tuple[str, int], list[Offer]]:
-    index: dict[tuple[str, int], list[Offer]] = defaultdict(list)
-    for offer in catalog.offers:
-        index[(offer.accelerator, offer.accelerator_count)].append(offer)
-    return index
-
-
-def _matching(alt: Alternative, options: Options, index, catalog: Catalog,
-              result: Plan) -> list[Offer]:
+def _matching(alt: Alternative, options: Options, places: Places,
+              result: Plan) -> dict[Place, list[Offer]]:
+    """The places that satisfy the alternative, each with its offers that do (in order)."""
     if alt.accelerator is not None:
-        pool = index.get((alt.accelerator, alt.count or 1), [])
+        pool = places.by_gpus.get((alt.accelerator, alt.count or 1), [])
         if not pool:
-            result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, catalog)))
-            return []
+            result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, places)))
+            return {}
     else:
-        pool = [o for o in catalog.offers if o.instance_type == alt.instance_type]
+        pool = places.by_type.get(alt.instance_type or "", [])
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=f"instance type "
                                           f"{alt.instance_type!r} is not in the catalog"))
-            return []
+            return {}
     cloud = options.cloud or alt.cloud
     region = options.region or alt.region
-    offers = [o for o in pool
-              if (cloud is None or o.cloud == cloud)
-              and (region is None or o.region == region)
-              and (alt.zone is None or o.zone is None or o.zone == alt.zone)
-              and (alt.instance_type is None or o.instance_type == alt.instance_type)
-              and (alt.cpus is None or alt.cpus.admits(o.vcpus, o.vcpus))
-              and (alt.memory is None or alt.memory.admits(o.memory_gib, o.vcpus))]
-    if not offers:
+    # an instance type's vCPUs and memory are the same everywhere: test one offer per place
+    found = {p: p.offers for p in pool
+             if (cloud is None or p.cloud == cloud)
+             and (region is None or p.region == region)
+             and (alt.instance_type is None or p.instance_type == alt.instance_type)
+             and (alt.cpus is None or alt.cpus.admits(p.first.vcpus, p.first.vcpus))
+             and (alt.memory is None or alt.memory.admits(p.first.memory_gib, p.first.vcpus))}
+    if alt.zone is not None:
+        pinned = {p: [o for o in offers if o.zone is None or o.zone == alt.zone]
+                  for p, offers in found.items()}
+        found = {p: offers for p, offers in pinned.items() if offers}
+    if not found:
         where = "/".join(p for p in (cloud, region, alt.zone) if p) or "any cloud"
         extra = ", ".join(f"{k}={v}" for k, v in (("instance_type", alt.instance_type),
                           ("cpus", alt.cpus), ("memory", alt.memory)) if v is not None)
         result.dropped.append(Dropped(
             what=alt.label, cloud=cloud, region=region,
             reason=f"offered, but not on {where}" + (f" with {extra}" if extra else "")))
-    return offers
+    return found
 
 
-def _no_offer(alt: Alternative, catalog: Catalog) -> str:
-    counts = sorted(catalog.counts_by_accelerator().get(alt.accelerator or "", ()))
+def _no_offer(alt: Alternative, places: Places) -> str:
+    counts = sorted(count for name, count in places.by_gpus if name == alt.accelerator)
     if not counts:
         return f"no cloud in the catalog offers {alt.accelerator} GPUs"
     return (f"no cloud offers {alt.count} x {alt.accelerator} per VM; counts that exist: "
             + ", ".join(map(str, counts)))
 
 
-def _location_key(offer: Offer, use_spot: bool) -> tuple:
-    per_zone = offer.cloud == "aws" and use_spot
-    return (offer.cloud, offer.region, offer.zone if per_zone else None,
-            offer.instance_type, offer.accelerator, offer.accelerator_count, use_spot)
-
-
-def _group(found, spec: ServiceSpec, result: Plan) -> list[Candidate]:
-    groups: dict[tuple, list[tuple[Offer, Alternative]]] = defaultdict(list)
-    for key, offer, alternative in found:
-        groups[key].append((offer, alternative))
+def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[Candidate]:
+    """Each group's candidate (not ranked yet), or a Dropped saying why it has none."""
     candidates = []
-    for key, members in groups.items():
-        cloud, region, zone, instance_type, accelerator, count, use_spot = key
-        offers = [o for o, _ in members]
-        pinned = {a.zone for _, a in members if a.zone}
-        if pinned:
-            offers = [o for o in offers if o.zone in pinned or o.zone is None]
-            zone = zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
-        prices = [p for o in offers if (p := o.price_for(use_spot)) is not None]
-        if not prices:
+    matched_by: dict[int, _Matched] = {}  # few distinct sets of alternatives: sum each up once
+    for place, use_spot, offers, bits in groups:
+        if bits not in matched_by:
+            matched_by[bits] = _Matched.of([a for n, a in enumerate(spec.alternatives)
+                                            if bits >> n & 1])
+        reason, candidate = _candidate(place, use_spot, offers, matched_by[bits], spec)
+        if candidate is not None:
+            candidates.append(candidate)
+        else:
             result.dropped.append(Dropped(
-                what=f"{accelerator}:{count}", cloud=cloud, region=region,
-                instance_type=instance_type,
-                reason=f"the catalog has no {'spot' if use_spot else 'on-demand'} price"))
-            continue
-        if spec.image_id and isinstance(spec.image_id, dict) and region not in spec.image_id:
-            result.dropped.append(Dropped(
-                what=f"{accelerator}:{count}", cloud=cloud, region=region,
-                instance_type=instance_type,
-                reason="resources.image_id names no image for this region"))
-            continue
-        preference = min((a.preference for _, a in members if a.preference is not None),
-                         default=None)
-        price = min(prices)
-        first = offers[0]
-        total = _total(price, first.price, use_spot, spec)
-        if spec.max_hourly_cost is not None and price > spec.max_hourly_cost:
-            result.dropped.append(Dropped(
-                what=f"{accelerator}:{count}", cloud=cloud, region=region,
-                instance_type=instance_type,
-                reason=f"${price:.2f}/h is above max_hourly_cost ${spec.max_hourly_cost:g}/h"))
-            continue
-        candidates.append(Candidate(
-            rank=0, id=_candidate_id(cloud, zone or region, instance_type, use_spot),
-            cloud=cloud, region=region, zone=zone,
-            zones=tuple(sorted({o.zone for o in offers if o.zone})),
-            instance_type=instance_type, accelerator=accelerator, accelerator_count=count,
-            gpu_memory_gib=first.gpu_memory_gib, vcpus=first.vcpus, memory_gib=first.memory_gib,
-            use_spot=use_spot, price_per_hour=round(price, 4), replicas=spec.replicas,
-            total_price_per_hour=round(total, 4), preference=preference,
-            attached_gpu=first.attached_gpu, source=first.source,
-            price_date=min(o.date for o in offers),
-        ))
+                what=f"{place.accelerator}:{place.accelerator_count}", cloud=place.cloud,
+                region=place.region, instance_type=place.instance_type, reason=reason))
     return candidates
 
 
-def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceSpec) -> float:
-    replicas = spec.replicas
+@dataclass(frozen=True)
+class _Matched:
+    """What a group takes from the alternatives that matched it."""
+
+    pinned: frozenset[str]  # zones the alternatives name
+    preference: int | None  # the best (lowest) of their preferences
+
+    @classmethod
+    def of(cls, alternatives: list[Alternative]) -> _Matched:
+        return cls(frozenset(a.zone for a in alternatives if a.zone),
+                   min((a.preference for a in alternatives if a.preference is not None),
+                       default=None))
+
+
+def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
+               spec: ServiceSpec) -> tuple[str, Candidate | None]:
+    zone, pinned = place.zone, matched.pinned
+    if pinned:  # rare: sum up the pinned offers; else the place's sums hold (same offers)
+        kept = [o for o in offers if o.zone in pinned or o.zone is None]
+        place = replace(place, offers=kept).close()
+        zone = zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
+    price = place.price_for(use_spot)
+    if price is None:
+        return f"the catalog has no {'spot' if use_spot else 'on-demand'} price", None
+    if spec.image_id and isinstance(spec.image_id, dict) and place.region not in spec.image_id:
+        return "resources.image_id names no image for this region", None
+    if spec.max_hourly_cost is not None and price > spec.max_hourly_cost:
+        return f"${price:.2f}/h is above max_hourly_cost ${spec.max_hourly_cost:g}/h", None
+    first, replicas = place.first, spec.replicas
+    return "", Candidate(
+        rank=0, id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
+        cloud=place.cloud, region=place.region, zone=zone, zones=place.zones,
+        instance_type=place.instance_type, accelerator=place.accelerator,
+        accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
+        vcpus=first.vcpus, memory_gib=first.memory_gib, use_spot=use_spot,
+        price_per_hour=round(price, 4), replicas=replicas,
+        total_price_per_hour=round(_total(price, first.price, use_spot, spec, replicas), 4),
+        preference=matched.preference, attached_gpu=first.attached_gpu, source=first.source,
+        price_date=place.date)
+
+
+def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceSpec,
+           replicas: int) -> float:
     base = spec.service.replica_policy.base_ondemand_fallback_replicas if spec.service else 0
     if use_spot and base and on_demand is not None:
         base = min(base, replicas)
@@ -240,12 +311,14 @@ def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) ->
 
 
 def _rank(candidates: list[Candidate], spec: ServiceSpec) -> list[Candidate]:
+    """Candidates best first, numbered. The rank is the one field known only after sorting: it
+    is set on the new, not yet shared candidates rather than copying each of them."""
     def key(c: Candidate):
         preference = c.preference if spec.ordered and c.preference is not None else 0
         return (preference, c.total_price_per_hour, c.cloud, c.region, c.zone or "",
                 c.instance_type, c.use_spot)
 
     ranked = sorted(candidates, key=key)
-    from dataclasses import replace
-
-    return [replace(c, rank=i) for i, c in enumerate(ranked, 1)]
+    for rank, candidate in enumerate(ranked, 1):
+        object.__setattr__(candidate, "rank", rank)
+    return ranked

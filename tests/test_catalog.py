@@ -92,15 +92,15 @@ def _append(path: Path, line: str) -> None:
 @pytest.mark.parametrize("line, words", [
     ("g5.xlarge,A10G,one,24,4,16,us-east-1,use1-az1,1.0,0.5,src,2026-11-24",
      "column accelerator_count: 'one' is not a number"),
-    ("g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.0,0.5,src,yesterday",
+    ("g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,1.0,0.5,src,yesterday",
      "column date"),
     ("g5.xlarge,B999,1,24,4,16,us-east-1,use1-az1,1.0,0.5,src,2026-11-24",
      "unknown GPU 'B999'"),
     ("g5.xlarge,A10G,1,40,4,16,us-east-1,use1-az1,1.0,0.5,src,2026-11-24",
      "does not match the GPU table"),
-    ("g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,0,0.5,src,2026-11-24",
+    ("g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,0,0.5,src,2026-11-24",
      "a price of 0 is not real"),
-    ("g5.xlarge,A10G,1,24,4,16,us-east-1", "expected 12 columns"),
+    ("g5.xlarge,A10G,1,24576,4,16,us-east-1", "expected 12 columns"),
 ])
 def test_broken_rows_fail_loudly_with_file_and_line(copy_dir, line, words):
     path = copy_dir / "aws.csv"

@@ -11,7 +11,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from servestack.catalog.refresh import Http, Progress, redact, retry_after
+from servestack.catalog.http import Http, Progress, redact, retry_after
 
 from servestack.errors import UserError
 

@@ -6,23 +6,29 @@ import csv
 import io
 import os
 import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 
 import pytest
-from servestack.catalog import DATA_DIR, load_catalog, load_gpus
-from servestack.catalog.refresh import load_facts, rows_from_file
-from servestack.catalog.skypilot_import import find_files, import_file
+from servestack.catalog import DATA_DIR, load_catalog, provider, read_gpus, read_rows
+from servestack.catalog.refresh import load_facts
+from servestack.catalog.skypilot_import import find_files, import_file, snapshot_date
 
 from servestack.cli.catalog import main
 from servestack.errors import UserError
 
-SAMPLES = Path(__file__).parent / "fixtures" / "catalog" / "skypilot" / "v8"
-GPUS = load_gpus(DATA_DIR / "gpus.csv")
+FIXTURES = Path(__file__).parent / "fixtures" / "catalog"
+SAMPLES = FIXTURES / "skypilot" / "v8"
+# The instance facts and GPU table these samples were written against (the shipped ones change
+# whenever the catalog is rebuilt)
+INSTANCES = FIXTURES / "instances.csv"
+GPUS = read_gpus(FIXTURES / "gpus.csv")
 
 
 def rows_of(cloud: str, path: Path | None = None):
-    result = import_file(cloud, path or SAMPLES / cloud / "vms.csv", load_facts(cloud), GPUS)
+    result = import_file(provider(cloud), path or SAMPLES / cloud / "vms.csv",
+                         load_facts(cloud, INSTANCES), GPUS)
     return result, {(r.instance_type, r.region, r.zone or ""): r for r in result.rows}
 
 
@@ -36,8 +42,8 @@ def test_aws_rows_keep_zone_ids_and_empty_prices():
         ("p4de.24xlarge", "us-east-1", "use1-az6"), ("p5e.48xlarge", "us-east-2", "use2-az3"),
     ]  # CPU-only a1.2xlarge, Inferentia2 and Radeon rows are skipped
     g5 = rows[("g5.48xlarge", "us-east-1", "use1-az2")]
-    assert (g5.accelerator, g5.accelerator_count, g5.gpu_memory_gib, g5.vcpus, g5.memory_gib,
-            g5.price, g5.spot_price) == ("A10G", 8, 24, 192, 768, 16.288, 7.0077)
+    assert (g5.accelerator, g5.accelerator_count, g5.gpu_memory_mib, g5.vcpus, g5.memory_gib,
+            g5.price, g5.spot_price) == ("A10G", 8, 24576, 192, 768, 16.288, 7.0077)
     assert rows[("p4de.24xlarge", "us-east-1", "use1-az6")].spot_price is None
     p5e = rows[("p5e.48xlarge", "us-east-2", "use2-az3")]
     assert (p5e.price, p5e.spot_price) == (None, None)
@@ -45,7 +51,7 @@ def test_aws_rows_keep_zone_ids_and_empty_prices():
     assert (gr6.accelerator, gr6.accelerator_count, gr6.vcpus, gr6.memory_gib) == ("L4", 1, 16,
                                                                                    128)
     assert g5.source == "skypilot-catalog v8 aws/vms.csv (imported by servestack)"
-    assert g5.date == date.fromtimestamp((SAMPLES / "aws" / "vms.csv").stat().st_mtime).isoformat()
+    assert g5.date == snapshot_date(SAMPLES / "aws" / "vms.csv")
     assert "skipped 1 row(s): GPU Inferentia2 is not in gpus.csv" in result.notes
 
 
@@ -79,7 +85,7 @@ def test_azure_rows_use_instance_facts_and_tolerate_empty_prices():
         "Standard_NC96ads_A100_v4", "Standard_ND96asr_v4", "Standard_NV72ads_A10_v5",
     ]  # fractional A10 (NV6ads), GPU-less NC16ads_A10_v4 and Basic_A0 skipped
     h100 = rows[("Standard_NC40ads_H100_v5", "eastus", "")]
-    assert (h100.accelerator, h100.gpu_memory_gib) == ("H100-NVL", 94)  # instances.csv wins
+    assert (h100.accelerator, h100.gpu_memory_mib) == ("H100-NVL", 94 * 1024)  # instances.csv wins
     empty = rows[("Standard_NC24ads_A100_v4", "westus3", "")]
     assert (empty.price, empty.spot_price, empty.zone) == (None, None, None)
 
@@ -110,7 +116,8 @@ def test_imported_files_load_as_a_catalog(tmp_path, capsys):
     attached = [o for o in catalog.offers if o.attached_gpu == "nvidia-tesla-t4"]
     assert {(o.instance_type, o.accelerator_count) for o in attached} >= {("n1-standard-4", 1),
                                                                           ("n1-standard-8", 2)}
-    assert any("g5.48xlarge" in w and "spot $23.6225/h is above" in w for w in catalog.warnings)
+    assert any("g5.48xlarge" in w and "spot $23.6225/h is at or above" in w
+               for w in catalog.warnings)
     header = (out / "azure.csv").read_text().splitlines()[0]
     assert header.startswith("# Azure GPU offers for servestack, imported by")
 
@@ -137,7 +144,7 @@ def test_import_guards_and_dry_run(tmp_path, capsys):
     assert (out / "aws.csv").read_text() == before
     assert main(["catalog", "import-skypilot", str(SAMPLES), "--cloud", "aws", "--force",
                  "--catalog-dir", str(out)]) == 0
-    assert len(rows_from_file(out / "aws.csv", DATA_DIR / "gpus.csv")) == 10
+    assert len(read_rows(out / "aws.csv", GPUS)) == 10
 
 
 @pytest.mark.parametrize("content, message", [
@@ -160,3 +167,19 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, content, messa
 def test_missing_directory_is_one_line(tmp_path, capsys):
     assert main(["catalog", "import-skypilot", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip().endswith("nope: not a directory")
+
+
+def test_a_snapshot_is_dated_by_its_last_commit_else_by_its_file(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    vms = tmp_path / "vms.csv"
+    vms.write_text("InstanceType\n")
+    os.utime(vms, (0, 0))  # 1970: a date no commit here has
+    assert snapshot_date(vms) == date.fromtimestamp(0).isoformat()  # not a git checkout
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "vms.csv"], check=True)
+    when = {"GIT_COMMITTER_DATE": "2025-09-16T12:00:00Z", "GIT_AUTHOR_DATE": "2025-09-16T12:00:00Z"}
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True,
+                   env={**os.environ, **when})
+    assert snapshot_date(vms) == "2025-09-16"
+    vms.write_text("InstanceType,Price\n")  # changed since the commit: the file's own day
+    assert snapshot_date(vms) == date.today().isoformat()

@@ -9,18 +9,10 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
-from servestack.catalog import DATA_DIR, aws_prices, gcp_prices, load_catalog
-from servestack.catalog.refresh import (
-    FetchContext,
-    Http,
-    PriceRow,
-    RefreshOptions,
-    compute_diff,
-    load_facts,
-    prepare,
-    refresh,
-    rows_from_file,
-)
+from servestack.catalog import DATA_DIR, PriceRow, aws, gcp, load_catalog, read_gpus, read_rows
+from servestack.catalog.fetching import FetchContext, RefreshOptions
+from servestack.catalog.http import Http
+from servestack.catalog.refresh import compute_diff, load_facts, prepare, refresh
 
 from servestack.cli.catalog import main
 from servestack.errors import UserError
@@ -30,11 +22,11 @@ from .fixtures.catalog import fake_api as fake
 Reply = fake.Reply
 TODAY = date.today().isoformat()
 PREVIOUS_AWS = """\
-instance_type,accelerator,accelerator_count,gpu_memory_gib,vcpus,memory_gib,region,zone,price,spot_price,source,date
-g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az1,1.0,0.3,old list,2026-01-02
-g5.xlarge,A10G,1,24,4,16,us-east-1,use1-az2,1.0,0.3,old list,2026-01-02
-g5.xlarge,A10G,1,24,4,16,us-west-2,usw2-az1,1.006,0.39,old list,2026-01-02
-p3.2xlarge,V100,1,16,8,61,us-east-1,use1-az4,3.06,0.9,old list,2026-01-02
+instance_type,accelerator,accelerator_count,gpu_memory_mib,vcpus,memory_gib,region,zone,price,spot_price,source,date
+g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az1,1.0,0.3,old list,2026-01-02
+g5.xlarge,A10G,1,24576,4,16,us-east-1,use1-az2,1.0,0.3,old list,2026-01-02
+g5.xlarge,A10G,1,24576,4,16,us-west-2,usw2-az1,1.006,0.39,old list,2026-01-02
+p3.2xlarge,V100,1,16384,8,61,us-east-1,use1-az4,3.06,0.9,old list,2026-01-02
 """
 
 
@@ -66,13 +58,16 @@ def options(api, out, **changes) -> RefreshOptions:
     return RefreshOptions(**values)
 
 
+GPUS = read_gpus(DATA_DIR / "gpus.csv")
+
+
 def table(path: Path) -> dict[tuple[str, str, str], tuple[float | None, float | None]]:
-    rows = rows_from_file(path, DATA_DIR / "gpus.csv")
+    rows = read_rows(path, GPUS)
     return {(r.instance_type, r.region, r.zone or ""): (r.price, r.spot_price) for r in rows}
 
 
 def packaged_zones(cloud: str, instance_type: str, region: str) -> list[str]:
-    rows = rows_from_file(DATA_DIR / f"{cloud}.csv", DATA_DIR / "gpus.csv")
+    rows = read_rows(DATA_DIR / f"{cloud}.csv", GPUS)
     return sorted({r.zone or "" for r in rows
                    if r.instance_type == instance_type and r.region == region}) or [""]
 
@@ -80,7 +75,7 @@ def packaged_zones(cloud: str, instance_type: str, region: str) -> list[str]:
 # --- Azure ---------------------------------------------------------------------------------------
 
 def test_azure_pages_filters_and_writes_a_loadable_catalog(api, http, out):
-    [outcome] = refresh(options(api, out, clouds=("azure",)), http)
+    [outcome] = refresh(options(api, out, clouds=("azure",)), http).outcomes
     assert outcome.written and outcome.path == out / "azure.csv"
     assert table(out / "azure.csv") == {
         ("Standard_NC24ads_A100_v4", "eastus", ""): (3.673, 0.3898),
@@ -141,7 +136,7 @@ def test_azure_regions_replace_only_those_regions_behind_the_shrink_guard(api, h
     assert all("armRegionName eq 'eastus'" in h.one("$filter")
                for h in api.hits(fake.AZURE_PATH))
     east.force = True
-    [outcome] = refresh(east, http)
+    [outcome] = refresh(east, http).outcomes
     after = table(out / "azure.csv")
     assert {k: v for k, v in after.items() if k[1] != "eastus"} == \
         {k: v for k, v in before.items() if k[1] != "eastus"}
@@ -156,7 +151,7 @@ def test_azure_regions_replace_only_those_regions_behind_the_shrink_guard(api, h
 def test_aws_offer_csv_and_spot_feed(api, http, out):
     out.mkdir()
     (out / "aws.csv").write_text(PREVIOUS_AWS)
-    [outcome] = refresh(options(api, out, clouds=("aws",)), http)
+    [outcome] = refresh(options(api, out, clouds=("aws",)), http).outcomes
     assert table(out / "aws.csv") == {
         ("g5.xlarge", "us-east-1", "use1-az1"): (1.006, 0.4025),
         ("g5.xlarge", "us-east-1", "use1-az2"): (1.006, 0.4025),
@@ -210,7 +205,7 @@ def _spot_item(instance_type, zone_id, price, minutes_ago):
 
 
 def _aws_context(http, regions=("us-east-1",)):
-    known = [PriceRow("g5.xlarge", "A10G", 1, 24, 4, 16, "us-east-1", "use1-az2", 1.0, 0.3,
+    known = [PriceRow("g5.xlarge", "A10G", 1, 24576, 4, 16, "us-east-1", "use1-az2", 1.0, 0.3,
                       "old", "2026-01-01")]
     return FetchContext(http=http, facts=load_facts("aws"), known=known,
                         regions=frozenset(regions), today=TODAY)
@@ -223,8 +218,8 @@ def test_aws_spot_price_history_gives_prices_per_zone_id(api, http):
         _spot_item("g5.xlarge", "use1-az3", "0.4500", 5),
         _spot_item("g5.48xlarge", "use1-az2", "4.5408", 5),
     ])
-    result = aws_prices.fetch(_aws_context(http), base_url=api.url, spot_mode="history",
-                              ec2_client=lambda region: client)
+    result = aws.fetch(_aws_context(http), base_url=api.url, spot_mode="history",
+                       ec2_client=lambda region: client)
     rows = {(r.instance_type, r.zone): (r.price, r.spot_price) for r in result.rows}
     assert rows == {
         ("g5.xlarge", "use1-az1"): (1.006, 0.41),
@@ -240,9 +235,9 @@ def test_aws_spot_price_history_gives_prices_per_zone_id(api, http):
 
 def test_aws_auto_spot_falls_back_to_the_public_feed(api, http):
     client = _stubbed_ec2(Exception("denied"))
-    result = aws_prices.fetch(_aws_context(http), base_url=api.url,
-                              spot_url=api.url + fake.SPOT_PATH, spot_mode="auto",
-                              ec2_client=lambda region: client)
+    result = aws.fetch(_aws_context(http), base_url=api.url,
+                       spot_url=api.url + fake.SPOT_PATH, spot_mode="auto",
+                       ec2_client=lambda region: client)
     spot = {(r.instance_type, r.zone): r.spot_price for r in result.rows}
     assert spot[("g5.xlarge", "use1-az2")] == 0.4025
     assert any("UnauthorizedOperation" in n and "public spot feed" in n for n in result.notes)
@@ -252,8 +247,8 @@ def test_aws_spot_history_errors_are_one_line(api, http):
     client = _stubbed_ec2(Exception("denied"))
     with pytest.raises(UserError, match=r"^AWS spot price history in us-east-1: .*"
                                         r"UnauthorizedOperation"):
-        aws_prices.fetch(_aws_context(http), base_url=api.url, spot_mode="history",
-                         ec2_client=lambda region: client)
+        aws.fetch(_aws_context(http), base_url=api.url, spot_mode="history",
+                  ec2_client=lambda region: client)
 
 
 def test_aws_unknown_region_and_bad_offer_file(api, http, out):
@@ -304,7 +299,7 @@ def test_gcp_needs_an_api_key_for_the_public_endpoint(http, monkeypatch):
     ctx = FetchContext(http=http, facts=load_facts("gcp"), known=[], today=TODAY)
     with pytest.raises(UserError, match="needs a Cloud Billing API key: set "
                                         "SERVESTACK_GCP_API_KEY"):
-        gcp_prices.fetch(ctx)
+        gcp.fetch(ctx)
 
 
 def test_gcp_rejected_key_is_one_line_without_the_key(api, http, out):
@@ -324,7 +319,7 @@ def test_nothing_is_written_unless_every_cloud_was_fetched(api, http, out):
 
 
 def test_dry_run_writes_nothing(api, http, out):
-    [outcome] = refresh(options(api, out, clouds=("azure",), dry_run=True), http)
+    [outcome] = refresh(options(api, out, clouds=("azure",), dry_run=True), http).outcomes
     assert not outcome.written and not out.exists()
     assert outcome.lines()[-1] == f"  would write {out / 'azure.csv'}"
 
@@ -341,18 +336,18 @@ def test_a_broken_current_file_is_only_replaced_with_force(api, http, out):
 def test_rows_the_loader_rejects_are_never_written(out):
     out.mkdir()
     (out / "aws.csv").write_text(PREVIOUS_AWS)
-    bad = PriceRow("x1.large", "B300", 8, 288.0, 96, 2048.0, "us-east-1", None, 50.0, None,
+    bad = PriceRow("x1.large", "Z999", 8, 294912, 96, 2048.0, "us-east-1", None, 50.0, None,
                    "test", TODAY)
     with pytest.raises(UserError, match=r"aws: the new catalog does not load, nothing written: "
                                         r"new aws.csv:\d+: column accelerator: unknown GPU "
-                                        r"'B300'"):
+                                        r"'Z999'"):
         prepare("aws", out, [bad], ["test"], force=True)
     assert (out / "aws.csv").read_text() == PREVIOUS_AWS
 
 
 def test_diff_reports_changes_beyond_the_threshold_only():
     def row(price, spot, zone="use1-az1", instance_type="g5.xlarge"):
-        return PriceRow(instance_type, "A10G", 1, 24, 4, 16, "us-east-1", zone, price, spot,
+        return PriceRow(instance_type, "A10G", 1, 24576, 4, 16, "us-east-1", zone, price, spot,
                         "s", TODAY)
 
     diff = compute_diff([row(1.0, 0.4), row(2.0, None, instance_type="g5.2xlarge")],
@@ -398,14 +393,44 @@ def test_cli_errors_are_one_line_with_exit_code_2(api, out, tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
-def test_missing_gcp_key_fails_before_any_download(api, http, out, monkeypatch):
+def _without_gcp_key(monkeypatch):
     for name in ("SERVESTACK_GCP_API_KEY", "GOOGLE_API_KEY", "SERVESTACK_GCP_BILLING_URL"):
         monkeypatch.delenv(name, raising=False)
-    everything = options(api, out, gcp_api_key=None)
-    everything.urls = {**everything.urls, "gcp": None}
+
+
+def test_gcp_alone_without_a_key_fails_before_any_download(api, http, out, monkeypatch):
+    _without_gcp_key(monkeypatch)
+    gcp_only = options(api, out, clouds=("gcp",), gcp_api_key=None)
+    gcp_only.urls = {**gcp_only.urls, "gcp": None}
     with pytest.raises(UserError, match="SERVESTACK_GCP_API_KEY"):
-        refresh(everything, http)
+        refresh(gcp_only, http)
     assert api.requests == []
+
+
+def test_without_a_gcp_key_the_other_clouds_are_refreshed_and_gcp_skipped(api, http, out,
+                                                                         monkeypatch):
+    _without_gcp_key(monkeypatch)
+    everything = options(api, out, gcp_api_key=None, dry_run=True)
+    everything.urls = {**everything.urls, "gcp": None}
+    refreshed = refresh(everything, http)
+    assert [o.cloud for o in refreshed.outcomes] == ["aws", "azure"]
+    assert refreshed.skipped == ["gcp: skipped: GCP refresh needs a Cloud Billing API key: set "
+                                 "SERVESTACK_GCP_API_KEY (or refresh only --cloud aws / --cloud "
+                                 "azure)"]
+    assert not api.hits(fake.GCP_PATH) and not out.exists()
+
+
+def test_cli_dry_run_without_a_gcp_key_says_gcp_was_skipped(api, out, tmp_path, capsys,
+                                                            monkeypatch):
+    _without_gcp_key(monkeypatch)
+    monkeypatch.setenv("SERVESTACK_AZURE_PRICES_URL", api.url + fake.AZURE_PATH)
+    monkeypatch.setenv("SERVESTACK_AWS_PRICING_URL", api.url)
+    monkeypatch.setenv("SERVESTACK_AWS_SPOT_URL", api.url + fake.SPOT_PATH)
+    assert main(_cli_args(api, out, tmp_path, "--dry-run", "--aws-spot", "feed")) == 0
+    printed = capsys.readouterr().out
+    assert f"would write {out / 'aws.csv'}" in printed
+    assert f"would write {out / 'azure.csv'}" in printed
+    assert "gcp: skipped: GCP refresh needs a Cloud Billing API key" in printed
 
 
 def test_unwritable_catalog_folder_is_one_line(api, http, tmp_path):
@@ -413,3 +438,17 @@ def test_unwritable_catalog_folder_is_one_line(api, http, tmp_path):
     blocker.write_text("a file where the catalog folder should be")
     with pytest.raises(UserError, match=f"cannot write the catalog in {blocker}"):
         refresh(options(api, blocker, clouds=("azure",)), http)
+
+
+def test_refresh_writes_the_user_catalog_never_the_package(api, http, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("SERVESTACK_CATALOG_DIR", raising=False)
+    shipped = (DATA_DIR / "azure.csv").read_text()
+    # the shipped file has many more rows than the fake API: --force passes the shrink guard
+    [outcome] = refresh(options(api, None, clouds=("azure",), force=True), http).outcomes
+    assert outcome.path == tmp_path / "data" / "servestack" / "catalog" / "azure.csv"
+    assert outcome.written and (DATA_DIR / "azure.csv").read_text() == shipped
+    assert outcome.diff.before == len(table(DATA_DIR / "azure.csv"))  # diffed with the file in use
+    catalog = load_catalog()  # written today: newer than the shipped file, so it is used
+    assert catalog.files["azure"].origin == "user"
+    assert catalog.files["aws"].path == DATA_DIR / "aws.csv"

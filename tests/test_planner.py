@@ -87,9 +87,9 @@ def test_model_that_does_not_fit_is_dropped(write_spec):
 
 def test_tensor_parallel_must_divide_heads():
     facts = models.lookup("mistralai/Mixtral-8x7B-Instruct-v0.1")
-    assert not models.check_fit(facts, 80, 3).ok
-    assert "does not divide" in models.check_fit(facts, 80, 3).reason
-    assert models.check_fit(facts, 80, 2).ok
+    assert not models.check_fit(facts, 80 * 1024, 3).ok
+    assert "does not divide" in models.check_fit(facts, 80 * 1024, 3).reason
+    assert models.check_fit(facts, 80 * 1024, 2).ok
 
 
 def test_mixtral_facts_from_its_architecture():

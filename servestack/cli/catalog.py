@@ -5,8 +5,11 @@
     servestack catalog show [--cloud ...]
     servestack catalog validate [--max-age-days N] [--strict]
 
-All take --catalog-dir (default: SERVESTACK_CATALOG_DIR, else the catalog shipped with
-servestack). Bad input and unreachable price sources end in one line and exit code 2.
+refresh and import write the user catalog: --catalog-dir, else SERVESTACK_CATALOG_DIR, else
+$XDG_DATA_HOME/servestack/catalog (~/.local/share/servestack/catalog); never the installed
+package. show and validate read what `plan` reads: that folder when named, else per cloud the
+newer of the user's file and the shipped one. Bad input and unreachable price sources end in one
+line and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from pathlib import Path
 from servestack.catalog import (
     CLOUD_TITLES,
     CLOUDS,
+    STALE_DAYS,
     Catalog,
     CatalogError,
-    catalog_dir,
+    CloudFile,
+    PriceRow,
+    cloud_rows,
     load_catalog,
-    price_warnings,
+    load_gpus,
+    user_dir,
 )
 from servestack.errors import UserError
 
 EXIT_OK, EXIT_WARNINGS = 0, 1
-DEFAULT_MAX_AGE_DAYS = 14
 EXAMPLES_PER_KIND = 5
 
 
@@ -96,7 +102,9 @@ def _register_refresh(commands) -> None:
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    from servestack.catalog.refresh import Http, Progress, RefreshOptions, refresh
+    from servestack.catalog.fetching import RefreshOptions
+    from servestack.catalog.http import Http, Progress
+    from servestack.catalog.refresh import refresh
 
     http = Http(timeout=args.timeout, retries=args.retries, cache_dir=args.cache_dir,
                 cache_ttl_hours=args.cache_ttl, progress=Progress(enabled=not args.quiet))
@@ -106,8 +114,10 @@ def run_refresh(args: argparse.Namespace) -> int:
         threshold_pct=args.threshold, aws_spot=args.aws_spot, aws_format=args.aws_format,
         urls={"aws": args.aws_pricing_url, "aws_spot": args.aws_spot_url,
               "gcp": args.gcp_billing_url, "azure": args.azure_prices_url})
-    outcomes = _catalog_errors(refresh, options, http)
-    _print_outcomes(outcomes, args.changes)
+    refreshed = _catalog_errors(refresh, options, http)
+    _print_outcomes(refreshed.outcomes, args.changes)
+    for line in refreshed.skipped:
+        print(line)
     return EXIT_OK
 
 
@@ -126,15 +136,15 @@ def _register_import(commands) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from servestack.catalog import load_gpus
-    from servestack.catalog.refresh import gpus_path, load_facts, prepare, write_outcomes
+    from servestack.catalog import provider
+    from servestack.catalog.refresh import load_facts, prepare, write_outcomes
     from servestack.catalog.skypilot_import import find_files, import_file
 
-    directory = catalog_dir(args.catalog_dir)
-    gpus = _catalog_errors(load_gpus, gpus_path(directory))
+    directory = user_dir(args.catalog_dir)
+    gpus = _catalog_errors(load_gpus, directory)
     outcomes = []
     for cloud, path in find_files(args.dir, args.cloud).items():
-        result = import_file(cloud, path, load_facts(cloud), gpus)
+        result = import_file(provider(cloud), path, load_facts(cloud), gpus)
         header = _import_header(cloud, result.source, path)
         outcomes.append(prepare(cloud, directory, result.rows, header, force=args.force,
                                 threshold_pct=args.threshold, notes=result.notes))
@@ -149,8 +159,8 @@ def _import_header(cloud: str, source: str, path: Path) -> list[str]:
     return [
         f"{CLOUD_TITLES[cloud]} GPU offers for servestack, imported by `servestack catalog "
         f"import-skypilot` at {stamp} from {path.name} ({path.parent.name}/).",
-        f"Source: {source}. date = the day that file was last written, not when its prices "
-        "were sampled.",
+        f"Source: {source}. date = the day of the last commit of that file (else the day it was "
+        "last written), not when its prices were sampled.",
         "AWS zones are availability-zone IDs as SkyPilot records them; GCP bundled machine "
         "types = SkyPilot host row + GPU row of the same zone; empty price = none in the source.",
     ]
@@ -159,17 +169,17 @@ def _import_header(cloud: str, source: str, path: Path) -> list[str]:
 # --- show / validate -----------------------------------------------------------------------------
 
 def _register_show(commands) -> None:
-    parser = commands.add_parser("show", help="rows, regions, GPUs and age per cloud")
+    parser = commands.add_parser("show", help="which file each cloud uses, its rows and age")
     parser.add_argument("--cloud", choices=CLOUDS)
-    parser.add_argument("--catalog-dir", help="the catalog folder")
+    parser.add_argument("--catalog-dir", help="read only this catalog folder")
     parser.set_defaults(handler=run_show)
 
 
 def _register_validate(commands) -> None:
-    parser = commands.add_parser("validate", help="load the catalog and list its warnings")
-    parser.add_argument("--catalog-dir", help="the catalog folder")
-    parser.add_argument("--max-age-days", type=_count, default=DEFAULT_MAX_AGE_DAYS,
-                        help=f"older prices are stale (default {DEFAULT_MAX_AGE_DAYS})")
+    parser = commands.add_parser("validate", help="load the catalog and list what looks wrong")
+    parser.add_argument("--catalog-dir", help="read only this catalog folder")
+    parser.add_argument("--max-age-days", type=_count, default=STALE_DAYS,
+                        help=f"older prices are stale (default {STALE_DAYS})")
     parser.add_argument("--all", action="store_true", help="every warning, not a few per kind")
     parser.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
     parser.set_defaults(handler=run_validate)
@@ -177,68 +187,68 @@ def _register_validate(commands) -> None:
 
 @dataclass
 class CloudSummary:
-    cloud: str
-    path: Path
-    rows: int = 0
+    file: CloudFile
+    rows: list[PriceRow]
     offers: int = 0
-    regions: int = 0
-    zones: int = 0
     gpus: list[str] = field(default_factory=list)
-    newest: str | None = None
-    age_days: int | None = None
-    sources: Counter = field(default_factory=Counter)
-    no_price: list[str] = field(default_factory=list)  # rows without an on-demand price
-    spot_above: list[str] = field(default_factory=list)  # rows whose spot beats on-demand
+
+    @property
+    def cloud(self) -> str:
+        return self.file.cloud
 
     @property
     def exists(self) -> bool:
-        return self.path.exists()
+        return self.file.path.exists()
+
+    def age_days(self, today: date) -> int | None:
+        """Days since the oldest price in use."""
+        return (today - date.fromisoformat(self.file.oldest)).days if self.file.oldest else None
 
 
-def summarize(directory: str | Path | None = None, clouds: tuple[str, ...] = CLOUDS,
-              today: date | None = None) -> tuple[Catalog, list[CloudSummary]]:
-    """Load the catalog (raising UserError if it is broken) and describe each cloud file."""
-    from servestack.catalog import load_gpus, read_rows
-
-    base = catalog_dir(directory)
-    catalog = _catalog_errors(load_catalog, base, clouds)
-    gpus = _catalog_errors(load_gpus, base / "gpus.csv")
-    today = today or date.today()
+def summarize(directory: str | Path | None = None,
+              clouds: tuple[str, ...] = CLOUDS) -> tuple[Catalog, list[CloudSummary]]:
+    """Load the catalog (raising UserError if it is broken) and describe each cloud's file."""
+    catalog = _catalog_errors(load_catalog, directory, clouds)
     summaries = []
     for cloud in clouds:
-        summary = CloudSummary(cloud, base / f"{cloud}.csv")
-        if summary.exists:
-            rows = _catalog_errors(read_rows, summary.path, gpus)
-            _fill(summary, rows, [o for o in catalog.offers if o.cloud == cloud], today)
-        summaries.append(summary)
+        file, rows = _catalog_errors(cloud_rows, cloud, catalog.gpus, directory)
+        offers = [o for o in catalog.offers if o.cloud == cloud]
+        summaries.append(CloudSummary(file, rows, len(offers),
+                                      sorted({o.accelerator for o in offers})))
     return catalog, summaries
 
 
 def run_show(args: argparse.Namespace) -> int:
     clouds = (args.cloud,) if args.cloud else CLOUDS
     _, summaries = summarize(args.catalog_dir, clouds)
-    print(f"catalog: {catalog_dir(args.catalog_dir)}")
-    table = [("CLOUD", "ROWS", "OFFERS", "REGIONS", "ZONES", "NEWEST", "AGE", "GPUS")]
+    today = date.today()
+    table = [("CLOUD", "FROM", "ROWS", "OFFERS", "REGIONS", "ZONES", "PRICES AS OF", "AGE",
+              "GPUS")]
     for s in summaries:
         if not s.exists:
-            table.append((CLOUD_TITLES[s.cloud], "-", "-", "-", "-", "-", "-", "(no file)"))
+            table.append((CLOUD_TITLES[s.cloud], "-", "-", "-", "-", "-", "-", "-", "(no file)"))
             continue
-        table.append((CLOUD_TITLES[s.cloud], str(s.rows), str(s.offers), str(s.regions),
-                      str(s.zones), s.newest or "-", _age(s.age_days), ", ".join(s.gpus)))
+        table.append((CLOUD_TITLES[s.cloud], s.file.origin, str(len(s.rows)), str(s.offers),
+                      str(len({r.region for r in s.rows})),
+                      str(len({r.zone for r in s.rows if r.zone})), _dates(s.file),
+                      _age(s.age_days(today)), ", ".join(s.gpus)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for row in table:
-        cells = [c.rjust(w) if 0 < i < 5 else c.ljust(w) for i, (c, w) in
+        cells = [c.rjust(w) if 1 < i < 6 else c.ljust(w) for i, (c, w) in
                  enumerate(zip(row, widths, strict=False))]
         print("  ".join([*cells, row[-1]]).rstrip())
     for s in summaries:
-        for source, count in s.sources.most_common(3):
-            print(f"{s.cloud} source ({count} rows): {source}")
+        print(f"{s.cloud}: {s.file.path}" if s.exists else f"{s.cloud}: no file")
+        for source, count in Counter(r.source for r in s.rows).most_common(3):
+            print(f"  source ({count} rows): {source}")
+    if not args.catalog_dir:
+        print(f"user catalog (written by `catalog refresh`): {user_dir()}")
     return EXIT_OK
 
 
 def run_validate(args: argparse.Namespace) -> int:
     catalog, summaries = summarize(args.catalog_dir)
-    warnings = validation_warnings(summaries, args.max_age_days)
+    warnings = validation_warnings(summaries, catalog, args.max_age_days)
     limit = None if args.all else EXAMPLES_PER_KIND
     for kind, items in warnings.items():
         print(f"{kind}: {len(items)}")
@@ -247,49 +257,43 @@ def run_validate(args: argparse.Namespace) -> int:
         if limit is not None and len(items) > limit:
             print(f"  ... and {len(items) - limit} more (--all lists them)")
     count = sum(len(v) for v in warnings.values())
-    rows = sum(s.rows for s in summaries)
+    rows = sum(len(s.rows) for s in summaries)
     files = sum(1 for s in summaries if s.exists)
     verdict = "catalog OK" if not count else f"catalog loads with {count} warning(s)"
     print(f"{verdict}: {files} cloud file(s), {rows} rows, {len(catalog.offers)} offers")
     return EXIT_WARNINGS if count and args.strict else EXIT_OK
 
 
-def validation_warnings(summaries: list[CloudSummary], max_age_days: int) -> dict[str, list[str]]:
-    """Warnings grouped by kind: missing files, spot above on-demand, missing prices, stale."""
-    kinds = {
-        "missing files": [f"{s.path}: missing; no {CLOUD_TITLES[s.cloud]} offers planned"
-                          for s in summaries if not s.exists],
-        "spot above on-demand": [w for s in summaries for w in s.spot_above],
-        "rows without an on-demand price": [f"{s.cloud}: {where}" for s in summaries
-                                            for where in s.no_price],
-        "stale files": [f"{s.cloud}.csv: newest price is from {s.newest}, {s.age_days} days "
-                        f"old (more than {max_age_days}); run `servestack catalog refresh`"
-                        for s in summaries
-                        if s.age_days is not None and s.age_days > max_age_days],
-    }
-    return {kind: items for kind, items in kinds.items() if items}
+def validation_warnings(summaries: list[CloudSummary], catalog: Catalog,
+                        max_age_days: int = STALE_DAYS,
+                        today: date | None = None) -> dict[str, list[str]]:
+    """Warnings grouped by kind, over every cloud: missing files, then checks.findings."""
+    from servestack.catalog.checks import findings
+
+    kinds: dict[str, list[str]] = {}
+    missing = [f"{s.file.path}: missing; no {CLOUD_TITLES[s.cloud]} offers planned"
+               for s in summaries if not s.exists]
+    if missing:
+        kinds["missing files"] = missing
+    for s in summaries:
+        found = findings(s.file, s.rows, catalog.gpus, today, max_age_days)
+        for kind, lines in found.items():
+            kinds.setdefault(kind, []).extend(lines)
+    return kinds
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _fill(summary: CloudSummary, rows, offers, today: date) -> None:
-    summary.rows = len(rows)
-    summary.offers = len(offers)
-    summary.regions = len({r.region for r in rows})
-    summary.zones = len({r.zone for r in rows if r.zone})
-    summary.gpus = sorted({o.accelerator for o in offers})
-    summary.sources = Counter(r.source for r in rows)
-    summary.no_price = [f"{r.where}: {r.instance_type} in {r.zone or r.region}"
-                        for r in rows if r.price is None]
-    summary.spot_above = price_warnings(summary.cloud, rows)
-    if rows:
-        summary.newest = max(r.date for r in rows)
-        summary.age_days = (today - date.fromisoformat(summary.newest)).days
+def _dates(file: CloudFile) -> str:
+    if file.oldest == file.newest:
+        return file.newest or "-"
+    return f"{file.oldest}..{file.newest}"
 
 
 def _common_write_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog-dir", help="the catalog folder to write (default: "
-                                              "SERVESTACK_CATALOG_DIR, else the shipped one)")
+                                              "SERVESTACK_CATALOG_DIR, else "
+                                              "$XDG_DATA_HOME/servestack/catalog)")
     parser.add_argument("--force", action="store_true",
                         help="write even an empty or much smaller catalog")
     parser.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")

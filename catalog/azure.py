@@ -1,20 +1,35 @@
-"""Azure VM prices from the Azure Retail Prices API (public, no credentials).
+"""Azure: what the catalog knows of Azure VMs, their zones, and how their prices are fetched.
+
+Offers: one per row of azure.csv. Azure prices per region, so rows have no zone; each offer
+carries its region's numbered availability zones (azure_zones.csv, read here and nowhere else)
+so the planner and the deploy loop see them. `azure_zones(region)` answers the same question.
+
+Prices come from the Azure Retail Prices API (public, no credentials).
 
 One OData `$filter` per batch of VM sizes from instances.csv (Linux pay-as-you-go and Spot
 meters, every region unless --regions), paged with `NextPageLink` until it is null. A meter whose
 skuName or meterName contains "Spot" is the Spot price; Windows products, Low Priority meters,
-DevTest prices and anything not billed per hour are skipped. Azure prices per region: no zones.
+DevTest prices and anything not billed per hour are skipped.
+
+Not here: reading and writing the cloud files (files.py), the guarded write (refresh.py).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from servestack.errors import UserError
 
-from .refresh import FetchContext, FetchResult, Http, PriceRow
+from .base import Gpu, Offer, PriceRow
+from .fetching import FetchContext, FetchResult, RefreshOptions
+from .files import DATA_DIR, records
+from .skypilot_import import COLUMNS, ImportContext, SkyLine, vm_rows
+
+if TYPE_CHECKING:
+    from .http import Http
 
 PRICES_URL = "https://prices.azure.com/api/retail/prices"
 ENV_URL = "SERVESTACK_AZURE_PRICES_URL"
@@ -22,6 +37,41 @@ SOURCE = "Azure Retail Prices API (prices.azure.com/api/retail/prices), Linux co
 SKUS_PER_QUERY = 15  # armSkuName clauses per $filter, keeps the URL short
 MAX_PAGES = 1000
 HOURLY_UNIT = "1 Hour"
+
+
+ZONES_FILE = DATA_DIR / "azure_zones.csv"
+
+
+class Azure:
+    name: str = "azure"
+    spot_per_zone: bool = False
+    skypilot_columns: tuple[str, ...] = COLUMNS
+
+    def offers(self, rows: list[PriceRow], gpus: dict[str, Gpu]) -> list[Offer]:
+        return [Offer.from_row(self.name, row, azure_zones(row.region)) for row in rows]
+
+    def missing_credentials(self, options: RefreshOptions) -> str | None:
+        return None  # the Retail Prices API is public
+
+    def fetch(self, ctx: FetchContext, options: RefreshOptions) -> FetchResult:
+        return fetch(ctx, base_url=options.urls.get("azure"))
+
+    def import_skypilot(self, lines: list[SkyLine], ctx: ImportContext) -> list[PriceRow]:
+        return vm_rows(lines, ctx, keep_zone=False)  # SkyPilot's Azure zones are not priced
+
+
+PROVIDER = Azure()
+
+
+def azure_zones(region: str) -> tuple[str, ...]:
+    """The availability zones ("1", "2", "3") of an Azure region; () where it has none."""
+    return _zone_table().get(region, ())
+
+
+@cache
+def _zone_table() -> dict[str, tuple[str, ...]]:
+    return {r["region"].strip(): tuple(r["zones"].split())
+            for _, r in records(ZONES_FILE, ("region", "zones"))}
 
 
 def resolve_url(flag: str | None = None) -> str:
@@ -40,8 +90,8 @@ def fetch(ctx: FetchContext, base_url: str | None = None) -> FetchResult:
     for (sku, region), quote in sorted(prices.items()):
         if not ctx.wants(region):
             continue
-        rows.append(PriceRow.from_fact(ctx.facts[sku], region, None, quote.price, quote.spot,
-                                       SOURCE, ctx.today))
+        rows.append(PriceRow.priced(ctx.facts[sku], region, None, quote.price, quote.spot,
+                                    SOURCE, ctx.today))
     notes = [f"{len(items)} price meters read"]
     unpriced = sorted(set(names) - {sku for sku, _ in prices})
     if unpriced:

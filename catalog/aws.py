@@ -1,4 +1,9 @@
-"""AWS EC2 prices: on-demand from the public Price List bulk API, spot from a public source.
+"""AWS: what the catalog knows of EC2, and how its prices are fetched.
+
+Offers: one per row of aws.csv; zones are availability-zone IDs (use1-az1), and spot is priced
+per zone, so the planner keeps spot candidates per zone. SkyPilot's vms.csv lines are whole VMs.
+
+Prices: on-demand from the public Price List bulk API, spot from a public source.
 
 On-demand: `{base}/offers/v1.0/aws/AmazonEC2/current/region_index.json` names each region's
 current offer file; each is downloaded once (cached, with progress) and read for Linux, shared
@@ -15,6 +20,8 @@ Spot (`--aws-spot`):
 - none: no spot prices.
 Zone IDs come from spot history, else from the current catalog; with none known the row is
 priced for the region with an empty zone.
+
+Not here: reading and writing the CSV files (files.py), the guarded write (refresh.py).
 """
 
 from __future__ import annotations
@@ -26,11 +33,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servestack.errors import UserError
 
-from .refresh import FetchContext, FetchResult, Http, PriceRow
+from .base import Gpu, Offer, PriceRow
+from .fetching import FetchContext, FetchResult, RefreshOptions
+from .skypilot_import import COLUMNS, ImportContext, SkyLine, vm_rows
+
+if TYPE_CHECKING:
+    from .http import Http
 
 PRICING_URL = "https://pricing.us-east-1.amazonaws.com"
 ENV_URL = "SERVESTACK_AWS_PRICING_URL"
@@ -77,6 +89,28 @@ SPOT_PRODUCT = "Linux/UNIX"
 PROGRESS_ROWS = 200_000
 
 ClientFactory = Callable[[str], Any]
+
+
+class Aws:
+    name: str = "aws"
+    spot_per_zone: bool = True  # EC2 spot prices differ per availability zone
+    skypilot_columns: tuple[str, ...] = (*COLUMNS, "AvailabilityZone")
+
+    def offers(self, rows: list[PriceRow], gpus: dict[str, Gpu]) -> list[Offer]:
+        return [Offer.from_row(self.name, row) for row in rows]
+
+    def missing_credentials(self, options: RefreshOptions) -> str | None:
+        return None  # the price lists are public; spot history falls back to the public feed
+
+    def fetch(self, ctx: FetchContext, options: RefreshOptions) -> FetchResult:
+        return fetch(ctx, base_url=options.urls.get("aws"), spot_url=options.urls.get("aws_spot"),
+                     spot_mode=options.aws_spot, offer_format=options.aws_format)
+
+    def import_skypilot(self, lines: list[SkyLine], ctx: ImportContext) -> list[PriceRow]:
+        return vm_rows(lines, ctx, keep_zone=True)
+
+
+PROVIDER = Aws()
 
 
 def resolve_url(flag: str | None = None) -> str:
@@ -139,12 +173,13 @@ def _rows(ctx: FetchContext, regions: list[str], on_demand: dict[str, dict[str, 
         for region in regions:
             price = on_demand.get(region, {}).get(name)
             zones = set(z for z in ctx.zones(name, region) if z) | spot.zones(name, region)
-            for zone in sorted(zones) or [None]:
+            places: list[str | None] = [*sorted(zones)] or [None]  # None: priced per region
+            for zone in places:
                 spot_price = spot.price(name, region, zone)
                 if price is None and spot_price is None:
                     continue
-                rows.append(PriceRow.from_fact(fact, region, zone, price, spot_price, source,
-                                               ctx.today))
+                rows.append(PriceRow.priced(fact, region, zone, price, spot_price, source,
+                                            ctx.today))
     return rows
 
 
@@ -286,8 +321,9 @@ def _parse_spot_feed(data: Any) -> dict[str, dict[str, float]]:
 def _feed_price(size: dict[str, Any]) -> float | None:
     for column in size.get("valueColumns") or []:
         if column.get("name") == "linux":
+            usd = (column.get("prices") or {}).get("USD")
             try:
-                value = float((column.get("prices") or {}).get("USD"))
+                value = float(usd) if usd is not None else 0.0
             except (TypeError, ValueError):
                 return None  # "N/A*" and the like
             return value if value > 0 else None
