@@ -167,7 +167,7 @@ class Place:
     offers: list[Offer]
     price: float | None = None
     spot_price: float | None = None
-    zones: tuple[str, ...] = ()  # the offers' own zones
+    zones: tuple[str, ...] = ()  # the offers' own zones, or where region-priced ones may go
     date: str = ""
 
     @property
@@ -182,12 +182,12 @@ class Place:
         if len(offers) == 1:  # most places (every region-priced one): no sums to make
             only = offers[0]
             self.price, self.spot_price, self.date = only.price, only.spot_price, only.date
-            self.zones = (only.zone,) if only.zone else ()
+            self.zones = (only.zone,) if only.zone else only.zones
             return self
         self.price = min([o.price for o in offers if o.price is not None], default=None)
         self.spot_price = min([o.spot_price for o in offers if o.spot_price is not None],
                               default=None)
-        self.zones = tuple(sorted({o.zone for o in offers if o.zone}))
+        self.zones = tuple(sorted({z for o in offers for z in ((o.zone,) if o.zone else o.zones)}))
         self.date = min([o.date for o in offers])
         return self
 

@@ -183,7 +183,9 @@ def probes(cloud: Cloud, clock: SimClock, replicas: int = 2, named: bool = True)
     return factory
 
 
-INPUTS = load_inputs(None)
+# The frozen test catalog (see its README): candidate order here does not move with refreshes.
+FROZEN_CATALOG = str(Path(__file__).parent / "fixtures" / "catalog" / "frozen")
+INPUTS = load_inputs(None, catalog_dir=FROZEN_CATALOG)
 PLAN = plan(INPUTS.spec, INPUTS.catalog, INPUTS.facts, model=INPUTS.model)
 C = {c.id: c for c in PLAN.candidates}
 GCP1, GCP2, GCP3 = (c.id for c in PLAN.candidates[:3])  # a2-ultragpu-2g: us-central1, eu-west4..

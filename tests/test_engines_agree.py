@@ -25,6 +25,7 @@ from servestack.deployment.model import Deployment, NetworkPlan
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import Recording, record
 from servestack.terraform import escape, render, tfvars
+from tests.fakes import FROZEN_CATALOG
 
 TOKEN = "hf_EnginesAgreeTestToken0123456789"
 CLIENTS = ("198.51.100.0/24", "192.0.2.0/24")
@@ -33,7 +34,7 @@ SSH_FROM = ("203.0.113.0/24",)
 
 @cache
 def planned(cloud: str, spot: bool) -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud=cloud, spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model,

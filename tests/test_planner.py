@@ -157,4 +157,11 @@ def test_skypilot_mixtral_groups_match_its_published_shape():
     assert {("gcp", "A100-80GB:2"), ("azure", "A100-80GB:2"), ("aws", "L4:8"),
             ("aws", "A10G:8"), ("gcp", "L4:8")} <= groups
     best = result.candidates[0]
-    assert (best.cloud, best.instance_type) == ("gcp", "a2-ultragpu-2g")
+    # Azure's 2 x A100 80GB at its list price (7.346 $/h in eastus) wins now: GCP's
+    # a2-ultragpu-2g rested on a per-GPU price below its own spot price, which the catalog
+    # rebuild dropped (see catalog/gcp.csv's header).
+    assert (best.cloud, best.instance_type, best.region) == \
+        ("azure", "Standard_NC48ads_A100_v4", "eastus")
+    assert best.price_per_hour == pytest.approx(7.346, abs=0.001)
+    gcp = [c for c in result.candidates if c.instance_type == "a2-ultragpu-2g"]
+    assert gcp and all(c.region != "us-central1" for c in gcp)

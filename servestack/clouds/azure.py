@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cache
 from typing import Any
 
-from servestack.catalog import DATA_DIR, records
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import (
     Deployment,
@@ -102,14 +100,6 @@ class Azure(Cloud):
         return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku,
                         version=version)
 
-    def zones_for(self, c: Offered) -> tuple[str, ...]:
-        """Every zone of the region (the catalog prices Azure per region), or none where the
-        region has no zones. A size the subscription cannot get in one of them makes Azure
-        refuse the scale set (SkuNotAvailable), a capacity failure like any other."""
-        if c.zone or c.zones:
-            return super().zones_for(c)
-        return region_zones().get(c.region, ())
-
     def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
         # Key Vault names: 3-24 characters, letters and digits, global across Azure.
         vault = f"ss{service.replace('-', '')[:14]}{digest(f'{service}/{candidate_id}')}"
@@ -134,13 +124,6 @@ class Azure(Cloud):
 
 
 CLOUD = Azure()
-
-
-@cache
-def region_zones() -> dict[str, tuple[str, ...]]:
-    """Region -> availability zones, from catalog/azure_zones.csv."""
-    return {r["region"].strip(): tuple(r["zones"].split())
-            for _, r in records(DATA_DIR / "azure_zones.csv", ("region", "zones"))}
 
 
 # Names of the balancer's parts (one of each), as the rules reference them.

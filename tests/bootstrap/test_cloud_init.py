@@ -21,6 +21,7 @@ from servestack.deployment.build import build_deployment
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from servestack.planner import plan
+from tests.fakes import FROZEN_CATALOG
 
 GOLDEN = Path(__file__).parent / "golden"
 SKYPILOT_SPEC = Path("/work/shared/specs/skypilot-mixtral-serve.yaml")
@@ -42,14 +43,14 @@ def _deployments(inputs) -> dict:
 @pytest.fixture(scope="module")
 def mixtral():
     """One Deployment per cloud: the first candidate of each in the embedded Mixtral plan."""
-    return _deployments(load_inputs(None))
+    return _deployments(load_inputs(None, catalog_dir=FROZEN_CATALOG))
 
 
 @pytest.fixture(scope="module")
 def skypilot():
     if not SKYPILOT_SPEC.exists():
         pytest.skip(f"{SKYPILOT_SPEC} is not on this machine")
-    return _deployments(load_inputs(str(SKYPILOT_SPEC)))["aws"]
+    return _deployments(load_inputs(str(SKYPILOT_SPEC), catalog_dir=FROZEN_CATALOG))["aws"]
 
 
 def _settings(document: str) -> dict:
@@ -107,7 +108,7 @@ def test_secret_fetch_per_cloud(mixtral, cloud, needles):
 def test_no_token_in_document(write_spec):
     spec = Path(__file__).resolve().parents[2] / "servestack" / "examples" / "mixtral.yaml"
     text = spec.read_text().replace("HF_TOKEN: null", f"HF_TOKEN: {json.dumps(TOKEN)}")
-    inputs = load_inputs(str(write_spec(text)))
+    inputs = load_inputs(str(write_spec(text)), catalog_dir=FROZEN_CATALOG)
     assert inputs.spec.secret_values  # the spec really carries the value
     for d in _deployments(inputs).values():
         doc = render_cloud_init(d)
@@ -413,7 +414,7 @@ def test_default_command_names_the_replica_for_the_deploy_loop():
     from servestack.inputs import load_inputs
     from servestack.planner import plan
 
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     result = plan(inputs.spec, inputs.catalog, inputs.facts, model=inputs.model)
     d = replace(build_deployment(inputs.spec, result.candidates[0], result.candidates,
                                  model=inputs.model), run=None, setup=None)

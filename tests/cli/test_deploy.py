@@ -14,7 +14,17 @@ from servestack.cli.options import DeployRequest
 from servestack.deploy.journal import Journal, ServiceLock
 from servestack.inputs import load_inputs
 from servestack.pulumi.generate import generate
-from tests.fakes import GCP1, GCP2, PLAN, Cloud, ReplayEngine, SimClock, Step, probes
+from tests.fakes import (
+    FROZEN_CATALOG,
+    GCP1,
+    GCP2,
+    PLAN,
+    Cloud,
+    ReplayEngine,
+    SimClock,
+    Step,
+    probes,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,7 +57,8 @@ class World:
         return engine
 
     def run(self, *argv: str) -> int:
-        return main([*argv, "--state-dir", str(self.state)])
+        plans = ["--catalog-dir", FROZEN_CATALOG] if argv[0] == "deploy" else []
+        return main([*argv, "--state-dir", str(self.state), *plans])
 
 
 def test_defaults_and_options():
@@ -118,7 +129,7 @@ def test_deploy_json_and_exhausted_exit_code(world_factory, capsys):
 
 
 def test_deploy_a_generated_stack_starts_with_its_candidate(world_factory, tmp_path, capsys):
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     chosen = PLAN.candidates[5]
     generate(inputs, PLAN, rank=None, pick=chosen.id, stack="prod", stacks_dir=str(tmp_path),
              allow_cidrs=["203.0.113.0/24"], ssh_cidrs=[], gcp_project=None)

@@ -19,7 +19,7 @@ def test_plan_mixtral_candidates_table(run_cli):
     for column in ("INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "CHOSEN"):
         assert column in header
     chosen = [line for line in lines if "\u2714" in line]
-    assert len(chosen) == 1 and "a2-ultragpu-2g" in chosen[0]
+    assert len(chosen) == 1 and "Standard_NC48ads_A100_v4" in chosen[0]
 
 
 def test_plan_mixtral_json_is_the_documented_contract(run_cli):

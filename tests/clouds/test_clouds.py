@@ -126,10 +126,10 @@ def test_gcp_capacity_errors_name_a_zone_the_candidate_can_do_without():
     assert gcp.zone_in_error("zones/us-east1-b/...", a2) is None  # not one of its zones
 
 
-def test_azure_zones_come_from_the_region_table():
+def test_a_group_uses_the_zones_its_candidate_carries():
     azure = clouds.get("azure")
-    nd = Placed("azure", "eastus", "Standard_ND96asr_v4", "A100", 8)
-    assert azure.zones_for(nd) == ("1", "2", "3")
+    nd = Placed("azure", "eastus", "Standard_ND96asr_v4", "A100", 8, zones=("1", "2", "3"))
+    assert azure.zones_for(nd) == ("1", "2", "3")  # the catalog gave the region's zones
     assert azure.zones_for(Placed("azure", "eastus", "x", "A100", 1, zone="2")) == ("2",)
 
 

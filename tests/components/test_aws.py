@@ -21,6 +21,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
+from tests.fakes import FROZEN_CATALOG
 
 AWS_CLOUD = clouds.get("aws")
 
@@ -40,7 +41,7 @@ PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 
 @cache
 def _planned(spot: bool) -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="aws", spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model)

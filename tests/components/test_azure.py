@@ -9,6 +9,7 @@ from dataclasses import replace
 from functools import cache
 
 import pulumi
+from servestack.catalog import azure_zones
 from servestack.components import azure as az
 
 from servestack import clouds, planner
@@ -19,6 +20,7 @@ from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 from servestack.sshkey import RSA_2048, lock_only_ssh_key
+from tests.fakes import FROZEN_CATALOG
 
 TOKEN = "hf_AZUREtokenMustNeverLeak0123456789"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlcnZlc3RhY2stdGVzdC1rZXk= test@servestack"
@@ -37,7 +39,7 @@ NO_ZONE_REGION = "northcentralus"  # a real Azure region without availability zo
 
 @cache
 def _planned(spot: bool) -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="azure", spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model)
@@ -52,7 +54,7 @@ def on_demand_one() -> Deployment:
 
 def spot_three() -> Deployment:
     """All spot, three replicas, in a region without zones."""
-    assert NO_ZONE_REGION not in clouds.azure.region_zones()
+    assert azure_zones(NO_ZONE_REGION) == ()
     d = replace(_planned(True), region=NO_ZONE_REGION, zones=(), min_replicas=3, max_replicas=3,
                 desired_replicas=3, on_demand_base=0)
     assert d.use_spot and d.capacity_rebalance

@@ -15,6 +15,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, InstanceChoice
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
+from tests.fakes import FROZEN_CATALOG
 
 TOKEN = "hf_TestOnlyTokenValue9f3b2c1a"
 MIG = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager"
@@ -43,7 +44,7 @@ T4_HOSTS = (
 
 @cache
 def planned(spot: bool) -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="gcp", spot=spot), model=inputs.model)
     deployment = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,

@@ -7,12 +7,14 @@ from dataclasses import replace
 from functools import cache
 
 import pytest
+from servestack.catalog import azure_zones
 
 from servestack import clouds, planner
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, ImageRef
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
+from tests.fakes import FROZEN_CATALOG
 
 AWS_CLOUD = clouds.get("aws")
 GCP_CLOUD = clouds.get("gcp")
@@ -21,7 +23,7 @@ AZURE_CLOUD = clouds.get("azure")
 
 @cache
 def planned(cloud: str, spot: bool) -> tuple:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud=cloud, spot=spot), model=inputs.model)
     return inputs, plan.candidates
@@ -94,11 +96,12 @@ def test_azure_image_ids_are_a_marketplace_urn_or_a_resource_id():
 def test_azure_zones_come_from_the_region_table():
     inputs, candidates = planned("azure", False)
     chosen = candidates[0]
-    assert not chosen.zones and deployment("azure").zones == ("1", "2", "3")
-    catalog_regions = {o.region for o in inputs.catalog.offers if o.cloud == "azure"}
-    assert catalog_regions and catalog_regions <= set(clouds.azure.region_zones())
-    # a region without zones
-    assert AZURE_CLOUD.zones_for(replace(chosen, region="northcentralus")) == ()
+    # the catalog gives region-priced Azure offers their region's zones; the plan keeps them
+    assert chosen.zones == ("1", "2", "3") == azure_zones(chosen.region)
+    assert deployment("azure").zones == ("1", "2", "3")
+    assert azure_zones("northcentralus") == ()  # a region without zones
+    no_zones = [c for c in candidates if not azure_zones(c.region)]
+    assert all(c.zones == () for c in no_zones)
     assert AZURE_CLOUD.zones_for(replace(chosen, zone="2")) == ("2",)
 
 

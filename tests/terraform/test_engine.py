@@ -24,6 +24,7 @@ from servestack.pulumi.preview import record
 from servestack.terraform import aws as terraform_aws_probes
 from servestack.terraform.engine import TerraformEngine, TerraformMissing
 from servestack.terraform.generate import MAIN_FILE, VARS_FILE, generate_terraform
+from tests.fakes import FROZEN_CATALOG
 
 TOKEN = "hf_FAKEtokenMustNeverLeak0123456789"
 ICE_TEXT = ("waiting for Auto Scaling Group (mixtral-1) capacity satisfied: scaling activity "
@@ -67,7 +68,7 @@ sys.exit(step.get("code", 0))
 
 @cache
 def aws_candidates() -> list[planner.Candidate]:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     return list(planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                              planner.Options(cloud="aws", spot=False),
                              model=inputs.model).candidates)
@@ -75,7 +76,7 @@ def aws_candidates() -> list[planner.Candidate]:
 
 @cache
 def deployment() -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     return build_deployment(inputs.spec, aws_candidates()[0], aws_candidates(),
                             model=inputs.model)
 
@@ -154,7 +155,7 @@ def test_a_failed_scaling_activity_is_a_capacity_failure(fake, tmp_path):
     assert not result.ok and result.failed_urns == ["aws_autoscaling_group.group"]
     assert result.diagnostics[0].urn == "aws_autoscaling_group.group"
     plan = planner.plan(*_plan_inputs(), planner.Options(cloud="aws", spot=False),
-                        model=load_inputs(None).model)
+                        model=load_inputs(None, catalog_dir=FROZEN_CATALOG).model)
     failure = classify("aws", result.error_texts(), plan.candidates[0],
                        tuple(i.instance_type for i in d.instances))
     assert (failure.error_class, failure.code, failure.action) == \
@@ -164,7 +165,7 @@ def test_a_failed_scaling_activity_is_a_capacity_failure(fake, tmp_path):
 
 
 def _plan_inputs():
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     return inputs.spec, inputs.catalog, inputs.facts
 
 
@@ -252,7 +253,7 @@ def test_a_missing_terraform_is_one_clear_error(tmp_path):
 
 
 def test_generate_terraform_writes_both_files_without_secrets(tmp_path):
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="gcp"), model=inputs.model)
     options = {"rank": None, "pick": None, "stack": "demo", "stacks_dir": str(tmp_path),

@@ -26,6 +26,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, template, tfvars
+from tests.fakes import FROZEN_CATALOG
 
 AWS_CLOUD = clouds.get("aws")
 
@@ -36,7 +37,7 @@ META = {"depends_on", "lifecycle", "count", "for_each", "provider"}
 
 @cache
 def planned(cloud: str, spot: bool, ssh: bool = False) -> Deployment:
-    inputs = load_inputs(None)
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud=cloud, spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model,
