@@ -228,7 +228,7 @@ def _describe(error, path: tuple) -> tuple[tuple, str]:
         unknown = sorted(set(error.instance) - set(allowed))
         hint = _did_you_mean(unknown[0], allowed) if unknown else ""
         return (*path, unknown[0]) if unknown else path, \
-            f"unknown field {unknown[0]!r}{hint}; allowed: {', '.join(allowed)}"
+            f"unknown field {_short(unknown[0])}{hint}; allowed: {', '.join(allowed)}"
     if error.validator == "propertyNames":
         return path, f"{error.instance!r}: names must match [A-Za-z_][A-Za-z0-9_]*"
     if error.validator == "required":
@@ -245,11 +245,30 @@ def _describe(error, path: tuple) -> tuple[tuple, str]:
         size = len(error.instance)
         return path, f"{size} {SIZE_WORDS[error.validator]}; at most " \
             f"{error.validator_value} allowed"
+    if error.validator in ("minItems", "minProperties", "minLength"):
+        return path, f"{_short(error.instance)} is empty; give at least one"
+    if error.validator in ("anyOf", "oneOf", "type"):
+        return path, f"{_short(error.instance)} is not allowed here; expected " \
+            f"{_expected_types(error)}"
     return path, error.message
 
 
 BOUND_WORDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 SIZE_WORDS = {"maxItems": "items", "maxProperties": "entries", "maxLength": "characters"}
+TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text",
+              "integer": "a whole number", "number": "a number", "boolean": "true or false",
+              "null": "nothing"}
+
+
+def _expected_types(error) -> str:
+    """`text or a mapping`: the types a type or anyOf error allowed, in the user's words."""
+    if error.validator == "type":
+        types = error.validator_value
+        types = types if isinstance(types, list) else [types]
+    else:
+        types = [branch.get("type") for branch in error.validator_value]
+    words = list(dict.fromkeys(TYPE_WORDS.get(str(t), str(t)) for t in types if t))
+    return " or ".join(words) or "another form"
 
 
 def _limit_error(error):
@@ -270,7 +289,7 @@ def _short(value: object) -> str:
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word[:100], list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -696,9 +715,11 @@ def _json_depth(text: str) -> int:
     depth = deepest = 0
     in_string = escaped = False
     for char in text:
-        if in_string:
-            escaped = not escaped and char == "\\"
-            in_string = escaped or char != '"'
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped = char == "\\"
+            in_string = char != '"'
         elif char == '"':
             in_string = True
         elif char in "[{":

@@ -55,10 +55,19 @@ class Document:
 
 
 def format_path(path: tuple) -> str:
+    """`resources.any_of[0].cloud`; a key with spaces, newlines or controls is quoted, so an
+    error message stays one line."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) or not _plain(part):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
+
+
+def _plain(text: str) -> bool:
+    return bool(text) and text.isprintable() and text.strip() == text
 
 
 def load_document(raw: bytes, file: str) -> Document:
@@ -210,7 +219,7 @@ class _Builder:
         finally:
             self.loader.constructed_objects.clear()
         if isinstance(value, float) and not math.isfinite(value):
-            raise self._error(path, event, f"{event.value} is not a finite number; "
+            raise self._error(path, event, f"{_clip(event.value)} is not a finite number; "
                               "numbers must be finite (no .inf or .nan)")
         if not isinstance(value, PLAIN_TYPES):
             raise self._error(path, event, f"YAML tag {tag!r} is not allowed; a spec holds "
@@ -228,4 +237,7 @@ def _line(event) -> int:
 
 
 def _clip(text: str, limit: int = 24) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit] + "...")
+    """Scalar text for a message: as written if short and plain, else quoted and cut."""
+    if len(text) <= limit:
+        return text if _plain(text) else repr(text)
+    return repr(text[:limit] + "...")

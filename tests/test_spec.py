@@ -166,7 +166,7 @@ def test_disk_size_with_unit(write_spec):
 @pytest.mark.parametrize("text, field, line, words", [
     ("resources:\n  accelerators: [A100:4\n", None, 3, "malformed YAML"),
     ("resources:\n  use_spot: maybe\n  accelerators: A100:4\n", "resources.use_spot", 2,
-     "is not of type 'boolean'"),
+     "'maybe' is not allowed here; expected true or false"),
     ("resources:\n  accelerators: A100:0\n", "resources.accelerators", 2, "positive whole"),
     ("resources:\n  accelerators: A100:-2\n", "resources.accelerators", 2, "positive whole"),
     ("resources:\n  accelerators: {A100: 0}\n", "resources.accelerators.A100", 2,
@@ -339,7 +339,8 @@ def test_plan_exits_2_with_one_line_and_no_traceback(write_spec, capsys, text):
     (RESOURCES + "  labels: {" + ", ".join(f"k{i}: v" for i in range(51)) + "}\n",
      "resources.labels", "51 entries; at most 50"),
     (RESOURCES + "service:\n  replicas: 1001\n", "service.replicas", "<= 1000"),
-    (RESOURCES + "service:\n  replicas: true\n", "service.replicas", "not of type"),
+    (RESOURCES + "service:\n  replicas: true\n", "service.replicas",
+     "true is not allowed here; expected a whole number"),
     (RESOURCES + "service:\n  ports: 8080.5\n", "service.ports", "8080.5 is not allowed here"),
     (RESOURCES + "service:\n  ports: 8080.0\n", "service.ports", "8080.0 is not a port"),
     (RESOURCES + PROBE + "    initial_delay_seconds: 86401\n",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servestack.errors import SpecError
-from servestack.yamlsource import MAX_DEPTH, MAX_NODES, load_document
+from servestack.yamlsource import MAX_DEPTH, MAX_NODES, format_path, load_document
 
 
 def load(text: str):
@@ -93,3 +93,11 @@ def test_too_many_values_is_refused_while_parsing():
 def test_empty_documents(text):
     with pytest.raises(SpecError, match="empty"):
         load_document(text.encode(), "serve.yaml")
+
+
+def test_keys_with_newlines_or_spaces_are_quoted_so_errors_stay_one_line():
+    # Found by the fuzz test: a key holding a newline broke the message over two lines.
+    err = refused("? '\n\n  '\n: !!binary ''\n")
+    assert err.field == "['\\n']"
+    assert "\n" not in str(err)
+    assert format_path(("labels", " a b", 0, "x")) == "labels[' a b'][0].x"
