@@ -208,6 +208,9 @@ class _Builder:
         if tag == TAG + "binary":
             raise self._error(path, event, "binary values (!!binary) are not allowed; "
                               "write the value as text")
+        if tag == TAG + "merge":
+            raise self._error(path, event, "merge keys (<<) are not allowed; write the keys "
+                              "out")
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             value = self.loader.construct_object(node)

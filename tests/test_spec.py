@@ -411,3 +411,16 @@ def test_vllm_flag_values_as_vllm_reads_them():
         models.vllm_flags("vllm serve m --max-model-len 4096.5")
     with pytest.raises(UserError, match="--gpu-memory-utilization 'nan'"):
         models.vllm_flags("vllm serve m --gpu-memory-utilization=nan")
+
+
+def test_a_one_megabyte_spec_of_the_slow_shape_is_refused_at_once(write_spec):
+    import time
+
+    # 58,000 accelerators took 7 s to plan; now the list is refused while it is being read.
+    text = "resources:\n  accelerators:\n" + "".join(f"    - A100:{i}\n"
+                                                   for i in range(1, 58_000))
+    path = write_spec(text[:990_000])
+    started = time.monotonic()
+    with pytest.raises(SpecError, match="more than 20000 keys and values"):
+        load_inputs(str(path))
+    assert time.monotonic() - started < 2  # about 0.1 s; generous for slow CI machines

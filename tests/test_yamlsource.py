@@ -56,6 +56,7 @@ def test_numbers_booleans_and_null_keep_their_types():
     ("{[a]: 1}\n", None, 1, "a mapping or list cannot be a key"),
     ("true: 1\n", None, 1, "keys must be strings"),
     ("a: &x 1\nb: *x\n", None, 1, "anchors and aliases are not allowed"),
+    ("resources:\n  <<: {cloud: aws}\n", "resources", 2, "merge keys (<<) are not allowed"),
 ])
 def test_refused_values_name_field_and_line(text, field, line, words):
     err = refused(text)
