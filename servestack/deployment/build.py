@@ -21,6 +21,7 @@ from servestack.deployment.model import (
     InstanceChoice,
     Readiness,
 )
+from servestack.engine.interface import stack_name
 from servestack.planner import Candidate
 from servestack.spec import ServiceSpec
 
@@ -33,8 +34,10 @@ SSH_PORT = 22
 def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate], *,
                      model: str | None, allow_cidrs: tuple[str, ...] = (WORLD,),
                      ssh_cidrs: tuple[str, ...] = (), gcp_project: str | None = None,
-                     vllm_version: str = VLLM_VERSION, service_name: str | None = None
-                     ) -> Deployment:
+                     vllm_version: str = VLLM_VERSION, service_name: str | None = None,
+                     stack: str | None = None) -> Deployment:
+    """The deployment of `chosen` as stack `stack` (default: the deploy loop's stack name for
+    the candidate, `<service>-<candidate id>`)."""
     name = service_name or service_slug(spec.name or "servestack")
     policy = spec.service.replica_policy if spec.service else None
     probe = spec.service.readiness_probe if spec.service else None
@@ -48,6 +51,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     disk_type = cloud.disk_types[spec.disk_tier]
     return Deployment(
         service=name,
+        stack=stack or stack_name(name, chosen.id),
         candidate_id=chosen.id,
         cloud=chosen.cloud,
         region=chosen.region,

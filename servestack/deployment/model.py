@@ -11,6 +11,7 @@ This module holds types and the defaults they carry; no cloud's knowledge and no
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields
 
 from servestack.errors import UserError
@@ -148,6 +149,7 @@ class NetworkPlan:
 @dataclass(frozen=True, slots=True)
 class Deployment:
     service: str
+    stack: str  # the Pulumi stack / Terraform directory this deployment is built as
     candidate_id: str
     cloud: str
     region: str
@@ -202,6 +204,14 @@ class Deployment:
         if self.ssh_nat_ports is None:
             raise ValueError(f"{self.cloud} forwards no SSH through its balancer")
         return self.ssh_nat_ports
+
+    @property
+    def scope(self) -> str:
+        """The prefix of every physical name: the service and a digest of its stack, so two
+        services, or two stacks of one service (blue/green), never share a name in one account,
+        project or subscription. Lowercase letters, digits and dashes; at most 27 characters."""
+        digest = hashlib.sha256(f"{self.service}/{self.stack}".encode()).hexdigest()[:6]
+        return f"{self.service[:20].rstrip('-')}-{digest}"
 
     @property
     def tags(self) -> dict[str, str]:

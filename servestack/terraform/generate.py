@@ -42,8 +42,8 @@ def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: st
 
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
                                            allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,
-                                           gcp_project=gcp_project)
-    name = stack or deployment.service
+                                           gcp_project=gcp_project, stack=stack)
+    name = deployment.stack
     directory = stack_dir(stacks_dir, name)
     write_atomic(directory / VARS_FILE, dump(tfvars(deployment)))
     path = write_atomic(directory / MAIN_FILE, dump(render(deployment)))

@@ -31,8 +31,9 @@ def test_generate_writes_the_same_stack_file_twice_and_keeps_user_secrets(run_cl
     assert again["encryptionsalt"] == "v1:salt"
     run_cli("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix2", cwd=tmp_path)
     run_cli("plan-mixtral", "--generate", "--cloud", "aws", "--stack", "mix2", cwd=tmp_path)
+    # the same file but for the stack's name, which the deployment carries (names derive from it)
     assert (tmp_path / "stacks" / "Pulumi.mix2.yaml").read_text() == text.replace("mix ", "mix2 ")\
-        .replace("-s mix\n", "-s mix2\n")
+        .replace("-s mix\n", "-s mix2\n").replace("stack: mix\n", "stack: mix2\n")
     assert not list((tmp_path / "stacks").glob(".*.tmp"))
 
 
