@@ -12,16 +12,20 @@ No SDK and no engine is imported here.
 
 from __future__ import annotations
 
-from servestack.clouds import aws, azure, gcp
-from servestack.clouds.base import Cloud
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-CLOUDS: dict[str, Cloud] = {c.name: c for c in (aws.CLOUD, gcp.CLOUD, azure.CLOUD)}
-NAMES: tuple[str, ...] = tuple(CLOUDS)
+if TYPE_CHECKING:
+    from servestack.clouds.base import Cloud
+
+# The clouds in the order tables list them. A cloud's module is imported when it is first asked
+# for: its failure rules compile dozens of regular expressions, which `plan` never needs.
+NAMES: tuple[str, ...] = ("aws", "gcp", "azure")
 
 
 def get(name: str) -> Cloud:
     """The cloud called `name` (one of NAMES); a KeyError names the known ones."""
-    try:
-        return CLOUDS[name]
-    except KeyError:
-        raise KeyError(f"unknown cloud {name!r} (known: {', '.join(NAMES)})") from None
+    if name not in NAMES:
+        raise KeyError(f"unknown cloud {name!r} (known: {', '.join(NAMES)})")
+    cloud: Cloud = import_module(f"servestack.clouds.{name}").CLOUD
+    return cloud
