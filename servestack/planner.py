@@ -45,11 +45,19 @@ class Candidate:
     use_spot: bool
     price_per_hour: float
     replicas: int
-    total_price_per_hour: float
+    # None: not known, because a spot group with an on-demand base has no on-demand price in
+    # the catalog. Such a candidate ranks after every candidate whose total is known.
+    total_price_per_hour: float | None
     preference: int | None
     attached_gpu: str | None
     source: str
     price_date: str
+    # The instance types the candidate's group may launch (itself first, see `group_key`) and
+    # what one VM and the whole service may cost per hour among them: (cheapest, dearest).
+    # Set with the rank, once the plan is known; the total range is None when a total is.
+    group_instance_types: tuple[str, ...] = ()
+    group_price_per_hour: tuple[float, float] = (0.0, 0.0)
+    group_total_price_per_hour: tuple[float, float] | None = None
 
     @property
     def infra(self) -> str:
@@ -62,7 +70,22 @@ class Candidate:
     def to_json(self) -> dict:
         data = asdict(self)
         data["zones"] = list(self.zones)
+        data["group_instance_types"] = list(self.group_instance_types)
+        data["group_price_per_hour"] = _range_json(self.group_price_per_hour)
+        data["group_total_price_per_hour"] = _range_json(self.group_total_price_per_hour)
         return data
+
+
+def _range_json(bounds: tuple[float, float] | None) -> dict | None:
+    return None if bounds is None else {"min": bounds[0], "max": bounds[1]}
+
+
+def group_key(c: Candidate) -> tuple:
+    """Candidates with the same key can share one instance group (the deployment's fallback
+    types): same cloud, region and zone, same spot setting, the same GPU count per VM (the
+    tensor-parallel size) and the same host/GPU attachment scheme."""
+    return (c.cloud, c.region, c.zone, c.use_spot, c.accelerator_count,
+            c.attached_gpu is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,18 +315,21 @@ def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matc
         accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
         vcpus=first.vcpus, memory_gib=first.memory_gib, use_spot=use_spot,
         price_per_hour=round(price, 4), replicas=replicas,
-        total_price_per_hour=round(_total(price, first.price, use_spot, spec, replicas), 4),
+        total_price_per_hour=_total(price, place.price_for(False), use_spot, spec, replicas),
         preference=matched.preference, attached_gpu=first.attached_gpu, source=first.source,
         price_date=place.date)
 
 
 def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceSpec,
-           replicas: int) -> float:
+           replicas: int) -> float | None:
+    """The service's $/h; None when its on-demand base replicas have no price to count."""
     base = spec.service.replica_policy.base_ondemand_fallback_replicas if spec.service else 0
-    if use_spot and base and on_demand is not None:
+    if use_spot and base:
+        if on_demand is None:
+            return None
         base = min(base, replicas)
-        return base * on_demand + (replicas - base) * price
-    return price * replicas
+        return round(base * on_demand + (replicas - base) * price, 4)
+    return round(price * replicas, 4)
 
 
 def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) -> str:
@@ -311,14 +337,34 @@ def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) ->
 
 
 def _rank(candidates: list[Candidate], spec: ServiceSpec) -> list[Candidate]:
-    """Candidates best first, numbered. The rank is the one field known only after sorting: it
-    is set on the new, not yet shared candidates rather than copying each of them."""
+    """Candidates best first, numbered, each with its group's price ranges. These fields are
+    known only once the plan is: they are set on the new, not yet shared candidates rather than
+    copying each of them. An unknown total ranks after every known one (never as cheap)."""
     def key(c: Candidate):
         preference = c.preference if spec.ordered and c.preference is not None else 0
-        return (preference, c.total_price_per_hour, c.cloud, c.region, c.zone or "",
+        total = c.total_price_per_hour
+        return (preference, total is None, total or 0.0, c.cloud, c.region, c.zone or "",
                 c.instance_type, c.use_spot)
 
     ranked = sorted(candidates, key=key)
+    groups: dict[tuple, list[Candidate]] = {}
     for rank, candidate in enumerate(ranked, 1):
         object.__setattr__(candidate, "rank", rank)
+        groups.setdefault(group_key(candidate), []).append(candidate)
+    for members in groups.values():
+        _set_group(members)
     return ranked
+
+
+def _set_group(members: list[Candidate]) -> None:
+    """Each member's group: itself first, then the others in rank order (one per type)."""
+    prices = [m.price_per_hour for m in members]
+    totals = [m.total_price_per_hour for m in members]
+    known = [t for t in totals if t is not None]
+    total_range = (min(known), max(known)) if len(known) == len(totals) else None
+    types = list(dict.fromkeys(m.instance_type for m in members))
+    for member in members:
+        mine = (member.instance_type, *(t for t in types if t != member.instance_type))
+        object.__setattr__(member, "group_instance_types", mine)
+        object.__setattr__(member, "group_price_per_hour", (min(prices), max(prices)))
+        object.__setattr__(member, "group_total_price_per_hour", total_range)

@@ -8,7 +8,9 @@ from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
 
 PLAN_SCHEMA_VERSION = 1
-HEADERS = ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", "CHOSEN")
+# "#" is the rank `--candidate N` takes; $/h and TOTAL $/h are ranges when the candidate's
+# group may launch dearer (or cheaper) fallback types; "?" is a total the catalog cannot price.
+HEADERS = ("#", "INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", "CHOSEN")
 
 
 def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> dict:
@@ -73,9 +75,21 @@ def _heading(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> st
 
 def _row(c: Candidate) -> tuple[str, ...]:
     instance = c.instance_type + (f" + {c.attached_gpu}" if c.attached_gpu else "")
-    return (c.infra, instance + (" [Spot]" if c.use_spot else ""), str(c.vcpus),
-            f"{c.memory_gib:g}", c.gpus, f"{c.price_per_hour:.2f}",
-            f"{c.total_price_per_hour:.2f}", "\u2714" if c.rank == 1 else "")
+    others = len(c.group_instance_types) - 1
+    if others > 0:
+        instance += f" (+{others} type{'s' if others > 1 else ''})"
+    total = "?" if c.total_price_per_hour is None else _dollars(c.group_total_price_per_hour)
+    return (str(c.rank), c.infra, instance + (" [Spot]" if c.use_spot else ""), str(c.vcpus),
+            f"{c.memory_gib:g}", c.gpus, _dollars(c.group_price_per_hour), total,
+            "\u2714" if c.rank == 1 else "")
+
+
+def _dollars(bounds: tuple[float, float] | None) -> str:
+    """$/h, or the range low-high of a group whose types differ in price; None: unknown."""
+    if bounds is None:
+        return "?"
+    low, high = bounds
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -94,4 +108,7 @@ def _footer(plan: Plan, shown: int, show_all: bool, explain: bool) -> str:
         parts.append("--all lists every one")
     if plan.dropped and not explain:
         parts.append(f"{len(plan.dropped)} dropped (--explain says why)")
-    return "; ".join(parts) + "."
+    if any(c.total_price_per_hour is None for c in plan.candidates):
+        parts.append("TOTAL ? = the on-demand base replicas have no catalog price (ranked last)")
+    return "; ".join(parts) + ".\nGenerate or deploy a row with --candidate # (or --pick ID; " \
+        "the ids are in --json)."

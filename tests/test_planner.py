@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from servestack import models
+from servestack.deployment.build import build_deployment
 from servestack.inputs import load_inputs
-from servestack.planner import NothingFits, Options, plan
-from servestack.report import best_per_group, plan_json
+from servestack.planner import NothingFits, Options, group_key, plan
+from servestack.report import best_per_group, plan_json, plan_table
 
 from .conftest import SHARED_MIXTRAL
+from .fakes import FROZEN_CATALOG
 
 
 def make_plan(path=None, options=None, model=None):
@@ -165,3 +167,62 @@ def test_skypilot_mixtral_groups_match_its_published_shape():
     assert best.price_per_hour == pytest.approx(7.346, abs=0.001)
     gcp = [c for c in result.candidates if c.instance_type == "a2-ultragpu-2g"]
     assert gcp and all(c.region != "us-central1" for c in gcp)
+
+
+SPOT_WITH_ON_DEMAND_BASE = """\
+service:
+  readiness_probe: /health
+  replica_policy: {min_replicas: 2, base_ondemand_fallback_replicas: 1}
+resources:
+  accelerators: H200:8
+  use_spot: true
+run: vllm serve meta-llama/Llama-3.1-8B-Instruct
+"""
+
+
+def test_an_unknown_on_demand_base_price_ranks_last_with_no_total(write_spec):
+    # The frozen catalog has spot prices for p5e.48xlarge but no on-demand one: its total
+    # (one on-demand base replica + one spot) is unknown, and it must not rank as cheap.
+    inputs = load_inputs(str(write_spec(SPOT_WITH_ON_DEMAND_BASE)), catalog_dir=FROZEN_CATALOG)
+    result = plan(inputs.spec, inputs.catalog, inputs.facts, model=inputs.model)
+    unknown = [c for c in result.candidates if c.total_price_per_hour is None]
+    assert unknown and {c.instance_type for c in unknown} == {"p5e.48xlarge"}
+    # counted at its spot price alone (as before), it would rank ahead of priced candidates
+    assert 2 * min(c.price_per_hour for c in unknown) < max(
+        c.total_price_per_hour for c in result.candidates if c.total_price_per_hour is not None)
+    known = len(result.candidates) - len(unknown)
+    assert result.candidates[known:] == unknown  # every priced candidate ranks first
+    assert all(c.group_total_price_per_hour is None for c in unknown)
+    row = plan_table(result, inputs.spec, {}, show_all=True).splitlines()
+    assert all(line.split()[-1] == "?" for line in row if "p5e.48xlarge" in line)
+    assert plan_json(result, inputs.spec, {})["candidates"][-1]["total_price_per_hour"] is None
+
+
+def test_a_candidate_shows_the_price_range_of_the_types_its_group_may_launch(embedded):
+    result = plan(embedded.spec, embedded.catalog, embedded.facts, model=embedded.model)
+    by_type = {}
+    for c in result.candidates:
+        by_type.setdefault(group_key(c), []).append(c)
+    wide = [c for c in result.candidates if len(c.group_instance_types) > 1]
+    assert wide, "the embedded plan has groups of several types (e.g. g6e on AWS)"
+    for c in result.candidates:
+        members = by_type[group_key(c)]
+        assert c.group_instance_types[0] == c.instance_type
+        assert set(c.group_instance_types) == {m.instance_type for m in members}
+        prices = [m.price_per_hour for m in members]
+        assert c.group_price_per_hour == (min(prices), max(prices))
+        totals = [m.total_price_per_hour for m in members]
+        assert c.group_total_price_per_hour == (min(totals), max(totals))
+        # the group is what the deployment would launch, in the same order
+        instances = build_deployment(embedded.spec, c, result.candidates,
+                                     model=embedded.model).instances
+        assert tuple(i.instance_type for i in instances) == c.group_instance_types
+    c = wide[0]
+    data = plan_json(result, embedded.spec, {})["candidates"][c.rank - 1]
+    assert data["group_instance_types"] == list(c.group_instance_types)
+    assert data["group_price_per_hour"] == {"min": c.group_price_per_hour[0],
+                                            "max": c.group_price_per_hour[1]}
+    low, high = c.group_price_per_hour
+    row = next(line for line in plan_table(result, embedded.spec, {}, show_all=True).splitlines()
+               if line.split()[:1] == [str(c.rank)])
+    assert f"{low:.2f}-{high:.2f}" in row and f"(+{len(c.group_instance_types) - 1} type" in row

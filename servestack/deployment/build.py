@@ -22,7 +22,7 @@ from servestack.deployment.model import (
     Readiness,
 )
 from servestack.engine.interface import stack_name
-from servestack.planner import Candidate
+from servestack.planner import Candidate, group_key
 from servestack.spec import ServiceSpec
 
 VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
@@ -104,22 +104,14 @@ def service_slug(name: str) -> str:
 def _instance_choices(chosen: Candidate, plan: list[Candidate]) -> list[InstanceChoice]:
     """The chosen type first, then other types of the plan that can share its group.
 
-    They must be in the same cloud, region and zone, with the same spot setting and GPU count
-    per VM (the tensor-parallel size), and not need a different host/GPU attachment scheme.
+    They must share its `group_key` (the planner shows the same group's price range).
     """
     choices = [_choice(chosen)]
     seen = {chosen.instance_type}
     for other in plan:
-        if other.instance_type in seen:
-            continue
-        if (other.cloud, other.region, other.zone, other.use_spot, other.accelerator_count) != \
-                (chosen.cloud, chosen.region, chosen.zone, chosen.use_spot,
-                 chosen.accelerator_count):
-            continue
-        if (other.attached_gpu is None) != (chosen.attached_gpu is None):
-            continue
-        seen.add(other.instance_type)
-        choices.append(_choice(other))
+        if other.instance_type not in seen and group_key(other) == group_key(chosen):
+            seen.add(other.instance_type)
+            choices.append(_choice(other))
     return choices
 
 

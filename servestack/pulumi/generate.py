@@ -70,12 +70,15 @@ def generate(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None, 
 def written(result: Generated, what: str) -> list[str]:
     """The first lines of a generate summary: what was written, for which candidate."""
     c, d = result.chosen, result.deployment
+    total = "an unknown $/h (the on-demand base replicas have no catalog price)" \
+        if c.total_price_per_hour is None else f"${c.total_price_per_hour:.2f}/h"
+    low, high = c.group_price_per_hour
     return [
         f"Wrote {what} for candidate {c.rank}: {c.infra} {c.instance_type} {c.gpus}"
-        f"{' [Spot]' if c.use_spot else ''}, ${c.total_price_per_hour:.2f}/h for "
-        f"{c.replicas} replica(s).",
+        f"{' [Spot]' if c.use_spot else ''}, {total} for {c.replicas} replica(s).",
         "Instance types in the group, in rank order: "
-        + ", ".join(i.instance_type for i in d.instances) + ".",
+        + ", ".join(i.instance_type for i in d.instances)
+        + (f" (${low:.2f}-${high:.2f}/h per VM)." if low != high else "."),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
@@ -65,3 +66,27 @@ def test_terraform_goes_into_the_stacks_dir(tmp_path, monkeypatch, capsys):
     assert "cd out/tf.prod && terraform init" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "out" / "tf.prod").iterdir()) == [
         "main.tf.json", "terraform.tfvars.json"]
+
+
+def _rows(table: str) -> dict[str, str]:
+    """The table's rows by the number in their first column."""
+    return {line.split()[0]: line for line in table.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()}
+
+
+def test_candidate_n_generates_exactly_the_row_shown_as_n(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    # the default table shows one row per group: its numbers are ranks with gaps, not 1, 2, 3
+    numbers = list(rows)
+    assert numbers[0] == "1" and numbers[1] != "2"
+    for number in numbers[:4]:
+        assert main(["generate", "--candidate", number, "--stack", f"s{number}"]) == 0
+        out = capsys.readouterr().out
+        wrote = next(line for line in out.splitlines() if line.startswith("Wrote "))
+        infra, instance = re.split(r"\s{2,}", rows[number].strip())[1:3]
+        assert f"for candidate {number}: {infra} {instance.split()[0]} " in wrote
+    # generate's own table (printed with --all or --explain) numbers its rows the same way
+    assert main(["generate", "--explain", "--candidate", numbers[1], "--stack", "t"]) == 0
+    assert _rows(capsys.readouterr().out)[numbers[1]] == rows[numbers[1]]

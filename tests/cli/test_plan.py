@@ -14,8 +14,7 @@ def test_plan_mixtral_candidates_table(run_cli):
     result = run_cli("plan-mixtral", "--candidates")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.split()[:1] == ["INFRA"] for line in lines)
-    header = next(line for line in lines if line.lstrip().startswith("INFRA"))
+    header = next(line for line in lines if line.split()[:2] == ["#", "INFRA"])
     for column in ("INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "CHOSEN"):
         assert column in header
     chosen = [line for line in lines if "\u2714" in line]
@@ -35,7 +34,7 @@ def test_explain_all_and_filters(run_cli):
     result = run_cli("plan-mixtral", "--explain", "--all", "--cloud", "aws", "--spot")
     assert result.returncode == 0, result.stderr
     assert "Dropped:" in result.stdout and "A10:8" in result.stdout
-    rows = [line for line in result.stdout.splitlines() if line.startswith(" AWS")]
+    rows = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["AWS"]]
     assert rows and all("[Spot]" in line for line in rows)
 
 
