@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from servestack import clouds
 from servestack.deployment.build import build_deployment, service_slug
 from servestack.deployment.model import WORLD, Deployment
@@ -88,6 +90,35 @@ def summary(result: Generated) -> str:
     lines += [f"{hint} -s {result.stack}" for hint in clouds.get(d.cloud).setup_hints(d, "pulumi")]
     if d.secret:
         lines.append(f"Then: pulumi config set --secret {TOKEN_KEY} <token> -s {result.stack}")
+    lines += project_hints(result.path, Path.cwd())
     lines.append(f"Review: servestack preview {result.stack} --offline; "
                  f"deploy: pulumi up -s {result.stack}")
     return "\n".join(lines) + "\n"
+
+
+def pulumi_project(start: Path) -> Path | None:
+    """The project file `pulumi up` run in `start` uses: the nearest one upwards."""
+    for folder in (start, *start.parents):
+        for name in ("Pulumi.yaml", "Pulumi.yml"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def project_hints(stack_file: Path, where: Path) -> list[str]:
+    """What `pulumi up` run in `where` still needs to find the stack file: a project (which
+    `servestack init` writes), whose stackConfigDir is the stack file's folder."""
+    project = pulumi_project(where.resolve())
+    if project is None:
+        return ["No Pulumi project here (Pulumi.yaml): run `servestack init` first; it writes "
+                "the project file and the program that reads this stack file."]
+    try:
+        data = yaml.safe_load(project.read_text())
+    except (OSError, yaml.YAMLError):
+        return [f"Warning: {project} cannot be read as YAML."]
+    config_dir = project.parent / str((data or {}).get("stackConfigDir") or ".")
+    if config_dir.resolve() != stack_file.parent.resolve():
+        return [f"Warning: {project} keeps stack files in {config_dir}, not in "
+                f"{stack_file.parent}: pulumi up will not read this one (generate with "
+                f"--stacks-dir {config_dir}, or change stackConfigDir)."]
+    return []

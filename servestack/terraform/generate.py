@@ -1,8 +1,10 @@
 """`servestack generate --format terraform`: the chosen candidate as a Terraform configuration.
 
 Same plan, same candidate choice, same `Deployment` as the Pulumi stack file; the output is a
-directory `stacks/<name>/` with `main.tf.json` (Terraform JSON syntax) and
-`terraform.tfvars.json` (the variables' values, no secret). Both files are written atomically;
+directory `stacks/<name>/` of its own (Terraform's working directory: its state and `.terraform/`
+land there) with `main.tf.json` (Terraform JSON syntax), `terraform.tfvars.json` (the variables'
+values, no secret) and a `.gitignore` that keeps the state, the downloaded providers and saved
+plans out of git (the state holds every resource's attributes). Files are written atomically;
 re-running with the same inputs gives the same bytes. The Hugging Face token is never written:
 it is passed at apply time as TF_VAR_hf_token.
 """
@@ -21,6 +23,13 @@ from servestack.terraform import TOKEN_VAR, render, tfvars
 
 MAIN_FILE = "main.tf.json"
 VARS_FILE = "terraform.tfvars.json"
+GITIGNORE = """\
+# written by servestack generate: Terraform's state, providers and saved plans stay out of git
+.terraform/
+terraform.tfstate
+terraform.tfstate.*
+*.tfplan
+"""
 
 
 def stack_dir(stacks_dir: str | Path, name: str) -> Path:
@@ -45,6 +54,7 @@ def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: st
                                            gcp_project=gcp_project, stack=stack)
     name = deployment.stack
     directory = stack_dir(stacks_dir, name)
+    write_atomic(directory / ".gitignore", GITIGNORE)
     write_atomic(directory / VARS_FILE, dump(tfvars(deployment)))
     path = write_atomic(directory / MAIN_FILE, dump(render(deployment)))
     return Generated(path=path, stack=name, chosen=chosen, deployment=deployment)

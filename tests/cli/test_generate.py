@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
 from servestack.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def hf_token(monkeypatch):
+    """The embedded example declares the secret HF_TOKEN: generate wants a value for it (from
+    the deployer's environment, here a stand-in that no file may contain)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_generate_tests")
 
 
 def test_generate_writes_the_same_stack_file_twice_and_keeps_user_secrets(run_cli, tmp_path):
@@ -65,7 +73,7 @@ def test_terraform_goes_into_the_stacks_dir(tmp_path, monkeypatch, capsys):
                  "out", "--cloud", "aws"]) == 0
     assert "cd out/tf.prod && terraform init" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "out" / "tf.prod").iterdir()) == [
-        "main.tf.json", "terraform.tfvars.json"]
+        ".gitignore", "main.tf.json", "terraform.tfvars.json"]
 
 
 def _rows(table: str) -> dict[str, str]:
