@@ -8,7 +8,12 @@
 - `TokenSecret`: the SSM SecureString holding the Hugging Face token (a Pulumi secret).
 - `InstanceRole`: role + instance profile that may read that one parameter and nothing else.
 - `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, cloud-init user data)
-  and the auto scaling group with its instance types in rank order and the spot split.
+  and the auto scaling group with its instance types in rank order and the spot split, which
+  replaces its instances, new ones first, when the template changes (instance refresh).
+
+Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
+scope, service and stack, so two services or two stacks never share one in an account; the
+ALB and target group take Pulumi's autonames (a random suffix).
 
 Everything lands in the account's default VPC, in the provider's region (`aws:region`), which
 must be the deployment's region. Every value comes from the `Deployment`, and how AWS spells it
@@ -39,7 +44,11 @@ from servestack.clouds.aws import (
     TAG_KEYS,
     aws_distribution,
     aws_health_check,
+    aws_instance_refresh,
+    aws_name,
+    aws_name_prefix,
     aws_root_ebs,
+    aws_target_group,
     ec2_trust_policy,
     read_token_policy,
 )
@@ -136,7 +145,7 @@ class Firewall(pulumi.ComponentResource):
         super().__init__(_type("Firewall"), name, None, opts)
         d = args.deployment
         self.lb_group = aws.ec2.SecurityGroup(
-            f"{name}-alb", vpc_id=args.vpc_id,
+            f"{name}-alb", name_prefix=aws_name_prefix(d, "alb"), vpc_id=args.vpc_id,
             description=f"servestack {d.service}: load balancer listener",
             ingress=[aws.ec2.SecurityGroupIngressArgs(
                 protocol="tcp", from_port=d.listener_port, to_port=d.listener_port,
@@ -144,7 +153,7 @@ class Firewall(pulumi.ComponentResource):
             egress=[aws.ec2.SecurityGroupEgressArgs(
                 protocol="tcp", from_port=d.service_port, to_port=d.service_port,
                 cidr_blocks=[args.vpc_cidr], description="ALB to the instances")],
-            tags=_named(d, f"{d.service}-alb"), opts=_child(self))
+            tags=_named(d, aws_name(d, "alb")), opts=_child(self))
         ingress = [aws.ec2.SecurityGroupIngressArgs(
             protocol="tcp", from_port=d.service_port, to_port=d.service_port,
             security_groups=[self.lb_group.id], description="ALB to vLLM")]
@@ -153,13 +162,13 @@ class Firewall(pulumi.ComponentResource):
                 protocol="tcp", from_port=d.ssh_port, to_port=d.ssh_port, description="SSH",
                 **_split_cidrs(d.ssh_cidrs)))
         self.instance_group = aws.ec2.SecurityGroup(
-            f"{name}-vm", vpc_id=args.vpc_id,
+            f"{name}-vm", name_prefix=aws_name_prefix(d, "vm"), vpc_id=args.vpc_id,
             description=f"servestack {d.service}: GPU instances",
             ingress=ingress,
             egress=[aws.ec2.SecurityGroupEgressArgs(
                 protocol=ALL_PROTOCOLS, from_port=0, to_port=0, cidr_blocks=[WORLD],
                 description="model and package downloads")],
-            tags=_named(d, f"{d.service}-vm"), opts=_child(self))
+            tags=_named(d, aws_name(d, "vm")), opts=_child(self))
         self.register_outputs({"lbSecurityGroupId": self.lb_group.id,
                                "instanceSecurityGroupId": self.instance_group.id})
 
@@ -183,18 +192,18 @@ class LoadBalancer(pulumi.ComponentResource):
         self.alb = aws.lb.LoadBalancer(
             f"{short}-alb", load_balancer_type="application", internal=False,
             subnets=args.subnet_ids, security_groups=[args.security_group_id],
-            idle_timeout=d.idle_timeout_seconds, tags=_named(d, d.service), opts=_child(self))
+            idle_timeout=d.idle_timeout_seconds, tags=_named(d, aws_name(d, "lb")),
+            opts=_child(self))
         self.target_group = aws.lb.TargetGroup(
-            f"{short}-tg", port=d.service_port, protocol="HTTP", target_type="instance",
-            vpc_id=args.vpc_id,
+            f"{short}-tg", **aws_target_group(d), vpc_id=args.vpc_id,
             health_check=aws.lb.TargetGroupHealthCheckArgs(**aws_health_check(d.health)),
-            tags=_named(d, d.service), opts=_child(self))
+            tags=_named(d, aws_name(d, "lb")), opts=_child(self))
         self.listener = aws.lb.Listener(
             f"{name}-http", load_balancer_arn=self.alb.arn, port=d.listener_port,
             protocol="HTTP",
             default_actions=[aws.lb.ListenerDefaultActionArgs(
                 type="forward", target_group_arn=self.target_group.arn)],
-            tags=_named(d, d.service), opts=_child(self))
+            tags=_named(d, aws_name(d, "lb")), opts=_child(self))
         self.endpoint = pulumi.Output.concat("http://", self.alb.dns_name, ":",
                                              str(d.listener_port))
         self.register_outputs({"dnsName": self.alb.dns_name, "endpoint": self.endpoint,
@@ -268,7 +277,8 @@ class InstanceRole(pulumi.ComponentResource):
         super().__init__(_type("InstanceRole"), name, None, opts)
         d = args.deployment
         self.role = aws.iam.Role(
-            f"{name}-role", assume_role_policy=json.dumps(ec2_trust_policy()),
+            f"{name}-role", name_prefix=aws_name_prefix(d, "vm"),
+            assume_role_policy=json.dumps(ec2_trust_policy()),
             description=f"servestack {d.service} GPU instances", tags=d.tags,
             opts=_child(self))
         self.policy = aws.iam.RolePolicy(
@@ -276,7 +286,8 @@ class InstanceRole(pulumi.ComponentResource):
             policy=_read_token_policy(args.facts, d.token_secret.name, d.token_secret.key or ""),
             opts=_child(self))
         self.profile = aws.iam.InstanceProfile(
-            f"{name}-profile", role=self.role.name, tags=d.tags, opts=_child(self))
+            f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
+            tags=d.tags, opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
 
 
@@ -309,7 +320,8 @@ class InstanceGroup(pulumi.ComponentResource):
         d = args.deployment
         image = _image(d, self)
         self.template = aws.ec2.LaunchTemplate(
-            f"{name}-lt", image_id=image.id, instance_type=d.primary.instance_type,
+            f"{name}-lt", name_prefix=aws_name_prefix(d, "vm"), image_id=image.id,
+            instance_type=d.primary.instance_type,
             vpc_security_group_ids=[args.security_group_id],
             user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**AWS_METADATA_OPTIONS),
@@ -317,18 +329,20 @@ class InstanceGroup(pulumi.ComponentResource):
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn) if args.instance_profile_arn else None,
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
-                resource_type="volume", tags=_named(d, d.service))],
-            update_default_version=True, tags=_named(d, d.service), opts=_child(self))
+                resource_type="volume", tags=_named(d, aws_name(d, "vm")))],
+            update_default_version=True, tags=_named(d, aws_name(d, "vm")), opts=_child(self))
         self.group = aws.autoscaling.Group(
-            f"{name}-asg", min_size=d.min_replicas, max_size=d.max_replicas,
+            f"{name}-asg", name_prefix=aws_name_prefix(d, "asg"), min_size=d.min_replicas,
+            max_size=d.max_replicas,
             desired_capacity=d.desired_replicas, vpc_zone_identifiers=args.subnet_ids,
             target_group_arns=[args.target_group_arn], health_check_type="ELB",
             health_check_grace_period=d.health.grace_period_seconds,
             capacity_rebalance=d.capacity_rebalance,
             mixed_instances_policy=_mixed_policy(d, self.template),
+            instance_refresh=_instance_refresh(d),
             wait_for_capacity_timeout=d.capacity_timeout,
             tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                  for k, v in _named(d, d.service).items()],
+                  for k, v in _named(d, aws_name(d, "vm")).items()],
             opts=_child(self, depends_on=args.ready_first))
         self.register_outputs({"groupName": self.group.name, "groupArn": self.group.arn,
                                "launchTemplateId": self.template.id})
@@ -379,6 +393,14 @@ def _mixed_policy(d: Deployment, template: aws.ec2.LaunchTemplate
                 instance_type=choice.instance_type) for choice in d.instances]),
         instances_distribution=aws.autoscaling
         .GroupMixedInstancesPolicyInstancesDistributionArgs(**aws_distribution(d)))
+
+
+def _instance_refresh(d: Deployment) -> aws.autoscaling.GroupInstanceRefreshArgs:
+    """Rolling replacement of the instances when the template's version changes."""
+    refresh = aws_instance_refresh(d)
+    return aws.autoscaling.GroupInstanceRefreshArgs(
+        strategy=refresh["strategy"],
+        preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**refresh["preferences"]))
 
 
 class Service(pulumi.ComponentResource):

@@ -125,7 +125,9 @@ def test_aws_engines_agree(index):
         (values["min_replicas"], values["max_replicas"], values["desired_replicas"]) == \
         (d.min_replicas, d.max_replicas, d.desired_replicas)
     same(asg, tf_asg, "wait_for_capacity_timeout", "health_check_grace_period",
-         "capacity_rebalance", "health_check_type")
+         "capacity_rebalance", "health_check_type", "instance_refresh", "name_prefix")
+    assert asg["instance_refresh"]["preferences"]["instance_warmup"] == \
+        str(d.health.grace_period_seconds)
     assert asg["wait_for_capacity_timeout"] == d.capacity_timeout
     policy, tf_policy = asg["mixed_instances_policy"], tf_asg["mixed_instances_policy"]
     assert [o["instance_type"] for o in policy["launch_template"]["overrides"]] == \
@@ -136,7 +138,7 @@ def test_aws_engines_agree(index):
         (d.on_demand_base if d.use_spot else 0)
 
     lt, tf_lt = one(rec, AWS["lt"]), res["aws_launch_template"]["vm"]
-    same(lt, tf_lt, "instance_type", "user_data", "metadata_options")
+    same(lt, tf_lt, "instance_type", "user_data", "metadata_options", "name_prefix")
     assert lt["block_device_mappings"][0]["ebs"] == tf_lt["block_device_mappings"][0]["ebs"]
     assert lt["block_device_mappings"][0]["ebs"].get("iops") == d.disk_iops
     ami = next(i["args"] for i in rec.invokes if i["token"] == "aws:ec2/getAmi:getAmi")
@@ -155,13 +157,16 @@ def test_aws_engines_agree(index):
     assert group_zones["availability-zone-id"] == list(d.zones)
 
     tg, tf_tg = one(rec, AWS["tg"]), res["aws_lb_target_group"]["service"]
-    same(tg, tf_tg, "port", "health_check")
+    same(tg, tf_tg, "port", "health_check", "deregistration_delay", "tags")
+    assert tg["deregistration_delay"] == d.idle_timeout_seconds
     assert tg["port"] == d.service_port and tg["health_check"]["path"] == d.health.path
     assert one(rec, AWS["listener"])["port"] == res["aws_lb_listener"]["http"]["port"] == \
         d.listener_port
     param, tf_param = one(rec, AWS["param"]), res["aws_ssm_parameter"]["hf_token"]
     same(param, tf_param, "name", "type", "key_id")
     assert param["key_id"] == d.secret.key
+    assert sorted((g["name_prefix"], g["tags"]["Name"]) for g in inputs(rec, AWS["sg"])) == \
+        sorted((g["name_prefix"], g["tags"]["Name"]) for g in res["aws_security_group"].values())
     ssh = [r for g in inputs(rec, AWS["sg"]) for r in g.get("ingress") or []
            if r["description"] == "SSH"]
     tf_ssh = res["aws_vpc_security_group_ingress_rule"]["vm_ssh_v4"]

@@ -30,6 +30,10 @@ GROUP_STATES = ("pending", "running")
 # What a sweep counts as still there: a terminated instance keeps its tags for a while.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 TAG_KEYS = ("servestack-service", "servestack-candidate")
+# Instance refresh bounds, as percentages of the desired capacity: AWS takes 0-100 and
+# 100-200, at most 100 apart (Auto Scaling API, InstanceMaintenancePolicy).
+REFRESH_MIN_HEALTHY = 100
+REFRESH_MAX_HEALTHY = 200
 # EC2 Service Quotas (vCPUs) per quota family of `Aws.quota_families`.
 QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
                "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",
@@ -93,8 +97,9 @@ class Aws(Cloud):
         """io2 needs provisioned IOPS (at most 500 per GiB); the other types come with theirs."""
         return min(IO2_IOPS, IO2_MAX_IOPS_PER_GIB * size_gb) if disk_type == "io2" else None
 
-    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
-        name = f"/servestack/{service}/{digest(f'{service}/{candidate_id}')}/hf-token"
+    def secret_ref(self, service: str, stack: str) -> SecretRef:
+        """An SSM parameter per service and stack (names are unique per account and region)."""
+        name = f"/servestack/{service}/{digest(f'{service}/{stack}')}/hf-token"
         return SecretRef(self.name, "ssm", name, key=SSM_KEY)
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
@@ -129,6 +134,49 @@ def quota_family(instance_type: str, spot: bool) -> str:
     else:
         family = letters.upper()
     return f"aws-{family}-{'spot' if spot else 'ondemand'}"
+
+
+def aws_name(d: Deployment, kind: str) -> str:
+    """A fixed name of one of the deployment's resources (its Name tag): the scope (service and
+    a digest of the stack, at most 27 characters) and the resource's kind, so no two services
+    or stacks share one in an account."""
+    return f"{d.scope}-{kind}"
+
+
+def aws_name_prefix(d: Deployment, kind: str) -> str:
+    """A `name_prefix`: AWS names the resource with it and a unique suffix (26 characters). At
+    most 34 characters here, within the tightest limit of the resources that take one (an IAM
+    role's name_prefix: 38)."""
+    return f"{aws_name(d, kind)}-"
+
+
+def aws_target_group(d: Deployment) -> dict[str, Any]:
+    """Where the ALB sends requests, and how long a leaving instance drains: a deregistered
+    instance (scale-in, instance refresh) keeps its open streams for as long as the ALB lets a
+    connection idle (`idle_timeout`), instead of the 300 s default that cuts a stream still
+    running. The target group takes 0-3600 s (aws_lb_target_group `deregistration_delay`)."""
+    return {"port": d.service_port, "protocol": "HTTP", "target_type": "instance",
+            "deregistration_delay": d.idle_timeout_seconds}
+
+
+def aws_instance_refresh(d: Deployment) -> dict[str, Any]:
+    """Rolling replacement when the launch template changes.
+
+    The group tracks the template's latest version number, so a new version changes the
+    group's mixed instances policy, and the provider then starts an instance refresh
+    (aws_autoscaling_group `instance_refresh`). Launch before terminating: 100 % of the desired
+    replicas stay in service while up to as many new VMs boot and load the model, and an old VM
+    leaves only once its replacement is healthy after a warm-up of the health check grace
+    period (the model load). A group of GPUs cannot lose capacity for the 10-20 minutes a
+    load takes; the price is up to twice the group for that time, within the GPU quota (if
+    the quota or capacity is short, the new VMs fail to launch and the old ones keep serving).
+    Instances already on the new template are kept (`skip_matching`), so a refresh that is
+    restarted after a failure replaces only what is left.
+    """
+    return {"strategy": "Rolling", "preferences": {
+        "min_healthy_percentage": REFRESH_MIN_HEALTHY,
+        "max_healthy_percentage": REFRESH_MAX_HEALTHY,
+        "instance_warmup": str(d.health.grace_period_seconds), "skip_matching": True}}
 
 
 def aws_health_check(h: HealthCheck) -> dict[str, Any]:

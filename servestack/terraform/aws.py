@@ -5,7 +5,11 @@ subnets in the deployment's zones, two security groups (clients -> ALB listener,
 instances' service port, SSH only from `ssh_cidrs`), ALB + target group (the deployment's
 health check) + listener, the SSM SecureString for the token with a role/instance profile
 that may read that one parameter, and a launch template + auto scaling group with the
-deployment's instance types in rank order and its spot split.
+deployment's instance types in rank order and its spot split, replacing its instances (new
+ones first) when the template changes.
+
+Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
+scope, service and stack; the ALB and target group get names the provider generates.
 
 Security group rules are their own resources (aws_vpc_security_group_*_rule), one per CIDR.
 """
@@ -26,7 +30,11 @@ from servestack.clouds.aws import (
     QUOTA_CODES,
     aws_distribution,
     aws_health_check,
+    aws_instance_refresh,
+    aws_name,
+    aws_name_prefix,
     aws_root_ebs,
+    aws_target_group,
     ec2_trust_policy,
     read_token_policy,
 )
@@ -43,8 +51,13 @@ from servestack.terraform import (
     service_outputs,
 )
 
-# (local name, requirement): the provider this renderer's arguments were checked against.
-PROVIDER = ("aws", {"source": "hashicorp/aws", "version": "5.100.0"})
+# (local name, requirement): the releases that have every argument used here. The floor is
+# the last 5.x release, which `terraform validate` checks them against offline (the mirror in
+# tests/terraform); every argument used was there already (the newest, write-only `value_wo`
+# on aws_ssm_parameter, in a 5.x release of early 2025: hashicorp/terraform-provider-aws#40952),
+# and none was removed or renamed in 6.0 (website/docs/guides/version-6-upgrade). The next
+# major release may remove arguments, so it is left out until checked.
+PROVIDER = ("aws", {"source": "hashicorp/aws", "version": ">= 5.100.0, < 7.0.0"})
 
 
 def render(d: Deployment) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def _per_cidr(cidrs: tuple[str, ...], name: str, body: dict[str, Any]) -> dict[s
 
 def firewall(d: Deployment) -> dict[str, Any]:
     """internet -> ALB listener; ALB -> instances' service port; instances -> anywhere."""
-    alb_tags, vm_tags = named(d, f"{d.service}-alb"), named(d, f"{d.service}-vm")
+    alb_tags, vm_tags = named(d, aws_name(d, "alb")), named(d, aws_name(d, "vm"))
     tcp = {"ip_protocol": "tcp"}
     listener = {**tcp, "from_port": d.listener_port, "to_port": d.listener_port}
     service = {**tcp, "from_port": d.service_port, "to_port": d.service_port}
@@ -144,10 +157,10 @@ def firewall(d: Deployment) -> dict[str, Any]:
                               ip_protocol=ALL_PROTOCOLS, cidr_ipv4=WORLD),
     }
     groups = {
-        "alb": {"name_prefix": f"{d.service}-alb-", "vpc_id": expr("data.aws_vpc.default.id"),
+        "alb": {"name_prefix": aws_name_prefix(d, "alb"), "vpc_id": expr("data.aws_vpc.default.id"),
                 "description": f"servestack {d.service}: load balancer listener",
                 "tags": alb_tags},
-        "vm": {"name_prefix": f"{d.service}-vm-", "vpc_id": expr("data.aws_vpc.default.id"),
+        "vm": {"name_prefix": aws_name_prefix(d, "vm"), "vpc_id": expr("data.aws_vpc.default.id"),
                "description": f"servestack {d.service}: GPU instances", "tags": vm_tags},
     }
     return {"aws_security_group": groups, "aws_vpc_security_group_ingress_rule": ingress,
@@ -155,8 +168,10 @@ def firewall(d: Deployment) -> dict[str, Any]:
 
 
 def load_balancer(d: Deployment) -> dict[str, Any]:
-    """ALB -> HTTP listener -> target group probing the deployment's health path."""
-    tags = named(d, d.service)
+    """ALB -> HTTP listener -> target group probing the deployment's health path. The ALB and
+    target group get names the provider generates (unique; their name_prefix takes only 6
+    characters)."""
+    tags = named(d, aws_name(d, "lb"))
     return {
         "aws_lb": {"service": {
             "load_balancer_type": "application", "internal": False,
@@ -164,8 +179,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "security_groups": [expr("aws_security_group.alb.id")],
             "idle_timeout": d.idle_timeout_seconds, "tags": tags}},
         "aws_lb_target_group": {"service": {
-            "port": d.service_port, "protocol": "HTTP", "target_type": "instance",
-            "vpc_id": expr("data.aws_vpc.default.id"),
+            **aws_target_group(d), "vpc_id": expr("data.aws_vpc.default.id"),
             "health_check": aws_health_check(d.health),
             "tags": tags}},
         "aws_lb_listener": {"http": {
@@ -199,14 +213,14 @@ def token_access(d: Deployment) -> dict[str, Any]:
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
             "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
         "aws_iam_role": {"vm": {
-            "name_prefix": f"{d.service}-vm-",
+            "name_prefix": aws_name_prefix(d, "vm"),
             "assume_role_policy": json.dumps(ec2_trust_policy()),
             "description": f"servestack {d.service} GPU instances", "tags": d.tags}},
         "aws_iam_role_policy": {"read_token": {
             "name": "read-token", "role": expr("aws_iam_role.vm.id"),
             "policy": token_policy(d)}},
         "aws_iam_instance_profile": {"vm": {
-            "name_prefix": f"{d.service}-vm-", "role": expr("aws_iam_role.vm.name"),
+            "name_prefix": aws_name_prefix(d, "vm"), "role": expr("aws_iam_role.vm.name"),
             "tags": d.tags}},
     }
 
@@ -216,10 +230,11 @@ def root_volume(d: Deployment) -> dict[str, Any]:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    """Launch template + auto scaling group (always a mixed policy, types in rank order)."""
-    tags = named(d, d.service)
+    """Launch template + auto scaling group (always a mixed policy, types in rank order) that
+    tracks the template's latest version and replaces its instances when it changes."""
+    tags = named(d, aws_name(d, "vm"))
     template_body = compact({
-        "name_prefix": f"{d.service}-",
+        "name_prefix": aws_name_prefix(d, "vm"),
         "image_id": d.image.exact() if d.image.kind == "id" else expr("data.aws_ami.image.id"),
         "instance_type": d.primary.instance_type,
         "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
@@ -233,7 +248,7 @@ def group(d: Deployment) -> dict[str, Any]:
     waits = ["aws_ssm_parameter.hf_token", "aws_iam_role_policy.read_token",
              "aws_iam_instance_profile.vm"] if d.secret else []
     asg = compact({
-        "name_prefix": f"{d.service}-",
+        "name_prefix": aws_name_prefix(d, "asg"),
         "min_size": expr("var.min_replicas"), "max_size": expr("var.max_replicas"),
         "desired_capacity": expr("var.desired_replicas"),
         "vpc_zone_identifier": expr("data.aws_subnets.group.ids"),
@@ -248,6 +263,7 @@ def group(d: Deployment) -> dict[str, Any]:
                     "version": expr("aws_launch_template.vm.latest_version")},
                 "override": [{"instance_type": c.instance_type} for c in d.instances]},
             "instances_distribution": aws_distribution(d)},
+        "instance_refresh": aws_instance_refresh(d),
         "wait_for_capacity_timeout": d.capacity_timeout,
         "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
         "depends_on": waits or None})

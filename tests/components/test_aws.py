@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import itertools
 import json
 import logging
 import re
@@ -172,6 +173,13 @@ def test_alb_target_group_and_listener():
     assert listener["loadBalancerArn"] == f"arn:preview:{ALB}:svc-alb"
 
 
+def test_target_group_drains_for_as_long_as_a_stream_may_idle():
+    d = on_demand()
+    assert recorded("on_demand").one(TG).inputs["deregistrationDelay"] == \
+        d.idle_timeout_seconds == 900
+    assert run(replace(d, idle_timeout_seconds=300)).one(TG).inputs["deregistrationDelay"] == 300
+
+
 def test_health_check_follows_the_deployment():
     d = on_demand()
     health = replace(d.health, path="/ready", interval_seconds=15, timeout_seconds=7,
@@ -276,6 +284,18 @@ def test_one_type_one_replica_on_demand():
     assert asg["mixedInstancesPolicy"]["launchTemplate"]["overrides"] == \
         [{"instanceType": d.primary.instance_type}]
     assert rec.one(LT).inputs["instanceType"] == d.primary.instance_type
+
+
+def test_template_change_rolls_new_instances_in_before_old_ones_leave():
+    d = on_demand()
+    asg = recorded("on_demand").one(ASG).inputs
+    assert asg["instanceRefresh"] == {"strategy": "Rolling", "preferences": {
+        "minHealthyPercentage": 100, "maxHealthyPercentage": 200,
+        "instanceWarmup": str(d.health.grace_period_seconds), "skipMatching": True}}
+    # the group tracks the template's version number (a new version is a change of the group)
+    spec = asg["mixedInstancesPolicy"]["launchTemplate"]["launchTemplateSpecification"]
+    assert spec["launchTemplateId"] == "svc-group-lt-id" and spec["version"] != "$Latest"
+    assert recorded("on_demand").one(LT).inputs["updateDefaultVersion"] is True
 
 
 def test_group_tags_propagate_to_instances():
@@ -426,6 +446,47 @@ def test_region_must_match_the_provider_region():
     for d in (on_demand(), replace(on_demand(), secret=None)):
         with expect_failure("aws:region is us-west-2"):
             run(d, region="us-west-2")
+
+
+def _fixed_names(inputs: dict) -> set[str]:
+    """The names a resource's inputs fix: `name`, `namePrefix` and every Name tag (a tags map,
+    or the group's tag list)."""
+    found = {inputs[k] for k in ("name", "namePrefix") if k in inputs}
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            if "Name" in value:
+                found.add(value["Name"])
+            if value.get("key") == "Name":
+                found.add(value["value"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(inputs)
+    return found
+
+
+def test_two_services_and_two_stacks_share_no_physical_name():
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="aws", spot=False), model=inputs.model)
+    names = {}
+    for service in ("mixtral", "other"):
+        for stack in ("blue", "green"):
+            d = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                                 model=inputs.model, service_name=service, stack=stack)
+            rec = run(d)
+            # what AWS names from a prefix, plus a unique suffix, starts with the scope
+            for token in (SG, LT, ASG, ROLE, PROFILE):
+                for r in rec.of_type(token):
+                    assert r.inputs["namePrefix"].startswith(f"{d.scope}-"), r.name
+            names[service, stack] = set().union(*(_fixed_names(r.inputs)
+                                                  for r in rec.resources if r.custom))
+    for one, other in itertools.combinations(names, 2):
+        assert names[one] and not names[one] & names[other], (one, other)
 
 
 def test_alb_and_target_group_names_leave_room_for_the_random_suffix():

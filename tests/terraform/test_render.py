@@ -58,7 +58,10 @@ def test_providers_pinned_token_sensitive_endpoint_output(cloud):
     assert doc["terraform"]["required_version"] == ">= 1.11.0"
     (requirement,) = doc["terraform"]["required_providers"].values()
     assert requirement["source"].startswith("hashicorp/")
-    assert re.fullmatch(r"(~> )?\d+\.\d+(\.\d+)?", requirement["version"])
+    # one version constraint or several (a range), each an operator and a version
+    assert re.fullmatch(r"(?:(?:~>|>=|<|<=|=|!=) ?)?\d+\.\d+(?:\.\d+)?"
+                        r"(?:, (?:~>|>=|<|<=|=|!=) ?\d+\.\d+(?:\.\d+)?)*",
+                        requirement["version"])
     token = doc["variable"]["hf_token"]
     assert token["sensitive"] is True and token["ephemeral"] is True and "default" not in token
     assert doc["output"]["endpoint"]["value"].startswith("http://${")

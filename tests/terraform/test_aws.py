@@ -1,0 +1,112 @@
+"""The AWS Terraform output: names per service and stack, rolling replacement, drain time, and
+the provider pin (test_render.py runs `terraform validate` on it with the 5.100.0 mirror)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from functools import cache
+
+import pytest
+
+from servestack import planner
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
+from servestack.inputs import load_inputs
+from servestack.terraform import render
+from servestack.terraform.aws import PROVIDER
+from tests.fakes import FROZEN_CATALOG
+
+
+@cache
+def deployment(service: str = "mixtral", stack: str | None = None) -> Deployment:
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="aws", spot=False), model=inputs.model)
+    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                            model=inputs.model, service_name=service, stack=stack)
+
+
+def fixed_names(body: dict) -> set[str]:
+    """The names a resource's arguments fix: `name`, `name_prefix` and every Name tag (a tags
+    map, or the group's `tag` blocks)."""
+    found = {body[k] for k in ("name", "name_prefix") if k in body}
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            if "Name" in value:
+                found.add(value["Name"])
+            if value.get("key") == "Name":
+                found.add(value["value"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(body)
+    return found
+
+
+def test_two_services_and_two_stacks_share_no_physical_name():
+    names = {}
+    for service, stack in itertools.product(("mixtral", "other"), ("blue", "green")):
+        d = deployment(service, stack)
+        resources = render(d)["resource"]
+        for kind in ("aws_security_group", "aws_launch_template", "aws_autoscaling_group",
+                     "aws_iam_role", "aws_iam_instance_profile"):
+            for body in resources[kind].values():
+                assert body["name_prefix"].startswith(f"{d.scope}-"), kind
+        # an inline policy's name is its role's own ("read-token"), not the account's
+        names[service, stack] = {name for kind, bodies in resources.items()
+                                 if kind != "aws_iam_role_policy"
+                                 for body in bodies.values() for name in fixed_names(body)}
+    assert all(names.values())
+    for one, other in itertools.combinations(names, 2):
+        assert not names[one] & names[other], (one, other)
+
+
+def test_template_change_rolls_new_instances_in_before_old_ones_leave():
+    d = deployment()
+    resources = render(d)["resource"]
+    asg = resources["aws_autoscaling_group"]["group"]
+    assert asg["instance_refresh"] == {"strategy": "Rolling", "preferences": {
+        "min_healthy_percentage": 100, "max_healthy_percentage": 200,
+        "instance_warmup": str(d.health.grace_period_seconds), "skip_matching": True}}
+    template = asg["mixed_instances_policy"]["launch_template"]["launch_template_specification"]
+    assert template == {"launch_template_id": "${aws_launch_template.vm.id}",
+                        "version": "${aws_launch_template.vm.latest_version}"}
+    assert resources["aws_launch_template"]["vm"]["update_default_version"] is True
+
+
+def test_target_group_drains_for_as_long_as_a_stream_may_idle():
+    d = deployment()
+    resources = render(d)["resource"]
+    assert resources["aws_lb_target_group"]["service"]["deregistration_delay"] == \
+        resources["aws_lb"]["service"]["idle_timeout"] == d.idle_timeout_seconds == 900
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def admits(constraint: str, version: str) -> bool:
+    """Terraform's version constraint operators that the pin uses (>=, <, =)."""
+    compare = {">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "=": lambda a, b: a == b}
+    for part in constraint.split(","):
+        operator, wanted = re.fullmatch(r"\s*(>=|<|=)?\s*([\d.]+)\s*", part).groups()
+        if not compare[operator or "="](_version(version), _version(wanted)):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("version, admitted", [
+    ("5.100.0", True),  # the offline mirror that `terraform validate` runs with
+    ("6.0.0", True), ("6.52.0", True),  # today's releases
+    ("5.99.1", False),  # not checked: below the mirror
+    ("7.0.0", False),  # the next major release may remove arguments used
+])
+def test_provider_pin_admits_the_mirror_and_todays_releases(version, admitted):
+    local, requirement = PROVIDER
+    assert (local, requirement["source"]) == ("aws", "hashicorp/aws")
+    assert admits(requirement["version"], version) is admitted
