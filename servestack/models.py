@@ -110,6 +110,10 @@ def lookup(name: str, config_path: str | None = None) -> ModelFacts | None:
     return None
 
 
+# A whole word that is one variable: $NAME or ${NAME}.
+ENV_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
 def model_from_command(command: str | None) -> str | None:
     """The model a vLLM command line serves: `vllm serve M` or `--model M`."""
     if not command:
@@ -118,6 +122,30 @@ def model_from_command(command: str | None) -> str | None:
     match = re.search(r"vllm\s+serve\s+([^\s|;&]+)", text) or \
         re.search(r"--model(?:=|\s+)([^\s|;&]+)", text)
     return match.group(1).strip("'\"") if match else None
+
+
+def model_variable(run: str | None, model: str) -> str | None:
+    """How `--model MODEL` changes what the spec serves: the env variable through which `run`
+    names its model (`vllm serve $MODEL_NAME`, SkyPilot's usual form), which --model then sets
+    for run, the readiness probe and everything else that reads it; None when there is no `run`
+    (the default command serves MODEL) or `run` already serves MODEL. servestack never rewrites a
+    user's `run`: one that names another model literally, or no model, is refused."""
+    if not run:
+        return None
+    named = model_from_command(run)
+    if named is None:
+        raise UserError(f"--model {_clip(model)}: the spec's run names no model (no `vllm serve "
+                        "NAME` or `--model NAME`), so servestack cannot change what it serves; "
+                        "name the model in run, or drop --model")
+    variable = ENV_VARIABLE.fullmatch(named)
+    if variable:
+        return variable.group(1) or variable.group(2)
+    if named != model:
+        raise UserError(f"--model {_clip(model)}: the spec's run serves {_clip(named)}, and "
+                        "servestack does not rewrite your run; edit it, or name the model "
+                        "through an env (`vllm serve $MODEL_NAME` with envs: MODEL_NAME) that "
+                        "--model then sets")
+    return None
 
 
 def model_name_problem(name: str) -> str | None:

@@ -125,8 +125,9 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
         result.warnings.append(f"model {model!r} is unknown to servestack: the memory fit "
                                "check is skipped (pass --model-config config.json to check it)")
     elif facts is None:
+        how = "name it in run: vllm serve NAME" if spec.run else "pass --model NAME"
         result.warnings.append("no model found in the spec's run command: the memory fit check "
-                               "is skipped (pass --model NAME)")
+                               f"is skipped ({how})")
     fits = _Fits(facts, result)
     groups = _Groups()
     for number, alternative in enumerate(spec.alternatives):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from servestack.cli import options
@@ -25,10 +26,16 @@ def register(sub) -> None:
 def make_plan(request: PlanRequest) -> tuple[Inputs, Plan]:
     """Spec -> catalog -> planner."""
     from servestack.inputs import load_inputs
+    from servestack.models import model_variable
     from servestack.planner import Options, plan
 
     inputs = load_inputs(request.spec, catalog_dir=request.catalog_dir, model=request.model,
                          model_config=request.model_config, env=request.env)
+    variable = model_variable(inputs.spec.run, request.model) if request.model else None
+    if variable is not None and request.env.get(variable) != request.model:
+        # --model sets the env through which run names its model: run, the readiness probe's
+        # body and everything else that reads it then serve the new model alike
+        return make_plan(replace(request, env={**request.env, variable: request.model}))
     filters = Options(cloud=request.cloud, region=request.region, spot=request.spot)
     return inputs, plan(inputs.spec, inputs.catalog, inputs.facts, filters, model=inputs.model)
 

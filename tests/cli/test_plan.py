@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.conftest import SHARED_MIXTRAL
 
@@ -66,3 +67,50 @@ def test_nothing_fits_exits_2_with_reasons(run_cli, tmp_path):
 def test_unknown_region_flag_is_a_clear_error(run_cli):
     result = run_cli("plan-mixtral", "--cloud", "aws", "--region", "us-east-7")
     assert result.returncode == 2 and "unknown region 'us-east-7' of aws" in result.stderr
+
+
+QWEN = "Qwen/Qwen2.5-72B-Instruct"
+
+
+def _deployment(tmp_path, monkeypatch, *args: str) -> dict:
+    from servestack.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in")
+    assert main(["generate", *args, "--cloud", "aws", "--stack", "m"]) == 0
+    text = (tmp_path / "stacks" / "Pulumi.m.yaml").read_text()
+    return yaml.safe_load(text)["config"]["servestack:deployment"]
+
+
+def test_model_sets_the_env_through_which_run_names_its_model(tmp_path, monkeypatch):
+    # the embedded example serves $MODEL_NAME and probes with {"model": "$MODEL_NAME"}
+    deployment = _deployment(tmp_path, monkeypatch, "--model", QWEN)
+    assert deployment["model"] == QWEN and deployment["envs"]["MODEL_NAME"] == QWEN
+    assert json.loads(deployment["readiness"]["post_data"])["model"] == QWEN
+    assert "vllm serve $MODEL_NAME" in deployment["run"]
+
+
+def test_model_is_what_the_default_command_serves_without_run(tmp_path, monkeypatch):
+    spec = tmp_path / "no-run.yaml"
+    spec.write_text("resources:\n  accelerators: A100-80GB:8\n")
+    deployment = _deployment(tmp_path, monkeypatch, str(spec), "--model", QWEN)
+    assert deployment["model"] == QWEN and deployment["run"] is None
+
+
+@pytest.mark.parametrize("run, error", [
+    ("vllm serve Qwen/Qwen2.5-7B-Instruct", "the spec's run serves 'Qwen/Qwen2.5-7B-Instruct'"),
+    ("python serve.py", "the spec's run names no model"),
+])
+def test_model_is_refused_when_run_would_ignore_it(run_cli, tmp_path, run, error):
+    spec = tmp_path / "serve.yaml"
+    spec.write_text(f"resources:\n  accelerators: A100-80GB:2\nrun: {run}\n")
+    result = run_cli("servestack", "plan", str(spec), "--model", QWEN)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--model '{QWEN}': {error}" in result.stderr
+
+
+def test_model_equal_to_what_run_serves_is_accepted(run_cli, tmp_path):
+    spec = tmp_path / "serve.yaml"
+    spec.write_text(f"resources:\n  accelerators: A100-80GB:2\nrun: vllm serve {QWEN}\n")
+    result = run_cli("servestack", "plan", str(spec), "--model", QWEN)
+    assert result.returncode == 0, result.stderr
