@@ -5,6 +5,8 @@
 - `Network`: a VPC of the service's own with a subnet for the VMs and the proxy-only subnet a
   regional Envoy load balancer needs. Its own VPC because only one ACTIVE proxy-only subnet may
   exist per region and VPC, and because the project's `default` network is often deleted.
+  The VMs have no public address: a Cloud Router's NAT carries their egress (pip, the model
+  download), for their subnet only.
 - `Firewall`: the service port from Google's health checkers and from the proxy-only subnet
   (the load balancer's Envoys), SSH only from `ssh_cidrs`; nothing else comes in.
 - `Identity`: the VMs' own service account (it can read the token secret and nothing else).
@@ -26,7 +28,13 @@ the client, so the VPC firewall opens the service port to that subnet and to the
 checkers only, and `allow_cidrs` (when not the whole internet) is enforced at the load balancer
 by a regional Cloud Armor policy instead.
 
-Every value comes from the `Deployment`, and how GCP spells it from servestack.mechanics
+Every physical name is given (servestack.clouds.gcp.gcp_name: the service, a digest of the
+stack and the resource's kind), the same the Terraform renderer gives, so two services or two
+stacks of one never collide in a project. The bridged provider replaces an explicitly named
+resource delete-first (pulumi-terraform-bridge `nameRequiresDeleteBeforeReplace`); instance
+templates, replaced on every change while the MIG still uses the old one, take a `name_prefix`.
+
+Every value comes from the `Deployment`, and how GCP spells it from servestack.clouds.gcp
 (shared with the Terraform renderer); what is left here is how the Pulumi SDK takes it.
 """
 
@@ -50,6 +58,9 @@ from servestack.clouds.gcp import (
     GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
+    GCP_NAT,
+    GCP_NAT_LOG,
+    GCP_NAT_SOURCE_RANGES,
     GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
     GCP_TARGET_SHAPE,
@@ -60,10 +71,12 @@ from servestack.clouds.gcp import (
     gcp_flexible_choices,
     gcp_labels,
     gcp_metadata,
+    gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
 )
@@ -88,24 +101,37 @@ class NetworkArgs:
 
 
 class Network(pulumi.ComponentResource):
-    """VPC, the VMs' subnet and the proxy-only subnet of the regional load balancer."""
+    """VPC, the VMs' subnet, the proxy-only subnet of the regional load balancer, and the
+    Cloud NAT (on a Cloud Router) through which the VMs, without public addresses, go out."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("Network"), name, None, opts)
         d = args.deployment
         self.network = gcp.compute.Network(
-            f"{name}-vpc", project=d.gcp_project, **GCP_VPC, description=f"servestack {d.service}",
-            opts=_child(self))
+            f"{name}-vpc", name=gcp_name(d, "vpc"), project=d.gcp_project, **GCP_VPC,
+            description=f"servestack {d.service}", opts=_child(self))
         self.subnet = gcp.compute.Subnetwork(
-            f"{name}-vms", project=d.gcp_project, region=d.region, network=self.network.id,
+            f"{name}-vms", name=gcp_name(d, "vms"), project=d.gcp_project, region=d.region,
+            network=self.network.id,
             ip_cidr_range=d.network.range_of("subnet"), private_ip_google_access=True,
             description=f"servestack {d.service}: GPU VMs", opts=_child(self))
         self.proxy_subnet = gcp.compute.Subnetwork(
-            f"{name}-proxy", project=d.gcp_project, region=d.region, network=self.network.id,
+            f"{name}-proxy", name=gcp_name(d, "proxy-only"), project=d.gcp_project,
+            region=d.region, network=self.network.id,
             ip_cidr_range=d.network.range_of("proxy_subnet"), **GCP_PROXY_SUBNET,
             description=f"servestack {d.service}: load balancer proxies", opts=_child(self))
+        self.router = gcp.compute.Router(
+            f"{name}-router", name=gcp_name(d, "router"), project=d.gcp_project,
+            region=d.region, network=self.network.id,
+            description=f"servestack {d.service}: egress of the GPU VMs", opts=_child(self))
+        self.nat = gcp.compute.RouterNat(
+            f"{name}-nat", name=gcp_name(d, "nat"), project=d.gcp_project, region=d.region,
+            router=self.router.name, **GCP_NAT,
+            subnetworks=[gcp.compute.RouterNatSubnetworkArgs(
+                name=self.subnet.id, source_ip_ranges_to_nats=GCP_NAT_SOURCE_RANGES)],
+            log_config=gcp.compute.RouterNatLogConfigArgs(**GCP_NAT_LOG), opts=_child(self))
         self.register_outputs({"network": self.network.id, "subnet": self.subnet.id,
-                               "proxySubnet": self.proxy_subnet.id})
+                               "proxySubnet": self.proxy_subnet.id, "nat": self.nat.id})
 
 
 # --- Firewall --------------------------------------------------------------------------------
@@ -127,22 +153,24 @@ class Firewall(pulumi.ComponentResource):
         d = args.deployment
         port = [str(d.service_port)]
         self.health_checks = self._allow(
-            f"{name}-health-checks", args, list(GCP_HEALTH_CHECK_RANGES), port,
+            f"{name}-health-checks", "health-checks", args, list(GCP_HEALTH_CHECK_RANGES), port,
             "Google health checkers to the service port (load balancer and autohealing)")
         self.proxies = self._allow(
-            f"{name}-lb-proxies", args, [d.network.range_of("proxy_subnet")], port,
+            f"{name}-lb-proxies", "lb-proxies", args, [d.network.range_of("proxy_subnet")], port,
             "the load balancer's proxies (proxy-only subnet) to the service port")
-        self.ssh = self._allow(f"{name}-ssh", args, list(d.ssh_cidrs), [str(d.ssh_port)],
-                               "SSH from the operator's CIDRs") if d.ssh_cidrs else None
+        self.ssh = self._allow(f"{name}-ssh", "ssh", args, list(d.ssh_cidrs),
+                               [str(d.ssh_port)], "SSH from the operator's CIDRs") \
+            if d.ssh_cidrs else None
         self.register_outputs({"healthChecks": self.health_checks.id,
                                "proxies": self.proxies.id,
                                "ssh": self.ssh.id if self.ssh else None})
 
-    def _allow(self, name: str, args: FirewallArgs, sources: list[str], ports: list[str],
-               why: str) -> gcp.compute.Firewall:
+    def _allow(self, name: str, kind: str, args: FirewallArgs, sources: list[str],
+               ports: list[str], why: str) -> gcp.compute.Firewall:
         d = args.deployment
         return gcp.compute.Firewall(
-            name, project=d.gcp_project, network=args.network, direction="INGRESS",
+            name, name=gcp_name(d, kind), project=d.gcp_project, network=args.network,
+            direction="INGRESS",
             allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=ports)],
             source_ranges=sources, target_tags=[gcp_network_tag(d)],
             description=f"servestack {d.service}: {why}", opts=_child(self))
@@ -236,7 +264,7 @@ class HealthCheck(pulumi.ComponentResource):
         d = args.deployment
         h = d.health
         self.check = gcp.compute.RegionHealthCheck(
-            f"{name}-http", project=d.gcp_project, region=d.region,
+            f"{name}-http", name=gcp_name(d, "health"), project=d.gcp_project, region=d.region,
             http_health_check=gcp.compute.RegionHealthCheckHttpHealthCheckArgs(
                 port=h.port, request_path=h.path),
             check_interval_sec=h.interval_seconds, timeout_sec=h.timeout_seconds,
@@ -276,11 +304,11 @@ class InstanceGroup(pulumi.ComponentResource):
         self.image = self._image(d)
         user_data = render_cloud_init(d)
         self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {
-            kind: self._template(f"{name}-{kind}", args, user_data, spot=kind == "spot")
+            kind: self._template(f"{name}-{kind}", kind, args, user_data)
             for kind in reversed(gcp_versions(d))}
         self.manager = gcp.compute.RegionInstanceGroupManager(
-            f"{name}-mig", project=d.gcp_project, region=d.region,
-            base_instance_name=d.service,
+            f"{name}-mig", name=gcp_name(d, "mig"), project=d.gcp_project, region=d.region,
+            base_instance_name=d.scope,
             description=f"servestack {d.service}: {d.candidate_id}",
             versions=self._versions(d),
             target_size=d.desired_replicas,
@@ -311,9 +339,10 @@ class InstanceGroup(pulumi.ComponentResource):
             opts=pulumi.InvokeOutputOptions(parent=self))
         return image.self_link
 
-    def _template(self, name: str, args: InstanceGroupArgs, user_data: str, *,
-                  spot: bool) -> gcp.compute.RegionInstanceTemplate:
+    def _template(self, name: str, kind: str, args: InstanceGroupArgs,
+                  user_data: str) -> gcp.compute.RegionInstanceTemplate:
         d = args.deployment
+        spot = kind == "spot"
         primary = d.primary
         labels = gcp_labels(d.tags)
         accelerators = None
@@ -321,7 +350,8 @@ class InstanceGroup(pulumi.ComponentResource):
             accelerators = [gcp.compute.RegionInstanceTemplateGuestAcceleratorArgs(
                 type=primary.attached_gpu, count=primary.accelerator_count)]
         return gcp.compute.RegionInstanceTemplate(
-            name, project=d.gcp_project, region=d.region,
+            name, name_prefix=gcp_template_prefix(d, kind), project=d.gcp_project,
+            region=d.region,
             description=f"servestack {d.service}: {'spot' if spot else 'on-demand'} "
                         f"{primary.instance_type}",
             machine_type=primary.instance_type,
@@ -332,14 +362,9 @@ class InstanceGroup(pulumi.ComponentResource):
                 disk_size_gb=d.disk_size_gb, disk_type=d.disk_type, labels=labels)],
             # cloud-init reads `user-data`; SSH (when ssh_cidrs allow it) goes through OS Login.
             metadata=gcp_metadata(user_data),
+            # No access config: no public address (egress goes through the router's NAT).
             network_interfaces=[gcp.compute.RegionInstanceTemplateNetworkInterfaceArgs(
-                subnetwork=args.subnet,
-                nic_type=gcp_nic_type(d),
-                # An ephemeral public IP for egress (pip, the model download); ingress is
-                # limited by the firewall to health checkers, the proxies and ssh_cidrs.
-                access_configs=[
-                    gcp.compute.RegionInstanceTemplateNetworkInterfaceAccessConfigArgs()],
-            )],
+                subnetwork=args.subnet, nic_type=gcp_nic_type(d))],
             service_account=gcp.compute.RegionInstanceTemplateServiceAccountArgs(
                 email=args.service_account_email, scopes=[GCP_CLOUD_PLATFORM_SCOPE]),
             tags=[gcp_network_tag(d)],
@@ -394,12 +419,13 @@ class LoadBalancer(pulumi.ComponentResource):
         d = args.deployment
         labels = gcp_labels(d.tags)
         self.address = gcp.compute.Address(
-            f"{name}-ip", project=d.gcp_project, region=d.region, address_type=GCP_ADDRESS_TYPE,
-            network_tier=GCP_LB_TIER, labels=labels,
+            f"{name}-ip", name=gcp_name(d, "ip"), project=d.gcp_project, region=d.region,
+            address_type=GCP_ADDRESS_TYPE, network_tier=GCP_LB_TIER, labels=labels,
             description=f"servestack {d.service}: endpoint", opts=_child(self))
         self.policy = self._client_policy(name, d)
         self.backend = gcp.compute.RegionBackendService(
-            f"{name}-backend", project=d.gcp_project, region=d.region,
+            f"{name}-backend", name=gcp_name(d, "backend"), project=d.gcp_project,
+            region=d.region,
             load_balancing_scheme=GCP_LB_SCHEME, protocol="HTTP", port_name=GCP_NAMED_PORT,
             health_checks=args.health_check,
             # For this load balancer the timeout bounds a whole response: a streamed completion
@@ -411,15 +437,16 @@ class LoadBalancer(pulumi.ComponentResource):
             security_policy=self.policy.self_link if self.policy else None,
             description=f"servestack {d.service}: the GPU group", opts=_child(self))
         self.url_map = gcp.compute.RegionUrlMap(
-            f"{name}-urls", project=d.gcp_project, region=d.region,
+            f"{name}-urls", name=gcp_name(d, "urls"), project=d.gcp_project, region=d.region,
             default_service=self.backend.id, opts=_child(self))
         # Keep-alive between requests is capped at 600 s by the API (the default), below the
         # idle timeout; it only closes connections that carry no request.
         self.proxy = gcp.compute.RegionTargetHttpProxy(
-            f"{name}-proxy", project=d.gcp_project, region=d.region, url_map=self.url_map.id,
-            opts=_child(self))
+            f"{name}-proxy", name=gcp_name(d, "http-proxy"), project=d.gcp_project,
+            region=d.region, url_map=self.url_map.id, opts=_child(self))
         self.rule = gcp.compute.ForwardingRule(
-            f"{name}-listener", project=d.gcp_project, region=d.region,
+            f"{name}-listener", name=gcp_name(d, "listener"), project=d.gcp_project,
+            region=d.region,
             load_balancing_scheme=GCP_LB_SCHEME, ip_protocol="TCP",
             port_range=str(d.listener_port), target=self.proxy.id,
             ip_address=self.address.address, network=args.network, network_tier=GCP_LB_TIER,
@@ -437,7 +464,8 @@ class LoadBalancer(pulumi.ComponentResource):
         if rules is None:
             return None
         return gcp.compute.RegionSecurityPolicy(
-            f"{name}-clients", project=d.gcp_project, region=d.region, type=GCP_ARMOR_TYPE,
+            f"{name}-clients", name=gcp_name(d, "clients"), project=d.gcp_project,
+            region=d.region, type=GCP_ARMOR_TYPE,
             description=f"servestack {d.service}: only allow_cidrs reach the endpoint",
             rules=[_armor_rule(r) for r in rules], opts=_child(self))
 

@@ -187,11 +187,19 @@ GCP = {"mig": "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager
        "armor": "gcp:compute/regionSecurityPolicy:RegionSecurityPolicy",
        "account": "gcp:serviceaccount/account:Account",
        "secret": "gcp:secretmanager/secret:Secret",
-       "binding": "gcp:secretmanager/secretIamBinding:SecretIamBinding"}
+       "binding": "gcp:secretmanager/secretIamBinding:SecretIamBinding",
+       "nat": "gcp:compute/routerNat:RouterNat"}
+GCP_NAME_KEYS = ("name", "name_prefix", "account_id", "base_instance_name", "tags")
 
 
 def _template_kind(template: dict) -> str:
     return "spot" if template["scheduling"]["provisioning_model"] == "SPOT" else "ondemand"
+
+
+def _gcp_names(bodies: list[dict]) -> list[str]:
+    """The physical names the resources fix (and the VMs' network tag), sorted."""
+    names = [b[key] for b in bodies for key in GCP_NAME_KEYS if key in b]
+    return sorted(n for found in names for n in (found if isinstance(found, list) else [found]))
 
 
 @pytest.mark.parametrize("index", range(5))
@@ -199,6 +207,13 @@ def test_gcp_engines_agree(index):
     d = variants("gcp")[index]
     rec, doc, values = pulumi_record(d), render(d), tfvars(d)
     res = doc["resource"]
+    assert _gcp_names([snake(r.inputs) for r in rec.resources if r.custom]) == \
+        _gcp_names([body for blocks in res.values() for body in blocks.values()])
+    nat, tf_nat = one(rec, GCP["nat"]), res["google_compute_router_nat"]["nat"]
+    same(nat, tf_nat, "nat_ip_allocate_option", "source_subnetwork_ip_ranges_to_nat",
+         "enable_dynamic_port_allocation", "enable_endpoint_independent_mapping", "log_config")
+    assert [s["source_ip_ranges_to_nats"] for s in nat["subnetworks"]] == \
+        [s["source_ip_ranges_to_nat"] for s in tf_nat["subnetwork"]]
     assert sorted((s["ip_cidr_range"], s.get("purpose")) for s in inputs(rec, GCP["subnet"])) == \
         sorted((s["ip_cidr_range"], s.get("purpose"))
                for s in res["google_compute_subnetwork"].values()) == \
@@ -240,6 +255,8 @@ def test_gcp_engines_agree(index):
             assert disk["source_image"] == tf_disk["source_image"] == d.image.id
         assert template["network_interfaces"][0].get("nic_type") == \
             tf_template["network_interface"][0].get("nic_type")
+        assert "access_configs" not in template["network_interfaces"][0]
+        assert "access_config" not in tf_template["network_interface"][0]
         assert template["service_account"]["scopes"] == tf_template["service_account"]["scopes"]
 
     mig, tf_mig = one(rec, GCP["mig"]), res["google_compute_region_instance_group_manager"]["group"]

@@ -109,8 +109,8 @@ class Cloud:
         """Provisioned IOPS for the volume types that need them."""
         return None
 
-    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
-        """Where the token is kept: one secret per service and candidate."""
+    def secret_ref(self, service: str, stack: str) -> SecretRef:
+        """Where the token is kept: one secret per service and stack."""
         raise NotImplementedError
 
     def stack_config(self, d: Deployment) -> dict[str, str]:

@@ -30,6 +30,16 @@ GCP_PROXY_SUBNET: dict[str, Any] = {"purpose": "REGIONAL_MANAGED_PROXY", "role":
 GCP_BACKEND: dict[str, Any] = {"balancing_mode": "UTILIZATION", "capacity_scaler": 1.0}
 GCP_ADDRESS_TYPE = "EXTERNAL"
 GCP_ARMOR_TYPE = "CLOUD_ARMOR"
+# The GPU VMs have no public address: Cloud NAT carries their egress (pip, the model download)
+# from the VMs' subnet only, on addresses Google allocates and adds as VMs are added. Dynamic
+# port allocation lets a VM that opens many parallel connections to one CDN endpoint (the
+# model's shards) grow past the default 64 ports; it requires endpoint-independent mapping off.
+GCP_NAT: dict[str, Any] = {"nat_ip_allocate_option": "AUTO_ONLY",
+                           "source_subnetwork_ip_ranges_to_nat": "LIST_OF_SUBNETWORKS",
+                           "enable_dynamic_port_allocation": True,
+                           "enable_endpoint_independent_mapping": False}
+GCP_NAT_SOURCE_RANGES = ["ALL_IP_RANGES"]  # the subnet's primary and any secondary ranges
+GCP_NAT_LOG: dict[str, Any] = {"enable": True, "filter": "ERRORS_ONLY"}  # dropped connections
 
 RULES = (
     rule("capacity", "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -78,8 +88,9 @@ class Gcp(Cloud):
     capacity_timeout = None
     failure_rules = RULES
 
-    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
-        name = f"servestack-{service}-{digest(f'{service}/{candidate_id}')}-hf-token"
+    def secret_ref(self, service: str, stack: str) -> SecretRef:
+        """A secret id per service and stack ([A-Za-z0-9_-], at most 255 characters)."""
+        name = f"servestack-{service}-{digest(f'{service}/{stack}')}-hf-token"
         return SecretRef(self.name, "secret-manager", name)
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
@@ -156,14 +167,29 @@ def gcp_labels(tags: dict[str, str]) -> dict[str, str]:
     return dict(list(labels.items())[:64])
 
 
+def gcp_name(d: Deployment, kind: str) -> str:
+    """The physical name of one of the deployment's resources: its scope (service and a digest
+    of its stack, at most 27 characters) and the resource's kind, so no two services or stacks
+    share one in a project. Compute Engine names follow RFC 1035: a lowercase letter, then
+    lowercase letters, digits and dashes, at most 63 characters, not ending in a dash."""
+    return f"{d.scope}-{kind}"
+
+
+def gcp_template_prefix(d: Deployment, kind: str) -> str:
+    """The instance template's name prefix (each template change makes a new one): the
+    provider appends a unique suffix, in full up to a 37-character prefix (google provider,
+    website/docs/r/compute_region_instance_template `name_prefix`)."""
+    return f"{gcp_name(d, kind)}-"
+
+
 def gcp_network_tag(d: Deployment) -> str:
-    """The network tag on the VMs; firewall rules target it."""
-    return f"servestack-{d.service}"[:63].rstrip("-")
+    """The network tag on the VMs (RFC 1035, like a name); firewall rules target it."""
+    return gcp_name(d, "vm")
 
 
 def gcp_service_account_id(d: Deployment) -> str:
-    """6-30 characters, unique per candidate so two stacks in one project do not collide."""
-    return f"ss-{d.service[:17].rstrip('-')}-{digest(d.candidate_id, 6)}"
+    """The VMs' service account id: 6-30 characters of [a-z0-9-], a letter first."""
+    return gcp_name(d, "vm")
 
 
 def gcp_flexible_choices(d: Deployment) -> list[InstanceChoice]:

@@ -39,6 +39,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     """The deployment of `chosen` as stack `stack` (default: the deploy loop's stack name for
     the candidate, `<service>-<candidate id>`)."""
     name = service_name or service_slug(spec.name or "servestack")
+    stack = stack or stack_name(name, chosen.id)
     policy = spec.service.replica_policy if spec.service else None
     probe = spec.service.readiness_probe if spec.service else None
     port = spec.port
@@ -51,7 +52,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     disk_type = cloud.disk_types[spec.disk_tier]
     return Deployment(
         service=name,
-        stack=stack or stack_name(name, chosen.id),
+        stack=stack,
         candidate_id=chosen.id,
         cloud=chosen.cloud,
         region=chosen.region,
@@ -86,7 +87,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         setup=spec.setup,
         run=spec.run,
         envs={k: v for k, v in spec.envs.items() if v is not None},
-        secret=cloud.secret_ref(name, chosen.id) if SECRET_ENV in spec.secrets else None,
+        secret=cloud.secret_ref(name, stack) if SECRET_ENV in spec.secrets else None,
         gcp_project=gcp_project,
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
     )

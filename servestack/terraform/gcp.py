@@ -8,18 +8,17 @@ HTTP health check for the load balancer and autohealing; regional instance templ
 and/or on-demand) and a regional MIG with the deployment's zones, ranked machine types (instance
 flexibility), spot split and rolling-update policy; a static address, backend service, URL map,
 HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy when clients are
-limited to `allow_cidrs`.
+limited to `allow_cidrs`. The VMs have no public address: a Cloud Router's NAT carries their
+egress.
 
-Names are `<service>-<kind>-<digest of the candidate id>` (the service account's id is the one
-the Pulumi component gives it, servestack.mechanics.gcp_service_account_id): two candidates'
-stacks in one project never collide. Every value comes from the `Deployment`, and how GCP
-spells it from servestack.mechanics, shared with the Pulumi component. The project is the
-variable `project` (terraform.tfvars.json).
+Names are `<service>-<digest of the stack>-<kind>` (servestack.clouds.gcp.gcp_name, the same the
+Pulumi component gives): two services, or two stacks of one, never collide in a project. Every
+value comes from the `Deployment`, and how GCP spells it from servestack.clouds.gcp, shared with
+the Pulumi component. The project is the variable `project` (terraform.tfvars.json).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
@@ -32,6 +31,9 @@ from servestack.clouds.gcp import (
     GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
+    GCP_NAT,
+    GCP_NAT_LOG,
+    GCP_NAT_SOURCE_RANGES,
     GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
     GCP_TARGET_SHAPE,
@@ -42,10 +44,12 @@ from servestack.clouds.gcp import (
     gcp_flexible_choices,
     gcp_labels,
     gcp_metadata,
+    gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
 )
@@ -61,7 +65,10 @@ from servestack.terraform import (
 )
 
 # (local name, requirement): the provider this renderer's arguments were checked against.
-PROVIDER = ("google", {"source": "hashicorp/google", "version": "~> 7.0"})
+# 7.8 is the first release with every argument used: `security_policy` on
+# google_compute_region_backend_service went GA in 7.8.0 (CHANGELOG, #24693); the rest are
+# older (instance_flexibility_policy 6.11, secret_data_wo 6.23).
+PROVIDER = ("google", {"source": "hashicorp/google", "version": "~> 7.8"})
 
 PROJECT = expr("var.project")
 
@@ -72,16 +79,10 @@ def render(d: Deployment) -> dict[str, Any]:
                                  "description": "the GCP project to deploy into"}},
         "provider": {"google": {"project": PROJECT, "region": d.region}},
         "data": image_data(d),
-        "resource": merge(network(d), firewall(d), identity(d), token(d),
+        "resource": merge(network(d), egress(d), firewall(d), identity(d), token(d),
                           health_check(d), group(d), load_balancer(d)),
         "output": outputs(d),
     }
-
-
-def name(d: Deployment, kind: str, limit: int = 63) -> str:
-    digest = hashlib.sha256(d.candidate_id.encode()).hexdigest()[:6]
-    head = f"{d.service}-{kind}"[:limit - 7].rstrip("-")
-    return f"{head}-{digest}"
 
 
 def labels(d: Deployment) -> dict[str, str]:
@@ -100,22 +101,38 @@ def network(d: Deployment) -> dict[str, Any]:
     vpc = expr("google_compute_network.vpc.id")
     return {
         "google_compute_network": {"vpc": {
-            "name": name(d, "vpc"), "project": PROJECT, **GCP_VPC,
+            "name": gcp_name(d, "vpc"), "project": PROJECT, **GCP_VPC,
             "description": f"servestack {d.service}"}},
         "google_compute_subnetwork": {
-            "vms": {"name": name(d, "vms"), "project": PROJECT, "region": d.region,
+            "vms": {"name": gcp_name(d, "vms"), "project": PROJECT, "region": d.region,
                     "network": vpc, "ip_cidr_range": d.network.subnet,
                     "private_ip_google_access": True,
                     "description": f"servestack {d.service}: GPU VMs"},
-            "proxy": {"name": name(d, "proxy"), "project": PROJECT, "region": d.region,
+            "proxy": {"name": gcp_name(d, "proxy-only"), "project": PROJECT, "region": d.region,
                       "network": vpc, "ip_cidr_range": d.network.proxy_subnet,
                       **GCP_PROXY_SUBNET,
                       "description": f"servestack {d.service}: load balancer proxies"}},
     }
 
 
+def egress(d: Deployment) -> dict[str, Any]:
+    """A Cloud Router and its NAT for the VMs' subnet only: their egress without public IPs."""
+    return {
+        "google_compute_router": {"nat": {
+            "name": gcp_name(d, "router"), "project": PROJECT, "region": d.region,
+            "network": expr("google_compute_network.vpc.id"),
+            "description": f"servestack {d.service}: egress of the GPU VMs"}},
+        "google_compute_router_nat": {"nat": {
+            "name": gcp_name(d, "nat"), "project": PROJECT, "region": d.region,
+            "router": expr("google_compute_router.nat.name"), **GCP_NAT,
+            "subnetwork": [{"name": expr("google_compute_subnetwork.vms.id"),
+                            "source_ip_ranges_to_nat": GCP_NAT_SOURCE_RANGES}],
+            "log_config": GCP_NAT_LOG}},
+    }
+
+
 def _allow(d: Deployment, kind: str, sources: list[str], port: int, why: str) -> dict:
-    return {"name": name(d, kind), "project": PROJECT,
+    return {"name": gcp_name(d, kind), "project": PROJECT,
             "network": expr("google_compute_network.vpc.id"), "direction": "INGRESS",
             "allow": [{"protocol": "tcp", "ports": [str(port)]}],
             "source_ranges": sources, "target_tags": [gcp_network_tag(d)],
@@ -170,7 +187,7 @@ def token(d: Deployment) -> dict[str, Any]:
 def health_check(d: Deployment) -> dict[str, Any]:
     h = d.health
     return {"google_compute_region_health_check": {"http": {
-        "name": name(d, "health"), "project": PROJECT, "region": d.region,
+        "name": gcp_name(d, "health"), "project": PROJECT, "region": d.region,
         "http_health_check": {"port": h.port, "request_path": h.path},
         "check_interval_sec": h.interval_seconds, "timeout_sec": h.timeout_seconds,
         "healthy_threshold": h.healthy_threshold, "unhealthy_threshold": h.unhealthy_threshold,
@@ -182,7 +199,7 @@ def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
     accelerators = [{"type": primary.attached_gpu, "count": primary.accelerator_count}] \
         if primary.attached_gpu else None
     return compact({
-        "name_prefix": f"{d.service}-{'spot' if spot else 'ondemand'}-"[:37],
+        "name_prefix": gcp_template_prefix(d, "spot" if spot else "ondemand"),
         "project": PROJECT, "region": d.region,
         "description": f"servestack {d.service}: {'spot' if spot else 'on-demand'} "
                        f"{primary.instance_type}",
@@ -194,10 +211,10 @@ def instance_template(d: Deployment, *, spot: bool) -> dict[str, Any]:
                   "boot": True, "auto_delete": True, "disk_size_gb": d.disk_size_gb,
                   "disk_type": d.disk_type, "labels": labels(d)}],
         "metadata": gcp_metadata(render_cloud_init(d)),
+        # No access_config: no public address (egress goes through the router's NAT).
         "network_interface": [compact({
             "subnetwork": expr("google_compute_subnetwork.vms.id"),
-            "nic_type": gcp_nic_type(d),
-            "access_config": [{}]})],
+            "nic_type": gcp_nic_type(d)})],
         "service_account": {"email": expr("google_service_account.vm.email"),
                             "scopes": [GCP_CLOUD_PLATFORM_SCOPE]},
         "tags": [gcp_network_tag(d)], "labels": labels(d),
@@ -227,8 +244,8 @@ def group(d: Deployment) -> dict[str, Any]:
     waits = ["google_secret_manager_secret_iam_binding.reader",
              "google_secret_manager_secret_version.hf_token"] if d.secret else []
     manager = compact({
-        "name": name(d, "mig"), "project": PROJECT, "region": d.region,
-        "base_instance_name": d.service,
+        "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
+        "base_instance_name": d.scope,
         "description": f"servestack {d.service}: {d.candidate_id}",
         "version": versions(d),
         "target_size": expr("var.desired_replicas"),
@@ -254,7 +271,7 @@ def client_policy(d: Deployment) -> dict[str, Any]:
     if rules is None:
         return {}
     return {"google_compute_region_security_policy": {"clients": {
-        "name": name(d, "clients"), "project": PROJECT, "region": d.region,
+        "name": gcp_name(d, "clients"), "project": PROJECT, "region": d.region,
         "type": GCP_ARMOR_TYPE,
         "description": f"servestack {d.service}: only allow_cidrs reach the endpoint",
         "rules": rules}}}
@@ -264,7 +281,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     """Address -> forwarding rule (listener port) -> proxy -> URL map -> backend service."""
     policy = client_policy(d)
     backend = compact({
-        "name": name(d, "backend"), "project": PROJECT, "region": d.region,
+        "name": gcp_name(d, "backend"), "project": PROJECT, "region": d.region,
         "load_balancing_scheme": GCP_LB_SCHEME, "protocol": "HTTP",
         "port_name": GCP_NAMED_PORT,
         "health_checks": [expr("google_compute_region_health_check.http.id")],
@@ -278,18 +295,18 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
         "description": f"servestack {d.service}: the GPU group"})
     return merge(policy, {
         "google_compute_address": {"ip": {
-            "name": name(d, "ip"), "project": PROJECT, "region": d.region,
+            "name": gcp_name(d, "ip"), "project": PROJECT, "region": d.region,
             "address_type": GCP_ADDRESS_TYPE, "network_tier": GCP_LB_TIER, "labels": labels(d),
             "description": f"servestack {d.service}: endpoint"}},
         "google_compute_region_backend_service": {"backend": backend},
         "google_compute_region_url_map": {"urls": {
-            "name": name(d, "urls"), "project": PROJECT, "region": d.region,
+            "name": gcp_name(d, "urls"), "project": PROJECT, "region": d.region,
             "default_service": expr("google_compute_region_backend_service.backend.id")}},
         "google_compute_region_target_http_proxy": {"proxy": {
-            "name": name(d, "proxy"), "project": PROJECT, "region": d.region,
+            "name": gcp_name(d, "http-proxy"), "project": PROJECT, "region": d.region,
             "url_map": expr("google_compute_region_url_map.urls.id")}},
         "google_compute_forwarding_rule": {"listener": {
-            "name": name(d, "listener"), "project": PROJECT, "region": d.region,
+            "name": gcp_name(d, "listener"), "project": PROJECT, "region": d.region,
             "load_balancing_scheme": GCP_LB_SCHEME, "ip_protocol": "TCP",
             "port_range": str(d.listener_port),
             "target": expr("google_compute_region_target_http_proxy.proxy.id"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from functools import cache
 
@@ -32,6 +33,12 @@ VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 BINDING = "gcp:secretmanager/secretIamBinding:SecretIamBinding"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 GET_IMAGE = "gcp:compute/getImage:getImage"
+NETWORK = "gcp:compute/network:Network"
+ROUTER = "gcp:compute/router:Router"
+NAT = "gcp:compute/routerNat:RouterNat"
+# The inputs that fix a physical name: what must differ between services and stacks.
+NAME_INPUTS = ("name", "namePrefix", "accountId", "baseInstanceName")
+UNNAMED = (VERSION, BINDING)  # a secret's version and IAM binding have no name of their own
 T4_HOSTS = (
     InstanceChoice("gcp-us-central1-n1-standard-16-ondemand", "n1-standard-16", "T4", 4, 2.2,
                    attached_gpu="nvidia-tesla-t4"),
@@ -103,7 +110,7 @@ def test_firewall_opens_service_port_to_health_checkers_and_proxies_only():
     health = firewall(rec, "-health-checks")
     assert health["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
     assert health["allows"] == [{"protocol": "tcp", "ports": [str(d.service_port)]}]
-    assert health["targetTags"] == ["servestack-mixtral"]
+    assert health["targetTags"] == [f"{d.scope}-vm"]
     assert health["direction"] == "INGRESS"
     proxies = firewall(rec, "-lb-proxies")
     proxy_subnet = [r.inputs for r in rec.of_type(SUBNET) if r.name.endswith("-proxy")][0]
@@ -113,7 +120,7 @@ def test_firewall_opens_service_port_to_health_checkers_and_proxies_only():
     assert firewall(rec, "-ssh") is None
     assert len(rec.of_type(FIREWALL)) == 2
     template = single(rec, TEMPLATE)
-    assert template["tags"] == ["servestack-mixtral"]
+    assert template["tags"] == [f"{d.scope}-vm"]
 
 
 def test_ssh_rule_only_from_given_cidrs():
@@ -286,7 +293,7 @@ def test_secret_and_its_single_reader():
     assert len(binding["members"]) == 1
     assert single(rec, VERSION)["secret"] == rec.one(SECRET).id
     account = single(rec, ACCOUNT)
-    assert 6 <= len(account["accountId"]) <= 30 and account["accountId"].startswith("ss-mixtral-")
+    assert account["accountId"] == f"{d.scope}-vm" and d.scope.startswith("mixtral-")
     template = single(rec, TEMPLATE)
     assert template["serviceAccount"]["scopes"] == [
         "https://www.googleapis.com/auth/cloud-platform"]
@@ -335,6 +342,68 @@ def test_project_goes_on_every_resource_when_set():
     assert "project" not in single(on_demand(), MIG)
 
 
+def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet():
+    d = planned(False)
+    for rec in (on_demand(), spot(), run(replace(planned(True), on_demand_base=1))):
+        for template in rec.of_type(TEMPLATE):
+            [nic] = template.inputs["networkInterfaces"]
+            assert "accessConfigs" not in nic and "ipv6AccessConfigs" not in nic
+    rec = on_demand()
+    router, nat = single(rec, ROUTER), single(rec, NAT)
+    assert router["network"] == rec.one(NETWORK).id and router["region"] == d.region
+    assert nat["router"] == router["name"] and nat["region"] == d.region
+    assert nat["natIpAllocateOption"] == "AUTO_ONLY"
+    vms = [r for r in rec.of_type(SUBNET) if r.name.endswith("-vms")][0]
+    assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
+    assert nat["subnetworks"] == [{"name": vms.id, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
+    assert vms.inputs["privateIpGoogleAccess"] is True  # Google APIs without the NAT
+    assert nat["enableDynamicPortAllocation"] is True
+    assert nat["enableEndpointIndependentMapping"] is False
+    assert nat["logConfig"] == {"enable": True, "filter": "ERRORS_ONLY"}
+
+
+def physical_names(rec) -> list[str]:
+    """Every name the deployment fixes in the project (and the VMs' network tag)."""
+    names = []
+    for r in rec.resources:
+        if not r.custom or r.type in UNNAMED:
+            continue
+        fixed = [r.inputs[key] for key in NAME_INPUTS if key in r.inputs]
+        fixed += [r.inputs["secretId"]] if r.type == SECRET else []
+        assert fixed, f"{r.type} {r.name} has no name of its own"
+        names += fixed + r.inputs.get("tags", [])
+    return names
+
+
+def test_two_services_and_two_stacks_of_one_spec_share_no_name():
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="gcp", spot=False), model=inputs.model)
+    names: dict[str, tuple[str, str]] = {}
+    for service, stack in (("servestack", "blue"), ("servestack", "green"), ("other", "blue")):
+        d = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                             model=inputs.model, service_name=service, stack=stack,
+                             ssh_cidrs=("203.0.113.0/24",), allow_cidrs=("198.51.100.0/24",))
+        for found in set(physical_names(run(d))):
+            assert found not in names, f"{found}: {names.get(found)} and {(service, stack)}"
+            names[found] = (service, stack)
+    assert len(names) == 3 * 20  # 19 named resources, the VMs' base name (tag = account id)
+
+
+def test_every_name_follows_gcp_rules_for_the_longest_service_name():
+    d = replace(planned(False), service="s" * 20, stack="a-very-long-stack-name" * 4)
+    rec = run(replace(d, ssh_cidrs=("203.0.113.0/24",), allow_cidrs=("198.51.100.0/24",)))
+    rfc1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+    for r in rec.resources:
+        if r.custom and r.type not in UNNAMED:
+            for key in ("name", "accountId", "baseInstanceName"):
+                if key in r.inputs:
+                    assert rfc1035.fullmatch(r.inputs[key]) and len(r.inputs[key]) <= 63
+    assert 6 <= len(single(rec, ACCOUNT)["accountId"]) <= 30
+    assert len(single(rec, TEMPLATE)["namePrefix"]) <= 37  # longer loses the unique suffix
+    assert len(single(rec, MIG)["baseInstanceName"]) <= 58  # the MIG appends -xxxx
+
+
 def test_every_resource_sits_in_the_service_tree():
     rec = on_demand()
     by_urn = {r.urn: r for r in rec.resources}
@@ -355,9 +424,8 @@ def test_every_resource_sits_in_the_service_tree():
 
 def test_outputs():
     outputs = on_demand().outputs
-    assert outputs["instance_group_name"] == "mixtral-group-mig"
+    assert outputs["instance_group_name"] == f"{planned(False).scope}-mig"
     assert outputs["instance_group_id"] == "mixtral-group-mig-id"
-
 
 
 def test_endpoint_is_the_reserved_address_on_the_forwarding_rule():
@@ -378,4 +446,4 @@ def test_the_program_builds_the_gcp_service_from_stack_config():
     assert rec.one("servestack:gcp:Service").name == d.service
     assert single(rec, VERSION)["secretData"] == SECRET_MASK
     assert TOKEN not in json.dumps(preview_json(rec))
-    assert rec.outputs["instance_group_name"] == "mixtral-group-mig"
+    assert rec.outputs["instance_group_name"] == f"{d.scope}-mig"

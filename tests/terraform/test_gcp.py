@@ -1,0 +1,155 @@
+"""servestack.terraform.gcp: arguments the google provider has, in the versions the pin admits;
+names no other service or stack shares; VMs without public addresses behind Cloud NAT.
+
+No google provider can be installed here, so the rendered JSON is checked against the provider's
+published schema: tests/fixtures/google_provider_schema.json, the argument trees of the
+resources used, from the @cdktf/provider-google package (generated from google 6.50.0).
+Arguments the provider added later are listed in NEWER with the release that added them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+
+from servestack import planner
+from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Deployment
+from servestack.inputs import load_inputs
+from servestack.terraform import render
+from tests.fakes import FROZEN_CATALOG
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "google_provider_schema.json")
+                    .read_text())["resources"]
+# (resource, argument path): the first google release that has it (CHANGELOG.md).
+NEWER = {("google_compute_region_backend_service", "security_policy"): (7, 8)}  # #24693
+META = {"depends_on", "lifecycle"}
+CLIENTS = ("198.51.100.0/24",)
+SSH_FROM = ("203.0.113.0/24",)
+
+
+@cache
+def plan(spot: bool) -> tuple:
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    found = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                         planner.Options(cloud="gcp", spot=spot), model=inputs.model)
+    return inputs, found.candidates
+
+
+def deployment(spot: bool = False, service: str | None = None,
+               stack: str | None = None) -> Deployment:
+    inputs, candidates = plan(spot)
+    return build_deployment(inputs.spec, candidates[0], candidates, model=inputs.model,
+                            service_name=service, stack=stack, allow_cidrs=CLIENTS,
+                            ssh_cidrs=SSH_FROM)
+
+
+def variants() -> list[Deployment]:
+    spot = deployment(spot=True)
+    return [deployment(), spot, replace(spot, on_demand_base=1),
+            replace(deployment(), secret=None, allow_cidrs=("0.0.0.0/0",), ssh_cidrs=())]
+
+
+def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
+    """The argument paths of `body` that `schema` lacks and NEWER does not list."""
+    found = []
+    for key, value in body.items():
+        where = f"{path}{key}"
+        if key in META or (kind, where) in NEWER:
+            continue
+        if key not in schema:
+            found.append(f"{kind}.{where}")
+        elif schema[key] is not None:
+            for item in value if isinstance(value, list) else [value]:
+                found += unknown(item, schema[key], kind, f"{where}.")
+    return found
+
+
+def test_every_argument_is_one_the_provider_has():
+    for d in variants():
+        for kind, blocks in render(d)["resource"].items():
+            assert kind in SCHEMA, kind
+            for body in blocks.values():
+                assert unknown(body, SCHEMA[kind], kind) == []
+
+
+def test_the_pin_admits_only_releases_with_every_argument():
+    requirement = render(deployment())["terraform"]["required_providers"]["google"]
+    assert requirement["source"] == "hashicorp/google"
+    match = re.fullmatch(r"~> (\d+)\.(\d+)", requirement["version"])
+    assert match, requirement["version"]  # >= that minor release, below the next major
+    assert (int(match[1]), int(match[2])) >= max(NEWER.values())
+    used = json.dumps(render(deployment())["resource"]["google_compute_region_backend_service"])
+    assert '"security_policy"' in used  # the argument that sets the floor is really used
+
+
+def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet():
+    for d in variants():
+        resources = render(d)["resource"]
+        for template in resources["google_compute_region_instance_template"].values():
+            [nic] = template["network_interface"]
+            assert "access_config" not in nic and "ipv6_access_config" not in nic
+        router = resources["google_compute_router"]["nat"]
+        assert router["network"] == "${google_compute_network.vpc.id}"
+        assert router["region"] == d.region
+        nat = resources["google_compute_router_nat"]["nat"]
+        assert nat["router"] == "${google_compute_router.nat.name}"
+        assert nat["region"] == d.region and nat["nat_ip_allocate_option"] == "AUTO_ONLY"
+        assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
+        assert nat["subnetwork"] == [{"name": "${google_compute_subnetwork.vms.id}",
+                                      "source_ip_ranges_to_nat": ["ALL_IP_RANGES"]}]
+        assert resources["google_compute_subnetwork"]["vms"]["private_ip_google_access"]
+        assert "purpose" not in resources["google_compute_subnetwork"]["vms"]
+
+
+def physical_names(d: Deployment) -> list[str]:
+    """Every name the deployment fixes in the project (and the VMs' network tag)."""
+    names = []
+    for kind, blocks in render(d)["resource"].items():
+        for body in blocks.values():
+            fixed = [body[key] for key in ("name", "name_prefix", "account_id",
+                                           "base_instance_name") if key in body]
+            if kind == "google_secret_manager_secret":
+                fixed.append(body["secret_id"])
+            elif kind in ("google_secret_manager_secret_version",
+                          "google_secret_manager_secret_iam_binding"):
+                continue  # no name of their own
+            assert fixed, f"{kind} has no name of its own"
+            names += fixed + body.get("tags", [])
+    return names
+
+
+def test_two_services_and_two_stacks_of_one_spec_share_no_name():
+    owners: dict[str, tuple[str, str]] = {}
+    for service, stack in (("servestack", "blue"), ("servestack", "green"), ("other", "blue")):
+        for name in set(physical_names(deployment(service=service, stack=stack))):
+            assert name not in owners, f"{name}: {owners.get(name)} and {(service, stack)}"
+            owners[name] = (service, stack)
+    assert len(owners) == 3 * 20  # 19 named resources, the VMs' base name (tag = account id)
+
+
+def test_names_follow_gcp_rules_for_the_longest_service_and_stack():
+    d = deployment(service="s" * 20, stack="a-very-long-stack-name" * 4)
+    resources = render(d)["resource"]
+    rfc1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+    for blocks in resources.values():
+        for body in blocks.values():
+            for key in ("name", "account_id", "base_instance_name"):
+                if key in body:
+                    assert rfc1035.fullmatch(body[key]) and len(body[key]) <= 63, body[key]
+    assert 6 <= len(resources["google_service_account"]["vm"]["account_id"]) <= 30
+    for template in resources["google_compute_region_instance_template"].values():
+        assert len(template["name_prefix"]) <= 37  # longer loses the unique suffix
+
+
+def test_draining_lets_streams_run_their_timeout_within_the_api_range():
+    d = deployment()
+    backend = render(d)["resource"]["google_compute_region_backend_service"]["backend"]
+    assert backend["connection_draining_timeout_sec"] == backend["timeout_sec"] == \
+        d.idle_timeout_seconds == 900
+    longer = render(replace(d, idle_timeout_seconds=5400))["resource"]
+    backend = longer["google_compute_region_backend_service"]["backend"]
+    assert (backend["timeout_sec"], backend["connection_draining_timeout_sec"]) == (5400, 3600)
