@@ -41,13 +41,14 @@ from servestack.clouds.aws import (
     GROUP_STATES,
     LIVE_STATES,
     QUOTA_CODES,
-    TAG_KEYS,
     aws_distribution,
     aws_health_check,
     aws_instance_refresh,
+    aws_match_tags,
     aws_name,
     aws_name_prefix,
     aws_root_ebs,
+    aws_tags,
     aws_target_group,
     ec2_trust_policy,
     read_token_policy,
@@ -75,7 +76,7 @@ def _fit(name: str, room: int) -> str:
 
 
 def _named(deployment: Deployment, name: str) -> dict[str, str]:
-    return {**deployment.tags, "Name": name}
+    return {**aws_tags(deployment), "Name": name}
 
 
 def _split_cidrs(cidrs: tuple[str, ...]) -> dict[str, Any]:
@@ -259,7 +260,7 @@ class TokenSecret(pulumi.ComponentResource):
             key_id=d.token_secret.key,
             value=pulumi.Output.secret(args.token),
             description=f"Hugging Face token for servestack {d.service}",
-            tags=d.tags, opts=_child(self))
+            tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"parameterName": self.parameter.name})
 
 
@@ -279,7 +280,7 @@ class InstanceRole(pulumi.ComponentResource):
         self.role = aws.iam.Role(
             f"{name}-role", name_prefix=aws_name_prefix(d, "vm"),
             assume_role_policy=json.dumps(ec2_trust_policy()),
-            description=f"servestack {d.service} GPU instances", tags=d.tags,
+            description=f"servestack {d.service} GPU instances", tags=aws_tags(d),
             opts=_child(self))
         self.policy = aws.iam.RolePolicy(
             f"{name}-read-token", role=self.role.id,
@@ -287,7 +288,7 @@ class InstanceRole(pulumi.ComponentResource):
             opts=_child(self))
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
-            tags=d.tags, opts=_child(self))
+            tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
 
 
@@ -460,13 +461,13 @@ def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], 
 
 
 def _tagged(deployment: Deployment) -> list[dict]:
-    tags = deployment.tags
-    filters = [{"key": key, "values": [tags[key]]} for key in TAG_KEYS]
+    tags = aws_match_tags(deployment)
+    filters = [{"key": key, "values": [value]} for key, value in tags.items()]
     mapped = aws.resourcegroupstaggingapi.get_resources(tag_filters=filters,  # type: ignore[arg-type]
                                                         region=deployment.region)
     found = [_from_arn(m.resource_arn) for m in mapped.resource_tag_mapping_lists
              if ":instance/" not in m.resource_arn]  # instances: the authoritative call below
-    live = aws.ec2.get_instances(instance_tags={k: tags[k] for k in TAG_KEYS},
+    live = aws.ec2.get_instances(instance_tags=tags,
                                  instance_state_names=list(LIVE_STATES), region=deployment.region)
     found += [{"type": "aws:ec2/instance:Instance", "name": i, "id": i} for i in live.ids]
     return found
@@ -498,7 +499,7 @@ def group_program(deployment: Deployment, group_name: str | None) -> Callable[[]
 
     def program() -> None:
         found = aws.ec2.get_instances(
-            instance_tags={k: deployment.tags[k] for k in TAG_KEYS},
+            instance_tags=aws_match_tags(deployment),
             instance_state_names=list(GROUP_STATES), region=deployment.region)
         pulumi.export("running", len(found.ids))
 

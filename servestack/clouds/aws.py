@@ -29,7 +29,10 @@ QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
 GROUP_STATES = ("pending", "running")
 # What a sweep counts as still there: a terminated instance keeps its tags for a while.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
-TAG_KEYS = ("servestack-service", "servestack-candidate")
+STACK_TAG = "servestack-stack"
+# The tags the sweep and the group-size probe match: the candidate's and its stack's, so two
+# stacks of one candidate (blue/green) never count or remove each other's resources.
+TAG_KEYS = ("servestack-service", "servestack-candidate", STACK_TAG)
 # Instance refresh bounds, as percentages of the desired capacity: AWS takes 0-100 and
 # 100-200, at most 100 apart (Auto Scaling API, InstanceMaintenancePolicy).
 REFRESH_MIN_HEALTHY = 100
@@ -134,6 +137,16 @@ def quota_family(instance_type: str, spot: bool) -> str:
     else:
         family = letters.upper()
     return f"aws-{family}-{'spot' if spot else 'ondemand'}"
+
+
+def aws_tags(d: Deployment) -> dict[str, str]:
+    """The tags on every resource: the deployment's, and its stack's (see TAG_KEYS)."""
+    return {**d.tags, STACK_TAG: d.stack}
+
+
+def aws_match_tags(d: Deployment) -> dict[str, str]:
+    """The tags by which the probes find the deployment's resources."""
+    return {key: aws_tags(d)[key] for key in TAG_KEYS}
 
 
 def aws_name(d: Deployment, kind: str) -> str:

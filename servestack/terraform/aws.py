@@ -31,9 +31,11 @@ from servestack.clouds.aws import (
     aws_distribution,
     aws_health_check,
     aws_instance_refresh,
+    aws_match_tags,
     aws_name,
     aws_name_prefix,
     aws_root_ebs,
+    aws_tags,
     aws_target_group,
     ec2_trust_policy,
     read_token_policy,
@@ -70,7 +72,7 @@ def render(d: Deployment) -> dict[str, Any]:
 
 
 def named(d: Deployment, name: str) -> dict[str, str]:
-    return {**d.tags, "Name": name}
+    return {**aws_tags(d), "Name": name}
 
 
 def _filters(**values: list[Any]) -> list[dict[str, Any]]:
@@ -211,17 +213,17 @@ def token_access(d: Deployment) -> dict[str, Any]:
             "name": d.token_secret.name, "type": "SecureString", "key_id": d.token_secret.key,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
-            "description": f"Hugging Face token for servestack {d.service}", "tags": d.tags}},
+            "description": f"Hugging Face token for servestack {d.service}", "tags": aws_tags(d)}},
         "aws_iam_role": {"vm": {
             "name_prefix": aws_name_prefix(d, "vm"),
             "assume_role_policy": json.dumps(ec2_trust_policy()),
-            "description": f"servestack {d.service} GPU instances", "tags": d.tags}},
+            "description": f"servestack {d.service} GPU instances", "tags": aws_tags(d)}},
         "aws_iam_role_policy": {"read_token": {
             "name": "read-token", "role": expr("aws_iam_role.vm.id"),
             "policy": token_policy(d)}},
         "aws_iam_instance_profile": {"vm": {
             "name_prefix": aws_name_prefix(d, "vm"), "role": expr("aws_iam_role.vm.name"),
-            "tags": d.tags}},
+            "tags": aws_tags(d)}},
     }
 
 
@@ -301,10 +303,6 @@ def _probe_base(region: str) -> dict[str, Any]:
             "provider": {"aws": {"region": region}}}
 
 
-def _candidate_tags(d: Deployment) -> dict[str, str]:
-    return {k: d.tags[k] for k in ("servestack-service", "servestack-candidate")}
-
-
 def sweep_config(d: Deployment) -> dict[str, Any]:
     """What still carries the candidate's tags (instances apart: only live ones count)."""
     mapping = "data.aws_resourcegroupstaggingapi_resources.tagged.resource_tag_mapping_list"
@@ -312,8 +310,8 @@ def sweep_config(d: Deployment) -> dict[str, Any]:
         **_probe_base(d.region),
         "data": {
             "aws_resourcegroupstaggingapi_resources": {"tagged": {
-                "tag_filter": [{"key": k, "values": [v]} for k, v in _candidate_tags(d).items()]}},
-            "aws_instances": {"live": {"instance_tags": _candidate_tags(d),
+                "tag_filter": [{"key": k, "values": [v]} for k, v in aws_match_tags(d).items()]}},
+            "aws_instances": {"live": {"instance_tags": aws_match_tags(d),
                                        "instance_state_names": list(LIVE_STATES)}}},
         "output": {"arns": {"value": "${[for m in " + mapping + " : m.resource_arn]}"},
                    "instances": {"value": "${data.aws_instances.live.ids}"}},

@@ -440,6 +440,27 @@ def test_every_taggable_resource_carries_the_deployment_tags():
     for token in (SG, ALB, TG, LISTENER, LT, PARAMETER, ROLE, PROFILE):
         for r in rec.of_type(token):
             assert r.inputs["tags"]["servestack-candidate"] == d.candidate_id, r.name
+            assert r.inputs["tags"]["servestack-stack"] == d.stack, r.name
+
+
+def test_probes_tell_two_stacks_of_one_candidate_apart():
+    from servestack.components.aws import group_program, sweep_program
+
+    answers = {"aws:ec2/getInstances:getInstances": {
+        "id": "x", "ids": [], "region": "us-east-1", "instanceTags": {}, "privateIps": [],
+        "publicIps": [], "ipv6Addresses": []},
+        "aws:resourcegroupstaggingapi/getResources:getResources": {
+            "id": "x", "region": "us-east-1", "resourceTagMappingLists": []}}
+    for stack in ("blue", "green"):
+        d = replace(on_demand(), stack=stack)
+        wanted = {"servestack-service": d.service, "servestack-candidate": d.candidate_id,
+                  "servestack-stack": stack}
+        size, = record(group_program(d, None), invoke_answers=answers).invokes
+        assert size["args"]["instanceTags"] == wanted
+        tagging, live = record(sweep_program(d, []), invoke_answers=answers).invokes
+        assert {f["key"]: f["values"] for f in tagging["args"]["tagFilters"]} == \
+            {k: [v] for k, v in wanted.items()}
+        assert live["args"]["instanceTags"] == wanted
 
 
 def test_region_must_match_the_provider_region():

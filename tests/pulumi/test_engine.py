@@ -349,7 +349,8 @@ def test_aws_sweep_program_finds_tagged_resources():
     recording = record(sweep_program(deployment, []), invoke_answers=answers)
     tagging = next(i for i in recording.invokes if "getResources" in i["token"])
     assert {f["key"]: f["values"] for f in tagging["args"]["tagFilters"]} == {
-        "servestack-service": [deployment.service], "servestack-candidate": [AWS.id]}
+        "servestack-service": [deployment.service], "servestack-candidate": [AWS.id],
+        "servestack-stack": [deployment.stack]}
     assert recording.outputs["found"] == [
         {"type": "aws:autoscaling/group:Group", "name": "mixtral-gpu-2025",
          "id": "mixtral-gpu-2025"},

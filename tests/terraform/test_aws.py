@@ -14,7 +14,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import render
-from servestack.terraform.aws import PROVIDER
+from servestack.terraform.aws import PROVIDER, size_config, sweep_config
 from tests.fakes import FROZEN_CATALOG
 
 
@@ -84,6 +84,23 @@ def test_target_group_drains_for_as_long_as_a_stream_may_idle():
     resources = render(d)["resource"]
     assert resources["aws_lb_target_group"]["service"]["deregistration_delay"] == \
         resources["aws_lb"]["service"]["idle_timeout"] == d.idle_timeout_seconds == 900
+
+
+def test_every_resource_and_probe_carries_the_stack():
+    for stack in ("blue", "green"):
+        d = deployment(stack=stack)
+        tagged = [body for bodies in render(d)["resource"].values() for body in bodies.values()
+                  if "tags" in body]
+        assert tagged and all(body["tags"]["servestack-stack"] == stack for body in tagged)
+        assert {"key": "servestack-stack", "value": stack, "propagate_at_launch": True} in \
+            render(d)["resource"]["aws_autoscaling_group"]["group"]["tag"]
+        wanted = {"servestack-service": d.service, "servestack-candidate": d.candidate_id,
+                  "servestack-stack": stack}
+        size = size_config(d, None, None)["data"]["aws_instances"]["group"]
+        sweep = sweep_config(d)["data"]
+        assert size["instance_tags"] == sweep["aws_instances"]["live"]["instance_tags"] == wanted
+        assert sweep["aws_resourcegroupstaggingapi_resources"]["tagged"]["tag_filter"] == \
+            [{"key": k, "values": [v]} for k, v in wanted.items()]
 
 
 def _version(text: str) -> tuple[int, ...]:
