@@ -54,6 +54,7 @@ from servestack.clouds.gcp import (
     GCP_ARMOR_TYPE,
     GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
@@ -114,6 +115,7 @@ class Network(pulumi.ComponentResource):
             f"{name}-vms", name=gcp_name(d, "vms"), project=d.gcp_project, region=d.region,
             network=self.network.id,
             ip_cidr_range=d.network.range_of("subnet"), private_ip_google_access=True,
+            log_config=gcp.compute.SubnetworkLogConfigArgs(**GCP_FLOW_LOGS),
             description=f"servestack {d.service}: GPU VMs", opts=_child(self))
         self.proxy_subnet = gcp.compute.Subnetwork(
             f"{name}-proxy", name=gcp_name(d, "proxy-only"), project=d.gcp_project,

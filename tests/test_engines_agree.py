@@ -214,6 +214,10 @@ def test_gcp_engines_agree(index):
          "enable_dynamic_port_allocation", "enable_endpoint_independent_mapping", "log_config")
     assert [s["source_ip_ranges_to_nats"] for s in nat["subnetworks"]] == \
         [s["source_ip_ranges_to_nat"] for s in tf_nat["subnetwork"]]
+    assert sorted(json.dumps(s.get("log_config"), sort_keys=True)
+                  for s in inputs(rec, GCP["subnet"])) == \
+        sorted(json.dumps(s.get("log_config"), sort_keys=True)
+               for s in res["google_compute_subnetwork"].values())
     assert sorted((s["ip_cidr_range"], s.get("purpose")) for s in inputs(rec, GCP["subnet"])) == \
         sorted((s["ip_cidr_range"], s.get("purpose"))
                for s in res["google_compute_subnetwork"].values()) == \

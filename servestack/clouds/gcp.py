@@ -40,6 +40,11 @@ GCP_NAT: dict[str, Any] = {"nat_ip_allocate_option": "AUTO_ONLY",
                            "enable_endpoint_independent_mapping": False}
 GCP_NAT_SOURCE_RANGES = ["ALL_IP_RANGES"]  # the subnet's primary and any secondary ranges
 GCP_NAT_LOG: dict[str, Any] = {"enable": True, "filter": "ERRORS_ONLY"}  # dropped connections
+# VPC flow logs on the VMs' subnet (proxy-only subnets have none): what the load balancer, the
+# health checkers and the NAT exchange with the VMs. Ten-minute aggregation and half the flows
+# sampled keep the log volume small on a subnet whose bulk is a model download.
+GCP_FLOW_LOGS: dict[str, Any] = {"aggregation_interval": "INTERVAL_10_MIN", "flow_sampling": 0.5,
+                                 "metadata": "INCLUDE_ALL_METADATA"}
 
 RULES = (
     rule("capacity", "ZONE_RESOURCE_POOL_EXHAUSTED",

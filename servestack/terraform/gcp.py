@@ -27,6 +27,7 @@ from servestack.clouds.gcp import (
     GCP_ARMOR_TYPE,
     GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
@@ -106,7 +107,7 @@ def network(d: Deployment) -> dict[str, Any]:
         "google_compute_subnetwork": {
             "vms": {"name": gcp_name(d, "vms"), "project": PROJECT, "region": d.region,
                     "network": vpc, "ip_cidr_range": d.network.subnet,
-                    "private_ip_google_access": True,
+                    "private_ip_google_access": True, "log_config": GCP_FLOW_LOGS,
                     "description": f"servestack {d.service}: GPU VMs"},
             "proxy": {"name": gcp_name(d, "proxy-only"), "project": PROJECT, "region": d.region,
                       "network": vpc, "ip_cidr_range": d.network.proxy_subnet,

@@ -357,6 +357,9 @@ def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet
     assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
     assert nat["subnetworks"] == [{"name": vms.id, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
     assert vms.inputs["privateIpGoogleAccess"] is True  # Google APIs without the NAT
+    assert vms.inputs["logConfig"] == {"aggregationInterval": "INTERVAL_10_MIN",
+                                       "flowSampling": 0.5, "metadata": "INCLUDE_ALL_METADATA"}
+    assert all("logConfig" not in r.inputs for r in rec.of_type(SUBNET) if r is not vms)
     assert nat["enableDynamicPortAllocation"] is True
     assert nat["enableEndpointIndependentMapping"] is False
     assert nat["logConfig"] == {"enable": True, "filter": "ERRORS_ONLY"}

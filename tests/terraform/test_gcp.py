@@ -101,8 +101,11 @@ def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet
         assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
         assert nat["subnetwork"] == [{"name": "${google_compute_subnetwork.vms.id}",
                                       "source_ip_ranges_to_nat": ["ALL_IP_RANGES"]}]
-        assert resources["google_compute_subnetwork"]["vms"]["private_ip_google_access"]
-        assert "purpose" not in resources["google_compute_subnetwork"]["vms"]
+        vms, proxy = resources["google_compute_subnetwork"]["vms"], \
+            resources["google_compute_subnetwork"]["proxy"]
+        assert vms["private_ip_google_access"] and "purpose" not in vms
+        assert vms["log_config"]["aggregation_interval"] == "INTERVAL_10_MIN"  # flow logs
+        assert "log_config" not in proxy  # proxy-only subnets have no flow logs
 
 
 def physical_names(d: Deployment) -> list[str]:
