@@ -36,6 +36,13 @@ What the document does:
   (pinned, conda-forge, so no channel terms to accept) is installed in /opt/servestack/conda
   unless the image has a conda, and the scripts run under `bash` with BASH_ENV pointing at its
   conda.sh, which is what makes `conda activate` work in a non-interactive shell.
+- `image_id: docker:IMAGE` (SkyPilot's form; the VM boots the cloud's default GPU image):
+  servestack-start fetches the secrets and installs Docker and the NVIDIA Container Toolkit
+  where the image lacks them (no vLLM, no conda on the VM), then servestack-container runs
+  servestack-start again inside IMAGE with all GPUs, the host's network, the Hugging Face
+  cache on the VM's disk and servestack's files (and secret.env) mounted read-only: the
+  spec's setup and run, or the default `vllm serve`, run in the container as SkyPilot runs
+  them. The unit orders itself after docker.service.
 
 The readiness gate (only when the spec's probe is a POST): load balancer health checks can
 only GET, so they check vLLM's /health, which says the server is up, not that the spec's
@@ -82,8 +89,8 @@ SCRIPTS = {  # packaged file -> where the document writes it
 VLLM_UNIT = """\
 [Unit]
 Description=servestack vLLM replica
-Wants=network-online.target
-After=network-online.target
+Wants=network-online.target{docker}
+After=network-online.target{docker}
 StartLimitIntervalSec=0
 
 [Service]
@@ -167,8 +174,12 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
         files.append((f"{HOME}/bin/servestack-secret",
                       script_text(f"servestack-secret-{d.cloud}.sh"), "0755"))
     pre = "ExecStartPre=/opt/servestack/bin/servestack-gate close\n" if gated else ""
-    files.append(("/etc/systemd/system/servestack-vllm.service", VLLM_UNIT.format(pre=pre),
-                  "0644"))
+    docker = " docker.service" if d.container_image else ""
+    files.append(("/etc/systemd/system/servestack-vllm.service",
+                  VLLM_UNIT.format(pre=pre, docker=docker), "0644"))
+    if d.container_image:
+        files.append((f"{HOME}/bin/servestack-container", script_text("servestack-container.sh"),
+                      "0755"))
     if gated:
         files += [("/etc/systemd/system/servestack-gate.service", GATE_UNIT, "0644"),
                   (f"{ETC}/readiness.json", (d.readiness.post_data or "{}") + "\n", "0644"),
@@ -203,6 +214,8 @@ def settings_env(d: Deployment) -> str:
         "SERVESTACK_READY_DELAY": d.readiness.initial_delay_seconds,
         "SERVESTACK_PROBE_INTERVAL": PROBE_INTERVAL_SECONDS,
     }
+    if d.container_image:  # absent otherwise: the scripts read it as ${...:-}
+        values["SERVESTACK_CONTAINER_IMAGE"] = d.container_image
     lines = [f"{key}={shlex.quote(str(value))}" for key, value in values.items()]
     return "# servestack settings (no secrets); sourced by /opt/servestack/lib/common.sh\n" \
         "# shellcheck shell=bash disable=SC2034\n" + "\n".join(lines) + "\n"

@@ -46,6 +46,8 @@ install_conda() {
     rm -f "$installer"
 }
 
+# docker:IMAGE: the image brings vLLM and conda; servestack-container installs Docker.
+[ -z "${SERVESTACK_CONTAINER_IMAGE:-}" ] || exit 0
 if [ "$SERVESTACK_INSTALL_VLLM" = 1 ]; then
     install_vllm
 fi

@@ -9,10 +9,18 @@ set -euo pipefail
 bin="$SERVESTACK_HOME/bin"
 user="$SERVESTACK_HOME/user"
 mkdir -p "$SERVESTACK_STATE"
+# image_id: docker:IMAGE runs this script twice: on the VM, to fetch the secrets and install
+# Docker, then inside IMAGE (servestack-container) for the rest, where the secrets are already
+# in the mounted secret.env.
+in_container="${SERVESTACK_IN_CONTAINER:-}"
+[ -z "$in_container" ] || SERVESTACK_SECRET_STORE=""
 if [ -n "$SERVESTACK_SECRET_STORE" ]; then
     "$bin/servestack-secret"
 fi
 "$bin/servestack-install"
+if [ -n "${SERVESTACK_CONTAINER_IMAGE:-}" ] && [ -z "$in_container" ]; then
+    exec "$bin/servestack-container"
+fi
 
 # gpu_count: GPUs this VM really has (`nvidia-smi -L`), else the planned count.
 gpu_count() {

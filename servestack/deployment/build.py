@@ -22,6 +22,7 @@ from servestack.deployment.model import (
     Readiness,
 )
 from servestack.engine.interface import stack_name
+from servestack.errors import UserError
 from servestack.planner import Candidate, group_key
 from servestack.spec import ServiceSpec
 
@@ -29,6 +30,9 @@ VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vl
 VLLM_HEALTH_PATH = "/health"
 SECRET_ENV = "HF_TOKEN"
 SSH_PORT = 22
+DOCKER_PREFIX = "docker:"
+# A Docker image reference: [registry[:port]/]path[:tag][@digest] (no spaces, no shell words).
+DOCKER_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}", re.IGNORECASE)
 
 
 def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate], *,
@@ -50,6 +54,8 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     lb_path = readiness.path if readiness.method == "GET" else VLLM_HEALTH_PATH
     cloud = clouds.get(chosen.cloud)
     disk_type = cloud.disk_types[spec.disk_tier]
+    image_id = _image_for(spec.image_id, chosen.region)
+    container = _container_image(image_id)
     return Deployment(
         service=name,
         stack=stack,
@@ -75,7 +81,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         disk_size_gb=spec.disk_size_gb,
         disk_type=disk_type,
         disk_iops=cloud.disk_iops(disk_type, spec.disk_size_gb),
-        image=cloud.image_ref(_image_for(spec.image_id, chosen.region)),
+        image=cloud.image_ref(None if container else image_id),
         capacity_timeout=cloud.capacity_timeout,
         network=cloud.network,
         ssh_port=SSH_PORT,
@@ -90,6 +96,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         secret=cloud.secret_ref(name, stack) if SECRET_ENV in spec.secrets else None,
         gcp_project=gcp_project,
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
+        container_image=container,
     )
 
 
@@ -136,6 +143,18 @@ def _image_for(image_id, region: str) -> str | None:
     if isinstance(image_id, dict):
         return image_id.get(region)
     return image_id
+
+
+def _container_image(image_id: str | None) -> str | None:
+    """The container of `image_id: docker:IMAGE`, SkyPilot's form (it then boots the cloud's
+    default GPU image, which has Docker, and runs the task in IMAGE); None for a VM image."""
+    if image_id is None or not image_id.startswith(DOCKER_PREFIX):
+        return None
+    image = image_id[len(DOCKER_PREFIX):]
+    if not DOCKER_IMAGE.fullmatch(image):
+        raise UserError(f"resources.image_id: {image_id[:80]!r} is not docker:IMAGE with a "
+                        "Docker image reference such as docker:vllm/vllm-openai:v0.9.2")
+    return image
 
 
 def _label_key(key: str) -> str:

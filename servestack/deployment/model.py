@@ -186,6 +186,9 @@ class Deployment:
     idle_timeout_seconds: int = IDLE_TIMEOUT_SECONDS
     gcp_project: str | None = None
     labels: dict = field(default_factory=dict)
+    # image_id: docker:IMAGE (SkyPilot's form): the bootstrap runs setup/run (or the default
+    # vLLM command) in this container on the cloud's default GPU image; None: on the VM itself.
+    container_image: str | None = None
 
     @property
     def primary(self) -> InstanceChoice:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servestack import clouds
 from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
 from servestack.errors import UserError
@@ -176,6 +177,7 @@ def _documents(mixtral, skypilot) -> dict:
     docs["skypilot"] = render_cloud_init(skypilot)
     docs["default-command"] = render_cloud_init(replace(mixtral["azure"], run=None, setup=None))
     docs["compressed"] = render_cloud_init(replace(mixtral["gcp"], setup="true\n" * 4000))
+    docs.update({f"docker-{c}": render_cloud_init(d) for c, d in _in_docker(mixtral).items()})
     return docs
 
 
@@ -424,3 +426,118 @@ def test_default_command_names_the_replica_for_the_deploy_loop():
     compile(middleware, "servestack_replica.py", "exec")
     start = files["/opt/servestack/bin/servestack-start"]
     assert "--middleware servestack_replica.add_replica_header" in start
+
+
+# --- image_id: docker:IMAGE --------------------------------------------------------------------
+
+IMAGE = "vllm/vllm-openai:v0.9.2"
+
+
+def _in_docker(mixtral) -> dict:
+    """The Mixtral deployments as `image_id: docker:IMAGE` builds them, one per cloud."""
+    spec_text = (Path(__file__).parents[2] / "servestack/examples/mixtral.yaml").read_text()
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"servestack-docker-{os.getpid()}.yaml"
+    path.write_text(spec_text.replace("resources:\n", f"resources:\n  image_id: docker:{IMAGE}\n"))
+    try:
+        inputs = load_inputs(str(path), catalog_dir=FROZEN_CATALOG)
+    finally:
+        path.unlink()
+    found = _deployments(inputs)
+    assert set(found) == set(mixtral)
+    return found
+
+
+@pytest.fixture(scope="module")
+def in_docker(mixtral):
+    return _in_docker(mixtral)
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_docker_image_runs_in_a_container_on_the_default_gpu_image(in_docker, cloud):
+    d = in_docker[cloud]
+    assert d.container_image == IMAGE
+    assert d.image == clouds.get(cloud).default_image  # not "docker:..." as a VM image
+    files = written_files(render_cloud_init(d))
+    assert _settings(render_cloud_init(d))["SERVESTACK_CONTAINER_IMAGE"] == IMAGE
+    assert "servestack-container" in files["/opt/servestack/bin/servestack-start"]
+    assert "docker run" in files["/opt/servestack/bin/servestack-container"]
+    unit = files["/etc/systemd/system/servestack-vllm.service"]
+    assert "After=network-online.target docker.service" in unit
+
+
+def test_a_vm_image_has_no_container(mixtral):
+    for d in mixtral.values():
+        assert d.container_image is None
+        assert "SERVESTACK_CONTAINER_IMAGE" not in _settings(render_cloud_init(d))
+        assert "/opt/servestack/bin/servestack-container" not in \
+            written_files(render_cloud_init(d))
+
+
+def test_a_bad_docker_reference_is_refused(mixtral):
+    from servestack.deployment.build import _container_image
+
+    assert _container_image("docker:nvcr.io/nim/meta/llama3:1.0@sha256:abc") == \
+        "nvcr.io/nim/meta/llama3:1.0@sha256:abc"
+    assert _container_image("ami-0123456789abcdef0") is None
+    for bad in ("docker:", "docker:vllm openai", "docker:$(reboot)"):
+        with pytest.raises(UserError, match="is not docker:IMAGE"):
+            _container_image(bad)
+
+
+FAKE_DOCKER = """\
+case "$1" in
+  info) echo '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}' ;;
+  image) exit 1 ;;  # not pulled yet
+  run) echo "container started" ;;
+esac
+"""
+
+
+def test_the_vm_fetches_secrets_installs_nothing_else_and_starts_the_container(in_docker,
+                                                                                 tmp_path):
+    d = in_docker["aws"]
+    env = _install(render_cloud_init(d), tmp_path)
+    _fake(env, "aws", FAKE_AWS)
+    _fake(env, "docker", FAKE_DOCKER)
+    _fake(env, "nvidia-ctk", "exit 0")
+    _fake(env, "python3", "exit 9")  # no vLLM install on the VM: python3 is never asked
+    env.update(SECRET=TOKEN, SECRET_NAME=d.secret.name, REGION=d.region)
+    # the scripts' python3 for the secret is the real one: put it back for servestack-secret
+    (tmp_path / "fake" / "python3").unlink()
+    result = _start(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "container started"
+    calls = (tmp_path / "argv.log").read_text().splitlines()
+    assert calls[0].startswith("ssm get-parameter")  # the secret, fetched on the VM
+    assert f"pull -q {IMAGE}" in calls
+    run = shlex.split(next(c for c in calls if c.startswith("run ")))
+    opt, etc = str(tmp_path / "opt"), str(tmp_path / "etc")
+    for flag in (["--gpus", "all"], ["--network", "host"], ["--ipc", "host"],
+                 ["-v", f"{opt}:{opt}:ro"], ["-v", f"{etc}:{etc}:ro"],
+                 ["-v", f"{tmp_path / 'state/huggingface'}:/root/.cache/huggingface"],
+                 ["-e", "SERVESTACK_IN_CONTAINER=1"], ["--entrypoint", "/bin/bash"]):
+        assert any(run[i:i + 2] == flag for i in range(len(run))), flag
+    assert run[-2:] == [IMAGE, f"{opt}/bin/servestack-start"]
+    assert "hf_FAKE" not in "\n".join(calls)  # the token stays in secret.env
+    assert (tmp_path / "etc/secret.env").is_file()
+
+
+def test_inside_the_container_the_spec_runs_without_fetching_or_installing(in_docker,
+                                                                           tmp_path):
+    d = replace(in_docker["gcp"], run=None, setup=None)
+    env = _install(render_cloud_init(d), tmp_path)
+    (tmp_path / "etc/secret.env").write_text(f"HF_TOKEN={shlex.quote(TOKEN)}\n")
+    for tool in ("curl", "aws", "docker", "pip"):  # must not run inside the container
+        _fake(env, tool, "exit 3")
+    _fake(env, "vllm", 'echo "vllm $*"; [ "$HF_TOKEN" = "$EXPECTED" ] && echo token-ok')
+    _fake(env, "nvidia-smi", "echo 'GPU 0: NVIDIA L4 (UUID: GPU-0)'")
+    env.update(SERVESTACK_IN_CONTAINER="1", EXPECTED=TOKEN)
+    result = _start(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2].startswith(f"vllm serve {MODEL} --host 0.0.0.0 --port 8000 "
+                                "--tensor-parallel-size 1")
+    assert lines[-1] == "token-ok"  # the mounted secret.env reached the server
+    log = tmp_path / "argv.log"
+    assert not log.exists() or not any(
+        line.startswith(("ssm", "run", "pull")) for line in log.read_text().splitlines())
