@@ -44,6 +44,7 @@ from servestack.clouds.aws import (
     aws_distribution,
     aws_health_check,
     aws_instance_refresh,
+    aws_load_balancer,
     aws_match_tags,
     aws_name,
     aws_name_prefix,
@@ -191,9 +192,8 @@ class LoadBalancer(pulumi.ComponentResource):
         d = args.deployment
         short = _fit(name, NAME_ROOM)
         self.alb = aws.lb.LoadBalancer(
-            f"{short}-alb", load_balancer_type="application", internal=False,
-            subnets=args.subnet_ids, security_groups=[args.security_group_id],
-            idle_timeout=d.idle_timeout_seconds, tags=_named(d, aws_name(d, "lb")),
+            f"{short}-alb", **aws_load_balancer(d), subnets=args.subnet_ids,
+            security_groups=[args.security_group_id], tags=_named(d, aws_name(d, "lb")),
             opts=_child(self))
         self.target_group = aws.lb.TargetGroup(
             f"{short}-tg", **aws_target_group(d), vpc_id=args.vpc_id,

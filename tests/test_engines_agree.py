@@ -106,7 +106,8 @@ def same(pulumi_side: dict, terraform_side: dict, *keys: str) -> None:
 
 AWS = {"asg": "aws:autoscaling/group:Group", "lt": "aws:ec2/launchTemplate:LaunchTemplate",
        "tg": "aws:lb/targetGroup:TargetGroup", "param": "aws:ssm/parameter:Parameter",
-       "sg": "aws:ec2/securityGroup:SecurityGroup", "listener": "aws:lb/listener:Listener"}
+       "sg": "aws:ec2/securityGroup:SecurityGroup", "listener": "aws:lb/listener:Listener",
+       "alb": "aws:lb/loadBalancer:LoadBalancer"}
 
 
 def aws_filters(filters: list[dict]) -> dict[str, list]:
@@ -156,6 +157,8 @@ def test_aws_engines_agree(index):
     assert group_zones in subnet_lookups
     assert group_zones["availability-zone-id"] == list(d.zones)
 
+    same(one(rec, AWS["alb"]), res["aws_lb"]["service"], "load_balancer_type", "internal",
+         "idle_timeout", "drop_invalid_header_fields")
     tg, tf_tg = one(rec, AWS["tg"]), res["aws_lb_target_group"]["service"]
     same(tg, tf_tg, "port", "health_check", "deregistration_delay", "tags")
     assert tg["deregistration_delay"] == d.idle_timeout_seconds

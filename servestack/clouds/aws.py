@@ -163,6 +163,14 @@ def aws_name_prefix(d: Deployment, kind: str) -> str:
     return f"{aws_name(d, kind)}-"
 
 
+def aws_load_balancer(d: Deployment) -> dict[str, Any]:
+    """The internet-facing ALB: connections idle for as long as a stream may, and requests with
+    header fields that are not valid HTTP are dropped rather than passed to vLLM (they are how
+    request smuggling through a proxy starts; checkov CKV_AWS_131)."""
+    return {"load_balancer_type": "application", "internal": False,
+            "idle_timeout": d.idle_timeout_seconds, "drop_invalid_header_fields": True}
+
+
 def aws_target_group(d: Deployment) -> dict[str, Any]:
     """Where the ALB sends requests, and how long a leaving instance drains: a deregistered
     instance (scale-in, instance refresh) keeps its open streams for as long as the ALB lets a

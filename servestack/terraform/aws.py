@@ -31,6 +31,7 @@ from servestack.clouds.aws import (
     aws_distribution,
     aws_health_check,
     aws_instance_refresh,
+    aws_load_balancer,
     aws_match_tags,
     aws_name,
     aws_name_prefix,
@@ -176,10 +177,8 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     tags = named(d, aws_name(d, "lb"))
     return {
         "aws_lb": {"service": {
-            "load_balancer_type": "application", "internal": False,
-            "subnets": expr("data.aws_subnets.lb.ids"),
-            "security_groups": [expr("aws_security_group.alb.id")],
-            "idle_timeout": d.idle_timeout_seconds, "tags": tags}},
+            **aws_load_balancer(d), "subnets": expr("data.aws_subnets.lb.ids"),
+            "security_groups": [expr("aws_security_group.alb.id")], "tags": tags}},
         "aws_lb_target_group": {"service": {
             **aws_target_group(d), "vpc_id": expr("data.aws_vpc.default.id"),
             "health_check": aws_health_check(d.health),

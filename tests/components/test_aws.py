@@ -158,6 +158,7 @@ def test_alb_target_group_and_listener():
     assert alb["loadBalancerType"] == "application"
     assert alb["internal"] is False
     assert alb["idleTimeout"] == d.idle_timeout_seconds == 900
+    assert alb["dropInvalidHeaderFields"] is True
     assert alb["securityGroups"] == ["svc-fw-alb-id"]
     tg = rec.one(TG).inputs
     assert (tg["port"], tg["protocol"], tg["targetType"]) == (d.service_port, "HTTP", "instance")
