@@ -11,7 +11,7 @@ import pulumi
 import pytest
 
 from servestack import clouds, planner
-from servestack.bootstrap import render_cloud_init
+from servestack.bootstrap import render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, InstanceChoice
 from servestack.inputs import load_inputs
@@ -33,6 +33,7 @@ VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 BINDING = "gcp:secretmanager/secretIamBinding:SecretIamBinding"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 GET_IMAGE = "gcp:compute/getImage:getImage"
+SETTINGS = "/etc/servestack/servestack.env"  # the bootstrap's settings file
 NETWORK = "gcp:compute/network:Network"
 ROUTER = "gcp:compute/router:Router"
 NAT = "gcp:compute/routerNat:RouterNat"
@@ -265,11 +266,13 @@ def test_user_data_is_the_bootstrap_and_holds_no_token():
     rec = on_demand()
     metadata = single(rec, TEMPLATE)["metadata"]
     assert metadata["user-data"] == render_cloud_init(d)
-    assert "SERVESTACK_TP_PLANNED=2" in metadata["user-data"]
-    assert f"SERVESTACK_SECRET_NAME={d.secret.name}" in metadata["user-data"]
+    settings = written_files(metadata["user-data"])[SETTINGS]
+    assert "SERVESTACK_TP_PLANNED=2\n" in settings
+    assert f"SERVESTACK_SECRET_NAME={d.secret.name}\n" in settings
     assert d.secret.name.startswith("servestack-mixtral-")
     n1 = run(replace(d, instances=T4_HOSTS, tensor_parallel_size=4))
-    assert "SERVESTACK_TP_PLANNED=4" in single(n1, TEMPLATE)["metadata"]["user-data"]
+    user_data = single(n1, TEMPLATE)["metadata"]["user-data"]
+    assert "SERVESTACK_TP_PLANNED=4\n" in written_files(user_data)[SETTINGS]
 
 
 def test_token_appears_nowhere_but_as_a_secret():
