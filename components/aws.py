@@ -452,7 +452,7 @@ class Service(pulumi.ComponentResource):
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
-PROBES = ("adopt_strays", "cloud_sweep", "group_size", "quota_precheck")
+PROBES = ("adopt_strays", "cloud_sweep", "credentials_check", "group_size", "quota_precheck")
 
 
 def sweep_program(deployment: Deployment, snapshot: list[dict]) -> Callable[[], None]:
@@ -528,3 +528,15 @@ def quota_probe(wanted: list[tuple[str, str]], project: str | None
         pulumi.export("limits", limits)
 
     return {"aws:region": wanted[0][0]}, program
+
+
+def identity_probe() -> tuple[dict[str, str], Callable[[], None]]:
+    """`credentials_check`: exports `identity`, the account and ARN the credentials belong
+    to (STS GetCallerIdentity needs no permission, so only missing or invalid credentials
+    fail it). STS answers in every region; the provider needs one."""
+
+    def program() -> None:
+        me = aws.get_caller_identity()
+        pulumi.export("identity", f"account {me.account_id} ({me.arn})")
+
+    return {"aws:region": "us-east-1"}, program

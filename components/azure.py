@@ -462,7 +462,7 @@ def ssh_public_key() -> str:
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
-PROBES = ("adopt_strays", "cloud_sweep")
+PROBES = ("adopt_strays", "cloud_sweep", "credentials_check")
 GROUP_TYPE = "azure-native:resources:ResourceGroup"
 
 
@@ -485,3 +485,15 @@ def _existing(groups: list[dict]) -> list[dict]:
             continue
         found.append({"type": GROUP_TYPE, "name": name, "id": group.get("id")})
     return found
+
+
+def identity_probe() -> tuple[dict[str, str], Callable[[], None]]:
+    """`credentials_check`: exports `identity`, the subscription and tenant the credentials
+    are for (the provider fails without a login or ARM_* credentials)."""
+
+    def program() -> None:
+        me = azure.authorization.get_client_config()
+        pulumi.export("identity", f"subscription {me.subscription_id} (tenant {me.tenant_id}, "
+                                  f"client {me.client_id})")
+
+    return {}, program

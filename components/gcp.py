@@ -501,13 +501,14 @@ class Service(pulumi.ComponentResource):
         network = Network(f"{name}-net", NetworkArgs(d), opts=_child(self))
         Firewall(f"{name}-fw", FirewallArgs(d, network.network.id), opts=_child(self))
         identity = Identity(f"{name}-id", IdentityArgs(d), opts=_child(self))
-        waits: list[pulumi.Resource] = []
+        waits: list[pulumi.Resource] = [network.nat]
         if d.secret is not None:
             waits.append(TokenSecret(f"{name}-token",
                                      TokenSecretArgs(d, identity.member, hf_token),
                                      opts=_child(self)))
         health = HealthCheck(f"{name}-hc", HealthCheckArgs(d), opts=_child(self))
-        # The VMs read the token as they boot: create them after the accessor binding.
+        # The VMs go out through the NAT, and read the token, as they boot: create them after
+        # the NAT and the accessor binding.
         group = InstanceGroup(
             f"{name}-group",
             InstanceGroupArgs(d, network.subnet.id, identity.email, health.check_id),
@@ -531,7 +532,7 @@ class Service(pulumi.ComponentResource):
 
 # What these probes answer: names of servestack.engine.Capabilities fields (the sweep
 # reports Pulumi type tokens, so what it finds can be imported: adopt_strays).
-PROBES = ("adopt_strays", "cloud_sweep", "group_size", "quota_precheck")
+PROBES = ("adopt_strays", "cloud_sweep", "credentials_check", "group_size", "quota_precheck")
 QUOTA_UNIT = "gpus"  # the GPU quotas read below count GPUs
 # A VM that exists at all (PROVISIONING, STAGING, RUNNING) got capacity; without capacity or
 # quota the MIG's creates fail and no instance exists.
@@ -612,3 +613,19 @@ def quota_probe(wanted: list[tuple[str, str]], project: str | None
 
     config = {"gcp:region": wanted[0][0], **({"gcp:project": project} if project else {})}
     return config, program
+
+
+def identity_probe() -> tuple[dict[str, str], Callable[[], None]]:
+    """`credentials_check`: exports `identity`, the default project and the account. Reading
+    the client config fetches an access token, so missing or expired credentials fail it; the
+    account's e-mail needs the userinfo.email scope, which some credentials lack."""
+
+    def program() -> None:
+        config = gcp.organizations.get_client_config()
+        try:
+            account = gcp.organizations.get_client_open_id_user_info().email
+        except Exception:  # noqa: BLE001 - credentials are valid; only the e-mail is unknown
+            account = "unknown account"
+        pulumi.export("identity", f"project {config.project or '(none set)'} ({account})")
+
+    return {}, program

@@ -3,7 +3,10 @@
 `ReplayEngine` keeps a `Cloud` (what exists, in state and untracked) that outlives an engine, so
 a run can crash and a new run resume against the same cloud. It records a violation if `up` ever
 starts while another stack still holds resources: never two candidates live. `SimClock` is the
-simulated clock: timeouts, backoffs and readiness waits take no real time. `PLAN` is the plan of
+simulated clock: timeouts, backoffs and readiness waits take no real time. Clouds named in
+`no_credentials` answer every call the way the real providers do without credentials (the
+texts in fixtures/errors): `identity` and the search by tags fail, `up` fails before creating
+anything. `PLAN` is the plan of
 the embedded Mixtral spec, and `build` makes a candidate's Deployment from it.
 """
 
@@ -16,7 +19,16 @@ from pathlib import Path
 
 from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
-from servestack.engine import ALL, Capabilities, Diagnostic, Leftover, OpResult, QuotaLimit
+from servestack.engine import (
+    ALL,
+    Capabilities,
+    Diagnostic,
+    Identity,
+    Leftover,
+    OpResult,
+    QuotaLimit,
+    sweep_failed,
+)
 from servestack.inputs import load_inputs
 from servestack.planner import plan
 
@@ -78,11 +90,13 @@ class ReplayEngine:
     def __init__(self, cloud: Cloud, clock: SimClock, script: dict[str, list[Step]] | None = None,
                  *, destroy_fails: tuple[str, ...] = (), crash_at: int | None = None,
                  limits: list[QuotaLimit] | None = None, ready_in: float = 600.0,
-                 can: Capabilities = ALL) -> None:
+                 can: Capabilities = ALL, no_credentials: dict[str, str] | None = None) -> None:
         self.cloud, self.clock, self.script = cloud, clock, script or {}
         self.destroy_fails, self.crash_at, self.limits = destroy_fails, crash_at, limits or []
         self.ready_in, self.can = ready_in, can
+        self.no_credentials = no_credentials or {}  # cloud -> its no-credentials fixture
         self.calls: list[tuple[str, str]] = []
+        self.checked: list[str] = []  # clouds whose credentials were asked for
 
     def capabilities(self, cloud: str) -> Capabilities:
         return self.can
@@ -92,10 +106,29 @@ class ReplayEngine:
         if self.crash_at is not None and len(self.calls) == self.crash_at:
             raise Crash(f"killed during {op} {name}")
 
+    def _denied(self, cloud: str) -> str | None:
+        """The provider's error text when `cloud` has no credentials."""
+        fixture = self.no_credentials.get(cloud)
+        return fixture_text(fixture) if fixture else None
+
+    def identity(self, cloud: str, *, timeout_s: float) -> Identity:
+        self.checked.append(cloud)
+        self.clock.t += 3
+        denied = self._denied(cloud)
+        if denied:
+            return Identity(cloud, False, error=denied)
+        return Identity(cloud, True, who=f"test account of {cloud}")
+
     def up(self, stack, deployment, *, timeout_s, on_progress=None) -> OpResult:
         others = self.cloud.holding() - {stack.name}
         if others:
             self.cloud.violations.append(f"up {stack.name} while {sorted(others)} hold resources")
+        denied = self._denied(deployment.cloud)
+        if denied:  # the provider cannot authenticate: nothing is created
+            self._call("up", stack.name)
+            self.clock.t += 20
+            return OpResult(False, [Diagnostic("error", denied)], "error: update failed",
+                            created_any=False)
         steps = self.script.get(stack.candidate_id) or []
         step = steps.pop(0) if steps else Step()
         resources = self.cloud.state.setdefault(stack.name, set())
@@ -128,7 +161,8 @@ class ReplayEngine:
     def refresh(self, stack, deployment) -> OpResult:
         self._call("refresh", stack.name)
         self.clock.t += 5
-        return OpResult(True)
+        denied = self._denied(deployment.cloud)
+        return OpResult(False, [Diagnostic("error", denied)]) if denied else OpResult(True)
 
     def destroy(self, stack, deployment) -> OpResult:
         self._call("destroy", stack.name)
@@ -146,6 +180,9 @@ class ReplayEngine:
 
     def strays(self, stack, deployment) -> list[Leftover]:
         self._call("strays", stack.name)
+        denied = self._denied(deployment.cloud)
+        if denied:
+            return [sweep_failed(denied)]
         return [Leftover("aws:autoscaling/group:Group", r, r, "cloud")
                 for r in sorted(self.cloud.untracked.get(stack.name, ()))]
 

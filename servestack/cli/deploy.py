@@ -4,9 +4,11 @@
 chosen candidate), then walks the ranked candidates with servestack.deploy.loop until one is up
 and ready. Progress goes to stderr, one line per step of each attempt; the final table goes
 to stdout (or the JSON report with --json), and --report FILE writes the JSON report too. State
-lives in --state-dir (default .servestack/<service>/): the journal, the lock, and the local
-Pulumi backend unless PULUMI_BACKEND_URL or --backend says otherwise. The Hugging Face token is
-read from the HF_TOKEN environment variable and stored as a Pulumi secret, never in a file.
+lives in --state-dir (default .servestack/<service>/): the journal, and the local Pulumi backend
+unless PULUMI_BACKEND_URL or --backend says otherwise. The lock is per user, not per folder
+(servestack.deploy.lock). Each cloud's credentials are checked first (`servestack check`).
+The Hugging Face token is read from the HF_TOKEN environment variable and stored as a Pulumi
+secret, never in a file.
 
 Exit codes:
   0    deployed: a candidate is up and min_replicas replicas answer the readiness probe
@@ -14,13 +16,14 @@ Exit codes:
        `destroy`: everything of the service is gone and verified
   2    bad input or setup: spec, stack file or flags; no Pulumi CLI (with how to install it);
        no passphrase for the local Pulumi backend; no deploy recorded (`status`)
-  3    exhausted: every candidate was tried or ruled out, or --max-attempts was reached;
-       nothing is left behind
+  3    exhausted: every candidate was tried or ruled out (no cloud has credentials, too),
+       or --max-attempts was reached; nothing is left behind
   4    stopped: an error that trying elsewhere would not fix (invalid configuration, or the
        model came up on two candidates without ever answering); nothing is left behind
   5    cleanup failed: something of a failed candidate (or, for `destroy`, of the service)
        could not be removed; the report lists it and nothing else was started
   6    locked: another deploy or destroy of the same service is running on this machine
+       (from any folder; see servestack.deploy.lock for what "the same service" is)
   130  interrupted: run `servestack deploy` again to resume where it stopped
 """
 
@@ -133,7 +136,7 @@ def make_probe_factory():
 # --- deploy ---------------------------------------------------------------------------------------
 
 def run_deploy(request: DeployRequest) -> int:
-    from servestack.deploy.journal import Journal, ServiceLock
+    from servestack.deploy.journal import Journal
     from servestack.deploy.loop import Fallback, Settings, already_deployed
 
     target = _resolve_target(request.target, request.stacks_dir)
@@ -145,7 +148,7 @@ def run_deploy(request: DeployRequest) -> int:
     clock = make_clock()
     progress = _progress_printer(clock)
     state_dir = request.state.state_dir
-    with _stop_on_sigterm(), ServiceLock(state_dir, service):
+    with _stop_on_sigterm(), service_lock(request.state, service):
         journal = Journal.open(state_dir, service)
         outcome = already_deployed(journal)
         if outcome is None:  # only now: the engine checks for the Pulumi CLI and passphrase
@@ -163,6 +166,13 @@ def run_deploy(request: DeployRequest) -> int:
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if request.json
                      else report_table(report))
     return outcome.final_exit_code
+
+
+def service_lock(state: StateRequest, service: str):
+    from servestack.deploy.lock import ServiceLock, backend_key
+
+    backend = state.backend or os.environ.get("PULUMI_BACKEND_URL")
+    return ServiceLock(service, backend_key(state.engine, backend))
 
 
 @contextmanager
@@ -333,27 +343,46 @@ def _service(service: str | None, state_dir: str) -> str:
     raise UserError(f"several services in {state_dir}/: {', '.join(services)}; name one")
 
 
+def status_report(journal, running: bool) -> dict:
+    """The journal's report, plus what each stack really is: live (up and answering), dirty
+    (may hold resources: being created or cleaned, or left), gone (verified empty). A run or
+    destroy that says it is in progress while no command holds the service's lock was
+    interrupted, and says so."""
+    from servestack.deploy.journal import RunStatus, StackState
+    from servestack.deploy.outcome import Outcome
+
+    report = Outcome(journal.status, journal.message, journal).to_json()
+    in_progress = journal.status in (RunStatus.RUNNING, RunStatus.DESTROYING)
+    report["interrupted"] = in_progress and not running
+    report["stacks"] = [{"name": s.name, "candidate": s.candidate, "state": s.state.value,
+                         "is": "live" if s.state is StackState.LIVE else
+                         "dirty" if s.state.dirty else "gone"} for s in journal.stacks.values()]
+    report["dirty_stacks"] = [{"name": s["name"], "state": s["state"]}
+                              for s in report["stacks"] if s["is"] != "gone"]
+    return report
+
+
 def run_status(request: StatusRequest) -> int:
     from servestack.deploy.journal import Journal
-    from servestack.deploy.outcome import Outcome
+    from servestack.deploy.lock import running
 
     service = _service(request.service, request.state_dir)
     journal = Journal.open(request.state_dir, service)
     if not journal.exists:
         raise UserError(f"no deploy of {service!r} recorded in {request.state_dir}/")
-    report = Outcome(journal.status, journal.message, journal).to_json()
-    report["dirty_stacks"] = [{"name": s.name, "state": s.state.value}
-                              for s in journal.dirty_stacks()]
+    report = status_report(journal, running(service))
     if request.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0
-    lines = [f"Service {service}: {journal.status.value} (run {journal.run}, "
+    state = journal.status.value + (", interrupted (no servestack command is running it)"
+                                    if report["interrupted"] else "")
+    lines = [f"Service {service}: {state} (run {journal.run}, "
              f"{len(journal.attempts)} attempt(s)). {journal.message}".rstrip()]
-    live = journal.live
-    if live:
-        lines.append(f"Live: {live.candidate} at {live.endpoint} (stack {live.stack})")
-    for stack in report["dirty_stacks"]:
-        if not live or stack["name"] != live.stack:
+    for stack in report["stacks"]:
+        if stack["is"] == "live" and journal.live:
+            lines.append(f"Live: {stack['candidate']} at {journal.live.endpoint} "
+                         f"(stack {stack['name']})")
+        elif stack["is"] == "dirty":
             lines.append(f"Needs cleanup: {stack['name']} ({stack['state']})")
     sys.stdout.write("\n".join(lines) + "\n\n" + report_table(report).split("\n\n")[0] + "\n")
     return 0
@@ -361,13 +390,13 @@ def run_status(request: StatusRequest) -> int:
 
 def run_destroy(request: DestroyRequest) -> int:
     from servestack.deploy.destroy import destroy
-    from servestack.deploy.journal import Journal, ServiceLock
+    from servestack.deploy.journal import Journal
 
     state_dir = request.state.state_dir
     service = _service(request.service, state_dir)
-    if not Journal.open(state_dir, service).exists:  # before the lock creates a folder
+    if not Journal.open(state_dir, service).exists:
         raise UserError(f"no deploy of {service!r} recorded in {state_dir}/")
-    with ServiceLock(state_dir, service):
+    with _stop_on_sigterm(), service_lock(request.state, service):
         journal = Journal.open(state_dir, service)
         names = [s.name for s in journal.dirty_stacks()]
         if names and not request.yes:

@@ -3,9 +3,13 @@
 A cleanup refreshes the stack, then in up to `rounds` rounds destroys it and checks what is
 left: in its state, and (when the engine can sweep this cloud) what still carries the
 candidate's tags in the cloud. Strays found by tags are imported first when the engine can
-adopt them, so the next destroy removes them. An empty stack is removed; one that cannot be
-proven empty is reported with what is left. The deploy loop cleans failed candidates with
-`Cleaner`; `servestack destroy` runs `destroy`.
+adopt them, so the next destroy removes them. A stack whose `up`s failed before creating
+anything (journal: `untouched`) is not searched by tags: nothing can carry them, and the search
+would fail for the same reason the `up` did (no credentials). An empty stack is removed; one
+that cannot be proven empty is reported with what is left, and how to remove it: what is in a
+state goes with `servestack destroy`, what is in no state is named for deleting by hand.
+The deploy loop cleans failed candidates with `Cleaner`; `servestack destroy` runs `destroy`,
+which marks the run "destroying" before its first step.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from servestack.deploy.journal import Journal, RunStatus, StackEntry, StackState
 from servestack.deploy.outcome import Outcome, finish
 from servestack.deployment.model import Deployment
 from servestack.engine import Engine, Leftover, OpResult, StackRef
+from servestack.engine.interface import SWEEP_FAILED
 
 Progress = Callable[[str], None]
 
@@ -44,6 +49,8 @@ class Cleaner:
     def clean(self, ref: StackRef, deployment: Deployment) -> Cleanup:
         self.journal.set_stack(ref.name, StackState.CLEANING)
         can = self.engine.capabilities(deployment.cloud)
+        entry = self.journal.stacks.get(ref.name)
+        sweep = can.cloud_sweep and not (entry is not None and entry.untouched)
         refreshed = self.engine.refresh(ref, deployment)
         note = "" if refreshed.ok else "refresh failed"
         left: list[Leftover] = []
@@ -51,7 +58,7 @@ class Cleaner:
         for round_no in range(self.rounds):
             destroyed = self.engine.destroy(ref, deployment)
             left = self.engine.leftovers(ref, deployment)
-            if can.cloud_sweep:
+            if sweep:
                 left += self.engine.strays(ref, deployment)
             if not left:
                 removed = self.engine.remove(ref, deployment)
@@ -84,13 +91,12 @@ def destroy(journal: Journal, engine: Engine | None, *, clock: Clock,
     """`servestack destroy`: clean every stack of the service that may hold resources, the
     live one included. `engine` may be None only when nothing is dirty."""
     dirty = journal.dirty_stacks()
-    journal.set_live(None)
     if not dirty:
+        journal.live = None
         return finish(journal, RunStatus.DESTROYED, "nothing to destroy", clock.now())
     if engine is None:
         raise ValueError(f"{len(dirty)} dirty stack(s) to destroy, but no engine")
-    for entry in dirty:
-        entry.state = StackState.CLEANING  # live or not, it goes now
+    journal.begin_destroy(clock.now())  # live or not, every dirty stack goes now
     outcome = Cleaner(engine, journal, clock, progress).clean_dirty()
     if outcome:
         progress(f"{outcome.status.value}: {outcome.message}")
@@ -104,7 +110,21 @@ def _ref(entry: StackEntry) -> StackRef:
 
 
 def left_message(what: str, cleanup: Cleanup) -> str:
-    left = "; ".join(x.label for x in cleanup.leftovers) or "unknown"
+    """What is left and how to remove it: a destroy removes what a state holds; what only the
+    search by tags found is in no state, so it is named (with its id) for deleting by hand."""
+    stated = [x for x in cleanup.leftovers if x.where != "cloud"]
+    untracked = [x for x in cleanup.leftovers if x.where == "cloud" and x.type != SWEEP_FAILED]
+    unsearched = [x for x in cleanup.leftovers if x.type == SWEEP_FAILED]
     reason = f" ({cleanup.note})" if cleanup.note else ""
-    return f"cleanup of {what} failed{reason}; left: {left}. Fix the cause, then run " \
-        "`servestack destroy` or deploy again (it cleans up first)"
+    parts = [f"cleanup of {what} failed{reason}"]
+    if stated or not cleanup.leftovers:
+        left = "; ".join(x.label for x in stated) or "unknown"
+        parts.append(f"left: {left}. Fix the cause, then run `servestack destroy` or deploy "
+                     "again (it cleans up first)")
+    if untracked:
+        ids = ", ".join(f"{x.type} {x.id or x.name}" for x in untracked)
+        parts.append(f"found by its tags but in no state, so no destroy removes them: delete "
+                     f"them by hand: {ids}")
+    for x in unsearched:
+        parts.append(f"{x.name}; `servestack destroy` searches again once that works")
+    return "; ".join(parts)

@@ -10,25 +10,23 @@ The records are typed (`Attempt`, `StackEntry`, `Live`, `RunSummary`; `RunStatus
 `Phase`), and only this module reads or writes their JSON. Stack states: creating -> up -> live
 (deployed), or creating/up -> cleaning -> clean; a cleanup that could not verify an empty stack
 leaves the state "left" with what is left. Every state but "clean" is dirty. The loop never
-starts a stack while another one is dirty, so at most one candidate is ever live. A journal
-that is not valid JSON, is another schema version or another service's, or lacks what a record
-needs, is one `UserError` naming the file and what to do.
-
-`ServiceLock` holds an exclusive flock on `<state dir>/<service>/lock` for the whole command: a
-second deploy or destroy of the same service on this machine fails at once with exit code 6. The
-kernel drops the lock when the process dies, so a killed run leaves no stale lock behind. (With
-a shared Pulumi backend, Pulumi's own per-stack lock guards against other machines.)
+starts a stack while another one is dirty, so at most one candidate is ever live. A stack whose
+`up`s all failed before creating anything is marked `untouched`: nothing in the cloud can carry
+its tags, so its cleanup needs no search by tags (which fails without credentials). The run
+status is "destroying" from the first write of `servestack destroy` until it ends, so a destroy
+that was interrupted never leaves "deployed" behind. A journal that is not valid JSON, is
+another schema version or another service's, or lacks what a record needs, is one `UserError`
+naming the file and what to do. servestack.deploy.lock keeps two commands off one service.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from servestack.deploy.failures import Block, Failure
 from servestack.deployment.model import Deployment
@@ -61,6 +59,7 @@ class RunStatus(str, Enum):
     EXHAUSTED = "exhausted"
     STOPPED = "stopped"
     CLEANUP_FAILED = "cleanup-failed"
+    DESTROYING = "destroying"  # a destroy in progress, or interrupted: run it again
     DESTROYED = "destroyed"
 
 
@@ -128,11 +127,13 @@ class StackEntry:
     state: StackState = StackState.CREATING
     endpoint: str | None = None
     leftovers: list[Leftover] = field(default_factory=list)
+    untouched: bool = False  # its `up`s failed before creating anything in the cloud
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "candidate": self.candidate, "run": self.run,
                 "deployment": self.deployment.to_config(), "state": self.state.value,
-                "endpoint": self.endpoint, "leftovers": [x.to_json() for x in self.leftovers]}
+                "endpoint": self.endpoint, "leftovers": [x.to_json() for x in self.leftovers],
+                "untouched": self.untouched}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackEntry:
@@ -284,6 +285,16 @@ class Journal:
         self.status, self.finished_at, self.message = status, now, message
         self.save()
 
+    def begin_destroy(self, now: float) -> None:
+        """One write before anything is destroyed: nothing is live any more, every dirty
+        stack is being cleaned, and the run says so until the destroy ends."""
+        self.status, self.finished_at, self.live = RunStatus.DESTROYING, None, None
+        self.message = f"destroy started at {now:.0f}; if it is not running any more, run " \
+            "`servestack destroy` again to finish it"
+        for entry in self.dirty_stacks():
+            entry.state = StackState.CLEANING
+        self.save()
+
     # --- stacks -------------------------------------------------------------------------------
 
     def set_stack(self, name: str, state: StackState, *, endpoint: str | None = None,
@@ -314,7 +325,7 @@ class Journal:
             self.stacks[stack.name] = stack
         else:  # the same candidate again: keep what the entry knew, e.g. its endpoint
             entry.run, entry.deployment = stack.run, stack.deployment
-            entry.state = StackState.CREATING
+            entry.state, entry.untouched = StackState.CREATING, False
         self.save()
         return attempt
 
@@ -355,47 +366,3 @@ def known_services(state_dir: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / JOURNAL_NAME).exists())
-
-
-class DeployLocked(UserError):
-    exit_code = 6
-
-
-class ServiceLock:
-    """An exclusive, non-blocking lock on one service for the length of a command."""
-
-    def __init__(self, state_dir: str | os.PathLike, service: str) -> None:
-        self.path = service_dir(state_dir, service) / "lock"
-        self.service = service
-        self._handle: TextIO | None = None
-
-    def __enter__(self) -> ServiceLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise DeployLocked(f"another deploy or destroy of {self.service!r} is running "
-                               f"({holder}); wait for it or stop it first",
-                               file=str(self.path)) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import fcntl
-
-        if self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None

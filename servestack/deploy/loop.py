@@ -1,6 +1,10 @@
 """Deploy with fallback: walk the ranked candidates until one region of one cloud gives the GPUs.
 
-For each candidate, in rank order, minus what earlier failures ruled out (`Block`s):
+First, each cloud of the candidates is asked who its credentials are (where the engine can:
+`credentials_check`); a cloud without valid credentials is ruled out at once (a block of class
+"credentials"), and with none left the run ends in seconds: "no cloud has credentials". Then the
+quota pre-check. Then for each candidate, in rank order, minus what earlier failures ruled out
+(`Block`s):
 
 1. build its Deployment (the instance group also lists the other still-possible types of the
    same region), record the attempt in the journal, then `engine.up` with a per-attempt timeout;
@@ -75,6 +79,7 @@ class Settings:
     capacity_grace_s: float = 180.0  # a group with no VM at all after this: no capacity
     capacity_check_s: float = 60.0  # how often to ask the engine, after the grace
     quota_precheck: bool = True
+    credentials_timeout_s: float = 120.0  # per cloud: the identity probe (init included)
     group_premium: float = 0.05  # see Fallback._open_pool
 
     def to_json(self) -> dict[str, Any]:
@@ -131,8 +136,10 @@ class Fallback:
         outcome = self.cleaner.clean_dirty()
         if outcome:
             return self._reported(outcome)
-        if self.settings.quota_precheck and not j.prechecked:
-            self._precheck()
+        if not j.prechecked:
+            outcome = self._prechecks()
+            if outcome:
+                return outcome
         return self._walk()
 
     def _walk(self) -> Outcome:
@@ -186,9 +193,13 @@ class Fallback:
         tried = tuple(i.instance_type for i in deployment.instances)
         retries = 0
         while True:
+            before = self.journal.stacks.get(ref.name)
+            was_empty = before is None or not before.state.dirty or before.untouched
             record = self._start(c, deployment, ref, tried)
             result = self.engine.up(ref, deployment, timeout_s=self.settings.attempt_timeout_s,
                                     on_progress=self._resource_progress(record.n))
+            # saved with the attempt's next write: its cleanup then skips the search by tags
+            self.journal.stacks[ref.name].untouched = was_empty and not result.created_any
             if result.ok:
                 failure = self._after_up(c, deployment, ref, record, result)
                 if failure is None:
@@ -391,19 +402,51 @@ class Fallback:
             candidate = replace(candidate, zones=tuple(record.zones))
         return candidate
 
-    # --- quota pre-check ----------------------------------------------------------------------
+    # --- pre-checks: credentials, then quota ------------------------------------------------
 
-    def _precheck(self) -> None:
-        """Rule out, before any attempt, candidates whose quota cannot hold their replicas."""
+    def _prechecks(self) -> Outcome | None:
+        """Before any attempt: rule out clouds without credentials, then candidates whose
+        quota cannot hold their replicas. With no cloud left: exhausted, at once."""
+        clouds = list(dict.fromkeys(c.cloud for c in self.candidates))
+        lacking = self._check_credentials(clouds)
+        if clouds and len(lacking) == len(clouds):
+            reasons = "; ".join(f"{cloud}: {error}" for cloud, error in lacking.items())
+            self.journal.prechecked = True
+            return self._finish(RunStatus.EXHAUSTED, f"no cloud has credentials ({reasons}); "
+                                "`servestack check` tells what each cloud needs")
+        if self.settings.quota_precheck:
+            self._precheck([cloud for cloud in clouds if cloud not in lacking])
+        self.journal.prechecked = True
+        self.journal.save()
+        return None
+
+    def _check_credentials(self, clouds: list[str]) -> dict[str, str]:
+        """Ask each cloud that can tell who its credentials are; a block of class
+        "credentials" for each without valid ones. Returns those clouds and why."""
+        lacking: dict[str, str] = {}
+        for cloud in clouds:
+            if not self.engine.capabilities(cloud).credentials_check:
+                continue
+            found = self.engine.identity(cloud, timeout_s=self.settings.credentials_timeout_s)
+            if found.ok:
+                self.progress(f"credentials: {cloud}: {found.who}")
+            else:
+                lacking[cloud] = " ".join(found.error.split())[:300]
+                self.progress(f"credentials: {cloud}: none valid, ruled out ({lacking[cloud]})")
+        self.journal.add_blocks([Block(cloud, error_class="credentials", code="CredentialsCheck")
+                                 for cloud in lacking])
+        return lacking
+
+    def _precheck(self, clouds: list[str]) -> None:
+        """Rule out candidates whose quota cannot hold their replicas."""
         limits: dict[tuple[str, str, str], QuotaLimit] = {}
-        for cloud in dict.fromkeys(c.cloud for c in self.candidates):
+        for cloud in clouds:
             if self.engine.capabilities(cloud).quota_precheck:
                 mine = [c for c in self.candidates if c.cloud == cloud]
                 for limit in self.engine.quota_limits(cloud, mine):
                     limits[(limit.cloud, limit.region, limit.family)] = limit
         blocks = [candidate_block(c, "quota", "QuotaPrecheck") for c in self.candidates
                   if _quota_short(c, limits)]
-        self.journal.prechecked = True
         self.journal.add_blocks(blocks)
         if blocks:
             self.progress(f"quota pre-check: {len(blocks)} candidate(s) ruled out "

@@ -17,6 +17,7 @@ from servestack.engine.interface import (
     Capabilities,
     Diagnostic,
     Engine,
+    Identity,
     Leftover,
     OpResult,
     QuotaLimit,
@@ -24,7 +25,8 @@ from servestack.engine.interface import (
     parse_limits,
     stack_name,
     stack_ref,
+    sweep_failed,
 )
 
-__all__ = ["ALL", "ANY", "Capabilities", "Diagnostic", "Engine", "Leftover", "OpResult",
-           "QuotaLimit", "StackRef", "parse_limits", "stack_name", "stack_ref"]
+__all__ = ["ALL", "ANY", "Capabilities", "Diagnostic", "Engine", "Identity", "Leftover", "OpResult",
+           "QuotaLimit", "StackRef", "parse_limits", "stack_name", "stack_ref", "sweep_failed"]

@@ -12,6 +12,8 @@ from servestack.deployment.model import Deployment
 from servestack.planner import Candidate
 
 STACK_NAME_MAX = 100
+# `aws:autoscaling/group:Group` (a Pulumi type token) or `aws_autoscaling_group` (Terraform)
+IMPORTABLE = re.compile(r"[a-z0-9-]+:[\w/.-]+:\w+|[a-z][a-z0-9]*_[a-z0-9_]+")
 ANY = "*"  # a quota limit's region or family that stands for every one without its own
 
 
@@ -50,6 +52,9 @@ class OpResult:
     outputs: dict = field(default_factory=dict)
     timed_out: bool = False
     failed_urns: list[str] = field(default_factory=list)
+    # False only when the engine knows the operation began creating no cloud resource (e.g.
+    # the provider could not authenticate): then nothing can carry the stack's tags.
+    created_any: bool = True
 
     def error_texts(self) -> list[str]:
         """Most specific first: the provider's error events, then the command's text."""
@@ -68,12 +73,36 @@ class Leftover:
 
     @property
     def adoptable(self) -> bool:
-        return self.where == "cloud" and bool(self.id) and ":" in self.type
+        """Found by tags with an import id and a type an engine can import: a Pulumi type
+        token or a Terraform resource type, not a cloud's generic "aws ec2"."""
+        return self.where == "cloud" and bool(self.id) and bool(IMPORTABLE.fullmatch(self.type))
 
     @property
     def label(self) -> str:
         return f"{self.type} {self.name}" + (f" ({self.id})" if self.id else "") + \
             f" [{self.where}]"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+SWEEP_FAILED = "sweep"  # a Leftover of this type: the tag search itself failed
+
+
+def sweep_failed(error: str) -> Leftover:
+    """The search by tags could not run: nothing is proven gone. The error goes in `name`."""
+    return Leftover(SWEEP_FAILED, f"tag search failed: {' '.join(error.split())[:200]}", None,
+                    "cloud")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the cloud's credentials are, or why there are none (`servestack check`)."""
+
+    cloud: str
+    ok: bool
+    who: str = ""  # AWS account and ARN, GCP project and account, Azure subscription and tenant
+    error: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -118,6 +147,7 @@ class Capabilities:
     group_size: bool = False  # count the group's VMs that got capacity (`group_size`)
     cloud_sweep: bool = False  # find what still carries a candidate's tags (`strays`)
     adopt_strays: bool = False  # import such strays so a destroy removes them (`adopt`)
+    credentials_check: bool = False  # ask the cloud who the credentials are (`identity`)
 
     @classmethod
     def of(cls, names: Iterable[str]) -> Capabilities:
@@ -131,7 +161,7 @@ class Capabilities:
                                for f in fields(self)})
 
 
-ALL = Capabilities(True, True, True, True)
+ALL = Capabilities(True, True, True, True, True)
 
 
 class Engine(Protocol):
@@ -168,4 +198,8 @@ class Engine(Protocol):
     def group_size(self, stack: StackRef, deployment: Deployment) -> int | None:
         """`group_size`: VMs of the stack's group that got capacity; None when this reading
         failed (the loop then goes by readiness alone)."""
+        ...
+
+    def identity(self, cloud: str, *, timeout_s: float) -> Identity:
+        """`credentials_check`: who the cloud's credentials are, through a read-only probe."""
         ...

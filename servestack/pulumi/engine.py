@@ -15,9 +15,9 @@ PULUMI_BACKEND_URL, or to a local file backend under the state dir. The Pulumi C
 installed: the Automation API drives it; without it you get a clear message, not a traceback.
 Every CLI command runs under servestack.engine.process (timeout, interrupt, reaping).
 
-The read-only probes (sweep, group size, quota) are programs of the cloud's component module
-(components/<cloud>.py, its `PROBES`), run in throwaway stacks; the cloud's probes and this
-engine's own abilities make its `Capabilities`.
+The read-only probes (sweep, group size, quota, identity) are programs of the cloud's
+component module (components/<cloud>.py, its `PROBES`), run in throwaway stacks; the cloud's
+probes and this engine's own abilities make its `Capabilities`.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
 from servestack.engine import (
     Capabilities,
     Diagnostic,
+    Identity,
     Leftover,
     OpResult,
     QuotaLimit,
     StackRef,
     parse_limits,
     stack_name,
+    sweep_failed,
 )
 from servestack.engine.process import run
 from servestack.errors import UserError
@@ -63,7 +65,9 @@ INSTALL_HELP = (
     "works. Reviewing a stack needs no CLI: `servestack preview STACK --offline`.")
 # Everything the Automation API can do, for any cloud; the cloud's probes narrow it.
 ABILITIES = Capabilities(quota_precheck=True, group_size=True, cloud_sweep=True,
-                         adopt_strays=True)
+                         adopt_strays=True, credentials_check=True)
+# Operations on a resource that may create something in the cloud
+CREATING_OPS = ("create", "replace", "create-replacement")
 
 
 class PulumiMissing(UserError):
@@ -155,11 +159,13 @@ def probes(cloud: str) -> ModuleType:
 
 
 class _Events:
-    """on_event callback: keeps error/warning diagnostics and failed URNs, reports progress."""
+    """on_event callback: keeps error/warning diagnostics and failed URNs, whether a cloud
+    resource's create began, reports progress."""
 
     def __init__(self, on_progress: Callable[[str], None] | None = None) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.failed: list[str] = []
+        self.created = False
         self.on_progress = on_progress
 
     def __call__(self, event) -> None:
@@ -171,9 +177,14 @@ class _Events:
         if failed is not None:
             self.failed.append(failed.metadata.urn)
         pre = event.resource_pre_event
-        if pre is not None and self.on_progress and not pre.planning:
+        if pre is not None and not pre.planning:
             meta = pre.metadata
-            self.on_progress(f"{meta.op.value} {meta.type} {meta.urn.rsplit('::', 1)[-1]}")
+            # a component has no provider, and a provider resource is no cloud resource
+            self.created = self.created or (
+                meta.op.value in CREATING_OPS and bool(meta.provider)
+                and not meta.type.startswith("pulumi:providers:"))
+            if self.on_progress:
+                self.on_progress(f"{meta.op.value} {meta.type} {meta.urn.rsplit('::', 1)[-1]}")
 
 
 class PulumiEngine:
@@ -248,7 +259,8 @@ class PulumiEngine:
                 result = operation(events)
             except CommandError as exc:
                 return OpResult(False, events.diagnostics, str(exc)[-TEXT_TAIL:],
-                                timed_out=deadline.fired, failed_urns=events.failed)
+                                timed_out=deadline.fired, failed_urns=events.failed,
+                                created_any=events.created or deadline.fired)
         outputs = {k: v.value for k, v in (getattr(result, "outputs", None) or {}).items()}
         return OpResult(True, events.diagnostics, (result.stdout or "")[-TEXT_TAIL:], outputs)
 
@@ -305,6 +317,8 @@ class PulumiEngine:
         if program is None:  # the state named nothing the sweep could look for
             return []
         outputs = self._probe(f"{stack.name}-sweep", provider_config(deployment), program)
+        if "error" in outputs:
+            return [sweep_failed(outputs["error"])]
         return [Leftover(item["type"], item["name"], item.get("id"), "cloud")
                 for item in outputs.get("found") or []]
 
@@ -347,6 +361,18 @@ class PulumiEngine:
         running = found.get("running")
         return int(running) if isinstance(running, int | float) else None
 
+    def identity(self, cloud: str, *, timeout_s: float) -> Identity:
+        """Who the cloud's credentials are: the cloud's identity invoke in a throwaway stack,
+        every CLI command of it within `timeout_s`."""
+        config, program = probes(cloud).identity_probe()
+        with self.command.deadline(timeout_s) as deadline:
+            outputs = self._probe(f"identity-{cloud}", config, program)
+        if deadline.fired:
+            return Identity(cloud, False, error=f"no answer within {timeout_s:.0f} s")
+        if "error" in outputs:
+            return Identity(cloud, False, error=outputs["error"])
+        return Identity(cloud, True, who=str(outputs.get("identity", "")))
+
     # --- helpers ------------------------------------------------------------------------------
 
     def _state(self, handle) -> list[dict]:
@@ -356,12 +382,9 @@ class PulumiEngine:
             exported = handle.export_stack().deployment or {}
         except CommandError:
             return []
-        resources = [r for r in exported.get("resources") or []
-                     if not str(r.get("type", "")).startswith(("pulumi:pulumi:Stack",
-                                                                "pulumi:providers:"))]
         pending = [dict(op.get("resource") or {}, pending=True)
                    for op in exported.get("pending_operations") or []]
-        return resources + pending
+        return [r for r in (exported.get("resources") or []) + pending if _in_cloud(r)]
 
     def _probe(self, name: str, config: dict[str, str], program: Callable[[], None]
                ) -> dict[str, Any]:
@@ -369,16 +392,26 @@ class PulumiEngine:
         from pulumi.automation.errors import CommandError
 
         handle = self._stack(stack_name(PROJECT, name), config, program)
+        events = _Events()
         try:
-            result = handle.up(color="never")
+            result = handle.up(color="never", on_event=events)
             return {k: v.value for k, v in result.outputs.items()}
         except CommandError as exc:
-            return {"error": str(exc)[-2000:]}
+            errors = [d.message for d in events.diagnostics if d.severity == "error"]
+            return {"error": (errors or [str(exc)])[0][-2000:]}
         finally:
             try:
                 handle.workspace.remove_stack(handle.name, force=True)  # no cloud resources
             except CommandError:
                 pass
+
+
+def _in_cloud(resource: dict) -> bool:
+    """A custom resource other than a provider: what exists in the cloud. The stack itself
+    and servestack's components are logical and never block a cleanup (a failed `up` without
+    credentials leaves the components in the state)."""
+    return bool(resource.get("custom")) and \
+        not str(resource.get("type", "")).startswith("pulumi:providers:")
 
 
 def _leftover_from_state(resource: dict) -> Leftover:

@@ -285,14 +285,19 @@ def variable_values(d: Deployment) -> dict[str, Any]:
 # Configurations of data sources only; servestack.terraform.engine applies each in a
 # throwaway directory and reads its outputs.
 
-# What these probes answer: names of servestack.engine.Capabilities fields.
-PROBES = ("cloud_sweep", "group_size", "quota_precheck")
+# What these probes answer: names of servestack.engine.Capabilities fields (the sweep's ARNs
+# give `terraform import` ids: adopt_strays).
+PROBES = ("adopt_strays", "cloud_sweep", "credentials_check", "group_size", "quota_precheck")
+# ARN marker -> Terraform type, and whether `terraform import` takes the ARN itself (True) or
+# what follows the marker (False): a group's or parameter's name, a template's, security
+# group's or volume's id (see each resource's "Import" section in the AWS provider docs).
 ARN_TYPES = (
-    (":autoScalingGroup:", "aws_autoscaling_group"), (":launch-template/", "aws_launch_template"),
-    (":security-group-rule/", "aws_vpc_security_group_rule"),
-    (":security-group/", "aws_security_group"), (":loadbalancer/", "aws_lb"),
-    (":listener/", "aws_lb_listener"), (":targetgroup/", "aws_lb_target_group"),
-    (":parameter/", "aws_ssm_parameter"), (":volume/", "aws_ebs_volume"),
+    (":autoScalingGroup:", "aws_autoscaling_group", False),
+    (":launch-template/", "aws_launch_template", False),
+    (":security-group-rule/", "aws_vpc_security_group_rule", False),
+    (":security-group/", "aws_security_group", False), (":loadbalancer/", "aws_lb", True),
+    (":listener/", "aws_lb_listener", True), (":targetgroup/", "aws_lb_target_group", True),
+    (":parameter/", "aws_ssm_parameter", False), (":volume/", "aws_ebs_volume", False),
 )
 
 
@@ -318,12 +323,21 @@ def sweep_config(d: Deployment) -> dict[str, Any]:
 
 
 def sweep_found(outputs: dict[str, Any]) -> list[dict[str, str]]:
-    """The sweep's outputs as {"type", "name", "id"} items."""
-    found = [{"type": next((t for marker, t in ARN_TYPES if marker in arn), "aws resource"),
-              "name": arn.rsplit("/", 1)[-1], "id": arn}
-             for arn in outputs.get("arns") or [] if ":instance/" not in arn]
+    """The sweep's outputs as {"type", "name", "id"} items; the id is the import id."""
+    found = [_from_arn(arn) for arn in outputs.get("arns") or [] if ":instance/" not in arn]
     found += [{"type": "aws_instance", "name": i, "id": i} for i in outputs.get("instances") or []]
     return found
+
+
+def _from_arn(arn: str) -> dict[str, str]:
+    for marker, kind, by_arn in ARN_TYPES:
+        if marker in arn:
+            tail = arn.split(marker, 1)[1]
+            tail = tail.split(":autoScalingGroupName/", 1)[-1]  # <uuid>:autoScalingGroupName/N
+            if marker == ":parameter/" and "/" in tail:
+                tail = "/" + tail  # a hierarchical name starts with "/"; its ARN drops it
+            return {"type": kind, "name": arn.rsplit("/", 1)[-1], "id": arn if by_arn else tail}
+    return {"type": "aws resource", "name": arn.rsplit("/", 1)[-1], "id": arn}
 
 
 def size_config(d: Deployment, project: str | None, group: str | None) -> dict[str, Any]:
@@ -356,3 +370,13 @@ def quota_configs(wanted: list[tuple[str, str]]) -> list[tuple[str, dict[str, An
                                  "data": {"aws_servicequotas_service_quota": quotas},
                                  "output": {"limits": {"value": "${{" + limits + "}}"}}}))
     return configs
+
+
+def identity_config() -> dict[str, Any]:
+    """`credentials_check`: exports `identity`, the account and ARN of the credentials
+    (data source aws_caller_identity: STS GetCallerIdentity, which needs no permission). STS
+    answers in every region; the provider needs one."""
+    return {**_probe_base("us-east-1"),
+            "data": {"aws_caller_identity": {"me": {}}},
+            "output": {"identity": {"value": "account ${data.aws_caller_identity.me.account_id}"
+                                             " (${data.aws_caller_identity.me.arn})"}}}

@@ -281,6 +281,21 @@ def variable_values(d: Deployment) -> dict[str, Any]:
 
 
 # --- read-only probes (the deploy loop's engine uses these) ---
-# None: no quota data source, no tag search, and a scale set without capacity fails `apply`
-# itself, so there is no group size to watch.
-PROBES: tuple[str, ...] = ()
+# Only the identity: no quota data source, no tag search, and a scale set without capacity
+# fails `apply` itself, so there is no group size to watch.
+PROBES = ("credentials_check",)
+
+
+def identity_config() -> dict[str, Any]:
+    """`credentials_check`: exports `identity`, the subscription and tenant of the credentials
+    (data source azurerm_client_config; azurerm 4 takes the subscription from
+    ARM_SUBSCRIPTION_ID and fails without a login or ARM_* credentials)."""
+    local, requirement = PROVIDER
+    me = "data.azurerm_client_config.me"
+    return {
+        "terraform": {"required_providers": {local: requirement}},
+        "provider": {"azurerm": {"features": {}}},
+        "data": {"azurerm_client_config": {"me": {}}},
+        "output": {"identity": {"value": f"subscription ${{{me}.subscription_id}} (tenant "
+                                         f"${{{me}.tenant_id}}, client ${{{me}.client_id}})"}},
+    }

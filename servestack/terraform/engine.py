@@ -16,11 +16,13 @@ configuration; tests use one to point the AWS provider at a local API.
 
 `leftovers` reports what the state still holds; `strays` what still carries the candidate's tags,
 through the cloud's read-only probes (configurations of data sources in
-servestack/terraform/<cloud>.py, applied in a throwaway directory), which also read quotas
-and the group's size; the cloud's `PROBES` and this engine's own abilities make its
-`Capabilities`. Terraform has no counterpart of `pulumi import` without hand-written
-configuration, so it declares that it cannot adopt strays: they are reported, not removed.
-Every terraform command runs under servestack.engine.process (timeout, interrupt, reaping).
+servestack/terraform/<cloud>.py, applied in a throwaway directory), which also read quotas,
+the group's size and who the credentials are (`identity`); the cloud's `PROBES` and this
+engine's own abilities make its `Capabilities`. `adopt` imports strays the sweep names with an
+import id (`terraform import ADDRESS ID`) at the address the candidate's configuration gives
+their type, when exactly one such address is not in the state yet; the next destroy removes
+them. Every terraform command runs under servestack.engine.process (timeout, interrupt,
+reaping).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
 from servestack.engine import (
     Capabilities,
     Diagnostic,
+    Identity,
     Leftover,
     OpResult,
     QuotaLimit,
     StackRef,
     parse_limits,
+    sweep_failed,
 )
 from servestack.engine.process import run
 from servestack.errors import UserError
@@ -56,8 +60,11 @@ TEXT_TAIL = 20000
 PLACEHOLDER_TOKEN = "not-needed-for-this-command"
 INSTALL_HELP = ("the terraform CLI (1.11 or newer) is not installed or not on PATH; see "
                 "https://developer.hashicorp.com/terraform/install")
-# What the CLI can do for any cloud; the cloud's probes narrow it. No import of strays.
-ABILITIES = Capabilities(quota_precheck=True, group_size=True, cloud_sweep=True)
+# What the CLI can do for any cloud; the cloud's probes narrow it.
+ABILITIES = Capabilities(quota_precheck=True, group_size=True, cloud_sweep=True,
+                         adopt_strays=True, credentials_check=True)
+# apply_start actions that touch nothing in the cloud
+READ_ONLY_ACTIONS = ("read", "noop")
 
 
 class TerraformMissing(UserError):
@@ -82,8 +89,10 @@ class Run:
             if event.get("type") == "outputs":
                 outputs = {k: v.get("value") for k, v in (event.get("outputs") or {}).items()}
         text = "\n".join(self.lines)[-TEXT_TAIL:]
+        started = [e for e in self.events if e.get("type") == "apply_start"
+                   and (e.get("hook") or {}).get("action") not in READ_ONLY_ACTIONS]
         return OpResult(self.code == 0 and not self.timed_out, diagnostics, text, outputs,
-                        self.timed_out, [f for f in failed if f])
+                        self.timed_out, [f for f in failed if f], created_any=bool(started))
 
 
 def _diagnostic(event: dict[str, Any]) -> Diagnostic | None:
@@ -163,18 +172,18 @@ class TerraformEngine:
         result.code, result.timed_out = finished.code, finished.timed_out
         return result
 
-    def _init(self, directory: Path) -> Run:
+    def _init(self, directory: Path, timeout_s: float | None = None) -> Run:
         args = ["init", "-input=false", "-no-color"]
         if self.plugin_dir:
             args.append(f"-plugin-dir={self.plugin_dir}")
-        return self._terraform(directory, args)
+        return self._terraform(directory, args, timeout_s=timeout_s)
 
     def _command(self, directory: Path, args: list[str], deployment: Deployment | None, *,
                  writing: bool = False, timeout_s: float | None = None,
                  on_event: Callable[[dict], None] | None = None) -> OpResult:
         """init if needed, then `terraform <args> -json`; an init failure is the result."""
         if not (directory / ".terraform").is_dir():
-            init = self._init(directory)
+            init = self._init(directory, timeout_s)
             if init.code != 0:
                 return init.result()
         run = self._terraform(directory, [*args, "-input=false", "-json"],
@@ -230,13 +239,34 @@ class TerraformEngine:
         probes = renderer(deployment.cloud)
         outputs = self.probe(f"{stack.name}-sweep", probes.sweep_config(deployment))
         if "error" in outputs:
-            return [Leftover("sweep", "tag search failed", None, "cloud")]
+            return [sweep_failed(outputs["error"])]
         return [Leftover(item["type"], item["name"], item["id"], "cloud")
                 for item in probes.sweep_found(outputs)]
 
     def adopt(self, stack: StackRef, deployment: Deployment,
               leftovers: list[Leftover]) -> OpResult:
-        raise NotImplementedError("the terraform engine declares adopt_strays=False")
+        """`terraform import` each stray at the one address of its type that the candidate's
+        configuration has and its state lacks; a type with none or several such addresses (an
+        ASG's instances: the configuration has no aws_instance) is left for the report."""
+        directory = self.stack_dir(stack)
+        if not (directory / "main.tf.json").is_file():
+            return OpResult(False, text=f"{directory}: no configuration to import into")
+        free = _free_addresses(json.loads((directory / "main.tf.json").read_text()),
+                               {x.name for x in self._state_leftovers(directory, deployment)})
+        imported, texts = 0, []
+        for item in leftovers:
+            addresses = free.get(item.type, [])
+            if not item.adoptable or len(addresses) != 1:
+                continue
+            # `terraform import [options] ADDRESS ID` has no -json; options go first
+            result = self._terraform(
+                directory, ["import", "-input=false", "-no-color", addresses[0], item.id or ""],
+                token=self._token_for(deployment, writing=False)).result()
+            imported += result.ok
+            texts += result.error_texts()
+            if result.ok:
+                free.pop(item.type)
+        return OpResult(imported > 0, text="\n".join(texts)[-TEXT_TAIL:])
 
     def remove(self, stack: StackRef, deployment: Deployment) -> OpResult:
         directory = self.stack_dir(stack)
@@ -290,18 +320,32 @@ class TerraformEngine:
         return [Leftover(r["type"], r["address"], _resource_id(r), "state")
                 for r in _managed(state.get("values") or {})]
 
-    def probe(self, name: str, document: dict) -> dict[str, Any]:
+    def identity(self, cloud: str, *, timeout_s: float) -> Identity:
+        """Who the cloud's credentials are: its identity data sources, applied within
+        `timeout_s` (init included)."""
+        outputs = self.probe(f"identity-{cloud}", renderer(cloud).identity_config(),
+                             timeout_s=timeout_s)
+        if "error" in outputs:
+            return Identity(cloud, False, error=outputs["error"])
+        return Identity(cloud, True, who=str(outputs.get("identity", "")))
+
+    def probe(self, name: str, document: dict, timeout_s: float | None = None
+              ) -> dict[str, Any]:
         """Apply a configuration of data sources only in a throwaway directory; its outputs,
-        or {"error": text}."""
+        or {"error": the first error, most specific first}."""
         directory = self.work_dir / "probes" / name
         shutil.rmtree(directory, ignore_errors=True)
         self._write(directory, document)
         try:
-            result = self._command(directory, ["apply", "-auto-approve"], None)
+            result = self._command(directory, ["apply", "-auto-approve"], None,
+                                   timeout_s=timeout_s)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+        if result.timed_out:
+            return {"error": f"no answer within {timeout_s or COMMAND_TIMEOUT_SECONDS:.0f} s"}
         if not result.ok:
-            return {"error": "\n".join(result.error_texts())[-2000:]}
+            texts = result.error_texts() or ["failed without an error message"]
+            return {"error": texts[0][-2000:]}
         return result.outputs
 
 
@@ -344,6 +388,18 @@ def _managed(module: dict) -> list[dict]:
     for child in root.get("child_modules") or []:
         found += _managed(child)
     return found
+
+
+def _free_addresses(document: dict, in_state: set[str]) -> dict[str, list[str]]:
+    """Resource type -> the configuration's addresses of that type not in the state (single
+    instances only: a `count`/`for_each` address needs an index the sweep cannot give)."""
+    free: dict[str, list[str]] = {}
+    for kind, blocks in (document.get("resource") or {}).items():
+        for name, body in blocks.items():
+            address = f"{kind}.{name}"
+            if address not in in_state and "count" not in body and "for_each" not in body:
+                free.setdefault(kind, []).append(address)
+    return free
 
 
 def _resource_id(resource: dict) -> str | None:

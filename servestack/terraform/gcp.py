@@ -242,8 +242,11 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    waits = ["google_secret_manager_secret_iam_binding.reader",
-             "google_secret_manager_secret_version.hf_token"] if d.secret else []
+    # The VMs go out through the NAT, and read the token, as they boot: both come first.
+    waits = ["google_compute_router_nat.nat"]
+    if d.secret:
+        waits += ["google_secret_manager_secret_iam_binding.reader",
+                  "google_secret_manager_secret_version.hf_token"]
     manager = compact({
         "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
         "base_instance_name": d.scope,
@@ -259,7 +262,7 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_flexibility_policy": flexibility(d),
         "update_policy": gcp_update_policy(d),
         "wait_for_instances": False,
-        "depends_on": waits or None,
+        "depends_on": waits,
     })
     return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
                                                         for k in gcp_versions(d)},
@@ -333,7 +336,7 @@ def variable_values(d: Deployment) -> dict[str, Any]:
 # throwaway directory and reads its outputs. No quota or tag-search data source is used here.
 
 # What these probes answer: names of servestack.engine.Capabilities fields.
-PROBES = ("group_size",)
+PROBES = ("credentials_check", "group_size")
 
 
 def size_config(d: Deployment, project: str | None, group: str | None) -> dict[str, Any] | None:
@@ -348,4 +351,19 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
         "data": {"google_compute_region_instance_group": {"group": {
             "name": group, "region": d.region, "project": project}}},
         "output": {"running": {"value": "${data.google_compute_region_instance_group.group.size}"}},
+    }
+
+
+def identity_config() -> dict[str, Any]:
+    """`credentials_check`: exports `identity`, the default project (google_client_config,
+    which fetches an access token) and the account (google_client_openid_userinfo; it needs
+    the userinfo.email scope, which the provider requests by default)."""
+    local, requirement = PROVIDER
+    return {
+        "terraform": {"required_providers": {local: requirement}},
+        "provider": {"google": {}},
+        "data": {"google_client_config": {"me": {}}, "google_client_openid_userinfo": {"me": {}}},
+        "output": {"identity": {"value": "project ${coalesce(data.google_client_config.me.project"
+                                         ", \"(none set)\")} "
+                                         "(${data.google_client_openid_userinfo.me.email})"}},
     }

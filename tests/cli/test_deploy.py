@@ -11,7 +11,9 @@ from servestack.cli import deploy as deploy_cli
 from servestack.cli import options
 from servestack.cli.main import main
 from servestack.cli.options import DeployRequest
-from servestack.deploy.journal import Journal, ServiceLock
+from servestack.deploy.journal import Journal
+from servestack.deploy.lock import ServiceLock
+from servestack.deploy.loop import Fallback
 from servestack.inputs import load_inputs
 from servestack.pulumi.generate import generate
 from tests.fakes import (
@@ -23,6 +25,7 @@ from tests.fakes import (
     ReplayEngine,
     SimClock,
     Step,
+    build,
     probes,
 )
 
@@ -50,6 +53,7 @@ class World:
         monkeypatch.setattr(deploy_cli, "make_probe_factory",
                             lambda: probes(self.cloud, self.clock))
         monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))  # the per-user locks
 
     def make_engine(self, state, service, project=None):
         engine = ReplayEngine(self.cloud, self.clock, self.script, **self.engine_args)
@@ -189,7 +193,7 @@ def test_status_without_any_deploy(world_factory, capsys):
 
 def test_a_second_concurrent_deploy_is_refused(world_factory, capsys):
     world = world_factory()
-    with ServiceLock(world.state, "mixtral"):
+    with ServiceLock("mixtral"):
         assert world.run("deploy") == 6
     assert "another deploy or destroy of 'mixtral' is running" in capsys.readouterr().err
 
@@ -226,3 +230,22 @@ def test_sigterm_stops_like_ctrl_c_and_the_next_deploy_resumes(world_factory, ca
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     assert Journal.open(world.state, "mixtral").status == "running"
     assert world.run("deploy") == 0 and world.cloud.violations == []
+
+
+def test_status_after_an_interrupted_destroy_says_what_is_really_there(world_factory, capsys):
+    world = world_factory()
+    journal = Journal.open(world.state, "mixtral")
+    Fallback(ReplayEngine(world.cloud, world.clock), journal, PLAN.candidates, build,
+             clock=world.clock, probe_factory=probes(world.cloud, world.clock)).run()
+    stack, candidate = journal.live.stack, journal.live.candidate
+    journal.begin_destroy(world.clock.now())  # the destroy's first write, then it was killed
+    assert world.run("status") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Service mixtral: destroying, interrupted (no servestack command")
+    assert f"Needs cleanup: {stack} (cleaning)" in out and "Live:" not in out
+    with ServiceLock("mixtral"):  # a destroy is running right now
+        assert world.run("status", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcome"] == "destroying" and report["interrupted"] is False
+    assert report["stacks"] == [{"name": stack, "candidate": candidate, "state": "cleaning",
+                                 "is": "dirty"}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from servestack.deploy.destroy import destroy
 from servestack.deploy.journal import Journal, RunStatus, StackState
 from servestack.deploy.loop import Fallback
-from tests.fakes import PLAN, Cloud, ReplayEngine, SimClock, build, probes
+from tests.fakes import PLAN, Cloud, Crash, ReplayEngine, SimClock, build, probes
 
 
 def deployed(tmp_path, cloud: Cloud, clock: SimClock) -> Journal:
@@ -64,3 +64,47 @@ def test_strays_found_by_tags_are_adopted_then_destroyed(tmp_path):
     outcome = destroy(Journal.open(tmp_path, "mixtral"), engine, clock=clock, progress=print)
     assert outcome.status is RunStatus.DESTROYED and cloud.holding() == set()
     assert "adopt" in [op for op, _ in engine.calls]
+
+
+class KillableJournal(Journal):
+    """Killed right after its n-th write reached the disk."""
+
+    kill_at: int | None = None
+    saves = 0
+
+    def save(self) -> None:
+        super().save()
+        self.saves += 1
+        if self.kill_at is not None and self.saves == self.kill_at:
+            raise Crash(f"killed after journal write {self.saves}")
+
+
+def test_status_is_truthful_after_a_destroy_killed_at_every_journal_write(tmp_path):
+    from servestack.cli.deploy import status_report
+
+    kill_at, finished = 0, False
+    while not finished:
+        kill_at += 1
+        cloud, clock = Cloud(), SimClock()
+        folder = tmp_path / str(kill_at)
+        cloud.untracked[deployed(folder, cloud, clock).live.stack] = {"asg-untracked"}
+        journal = KillableJournal.open(folder, "mixtral")
+        journal.kill_at = kill_at
+        try:
+            destroy(journal, ReplayEngine(cloud, clock), clock=clock, progress=print)
+            finished = True
+        except Crash:
+            pass
+        report = status_report(Journal.open(folder, "mixtral"), running=False)
+        is_now = {s["name"]: s["is"] for s in report["stacks"]}
+        assert report["outcome"] in ("destroying", "destroyed") and report["endpoint"] is None
+        assert report["interrupted"] == (report["outcome"] == "destroying")
+        for stack in cloud.holding():  # whatever still exists is shown as needing cleanup
+            assert is_now[stack] == "dirty", (kill_at, stack)
+        again = destroy(Journal.open(folder, "mixtral"), ReplayEngine(cloud, clock),
+                        clock=clock, progress=print)
+        assert again.status is RunStatus.DESTROYED and cloud.holding() == set()
+        after = status_report(Journal.open(folder, "mixtral"), running=False)
+        assert after["outcome"] == "destroyed" and after["dirty_stacks"] == []
+        assert {s["is"] for s in after["stacks"]} == {"gone"}
+    assert kill_at > 4  # the destroy writes the journal at each step

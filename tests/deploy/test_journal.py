@@ -1,23 +1,19 @@
-"""The deploy journal (atomic JSON, dirty stacks, blocks, runs) and the per-service lock."""
+"""The deploy journal (atomic JSON, dirty stacks, blocks, runs)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from servestack.deploy.failures import Block, Failure
 from servestack.deploy.journal import (
     Attempt,
-    DeployLocked,
     Journal,
     Live,
     Phase,
     RunStatus,
-    ServiceLock,
     StackEntry,
     StackState,
     known_services,
@@ -177,34 +173,6 @@ def test_known_services(tmp_path):
     (tmp_path / "stray-dir").mkdir()
     assert known_services(tmp_path) == ["a", "b"]
     assert known_services(tmp_path / "missing") == []
-
-
-def test_the_lock_excludes_a_second_deploy_of_the_same_service(tmp_path):
-    with ServiceLock(tmp_path, "mixtral"):
-        with pytest.raises(DeployLocked, match=f"pid {os.getpid()}") as info:
-            with ServiceLock(tmp_path, "mixtral"):
-                pass
-        assert info.value.exit_code == 6
-        with ServiceLock(tmp_path, "other-service"):
-            pass
-    with ServiceLock(tmp_path, "mixtral"):  # released on exit
-        pass
-
-
-def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, time; from servestack.deploy.journal import ServiceLock\n"
-            f"lock = ServiceLock({str(tmp_path)!r}, 'mixtral').__enter__()\n"
-            "print('locked', flush=True); time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(DeployLocked):
-            ServiceLock(tmp_path, "mixtral").__enter__()
-    finally:
-        holder.kill()
-        holder.wait()
-    with ServiceLock(tmp_path, "mixtral"):
-        pass
 
 
 def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):

@@ -25,7 +25,14 @@ from servestack.components import gcp as gcp_probes
 
 from servestack.deploy.failures import classify
 from servestack.deployment.build import build_deployment
-from servestack.engine import Capabilities, Leftover, QuotaLimit, stack_name, stack_ref
+from servestack.engine import (
+    Capabilities,
+    Identity,
+    Leftover,
+    QuotaLimit,
+    stack_name,
+    stack_ref,
+)
 from servestack.pulumi.engine import PulumiEngine, PulumiMissing
 from servestack.pulumi.preview import record
 from tests.fakes import FIXTURES, INPUTS, PLAN
@@ -93,6 +100,10 @@ if args[:1] == ["up"]:
     urn = f"urn:pulumi:{stack}::servestack::servestack:gpu:Group::mixtral-gpu"
     meta = {"op": "create", "urn": urn, "type": "servestack:gpu:Group", "provider": ""}
     events(log, [{"resourcePreEvent": {"metadata": meta}}])
+    for made in plan.get("creates", []):  # custom resources: they have a provider
+        events(log, [{"resourcePreEvent": {"metadata": {
+            "op": "create", "urn": f"urn:pulumi:{stack}::servestack::{made['type']}::x",
+            "type": made["type"], "provider": "urn:pulumi:provider::default"}}}])
     state["stacks"][stack]["resources"] += plan.get("creates", [])
     save(state)
     if plan.get("up") == "hang":
@@ -222,7 +233,8 @@ def test_a_failed_up_is_read_from_the_engine_events(cli, engine):
     assert result.failed_urns == [result.diagnostics[0].urn]
     assert "code: 255" in result.text
     assert classify("gcp", result.error_texts(), GCP).error_class == "capacity"
-    assert lines == ["create servestack:gpu:Group mixtral-gpu"]
+    assert lines == ["create servestack:gpu:Group mixtral-gpu", "create t x"]
+    assert result.created_any  # "t" has a provider: a cloud resource's create began
     config = cli.stack(ref.name)
     assert config["config"]["gcp:region"] == "us-central1"
     assert json.loads(config["config"]["servestack:deployment"])["candidate_id"] == GCP.id
@@ -252,9 +264,13 @@ def test_cleanup_calls_and_leftovers(cli, engine):
     cli.scenario({"*": {"up": "fail", "diagnostic": "error: boom"}})
     engine.up(ref, deployment, timeout_s=60)
     group = {"type": "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager",
-             "urn": f"urn:pulumi:{ref.name}::servestack::gcp:x::mixtral-mig", "id": "mig-1"}
-    cli.seed(ref.name, resources=[{"type": "pulumi:pulumi:Stack", "urn": "urn:stack"}, group],
-             pending=[{"type": "gcp:compute/healthCheck:HealthCheck",
+             "urn": f"urn:pulumi:{ref.name}::servestack::gcp:x::mixtral-mig", "id": "mig-1",
+             "custom": True}
+    component = {"type": "servestack:gcp:Service", "urn": "urn:service"}  # logical only
+    provider = {"type": "pulumi:providers:gcp", "urn": "urn:provider", "custom": True}
+    cli.seed(ref.name, resources=[{"type": "pulumi:pulumi:Stack", "urn": "urn:stack"},
+                                  component, provider, group],
+             pending=[{"type": "gcp:compute/healthCheck:HealthCheck", "custom": True,
                        "urn": f"urn:pulumi:{ref.name}::servestack::gcp:x::mixtral-hc"}])
     assert engine.refresh(ref, deployment).ok  # retried with --clear-pending-creates
     refreshes = [c for c in cli.state["calls"] if c[:1] == ["refresh"]]
@@ -281,6 +297,56 @@ def test_cleanup_calls_and_leftovers(cli, engine):
     assert engine.remove(ref, deployment).ok  # removing twice is fine
 
 
+def test_an_up_that_created_nothing_says_so(cli, engine):
+    """Only servestack's component was registered (no provider): nothing in the cloud."""
+    text = (FIXTURES / "aws_no_credentials.txt").read_text().split("\n", 1)[1]
+    cli.scenario({"*": {"up": "fail", "diagnostic": text}})
+    result = engine.up(stack_ref("mixtral", AWS.id), deployment_for(AWS), timeout_s=60)
+    assert not result.ok and result.created_any is False
+    assert classify("aws", result.error_texts(), AWS).error_class == "credentials"
+    cli.scenario({"*": {"up": "fail", "diagnostic": "error: boom",
+                        "creates": [{"type": "aws:ec2/securityGroup:SecurityGroup"}]}})
+    assert engine.up(stack_ref("mixtral", AWS.id), deployment_for(AWS), timeout_s=60).created_any
+
+
+def test_identity_and_a_failed_sweep_through_probe_stacks(cli, engine):
+    text = (FIXTURES / "gcp_no_credentials.txt").read_text().split("\n", 1)[1]
+    cli.scenario({"servestack-identity-aws": {"up": "ok", "outputs": {
+                      "identity": "account 123456789012 (arn:aws:iam::123456789012:user/ci)"}},
+                  "servestack-identity-gcp": {"up": "fail", "diagnostic": text}})
+    assert engine.identity("aws", timeout_s=30) == Identity(
+        "aws", True, who="account 123456789012 (arn:aws:iam::123456789012:user/ci)")
+    denied = engine.identity("gcp", timeout_s=30)
+    assert not denied.ok and "could not find default credentials" in denied.error
+    assert "servestack-identity-gcp" not in cli.state["stacks"]  # thrown away
+    ref = stack_ref("mixtral", GCP.id)
+    cli.scenario({f"servestack-{ref.name}-sweep": {"up": "fail", "diagnostic": text}})
+    (failed,) = engine.strays(ref, deployment_for(GCP))
+    assert not failed.adoptable and "could not find default credentials" in failed.name
+
+
+def test_identity_probes_read_each_cloud_s_caller():
+    programs = {"aws": aws_probes, "gcp": gcp_probes, "azure": azure_probes}
+    answers = {"aws:index/getCallerIdentity:getCallerIdentity": {
+                   "accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci",
+                   "id": "123456789012", "userId": "AIDA"},
+               "gcp:organizations/getClientConfig:getClientConfig": {
+                   "project": "my-project", "accessToken": "t", "id": "x", "region": "",
+                   "zone": "", "defaultLabels": {}},
+               "gcp:organizations/getClientOpenIdUserInfo:getClientOpenIdUserInfo": {
+                   "email": "ci@my-project.iam.gserviceaccount.com", "id": "x"},
+               "azure-native:authorization:getClientConfig": {
+                   "clientId": "c1", "objectId": "o1", "subscriptionId": "s1", "tenantId": "t1"}}
+    found = {}
+    for cloud, module in programs.items():
+        config, program = module.identity_probe()
+        found[cloud] = record(program, config=config, invoke_answers=answers).outputs["identity"]
+    assert found == {
+        "aws": "account 123456789012 (arn:aws:iam::123456789012:user/ci)",
+        "gcp": "project my-project (ci@my-project.iam.gserviceaccount.com)",
+        "azure": "subscription s1 (tenant t1, client c1)"}
+
+
 def test_group_size_reads_the_group_through_a_probe_stack(cli, engine):
     ref = stack_ref("mixtral", GCP.id)
     cli.scenario({"*": {"up": "ok", "outputs": {"endpoint": "http://x",
@@ -294,8 +360,10 @@ def test_group_size_reads_the_group_through_a_probe_stack(cli, engine):
 
 def test_capabilities_are_the_engine_s_and_the_cloud_probes_together(cli, engine):
     assert engine.capabilities("aws") == engine.capabilities("gcp") == Capabilities(
-        quota_precheck=True, group_size=True, cloud_sweep=True, adopt_strays=True)
-    assert engine.capabilities("azure") == Capabilities(cloud_sweep=True, adopt_strays=True)
+        quota_precheck=True, group_size=True, cloud_sweep=True, adopt_strays=True,
+        credentials_check=True)
+    assert engine.capabilities("azure") == Capabilities(cloud_sweep=True, adopt_strays=True,
+                                                        credentials_check=True)
 
 
 def test_quota_limits_read_one_probe_stack_per_cloud(cli, engine):

@@ -18,13 +18,14 @@ from servestack import planner
 from servestack.deploy.failures import classify
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
-from servestack.engine import Capabilities, QuotaLimit, stack_ref
+from servestack.engine import Capabilities, Identity, Leftover, QuotaLimit, stack_ref
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import record
 from servestack.terraform import aws as terraform_aws_probes
+from servestack.terraform import renderer
 from servestack.terraform.engine import TerraformEngine, TerraformMissing
 from servestack.terraform.generate import MAIN_FILE, VARS_FILE, generate_terraform
-from tests.fakes import FROZEN_CATALOG
+from tests.fakes import FIXTURES, FROZEN_CATALOG
 
 TOKEN = "hf_FAKEtokenMustNeverLeak0123456789"
 ICE_TEXT = ("waiting for Auto Scaling Group (mixtral-1) capacity satisfied: scaling activity "
@@ -211,9 +212,66 @@ def test_destroy_and_leftovers_read_the_state(fake, tmp_path):
 def test_capabilities_are_the_engine_s_and_the_cloud_probes_together(fake, tmp_path):
     tf = engine(fake, tmp_path)
     assert tf.capabilities("aws") == Capabilities(quota_precheck=True, group_size=True,
-                                                  cloud_sweep=True)
-    assert tf.capabilities("gcp") == Capabilities(group_size=True)
-    assert tf.capabilities("azure") == Capabilities()
+                                                  cloud_sweep=True, adopt_strays=True,
+                                                  credentials_check=True)
+    assert tf.capabilities("gcp") == Capabilities(group_size=True, credentials_check=True)
+    assert tf.capabilities("azure") == Capabilities(credentials_check=True)
+
+
+def test_strays_are_imported_at_the_one_free_address_of_their_type(fake, tmp_path):
+    d = deployment()
+    ref = stack_ref(d.service, d.candidate_id)
+    tf = engine(fake, tmp_path)
+    state = {"format_version": "1.0", "values": {"root_module": {"resources": [
+        {"mode": "managed", "type": "aws_lb", "address": "aws_lb.service", "values": {}}]}}}
+    fake.scenario({"apply": {"events": [], "state": {"serial": 1}}, "show": {"events": [state]},
+                   "import": {"events": [], "code": 0}})
+    tf.up(ref, d, timeout_s=60)
+    arns = ["arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:0b1d:"
+            "autoScalingGroupName/mixtral-group",
+            "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0a1",
+            "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0b2"]
+    found = terraform_aws_probes.sweep_found({"arns": arns, "instances": ["i-0abc"]})
+    strays = [Leftover(x["type"], x["name"], x["id"], "cloud") for x in found]
+    assert tf.adopt(ref, d, strays).ok
+    imports = [c for c in fake.calls() if c["argv"][0] == "import"]
+    # the group has one address; two security groups for two free addresses, and an ASG's
+    # instance, have no single address: they stay for the report
+    assert [c["argv"] for c in imports] == [
+        ["import", "-input=false", "-no-color", "aws_autoscaling_group.group", "mixtral-group"]]
+    assert imports[0]["token"] is True  # the configuration's required variable is set
+
+
+def test_identity_through_a_probe_configuration(fake, tmp_path):
+    tf = engine(fake, tmp_path)
+    fake.scenario({"apply": {"events": [event("outputs", outputs={"identity": {
+        "value": "account 123456789012 (arn:aws:iam::123456789012:user/ci)"}})]}})
+    assert tf.identity("aws", timeout_s=30) == Identity(
+        "aws", True, who="account 123456789012 (arn:aws:iam::123456789012:user/ci)")
+    text = (FIXTURES / "aws_no_credentials.txt").read_text().split("\n", 1)[1]
+    fake.scenario({"apply": {"code": 1, "events": [{
+        "@level": "error", "type": "diagnostic",
+        "diagnostic": {"severity": "error", "summary": "No valid credential sources found",
+                       "detail": text}}]}})
+    denied = tf.identity("aws", timeout_s=30)
+    assert not denied.ok and denied.error.startswith("No valid credential sources found")
+    fake.scenario({"apply": {"events": [], "sleep": 30}})
+    start = time.monotonic()
+    assert tf.identity("gcp", timeout_s=0.5) == Identity("gcp", False,
+                                                         error="no answer within 0 s")
+    assert time.monotonic() - start < 10
+    assert list((tmp_path / "work" / "probes").iterdir()) == []  # thrown away
+
+
+def test_identity_configurations_read_each_cloud_s_caller():
+    documents = {cloud: renderer(cloud).identity_config() for cloud in ("aws", "gcp", "azure")}
+    assert list(documents["aws"]["data"]) == ["aws_caller_identity"]
+    assert list(documents["gcp"]["data"]) == ["google_client_config",
+                                              "google_client_openid_userinfo"]
+    assert list(documents["azure"]["data"]) == ["azurerm_client_config"]
+    for document in documents.values():
+        assert set(document) == {"terraform", "provider", "data", "output"}
+        assert "resource" not in document  # read-only: nothing is created
 
 
 def test_quota_limits_and_group_size_through_probe_configurations(fake, tmp_path):

@@ -106,6 +106,8 @@ def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet
         assert vms["private_ip_google_access"] and "purpose" not in vms
         assert vms["log_config"]["aggregation_interval"] == "INTERVAL_10_MIN"  # flow logs
         assert "log_config" not in proxy  # proxy-only subnets have no flow logs
+        mig = resources["google_compute_region_instance_group_manager"]["group"]
+        assert "google_compute_router_nat.nat" in mig["depends_on"]  # egress before boot
 
 
 def physical_names(d: Deployment) -> list[str]:
