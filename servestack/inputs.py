@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,8 @@ def example_spec_bytes() -> bytes:
 
 def load_inputs(spec_path: str | None, *, catalog_dir: str | None = None,
                 model: str | None = None, model_config: str | None = None,
-                env: dict | None = None) -> Inputs:
+                env: dict | None = None, secrets: dict | None = None) -> Inputs:
+    """`env`/`secrets`: --env and --secret (NAME -> value, or None to read the environment)."""
     try:
         catalog = load_catalog(catalog_dir)
     except CatalogError as exc:
@@ -42,9 +44,10 @@ def load_inputs(spec_path: str | None, *, catalog_dir: str | None = None,
     )
     if spec_path is None:
         spec = load_spec(f"<embedded {EXAMPLE_SPEC}>", context, env_overrides=env,
-                         raw=example_spec_bytes())
+                         secret_overrides=secrets, environ=os.environ, raw=example_spec_bytes())
     else:
-        spec = load_spec(Path(spec_path), context, env_overrides=env)
+        spec = load_spec(Path(spec_path), context, env_overrides=env,
+                         secret_overrides=secrets, environ=os.environ)
     command = substitute_envs(spec.run, spec.envs) if spec.run else None
     name = model or models.model_from_command(command)
     facts = models.lookup(name, model_config) if name else None

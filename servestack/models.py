@@ -110,6 +110,12 @@ def lookup(name: str, config_path: str | None = None) -> ModelFacts | None:
     return None
 
 
+def is_gated(name: str) -> bool:
+    """Whether Hugging Face serves `name` only with a token (models.json's `gated` fact)."""
+    return any(known.lower() == name.lower() and bool(config.get("gated"))
+               for known, config in known_models().items())
+
+
 # A whole word that is one variable: $NAME or ${NAME}.
 ENV_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 

@@ -12,11 +12,12 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from servestack import clouds, models
+from servestack import clouds, models, secrets
 from servestack.errors import SpecError, UserError
 from servestack.yamlsource import MAX_DEPTH, Document, format_path, load_document
 
@@ -146,13 +147,14 @@ class ServiceSpec:
     labels: dict
     max_hourly_cost: float | None
     service: Service | None
-    envs: dict
-    secrets: tuple[str, ...]
+    envs: dict  # the envs that are not secret, with their values
+    secrets: tuple[str, ...]  # secret names (servestack.secrets says which names are)
     setup: str | None
     run: str | None
     num_nodes: int
     notes: tuple[str, ...]
     secret_values: dict = field(default_factory=dict, repr=False, compare=False)
+    missing: tuple[str, ...] = ()  # envs and secrets that have no value anywhere
 
     @property
     def replicas(self) -> int:
@@ -176,7 +178,10 @@ class SpecContext:
 
 
 def load_spec(path: str | Path, context: SpecContext, *, env_overrides: dict | None = None,
+              secret_overrides: dict | None = None, environ: Mapping[str, str] | None = None,
               raw: bytes | None = None) -> ServiceSpec:
+    """`env_overrides`/`secret_overrides` are --env/--secret (a None value: read `environ`,
+    the deployer's environment, which also fills names the spec gives no value)."""
     file = str(path)
     if raw is None:
         try:
@@ -191,7 +196,8 @@ def load_spec(path: str | Path, context: SpecContext, *, env_overrides: dict | N
     if not isinstance(doc.data, dict):
         raise doc.error((), "a spec is a YAML mapping with keys such as resources, service, run")
     validate_schema(doc)
-    return _build(doc, context, env_overrides or {})
+    given = _Given(env_overrides or {}, secret_overrides or {}, environ or {})
+    return _build(doc, context, given)
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -295,7 +301,16 @@ def _did_you_mean(word: str, choices) -> str:
 
 # --- building the spec ------------------------------------------------------------------------
 
-def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceSpec:
+@dataclass(frozen=True)
+class _Given:
+    """What the command line and the deployer's environment add to the spec's envs/secrets."""
+
+    envs: dict
+    secrets: dict
+    environ: Mapping[str, str]
+
+
+def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
     data: dict = doc.data  # type: ignore[assignment]
     notes: list[str] = []
     num_nodes = data.get("num_nodes", 1)
@@ -307,8 +322,7 @@ def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceS
         if data.get(key):
             notes.append(f"{key}: accepted but not used by servestack (the bootstrap does not "
                          "copy files to the VMs)")
-    envs = {k: (None if v is None else str(v)) for k, v in (data.get("envs") or {}).items()}
-    envs.update(env_overrides)
+    envs, secret_names, secret_values, missing = _envs_and_secrets(data, given)
     _check_run(doc, data.get("run"), envs)
     resources = data.get("resources") or {}
     alternatives, ordered = _alternatives(doc, resources, context)
@@ -317,10 +331,10 @@ def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceS
     if data.get("service") is not None:
         service_data = substitute_envs(data["service"], envs)
         service = _service(doc, service_data, ports, alternatives, notes)
-    secret_names, secret_values = _secrets(data.get("secrets"))
-    if secret_values:
+    declared = data.get("secrets")
+    if isinstance(declared, dict) and any(v is not None for v in declared.values()):
         notes.append("secrets with values in the spec file are used but never written out; "
-                     "prefer `pulumi config set --secret` or the environment")
+                     "prefer the environment or --secret NAME")
     return ServiceSpec(
         file=doc.file,
         name=data.get("name"),
@@ -340,6 +354,7 @@ def _build(doc: Document, context: SpecContext, env_overrides: dict) -> ServiceS
         num_nodes=num_nodes,
         notes=tuple(notes),
         secret_values=secret_values,
+        missing=missing,
     )
 
 
@@ -358,12 +373,32 @@ def substitute_envs(value, envs: dict):
     return value
 
 
-def _secrets(value) -> tuple[tuple[str, ...], dict]:
-    if not value:
-        return (), {}
-    if isinstance(value, list):
-        return tuple(value), {}
-    return tuple(value), {k: v for k, v in value.items() if v is not None}
+def _envs_and_secrets(data: dict, given: _Given):
+    """(envs that are not secret, secret names, secret values, names without a value)."""
+    spec_envs = {k: (None if v is None else str(v)) for k, v in (data.get("envs") or {}).items()}
+    declared = data.get("secrets") or {}
+    spec_secrets = dict.fromkeys(declared) if isinstance(declared, list) else dict(declared)
+    env_names = list(dict.fromkeys([*spec_envs, *given.envs]))
+    names = tuple(dict.fromkeys([*spec_secrets, *given.secrets,
+                                 *filter(secrets.is_credential_name, env_names)]))
+    secret_values, missing = {}, []
+    for name in names:
+        value = secrets.resolve(name, [given.secrets, given.envs], [spec_secrets, spec_envs],
+                                given.environ)
+        if value:
+            secret_values[name] = value
+        else:
+            missing.append(name)
+    envs = {}
+    for name in env_names:
+        if name in names:
+            continue
+        value = secrets.resolve(name, [given.envs], [spec_envs], given.environ)
+        if value is None:
+            missing.append(name)
+        else:
+            envs[name] = value
+    return envs, names, secret_values, tuple(missing)
 
 
 # --- resources: accelerators, any_of, ordered, locations ---------------------------------------

@@ -2,7 +2,7 @@
 
 `render_cloud_init(deployment)` returns the document; the cloud components put it in user data
 (base64-encoding it where the cloud wants that). It is pure text, decided by the `Deployment`
-only, and holds no secret: the Hugging Face token is fetched on the VM at boot.
+only, and holds no secret: the deployment's secrets are fetched on the VM at boot.
 
 What the document does:
 
@@ -15,17 +15,20 @@ What the document does:
 - `runcmd` enables the units and starts them without blocking cloud-init. On a reboot the
   enabled units come back by themselves; every step below is guarded, so nothing is redone.
 - `servestack-vllm.service` (Restart=always, output to the journal) runs servestack-start on
-  every (re)start: fetch the token, install what is missing, run the spec's `setup` once (its
+  every (re)start: fetch the secrets, install what is missing, run the spec's `setup` once (its
   digest is recorded after it succeeds), then exec the spec's `run` or, without one,
   `vllm serve <model> --host 0.0.0.0 --port <port> --tensor-parallel-size <N>`.
   N is the GPU count `nvidia-smi -L` reports at boot (the group may mix instance types with the
   same count), falling back to the planned tensor-parallel size.
-- The token: AWS `aws ssm get-parameter --with-decryption` (the AWS CLI v1 from PyPI is put in
+- The secrets (servestack.secrets: HF_TOKEN and any other, one env file in one secret-store
+  entry): AWS `aws ssm get-parameter --with-decryption` (the AWS CLI v1 from PyPI is put in
   /opt/servestack/tools when the image has none); GCP the Secret Manager REST API with the
   metadata server's access token; Azure an IMDS managed-identity token and the Key Vault REST
-  API. python3 reads the store's JSON answer and writes HF_TOKEN to /etc/servestack/secret.env
-  (0600, root); the value never sits in a shell variable, an argv or a log line. Access tokens
-  reach curl on stdin (`-K -`), not on its command line.
+  API. python3 reads the store's JSON answer, checks that it is NAME=value words (a value
+  without `=` is a bare Hugging Face token), and writes them re-quoted to
+  /etc/servestack/secret.env (0600, root), which servestack-start exports to setup, run and
+  vLLM; no value ever sits in a shell variable, an argv or a log line. Access tokens reach
+  curl on stdin (`-K -`), not on its command line.
 - vLLM: pinned `vllm==<vllm_version>` in /opt/servestack/venv, skipped when that venv or the
   image's python3 already has that version, and when the spec's `setup` installs vLLM itself
   (SkyPilot's Mixtral setup does, in its own conda env).
@@ -222,7 +225,8 @@ def settings_env(d: Deployment) -> str:
 
 
 def user_env(envs: dict) -> str:
-    """/etc/servestack/user.env: the spec's envs, exported to setup, run and vLLM."""
+    """/etc/servestack/user.env: the spec's envs (never its secrets), exported to setup, run
+    and vLLM."""
     lines = ["# the spec's envs; sourced by servestack-start", "# shellcheck shell=bash"]
     for key, value in envs.items():
         if not ENV_NAME.match(key):

@@ -55,26 +55,35 @@ conda_sh() {
     done
 }
 
-# store_token FIELD ENCODING: read the secret store's JSON answer on stdin and write the value
-# at the dotted FIELD (base64-decoded when ENCODING is "base64") to secret.env as
-# HF_TOKEN=<shell-quoted value>, mode 0600, atomically. The value never enters a shell
-# variable, an argv or a log line.
-store_token() {
+# store_secrets FIELD ENCODING: read the secret store's JSON answer on stdin; the value at the
+# dotted FIELD (base64-decoded when ENCODING is "base64") is the deployment's env file of
+# secrets (NAME=<shell-quoted value> words, see servestack/secrets.py); a value without any
+# `=` is a bare Hugging Face token, as older deployments stored it. Every word is checked and
+# re-quoted into secret.env, mode 0600, atomically; the names are logged. No value enters a
+# shell variable, an argv or a log line; errors name no value.
+store_secrets() {
     # shellcheck disable=SC2016
-    python3 -c 'import base64, json, os, shlex, sys
+    python3 -c 'import base64, json, os, re, shlex, sys
 value = json.load(sys.stdin)
 for key in sys.argv[1].split("."):
     value = value[key]
 if sys.argv[2] == "base64":
     value = base64.b64decode(value).decode()
-value = value.strip()
-if not value:
+if not value.strip():
     sys.exit("the secret is empty")
+try:
+    words = shlex.split(value) if "=" in value else ["HF_TOKEN=" + value.strip()]
+except ValueError:
+    sys.exit("the secret is not an env file")
+pairs = [word.partition("=") for word in words]
+if not all(p[1] and re.fullmatch("[A-Za-z_][A-Za-z0-9_]*", p[0]) for p in pairs):
+    sys.exit("the secret holds a word that is not NAME=value")
 tmp = sys.argv[3] + ".tmp"
 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as out:
-    out.write("HF_TOKEN=" + shlex.quote(value) + "\n")
-os.replace(tmp, sys.argv[3])' "$1" "$2" "$SERVESTACK_ETC/secret.env"
+    out.writelines(n + "=" + shlex.quote(v) + "\n" for n, _, v in pairs)
+os.replace(tmp, sys.argv[3])
+print("servestack: secrets", *[p[0] for p in pairs], "stored in", sys.argv[3], file=sys.stderr)' "$1" "$2" "$SERVESTACK_ETC/secret.env"
 }
 
 # json_field FIELD: print the string at the dotted FIELD of the JSON document on stdin.

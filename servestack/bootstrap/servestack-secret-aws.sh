@@ -1,5 +1,6 @@
 #!/bin/bash
-# servestack: fetch HF_TOKEN from the SSM parameter (SecureString) into secret.env (0600).
+# servestack: fetch the deployment's secrets (an env file) from the SSM parameter
+# (SecureString) into secret.env (0600).
 set -euo pipefail
 # shellcheck source=/dev/null
 . "${SERVESTACK_HOME:-/opt/servestack}/lib/common.sh"
@@ -16,7 +17,6 @@ if ! command -v aws >/dev/null 2>&1; then
     fi
     PATH="$PATH:$tools/bin"
 fi
-log "fetching HF_TOKEN from SSM parameter $SERVESTACK_SECRET_NAME"
+log "fetching the secrets from SSM parameter $SERVESTACK_SECRET_NAME"
 aws ssm get-parameter --with-decryption --region "$SERVESTACK_REGION" \
-    --name "$SERVESTACK_SECRET_NAME" --output json | store_token Parameter.Value plain
-log "HF_TOKEN stored in $SERVESTACK_ETC/secret.env (root only)"
+    --name "$SERVESTACK_SECRET_NAME" --output json | store_secrets Parameter.Value plain

@@ -1,6 +1,6 @@
 #!/bin/bash
-# servestack: fetch HF_TOKEN from Key Vault (REST API, a managed-identity token from IMDS)
-# into secret.env (0600).
+# servestack: fetch the deployment's secrets (an env file) from Key Vault (REST API, a
+# managed-identity token from IMDS) into secret.env (0600).
 set -euo pipefail
 # shellcheck source=/dev/null
 . "${SERVESTACK_HOME:-/opt/servestack}/lib/common.sh"
@@ -11,7 +11,6 @@ need python3
 token=$(curl -fsS --retry 5 --retry-connrefused -H 'Metadata: true' \
     'http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net' |
     json_field access_token)
-log "fetching HF_TOKEN from Key Vault $SERVESTACK_SECRET_VAULT, secret $SERVESTACK_SECRET_NAME"
+log "fetching the secrets from Key Vault $SERVESTACK_SECRET_VAULT, secret $SERVESTACK_SECRET_NAME"
 bearer_get "$token" "https://$SERVESTACK_SECRET_VAULT.vault.azure.net/secrets/$SERVESTACK_SECRET_NAME?api-version=7.4" |
-    store_token value plain
-log "HF_TOKEN stored in $SERVESTACK_ETC/secret.env (root only)"
+    store_secrets value plain

@@ -1,6 +1,6 @@
 #!/bin/bash
-# servestack: fetch HF_TOKEN from Secret Manager (REST API, the VM service account's token
-# from the metadata server) into secret.env (0600).
+# servestack: fetch the deployment's secrets (an env file) from Secret Manager (REST API,
+# the VM service account's token from the metadata server) into secret.env (0600).
 set -euo pipefail
 # shellcheck source=/dev/null
 . "${SERVESTACK_HOME:-/opt/servestack}/lib/common.sh"
@@ -16,7 +16,6 @@ if [ -z "$project" ]; then
 fi
 token=$(curl -fsS --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' \
     "$metadata/instance/service-accounts/default/token" | json_field access_token)
-log "fetching HF_TOKEN from Secret Manager secret $SERVESTACK_SECRET_NAME"
+log "fetching the secrets from Secret Manager secret $SERVESTACK_SECRET_NAME"
 bearer_get "$token" "https://secretmanager.googleapis.com/v1/projects/$project/secrets/$SERVESTACK_SECRET_NAME/versions/latest:access" |
-    store_token payload.data base64
-log "HF_TOKEN stored in $SERVESTACK_ETC/secret.env (root only)"
+    store_secrets payload.data base64

@@ -1,5 +1,5 @@
 #!/bin/bash
-# servestack: ExecStart of servestack-vllm.service. On every (re)start: fetch the token,
+# servestack: ExecStart of servestack-vllm.service. On every (re)start: fetch the secrets,
 # make sure vLLM (and conda, if used) is installed, run the spec's setup once, then exec the
 # spec's run script or the default `vllm serve`, with SkyPilot's runtime variables exported.
 set -euo pipefail

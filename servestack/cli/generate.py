@@ -7,7 +7,7 @@ import sys
 
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, GenerateRequest, PreviewRequest
-from servestack.cli.plan import make_plan, print_table
+from servestack.cli.plan import make_plan, print_table, require_values
 from servestack.errors import UserError
 
 
@@ -39,6 +39,7 @@ def run_generate(request: GenerateRequest) -> int:
         from servestack.pulumi.generate import generate, summary
 
     inputs, result = make_plan(request.plan)
+    require_values(inputs)
     if request.table is not None:
         print_table(inputs, result, request.table)
     chosen = request.deployment

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from servestack import clouds
 from servestack.errors import UserError
+from servestack.secrets import ENV_NAME
 
 EXIT_OK = 0
 DEFAULT_STACKS_DIR = "stacks"
@@ -70,7 +71,8 @@ class PlanRequest:
     spot: bool | None = None  # None: as the spec says
     model: str | None = None
     model_config: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # None: from the environment
+    secrets: dict[str, str | None] = field(default_factory=dict)  # --secret, likewise
     catalog_dir: str | None = None
 
 
@@ -170,6 +172,7 @@ def plan_request(args: argparse.Namespace, spec: str | None) -> PlanRequest:
         check_region(args.region, args.cloud)
     return PlanRequest(spec=spec, cloud=args.cloud, region=args.region, spot=args.spot,
                        model=args.model, model_config=args.model_config, env=dict(args.env),
+                       secrets=dict(args.secret),
                        catalog_dir=args.catalog_dir)
 
 
@@ -241,8 +244,13 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the model served (default: from the spec's run)")
     parser.add_argument("--model-config", metavar="CONFIG_JSON", type=existing_file,
                         help="a Hugging Face config.json for a model servestack does not know")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        type=env_pair, help="set or override one of the spec's envs")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                        type=env_pair, help="set or override one of the spec's envs (no "
+                        "VALUE: from your environment); credential names (HF_TOKEN, "
+                        "*_API_KEY, ...) are kept as secrets")
+    parser.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
+                        type=env_pair, help="a secret for the VMs (no VALUE: from your "
+                        "environment); kept in the cloud's secret store, never in a file")
     add_catalog_dir(parser)
 
 
@@ -358,11 +366,14 @@ def cidr(text: str) -> str:
     return text
 
 
-def env_pair(text: str) -> tuple[str, str]:
+def env_pair(text: str) -> tuple[str, str | None]:
+    """NAME=VALUE, or NAME alone (the value is read from the environment later). The error
+    names only what precedes `=`: the value may be a secret."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
-    return key, value
+    if not ENV_NAME.fullmatch(key):
+        raise argparse.ArgumentTypeError(f"{key[:64]!r} is not an environment variable name "
+                                         "(expected NAME or NAME=VALUE)")
+    return key, value if sep else None
 
 
 def safe_name(text: str) -> str:

@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING
 
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, PlanRequest, PlanView, TableView
+from servestack.errors import UserError
+
+# Where vLLM (huggingface_hub) looks for a token; the second is the legacy name.
+HF_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 if TYPE_CHECKING:
     from servestack.inputs import Inputs
@@ -30,14 +34,43 @@ def make_plan(request: PlanRequest) -> tuple[Inputs, Plan]:
     from servestack.planner import Options, plan
 
     inputs = load_inputs(request.spec, catalog_dir=request.catalog_dir, model=request.model,
-                         model_config=request.model_config, env=request.env)
+                         model_config=request.model_config, env=request.env,
+                         secrets=request.secrets)
     variable = model_variable(inputs.spec.run, request.model) if request.model else None
     if variable is not None and request.env.get(variable) != request.model:
         # --model sets the env through which run names its model: run, the readiness probe's
         # body and everything else that reads it then serve the new model alike
         return make_plan(replace(request, env={**request.env, variable: request.model}))
     filters = Options(cloud=request.cloud, region=request.region, spot=request.spot)
-    return inputs, plan(inputs.spec, inputs.catalog, inputs.facts, filters, model=inputs.model)
+    result = plan(inputs.spec, inputs.catalog, inputs.facts, filters, model=inputs.model)
+    result.warnings.extend(secret_warnings(inputs))
+    return inputs, result
+
+
+def secret_warnings(inputs: Inputs) -> list[str]:
+    """Envs and secrets without a value (generate and deploy refuse them: `require_values`),
+    and a gated model without a Hugging Face token."""
+    from servestack.models import is_gated
+
+    spec = inputs.spec
+    warnings = [f"{name} has no value: {_how_to_give(name)}" for name in spec.missing]
+    if inputs.model and is_gated(inputs.model) and \
+            not any(name in spec.secret_values for name in HF_TOKEN_NAMES):
+        warnings.append(f"{inputs.model} is gated on Hugging Face: without a token the VMs "
+                        f"cannot download it ({_how_to_give('HF_TOKEN')})")
+    return warnings
+
+
+def require_values(inputs: Inputs) -> None:
+    """generate and deploy: every env and secret the spec names must have a value."""
+    missing = inputs.spec.missing
+    if missing:
+        raise UserError(f"no value for {', '.join(missing)}: "
+                        f"{_how_to_give(missing[0] if len(missing) == 1 else 'NAME')}")
+
+
+def _how_to_give(name: str) -> str:
+    return f"export {name}=... or pass --secret {name}=... (--env for a value that is not secret)"
 
 
 def run_plan(request: PlanRequest, view: PlanView) -> int:

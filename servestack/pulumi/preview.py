@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SECRET_MASK = "[secret]"
+# What the preview hands the program as the secrets' env file: it never reads the real ones.
+PREVIEW_SECRETS = "HF_TOKEN=preview-placeholder\n"
 USER_DATA_KEYS = ("userData", "customData", "user-data", "startup-script")
 # Answers for data-source invokes under the mock runtime; a real `pulumi up` asks the cloud.
 CANNED_INVOKES: dict[str, dict] = {
@@ -254,12 +256,14 @@ def dump(data: dict) -> str:
 
 
 def preview_stack(stack: str, stacks_dir: str = "stacks") -> Recording:
-    """Run the real program on a generated stack file under the mock runtime."""
+    """Run the real program on a generated stack file under the mock runtime (with a
+    placeholder for the secrets, so a preview needs none and shows none)."""
     from servestack.pulumi.program import main
     from servestack.pulumi.stackfile import read_stack_file, runtime_config, stack_path
 
     config, secret_keys = runtime_config(read_stack_file(stack_path(stacks_dir, stack)))
-    return record(main, config=config, secret_keys=secret_keys, stack=stack)
+    return record(lambda: main(PREVIEW_SECRETS), config=config, secret_keys=secret_keys,
+                  stack=stack)
 
 
 def preview_table(recording: Recording) -> str:

@@ -2,10 +2,17 @@
 
 `Pulumi.yaml` points `main` at stacks/, whose __main__.py calls `main()`. The stack file that
 `servestack generate` writes (stacks/Pulumi.<stack>.yaml) carries the deployment under
-`servestack:deployment`; the Hugging Face token is the secret `servestack:hfToken`.
+`servestack:deployment`. The deployment's secrets (servestack.secrets: one env file, kept in
+the cloud's secret store) reach the program without a file or a command line: `servestack
+deploy` passes them in memory to its inline program; a hand-run `pulumi up` reads the secret
+config `servestack:hfToken` if the user set it (the env file, or a bare Hugging Face token),
+else the names listed in `servestack:secrets` from the deployer's environment. Either way the
+value is a Pulumi secret: encrypted in the state, masked in every output.
 """
 
 from __future__ import annotations
+
+import os
 
 import pulumi
 
@@ -21,14 +28,41 @@ from servestack.deployment.model import (
 )
 
 
-def main() -> None:
+def main(secrets: str | None = None) -> None:
+    """`secrets`: the env file of the deployment's secrets, given in memory (servestack
+    deploy, the offline preview); None: from the stack config or the environment."""
     config = pulumi.Config("servestack")
     deployment = Deployment.from_config(config.require_object("deployment"))
-    hf_token = config.get_secret("hfToken") if deployment.secret else None
-    outputs = build_service(deployment.service, deployment, hf_token)
+    env_file = _secrets(config, secrets) if deployment.secret else None
+    outputs = build_service(deployment.service, deployment, env_file)
     pulumi.export(OUTPUT_ENDPOINT, outputs.endpoint)
     pulumi.export(OUTPUT_GROUP_NAME, outputs.group_name)
     pulumi.export(OUTPUT_GROUP_ID, outputs.group_id)
     pulumi.export(OUTPUT_CANDIDATE, deployment.candidate_id)
     pulumi.export(OUTPUT_PRICE, deployment.primary.price_per_hour)
     pulumi.export(OUTPUT_REPLICAS, deployment.desired_replicas)
+
+
+def _secrets(config: pulumi.Config, given: str | None) -> pulumi.Output[str] | None:
+    """The env file as a Pulumi secret; None when nothing gives it (the components then expect
+    the secret-store entry to exist already)."""
+    from servestack.errors import UserError
+    from servestack.secrets import env_file
+
+    if given is not None:
+        return pulumi.Output.secret(given)
+    stored = config.get_secret("hfToken")
+    if stored is not None:
+        return stored
+    names = config.get_object("secrets") or []
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise pulumi.RunError(f"no value for {', '.join(missing)}: export it before `pulumi up` "
+                              "(or set the secret config servestack:hfToken)")
+    if not names:
+        return None
+    try:
+        text = env_file({name: os.environ[name] for name in names})
+    except UserError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    return pulumi.Output.secret(text)

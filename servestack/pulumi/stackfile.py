@@ -2,8 +2,9 @@
 
 `servestack generate` writes `stacks/Pulumi.<stack>.yaml`; `pulumi up -s <stack>` at the repo
 root then runs the program with it. Re-running with the same inputs gives the same file. What
-the user set themselves (secrets such as `servestack:hfToken`, `encryptionsalt`, other keys) is
-kept; the keys servestack manages are replaced.
+the user set themselves (the secret `servestack:hfToken`, `encryptionsalt`, other keys) is
+kept; the keys servestack manages are replaced. Secrets are named (`servestack:secrets`), never
+valued: see servestack.pulumi.program.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
 
 NAMESPACE = "servestack"
+SECRETS_KEY = f"{NAMESPACE}:secrets"
 MANAGED = (f"{NAMESPACE}:deployment", f"{NAMESPACE}:candidate", f"{NAMESPACE}:fallbacks",
-           f"{NAMESPACE}:spec")
+           f"{NAMESPACE}:spec", SECRETS_KEY)
+# The secret env file of all the deployment's secrets (historical name: it first held only the
+# Hugging Face token, and a bare token there still means HF_TOKEN).
 TOKEN_KEY = f"{NAMESPACE}:hfToken"
 FALLBACK_FIELDS = ("rank", "id", "cloud", "region", "zone", "instance_type", "accelerator",
                    "accelerator_count", "use_spot", "price_per_hour", "total_price_per_hour")
@@ -33,16 +37,20 @@ def provider_config(deployment: Deployment) -> dict[str, str]:
 
 
 def stack_config(deployment: Deployment, chosen: Candidate, ranked: list[Candidate],
-                 spec_file: str) -> dict[str, object]:
-    """The config map servestack owns in a stack (provider keys + servestack:*)."""
+                 spec_file: str, secret_names: tuple[str, ...] = ()) -> dict[str, object]:
+    """The config map servestack owns in a stack (provider keys + servestack:*); the secrets
+    only by name, which the program reads from the environment at `pulumi up`."""
     fallbacks = [{k: c.to_json()[k] for k in FALLBACK_FIELDS} for c in ranked if c.id != chosen.id]
-    return {
+    config: dict[str, object] = {
         **provider_config(deployment),
         f"{NAMESPACE}:spec": spec_file,
         f"{NAMESPACE}:candidate": chosen.to_json(),
         f"{NAMESPACE}:fallbacks": fallbacks,
         f"{NAMESPACE}:deployment": deployment.to_config(),
     }
+    if secret_names:
+        config[SECRETS_KEY] = list(secret_names)
+    return config
 
 
 def stack_path(stacks_dir: str | Path, stack: str) -> Path:

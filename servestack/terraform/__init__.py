@@ -9,8 +9,10 @@ Terraform JSON strings are templates: `${...}` in any string is an expression. A
 the strings that are expressions with `Ref`/`expr`/`template`; `finish()` escapes `${` and `%{`
 in every other string (user data, descriptions), so no spec text is ever evaluated.
 
-The Hugging Face token is an *ephemeral*, sensitive variable passed to a write-only argument
-(`value_wo`/`secret_data_wo`): it is never a literal, and never lands in the plan or the state.
+The deployment's secrets (servestack.secrets: one env file of NAME=value lines) are an
+*ephemeral*, sensitive variable passed to a write-only argument (`value_wo`/`secret_data_wo`):
+never a literal, never in the plan or the state. The variable keeps its historical name,
+`hf_token`; a bare token in it still means HF_TOKEN.
 The operator-tunable values (replica counts, GCP project) are variables whose values go to
 `terraform.tfvars.json` (see `tfvars`).
 """
@@ -90,11 +92,11 @@ def header(d: Deployment) -> dict[str, Any]:
     if d.secret is not None:
         variables[TOKEN_VAR] = {
             "type": "string", "sensitive": True, "ephemeral": True, "nullable": False,
-            "description": "Hugging Face token (set TF_VAR_hf_token); written to "
-                           f"{d.token_secret.store} {d.token_secret.name}, never stored in "
-                           "the state"}
+            "description": "the secrets as NAME=value lines, or a bare Hugging Face token "
+                           f"(set TF_VAR_hf_token); written to {d.token_secret.store} "
+                           f"{d.token_secret.name}, never stored in the state"}
         variables[TOKEN_VERSION_VAR] = _number(
-            "bump to write a new hf_token (the token itself is write-only)")
+            "bump to write new secrets (hf_token is write-only)")
     return {"terraform": {"required_version": TERRAFORM_VERSION,
                           "required_providers": {local: requirement}},
             "variable": variables}

@@ -101,7 +101,7 @@ def _moto_probe(run: Run):
 def deployed(tmp_path_factory):
     work = tmp_path_factory.mktemp("tf-e2e")
     with MotoServer(work) as moto:
-        engine = TerraformEngine(work / "engine", hf_token=TOKEN, plugin_dir=PLUGIN_DIR,
+        engine = TerraformEngine(work / "engine", secrets=TOKEN, plugin_dir=PLUGIN_DIR,
                                  overrides={"moto_override.tf.json": terraform_override(moto.url)},
                                  env={"TF_CLI_CONFIG_FILE": "/dev/null"})
         run = Run(moto, engine, work)
