@@ -20,15 +20,18 @@ identity are its direct children, each other concern is its own child component:
 - `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix).
 
 Every value comes from the `Deployment` (zones, image, address ranges, admin user, ports), and
-how Azure spells it (API limits, rule priorities, the balancer's part names) from
-servestack.mechanics, shared with the Terraform renderer; nothing is decided here.
+how Azure spells it (API limits, rule priorities, the balancer's part names, resource names)
+from servestack.clouds.azure, shared with the Terraform renderer; nothing is decided here.
+Every fixed name derives from the deployment's scope (service and stack), so two services, or
+two stacks of one service, share none in a subscription; the Key Vault is autonamed (see
+`TokenSecret`).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -47,6 +50,7 @@ from servestack.clouds.azure import (
     AZURE_OS_DISK_CACHING,
     AZURE_OVERPROVISION,
     AZURE_REPAIR_ACTION,
+    AZURE_ROLLING_UPGRADE,
     AZURE_SECRET_CONTENT_TYPE,
     AZURE_SKU,
     AZURE_SKU_TIER,
@@ -66,11 +70,14 @@ from servestack.clouds.azure import (
     azure_idle_timeout_minutes,
     azure_ipv4,
     azure_lb_name,
+    azure_name,
     azure_priority,
     azure_probe,
     azure_repair_grace_period,
     azure_security_rules,
     azure_spot_restore,
+    azure_upgrade_pause,
+    azure_vault_prefix,
 )
 from servestack.deployment.model import Deployment, HealthCheck, ImageRef
 from servestack.sshkey import lock_only_ssh_key
@@ -118,7 +125,8 @@ class Firewall(pulumi.ComponentResource):
         super().__init__(_type("Firewall"), name, None, opts)
         d = args.deployment
         self.nsg = azure.network.NetworkSecurityGroup(
-            f"{name}-nsg", resource_group_name=args.resource_group_name, location=d.region,
+            f"{name}-nsg", network_security_group_name=azure_name(d, "nsg"),
+            resource_group_name=args.resource_group_name, location=d.region,
             security_rules=security_rules(d), tags=d.tags, opts=_child(self))
         self.register_outputs({"networkSecurityGroupId": self.nsg.id})
 
@@ -141,11 +149,13 @@ class Network(pulumi.ComponentResource):
         super().__init__(_type("Network"), name, None, opts)
         d = args.deployment
         self.vnet = azure.network.VirtualNetwork(
-            f"{name}-vnet", resource_group_name=args.resource_group_name, location=d.region,
+            f"{name}-vnet", virtual_network_name=azure_name(d, "vnet"),
+            resource_group_name=args.resource_group_name, location=d.region,
             address_space=azure.network.AddressSpaceArgs(address_prefixes=[d.network.range_of("vnet")]),
             tags=d.tags, opts=_child(self))
         self.subnet = azure.network.Subnet(
-            f"{name}-subnet", resource_group_name=args.resource_group_name,
+            f"{name}-subnet", subnet_name=azure_name(d, "subnet"),
+            resource_group_name=args.resource_group_name,
             virtual_network_name=self.vnet.name, address_prefix=d.network.subnet,
             default_outbound_access=False,
             network_security_group=azure.network.NetworkSecurityGroupArgs(
@@ -170,7 +180,8 @@ class LoadBalancer(pulumi.ComponentResource):
         d = args.deployment
         self.lb_name = azure_lb_name(d)  # explicit: the rules reference it by ARM id
         self.public_ip = azure.network.PublicIPAddress(
-            f"{name}-ip", resource_group_name=args.resource_group_name, location=d.region,
+            f"{name}-ip", public_ip_address_name=azure_name(d, "public_ip"),
+            resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.network.PublicIPAddressSkuArgs(name=AZURE_SKU, tier=AZURE_SKU_TIER),
             public_ip_allocation_method=AZURE_IP_ALLOCATION,
             public_ip_address_version=AZURE_IP_VERSION,
@@ -250,11 +261,18 @@ class TokenSecretArgs:
 
 
 class TokenSecret(pulumi.ComponentResource):
-    """Key Vault `secret.vault` with one access policy (the VMs' identity: get secrets) and the
-    Hugging Face token as secret `secret.name`.
+    """A Key Vault with one access policy (the VMs' identity: get secrets) and the Hugging Face
+    token as secret `secret.name`.
 
     An access policy rather than RBAC: "get" on secrets is exactly what the VMs need, and it
     needs no role-assignment rights from whoever runs `pulumi up`.
+
+    The vault's name is global across Azure, so azure-native names it (autonaming: the
+    resource's name, here `azure_vault_prefix`, plus 8 random hex digits, drawn once and kept
+    in the state). Soft delete: azure-native cannot purge a vault on delete
+    (pulumi/pulumi-azure-native#1174), and `create_mode: recover` fails when there is nothing
+    to recover, so it cannot be set ahead of time; a stack created again after a destroy draws
+    a new name instead, and the old vault is purged by Azure after the 7-day retention.
     """
 
     def __init__(self, name: str, args: TokenSecretArgs,
@@ -263,7 +281,7 @@ class TokenSecret(pulumi.ComponentResource):
         d = args.deployment
         ref = d.token_secret
         self.vault = azure.keyvault.Vault(
-            f"{name}-vault", vault_name=ref.vault, resource_group_name=args.resource_group_name,
+            azure_vault_prefix(d), resource_group_name=args.resource_group_name,
             location=d.region, tags=d.tags, opts=_child(self),
             properties=azure.keyvault.VaultPropertiesArgs(
                 tenant_id=args.tenant_id,
@@ -294,7 +312,10 @@ class ScaleSetArgs:
     probe_id: pulumi.Input[str]
     identity_id: pulumi.Input[str]
     ssh_public_key: str
-    ready_first: list[pulumi.Resource]  # the token and its access exist before boot
+    vault_name: pulumi.Input[str] | None  # where the VMs read the token, if there is one
+    # Created before the scale set, deleted after it: the balancer (its probe, rules and
+    # outbound rule are inline, see ScaleSet) and the token with its access policy.
+    ready_first: list[pulumi.Resource]
 
 
 class ScaleSet(pulumi.ComponentResource):
@@ -307,6 +328,12 @@ class ScaleSet(pulumi.ComponentResource):
     Only the primary size is used: Azure's multi-size "instance mix" (sku_profile) is Flexible
     only and limited to the A/B/D/E/F families (no GPU sizes), so the other ranked sizes are
     left to the caller's fallback to the next candidate.
+
+    Template changes roll through the group in both modes (Rolling upgrades with max surge,
+    gated by the probe or the extension). The scale set depends on the balancer explicitly:
+    Azure refuses a scale set health probe that no rule uses yet, and refuses to delete a rule
+    whose probe a scale set still uses (CannotRemoveRuleUsedByProbeUsedByVMSS); the rules are
+    inline in the LoadBalancer resource, so depending on it orders both.
     """
 
     def __init__(self, name: str, args: ScaleSetArgs, opts: pulumi.ResourceOptions | None = None):
@@ -314,9 +341,7 @@ class ScaleSet(pulumi.ComponentResource):
         d = args.deployment
         flexible = azure_flexible(d)
         mode: dict[str, Any] = {
-            "orchestration_mode": "Uniform", "overprovision": AZURE_OVERPROVISION,
-            "upgrade_policy": azure.compute.UpgradePolicyArgs(
-                mode=azure.compute.UpgradeMode(AZURE_UPGRADE_MODE))}
+            "orchestration_mode": "Uniform", "overprovision": AZURE_OVERPROVISION}
         if flexible:
             mode = {"orchestration_mode": "Flexible",
                     "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
@@ -325,7 +350,8 @@ class ScaleSet(pulumi.ComponentResource):
                         base_regular_priority_count=d.on_demand_base,
                         regular_priority_percentage_above_base=0)}
         self.vmss = azure.compute.VirtualMachineScaleSet(
-            f"{name}-vmss", resource_group_name=args.resource_group_name, location=d.region,
+            f"{name}-vmss", vm_scale_set_name=azure_name(d, "scale_set"),
+            resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
                                       capacity=d.desired_replicas),
             zones=list(d.zones) or None,
@@ -339,9 +365,23 @@ class ScaleSet(pulumi.ComponentResource):
             spot_restore_policy=azure.compute.SpotRestorePolicyArgs(
                 enabled=True, restore_timeout=AZURE_SPOT_RESTORE_TIMEOUT)
             if azure_spot_restore(d) else None,
+            upgrade_policy=upgrade_policy(d),
             virtual_machine_profile=vm_profile(d, args, flexible),
             tags=d.tags, opts=_child(self, depends_on=args.ready_first), **mode)
         self.register_outputs({"scaleSetName": self.vmss.name, "scaleSetId": self.vmss.id})
+
+
+def upgrade_policy(d: Deployment) -> azure.compute.UpgradePolicyArgs:
+    """Rolling upgrades (see clouds.azure.AZURE_ROLLING_UPGRADE for the values)."""
+    return azure.compute.UpgradePolicyArgs(
+        mode=azure.compute.UpgradeMode(AZURE_UPGRADE_MODE),
+        rolling_upgrade_policy=azure.compute.RollingUpgradePolicyArgs(
+            max_batch_instance_percent=AZURE_ROLLING_UPGRADE["max_batch_instance_percent"],
+            max_unhealthy_instance_percent=AZURE_ROLLING_UPGRADE[
+                "max_unhealthy_instance_percent"],
+            max_unhealthy_upgraded_instance_percent=AZURE_ROLLING_UPGRADE[
+                "max_unhealthy_upgraded_instance_percent"],
+            pause_time_between_batches=azure_upgrade_pause(d), max_surge=True))
 
 
 def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
@@ -352,7 +392,7 @@ def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
     # No security_profile: at the SDK's API version (2024-11-01) that means the Standard
     # security type (no Trusted Launch / Secure Boot), which every GPU size here accepts.
     return azure.compute.VirtualMachineScaleSetVMProfileArgs(
-        os_profile=os_profile(d, args.ssh_public_key),
+        os_profile=os_profile(d, args.ssh_public_key, args.vault_name),
         storage_profile=azure.compute.VirtualMachineScaleSetStorageProfileArgs(
             image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image)),
             os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
@@ -365,14 +405,21 @@ def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
         **spot)
 
 
-def os_profile(d: Deployment, ssh_public_key: str
+def custom_data(d: Deployment, vault_name: pulumi.Input[str] | None) -> pulumi.Input[str]:
+    """The bootstrap, base64; with a vault, rendered once its name is known."""
+    if vault_name is None:
+        return base64.b64encode(render_cloud_init(d).encode()).decode()
+    return pulumi.Output.from_input(vault_name).apply(lambda vault: base64.b64encode(
+        render_cloud_init(replace(d, secret=replace(d.token_secret, vault=vault))).encode()
+    ).decode())
+
+
+def os_profile(d: Deployment, ssh_public_key: str, vault_name: pulumi.Input[str] | None
                ) -> azure.compute.VirtualMachineScaleSetOSProfileArgs:
     """SSH key login only; cloud-init reads the bootstrap from custom data (base64)."""
-    cloud_init = render_cloud_init(d)
-    raw = cloud_init if isinstance(cloud_init, bytes) else cloud_init.encode()
     return azure.compute.VirtualMachineScaleSetOSProfileArgs(
         computer_name_prefix=azure_computer_name_prefix(d), admin_username=d.admin_user,
-        custom_data=base64.b64encode(raw).decode(),
+        custom_data=custom_data(d, vault_name),
         linux_configuration=azure.compute.LinuxConfigurationArgs(
             disable_password_authentication=True, provision_vm_agent=True,
             ssh=azure.compute.SshConfigurationArgs(public_keys=[azure.compute.SshPublicKeyArgs(
@@ -418,19 +465,22 @@ class Service(pulumi.ComponentResource):
         client = azure.authorization.get_client_config_output(
             opts=pulumi.InvokeOutputOptions(parent=self))
         self.group = azure.resources.ResourceGroup(
-            f"{name}-rg", location=d.region, tags=d.tags, opts=_child(self))
+            f"{name}-rg", resource_group_name=azure_name(d, "resource_group"),
+            location=d.region, tags=d.tags, opts=_child(self))
         self.identity = azure.managedidentity.UserAssignedIdentity(
-            f"{name}-id", resource_group_name=self.group.name, location=d.region, tags=d.tags,
+            f"{name}-id", resource_name_=azure_name(d, "identity"),
+            resource_group_name=self.group.name, location=d.region, tags=d.tags,
             opts=_child(self))
         firewall = Firewall(f"{name}-fw", FirewallArgs(d, self.group.name), _child(self))
         network = Network(f"{name}-net", NetworkArgs(d, self.group.name, firewall.nsg.id),
                           _child(self))
         lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
             d, self.group.name, client.subscription_id), _child(self))
-        ready = self._token(name, d, client.tenant_id, hf_token)
+        token = self._token(name, d, client.tenant_id, hf_token)
         scale_set = ScaleSet(f"{name}-group", ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
-            self.identity.id, ssh_public_key(), ready), _child(self))
+            self.identity.id, ssh_public_key(), token.vault.name if token else None,
+            [lb.lb, token] if token else [lb.lb]), _child(self))
         self.endpoint = lb.endpoint
         self.group_name = scale_set.vmss.name
         self.group_id = scale_set.vmss.id
@@ -438,15 +488,15 @@ class Service(pulumi.ComponentResource):
                                "groupId": self.group_id})
 
     def _token(self, name: str, d: Deployment, tenant_id: pulumi.Input[str],
-               hf_token: pulumi.Input[str] | None) -> list[pulumi.Resource]:
-        """The vault (and the token in it) the VMs read at boot; nothing when no secret."""
+               hf_token: pulumi.Input[str] | None) -> TokenSecret | None:
+        """The vault (and the token in it) the VMs read at boot; none when no secret."""
         if d.secret is None:
-            return []
+            return None
         if hf_token is None:
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
-                            f"expect secret {d.secret.name} in Key Vault {d.secret.vault}", self)
-        return [TokenSecret(f"{name}-token", TokenSecretArgs(
-            d, self.group.name, tenant_id, self.identity.principal_id, hf_token), _child(self))]
+                            f"expect secret {d.secret.name} in the stack's Key Vault", self)
+        return TokenSecret(f"{name}-token", TokenSecretArgs(
+            d, self.group.name, tenant_id, self.identity.principal_id, hf_token), _child(self))
 
 
 def ssh_public_key() -> str:

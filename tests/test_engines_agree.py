@@ -10,6 +10,7 @@ engine would pick by itself: both outputs must follow, so neither engine decides
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import replace
@@ -26,6 +27,7 @@ from servestack.inputs import load_inputs
 from servestack.pulumi.preview import Recording, record
 from servestack.terraform import escape, render, tfvars
 from tests.fakes import FROZEN_CATALOG
+from tests.terraform.test_azure import terraform_fills_in, unpacked
 
 TOKEN = "hf_EnginesAgreeTestToken0123456789"
 CLIENTS = ("198.51.100.0/24", "192.0.2.0/24")
@@ -385,8 +387,24 @@ def test_azure_engines_agree(index):
     os_profile, tf_os = profile["os_profile"], _azure_os(kind, tf_vmss)
     assert os_profile["admin_username"] == tf_os["admin_username"] == \
         tf_os["admin_ssh_key"][0]["username"] == d.admin_user
-    assert os_profile["computer_name_prefix"] == tf_os["computer_name_prefix"]
-    assert os_profile["custom_data"] == tf_os["custom_data"]
+    assert os_profile["computer_name_prefix"] == tf_os["computer_name_prefix"] == d.scope
+    # the bootstrap, with the vault's name each engine draws filled in (Pulumi's mock names
+    # the vault after its resource)
+    vault = rec.one(AZ["vault"]).name
+    bootstrap = unpacked(base64.b64decode(os_profile["custom_data"]).decode())
+    assert bootstrap == unpacked(terraform_fills_in(doc, tf_os, vault))
+    assert f"SERVESTACK_SECRET_VAULT={vault}\n" in bootstrap["write_files"][0]["content"]
+    assert res["azurerm_key_vault"]["token"]["name"] == \
+        vault + "${random_string.vault.result}"
+    assert vmss["vm_scale_set_name"] == tf_vmss["name"]
+    rolling = vmss["upgrade_policy"]["rolling_upgrade_policy"]
+    tf_rolling = tf_vmss["rolling_upgrade_policy"]
+    assert vmss["upgrade_policy"]["mode"] == tf_vmss["upgrade_mode"] == "Rolling"
+    same(rolling, tf_rolling, "max_batch_instance_percent", "max_unhealthy_instance_percent",
+         "max_unhealthy_upgraded_instance_percent", "pause_time_between_batches")
+    assert rolling["max_surge"] is tf_rolling["maximum_surge_instances_enabled"] is True
+    assert rolling["pause_time_between_batches"] == \
+        f"PT{-(-d.health.grace_period_seconds // 60)}M"
     [key] = os_profile["linux_configuration"]["ssh"]["public_keys"]
     assert key["key_data"] == values["ssh_public_key"]
     assert key["path"] == f"/home/{d.admin_user}/.ssh/authorized_keys"

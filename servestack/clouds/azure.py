@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, rule
 from servestack.deployment.model import (
     Deployment,
     HealthCheck,
@@ -31,7 +31,9 @@ AZURE_SKU, AZURE_SKU_TIER = "Standard", "Regional"  # public IP and load balance
 AZURE_IP_ALLOCATION, AZURE_IP_VERSION = "Static", "IPv4"  # the frontend keeps its address
 AZURE_LOAD_DISTRIBUTION = "Default"  # 5-tuple hash: a client's streams spread over replicas
 AZURE_EGRESS_PROTOCOL = "All"
-AZURE_UPGRADE_MODE = "Manual"
+# Template changes (image, bootstrap, size) reach running VMs by rolling upgrades, gated by the
+# health probe (Uniform) or the Application Health extension (Flexible).
+AZURE_UPGRADE_MODE = "Rolling"
 AZURE_OVERPROVISION = False  # extra GPU VMs would each load the model, then be deleted
 AZURE_FLEX_FAULT_DOMAINS = 1  # Flexible orchestration: max spreading across fault domains
 AZURE_IDENTITY_TYPE = "UserAssigned"  # the VMs read the token with their group's identity
@@ -100,10 +102,11 @@ class Azure(Cloud):
         return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku,
                         version=version)
 
-    def secret_ref(self, service: str, candidate_id: str) -> SecretRef:
-        # Key Vault names: 3-24 characters, letters and digits, global across Azure.
-        vault = f"ss{service.replace('-', '')[:14]}{digest(f'{service}/{candidate_id}')}"
-        return SecretRef(self.name, "key-vault", "hf-token", vault=vault)
+    def secret_ref(self, service: str, stack: str) -> SecretRef:
+        """A secret in the stack's own Key Vault. The vault's name is global across all of
+        Azure, so each engine names it with a random suffix it keeps in its state
+        (`azure_vault_prefix`); the VMs learn it from the bootstrap each engine renders."""
+        return SecretRef(self.name, "key-vault", "hf-token")
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
         return {"azure-native:location": d.region}
@@ -139,6 +142,18 @@ AZURE_PROBE_MIN_INTERVAL = 5  # Probe docstring: "the minimum value is 5"
 AZURE_SPOT_RESTORE_TIMEOUT = "PT1H"  # how long Azure keeps trying to restore evicted spot VMs
 AZURE_SPOT_MAX_PRICE = -1  # pay up to the on-demand price: evicted for capacity, never price
 AZURE_VAULT_RETENTION_DAYS = 7  # Key Vault soft delete: the minimum, the name frees up sooner
+# Rolling upgrades of a GPU group. Max surge: each batch's new VMs are created (and load the
+# model) before the old ones are deleted, so a 1-replica service keeps serving through an
+# upgrade; the price is GPU quota for one extra batch, and without capacity the upgrade
+# fails with the old VMs still serving. A batch is at most 20% of the group (Azure allows
+# 5-100; below five replicas that is one VM). Before each batch Azure checks that at most
+# `max_unhealthy_instance_percent` of the group is unhealthy: with one to three replicas a
+# single VM still loading the model is 33-100%, so anything lower would refuse to start the
+# upgrade whenever a replica is (re)loading. After each batch it aborts when more than 20%
+# of the upgraded VMs are unhealthy (a bad template stops after its first batch), having
+# waited the pause, which is the readiness delay: the time a VM needs to load the model.
+AZURE_ROLLING_UPGRADE = {"max_batch_instance_percent": 20, "max_unhealthy_instance_percent": 100,
+                         "max_unhealthy_upgraded_instance_percent": 20}
 
 
 def azure_flexible(d: Deployment) -> bool:
@@ -169,17 +184,52 @@ def azure_ipv4(cidrs: tuple[str, ...]) -> list[str]:
     return sorted(c for c in cidrs if ":" not in c)
 
 
+# Each fixed name is the deployment's scope (service + digest of the stack: lowercase letters,
+# digits and dashes, at most 27 characters) and a kind, well within Azure's rules
+# (learn.microsoft.com .../resource-name-rules): resource groups 1-90, virtual networks,
+# subnets, NSGs, public IPs and load balancers 1-80, user-assigned identities 3-128, Linux
+# scale sets 1-64 and their computer name prefix 1-58 (azurerm's check; the VMs append six
+# characters to it, Linux host names take 64).
+AZURE_NAME_KINDS = {"resource_group": "rg", "identity": "id", "nsg": "nsg", "vnet": "vnet",
+                    "subnet": "vms", "public_ip": "ip", "lb": "lb", "scale_set": "vmss"}
+# Key Vault names: 3-24 characters, letters, digits and dashes, starting with a letter, global
+# across all tenants. A soft-deleted vault keeps its name for the retention period, so the
+# name ends in a random suffix each engine draws once and keeps in its state: Terraform's
+# random_string, azure-native's autonaming (the resource's name plus 8 random hex digits).
+AZURE_VAULT_NAME_LENGTH = 24
+AZURE_VAULT_SUFFIX_LENGTH = 8
+
+
+def azure_name(d: Deployment, kind: str) -> str:
+    """The fixed name of one of the deployment's resources (a key of AZURE_NAME_KINDS)."""
+    return f"{d.scope}-{AZURE_NAME_KINDS[kind]}"
+
+
 def azure_lb_name(d: Deployment) -> str:
-    return f"{d.service}-lb"
+    return azure_name(d, "lb")
 
 
 def azure_computer_name_prefix(d: Deployment) -> str:
-    return d.service[:15].rstrip("-")
+    return d.scope
+
+
+def azure_vault_prefix(d: Deployment) -> str:
+    """The Key Vault name before its random suffix: the service's letters and digits and the
+    scope's stack digest (the service starts with a letter, as vault names must)."""
+    room = AZURE_VAULT_NAME_LENGTH - AZURE_VAULT_SUFFIX_LENGTH - 6
+    service = re.sub(r"[^a-z0-9]", "", d.service)[:room]
+    return service + d.scope[-6:]
 
 
 def azure_idle_timeout_minutes(seconds: int) -> int:
     low, high = AZURE_IDLE_TIMEOUT_MINUTES
     return max(low, min(high, math.ceil(seconds / 60)))
+
+
+def azure_upgrade_pause(d: Deployment) -> str:
+    """ISO 8601 minutes between rolling upgrade batches: the readiness delay, so the next
+    batch starts once the previous one has loaded the model."""
+    return f"PT{math.ceil(d.health.grace_period_seconds / 60)}M"
 
 
 def azure_repair_grace_period(seconds: int) -> str:

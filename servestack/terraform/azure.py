@@ -14,16 +14,26 @@ Rules, access policies and balancer parts are their own resources (azurerm_netwo
 azurerm_key_vault_access_policy, azurerm_lb_*). Unlike the ARM API Pulumi uses, azurerm writes
 the secret through Key Vault's data plane, so whoever runs Terraform gets an access policy too.
 The subscription comes from ARM_SUBSCRIPTION_ID, as azurerm 4 requires. Every value comes from
-the `Deployment`, and how Azure spells it from servestack.mechanics, shared with the Pulumi
+the `Deployment`, and how Azure spells it from servestack.clouds.azure, shared with the Pulumi
 component.
+
+Names: every fixed name is the deployment's scope (service and stack) and a kind, so two
+services, or two stacks of one service, share none in a subscription; the Key Vault's name,
+global across Azure, ends in a random_string kept in the state (hashicorp/random, the second
+required provider), and reaches the VMs through the bootstrap Terraform fills in. The scale set
+rolls template changes through the group (Rolling upgrades, max surge) and is created after,
+and destroyed before, the balancer's probe and rules.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
+import gzip
 import json
+from dataclasses import replace
 from typing import Any
+
+import yaml
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
@@ -37,6 +47,7 @@ from servestack.clouds.azure import (
     AZURE_OS_DISK_CACHING,
     AZURE_OVERPROVISION,
     AZURE_REPAIR_ACTION,
+    AZURE_ROLLING_UPGRADE,
     AZURE_SECRET_CONTENT_TYPE,
     AZURE_SKU,
     AZURE_SKU_TIER,
@@ -44,6 +55,7 @@ from servestack.clouds.azure import (
     AZURE_SPOT_RESTORE_TIMEOUT,
     AZURE_UPGRADE_MODE,
     AZURE_VAULT_RETENTION_DAYS,
+    AZURE_VAULT_SUFFIX_LENGTH,
     EGRESS,
     FRONTEND,
     POOL,
@@ -55,18 +67,47 @@ from servestack.clouds.azure import (
     azure_idle_timeout_minutes,
     azure_ipv4,
     azure_lb_name,
+    azure_name,
     azure_priority,
     azure_probe,
     azure_repair_grace_period,
     azure_security_rules,
     azure_spot_restore,
+    azure_upgrade_pause,
+    azure_vault_prefix,
 )
 from servestack.deployment.model import Deployment
 from servestack.sshkey import lock_only_ssh_key
-from servestack.terraform import TOKEN_VAR, TOKEN_VERSION_VAR, compact, expr, merge, service_outputs
+from servestack.terraform import (
+    TERRAFORM_VERSION,
+    TOKEN_VAR,
+    TOKEN_VERSION_VAR,
+    Ref,
+    compact,
+    escape,
+    expr,
+    merge,
+    service_outputs,
+    template,
+)
 
 # (local name, requirement): the provider this renderer's arguments were checked against.
+# Every argument used is in azurerm 4.26 and later (CHANGELOG-v4.md: value_wo 4.23.0, the
+# Flexible scale set's upgrade_mode and rolling_upgrade_policy 4.26.0; the rest 3.x); 5.0
+# removed deprecated fields, so the pin stays on 4.x.
 PROVIDER = ("azurerm", {"source": "hashicorp/azurerm", "version": "~> 4.40"})
+# The Key Vault's random name suffix (random_string: length, upper, special; 3.4.0 broke
+# existing random_string state, fixed in 3.4.1).
+RANDOM = ("random", {"source": "hashicorp/random", "version": "~> 3.6"})
+# azurerm's Key Vault soft-delete behaviour (provider `features`, both true by default since
+# azurerm 3.0, spelled out because the design depends on them): destroy purges the vault, so
+# its name is free at once; a vault left soft-deleted under this stack's name (a destroy that
+# deleted it but could not purge, e.g. without the purge permission) is recovered on the
+# next apply instead of failing with "already exists in deleted state".
+KEY_VAULT_FEATURES = {"purge_soft_delete_on_destroy": True,
+                      "recover_soft_deleted_key_vaults": True}
+# Stands for the Key Vault's name in the bootstrap until Terraform knows it (see custom_data).
+VAULT_NAME_SLOT = "servestack-key-vault-name"
 
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")
@@ -74,30 +115,34 @@ LB = expr("azurerm_lb.lb.id")
 
 
 def render(d: Deployment) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "variable": {"ssh_public_key": {
             "type": "string", "nullable": False,
             "description": "ssh-rsa public key of the VMs' admin user (the default is a key "
                            "no one holds the private half of: no login)"}},
-        "provider": {"azurerm": {"features": {}}},
+        "provider": {"azurerm": {"features": {"key_vault": KEY_VAULT_FEATURES}}},
         "data": {"azurerm_client_config": {"current": {}}},
         "resource": merge(base(d), firewall(d), network(d), load_balancer(d),
                           token(d), scale_set(d)),
         "output": outputs(d),
     }
+    if d.secret is not None:
+        body["terraform"] = {"required_version": TERRAFORM_VERSION,
+                             "required_providers": dict([PROVIDER, RANDOM])}
+        body["locals"] = {"cloud_init": plain_cloud_init(d)}
+    return body
 
 
 def name(d: Deployment, kind: str) -> str:
-    digest = hashlib.sha256(d.candidate_id.encode()).hexdigest()[:6]
-    return f"{d.service}-{kind}-{digest}"
+    return azure_name(d, kind)
 
 
 def base(d: Deployment) -> dict[str, Any]:
     return {
-        "azurerm_resource_group": {"rg": {"name": name(d, "rg"), "location": d.region,
-                                          "tags": d.tags}},
+        "azurerm_resource_group": {"rg": {"name": name(d, "resource_group"),
+                                          "location": d.region, "tags": d.tags}},
         "azurerm_user_assigned_identity": {"vm": {
-            "name": name(d, "id"), "location": d.region, "resource_group_name": RG,
+            "name": name(d, "identity"), "location": d.region, "resource_group_name": RG,
             "tags": d.tags}},
     }
 
@@ -119,7 +164,7 @@ def network(d: Deployment) -> dict[str, Any]:
             "name": name(d, "vnet"), "location": d.region, "resource_group_name": RG,
             "address_space": [d.network.vnet], "tags": d.tags}},
         "azurerm_subnet": {"vms": {
-            "name": "vms", "resource_group_name": RG,
+            "name": name(d, "subnet"), "resource_group_name": RG,
             "virtual_network_name": expr("azurerm_virtual_network.vnet.name"),
             "address_prefixes": [d.network.subnet],
             "default_outbound_access_enabled": False}},
@@ -134,7 +179,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     pool = expr("azurerm_lb_backend_address_pool.pool.id")
     parts: dict[str, Any] = {
         "azurerm_public_ip": {"lb": compact({
-            "name": name(d, "ip"), "location": d.region, "resource_group_name": RG,
+            "name": name(d, "public_ip"), "location": d.region, "resource_group_name": RG,
             "allocation_method": AZURE_IP_ALLOCATION, "sku": AZURE_SKU,
             "sku_tier": AZURE_SKU_TIER, "ip_version": AZURE_IP_VERSION,
             "zones": list(d.zones) or None, "tags": d.tags})},
@@ -177,8 +222,13 @@ def token(d: Deployment) -> dict[str, Any]:
     vault = expr("azurerm_key_vault.token.id")
     tenant = expr("data.azurerm_client_config.current.tenant_id")
     return {
+        # Drawn once, kept in the state: the vault's name stays put across applies, and a new
+        # stack (or this one after a destroy) draws a new one.
+        "random_string": {"vault": {"length": AZURE_VAULT_SUFFIX_LENGTH, "upper": False,
+                                    "special": False}},
         "azurerm_key_vault": {"token": {
-            "name": d.token_secret.vault, "location": d.region, "resource_group_name": RG,
+            "name": template(azure_vault_prefix(d), expr("random_string.vault.result")),
+            "location": d.region, "resource_group_name": RG,
             "tenant_id": tenant, "sku_name": "standard",
             "soft_delete_retention_days": AZURE_VAULT_RETENTION_DAYS,
             "tags": d.tags}},
@@ -223,14 +273,61 @@ def health_extension(d: Deployment) -> dict[str, Any]:
             "settings": json.dumps(azure_health_settings(d.health), sort_keys=True)}
 
 
+def custom_data(d: Deployment) -> Ref:
+    """The bootstrap, base64. With a Key Vault, its name is only known once random_string is
+    drawn, so Terraform puts it in: the bootstrap (every file as text, see plain_cloud_init)
+    is a local with the name's slot, and custom_data is that local with the name filled in,
+    gzip'd (cloud-init unpacks gzip'd user data itself)."""
+    if d.secret is None:
+        return Ref(base64.b64encode(render_cloud_init(d).encode()).decode())
+    return expr(f'base64gzip(replace(local.cloud_init, "{VAULT_NAME_SLOT}", '
+                'azurerm_key_vault.token.name))')
+
+
+def plain_cloud_init(d: Deployment) -> Ref:
+    """The bootstrap with the vault name's slot, every file as text: the bootstrap gzips its
+    larger files when it is long (AWS's user data limit), which would hide the slot."""
+    text = render_cloud_init(replace(d, secret=replace(d.token_secret, vault=VAULT_NAME_SLOT)))
+    document = yaml.safe_load(text)
+    packed = [item for item in document.get("write_files", [])
+              if item.get("encoding") == "gz+b64"]
+    if not packed:
+        return Ref(escape(text))
+    for item in packed:
+        del item["encoding"]
+        item["content"] = gzip.decompress(base64.b64decode(item["content"])).decode()
+    return Ref(escape("#cloud-config\n" + yaml.safe_dump(document, sort_keys=False,
+                                                          width=1000)))
+
+
+def rolling_upgrade(d: Deployment) -> dict[str, Any]:
+    """Template changes roll through the group (see clouds.azure.AZURE_ROLLING_UPGRADE)."""
+    return {"upgrade_mode": AZURE_UPGRADE_MODE, "rolling_upgrade_policy": {
+        **AZURE_ROLLING_UPGRADE, "pause_time_between_batches": azure_upgrade_pause(d),
+        "maximum_surge_instances_enabled": True}}
+
+
+def dependencies(d: Deployment) -> list[str]:
+    """What the scale set is created after and destroyed before. The balancer's rules: Azure
+    refuses a health probe no rule uses, and refuses to delete a rule whose probe a scale set
+    still uses (CannotRemoveRuleUsedByProbeUsedByVMSS, terraform-provider-azurerm #4398,
+    #9076), and the VMs download the model through the outbound rule from their first boot.
+    The token and its access policy: the VMs read it at boot."""
+    found = ["azurerm_lb_probe.health", "azurerm_lb_rule.http", "azurerm_lb_outbound_rule.egress"]
+    if azure_ipv4(d.ssh_cidrs):
+        found.append("azurerm_lb_nat_rule.ssh")
+    if d.secret is not None:
+        found += ["azurerm_key_vault_secret.hf_token", "azurerm_key_vault_access_policy.vms"]
+    return found
+
+
 def scale_set(d: Deployment) -> dict[str, Any]:
     """Uniform with the balancer's probe as repair signal; Flexible for a priority mix."""
-    custom_data = base64.b64encode(render_cloud_init(d).encode()).decode()
     user = d.admin_user
     key = {"username": user, "public_key": expr("var.ssh_public_key")}
     common = {
-        "location": d.region, "resource_group_name": RG, "instances":
-            expr("var.desired_replicas"), "zones": list(d.zones) or None,
+        "name": name(d, "scale_set"), "location": d.region, "resource_group_name": RG,
+        "instances": expr("var.desired_replicas"), "zones": list(d.zones) or None,
         "identity": {"type": AZURE_IDENTITY_TYPE,
                      "identity_ids": [expr("azurerm_user_assigned_identity.vm.id")]},
         "os_disk": {"caching": AZURE_OS_DISK_CACHING, "storage_account_type": d.disk_type,
@@ -240,29 +337,30 @@ def scale_set(d: Deployment) -> dict[str, Any]:
             "enabled": True,
             "grace_period": azure_repair_grace_period(d.health.grace_period_seconds),
             "action": AZURE_REPAIR_ACTION},
-        "tags": d.tags, **image(d), **spot_settings(d),
-        "depends_on": ["azurerm_key_vault_secret.hf_token",
-                       "azurerm_key_vault_access_policy.vms"] if d.secret else None,
+        "tags": d.tags, **image(d), **spot_settings(d), **rolling_upgrade(d),
+        "depends_on": dependencies(d),
     }
     if azure_flexible(d):
+        # Rolling upgrades of a Flexible scale set take their health from the Application
+        # Health extension (azurerm 4.26.0 added upgrade_mode/rolling_upgrade_policy here).
         flexible = compact({
-            **common, "name": name(d, "vmss"), "sku_name": d.primary.instance_type,
+            **common, "sku_name": d.primary.instance_type,
             "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
             "single_placement_group": False,
             "priority_mix": {"base_regular_count": d.on_demand_base,
                              "regular_percentage_above_base": 0},
-            "os_profile": {"custom_data": custom_data, "linux_configuration": {
+            "os_profile": {"custom_data": custom_data(d), "linux_configuration": {
                 "admin_username": user, "computer_name_prefix": azure_computer_name_prefix(d),
                 "disable_password_authentication": True, "provision_vm_agent": True,
                 "admin_ssh_key": [key]}},
             "extension": [health_extension(d)]})
         return {"azurerm_orchestrated_virtual_machine_scale_set": {"group": flexible}}
     uniform = compact({
-        **common, "name": name(d, "vmss"), "sku": d.primary.instance_type,
+        **common, "sku": d.primary.instance_type,
         "admin_username": user, "admin_ssh_key": [key],
         "disable_password_authentication": True, "provision_vm_agent": True,
-        "computer_name_prefix": azure_computer_name_prefix(d), "custom_data": custom_data,
-        "overprovision": AZURE_OVERPROVISION, "upgrade_mode": AZURE_UPGRADE_MODE,
+        "computer_name_prefix": azure_computer_name_prefix(d), "custom_data": custom_data(d),
+        "overprovision": AZURE_OVERPROVISION,
         "health_probe_id": expr("azurerm_lb_probe.health.id"),
         "spot_restore": {"enabled": True, "timeout": AZURE_SPOT_RESTORE_TIMEOUT}
         if azure_spot_restore(d) else None})

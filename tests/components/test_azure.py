@@ -14,7 +14,12 @@ from servestack.components import azure as az
 
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init
-from servestack.clouds.azure import azure_idle_timeout_minutes, azure_repair_grace_period
+from servestack.clouds.azure import (
+    AZURE_VAULT_SUFFIX_LENGTH,
+    azure_idle_timeout_minutes,
+    azure_repair_grace_period,
+    azure_vault_prefix,
+)
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
@@ -35,6 +40,12 @@ VAULT = "azure-native:keyvault:Vault"
 SECRET = "azure-native:keyvault:Secret"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 NO_ZONE_REGION = "northcentralus"  # a real Azure region without availability zones
+# Rolling upgrades with max surge, one VM per batch below five replicas, pausing for the
+# readiness delay (1200 s) between batches.
+ROLLING = {"mode": "Rolling", "rollingUpgradePolicy": {
+    "maxBatchInstancePercent": 20, "maxUnhealthyInstancePercent": 100,
+    "maxUnhealthyUpgradedInstancePercent": 20, "pauseTimeBetweenBatches": "PT20M",
+    "maxSurge": True}}
 
 
 @cache
@@ -128,7 +139,7 @@ def test_ssh_only_from_the_ssh_cidrs_through_a_nat_rule():
     nat = rec.one(LB).inputs["inboundNatRules"]
     assert [(n["name"], n["backendPort"], n["frontendPortRangeStart"],
              n["frontendPortRangeEnd"]) for n in nat] == [("ssh", 22, 50000, 50099)]
-    assert nat[0]["backendAddressPool"]["id"].endswith("/loadBalancers/mixtral-lb/"
+    assert nat[0]["backendAddressPool"]["id"].endswith(f"/loadBalancers/{d.scope}-lb/"
                                                        "backendAddressPools/backend")
     linux = rec.one(VMSS).inputs["virtualMachineProfile"]["osProfile"]["linuxConfiguration"]
     assert linux["disablePasswordAuthentication"] is True
@@ -154,8 +165,9 @@ def test_load_balancer_probe_rule_and_egress():
     d = on_demand_one()
     lb = recorded("on_demand").one(LB).inputs
     prefix = ("/subscriptions/00000000-0000-0000-0000-000000000003/resourceGroups/svc-rg/"
-              "providers/Microsoft.Network/loadBalancers/mixtral-lb/")
-    assert lb["loadBalancerName"] == "mixtral-lb" and lb["sku"]["name"] == "Standard"
+              f"providers/Microsoft.Network/loadBalancers/{d.scope}-lb/")
+    assert lb["loadBalancerName"] == "mixtral-780858-lb" == f"{d.scope}-lb"
+    assert lb["sku"]["name"] == "Standard"
     assert [p for p in lb["probes"]] == [{
         "name": "health", "protocol": "Http", "port": 8000, "requestPath": d.health.path,
         "intervalInSeconds": d.health.interval_seconds, "probeThreshold": 3,
@@ -185,7 +197,7 @@ def test_on_demand_scale_set_in_a_zonal_region():
     assert v["sku"] == {"name": "Standard_NC48ads_A100_v4", "tier": "Standard", "capacity": 1}
     assert d.primary.instance_type == "Standard_NC48ads_A100_v4"
     assert v["orchestrationMode"] == "Uniform" and v["overprovision"] is False
-    assert v["upgradePolicy"] == {"mode": "Manual"}
+    assert v["upgradePolicy"] == ROLLING
     assert v["zones"] == ["1", "2", "3"] and v["location"] == d.region
     assert v["automaticRepairsPolicy"] == {"enabled": True, "gracePeriod": "PT20M",
                                            "repairAction": "Replace"}
@@ -194,12 +206,12 @@ def test_on_demand_scale_set_in_a_zonal_region():
     assert "evictionPolicy" not in profile and "billingProfile" not in profile
     assert "spotRestorePolicy" not in v and "priorityMixPolicy" not in v
     network = profile["networkProfile"]
-    assert network["healthProbe"]["id"].endswith("/loadBalancers/mixtral-lb/probes/health")
+    assert network["healthProbe"]["id"].endswith(f"/loadBalancers/{d.scope}-lb/probes/health")
     [nic] = network["networkInterfaceConfigurations"]
     [ipconfig] = nic["ipConfigurations"]
     assert ipconfig["subnet"]["id"] == "svc-net-subnet-id"
     assert ipconfig["loadBalancerBackendAddressPools"][0]["id"].endswith(
-        "/loadBalancers/mixtral-lb/backendAddressPools/backend")
+        f"/loadBalancers/{d.scope}-lb/backendAddressPools/backend")
     storage = profile["storageProfile"]
     assert storage["imageReference"] == {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc",
                                          "sku": "2204", "version": "latest"}
@@ -236,7 +248,7 @@ def test_spot_above_an_on_demand_base_is_a_flexible_priority_mix():
     assert health["settings"] == {"protocol": "http", "port": 8000, "requestPath": "/health",
                                   "intervalInSeconds": 10, "numberOfProbes": 3}
     assert v["automaticRepairsPolicy"]["enabled"] is True
-    assert "upgradePolicy" not in v and "overprovision" not in v
+    assert v["upgradePolicy"] == ROLLING and "overprovision" not in v
 
 
 def test_repair_grace_period_is_clamped_to_azures_range():
@@ -253,33 +265,41 @@ def test_idle_timeout_stays_within_4_to_30_minutes():
     assert [azure_idle_timeout_minutes(s) for s in (60, 900, 901, 3600)] == [4, 15, 16, 30]
 
 
-def test_custom_data_is_the_bootstrap_with_the_tensor_parallel_size_and_no_token():
+def test_custom_data_is_the_bootstrap_with_the_vault_name_and_no_token():
     for kind, deployment in (("on_demand", on_demand_one()), ("spot", spot_three())):
         text = custom_data(vmss(kind))
-        assert text == render_cloud_init(deployment)
+        # the bootstrap as rendered with the vault's name, once azure-native has drawn it
+        vault = recorded(kind).one(VAULT).name
+        assert text == render_cloud_init(replace(
+            deployment, secret=replace(deployment.token_secret, vault=vault)))
         assert text.startswith("#cloud-config\n")
         assert f"SERVESTACK_TP_PLANNED={deployment.tensor_parallel_size}\n" in text
         assert deployment.tensor_parallel_size == 2
-        assert "SERVESTACK_SECRET_VAULT=" + deployment.secret.vault in text
+        assert f"SERVESTACK_SECRET_VAULT={vault}\n" in text
+        assert vault == azure_vault_prefix(deployment)
         assert TOKEN not in text
 
 
 def test_token_is_a_secret_everywhere_and_in_plain_text_nowhere():
     d = on_demand_one()
-    for kind in ("on_demand", "spot", "mix"):
+    for kind, deployment in (("on_demand", d), ("spot", spot_three()), ("mix", spot_mix())):
         rec = recorded(kind)
         secret = rec.one(SECRET).inputs
         assert secret["properties"] == SECRET_MASK
-        assert (secret["secretName"], secret["vaultName"]) == ("hf-token", "svc-token-vault")
+        # the mock names the vault after its resource; azure-native adds 8 random hex digits
+        assert (secret["secretName"], secret["vaultName"]) == \
+            ("hf-token", azure_vault_prefix(deployment))
         dumped = json.dumps(preview_json(rec)) + json.dumps([r.inputs for r in rec.resources])
         assert TOKEN not in dumped
         assert TOKEN not in base64.b64encode(dumped.encode()).decode()
     plain = run(d, wrap=False)  # a plain string in: the component still marks it secret
     assert plain.one(SECRET).inputs["properties"] == SECRET_MASK
     assert TOKEN not in json.dumps([r.inputs for r in plain.resources])
-    vault = recorded("on_demand").one(VAULT).inputs
-    assert vault["vaultName"] == d.secret.vault
-    props = vault["properties"]
+    vault = recorded("on_demand").one(VAULT)
+    assert "vaultName" not in vault.inputs  # autonamed: a random suffix kept in the state
+    assert vault.name == azure_vault_prefix(d) == f"mixtral{d.scope[-6:]}"
+    assert len(vault.name) + AZURE_VAULT_SUFFIX_LENGTH <= 24  # Key Vault names: 3-24
+    props = vault.inputs["properties"]
     assert props["tenantId"] == "00000000-0000-0000-0000-000000000004"
     assert props["enableRbacAuthorization"] is False
     [policy] = props["accessPolicies"]

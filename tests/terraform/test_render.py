@@ -26,7 +26,7 @@ from servestack.bootstrap import render_cloud_init
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
-from servestack.terraform import escape, expr, finish, render, template, tfvars
+from servestack.terraform import escape, expr, finish, render, renderer, template, tfvars
 from tests.fakes import FROZEN_CATALOG
 
 AWS_CLOUD = clouds.get("aws")
@@ -57,12 +57,15 @@ def test_providers_pinned_token_sensitive_endpoint_output(cloud):
     d = planned(cloud, False)
     doc = render(d)
     assert doc["terraform"]["required_version"] == ">= 1.11.0"
-    (requirement,) = doc["terraform"]["required_providers"].values()
-    assert requirement["source"].startswith("hashicorp/")
-    # one version constraint or several (a range), each an operator and a version
-    assert re.fullmatch(r"(?:(?:~>|>=|<|<=|=|!=) ?)?\d+\.\d+(?:\.\d+)?"
-                        r"(?:, (?:~>|>=|<|<=|=|!=) ?\d+\.\d+(?:\.\d+)?)*",
-                        requirement["version"])
+    # the cloud's provider, and hashicorp/random where a name needs a random suffix (Azure)
+    requirements = doc["terraform"]["required_providers"]
+    assert set(requirements) - {"random"} == {renderer(cloud).PROVIDER[0]}
+    for requirement in requirements.values():
+        assert requirement["source"].startswith("hashicorp/")
+        # one version constraint or several (a range), each an operator and a version
+        assert re.fullmatch(r"(?:(?:~>|>=|<|<=|=|!=) ?)?\d+\.\d+(?:\.\d+)?"
+                            r"(?:, (?:~>|>=|<|<=|=|!=) ?\d+\.\d+(?:\.\d+)?)*",
+                            requirement["version"])
     token = doc["variable"]["hf_token"]
     assert token["sensitive"] is True and token["ephemeral"] is True and "default" not in token
     assert doc["output"]["endpoint"]["value"].startswith("http://${")
@@ -260,8 +263,12 @@ def args(names: str, **blocks: dict) -> dict:
 AZURE_NIC = args("name primary", ip_configuration=args(
     "name primary subnet_id load_balancer_backend_address_pool_ids"))
 AZURE_COMMON_VMSS = ("name location resource_group_name instances zones tags priority "
-                     "eviction_policy max_bid_price source_image_id")
+                     "eviction_policy max_bid_price source_image_id upgrade_mode")
+AZURE_ROLLING = args("max_batch_instance_percent max_unhealthy_instance_percent "
+                     "max_unhealthy_upgraded_instance_percent pause_time_between_batches "
+                     "maximum_surge_instances_enabled")
 AZURE_DOCUMENTED = {
+    "random_string": args("length upper special"),  # hashicorp/random: the vault's suffix
     "azurerm_resource_group": args("name location tags"),
     "azurerm_user_assigned_identity": args("name location resource_group_name tags"),
     "azurerm_network_security_group": args("name location resource_group_name tags"),
@@ -303,8 +310,8 @@ AZURE_DOCUMENTED = {
         "name key_vault_id value_wo value_wo_version content_type tags"),
     "azurerm_linux_virtual_machine_scale_set": args(
         AZURE_COMMON_VMSS + " sku admin_username disable_password_authentication "
-        "provision_vm_agent computer_name_prefix custom_data overprovision upgrade_mode "
-        "health_probe_id",
+        "provision_vm_agent computer_name_prefix custom_data overprovision health_probe_id",
+        rolling_upgrade_policy=AZURE_ROLLING,
         admin_ssh_key=args("username public_key"), identity=args("type identity_ids"),
         os_disk=args("caching storage_account_type disk_size_gb"), network_interface=AZURE_NIC,
         automatic_instance_repair=args("enabled grace_period action"),
@@ -312,6 +319,7 @@ AZURE_DOCUMENTED = {
         spot_restore=args("enabled timeout")),
     "azurerm_orchestrated_virtual_machine_scale_set": args(
         AZURE_COMMON_VMSS + " sku_name platform_fault_domain_count single_placement_group",
+        rolling_upgrade_policy=AZURE_ROLLING,
         priority_mix=args("base_regular_count regular_percentage_above_base"),
         os_profile=args("custom_data", linux_configuration=args(
             "admin_username computer_name_prefix disable_password_authentication "
@@ -389,7 +397,9 @@ def test_azure_issue_resources_and_decisions():
     vmss = resources(doc, "azurerm_linux_virtual_machine_scale_set")["group"]
     assert vmss["sku"] == d.primary.instance_type and vmss["instances"] == \
         "${var.desired_replicas}"
-    assert base64.b64decode(vmss["custom_data"]).decode() == render_cloud_init(d)
+    assert base64.b64decode(resources(render(replace(d, secret=None)), "azurerm_linux_virtual_"
+                            "machine_scale_set")["group"]["custom_data"]).decode() == \
+        render_cloud_init(replace(d, secret=None))
     probe = resources(doc, "azurerm_lb_probe")["health"]
     assert (probe["port"], probe["request_path"]) == (d.health.port, d.health.path)
     rule = resources(doc, "azurerm_lb_rule")["http"]
