@@ -7,8 +7,9 @@ to stdout (or the JSON report with --json), and --report FILE writes the JSON re
 lives in --state-dir (default .servestack/<service>/): the journal, and the local Pulumi backend
 unless PULUMI_BACKEND_URL or --backend says otherwise. The lock is per user, not per folder
 (servestack.deploy.lock). Each cloud's credentials are checked first (`servestack check`).
-The Hugging Face token is read from the HF_TOKEN environment variable and stored as a Pulumi
-secret, never in a file.
+Secrets (the spec's `secrets:`, credential-named envs such as HF_TOKEN, --secret; a name
+without a value is read from your environment) go to the cloud's secret store
+(servestack.secrets), never to a file, a log or a command line.
 
 Exit codes:
   0    deployed: a candidate is up and min_replicas replicas answer the readiness probe
@@ -107,18 +108,19 @@ def _exit_codes() -> str:
 
 # --- seams (tests replace these) ------------------------------------------------------------------
 
-def make_engine(state: StateRequest, service: str, project: str | None = None):
+def make_engine(state: StateRequest, service: str, project: str | None = None,
+                secrets: str | None = None):
+    """`secrets`: the env file of the deployment's secrets (servestack.secrets), in memory."""
     from servestack.deploy.journal import service_dir
 
-    token = os.environ.get("HF_TOKEN") or None
     work_dir = service_dir(state.state_dir, service) / state.engine
     if state.engine == "terraform":
         from servestack.terraform.engine import TerraformEngine
 
-        return TerraformEngine(work_dir, hf_token=token, gcp_project=project)
+        return TerraformEngine(work_dir, secrets=secrets, gcp_project=project)
     from servestack.pulumi.engine import PulumiEngine
 
-    return PulumiEngine(work_dir, state.backend, hf_token=token, gcp_project=project)
+    return PulumiEngine(work_dir, state.backend, secrets=secrets, gcp_project=project)
 
 
 def make_clock():
@@ -152,8 +154,9 @@ def run_deploy(request: DeployRequest) -> int:
         journal = Journal.open(state_dir, service)
         outcome = already_deployed(journal)
         if outcome is None:  # only now: the engine checks for the Pulumi CLI and passphrase
-            engine = make_engine(request.state, service, choices.gcp_project)
-            _warn_missing_token(inputs)
+            engine = make_engine(request.state, service, choices.gcp_project,
+                                 _secrets_file(inputs))
+            _warn_about_secrets(inputs)
             loop = Fallback(engine, journal, candidates, builder, clock=clock,
                             settings=settings, probe_factory=make_probe_factory(),
                             progress=progress)
@@ -251,11 +254,12 @@ def _deployment_options(given: DeploymentOptions, target: _Target) -> Deployment
 
 def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from servestack.cli.plan import make_plan
+    from servestack.cli.plan import make_plan, require_values
     from servestack.deployment.build import build_deployment, service_slug
 
     defaults = (target.stack or {}).get("servestack:deployment") or {}
     inputs, plan = make_plan(replace(request, spec=target.spec))
+    require_values(inputs)
     service = defaults.get("service") or service_slug(inputs.spec.name or "servestack")
     candidates = list(plan.candidates)
     chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id")
@@ -271,12 +275,17 @@ def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     return inputs, candidates, builder, service
 
 
-def _warn_missing_token(inputs) -> None:
-    from servestack.deployment.build import SECRET_ENV
+def _secrets_file(inputs) -> str | None:
+    from servestack.secrets import env_file
 
-    if SECRET_ENV in inputs.spec.secrets and not os.environ.get("HF_TOKEN"):
-        print("servestack: warning: the spec needs HF_TOKEN but it is not set in the "
-              "environment; gated models will not download", file=sys.stderr)
+    return env_file(inputs.spec.secret_values) if inputs.spec.secret_values else None
+
+
+def _warn_about_secrets(inputs) -> None:
+    from servestack.cli.plan import secret_warnings
+
+    for warning in secret_warnings(inputs):
+        print(f"servestack: warning: {warning}", file=sys.stderr)
 
 
 def _progress_printer(clock):

@@ -28,7 +28,6 @@ from servestack.spec import ServiceSpec
 
 VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
 VLLM_HEALTH_PATH = "/health"
-SECRET_ENV = "HF_TOKEN"
 SSH_PORT = 22
 DOCKER_PREFIX = "docker:"
 # A Docker image reference: [registry[:port]/]path[:tag][@digest] (no spaces, no shell words).
@@ -92,8 +91,8 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         vllm_version=vllm_version,
         setup=spec.setup,
         run=spec.run,
-        envs={k: v for k, v in spec.envs.items() if v is not None},
-        secret=cloud.secret_ref(name, stack) if SECRET_ENV in spec.secrets else None,
+        envs=dict(spec.envs),  # the spec's secrets are not among them: they go to `secret`
+        secret=cloud.secret_ref(name, stack) if spec.secrets else None,
         gcp_project=gcp_project,
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
         container_image=container,

@@ -11,7 +11,10 @@ error events, not from a regex over an exception's text.
 the stack config is the same `servestack:deployment` that `servestack generate` writes into
 stack files, so `pulumi up -s <stack>` and `servestack deploy` build the same resources, while
 the deploy needs no Python project on disk and no separate language host. State goes to
-PULUMI_BACKEND_URL, or to a local file backend under the state dir. The Pulumi CLI must be
+PULUMI_BACKEND_URL, or to a local file backend under the state dir. The deployment's secrets
+(one env file, servestack.secrets) are handed to the inline program in memory, where it wraps
+them in `pulumi.Output.secret`: they never go through `pulumi config set` (whose argv any local
+user can read), a stack file or the environment of the CLI. The Pulumi CLI must be
 installed: the Automation API drives it; without it you get a clear message, not a traceback.
 Every CLI command runs under servestack.engine.process (timeout, interrupt, reaping).
 
@@ -193,7 +196,7 @@ class PulumiEngine:
     name = "pulumi"
 
     def __init__(self, work_dir: str | os.PathLike, backend_url: str | None = None, *,
-                 hf_token: str | None = None, command=None, gcp_project: str | None = None,
+                 secrets: str | None = None, command=None, gcp_project: str | None = None,
                  interrupt_grace_s: float = INTERRUPT_GRACE_SECONDS) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +204,7 @@ class PulumiEngine:
             f"file://{self.work_dir / 'state'}"
         self._check_secrets_setup()
         self.command = command or pulumi_command(grace_s=interrupt_grace_s)
-        self.hf_token = hf_token
+        self.secrets = secrets  # the env file of the deployment's secrets
         self.gcp_project = gcp_project
         self._snapshots: dict[str, list[dict]] = {}
 
@@ -226,29 +229,23 @@ class PulumiEngine:
                                    project_settings=settings, pulumi_command=self.command,
                                    env_vars={"PULUMI_SKIP_UPDATE_CHECK": "true"})
 
-    def _stack(self, name: str, config: dict[str, str], program: Callable[[], None] | None = None):
-        """Select (or create) the stack and set its whole config; the program defaults to
-        servestack's own (servestack.pulumi.program.main)."""
+    def _stack(self, name: str, config: dict[str, str], program: Callable[[], None]):
+        """Select (or create) the stack and set its whole config (never a secret)."""
         from pulumi import automation as auto
 
-        from servestack.pulumi.program import main
-
-        stack = auto.Stack.create_or_select(name, self._workspace(program or main))
-        stack.set_all_config({k: auto.ConfigValue(v, secret=k == "servestack:hfToken")
-                              for k, v in config.items()})
+        stack = auto.Stack.create_or_select(name, self._workspace(program))
+        stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
         return stack
 
     def _candidate(self, stack: StackRef, deployment: Deployment):
-        return self._stack(stack.name, self._config(deployment))
-
-    def _config(self, deployment: Deployment) -> dict[str, str]:
-        from servestack.pulumi.stackfile import TOKEN_KEY, provider_config
+        """The candidate's stack running servestack's program with the secrets in memory."""
+        from servestack.pulumi.program import main
+        from servestack.pulumi.stackfile import provider_config
 
         config = {**provider_config(deployment),
                   "servestack:deployment": json.dumps(deployment.to_config())}
-        if deployment.secret and self.hf_token:
-            config[TOKEN_KEY] = self.hf_token
-        return config
+        secrets = self.secrets if deployment.secret else None
+        return self._stack(stack.name, config, lambda: main(secrets))
 
     def _run(self, operation: Callable, events: _Events, timeout_s: float | None = None
              ) -> OpResult:

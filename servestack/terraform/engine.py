@@ -9,10 +9,11 @@ stream is parsed: `diagnostic` messages become the `Diagnostic`s the failure cla
 `apply_errored` gives the failed addresses, `apply_start` the progress lines, `outputs` the
 endpoint.
 
-The Hugging Face token reaches Terraform only as TF_VAR_hf_token in the child's environment
-(an ephemeral variable sent to write-only arguments): never on a command line, in a file, in the
-plan or in the state. `overrides` are extra `*_override.tf.json` files written next to each
-configuration; tests use one to point the AWS provider at a local API.
+The deployment's secrets (one env file, servestack.secrets; the variable keeps its historical
+name) reach Terraform only as TF_VAR_hf_token in the child's environment (an ephemeral variable
+sent to write-only arguments): never on a command line, in a file, in the plan or in the state.
+`overrides` are extra `*_override.tf.json` files written next to each configuration; tests use
+one to point the AWS provider at a local API.
 
 `leftovers` reports what the state still holds; `strays` what still carries the candidate's tags,
 through the cloud's read-only probes (configurations of data sources in
@@ -114,7 +115,7 @@ class TerraformEngine:
 
     name = "terraform"
 
-    def __init__(self, work_dir: str | os.PathLike, *, hf_token: str | None = None,
+    def __init__(self, work_dir: str | os.PathLike, *, secrets: str | None = None,
                  plugin_dir: str | os.PathLike | None = None,
                  overrides: dict[str, dict] | None = None, env: dict[str, str] | None = None,
                  gcp_project: str | None = None, binary: str = "terraform",
@@ -125,7 +126,7 @@ class TerraformEngine:
         self.binary = found
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.hf_token = hf_token
+        self.secrets = secrets  # the env file of the deployment's secrets
         self.plugin_dir = Path(plugin_dir).resolve() if plugin_dir else None
         self.overrides = dict(overrides or {})
         self.env = dict(env or {})
@@ -154,11 +155,11 @@ class TerraformEngine:
         return env
 
     def _token_for(self, deployment: Deployment | None, writing: bool) -> str | None:
-        """The token for commands that write it; a placeholder where the (required) ephemeral
-        variable is only evaluated, never written (refresh, destroy)."""
+        """The secrets for commands that write them; a placeholder where the (required)
+        ephemeral variable is only evaluated, never written (refresh, destroy)."""
         if deployment is None or deployment.secret is None:
             return None
-        return self.hf_token if writing else (self.hf_token or PLACEHOLDER_TOKEN)
+        return self.secrets if writing else (self.secrets or PLACEHOLDER_TOKEN)
 
     def _terraform(self, directory: Path, args: list[str], *, token: str | None = None,
                    timeout_s: float | None = None,
@@ -198,11 +199,11 @@ class TerraformEngine:
 
     def up(self, stack: StackRef, deployment: Deployment, *, timeout_s: float,
            on_progress: Callable[[str], None] | None = None) -> OpResult:
-        if deployment.secret is not None and not self.hf_token:
+        if deployment.secret is not None and not self.secrets:
             return OpResult(False, [Diagnostic(
                 "error", f"No value for required variable {TOKEN_VAR}: the deployment reads "
-                         f"the Hugging Face token from {deployment.secret.store} "
-                         f"{deployment.secret.name}; pass the token (HF_TOKEN)")])
+                         f"its secrets from {deployment.secret.store} "
+                         f"{deployment.secret.name}; pass them (--secret NAME)")])
         directory = self.stack_dir(stack)
         document = render(deployment)
         self._write(directory, document, self._variables(deployment, document))

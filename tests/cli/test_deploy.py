@@ -52,10 +52,9 @@ class World:
         monkeypatch.setattr(deploy_cli, "make_clock", lambda: self.clock)
         monkeypatch.setattr(deploy_cli, "make_probe_factory",
                             lambda: probes(self.cloud, self.clock))
-        monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))  # the per-user locks
 
-    def make_engine(self, state, service, project=None):
+    def make_engine(self, state, service, project=None, secrets=None):
         engine = ReplayEngine(self.cloud, self.clock, self.script, **self.engine_args)
         self.engines.append(engine)
         return engine
@@ -90,6 +89,13 @@ def test_help_documents_the_exit_codes(capsys):
     for line in ("0    deployed", "3    exhausted", "4    stopped", "5    cleanup failed",
                  "6    locked"):
         assert line in out
+
+
+@pytest.fixture(autouse=True)
+def hf_token(monkeypatch):
+    """The embedded example declares the secret HF_TOKEN: deploy wants a value for it (from
+    the deployer's environment; tests/test_secrets.py covers its absence)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_deploy_tests")
 
 
 def test_no_pulumi_cli_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

@@ -107,7 +107,7 @@ def fake(tmp_path):
 
 
 def engine(fake: Fake, tmp_path: Path, token: str | None = TOKEN) -> TerraformEngine:
-    return TerraformEngine(tmp_path / "work", hf_token=token, binary=fake.binary,
+    return TerraformEngine(tmp_path / "work", secrets=token, binary=fake.binary,
                            plugin_dir=tmp_path / "plugins", interrupt_grace_s=5)
 
 
