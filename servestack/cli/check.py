@@ -6,8 +6,8 @@ user info (project and account), Azure's client config (subscription and tenant)
 sources for Terraform and invokes for Pulumi (the cloud's `identity_config` / `identity_probe`).
 Each probe has a short timeout. `servestack deploy` runs the same check first and rules out the
 clouds that fail it. The probes' scratch state lives in the per-user folder
-(`$XDG_STATE_HOME/servestack/check/<engine>`); the local Pulumi backend there needs
-PULUMI_CONFIG_PASSPHRASE like any other (it may be empty).
+(`$XDG_STATE_HOME/servestack/check/<engine>`); its throwaway Pulumi stacks hold no secret, so
+without PULUMI_CONFIG_PASSPHRASE an empty passphrase does for them.
 
 Exit codes: 0 at least one cloud asked has valid credentials, 3 none has, 2 bad input or setup.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from servestack import clouds
@@ -51,6 +52,8 @@ def make_engine(engine: str):
         return TerraformEngine(work_dir)
     from servestack.pulumi.engine import PulumiEngine
 
+    if "PULUMI_CONFIG_PASSPHRASE_FILE" not in os.environ:
+        os.environ.setdefault("PULUMI_CONFIG_PASSPHRASE", "")  # the probes hold no secret
     return PulumiEngine(work_dir)
 
 
