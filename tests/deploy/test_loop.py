@@ -155,6 +155,9 @@ def test_strays_the_engine_cannot_adopt_are_reported_not_imported(h):
     assert outcome.status == "cleanup-failed" and outcome.exit_code == 5
     assert [x["name"] for x in outcome.to_json()["leftovers"]] == ["asg"]
     assert "adopt" not in {op for op, _ in h.engine.calls}
+    # in no state, so no destroy removes it: the message names it for deleting by hand
+    assert "delete them by hand: aws:autoscaling/group:Group asg" in outcome.message
+    assert "run `servestack destroy`" not in outcome.message
 
 
 def test_a_destroy_that_fails_stops_and_reports_what_is_left(h):
