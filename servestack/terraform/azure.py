@@ -133,16 +133,12 @@ def render(d: Deployment) -> dict[str, Any]:
     return body
 
 
-def name(d: Deployment, kind: str) -> str:
-    return azure_name(d, kind)
-
-
 def base(d: Deployment) -> dict[str, Any]:
     return {
-        "azurerm_resource_group": {"rg": {"name": name(d, "resource_group"),
+        "azurerm_resource_group": {"rg": {"name": azure_name(d, "resource_group"),
                                           "location": d.region, "tags": d.tags}},
         "azurerm_user_assigned_identity": {"vm": {
-            "name": name(d, "identity"), "location": d.region, "resource_group_name": RG,
+            "name": azure_name(d, "identity"), "location": d.region, "resource_group_name": RG,
             "tags": d.tags}},
     }
 
@@ -152,7 +148,7 @@ def firewall(d: Deployment) -> dict[str, Any]:
     nsg = {"resource_group_name": RG,
            "network_security_group_name": expr("azurerm_network_security_group.vms.name")}
     return {"azurerm_network_security_group": {"vms": {
-                "name": name(d, "nsg"), "location": d.region, "resource_group_name": RG,
+                "name": azure_name(d, "nsg"), "location": d.region, "resource_group_name": RG,
                 "tags": d.tags}},
             "azurerm_network_security_rule": {kind: {**rule, **nsg} for kind, rule in
                                               azure_security_rules(d).items()}}
@@ -161,10 +157,10 @@ def firewall(d: Deployment) -> dict[str, Any]:
 def network(d: Deployment) -> dict[str, Any]:
     return {
         "azurerm_virtual_network": {"vnet": {
-            "name": name(d, "vnet"), "location": d.region, "resource_group_name": RG,
+            "name": azure_name(d, "vnet"), "location": d.region, "resource_group_name": RG,
             "address_space": [d.network.vnet], "tags": d.tags}},
         "azurerm_subnet": {"vms": {
-            "name": name(d, "subnet"), "resource_group_name": RG,
+            "name": azure_name(d, "subnet"), "resource_group_name": RG,
             "virtual_network_name": expr("azurerm_virtual_network.vnet.name"),
             "address_prefixes": [d.network.subnet],
             "default_outbound_access_enabled": False}},
@@ -179,7 +175,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     pool = expr("azurerm_lb_backend_address_pool.pool.id")
     parts: dict[str, Any] = {
         "azurerm_public_ip": {"lb": compact({
-            "name": name(d, "public_ip"), "location": d.region, "resource_group_name": RG,
+            "name": azure_name(d, "public_ip"), "location": d.region, "resource_group_name": RG,
             "allocation_method": AZURE_IP_ALLOCATION, "sku": AZURE_SKU,
             "sku_tier": AZURE_SKU_TIER, "ip_version": AZURE_IP_VERSION,
             "zones": list(d.zones) or None, "tags": d.tags})},
@@ -215,7 +211,7 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
 
 
 def token(d: Deployment) -> dict[str, Any]:
-    """Key Vault `secret.vault`: the VMs' identity may get secrets; the deployer may write the
+    """The stack's Key Vault: the VMs' identity may get secrets; the deployer may write the
     token (write-only, never in the state)."""
     if d.secret is None:
         return {}
@@ -326,7 +322,7 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     user = d.admin_user
     key = {"username": user, "public_key": expr("var.ssh_public_key")}
     common = {
-        "name": name(d, "scale_set"), "location": d.region, "resource_group_name": RG,
+        "name": azure_name(d, "scale_set"), "location": d.region, "resource_group_name": RG,
         "instances": expr("var.desired_replicas"), "zones": list(d.zones) or None,
         "identity": {"type": AZURE_IDENTITY_TYPE,
                      "identity_ids": [expr("azurerm_user_assigned_identity.vm.id")]},
