@@ -325,5 +325,5 @@ def test_generate_terraform_writes_both_files_without_secrets(tmp_path):
     values = json.loads(texts[VARS_FILE])
     assert values["project"] == "my-project" and "hf_token" not in values
     assert json.loads(texts[MAIN_FILE])["variable"]["hf_token"]["sensitive"] is True
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted([MAIN_FILE,
-                                                                            VARS_FILE])
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted([
+        ".gitignore", MAIN_FILE, VARS_FILE])  # the .gitignore keeps the state out of git
