@@ -161,6 +161,29 @@ def test_the_program_keeps_the_env_file_a_pulumi_secret(tmp_path, monkeypatch):
     assert CANARY not in json.dumps([r.to_json() for r in recording.resources])
 
 
+def test_a_hand_run_pulumi_up_reads_the_named_secrets_from_the_environment(tmp_path,
+                                                                             monkeypatch):
+    """`servestack:secrets` names them in the stack file; the values come at `pulumi up`."""
+    import pulumi
+
+    from servestack.pulumi.preview import SECRET_MASK, record
+    from servestack.pulumi.program import main as program
+    from servestack.pulumi.stackfile import read_stack_file, runtime_config, stack_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    assert main(["generate", "--cloud", "aws", "--catalog-dir", str(FROZEN_CATALOG)]) == 0
+    stack = read_stack_file(stack_path("stacks", "mixtral"))
+    assert stack["config"]["servestack:secrets"] == ["HF_TOKEN"]
+    config, _ = runtime_config(stack)
+    recording = record(program, config=config)
+    parameters = [r for r in recording.resources if r.type == "aws:ssm/parameter:Parameter"]
+    assert [p.inputs["value"] for p in parameters] == [SECRET_MASK]
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(pulumi.RunError, match="no value for HF_TOKEN: export it"):
+        record(program, config=config)
+
+
 # --- plan warns, generate and deploy refuse ------------------------------------------------
 
 def test_plan_warns_about_a_missing_value_and_a_gated_model(tmp_path, monkeypatch, capsys):
