@@ -249,8 +249,9 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
                         "VALUE: from your environment); credential names (HF_TOKEN, "
                         "*_API_KEY, ...) are kept as secrets")
     parser.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
-                        type=env_pair, help="a secret for the VMs (no VALUE: from your "
-                        "environment); kept in the cloud's secret store, never in a file")
+                        type=env_pair, help="a secret for the VMs, kept in the cloud's "
+                        "secret store, never in a file; prefer NAME alone (the value is read "
+                        "from your environment): a VALUE here is visible to `ps`")
     add_catalog_dir(parser)
 
 
