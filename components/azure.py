@@ -329,8 +329,8 @@ class ScaleSet(pulumi.ComponentResource):
     only and limited to the A/B/D/E/F families (no GPU sizes), so the other ranked sizes are
     left to the caller's fallback to the next candidate.
 
-    Template changes roll through the group in both modes (Rolling upgrades with max surge,
-    gated by the probe or the extension). The scale set depends on the balancer explicitly:
+    Template changes roll through the group in both modes (Rolling upgrades, gated by the
+    probe or the extension). The scale set depends on the balancer explicitly:
     Azure refuses a scale set health probe that no rule uses yet, and refuses to delete a rule
     whose probe a scale set still uses (CannotRemoveRuleUsedByProbeUsedByVMSS); the rules are
     inline in the LoadBalancer resource, so depending on it orders both.
@@ -381,7 +381,7 @@ def upgrade_policy(d: Deployment) -> azure.compute.UpgradePolicyArgs:
                 "max_unhealthy_instance_percent"],
             max_unhealthy_upgraded_instance_percent=AZURE_ROLLING_UPGRADE[
                 "max_unhealthy_upgraded_instance_percent"],
-            pause_time_between_batches=azure_upgrade_pause(d), max_surge=True))
+            pause_time_between_batches=azure_upgrade_pause(d)))
 
 
 def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool

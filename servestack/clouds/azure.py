@@ -142,17 +142,20 @@ AZURE_PROBE_MIN_INTERVAL = 5  # Probe docstring: "the minimum value is 5"
 AZURE_SPOT_RESTORE_TIMEOUT = "PT1H"  # how long Azure keeps trying to restore evicted spot VMs
 AZURE_SPOT_MAX_PRICE = -1  # pay up to the on-demand price: evicted for capacity, never price
 AZURE_VAULT_RETENTION_DAYS = 7  # Key Vault soft delete: the minimum, the name frees up sooner
-# Rolling upgrades of a GPU group. Max surge: each batch's new VMs are created (and load the
-# model) before the old ones are deleted, so a 1-replica service keeps serving through an
-# upgrade; the price is GPU quota for one extra batch, and without capacity the upgrade
-# fails with the old VMs still serving. A batch is at most 20% of the group (Azure allows
-# 5-100; below five replicas that is one VM). Before each batch Azure checks that at most
+# Rolling upgrades of a GPU group. A batch is at most 20% of the group (Azure allows 5-100%;
+# below five replicas that is one VM), so the others keep serving while a batch's VMs are
+# recreated and load the model. Before each batch Azure checks that at most
 # `max_unhealthy_instance_percent` of the group is unhealthy: with one to three replicas a
-# single VM still loading the model is 33-100%, so anything lower would refuse to start the
-# upgrade whenever a replica is (re)loading. After each batch it aborts when more than 20%
-# of the upgraded VMs are unhealthy (a bad template stops after its first batch), having
-# waited the pause, which is the readiness delay: the time a VM needs to load the model.
-AZURE_ROLLING_UPGRADE = {"max_batch_instance_percent": 20, "max_unhealthy_instance_percent": 100,
+# single VM being upgraded or still loading the model is 33-100%, so anything lower would stop
+# every upgrade of a small group. After each batch it stops when more than 20% of the upgraded
+# VMs are unhealthy (a bad template stops after its first batch), having waited the pause,
+# which is the readiness delay: the time a VM needs to load the model.
+# No max surge (new VMs first, old ones deleted after, no capacity dip), left at Azure's
+# default: it needs the subscription feature Microsoft.Compute/MaxSurgeRollingUpgrade
+# registered (Azure's "Rolling upgrades with MaxSurge" page), and a deploy must not fail on a
+# subscription without it; so a one-replica service is down while its VM is upgraded.
+AZURE_ROLLING_UPGRADE = {"max_batch_instance_percent": 20,
+                         "max_unhealthy_instance_percent": 100,
                          "max_unhealthy_upgraded_instance_percent": 20}
 
 

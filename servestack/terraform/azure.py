@@ -21,7 +21,7 @@ Names: every fixed name is the deployment's scope (service and stack) and a kind
 services, or two stacks of one service, share none in a subscription; the Key Vault's name,
 global across Azure, ends in a random_string kept in the state (hashicorp/random, the second
 required provider), and reaches the VMs through the bootstrap Terraform fills in. The scale set
-rolls template changes through the group (Rolling upgrades, max surge) and is created after,
+rolls template changes through the group (Rolling upgrades) and is created after,
 and destroyed before, the balancer's probe and rules.
 """
 
@@ -299,8 +299,7 @@ def plain_cloud_init(d: Deployment) -> Ref:
 def rolling_upgrade(d: Deployment) -> dict[str, Any]:
     """Template changes roll through the group (see clouds.azure.AZURE_ROLLING_UPGRADE)."""
     return {"upgrade_mode": AZURE_UPGRADE_MODE, "rolling_upgrade_policy": {
-        **AZURE_ROLLING_UPGRADE, "pause_time_between_batches": azure_upgrade_pause(d),
-        "maximum_surge_instances_enabled": True}}
+        **AZURE_ROLLING_UPGRADE, "pause_time_between_batches": azure_upgrade_pause(d)}}
 
 
 def dependencies(d: Deployment) -> list[str]:

@@ -40,12 +40,11 @@ VAULT = "azure-native:keyvault:Vault"
 SECRET = "azure-native:keyvault:Secret"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 NO_ZONE_REGION = "northcentralus"  # a real Azure region without availability zones
-# Rolling upgrades with max surge, one VM per batch below five replicas, pausing for the
-# readiness delay (1200 s) between batches.
+# Rolling upgrades, one VM per batch below five replicas, pausing for the readiness delay
+# (1200 s) between batches; no max surge (it needs a subscription feature registered).
 ROLLING = {"mode": "Rolling", "rollingUpgradePolicy": {
     "maxBatchInstancePercent": 20, "maxUnhealthyInstancePercent": 100,
-    "maxUnhealthyUpgradedInstancePercent": 20, "pauseTimeBetweenBatches": "PT20M",
-    "maxSurge": True}}
+    "maxUnhealthyUpgradedInstancePercent": 20, "pauseTimeBetweenBatches": "PT20M"}}
 
 
 @cache

@@ -144,7 +144,7 @@ def test_scale_set_comes_after_the_balancers_probe_and_rules_on_both_engines(mon
 def test_template_changes_roll_through_both_kinds_of_scale_set():
     policy = {"max_batch_instance_percent": 20, "max_unhealthy_instance_percent": 100,
               "max_unhealthy_upgraded_instance_percent": 20,
-              "pause_time_between_batches": "PT20M", "maximum_surge_instances_enabled": True}
+              "pause_time_between_batches": "PT20M"}
     uniform = render(on_demand_one())["resource"]["azurerm_linux_virtual_machine_scale_set"]
     flexible = render(spot_mix())["resource"]["azurerm_orchestrated_virtual_machine_scale_set"]
     for group in (uniform["group"], flexible["group"]):

@@ -265,8 +265,7 @@ AZURE_NIC = args("name primary", ip_configuration=args(
 AZURE_COMMON_VMSS = ("name location resource_group_name instances zones tags priority "
                      "eviction_policy max_bid_price source_image_id upgrade_mode")
 AZURE_ROLLING = args("max_batch_instance_percent max_unhealthy_instance_percent "
-                     "max_unhealthy_upgraded_instance_percent pause_time_between_batches "
-                     "maximum_surge_instances_enabled")
+                     "max_unhealthy_upgraded_instance_percent pause_time_between_batches")
 AZURE_DOCUMENTED = {
     "random_string": args("length upper special"),  # hashicorp/random: the vault's suffix
     "azurerm_resource_group": args("name location tags"),
