@@ -330,7 +330,8 @@ class ScaleSet(pulumi.ComponentResource):
     left to the caller's fallback to the next candidate.
 
     Template changes roll through the group in both modes (Rolling upgrades, gated by the
-    probe or the extension). The scale set depends on the balancer explicitly:
+    probe or the extension; upgrade policies on Flexible scale sets are GA since November
+    2024). The scale set depends on the balancer explicitly:
     Azure refuses a scale set health probe that no rule uses yet, and refuses to delete a rule
     whose probe a scale set still uses (CannotRemoveRuleUsedByProbeUsedByVMSS); the rules are
     inline in the LoadBalancer resource, so depending on it orders both.

@@ -337,7 +337,8 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     }
     if azure_flexible(d):
         # Rolling upgrades of a Flexible scale set take their health from the Application
-        # Health extension (azurerm 4.26.0 added upgrade_mode/rolling_upgrade_policy here).
+        # Health extension (upgrade policies on Flexible scale sets are GA since November 2024,
+        # Azure Compute Blog; azurerm 4.26.0 added upgrade_mode/rolling_upgrade_policy here).
         flexible = compact({
             **common, "sku_name": d.primary.instance_type,
             "platform_fault_domain_count": AZURE_FLEX_FAULT_DOMAINS,
