@@ -72,12 +72,14 @@ class Readiness:
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
-    """Where the VM fetches the Hugging Face token at boot: never in user data."""
+    """Where the VM fetches the service's secrets (one env file) at boot: never in user data."""
 
     cloud: str
     store: str  # "ssm" | "secret-manager" | "key-vault"
     name: str  # SSM parameter name / Secret Manager secret id / Key Vault secret name
-    vault: str | None = None  # Azure Key Vault name
+    # Azure: the Key Vault's name when fixed in advance; None when the engine names it (a
+    # random suffix kept in state) and passes the name to the VMs at apply time.
+    vault: str | None = None
     key: str | None = None  # AWS: the KMS key (alias) the SecureString is encrypted with
 
 

@@ -65,6 +65,9 @@ def summary(result: Generated) -> str:
     directory = result.path.parent
     lines = written(result, f"{result.path} and {directory / VARS_FILE}")
     lines += clouds.get(d.cloud).setup_hints(d, "terraform")
-    token = f"TF_VAR_{TOKEN_VAR}=<token> " if d.secret else ""
-    lines.append(f"Deploy: cd {directory} && terraform init && {token}terraform apply")
+    secrets = f"TF_VAR_{TOKEN_VAR}=\"$(cat secrets.env)\" " if d.secret else ""
+    if d.secret:
+        lines.append(f"Secrets: put them in an env file (NAME=value lines, e.g. HF_TOKEN=...) "
+                     f"and pass it as TF_VAR_{TOKEN_VAR}; a lone token works too.")
+    lines.append(f"Deploy: cd {directory} && terraform init && {secrets}terraform apply")
     return "\n".join(lines) + "\n"
