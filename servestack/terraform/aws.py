@@ -344,7 +344,7 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
     """Exports `running`: the group's instances that got capacity (see GROUP_STATES)."""
     return {
         **_probe_base(d.region),
-        "data": {"aws_instances": {"group": {"instance_tags": _candidate_tags(d),
+        "data": {"aws_instances": {"group": {"instance_tags": aws_match_tags(d),
                                              "instance_state_names": list(GROUP_STATES)}}},
         "output": {"running": {"value": "${length(data.aws_instances.group.ids)}"}},
     }
