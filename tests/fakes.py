@@ -17,6 +17,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servestack.deploy.journal import Journal
 from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
 from servestack.engine import (
@@ -45,6 +46,19 @@ def fixture_text(name: str) -> str:
 
 class Crash(BaseException):
     """The process was killed (BaseException: nothing in the loop may swallow it)."""
+
+
+class KillableJournal(Journal):
+    """Killed right after its n-th write reached the disk."""
+
+    kill_at: int | None = None
+    saves = 0
+
+    def save(self) -> None:
+        super().save()
+        self.saves += 1
+        if self.kill_at is not None and self.saves == self.kill_at:
+            raise Crash(f"killed after journal write {self.saves}")
 
 
 class SimClock:
@@ -231,3 +245,19 @@ AZ1 = PLAN.candidates[3].id  # azure eastus Standard_NC48ads_A100_v4
 
 def build(candidate, pool):
     return build_deployment(INPUTS.spec, candidate, pool, model=INPUTS.model)
+
+
+def name_tags(value: object) -> set[str]:
+    """Every AWS Name tag under `value`: a tags map, or a group's tag list/blocks."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "Name" in value:
+            found.add(value["Name"])
+        if value.get("key") == "Name":
+            found.add(value["value"])
+        for item in value.values():
+            found |= name_tags(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= name_tags(item)
+    return found

@@ -22,7 +22,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
-from tests.fakes import FROZEN_CATALOG
+from tests.fakes import FROZEN_CATALOG, name_tags
 
 AWS_CLOUD = clouds.get("aws")
 
@@ -474,21 +474,7 @@ def _fixed_names(inputs: dict) -> set[str]:
     """The names a resource's inputs fix: `name`, `namePrefix` and every Name tag (a tags map,
     or the group's tag list)."""
     found = {inputs[k] for k in ("name", "namePrefix") if k in inputs}
-
-    def walk(value: object) -> None:
-        if isinstance(value, dict):
-            if "Name" in value:
-                found.add(value["Name"])
-            if value.get("key") == "Name":
-                found.add(value["value"])
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(inputs)
-    return found
+    return found | name_tags(inputs)
 
 
 def test_two_services_and_two_stacks_share_no_physical_name():

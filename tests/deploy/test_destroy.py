@@ -5,7 +5,7 @@ from __future__ import annotations
 from servestack.deploy.destroy import destroy
 from servestack.deploy.journal import Journal, RunStatus, StackState
 from servestack.deploy.loop import Fallback
-from tests.fakes import PLAN, Cloud, Crash, ReplayEngine, SimClock, build, probes
+from tests.fakes import PLAN, Cloud, Crash, KillableJournal, ReplayEngine, SimClock, build, probes
 
 
 def deployed(tmp_path, cloud: Cloud, clock: SimClock) -> Journal:
@@ -64,19 +64,6 @@ def test_strays_found_by_tags_are_adopted_then_destroyed(tmp_path):
     outcome = destroy(Journal.open(tmp_path, "mixtral"), engine, clock=clock, progress=print)
     assert outcome.status is RunStatus.DESTROYED and cloud.holding() == set()
     assert "adopt" in [op for op, _ in engine.calls]
-
-
-class KillableJournal(Journal):
-    """Killed right after its n-th write reached the disk."""
-
-    kill_at: int | None = None
-    saves = 0
-
-    def save(self) -> None:
-        super().save()
-        self.saves += 1
-        if self.kill_at is not None and self.saves == self.kill_at:
-            raise Crash(f"killed after journal write {self.saves}")
 
 
 def test_status_is_truthful_after_a_destroy_killed_at_every_journal_write(tmp_path):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from servestack.deploy.failures import Block
-from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings, narrow
 from servestack.engine import ANY, Capabilities, QuotaLimit
 from tests.fakes import (
@@ -22,25 +21,13 @@ from tests.fakes import (
     C,
     Cloud,
     Crash,
+    KillableJournal,
     ReplayEngine,
     SimClock,
     Step,
     build,
     probes,
 )
-
-
-class KillableJournal(Journal):
-    """Killed right after its n-th write reached the disk."""
-
-    kill_at: int | None = None
-    saves = 0
-
-    def save(self) -> None:
-        super().save()
-        self.saves += 1
-        if self.kill_at is not None and self.saves == self.kill_at:
-            raise Crash(f"killed after journal write {self.saves}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from servestack.deployment.model import Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import render
 from servestack.terraform.aws import PROVIDER, size_config, sweep_config
-from tests.fakes import FROZEN_CATALOG
+from tests.fakes import FROZEN_CATALOG, name_tags
 
 
 @cache
@@ -31,21 +31,7 @@ def fixed_names(body: dict) -> set[str]:
     """The names a resource's arguments fix: `name`, `name_prefix` and every Name tag (a tags
     map, or the group's `tag` blocks)."""
     found = {body[k] for k in ("name", "name_prefix") if k in body}
-
-    def walk(value: object) -> None:
-        if isinstance(value, dict):
-            if "Name" in value:
-                found.add(value["Name"])
-            if value.get("key") == "Name":
-                found.add(value["value"])
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(body)
-    return found
+    return found | name_tags(body)
 
 
 def test_two_services_and_two_stacks_share_no_physical_name():
