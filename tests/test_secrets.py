@@ -200,14 +200,34 @@ def test_plan_warns_about_a_missing_value_and_a_gated_model(tmp_path, monkeypatc
     assert not any("HF_TOKEN" in w or "gated" in w for w in warnings)
 
 
-@pytest.mark.parametrize("command", ["generate", "deploy"])
-def test_generate_and_deploy_refuse_a_missing_value_naming_it(tmp_path, monkeypatch, capsys,
-                                                              command):
+def test_deploy_refuses_a_missing_secret_naming_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert main([command, "--catalog-dir", str(FROZEN_CATALOG)]) == 2
+    assert main(["deploy", "--catalog-dir", str(FROZEN_CATALOG)]) == 2
     assert "no value for HF_TOKEN: export HF_TOKEN=" in capsys.readouterr().err
     assert not (tmp_path / "stacks").exists() and not (tmp_path / ".servestack").exists()
+
+
+def test_generate_without_a_secret_warns_and_writes_no_value(tmp_path, monkeypatch, capsys):
+    """The stack file never holds a secret (`pulumi up` reads it from the environment or the
+    secret config), so generating without one is fine: it says what `up` will need."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert main(["generate", "--catalog-dir", str(FROZEN_CATALOG)]) == 0
+    assert "warning: HF_TOKEN has no value: export HF_TOKEN=" in capsys.readouterr().err
+    assert (tmp_path / "stacks" / "Pulumi.mixtral.yaml").exists()
+
+
+def test_generate_refuses_a_missing_plain_env(tmp_path, monkeypatch, capsys, write_spec):
+    """A plain env's value is written into the stack: without one the stack could not run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SERVESTACK_TEST_UNSET", raising=False)
+    spec = write_spec("name: plain\nenvs:\n  SERVESTACK_TEST_UNSET:\nresources:\n"
+                      "  accelerators: A100:4\nservice:\n  readiness_probe: /health\n"
+                      "run: vllm serve mistralai/Mixtral-8x7B-Instruct-v0.1\n")
+    assert main(["generate", str(spec), "--catalog-dir", str(FROZEN_CATALOG)]) == 2
+    assert "no value for SERVESTACK_TEST_UNSET" in capsys.readouterr().err
+    assert not (tmp_path / "stacks").exists()
 
 
 # --- the canary, given every way ------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, GenerateRequest, PreviewRequest
-from servestack.cli.plan import make_plan, print_table, require_values
+from servestack.cli.plan import make_plan, print_table, require_values, secret_warnings
 from servestack.errors import UserError
 
 
@@ -39,7 +39,9 @@ def run_generate(request: GenerateRequest) -> int:
         from servestack.pulumi.generate import generate, summary
 
     inputs, result = make_plan(request.plan)
-    require_values(inputs)
+    require_values(inputs, secrets=False)
+    for warning in secret_warnings(inputs):  # a missing secret is needed by `up`, not here
+        print(f"warning: {warning}", file=sys.stderr)
     if request.table is not None:
         print_table(inputs, result, request.table)
     chosen = request.deployment

@@ -61,9 +61,12 @@ def secret_warnings(inputs: Inputs) -> list[str]:
     return warnings
 
 
-def require_values(inputs: Inputs) -> None:
-    """generate and deploy: every env and secret the spec names must have a value."""
-    missing = inputs.spec.missing
+def require_values(inputs: Inputs, *, secrets: bool = True) -> None:
+    """deploy: every env and secret the spec names must have a value. generate (`secrets`
+    False): only the plain envs, whose values go into the stack; a secret is never written
+    there, and is read from the environment (or the secret config) when the stack runs."""
+    spec = inputs.spec
+    missing = [n for n in spec.missing if secrets or n not in spec.secrets]
     if missing:
         raise UserError(f"no value for {', '.join(missing)}: "
                         f"{_how_to_give(missing[0] if len(missing) == 1 else 'NAME')}")
