@@ -14,8 +14,7 @@ import pytest
 from servestack.catalog.http import Http, Progress, redact, retry_after
 
 from servestack.errors import UserError
-
-from .fixtures.catalog import fake_api as fake
+from tests.fixtures.catalog import fake_api as fake
 
 Reply = fake.Reply
 

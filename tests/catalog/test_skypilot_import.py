@@ -18,7 +18,7 @@ from servestack.catalog.skypilot_import import find_files, import_file, snapshot
 from servestack.cli.catalog import main
 from servestack.errors import UserError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "catalog"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "catalog"
 SAMPLES = FIXTURES / "skypilot" / "v8"
 # The instance facts and GPU table these samples were written against (the shipped ones change
 # whenever the catalog is rebuilt)

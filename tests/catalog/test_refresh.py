@@ -16,8 +16,7 @@ from servestack.catalog.refresh import compute_diff, load_facts, prepare, refres
 
 from servestack.cli.catalog import main
 from servestack.errors import UserError
-
-from .fixtures.catalog import fake_api as fake
+from tests.fixtures.catalog import fake_api as fake
 
 Reply = fake.Reply
 TODAY = date.today().isoformat()

@@ -17,10 +17,10 @@ from servestack.catalog.loader import cloud_rows
 from servestack.inputs import load_inputs
 from servestack.planner import NothingFits, Options, plan
 
-FIXTURE_GPUS = Path(__file__).parent / "fixtures" / "catalog" / "gpus.csv"
+FIXTURE_GPUS = Path(__file__).parents[1] / "fixtures" / "catalog" / "gpus.csv"
 HEADER = ("instance_type,accelerator,accelerator_count,gpu_memory_mib,vcpus,memory_gib,region,"
           "zone,price,spot_price,source,date\n")
-CATALOG = Path(__file__).parents[1] / "catalog"
+CATALOG = Path(__file__).parents[2] / "catalog"
 
 
 def g5(day: str, price: str = "1.006", spot: str = "0.4", zone: str = "use1-az1") -> str:
