@@ -15,7 +15,6 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -49,15 +48,6 @@ def register(sub) -> None:
     _register_import(commands)
     _register_show(commands)
     _register_validate(commands)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`servestack catalog ...` on its own (the same parser the main CLI builds)."""
-    from servestack.cli.options import Parser, run
-
-    parser = Parser(prog="servestack")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return run(parser, argv)
 
 
 # --- refresh -------------------------------------------------------------------------------------
@@ -354,7 +344,3 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

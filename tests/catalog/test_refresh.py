@@ -14,7 +14,7 @@ from servestack.catalog.fetching import FetchContext, RefreshOptions
 from servestack.catalog.http import Http
 from servestack.catalog.refresh import compute_diff, load_facts, prepare, refresh
 
-from servestack.cli.catalog import main
+from servestack.cli.main import main
 from servestack.errors import UserError
 from tests.fixtures.catalog import fake_api as fake
 

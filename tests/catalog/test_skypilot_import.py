@@ -15,7 +15,7 @@ from servestack.catalog import DATA_DIR, load_catalog, provider, read_gpus, read
 from servestack.catalog.refresh import load_facts
 from servestack.catalog.skypilot_import import find_files, import_file, snapshot_date
 
-from servestack.cli.catalog import main
+from servestack.cli.main import main
 from servestack.errors import UserError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "catalog"

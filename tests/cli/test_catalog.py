@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from servestack.cli.catalog import main, register, summarize
+from servestack.cli.catalog import register, summarize
+from servestack.cli.main import main
 
 # The GPU table these rows were written against (the shipped one changes with the data)
 FIXTURE_GPUS = Path(__file__).parents[1] / "fixtures" / "catalog" / "gpus.csv"
