@@ -120,12 +120,6 @@ def renderer(cloud: str) -> Any:
     return import_module(f"servestack.terraform.{cloud}")
 
 
-def provider_block(cloud: str) -> dict[str, Any]:
-    """`required_providers` for one cloud's provider, as its renderer pins it."""
-    local, requirement = renderer(cloud).PROVIDER
-    return {"required_providers": {local: requirement}}
-
-
 def render(d: Deployment) -> dict[str, Any]:
     """The whole main.tf.json for the deployment's cloud."""
     document = header(d)
