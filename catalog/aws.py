@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from servestack.clouds.aws import is_zone_name
 from servestack.errors import UserError
 
 from .base import Gpu, Offer, PriceRow
@@ -98,6 +99,9 @@ class Aws:
 
     def offers(self, rows: list[PriceRow], gpus: dict[str, Gpu]) -> list[Offer]:
         return [Offer.from_row(self.name, row) for row in rows]
+
+    def unpriced_zone(self, zone: str, region: str) -> bool:
+        return is_zone_name(zone, region)  # the catalog keeps zone IDs; a name maps per account
 
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return None  # the price lists are public; spot history falls back to the public feed

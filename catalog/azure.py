@@ -50,6 +50,9 @@ class Azure:
     def offers(self, rows: list[PriceRow], gpus: dict[str, Gpu]) -> list[Offer]:
         return [Offer.from_row(self.name, row, azure_zones(row.region)) for row in rows]
 
+    def unpriced_zone(self, zone: str, region: str) -> bool:
+        return False  # priced per region: its offers hold the region's zones as they are
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return None  # the Retail Prices API is public
 

@@ -60,6 +60,9 @@ class Gcp:
     def offers(self, rows: list[PriceRow], gpus: dict[str, Gpu]) -> list[Offer]:
         return compose_offers(rows, gpus)
 
+    def unpriced_zone(self, zone: str, region: str) -> bool:
+        return False  # its zones are the ones the catalog and the API name
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return KEY_NEEDED if _needs_key(options.urls.get("gcp"), options.gcp_api_key) else None
 

@@ -24,6 +24,12 @@ class Provider(Protocol):
         """The cloud file's rows as Offers (the rows are validated already)."""
         ...
 
+    def unpriced_zone(self, zone: str, region: str) -> bool:
+        """A spec's zone of `region` that names no zone the catalog prices (AWS: a zone name,
+        us-east-1a, while offers are per zone ID): it may hold any of the region's offers, and
+        its spot price is the dearest of theirs, since which one it is is known only at deploy."""
+        ...
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         """Why `fetch` cannot run here (e.g. no API key), or None."""
         ...

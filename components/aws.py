@@ -53,6 +53,7 @@ from servestack.clouds.aws import (
     aws_target_group,
     ec2_trust_policy,
     read_token_policy,
+    subnet_zone_filter,
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
@@ -96,7 +97,8 @@ class Network:
 
 
 def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
-    """The default VPC; the group's subnets are the deployment's zones (AZ IDs).
+    """The default VPC; the group's subnets are the deployment's zones (AZ IDs, or the zone
+    name a spec pinned: `subnet_zone_filter`).
 
     An ALB needs subnets in two AZs or more: with one pinned zone (AWS spot candidates are
     per zone) it spans every default subnet of the region while the group stays in the zone.
@@ -104,13 +106,13 @@ def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
     opts = pulumi.InvokeOutputOptions(parent=parent)
     vpc = aws.ec2.get_vpc_output(default=True, opts=opts)
 
-    def subnets(zone_ids: tuple[str, ...]) -> pulumi.Output[list[str]]:
+    def subnets(zones: tuple[str, ...]) -> pulumi.Output[list[str]]:
         def filters(vpc_id: str) -> list[aws.ec2.GetSubnetsFilterArgs]:
             found = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
                      aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
-            if zone_ids:
-                found.append(aws.ec2.GetSubnetsFilterArgs(name="availability-zone-id",
-                                                          values=list(zone_ids)))
+            if zones:
+                found.append(aws.ec2.GetSubnetsFilterArgs(
+                    **subnet_zone_filter(deployment.region, zones)))
             return found
 
         return aws.ec2.get_subnets_output(filters=vpc.id.apply(filters), opts=opts).ids

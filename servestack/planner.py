@@ -132,7 +132,7 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
     groups = _Groups()
     for number, alternative in enumerate(spec.alternatives):
         use_spot = alternative.use_spot if options.spot is None else options.spot
-        places = catalog.places(_ZONED if use_spot else frozenset())
+        places = catalog.places(_zoned(alternative, use_spot, options))
         matched = _matching(alternative, options, places, result)
         for place in matched:
             offers = matched[place]
@@ -147,6 +147,24 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
 
 # Clouds whose spot prices differ per zone: their spot candidates are per zone.
 _ZONED = frozenset(c for c in CLOUDS if provider(c).spot_per_zone)
+
+
+def _zoned(alt: Alternative, use_spot: bool, options: Options) -> frozenset[str]:
+    """The clouds whose places are zones for this alternative: none on demand; for spot, the
+    clouds that price it per zone, but not the one whose zone the alternative pins by a name
+    the catalog does not price (its candidate is the region's, priced at its dearest zone)."""
+    if not use_spot:
+        return frozenset()
+    cloud, region = options.cloud or alt.cloud, options.region or alt.region
+    if alt.zone and cloud and region and provider(cloud).unpriced_zone(alt.zone, region):
+        return _ZONED - {cloud}
+    return _ZONED
+
+
+def _in_zone(zone: str, offer: Offer) -> bool:
+    """Whether a spec's zone may hold the offer."""
+    return offer.zone is None or offer.zone == zone or \
+        provider(offer.cloud).unpriced_zone(zone, offer.region)
 
 
 class _Groups:
@@ -241,8 +259,8 @@ def _matching(alt: Alternative, options: Options, places: Places,
              and (alt.cpus is None or alt.cpus.admits(p.first.vcpus, p.first.vcpus))
              and (alt.memory is None or alt.memory.admits(p.first.memory_gib, p.first.vcpus))}
     if alt.zone is not None:
-        pinned = {p: [o for o in offers if o.zone is None or o.zone == alt.zone]
-                  for p, offers in found.items()}
+        zone = alt.zone
+        pinned = {p: [o for o in offers if _in_zone(zone, o)] for p, offers in found.items()}
         found = {p: offers for p, offers in pinned.items() if offers}
     if not found:
         where = "/".join(p for p in (cloud, region, alt.zone) if p) or "any cloud"
@@ -266,6 +284,7 @@ def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[Candid
     """Each group's candidate (not ranked yet), or a Dropped saying why it has none."""
     candidates = []
     matched_by: dict[int, _Matched] = {}  # few distinct sets of alternatives: sum each up once
+    unpriced: set[str] = set()  # the zones warned of
     for place, use_spot, offers, bits in groups:
         if bits not in matched_by:
             matched_by[bits] = _Matched.of([a for n, a in enumerate(spec.alternatives)
@@ -273,11 +292,27 @@ def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[Candid
         reason, candidate = _candidate(place, use_spot, offers, matched_by[bits], spec)
         if candidate is not None:
             candidates.append(candidate)
+            for zone in _unpriced_spot_zones(candidate) - unpriced:
+                unpriced.add(zone)
+                result.warnings.append(_unpriced_note(candidate, zone))
         else:
             result.dropped.append(Dropped(
                 what=f"{place.accelerator}:{place.accelerator_count}", cloud=place.cloud,
                 region=place.region, instance_type=place.instance_type, reason=reason))
     return candidates
+
+
+def _unpriced_spot_zones(c: Candidate) -> set[str]:
+    """The zones of a spot candidate that priced it at its region's dearest zone."""
+    if not c.use_spot:
+        return set()
+    return {z for z in c.zones if provider(c.cloud).unpriced_zone(z, c.region)}
+
+
+def _unpriced_note(c: Candidate, zone: str) -> str:
+    return (f"{CLOUD_TITLES[c.cloud]} zone {zone} is a zone name: which of {c.region}'s "
+            f"zones it is depends on the account that deploys, and the catalog prices spot per "
+            f"zone, so its spot candidates cost the dearest spot price of {c.region}'s zones")
 
 
 @dataclass(frozen=True)
@@ -298,10 +333,20 @@ def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matc
                spec: ServiceSpec) -> tuple[str, Candidate | None]:
     zone, pinned = place.zone, matched.pinned
     if pinned:  # rare: sum up the pinned offers; else the place's sums hold (same offers)
-        kept = [o for o in offers if o.zone in pinned or o.zone is None]
+        kept = [o for o in offers if any(_in_zone(z, o) for z in pinned)]
         place = replace(place, offers=kept).close()
         zone = zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
-    price = place.price_for(use_spot)
+    price, zones = place.price_for(use_spot), place.zones
+    names = sorted(z for z in pinned if provider(place.cloud).unpriced_zone(z, place.region))
+    if names:
+        if len(names) < len(pinned):
+            others = ", ".join(sorted(pinned - set(names)))
+            return (f"pinned to zone names ({', '.join(names)}) and zone IDs ({others}) at "
+                    "once; its subnets are looked up by one kind, so give names or IDs"), None
+        zones = tuple(names)  # where it goes: the names, which the deploying account resolves
+        if use_spot:  # which priced zone a name is is unknown: a missing fact never looks cheap
+            price = max([o.spot_price for o in place.offers if o.spot_price is not None],
+                        default=None)
     if price is None:
         return f"the catalog has no {'spot' if use_spot else 'on-demand'} price", None
     if spec.image_id and isinstance(spec.image_id, dict) and place.region not in spec.image_id:
@@ -311,7 +356,7 @@ def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matc
     first, replicas = place.first, spec.replicas
     return "", Candidate(
         rank=0, id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
-        cloud=place.cloud, region=place.region, zone=zone, zones=place.zones,
+        cloud=place.cloud, region=place.region, zone=zone, zones=zones,
         instance_type=place.instance_type, accelerator=place.accelerator,
         accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
         vcpus=first.vcpus, memory_gib=first.memory_gib, use_spot=use_spot,

@@ -601,6 +601,10 @@ def _check_zone(doc, cloud, region, zone: str, path: tuple, context: SpecContext
         return
     if cloud and clouds.get(cloud).zone_matches(region, zone):
         return
+    elsewhere = _region_of_zone(zone, cloud, context)
+    if elsewhere and elsewhere != region:
+        raise doc.error(path, f"zone {zone!r} is a zone of region {elsewhere!r}, not of "
+                        f"{region!r}")
     raise doc.error(path, f"unknown zone {zone!r} for region {region!r}"
                     f"{_did_you_mean(zone, sorted(z for z in known if z.startswith(region)))}")
 

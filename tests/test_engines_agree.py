@@ -72,6 +72,11 @@ def variants(cloud: str) -> list[Deployment]:
             replace(planned(cloud, False), image=clouds.get(cloud).image_ref(exact[cloud]))]
 
 
+def aws_zone_name(d: Deployment) -> Deployment:
+    """A spot deployment pinned by a spec's AWS zone name (us-east-1a), not a zone ID."""
+    return replace(d, zones=(f"{d.region}a",))
+
+
 def pulumi_record(d: Deployment) -> Recording:
     module = __import__(f"servestack.components.{d.cloud}", fromlist=["Service"])
 
@@ -118,9 +123,9 @@ def aws_filters(filters: list[dict]) -> dict[str, list]:
     return {f["name"]: f["values"] for f in filters if f["name"] != "vpc-id"}
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_aws_engines_agree(index):
-    d = variants("aws")[index]
+    d = [*variants("aws"), aws_zone_name(planned("aws", True))][index]
     rec, doc, values = pulumi_record(d), render(d), tfvars(d)
     res, data = doc["resource"], doc["data"]
     asg, tf_asg = one(rec, AWS["asg"]), res["aws_autoscaling_group"]["group"]
@@ -157,7 +162,9 @@ def test_aws_engines_agree(index):
                       if i["token"] == "aws:ec2/getSubnets:getSubnets"]
     group_zones = aws_filters(data["aws_subnets"]["group"]["filter"])
     assert group_zones in subnet_lookups
-    assert group_zones["availability-zone-id"] == list(d.zones)
+    # a zone name (us-east-1a) starts with its region; a zone ID (use1-az1) does not
+    by = "availability-zone" if d.zones[0].startswith(d.region) else "availability-zone-id"
+    assert group_zones == {"default-for-az": ["true"], by: list(d.zones)}
 
     same(one(rec, AWS["alb"]), res["aws_lb"]["service"], "load_balancer_type", "internal",
          "idle_timeout", "drop_invalid_header_fields")

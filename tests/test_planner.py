@@ -71,6 +71,70 @@ def test_aws_spot_is_per_zone_and_on_demand_per_region(write_spec):
     assert all(c.zone is None and c.zones for c in on_demand.candidates)
 
 
+def _aws_offers(inputs, instance_type: str, region: str = "us-east-1") -> list:
+    return [o for o in inputs.catalog.offers if o.cloud == "aws" and o.region == region
+            and o.instance_type == instance_type]
+
+
+def test_aws_zone_name_pins_on_demand_to_its_region(write_spec):
+    inputs, result = make_plan(write_spec("resources: {accelerators: A100:8, zone: us-east-1a}"))
+    _, by_region = make_plan(write_spec("resources: {accelerators: A100:8, infra: aws/us-east-1}",
+                                        name="region.yaml"))
+    assert result.candidates
+    assert {c.instance_type for c in result.candidates} == \
+        {c.instance_type for c in by_region.candidates}
+    for c in result.candidates:
+        assert (c.cloud, c.region, c.zone, c.zones, c.use_spot) == \
+            ("aws", "us-east-1", "us-east-1a", ("us-east-1a",), False)
+        assert c.id == f"aws-us-east-1a-{c.instance_type}-ondemand"
+        assert c.price_per_hour == round(min(o.price for o in _aws_offers(inputs, c.instance_type)),
+                                         4)
+
+
+def test_aws_zone_name_spot_costs_the_dearest_zone_of_its_region(write_spec):
+    path = write_spec("resources: {accelerators: A100:8, infra: aws/us-east-1/us-east-1a, "
+                      "use_spot: true}")
+    inputs, result = make_plan(path)
+    assert [c.id for c in result.candidates] == ["aws-us-east-1a-p4d.24xlarge-spot"]
+    c = result.candidates[0]
+    assert (c.zone, c.zones) == ("us-east-1a", ("us-east-1a",))
+    spot_prices = [o.spot_price for o in _aws_offers(inputs, "p4d.24xlarge")]
+    assert len(set(spot_prices)) > 1  # the zone IDs differ, so the choice matters
+    assert c.price_per_hour == round(max(spot_prices), 4) > min(spot_prices)
+    assert sum("us-east-1a is a zone name" in w and "dearest spot price" in w
+               for w in result.warnings) == 1
+
+
+def test_aws_zone_id_keeps_its_own_spot_price(write_spec):
+    inputs, result = make_plan(write_spec(
+        "resources: {accelerators: A100:8, zone: use1-az2, use_spot: true}"))
+    assert [(c.id, c.zone) for c in result.candidates] == \
+        [("aws-use1-az2-p4d.24xlarge-spot", "use1-az2")]
+    priced = [o.spot_price for o in _aws_offers(inputs, "p4d.24xlarge") if o.zone == "use1-az2"]
+    assert [c.price_per_hour for c in result.candidates] == [round(p, 4) for p in priced]
+    assert not any("zone name" in w for w in result.warnings)
+
+
+def test_aws_zone_names_share_one_spot_candidate_of_their_region(write_spec):
+    inputs, result = make_plan(write_spec(
+        "resources:\n  accelerators: A100:8\n  use_spot: true\n"
+        "  any_of: [{zone: us-east-1a}, {zone: us-east-1b}]\n"))
+    assert [(c.id, c.zone, c.zones) for c in result.candidates] == \
+        [("aws-us-east-1-p4d.24xlarge-spot", None, ("us-east-1a", "us-east-1b"))]
+    spot_prices = [o.spot_price for o in _aws_offers(inputs, "p4d.24xlarge")]
+    assert result.candidates[0].price_per_hour == round(max(spot_prices), 4)
+    assert sum("is a zone name" in w for w in result.warnings) == 2
+
+
+def test_aws_zone_name_and_zone_id_in_one_group_are_refused(write_spec):
+    with pytest.raises(NothingFits) as caught:
+        make_plan(write_spec("resources:\n  accelerators: A100:8\n"
+                             "  any_of: [{zone: us-east-1a}, {zone: use1-az1}]\n"))
+    assert [d.reason for d in caught.value.plan.dropped] == [
+        "pinned to zone names (us-east-1a) and zone IDs (use1-az1) at once; its subnets are "
+        "looked up by one kind, so give names or IDs"]
+
+
 def test_filters_narrow_cloud_and_region(embedded):
     result = plan(embedded.spec, embedded.catalog, embedded.facts,
                   Options(cloud="azure", region="eastus"), model=embedded.model)

@@ -255,6 +255,18 @@ def test_aws_zone_id_alone_implies_region_and_cloud(write_spec):
     assert (alt.cloud, alt.region, alt.zone) == ("aws", "us-east-1", "use1-az1")
 
 
+def test_aws_zone_name_implies_region_and_cloud(write_spec):
+    spec = load(write_spec, "resources: {accelerators: A100:8, zone: us-east-1a}")
+    alt = spec.alternatives[0]
+    assert (alt.cloud, alt.region, alt.zone) == ("aws", "us-east-1", "us-east-1a")
+
+
+def test_zone_of_another_region_names_its_region(write_spec):
+    with pytest.raises(SpecError, match="zone 'us-east-1a' is a zone of region 'us-east-1', "
+                                        "not of 'us-west-2'"):
+        load(write_spec, "resources: {accelerators: A100:8, infra: aws/us-west-2/us-east-1a}")
+
+
 # --- hostile input: one line naming file, field and line; exit code 2; no traceback ----------
 
 RESOURCES = "resources:\n  accelerators: A100:4\n"

@@ -79,7 +79,7 @@ class Aws(Cloud):
     title = "AWS"
     # EC2 prices spot per availability zone, and spot capacity is per zone too.
     spot_priced_per_zone = True
-    zone_shape = r"^{region}[a-z]$"  # a zone name; the catalog keeps zone ids (use1-az1)
+    zone_shape = r"^{region}[a-z]$"  # a zone name; the catalog keeps zone IDs (use1-az1)
     disk_types = {"low": "gp3", "medium": "gp3", "high": "gp3", "ultra": "io2", "best": "gp3",
                   "none": "gp3"}
     # AWS Deep Learning AMI (NVIDIA driver, PyTorch) on Ubuntu 22.04.
@@ -137,6 +137,24 @@ def quota_family(instance_type: str, spot: bool) -> str:
     else:
         family = letters.upper()
     return f"aws-{family}-{'spot' if spot else 'ondemand'}"
+
+
+def is_zone_name(zone: str, region: str) -> bool:
+    """A zone name of the region (us-east-1a), not a zone ID (use1-az1). AWS maps names to
+    zones differently in every account, IDs are the same zone everywhere ("AZ IDs" in the AWS
+    RAM user guide), so only the deploying account knows which ID a name is."""
+    return CLOUD.zone_matches(region, zone)
+
+
+def subnet_zone_filter(region: str, zones: tuple[str, ...]) -> dict[str, Any]:
+    """The subnets filter (EC2 DescribeSubnets) that keeps the subnets in `zones`: by
+    `availability-zone` for zone names, by `availability-zone-id` for the catalog's zone IDs.
+    A candidate's zones are one name (pinned by the spec) or the catalog's IDs, never both."""
+    names = [is_zone_name(z, region) for z in zones]
+    if any(names) and not all(names):
+        raise ValueError(f"zones mix AWS zone names and zone IDs: {list(zones)}")
+    return {"name": "availability-zone" if all(names) else "availability-zone-id",
+            "values": list(zones)}
 
 
 def aws_tags(d: Deployment) -> dict[str, str]:

@@ -40,6 +40,7 @@ from servestack.clouds.aws import (
     aws_target_group,
     ec2_trust_policy,
     read_token_policy,
+    subnet_zone_filter,
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
@@ -87,15 +88,16 @@ def _at_least(count: int, what: str) -> dict[str, Any]:
 
 
 def network_data(d: Deployment) -> dict[str, Any]:
-    """The default VPC; the group's subnets are the deployment's zones (AZ IDs). An ALB needs
+    """The default VPC; the group's subnets are the deployment's zones (AZ IDs, or the zone
+    name a spec pinned: `subnet_zone_filter`). An ALB needs
     two AZs or more: with one pinned zone it spans every default subnet of the region."""
     vpc = expr("data.aws_vpc.default.id")
     group = _filters(vpc_id=[vpc], default_for_az=["true"])
     if d.zones:
-        group += _filters(availability_zone_id=list(d.zones))
+        group.append(subnet_zone_filter(d.region, d.zones))
     lb = _filters(vpc_id=[vpc], default_for_az=["true"])
     if len(d.zones) >= 2:
-        lb += _filters(availability_zone_id=list(d.zones))
+        lb.append(subnet_zone_filter(d.region, d.zones))
     return {"aws_vpc": {"default": {"default": True}},
             "aws_subnets": {
                 "group": {"filter": group,

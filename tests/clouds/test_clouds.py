@@ -139,3 +139,16 @@ def test_failure_rules_cover_every_class_the_loop_acts_on(name):
     classes = {r.error_class for r in clouds.get(name).failure_rules}
     assert {"capacity", "quota", "credentials", "permission", "throttled", "transient",
             "invalid-config"} <= classes
+
+
+def test_aws_subnets_filter_by_zone_name_or_zone_id():
+    from servestack.clouds.aws import is_zone_name, subnet_zone_filter
+
+    assert is_zone_name("us-east-1a", "us-east-1") and not is_zone_name("use1-az1", "us-east-1")
+    assert not is_zone_name("us-east-1a", "us-west-2")
+    assert subnet_zone_filter("us-east-1", ("us-east-1a",)) == \
+        {"name": "availability-zone", "values": ["us-east-1a"]}
+    assert subnet_zone_filter("us-east-1", ("use1-az1", "use1-az2")) == \
+        {"name": "availability-zone-id", "values": ["use1-az1", "use1-az2"]}
+    with pytest.raises(ValueError, match="mix"):
+        subnet_zone_filter("us-east-1", ("us-east-1a", "use1-az1"))

@@ -195,14 +195,17 @@ def test_health_check_follows_the_deployment():
 
 # --- network ----------------------------------------------------------------------------------
 
-def _subnet_zone_filters(rec: Recording) -> list[list[str] | None]:
+def _subnet_zone_filters(rec: Recording,
+                         by: str = "availability-zone-id") -> list[list[str] | None]:
+    """Per subnet lookup, the zones it filters on with `by` (None: the whole region)."""
     calls = [i for i in rec.invokes if i["token"] == "aws:ec2/getSubnets:getSubnets"]
     found = []
     for call in calls:
         filters = {f["name"]: f["values"] for f in call["args"]["filters"]}
-        assert filters["vpc-id"] == ["vpc-0preview"]
-        assert filters["default-for-az"] == ["true"]
-        found.append(filters.get("availability-zone-id"))
+        assert filters.pop("vpc-id") == ["vpc-0preview"]
+        assert filters.pop("default-for-az") == ["true"]
+        assert set(filters) <= {by}
+        found.append(filters.get(by))
     return found
 
 
@@ -220,6 +223,12 @@ def test_multi_zone_group_and_alb_use_the_deployment_zone_ids():
 def test_pinned_zone_keeps_the_group_in_it_while_the_alb_spans_the_region():
     filters = _subnet_zone_filters(recorded("spot"))
     assert sorted(filters, key=str) == sorted([list(spot().zones), None], key=str)
+
+
+def test_zone_name_keeps_the_group_in_the_subnet_the_account_names_so():
+    d = replace(spot(), zones=(f"{spot().region}a",))  # pinned by a spec's `zone: us-east-1a`
+    filters = _subnet_zone_filters(run(d), by="availability-zone")
+    assert sorted(filters, key=str) == sorted([list(d.zones), None], key=str)
 
 
 def test_alb_needs_two_subnets_in_the_region():

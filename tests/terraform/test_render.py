@@ -234,11 +234,34 @@ def _same_firewall(groups: list[dict], doc: dict) -> None:
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 @pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
+def with_zone_name(d: Deployment) -> Deployment:
+    """Pinned by a spec's AWS zone name (us-east-1a) instead of a zone ID."""
+    return replace(d, zones=(f"{d.region}a",))
+
+
+def _zone_filters(doc: dict, lookup: str) -> list[dict]:
+    filters = doc["data"]["aws_subnets"][lookup]["filter"]
+    return [f for f in filters if f["name"] not in ("vpc-id", "default-for-az")]
+
+
+def test_aws_subnets_by_zone_id_or_by_zone_name():
+    by_id, by_name = planned("aws", True), with_zone_name(planned("aws", True))
+    assert _zone_filters(render(by_id), "group") == \
+        [{"name": "availability-zone-id", "values": list(by_id.zones)}]
+    assert _zone_filters(render(by_name), "group") == \
+        [{"name": "availability-zone", "values": [f"{by_name.region}a"]}]
+    assert _zone_filters(render(by_name), "lb") == []  # one zone: the ALB spans the region
+    on_demand = planned("aws", False)
+    assert _zone_filters(render(on_demand), "lb") == \
+        [{"name": "availability-zone-id", "values": list(on_demand.zones)}]
+
+
 def test_aws_output_passes_terraform_validate(tmp_path):
     env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [planned("aws", True, ssh=True),
                 replace(planned("aws", False), image=AWS_CLOUD.image_ref("ami-0123456789abcdef0"),
-                        secret=None, disk_type="io2", disk_iops=AWS_CLOUD.disk_iops("io2", 256))]
+                        secret=None, disk_type="io2", disk_iops=AWS_CLOUD.disk_iops("io2", 256)),
+                with_zone_name(planned("aws", True))]
     main = tmp_path / "main.tf.json"
     main.write_text(json.dumps(render(variants[0])))
     init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
