@@ -29,13 +29,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from servestack.clouds.aws import is_zone_name
 from servestack.errors import UserError
 
 from .base import Gpu, Offer, PriceRow
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 PRICING_URL = "https://pricing.us-east-1.amazonaws.com"
 ENV_URL = "SERVESTACK_AWS_PRICING_URL"
 SPOT_FEED_URL = "https://website.spot.ec2.aws.a2z.com/spot.json"
+# A zone *name* of a region (us-east-1a). The catalog keeps zone IDs (use1-az1): IDs are the same
+# zone in every account, while each account maps names to zones its own way ("AZ IDs", AWS RAM
+# user guide), so only the deploying account knows which ID a name is.
+ZONE_NAME = r"^{region}[a-z]$"
 ENV_SPOT_URL = "SERVESTACK_AWS_SPOT_URL"
 REGION_INDEX_PATH = "/offers/v1.0/aws/AmazonEC2/current/region_index.json"
 SPOT_MODES = ("auto", "feed", "history", "none")
@@ -411,3 +415,8 @@ def _keep_lowest(prices: dict[str, float], name: str, text: Any) -> None:
         return
     if value > 0 and (name not in prices or value < prices[name]):
         prices[name] = value
+
+
+def is_zone_name(zone: str, region: str) -> bool:
+    """A zone name of `region` (us-east-1a), not a zone ID (use1-az1)."""
+    return re.match(ZONE_NAME.format(region=re.escape(region)), zone) is not None

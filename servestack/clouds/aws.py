@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from servestack.catalog.aws import ZONE_NAME, is_zone_name
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import Deployment, HealthCheck, ImageRef, NetworkPlan, SecretRef
 
@@ -77,9 +78,7 @@ RULES = (
 class Aws(Cloud):
     name = "aws"
     title = "AWS"
-    # EC2 prices spot per availability zone, and spot capacity is per zone too.
-    spot_priced_per_zone = True
-    zone_shape = r"^{region}[a-z]$"  # a zone name; the catalog keeps zone IDs (use1-az1)
+    zone_shape = ZONE_NAME  # a zone name; the catalog keeps zone IDs (use1-az1)
     disk_types = {"low": "gp3", "medium": "gp3", "high": "gp3", "ultra": "io2", "best": "gp3",
                   "none": "gp3"}
     # AWS Deep Learning AMI (NVIDIA driver, PyTorch) on Ubuntu 22.04.
@@ -137,13 +136,6 @@ def quota_family(instance_type: str, spot: bool) -> str:
     else:
         family = letters.upper()
     return f"aws-{family}-{'spot' if spot else 'ondemand'}"
-
-
-def is_zone_name(zone: str, region: str) -> bool:
-    """A zone name of the region (us-east-1a), not a zone ID (use1-az1). AWS maps names to
-    zones differently in every account, IDs are the same zone everywhere ("AZ IDs" in the AWS
-    RAM user guide), so only the deploying account knows which ID a name is."""
-    return CLOUD.zone_matches(region, zone)
 
 
 def subnet_zone_filter(region: str, zones: tuple[str, ...]) -> dict[str, Any]:

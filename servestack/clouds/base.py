@@ -1,7 +1,7 @@
 """What servestack needs to know about a cloud, as one class each cloud module fills in.
 
-A `Cloud` answers the questions the cloud-independent code asks: how its zones look and whether
-spot is priced per zone (planner, spec), which disk types, image, network, secret store and
+A `Cloud` answers the questions the cloud-independent code asks: how its zones look (spec),
+which disk types, image, network, secret store and
 name rules a deployment gets (deployment.build), how its errors read and which quota bucket a
 machine draws from (deploy.failures), and how a Pulumi stack configures its provider. The
 spellings both engines share live beside it in the cloud's own module.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from servestack.deployment.model import Deployment, ImageRef, NetworkPlan, SecretRef
 
@@ -76,8 +76,6 @@ class Cloud:
 
     name: ClassVar[str]
     title: ClassVar[str]
-    # Spot prices (and spot capacity) per zone, so spot candidates are per zone (AWS).
-    spot_priced_per_zone: ClassVar[bool] = False
     # A spec's zone: the shape a zone of `region` has, when the catalog does not list it.
     zone_shape: ClassVar[str]
     # SkyPilot's disk_tier -> this cloud's volume type.
@@ -132,7 +130,3 @@ class Cloud:
     def zone_in_error(self, text: str, c: Offered) -> str | None:
         """The zone a capacity error names, when the candidate can be narrowed to the others."""
         return c.zone
-
-    def labels(self, tags: dict[str, str]) -> dict[str, Any]:
-        """Tags as this cloud accepts them on resources."""
-        return dict(tags)

@@ -139,9 +139,6 @@ class Gcp(Cloud):
                 return match.group(1)
         return None
 
-    def labels(self, tags: dict[str, str]) -> dict[str, Any]:
-        return gcp_labels(tags)
-
 
 CLOUD = Gcp()
 
