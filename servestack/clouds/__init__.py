@@ -1,10 +1,11 @@
 """Every cloud's knowledge, one module per cloud: aws.py, gcp.py, azure.py.
 
-Each module holds one `Cloud` (see base.py): zone shape, quota families and codes, the failure-text rules, disk/network/image/secret conventions, name and
-label rules; and beside it the spellings its Pulumi component and Terraform renderer share.
-Code outside these modules asks `get(name)` instead of branching on a cloud's name. Adding a
-cloud means one module here, one component file (components/) and one renderer file
-(servestack/terraform/).
+Each module holds one `Cloud` (see base.py): zone shape, quota families and codes, the
+failure-text rules, disk/network/image/secret conventions, name and label rules; and beside it
+the spellings its Pulumi component and Terraform renderer share. Code outside these modules asks
+`get(name)` instead of branching on a cloud's name. Adding a cloud means one module here, one
+component file (components/), one renderer file (servestack/terraform/) and its catalog rules
+(catalog/<cloud>.py, which also says how its zones and spot prices are keyed).
 
 No SDK and no engine is imported here.
 """
