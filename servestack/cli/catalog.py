@@ -33,6 +33,7 @@ from servestack.catalog import (
     load_gpus,
     user_dir,
 )
+from servestack.cli.options import existing_dir, folder
 from servestack.errors import UserError
 
 EXIT_OK, EXIT_WARNINGS = 0, 1
@@ -161,13 +162,15 @@ def _import_header(cloud: str, source: str, path: Path) -> list[str]:
 def _register_show(commands) -> None:
     parser = commands.add_parser("show", help="which file each cloud uses, its rows and age")
     parser.add_argument("--cloud", choices=CLOUDS)
-    parser.add_argument("--catalog-dir", help="read only this catalog folder")
+    parser.add_argument("--catalog-dir", type=existing_dir,
+                        help="read only this catalog folder")
     parser.set_defaults(handler=run_show)
 
 
 def _register_validate(commands) -> None:
     parser = commands.add_parser("validate", help="load the catalog and list what looks wrong")
-    parser.add_argument("--catalog-dir", help="read only this catalog folder")
+    parser.add_argument("--catalog-dir", type=existing_dir,
+                        help="read only this catalog folder")
     parser.add_argument("--max-age-days", type=_count, default=STALE_DAYS,
                         help=f"older prices are stale (default {STALE_DAYS})")
     parser.add_argument("--all", action="store_true", help="every warning, not a few per kind")
@@ -281,7 +284,8 @@ def _dates(file: CloudFile) -> str:
 
 
 def _common_write_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog-dir", help="the catalog folder to write (default: "
+    parser.add_argument("--catalog-dir", type=folder,
+                        help="the catalog folder to write (default: "
                                               "SERVESTACK_CATALOG_DIR, else "
                                               "$XDG_DATA_HOME/servestack/catalog)")
     parser.add_argument("--force", action="store_true",

@@ -241,7 +241,8 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
                       help="plan spot VMs whatever the spec says")
     spot.add_argument("--on-demand", dest="spot", action="store_const", const=False,
                       help="plan on-demand VMs whatever the spec says")
-    parser.add_argument("--model", help="the model served (default: from the spec's run)")
+    parser.add_argument("--model", type=nonempty,
+                        help="the model served (default: from the spec's run)")
     parser.add_argument("--model-config", metavar="CONFIG_JSON", type=existing_file,
                         help="a Hugging Face config.json for a model servestack does not know")
     parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
@@ -383,6 +384,12 @@ def safe_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a name: use up to 100 letters, digits, '-', '_' or '.', "
             "not starting with '.'")
+    return text
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a value, got ''")
     return text
 
 

@@ -136,3 +136,16 @@ def test_the_generate_request_lists_the_plan_only_when_asked():
     assert request.deployment.allow_cidrs == ("10.0.0.0/8",)
     assert options.generate_request(parse("--explain"), None).table == TableView(explain=True)
     assert options.generate_request(parse(), None, list_candidates=True).table == TableView()
+
+
+@pytest.mark.parametrize("argv", [
+    ["catalog", "validate", "--catalog-dir", "/nonexistent-servestack"],
+    ["catalog", "show", "--catalog-dir", "/etc/hostname"],
+    ["plan", "--model", ""],
+])
+def test_catalog_folders_and_model_names_are_checked_like_every_option(argv, capsys):
+    from servestack.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("servestack: error: argument") and err.count("\n") == 1
