@@ -22,7 +22,7 @@ import pytest
 
 from servestack import clouds, planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment, NetworkPlan
+from servestack.deployment.model import Choices, Deployment, NetworkPlan
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import Recording, record
 from servestack.terraform import escape, render, tfvars
@@ -40,7 +40,7 @@ def planned(cloud: str, spot: bool) -> Deployment:
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud=cloud, spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model,
-                            allow_cidrs=CLIENTS, ssh_cidrs=SSH_FROM)
+                            choices=Choices(allow_cidrs=CLIENTS, ssh_cidrs=SSH_FROM))
 
 
 def moved(cloud: str) -> Deployment:

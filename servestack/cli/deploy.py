@@ -249,7 +249,21 @@ def _deployment_options(given: DeploymentOptions, target: _Target) -> Deployment
     return DeploymentOptions(
         allow_cidrs=tuple(given.allow_cidrs or defaults.get("allow_cidrs") or (WORLD,)),
         ssh_cidrs=tuple(given.ssh_cidrs or defaults.get("ssh_cidrs") or ()),
-        gcp_project=given.gcp_project or defaults.get("gcp_project") or stack.get("gcp:project"))
+        gcp_project=given.gcp_project or defaults.get("gcp_project") or stack.get("gcp:project"),
+        **_security_choices(given, defaults))
+
+
+def _security_choices(given: DeploymentOptions, defaults: dict) -> dict:
+    """API key, TLS and scaling signal: the flags, else what the generated stack file chose."""
+    auth = bool(defaults.get("api_key", True)) if given.api_key else False
+    tls = defaults.get("tls") or {}
+    scaling = defaults.get("autoscaling") or {}
+    return {"api_key": auth,
+            "domain": given.domain or tls.get("domain"),
+            "dns_zone": given.dns_zone or tls.get("dns_zone"),
+            "scale_metric": given.scale_metric or scaling.get("metric"),
+            "scale_target": given.scale_target or (scaling.get("target")
+                                                   if given.scale_metric is None else None)}
 
 
 def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
@@ -269,8 +283,7 @@ def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
 
     def builder(candidate, pool):
         return build_deployment(inputs.spec, candidate, pool, model=inputs.model,
-                                allow_cidrs=choices.allow_cidrs, ssh_cidrs=choices.ssh_cidrs,
-                                gcp_project=choices.gcp_project, service_name=service)
+                                choices=choices, service_name=service)
 
     return inputs, candidates, builder, service
 

@@ -47,8 +47,7 @@ def run_generate(request: GenerateRequest) -> int:
     chosen = request.deployment
     generated = generate(inputs, result, rank=request.rank, pick=request.pick,
                          stack=request.stack, stacks_dir=request.stacks_dir,
-                         allow_cidrs=chosen.allow_cidrs, ssh_cidrs=chosen.ssh_cidrs,
-                         gcp_project=chosen.gcp_project)
+                         choices=chosen)
     sys.stdout.write(summary(generated))
     return EXIT_OK
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from servestack import clouds
+from servestack.deployment.model import SCALE_METRICS
+from servestack.deployment.model import Choices as DeploymentOptions
 from servestack.errors import UserError
 from servestack.secrets import ENV_NAME
 
@@ -91,15 +93,6 @@ class PlanView:
     table: TableView = TableView()
     json: bool = False
     output: str | None = None
-
-
-@dataclass(frozen=True)
-class DeploymentOptions:
-    """The user's choices that go into the deployment model besides the candidate."""
-
-    allow_cidrs: tuple[str, ...] = ()  # empty: open to the world (or the stack file's choice)
-    ssh_cidrs: tuple[str, ...] = ()
-    gcp_project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,8 +199,15 @@ def gpus_request(args: argparse.Namespace) -> GpusRequest:
 
 
 def deployment_options(args: argparse.Namespace) -> DeploymentOptions:
+    if args.dns_zone and not args.domain:
+        raise UserError("--dns-zone needs --domain (the name the zone's records are for)")
+    if args.scale_target is not None and args.scale_metric is None:
+        raise UserError("--scale-target needs --scale-metric (for qps the spec's "
+                        "replica_policy.target_qps_per_replica is the target)")
     return DeploymentOptions(allow_cidrs=tuple(args.allow_cidr), ssh_cidrs=tuple(args.ssh_cidr),
-                             gcp_project=args.gcp_project)
+                             gcp_project=args.gcp_project, api_key=not args.no_api_key,
+                             domain=args.domain, dns_zone=args.dns_zone,
+                             scale_metric=args.scale_metric, scale_target=args.scale_target)
 
 
 def state_request(args: argparse.Namespace) -> StateRequest:
@@ -300,6 +300,22 @@ def add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR", type=cidr,
                         help="open SSH to the VMs from this range (default: no SSH)")
     parser.add_argument("--gcp-project", help="GCP project id (written as gcp:project)")
+    parser.add_argument("--no-api-key", action="store_true",
+                        help="serve without an API key: anyone in --allow-cidr may call the "
+                        "endpoint (default: vLLM requires a key generated per service)")
+    parser.add_argument("--domain", type=domain_name, metavar="NAME",
+                        help="serve HTTPS on NAME with a managed certificate, HTTP redirected")
+    parser.add_argument("--dns-zone", metavar="ZONE",
+                        help="where the stack writes NAME's records: the Route 53 hosted zone "
+                        "id (required on AWS), a Cloud DNS managed zone (GCP), a DNS zone "
+                        "resource id (Azure); without it the stack outputs the records")
+    parser.add_argument("--scale-metric", choices=SCALE_METRICS,
+                        help="what the autoscaler tracks (default qps: the load balancer's "
+                        "requests per replica, SkyServe's rule); vllm-waiting / vllm-kv-cache: "
+                        "vLLM's queue or KV-cache use, shipped to the cloud's monitoring")
+    parser.add_argument("--scale-target", type=positive_number, metavar="X",
+                        help="the per-replica target of --scale-metric (default 4 requests "
+                        "waiting, 70 percent KV cache)")
 
 
 def add_state_dir(parser: argparse.ArgumentParser) -> None:
@@ -366,6 +382,30 @@ def cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a CIDR range such as 203.0.113.0/24") from None
     return text
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text[:40]} must be above 0 and below 1000000")
+    return value
+
+
+# A DNS name as certificates take it: labels of letters, digits and inner dashes, at least
+# two labels, at most 253 characters (RFC 1035 with RFC 1123's leading digits). No wildcard:
+# a service answers on one name.
+DOMAIN = re.compile(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def domain_name(text: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    if not DOMAIN.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a domain name such as "
+                                         "llm.example.com")
+    return name
 
 
 def env_pair(text: str) -> tuple[str, str | None]:

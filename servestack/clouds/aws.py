@@ -104,6 +104,11 @@ class Aws(Cloud):
         name = f"/servestack/{service}/{digest(f'{service}/{stack}')}/hf-token"
         return SecretRef(self.name, "ssm", name, key=SSM_KEY)
 
+    def api_key_ref(self, service: str, stack: str) -> SecretRef:
+        """The generated API key: its own SecureString beside the secrets' parameter."""
+        name = f"/servestack/{service}/{digest(f'{service}/{stack}')}/api-key"
+        return SecretRef(self.name, "ssm", name, key=SSM_KEY)
+
     def stack_config(self, d: Deployment) -> dict[str, str]:
         return {"aws:region": d.region}
 

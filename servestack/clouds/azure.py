@@ -108,6 +108,10 @@ class Azure(Cloud):
         (`azure_vault_prefix`); the VMs learn it from the bootstrap each engine renders."""
         return SecretRef(self.name, "key-vault", "hf-token")
 
+    def api_key_ref(self, service: str, stack: str) -> SecretRef:
+        """The generated API key: a second secret in the stack's own Key Vault."""
+        return SecretRef(self.name, "key-vault", "api-key")
+
     def stack_config(self, d: Deployment) -> dict[str, str]:
         return {"azure-native:location": d.region}
 

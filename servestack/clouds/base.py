@@ -111,6 +111,10 @@ class Cloud:
         """Where the token is kept: one secret per service and stack."""
         raise NotImplementedError
 
+    def api_key_ref(self, service: str, stack: str) -> SecretRef:
+        """Where the generated API key is kept: one entry per service and stack."""
+        raise NotImplementedError
+
     def stack_config(self, d: Deployment) -> dict[str, str]:
         """The Pulumi provider's stack config keys for a deployment."""
         raise NotImplementedError

@@ -98,6 +98,11 @@ class Gcp(Cloud):
         name = f"servestack-{service}-{digest(f'{service}/{stack}')}-hf-token"
         return SecretRef(self.name, "secret-manager", name)
 
+    def api_key_ref(self, service: str, stack: str) -> SecretRef:
+        """The generated API key: its own secret beside the secrets' one."""
+        name = f"servestack-{service}-{digest(f'{service}/{stack}')}-api-key"
+        return SecretRef(self.name, "secret-manager", name)
+
     def stack_config(self, d: Deployment) -> dict[str, str]:
         config = {"gcp:region": d.region}
         if d.gcp_project:

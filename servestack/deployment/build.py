@@ -14,12 +14,19 @@ import re
 
 from servestack import clouds
 from servestack.deployment.model import (
+    DEFAULT_SCALE_TARGETS,
+    DOWNSCALE_DELAY_SECONDS,
     LISTENER_PORT,
+    SCALE_METRICS,
+    UPSCALE_DELAY_SECONDS,
     WORLD,
+    Autoscaling,
+    Choices,
     Deployment,
     HealthCheck,
     InstanceChoice,
     Readiness,
+    Tls,
 )
 from servestack.engine.interface import stack_name
 from servestack.errors import UserError
@@ -30,13 +37,13 @@ VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vl
 VLLM_HEALTH_PATH = "/health"
 SSH_PORT = 22
 DOCKER_PREFIX = "docker:"
+DEFAULT_CHOICES = Choices()
 # A Docker image reference: [registry[:port]/]path[:tag][@digest] (no spaces, no shell words).
 DOCKER_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}", re.IGNORECASE)
 
 
 def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate], *,
-                     model: str | None, allow_cidrs: tuple[str, ...] = (WORLD,),
-                     ssh_cidrs: tuple[str, ...] = (), gcp_project: str | None = None,
+                     model: str | None, choices: Choices = DEFAULT_CHOICES,
                      vllm_version: str = VLLM_VERSION, service_name: str | None = None,
                      stack: str | None = None) -> Deployment:
     """The deployment of `chosen` as stack `stack` (default: the deploy loop's stack name for
@@ -46,11 +53,9 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     policy = spec.service.replica_policy if spec.service else None
     probe = spec.service.readiness_probe if spec.service else None
     port = spec.port
-    min_replicas = max(policy.min_replicas, 1) if policy else 1
-    max_replicas = max(policy.max_replicas or min_replicas, min_replicas) if policy \
-        else min_replicas
+    min_replicas, max_replicas = _replica_range(policy)
     readiness = _readiness(probe)
-    lb_path = readiness.path if readiness.method == "GET" else VLLM_HEALTH_PATH
+    lb_path = _balancer_path(readiness, choices.api_key)
     cloud = clouds.get(chosen.cloud)
     disk_type = cloud.disk_types[spec.disk_tier]
     image_id = _image_for(spec.image_id, chosen.region)
@@ -72,8 +77,8 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         capacity_rebalance=chosen.use_spot,
         service_port=port,
         listener_port=LISTENER_PORT,
-        allow_cidrs=tuple(allow_cidrs),
-        ssh_cidrs=tuple(ssh_cidrs),
+        allow_cidrs=tuple(choices.allow_cidrs or (WORLD,)),
+        ssh_cidrs=tuple(choices.ssh_cidrs),
         health=HealthCheck(path=lb_path, port=port,
                            grace_period_seconds=readiness.initial_delay_seconds),
         readiness=readiness,
@@ -93,10 +98,74 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         run=spec.run,
         envs=dict(spec.envs),  # the spec's secrets are not among them: they go to `secret`
         secret=cloud.secret_ref(name, stack) if spec.secrets else None,
-        gcp_project=gcp_project,
+        gcp_project=choices.gcp_project,
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
         container_image=container,
+        api_key=cloud.api_key_ref(name, stack) if choices.api_key else None,
+        tls=Tls(domain=choices.domain, dns_zone=choices.dns_zone) if choices.domain else None,
+        autoscaling=_autoscaling(policy, choices, chosen.accelerator, min_replicas,
+                                 max_replicas),
+        dynamic_ondemand_fallback=bool(policy and chosen.use_spot
+                                       and policy.dynamic_ondemand_fallback),
     )
+
+
+def _replica_range(policy) -> tuple[int, int]:
+    """min and max replicas; SkyServe's num_overprovision replicas come on top of both (it
+    keeps that many beyond what the load asks for; a floor raised by as many is the closest a
+    cloud autoscaler comes)."""
+    if policy is None:
+        return 1, 1
+    low = max(policy.min_replicas, 1)
+    high = max(policy.max_replicas or low, low)
+    extra = policy.num_overprovision
+    return low + extra, high + extra
+
+
+def _balancer_path(readiness: Readiness, api_key: bool) -> str:
+    """What the load balancer probes: the readiness path when it needs no body and no key
+    (vLLM asks the key on every /v1 path; balancers cannot send it), else vLLM's /health."""
+    if readiness.method != "GET" or readiness.headers:
+        return VLLM_HEALTH_PATH
+    if api_key and readiness.path.startswith("/v1"):
+        return VLLM_HEALTH_PATH
+    return readiness.path
+
+
+def _autoscaling(policy, choices: Choices, accelerator: str, low: int,
+                 high: int) -> Autoscaling | None:
+    """The autoscaler the policy and the flags ask for; None for a fixed group."""
+    metric = choices.scale_metric
+    if policy is None or policy.fixed or high <= low:
+        if metric is not None:
+            raise UserError(f"--scale-metric {metric}: the spec's service has a fixed size; "
+                            "give replica_policy min_replicas < max_replicas and "
+                            "target_qps_per_replica to autoscale")
+        return None
+    metric = metric or "qps"
+    if metric not in SCALE_METRICS:
+        raise UserError(f"--scale-metric {metric!r}: expected one of {', '.join(SCALE_METRICS)}")
+    target = choices.scale_target
+    if target is None:
+        target = _qps_target(policy.target_qps_per_replica, accelerator) if metric == "qps" \
+            else DEFAULT_SCALE_TARGETS[metric]
+    up = policy.upscale_delay_seconds
+    down = policy.downscale_delay_seconds
+    return Autoscaling(
+        metric=metric, target=float(target),
+        upscale_delay_seconds=int(up) if up is not None else UPSCALE_DELAY_SECONDS,
+        downscale_delay_seconds=int(down) if down is not None else DOWNSCALE_DELAY_SECONDS)
+
+
+def _qps_target(value, accelerator: str) -> float:
+    """target_qps_per_replica: one number, or SkyServe's per-accelerator mapping."""
+    if not isinstance(value, dict):
+        return float(value)
+    for name, qps in value.items():
+        if str(name).split(":")[0].lower() == accelerator.lower():
+            return float(qps)
+    raise UserError(f"replica_policy.target_qps_per_replica names no rate for {accelerator} "
+                    f"(it has {', '.join(map(str, value))})")
 
 
 def service_slug(name: str) -> str:

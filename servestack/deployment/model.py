@@ -31,6 +31,19 @@ OUTPUT_GROUP_ID = "instance_group_id"
 OUTPUT_CANDIDATE = "candidate_id"
 OUTPUT_PRICE = "price_per_hour"
 OUTPUT_REPLICAS = "replicas"
+# The generated API key (a secret / sensitive output: the deploy loop's probe reads it in
+# memory) and where the secret store keeps it (not secret: `servestack endpoint` prints it).
+OUTPUT_API_KEY = "api_key"
+OUTPUT_API_KEY_REF = "api_key_secret"
+HTTPS_PORT = 443
+# SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
+UPSCALE_DELAY_SECONDS = 300
+DOWNSCALE_DELAY_SECONDS = 1200
+# What the autoscaler may track: the load balancer's requests per second per replica
+# (SkyServe's target_qps_per_replica), or vLLM's own gauges shipped from every replica to the
+# cloud's monitoring: requests waiting in its queue, and KV-cache usage in percent.
+SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
+DEFAULT_SCALE_TARGETS = {"vllm-waiting": 4.0, "vllm-kv-cache": 70.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +161,50 @@ class NetworkPlan:
         return _required(self, name)
 
 
+@dataclass(frozen=True)
+class Choices:
+    """The user's choices that shape a deployment besides the candidate (flags, or a generated
+    stack file's earlier choices): who may reach it, SSH, the API key, TLS, the scaling signal."""
+
+    allow_cidrs: tuple[str, ...] = ()  # empty: open to the world (behind the API key)
+    ssh_cidrs: tuple[str, ...] = ()  # empty: no SSH
+    gcp_project: str | None = None
+    api_key: bool = True  # False: --no-api-key, an endpoint anyone in allow_cidrs may call
+    domain: str | None = None  # --domain: HTTPS on it, HTTP redirected
+    dns_zone: str | None = None  # --dns-zone: where the stack writes the domain's records
+    scale_metric: str | None = None  # --scale-metric; None: "qps" when the policy autoscales
+    scale_target: float | None = None  # --scale-target; None: the spec's or the default
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """HTTPS on the service's domain, with HTTP redirected to it. `dns_zone` is where the
+    stack may write DNS records (AWS: the Route 53 hosted zone id, required there to validate
+    the ACM certificate; GCP: a Cloud DNS managed zone name; Azure: a DNS zone resource id);
+    None: the stack outputs the records the user creates."""
+
+    domain: str
+    dns_zone: str | None = None
+    port: int = HTTPS_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    """The group's autoscaler, bounded by the deployment's min and max replicas. `target` is
+    per replica, in the metric's unit: requests per second ("qps"), requests waiting
+    ("vllm-waiting"), or percent of the KV cache in use ("vllm-kv-cache")."""
+
+    metric: str
+    target: float
+    upscale_delay_seconds: int = UPSCALE_DELAY_SECONDS
+    downscale_delay_seconds: int = DOWNSCALE_DELAY_SECONDS
+
+    @property
+    def on_load_balancer(self) -> bool:
+        """Whether the signal is the load balancer's request rate (else vLLM's metrics)."""
+        return self.metric == "qps"
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     service: str
@@ -191,6 +248,14 @@ class Deployment:
     # image_id: docker:IMAGE (SkyPilot's form): the bootstrap runs setup/run (or the default
     # vLLM command) in this container on the cloud's default GPU image; None: on the VM itself.
     container_image: str | None = None
+    # The generated API key's secret-store entry: vLLM requires the key (VLLM_API_KEY); None
+    # when the user chose an open endpoint (--no-api-key).
+    api_key: SecretRef | None = None
+    tls: Tls | None = None  # None: plain HTTP on listener_port
+    autoscaling: Autoscaling | None = None  # None: a fixed group of desired_replicas
+    # replica_policy.dynamic_ondemand_fallback: on-demand replicas stand in while spot
+    # capacity is short, and leave when it returns.
+    dynamic_ondemand_fallback: bool = False
 
     @property
     def primary(self) -> InstanceChoice:
@@ -202,6 +267,17 @@ class Deployment:
         if self.secret is None:
             raise ValueError(f"deployment {self.candidate_id} has no token secret")
         return self.secret
+
+    @property
+    def api_key_secret(self) -> SecretRef:
+        """Where the API key is kept; only asked of a deployment that has one."""
+        if self.api_key is None:
+            raise ValueError(f"deployment {self.candidate_id} has no API key")
+        return self.api_key
+
+    @property
+    def endpoint_scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def ssh_nat_range(self) -> tuple[int, int]:
@@ -240,8 +316,11 @@ class Deployment:
         for key, kind in (("health", HealthCheck), ("readiness", Readiness),
                           ("image", ImageRef), ("network", NetworkPlan)):
             values[key] = kind(**_checked(kind, values[key], key))
-        values["secret"] = SecretRef(**_checked(SecretRef, values["secret"], "secret")) \
-            if values["secret"] else None
+        optional: tuple[tuple[str, type], ...] = (
+            ("secret", SecretRef), ("api_key", SecretRef), ("tls", Tls),
+            ("autoscaling", Autoscaling))
+        for key, part in optional:
+            values[key] = part(**_checked(part, values[key], key)) if values[key] else None
         return cls(**values)
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from servestack import clouds
 from servestack.deployment.build import build_deployment, service_slug
-from servestack.deployment.model import WORLD, Deployment
+from servestack.deployment.model import Choices, Deployment
 from servestack.errors import UserError
 from servestack.inputs import Inputs
 from servestack.planner import Candidate, Plan
@@ -40,26 +40,22 @@ def choose(plan: Plan, rank: int | None = None, pick: str | None = None) -> Cand
 
 
 def chosen_deployment(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None,
-                      allow_cidrs: Sequence[str], ssh_cidrs: Sequence[str],
-                      gcp_project: str | None, stack: str | None = None
+                      choices: Choices, stack: str | None = None
                       ) -> tuple[Candidate, Deployment]:
     """The candidate the user picked and its deployment model, built as stack `stack`
     (default: the service's name); both engines start here."""
     chosen = choose(plan, rank, pick)
     deployment = build_deployment(
         inputs.spec, chosen, plan.candidates, model=inputs.model,
-        allow_cidrs=tuple(allow_cidrs or [WORLD]), ssh_cidrs=tuple(ssh_cidrs),
-        gcp_project=gcp_project,
+        choices=choices,
         stack=stack or service_slug(inputs.spec.name or "servestack"))
     return chosen, deployment
 
 
 def generate(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None, stack: str | None,
-             stacks_dir: str, allow_cidrs: Sequence[str], ssh_cidrs: Sequence[str],
-             gcp_project: str | None) -> Generated:
+             stacks_dir: str, choices: Choices) -> Generated:
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
-                                           allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,
-                                           gcp_project=gcp_project, stack=stack)
+                                           choices=choices, stack=stack)
     name = deployment.stack
     config = stack_config(deployment, chosen, plan.candidates, inputs.spec.file,
                           inputs.spec.secrets)

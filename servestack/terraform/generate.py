@@ -12,10 +12,10 @@ it is passed at apply time as TF_VAR_hf_token.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 from servestack import clouds
+from servestack.deployment.model import Choices
 from servestack.inputs import Inputs
 from servestack.planner import Plan
 from servestack.pulumi.generate import Generated, chosen_deployment, written
@@ -41,8 +41,8 @@ def dump(document: dict) -> str:
 
 
 def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str | None,
-                       stack: str | None, stacks_dir: str, allow_cidrs: Sequence[str],
-                       ssh_cidrs: Sequence[str], gcp_project: str | None) -> Generated:
+                       stack: str | None, stacks_dir: str,
+                       choices: Choices) -> Generated:
     """Plan -> candidate -> Deployment -> stacks/<name>/main.tf.json + terraform.tfvars.json.
 
     The arguments are those of `servestack.pulumi.generate.generate`, so the CLI can dispatch on
@@ -50,8 +50,7 @@ def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: st
     from servestack.fsutil import write_atomic
 
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
-                                           allow_cidrs=allow_cidrs, ssh_cidrs=ssh_cidrs,
-                                           gcp_project=gcp_project, stack=stack)
+                                           choices=choices, stack=stack)
     name = deployment.stack
     directory = stack_dir(stacks_dir, name)
     write_atomic(directory / ".gitignore", GITIGNORE)

@@ -14,6 +14,7 @@ from servestack.cli.options import DeployRequest
 from servestack.deploy.journal import Journal
 from servestack.deploy.lock import ServiceLock
 from servestack.deploy.loop import Fallback
+from servestack.deployment.model import Choices
 from servestack.inputs import load_inputs
 from servestack.pulumi.generate import generate
 from tests.fakes import (
@@ -142,7 +143,7 @@ def test_deploy_a_generated_stack_starts_with_its_candidate(world_factory, tmp_p
     inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     chosen = PLAN.candidates[5]
     generate(inputs, PLAN, rank=None, pick=chosen.id, stack="prod", stacks_dir=str(tmp_path),
-             allow_cidrs=["203.0.113.0/24"], ssh_cidrs=[], gcp_project=None)
+             choices=Choices(allow_cidrs=("203.0.113.0/24",)))
     world = world_factory()
     assert world.run("deploy", "prod", "--stacks-dir", str(tmp_path), "--json") == 0
     report = json.loads(capsys.readouterr().out)

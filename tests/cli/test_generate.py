@@ -45,7 +45,8 @@ def test_generate_writes_the_same_stack_file_twice_and_keeps_user_secrets(run_cl
     other = (tmp_path / "stacks" / "Pulumi.mix2.yaml").read_text().splitlines()
     changed = [(a, b) for a, b in zip(text.splitlines(), other, strict=True) if a != b]
     assert [a.strip() for a, _ in changed][:1] == ["stack: mix"]
-    assert all(b == a.replace(": mix", ": mix2") or a.endswith("/hf-token") for a, b in changed)
+    assert all(b == a.replace(": mix", ": mix2") or a.endswith(("/hf-token", "/api-key"))
+               for a, b in changed)
     assert not list((tmp_path / "stacks").glob(".*.tmp"))
 
 

@@ -13,7 +13,7 @@ import pytest
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment, InstanceChoice
+from servestack.deployment.model import Choices, Deployment, InstanceChoice
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 from tests.fakes import FROZEN_CATALOG
@@ -389,7 +389,8 @@ def test_two_services_and_two_stacks_of_one_spec_share_no_name():
     for service, stack in (("servestack", "blue"), ("servestack", "green"), ("other", "blue")):
         d = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
                              model=inputs.model, service_name=service, stack=stack,
-                             ssh_cidrs=("203.0.113.0/24",), allow_cidrs=("198.51.100.0/24",))
+                             choices=Choices(ssh_cidrs=("203.0.113.0/24",),
+                                             allow_cidrs=("198.51.100.0/24",)))
         for found in set(physical_names(run(d))):
             assert found not in names, f"{found}: {names.get(found)} and {(service, stack)}"
             names[found] = (service, stack)

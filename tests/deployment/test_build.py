@@ -11,7 +11,7 @@ from servestack.catalog import azure_zones
 
 from servestack import clouds, planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment, ImageRef
+from servestack.deployment.model import Choices, Deployment, ImageRef
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from tests.fakes import FROZEN_CATALOG
@@ -33,7 +33,7 @@ def deployment(cloud: str, spot: bool = False, **spec_changes) -> Deployment:
     inputs, candidates = planned(cloud, spot)
     spec = replace(inputs.spec, **spec_changes)
     return build_deployment(spec, candidates[0], candidates, model=inputs.model,
-                            ssh_cidrs=("203.0.113.0/24",))
+                            choices=Choices(ssh_cidrs=("203.0.113.0/24",)))
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])

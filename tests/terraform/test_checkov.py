@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from servestack.deployment.build import build_deployment
+from servestack.deployment.model import Choices
 from servestack.inputs import load_inputs
 from servestack.planner import Options, plan
 from servestack.terraform import render
@@ -50,8 +51,9 @@ def variants(cloud: str) -> list:
         result = plan(inputs.spec, inputs.catalog, inputs.facts,
                       Options(cloud=cloud, spot=spot), model=inputs.model)
         d = build_deployment(inputs.spec, result.candidates[0], result.candidates,
-                             model=inputs.model, ssh_cidrs=("203.0.113.0/24",),
-                             allow_cidrs=("198.51.100.0/24",))
+                             model=inputs.model,
+                             choices=Choices(ssh_cidrs=("203.0.113.0/24",),
+                                             allow_cidrs=("198.51.100.0/24",)))
         found.append(replace(d, gcp_project="acme-prod") if cloud == "gcp" else d)
     return found
 

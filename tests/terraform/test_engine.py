@@ -17,7 +17,7 @@ from servestack.components import aws as pulumi_aws_probes
 from servestack import planner
 from servestack.deploy.failures import classify
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Choices, Deployment
 from servestack.engine import Capabilities, Identity, Leftover, QuotaLimit, stack_ref
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import record
@@ -315,7 +315,7 @@ def test_generate_terraform_writes_both_files_without_secrets(tmp_path):
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="gcp"), model=inputs.model)
     options = {"rank": None, "pick": None, "stack": "demo", "stacks_dir": str(tmp_path),
-               "allow_cidrs": [], "ssh_cidrs": [], "gcp_project": "my-project"}
+               "choices": Choices(gcp_project="my-project")}
     first = generate_terraform(inputs, plan, **options)
     texts = {name: (tmp_path / "demo" / name).read_bytes() for name in (MAIN_FILE, VARS_FILE)}
     again = generate_terraform(inputs, plan, **options)

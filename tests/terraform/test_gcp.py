@@ -17,7 +17,7 @@ from pathlib import Path
 
 from servestack import planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Choices, Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import render
 from tests.fakes import FROZEN_CATALOG
@@ -43,8 +43,8 @@ def deployment(spot: bool = False, service: str | None = None,
                stack: str | None = None) -> Deployment:
     inputs, candidates = plan(spot)
     return build_deployment(inputs.spec, candidates[0], candidates, model=inputs.model,
-                            service_name=service, stack=stack, allow_cidrs=CLIENTS,
-                            ssh_cidrs=SSH_FROM)
+                            service_name=service, stack=stack,
+                            choices=Choices(allow_cidrs=CLIENTS, ssh_cidrs=SSH_FROM))
 
 
 def variants() -> list[Deployment]:

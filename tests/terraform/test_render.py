@@ -24,7 +24,7 @@ import pytest
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Choices, Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, renderer, template, tfvars
 from tests.fakes import FROZEN_CATALOG
@@ -42,8 +42,9 @@ def planned(cloud: str, spot: bool, ssh: bool = False) -> Deployment:
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud=cloud, spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model,
-                            ssh_cidrs=("203.0.113.0/24", "2001:db8::/32") if ssh else (),
-                            allow_cidrs=("198.51.100.0/24",) if ssh else ("0.0.0.0/0",))
+                            choices=Choices(
+                                ssh_cidrs=("203.0.113.0/24", "2001:db8::/32") if ssh else (),
+                                allow_cidrs=("198.51.100.0/24",) if ssh else ("0.0.0.0/0",)))
 
 
 def resources(doc: dict, kind: str) -> dict:
