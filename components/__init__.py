@@ -26,6 +26,8 @@ class ServiceOutputs:
     endpoint: Any  # pulumi.Output[str]: http://<load balancer address>:<listener port>
     group_name: Any  # pulumi.Output[str]: ASG name / MIG name / VMSS name
     group_id: Any  # pulumi.Output[str]
+    api_key: Any = None  # pulumi.Output[str], a secret: the generated key (None: no key)
+    api_key_ref: Any = None  # pulumi.Output[str]: where the secret store keeps it
 
 
 def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> ServiceOutputs:
@@ -33,4 +35,5 @@ def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> Se
     module = import_module(f"servestack.components.{deployment.cloud}")
     service = module.Service(name, deployment, hf_token=hf_token)
     return ServiceOutputs(endpoint=service.endpoint, group_name=service.group_name,
-                          group_id=service.group_id)
+                          group_id=service.group_id, api_key=getattr(service, "api_key", None),
+                          api_key_ref=getattr(service, "api_key_ref", None))

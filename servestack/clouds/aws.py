@@ -87,6 +87,7 @@ class Aws(Cloud):
         name="Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
         architecture="x86_64")
     network = NetworkPlan()  # the account's default VPC
+    metrics_namespace = "Servestack/vLLM"
     # Instances are InService once launched (the grace period covers the model load), so
     # this bounds the wait for GPU capacity only: on timeout the apply fails and the loop
     # falls back instead of waiting on a sold-out instance type.

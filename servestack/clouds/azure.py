@@ -82,6 +82,8 @@ class Azure(Cloud):
     default_image = ImageRef(kind="lookup", publisher="microsoft-dsvm", offer="ubuntu-hpc",
                              sku="2204", version="latest")
     network = NetworkPlan(vnet="10.50.0.0/16", subnet="10.50.0.0/24")
+    metrics_namespace = "servestack/vllm"
+    balancer_counts_requests = False  # a Standard LB is L4: bytes, packets, SYNs
     # The scale set fails the apply itself when it gets no capacity: no extra wait.
     capacity_timeout = None
     admin_user = ADMIN_USER

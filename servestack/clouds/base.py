@@ -82,6 +82,13 @@ class Cloud:
     disk_types: ClassVar[dict[str, str]]
     default_image: ClassVar[ImageRef]
     network: ClassVar[NetworkPlan]
+    # Where the replicas publish vLLM's gauges (servestack.deployment.model.SHIPPED_METRICS):
+    # the CloudWatch namespace, the Cloud Monitoring metric-type prefix, the Azure Monitor
+    # custom-metric namespace.
+    metrics_namespace: ClassVar[str]
+    # Whether the load balancer counts requests per replica (AWS ALB, GCP's managed L7); if
+    # not (Azure's L4 balancer), the replicas ship their request rate for "qps" scaling too.
+    balancer_counts_requests: ClassVar[bool] = True
     # How long an apply waits for the group's capacity (None: it does not wait).
     capacity_timeout: ClassVar[str | None] = None
     admin_user: ClassVar[str | None] = None  # VMs' admin user, where the API needs one
@@ -110,6 +117,14 @@ class Cloud:
     def secret_ref(self, service: str, stack: str) -> SecretRef:
         """Where the token is kept: one secret per service and stack."""
         raise NotImplementedError
+
+    def shipped_metric(self, d: Deployment) -> str | None:
+        """The gauge the replicas publish for the autoscaler, or None when it reads the
+        load balancer (or nothing scales)."""
+        scaling = d.autoscaling
+        if scaling is None or (scaling.on_load_balancer and self.balancer_counts_requests):
+            return None
+        return scaling.shipped_metric
 
     def api_key_ref(self, service: str, stack: str) -> SecretRef:
         """Where the generated API key is kept: one entry per service and stack."""

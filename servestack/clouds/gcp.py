@@ -89,6 +89,7 @@ class Gcp(Cloud):
     # A VPC has no range of its own: a subnet for the VMs and the proxy-only subnet its
     # regional load balancer needs (Google recommends a /23).
     network = NetworkPlan(subnet="10.64.0.0/20", proxy_subnet="10.64.16.0/23")
+    metrics_namespace = "custom.googleapis.com/servestack/"
     # The MIG does not hold the apply for its VMs (the deploy loop polls readiness).
     capacity_timeout = None
     failure_rules = RULES

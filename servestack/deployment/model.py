@@ -44,6 +44,12 @@ DOWNSCALE_DELAY_SECONDS = 1200
 # cloud's monitoring: requests waiting in its queue, and KV-cache usage in percent.
 SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
 DEFAULT_SCALE_TARGETS = {"vllm-waiting": 4.0, "vllm-kv-cache": 70.0}
+# The per-replica gauges the bootstrap's metrics shipper publishes to the cloud's monitoring
+# (every 60 s, from vLLM's /metrics), by the metric that reads them. "qps" is shipped only on
+# clouds whose load balancer counts no requests (Azure's Standard LB: bytes, packets, SYNs).
+SHIPPED_METRICS = {"vllm-waiting": "requests_waiting",  # vllm:num_requests_waiting
+                   "vllm-kv-cache": "kv_cache_usage_percent",  # vllm:kv_cache_usage_perc x 100
+                   "qps": "requests_per_second"}  # rate of vLLM's /v1 http_requests_total
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +209,11 @@ class Autoscaling:
     def on_load_balancer(self) -> bool:
         """Whether the signal is the load balancer's request rate (else vLLM's metrics)."""
         return self.metric == "qps"
+
+    @property
+    def shipped_metric(self) -> str:
+        """The metric's name as the replicas publish it (when they do)."""
+        return SHIPPED_METRICS[self.metric]
 
 
 @dataclass(frozen=True, slots=True)

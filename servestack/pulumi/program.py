@@ -18,6 +18,8 @@ import pulumi
 
 from servestack.components import build_service
 from servestack.deployment.model import (
+    OUTPUT_API_KEY,
+    OUTPUT_API_KEY_REF,
     OUTPUT_CANDIDATE,
     OUTPUT_ENDPOINT,
     OUTPUT_GROUP_ID,
@@ -41,6 +43,9 @@ def main(secrets: str | None = None) -> None:
     pulumi.export(OUTPUT_CANDIDATE, deployment.candidate_id)
     pulumi.export(OUTPUT_PRICE, deployment.primary.price_per_hour)
     pulumi.export(OUTPUT_REPLICAS, deployment.desired_replicas)
+    if outputs.api_key is not None:
+        pulumi.export(OUTPUT_API_KEY, pulumi.Output.secret(outputs.api_key))
+        pulumi.export(OUTPUT_API_KEY_REF, outputs.api_key_ref)
 
 
 def _secrets(config: pulumi.Config, given: str | None) -> pulumi.Output[str] | None:

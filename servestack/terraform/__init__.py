@@ -23,6 +23,8 @@ from importlib import import_module
 from typing import Any
 
 from servestack.deployment.model import (
+    OUTPUT_API_KEY,
+    OUTPUT_API_KEY_REF,
     OUTPUT_CANDIDATE,
     OUTPUT_ENDPOINT,
     OUTPUT_GROUP_ID,
@@ -50,12 +52,41 @@ def template(*parts: str) -> Ref:
     return Ref("".join(p if isinstance(p, Ref) else escape(p) for p in parts))
 
 
-def service_outputs(d: Deployment, address: str, group: str) -> dict[str, Any]:
+# The generated API key: two random UUIDs (v4, 122 random bits each) drawn at the first apply,
+# then kept: `ignore_changes` stops uuid()'s new value at every later plan from replacing it.
+# terraform_data is built into Terraform (no provider to download, so the offline AWS mirror
+# suffices); the value is in the state, like every secret a Terraform resource generates, and
+# only leaves it as a sensitive output. uuid() is unknown until apply, so no plan shows it.
+API_KEY_RESOURCE = "terraform_data.api_key"
+API_KEY = f"sensitive({API_KEY_RESOURCE}.output)"
+
+
+def api_key_resources() -> dict[str, Any]:
+    """The resource block that draws the key (merge it under "resource")."""
+    return {"terraform_data": {"api_key": {
+        "input": expr('replace(join("", [uuid(), uuid()]), "-", "")'),
+        "lifecycle": {"ignore_changes": ["input"]}}}}
+
+
+def service_outputs(d: Deployment, address: str, group: str,
+                    api_key_ref: str | None = None) -> dict[str, Any]:
     """The outputs every cloud exports, as the Pulumi program does: `address` is the
-    expression of the load balancer's address, `group` the instance group's resource."""
+    expression of the load balancer's address (or the domain's name, with TLS), `group` the
+    instance group's resource, `api_key_ref` the expression naming where the key is kept."""
+    outputs = _common_outputs(d, address, group)
+    if d.api_key is not None and api_key_ref is not None:
+        outputs[OUTPUT_API_KEY] = {"value": expr(API_KEY), "sensitive": True,
+                                   "description": "the API key vLLM requires (Bearer token)"}
+        outputs[OUTPUT_API_KEY_REF] = {"value": expr(api_key_ref),
+                                       "description": "where the secret store keeps the key"}
+    return outputs
+
+
+def _common_outputs(d: Deployment, address: str, group: str) -> dict[str, Any]:
+    url = template("https://", d.tls.domain) if d.tls else \
+        template("http://", expr(address), f":{d.listener_port}")
     return {
-        OUTPUT_ENDPOINT: {"value": template("http://", expr(address), f":{d.listener_port}"),
-                     "description": "the service's URL (the load balancer)"},
+        OUTPUT_ENDPOINT: {"value": url, "description": "the service's URL"},
         OUTPUT_GROUP_NAME: {"value": expr(f"{group}.name")},
         OUTPUT_GROUP_ID: {"value": expr(f"{group}.id")},
         OUTPUT_CANDIDATE: {"value": d.candidate_id},
