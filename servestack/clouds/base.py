@@ -118,6 +118,10 @@ class Cloud:
         """Where the token is kept: one secret per service and stack."""
         raise NotImplementedError
 
+    def check(self, d: Deployment) -> None:
+        """Refuse (UserError) a deployment this cloud cannot build as asked, e.g. a domain
+        without the DNS zone its certificate needs. Called once the deployment is built."""
+
     def shipped_metric(self, d: Deployment) -> str | None:
         """The gauge the replicas publish for the autoscaler, or None when it reads the
         load balancer (or nothing scales)."""

@@ -60,7 +60,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     disk_type = cloud.disk_types[spec.disk_tier]
     image_id = _image_for(spec.image_id, chosen.region)
     container = _container_image(image_id)
-    return Deployment(
+    deployment = Deployment(
         service=name,
         stack=stack,
         candidate_id=chosen.id,
@@ -108,6 +108,8 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         dynamic_ondemand_fallback=bool(policy and chosen.use_spot
                                        and policy.dynamic_ondemand_fallback),
     )
+    cloud.check(deployment)
+    return deployment
 
 
 def _replica_range(policy) -> tuple[int, int]:
