@@ -314,7 +314,7 @@ def add_deployment_options(parser: argparse.ArgumentParser) -> None:
                         "requests per replica, SkyServe's rule); vllm-waiting / vllm-kv-cache: "
                         "vLLM's queue or KV-cache use, shipped to the cloud's monitoring")
     parser.add_argument("--scale-target", type=positive_number, metavar="X",
-                        help="the per-replica target of --scale-metric (default 4 requests "
+                        help="the per-replica target of --scale-metric (default 5 requests "
                         "waiting, 70 percent KV cache)")
 
 

@@ -43,7 +43,8 @@ DOWNSCALE_DELAY_SECONDS = 1200
 # (SkyServe's target_qps_per_replica), or vLLM's own gauges shipped from every replica to the
 # cloud's monitoring: requests waiting in its queue, and KV-cache usage in percent.
 SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
-DEFAULT_SCALE_TARGETS = {"vllm-waiting": 4.0, "vllm-kv-cache": 70.0}
+# vllm-waiting: vLLM production-stack's KEDA threshold (5 waiting requests per replica).
+DEFAULT_SCALE_TARGETS = {"vllm-waiting": 5.0, "vllm-kv-cache": 70.0}
 # The per-replica gauges the bootstrap's metrics shipper publishes to the cloud's monitoring
 # (every 60 s, from vLLM's /metrics), by the metric that reads them. "qps" is shipped only on
 # clouds whose load balancer counts no requests (Azure's Standard LB: bytes, packets, SYNs).
