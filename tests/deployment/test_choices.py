@@ -32,7 +32,7 @@ service:
 {policy}
 run: vllm serve mistralai/Mixtral-8x7B-Instruct-v0.1 --tensor-parallel-size 2
 """
-OPEN_DEFAULTS = Choices()
+DEFAULT_CHOICES = Choices()
 AUTOSCALING = """\
     min_replicas: 1
     max_replicas: 4
@@ -41,7 +41,7 @@ AUTOSCALING = """\
 
 
 def built(tmp_path: Path, *, policy: str = AUTOSCALING, spot: bool = False,
-          probe: str = "/v1/models", choices: Choices = OPEN_DEFAULTS,
+          probe: str = "/v1/models", choices: Choices = DEFAULT_CHOICES,
           cloud: str = "aws") -> Deployment:
     path = tmp_path / "serve.yaml"
     path.write_text(SPEC.format(policy=policy, spot=str(spot).lower(), probe=probe))
