@@ -32,31 +32,45 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 from servestack.components import TYPE_PREFIX
+from servestack.components.apikey import ApiKey
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
+    ALB_MIN_ZONES,
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    AZ_FILTER,
+    AZ_STATE,
     CLOUD,
+    DEFAULT_ROUTE,
     GROUP_STATES,
     LIVE_STATES,
     QUOTA_CODES,
+    VALIDATION_TTL,
+    alb_client_ports,
     aws_distribution,
     aws_health_check,
+    aws_https_listener,
+    aws_https_redirect,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
     aws_name,
     aws_name_prefix,
+    aws_network_interface,
     aws_root_ebs,
     aws_tags,
     aws_target_group,
     ec2_trust_policy,
+    extra_alb_zones,
+    public_ssh,
     read_token_policy,
-    subnet_zone_filter,
+    ssm_core_policy_arn,
+    subnet_cidr,
+    zone_keys,
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
-from servestack.deployment.model import WORLD, Deployment
+from servestack.deployment.model import WORLD, Deployment, SecretRef
 from servestack.planner import Candidate
 
 # ALB and target group names are at most 32 characters; Pulumi appends "-" and 7 characters
@@ -89,61 +103,127 @@ def _split_cidrs(cidrs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @dataclass
-class Network:
-    vpc_id: pulumi.Output[str]
-    vpc_cidr: pulumi.Output[str]
-    lb_subnet_ids: pulumi.Output[list[str]]
-    group_subnet_ids: pulumi.Output[list[str]]
+class NetworkArgs:
+    deployment: Deployment
+    region_zones: pulumi.Output[list[str]] | None  # the region's other AZs, when needed
 
 
-def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
-    """The default VPC; the group's subnets are the deployment's zones (AZ IDs, or the zone
-    name a spec pinned: `subnet_zone_filter`).
+class Network(pulumi.ComponentResource):
+    """The stack's own VPC, so no GPU VM needs a public address.
 
-    An ALB needs subnets in two AZs or more: with one pinned zone (AWS spot candidates are
-    per zone) it spans every default subnet of the region while the group stays in the zone.
+    Public subnets (the ALB's; an ALB needs two AZs or more, so a group pinned to one zone
+    adds one of the region's other AZs) route to an internet gateway. The group's private
+    subnets, one per deployment zone, route to the internet (model and package downloads,
+    the SSM agent) through one NAT gateway with its Elastic IP. With --ssh-cidr (the user's
+    choice) the VMs sit in the public subnets with public addresses and no NAT is made.
+
+    One NAT gateway, not one per AZ: each costs about 32 $/month plus 0.045 $/GB, and the
+    VMs use it only to download the model and packages and to reach SSM; if its AZ fails the
+    running replicas keep serving (inbound traffic comes through the ALB) and only new VMs in
+    the other zones cannot download until it is back.
     """
-    opts = pulumi.InvokeOutputOptions(parent=parent)
-    vpc = aws.ec2.get_vpc_output(default=True, opts=opts)
 
-    def subnets(zones: tuple[str, ...]) -> pulumi.Output[list[str]]:
-        def filters(vpc_id: str) -> list[aws.ec2.GetSubnetsFilterArgs]:
-            found = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
-                     aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
-            if zones:
-                found.append(aws.ec2.GetSubnetsFilterArgs(
-                    **subnet_zone_filter(deployment.region, zones)))
-            return found
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Network"), name, None, opts)
+        d = args.deployment
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc", cidr_block=d.network.range_of("vnet"), enable_dns_support=True,
+            enable_dns_hostnames=True, tags=_named(d, aws_name(d, "vpc")), opts=_child(self))
+        # No rule on the VPC's default group: nothing here uses it, and nothing may by mistake.
+        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=self.vpc.id,
+                                     tags=_named(d, aws_name(d, "default")), opts=_child(self))
+        self.gateway = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=self.vpc.id, tags=_named(d, aws_name(d, "igw")),
+            opts=_child(self))
+        zones = _subnet_zones(d, args.region_zones)
+        self.public = self._subnets(name, d, "public", zones)
+        self.public_routes = self._routes(name, d, "public", self.public,
+                                          gateway_id=self.gateway.id)
+        self.lb_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(
+            *[s.id for s in self.public])
+        group_zones = len(d.zones) or len(zones)
+        if public_ssh(d):
+            self.group_subnets = self.public[:group_zones]
+            self.egress: list[pulumi.Resource] = [*self.public_routes, self.gateway]
+        else:
+            self.group_subnets = self._subnets(name, d, "private", zones[:group_zones])
+            self.egress = self._nat(name, d)
+        self.group_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(
+            *[s.id for s in self.group_subnets])
+        self.register_outputs({"vpcId": self.vpc.id, "lbSubnetIds": self.lb_subnet_ids,
+                               "groupSubnetIds": self.group_subnet_ids})
 
-        return aws.ec2.get_subnets_output(filters=vpc.id.apply(filters), opts=opts).ids
+    def _subnets(self, name: str, d: Deployment, tier: str,
+                 zones: list[pulumi.Input[str]]) -> list[aws.ec2.Subnet]:
+        key = zone_keys(d.region, d.zones).subnet_arg
+        return [aws.ec2.Subnet(
+            f"{name}-{tier}-{i}", vpc_id=self.vpc.id, cidr_block=subnet_cidr(d, tier, i),
+            **{key: zone}, map_public_ip_on_launch=False,
+            tags=_named(d, aws_name(d, f"{tier}-{i}")), opts=_child(self))
+            for i, zone in enumerate(zones)]
 
-    in_zones = subnets(deployment.zones)
-    region_wide = in_zones if len(deployment.zones) != 1 else subnets(())
-    group = in_zones.apply(
-        lambda ids: _at_least(ids, 1, f"default subnet in zones {list(deployment.zones)}"))
-    lb = region_wide.apply(
-        lambda ids: _at_least(ids, 2, "default subnets (in distinct AZs) for the ALB"))
-    return Network(vpc_id=vpc.id, vpc_cidr=vpc.cidr_block, lb_subnet_ids=lb,
-                   group_subnet_ids=group)
+    def _routes(self, name: str, d: Deployment, tier: str, subnets: list[aws.ec2.Subnet],
+                **target: pulumi.Input[str]) -> list[pulumi.Resource]:
+        """A route table whose default route goes to `target`, and its subnets' associations."""
+        table = aws.ec2.RouteTable(f"{name}-{tier}-rt", vpc_id=self.vpc.id,
+                                   tags=_named(d, aws_name(d, f"{tier}-rt")), opts=_child(self))
+        route = aws.ec2.Route(f"{name}-{tier}-default", route_table_id=table.id,
+                              destination_cidr_block=DEFAULT_ROUTE, **target, opts=_child(self))
+        links = [aws.ec2.RouteTableAssociation(
+            f"{name}-{tier}-rt-{i}", subnet_id=subnet.id, route_table_id=table.id,
+            opts=_child(self)) for i, subnet in enumerate(subnets)]
+        return [table, route, *links]
+
+    def _nat(self, name: str, d: Deployment) -> list[pulumi.Resource]:
+        """The NAT gateway in the first public subnet. Its Elastic IP and itself need the
+        internet gateway attached first (and on destroy go before it is detached)."""
+        after_gateway = _child(self, depends_on=[self.gateway])
+        address = aws.ec2.Eip(f"{name}-nat-ip", domain="vpc",
+                              tags=_named(d, aws_name(d, "nat")), opts=after_gateway)
+        nat = aws.ec2.NatGateway(
+            f"{name}-nat", allocation_id=address.id, subnet_id=self.public[0].id,
+            connectivity_type="public", tags=_named(d, aws_name(d, "nat")), opts=after_gateway)
+        return self._routes(name, d, "private", self.group_subnets, nat_gateway_id=nat.id)
 
 
-def _at_least(ids: list[str] | None, count: int, what: str) -> list[str]:
-    if len(ids or []) < count:
-        raise ValueError(f"the default VPC has fewer than {count} {what}: found {ids or []}; "
-                         "create the default VPC (`aws ec2 create-default-vpc`) or its "
-                         "default subnets (`aws ec2 create-default-subnet`)")
-    return sorted(ids or [])
+def _subnet_zones(d: Deployment, others: pulumi.Output[list[str]] | None
+                  ) -> list[pulumi.Input[str]]:
+    """The public subnets' zones: the deployment's, then as many of the region's others as the
+    ALB needs to span two AZs."""
+    extra = extra_alb_zones(d)
+    zones: list[pulumi.Input[str]] = list(d.zones)
+    if extra and others is not None:
+        zones += [others.apply(lambda found, i=i: _nth_zone(found, i, d)) for i in range(extra)]
+    return zones
+
+
+def _nth_zone(found: list[str] | None, index: int, d: Deployment) -> str:
+    if len(found or []) <= index:
+        raise ValueError(f"{d.region} lists {len(found or [])} other available AZs "
+                         f"(beside {list(d.zones)}); the load balancer needs "
+                         f"{ALB_MIN_ZONES} AZs")
+    return (found or [])[index]
+
+
+def region_zones(d: Deployment, parent: pulumi.Resource) -> pulumi.Output[list[str]] | None:
+    """The region's standard AZs other than the deployment's, when the ALB needs some."""
+    if not extra_alb_zones(d):
+        return None
+    keys = zone_keys(d.region, d.zones)
+    found = aws.get_availability_zones_output(
+        state=AZ_STATE, filters=[aws.GetAvailabilityZonesFilterArgs(**AZ_FILTER)],
+        **{keys.exclude_arg: list(d.zones)}, opts=pulumi.InvokeOutputOptions(parent=parent))
+    return getattr(found, keys.listed)
 
 
 @dataclass
 class FirewallArgs:
     deployment: Deployment
     vpc_id: pulumi.Input[str]
-    vpc_cidr: pulumi.Input[str]
 
 
 class Firewall(pulumi.ComponentResource):
-    """Two security groups: internet -> ALB listener, ALB -> instances' service port."""
+    """Two security groups: internet -> ALB listener(s), ALB -> instances' service port."""
 
     def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("Firewall"), name, None, opts)
@@ -152,11 +232,12 @@ class Firewall(pulumi.ComponentResource):
             f"{name}-alb", name_prefix=aws_name_prefix(d, "alb"), vpc_id=args.vpc_id,
             description=f"servestack {d.service}: load balancer listener",
             ingress=[aws.ec2.SecurityGroupIngressArgs(
-                protocol="tcp", from_port=d.listener_port, to_port=d.listener_port,
-                description="clients to the listener", **_split_cidrs(d.allow_cidrs))],
+                protocol="tcp", from_port=port, to_port=port,
+                description="clients to the listener", **_split_cidrs(d.allow_cidrs))
+                for port in alb_client_ports(d)],
             egress=[aws.ec2.SecurityGroupEgressArgs(
                 protocol="tcp", from_port=d.service_port, to_port=d.service_port,
-                cidr_blocks=[args.vpc_cidr], description="ALB to the instances")],
+                cidr_blocks=[d.network.range_of("vnet")], description="ALB to the instances")],
             tags=_named(d, aws_name(d, "alb")), opts=_child(self))
         ingress = [aws.ec2.SecurityGroupIngressArgs(
             protocol="tcp", from_port=d.service_port, to_port=d.service_port,
@@ -183,10 +264,12 @@ class LoadBalancerArgs:
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
+    ready_first: list[pulumi.Resource]  # an internet-facing ALB needs the internet gateway
 
 
 class LoadBalancer(pulumi.ComponentResource):
-    """ALB -> listener -> target group that probes the deployment's health path."""
+    """ALB -> listener -> target group that probes the deployment's health path; with TLS the
+    HTTP listener redirects to an HTTPS one (`Https`)."""
 
     def __init__(self, name: str, args: LoadBalancerArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -196,21 +279,75 @@ class LoadBalancer(pulumi.ComponentResource):
         self.alb = aws.lb.LoadBalancer(
             f"{short}-alb", **aws_load_balancer(d), subnets=args.subnet_ids,
             security_groups=[args.security_group_id], tags=_named(d, aws_name(d, "lb")),
-            opts=_child(self))
+            opts=_child(self, depends_on=args.ready_first))
         self.target_group = aws.lb.TargetGroup(
             f"{short}-tg", **aws_target_group(d), vpc_id=args.vpc_id,
             health_check=aws.lb.TargetGroupHealthCheckArgs(**aws_health_check(d.health)),
             tags=_named(d, aws_name(d, "lb")), opts=_child(self))
+        forward = aws.lb.ListenerDefaultActionArgs(type="forward",
+                                                   target_group_arn=self.target_group.arn)
+        if d.tls is None:
+            action = forward
+            self.endpoint = pulumi.Output.concat("http://", self.alb.dns_name, ":",
+                                                 str(d.listener_port))
+        else:
+            redirect = aws_https_redirect(d)
+            action = aws.lb.ListenerDefaultActionArgs(
+                type=redirect["type"],
+                redirect=aws.lb.ListenerDefaultActionRedirectArgs(**redirect["redirect"]))
+            self.https = Https(f"{name}-tls", HttpsArgs(d, self.alb, forward), _child(self))
+            self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}")
         self.listener = aws.lb.Listener(
             f"{name}-http", load_balancer_arn=self.alb.arn, port=d.listener_port,
-            protocol="HTTP",
-            default_actions=[aws.lb.ListenerDefaultActionArgs(
-                type="forward", target_group_arn=self.target_group.arn)],
+            protocol="HTTP", default_actions=[action],
             tags=_named(d, aws_name(d, "lb")), opts=_child(self))
-        self.endpoint = pulumi.Output.concat("http://", self.alb.dns_name, ":",
-                                             str(d.listener_port))
         self.register_outputs({"dnsName": self.alb.dns_name, "endpoint": self.endpoint,
                                "targetGroupArn": self.target_group.arn})
+
+
+@dataclass
+class HttpsArgs:
+    deployment: Deployment
+    alb: aws.lb.LoadBalancer
+    forward: aws.lb.ListenerDefaultActionArgs
+
+
+class Https(pulumi.ComponentResource):
+    """HTTPS on the deployment's domain: an ACM certificate validated through DNS (its record
+    in the Route 53 hosted zone), the HTTPS listener once it is issued, and the domain's alias
+    record to the ALB."""
+
+    def __init__(self, name: str, args: HttpsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Https"), name, None, opts)
+        d, tls = args.deployment, args.deployment.tls
+        assert tls is not None and tls.dns_zone  # Aws.check refuses a domain without its zone
+        self.certificate = aws.acm.Certificate(
+            f"{name}-cert", domain_name=tls.domain, validation_method="DNS",
+            tags=_named(d, aws_name(d, "cert")), opts=_child(self))
+        option = self.certificate.domain_validation_options.apply(lambda found: found[0])
+        self.validation_record = aws.route53.Record(
+            f"{name}-validation", zone_id=tls.dns_zone,
+            name=option.apply(lambda o: o.resource_record_name),
+            type=option.apply(lambda o: o.resource_record_type),
+            records=[option.apply(lambda o: o.resource_record_value)],
+            ttl=VALIDATION_TTL, allow_overwrite=True, opts=_child(self))
+        self.validation = aws.acm.CertificateValidation(
+            f"{name}-validated", certificate_arn=self.certificate.arn,
+            validation_record_fqdns=[self.validation_record.fqdn], opts=_child(self))
+        listener = aws_https_listener(d)
+        self.listener = aws.lb.Listener(
+            f"{name}-https", load_balancer_arn=args.alb.arn, port=listener["port"],
+            protocol=listener["protocol"], ssl_policy=listener["ssl_policy"],
+            certificate_arn=self.validation.certificate_arn, default_actions=[args.forward],
+            tags=_named(d, aws_name(d, "lb")), opts=_child(self))
+        self.alias = aws.route53.Record(
+            f"{name}-alias", zone_id=tls.dns_zone, name=tls.domain, type="A",
+            aliases=[aws.route53.RecordAliasArgs(name=args.alb.dns_name,
+                                                 zone_id=args.alb.zone_id,
+                                                 evaluate_target_health=True)],
+            opts=_child(self))
+        self.register_outputs({"certificateArn": self.certificate.arn,
+                               "domain": self.alias.fqdn})
 
 
 @dataclass
@@ -266,6 +403,22 @@ class TokenSecret(pulumi.ComponentResource):
         self.register_outputs({"parameterName": self.parameter.name})
 
 
+class ApiKeySecret(pulumi.ComponentResource):
+    """The generated API key (drawn once, a secret in the state) as an SSM SecureString at the
+    deployment's `api_key` name, where the VMs read it at boot for vLLM's --api-key."""
+
+    def __init__(self, name: str, deployment: Deployment,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("ApiKeySecret"), name, None, opts)
+        d, ref = deployment, deployment.api_key_secret
+        self.key = ApiKey(f"{name}-value", opts=_child(self))
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-param", name=ref.name, type="SecureString", key_id=ref.key,
+            value=pulumi.Output.secret(self.key.value),
+            description=f"API key of servestack {d.service}", tags=aws_tags(d), opts=_child(self))
+        self.register_outputs({"parameterName": self.parameter.name})
+
+
 @dataclass
 class InstanceRoleArgs:
     deployment: Deployment
@@ -273,7 +426,8 @@ class InstanceRoleArgs:
 
 
 class InstanceRole(pulumi.ComponentResource):
-    """What the VMs may do: read the token parameter (and decrypt it via SSM), nothing else."""
+    """What the VMs may do: read the stack's parameters (the token, the API key; decrypted
+    via SSM only), and run the SSM agent for Session Manager; nothing else."""
 
     def __init__(self, name: str, args: InstanceRoleArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -284,24 +438,35 @@ class InstanceRole(pulumi.ComponentResource):
             assume_role_policy=json.dumps(ec2_trust_policy()),
             description=f"servestack {d.service} GPU instances", tags=aws_tags(d),
             opts=_child(self))
+        self.session_manager = aws.iam.RolePolicyAttachment(
+            f"{name}-ssm", role=self.role.name,
+            policy_arn=args.facts.partition.apply(ssm_core_policy_arn), opts=_child(self))
+        secrets = _secrets(d)
         self.policy = aws.iam.RolePolicy(
-            f"{name}-read-token", role=self.role.id,
-            policy=_read_token_policy(args.facts, d.token_secret.name, d.token_secret.key or ""),
-            opts=_child(self))
+            f"{name}-read-secrets", role=self.role.id,
+            policy=_read_secrets_policy(args.facts, [s.name for s in secrets],
+                                        secrets[0].key or ""),
+            opts=_child(self)) if secrets else None
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
             tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
 
 
-def _read_token_policy(facts: AccountFacts, name: str, key: str) -> pulumi.Output[str]:
+def _secrets(d: Deployment) -> list[SecretRef]:
+    """The parameters the VMs read at boot (one KMS key for all: SSM's managed key)."""
+    return [ref for ref in (d.secret, d.api_key) if ref is not None]
+
+
+def _read_secrets_policy(facts: AccountFacts, names: list[str], key: str
+                         ) -> pulumi.Output[str]:
     def document(args: list[str]) -> str:
-        arn, partition, account, suffix = args
-        return json.dumps(read_token_policy(arn, partition, account, facts.region, suffix, key),
+        partition, account, suffix, *arns = args
+        return json.dumps(read_token_policy(arns, partition, account, facts.region, suffix, key),
                           sort_keys=True)
 
-    return pulumi.Output.all(parameter_arn(facts, name), facts.partition, facts.account_id,
-                             facts.dns_suffix).apply(document)
+    return pulumi.Output.all(facts.partition, facts.account_id, facts.dns_suffix,
+                             *[parameter_arn(facts, n) for n in names]).apply(document)
 
 
 @dataclass
@@ -310,8 +475,10 @@ class InstanceGroupArgs:
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
-    instance_profile_arn: pulumi.Input[str] | None
-    ready_first: list[pulumi.Resource]  # the token and its read permission exist before boot
+    instance_profile_arn: pulumi.Input[str]
+    # the secrets, their read permission and the route out exist before boot (and on destroy
+    # the VMs leave before them)
+    ready_first: list[pulumi.Resource]
 
 
 class InstanceGroup(pulumi.ComponentResource):
@@ -325,12 +492,13 @@ class InstanceGroup(pulumi.ComponentResource):
         self.template = aws.ec2.LaunchTemplate(
             f"{name}-lt", name_prefix=aws_name_prefix(d, "vm"), image_id=image.id,
             instance_type=d.primary.instance_type,
-            vpc_security_group_ids=[args.security_group_id],
+            network_interfaces=[aws.ec2.LaunchTemplateNetworkInterfaceArgs(
+                **aws_network_interface(d), security_groups=[args.security_group_id])],
             user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**AWS_METADATA_OPTIONS),
             block_device_mappings=[_root_volume(d, image.root_device_name)],
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
-                arn=args.instance_profile_arn) if args.instance_profile_arn else None,
+                arn=args.instance_profile_arn),
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type="volume", tags=_named(d, aws_name(d, "vm")))],
             update_default_version=True, tags=_named(d, aws_name(d, "vm")), opts=_child(self))
@@ -407,7 +575,8 @@ def _instance_refresh(d: Deployment) -> aws.autoscaling.GroupInstanceRefreshArgs
 
 
 class Service(pulumi.ComponentResource):
-    """The whole service on AWS; `endpoint` is the ALB's URL."""
+    """The whole service on AWS; `endpoint` is the ALB's URL (https://<domain> with TLS);
+    `api_key` (a secret) and `api_key_ref` (its SSM parameter) when the deployment has a key."""
 
     def __init__(self, name: str, deployment: Deployment,
                  hf_token: pulumi.Input[str] | None = None,
@@ -415,37 +584,40 @@ class Service(pulumi.ComponentResource):
         super().__init__(_type("Service"), name, None, opts)
         d = deployment
         region = provider_region(d)
-        network = default_network(d, self)
-        firewall = Firewall(f"{name}-fw", FirewallArgs(d, network.vpc_id, network.vpc_cidr),
-                            _child(self))
+        network = Network(f"{name}-net", NetworkArgs(d, region_zones(d, self)), _child(self))
+        firewall = Firewall(f"{name}-fw", FirewallArgs(d, network.vpc.id), _child(self))
         lb = LoadBalancer(name, LoadBalancerArgs(
-            d, network.vpc_id, network.lb_subnet_ids, firewall.lb_group.id), _child(self))
-        profile_arn, ready_first = self._token_access(name, d, region, hf_token)
+            d, network.vpc.id, network.lb_subnet_ids, firewall.lb_group.id,
+            [*network.public_routes, network.gateway]), _child(self))
+        secrets = self._secrets(name, d, hf_token)
+        role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
+                            _child(self))
         group = InstanceGroup(f"{name}-group", InstanceGroupArgs(
             d, network.group_subnet_ids, firewall.instance_group.id,
-            lb.target_group.arn, profile_arn, ready_first), _child(self))
+            lb.target_group.arn, role.profile.arn, [*secrets, role, *network.egress]),
+            _child(self))
         self.endpoint = lb.endpoint
         self.group_name = group.group.name
         self.group_id = group.group.id
+        key = next((s for s in secrets if isinstance(s, ApiKeySecret)), None)
+        self.api_key = pulumi.Output.secret(key.key.value) if key else None
+        self.api_key_ref = key.parameter.name if key else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 
-    def _token_access(self, name: str, d: Deployment, region: str,
-                      hf_token: pulumi.Input[str] | None
-                      ) -> tuple[pulumi.Output[str] | None, list[pulumi.Resource]]:
-        """The token parameter and the role that reads it; nothing when no secret is asked."""
-        if d.secret is None:
-            return None, []
-        ready: list[pulumi.Resource] = []
-        if hf_token is None:
+    def _secrets(self, name: str, d: Deployment, hf_token: pulumi.Input[str] | None
+                 ) -> list[pulumi.Resource]:
+        """The token's parameter (when given) and the API key's (when the deployment has one)."""
+        made: list[pulumi.Resource] = []
+        if d.secret is not None and hf_token is None:
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
                             f"expect SSM parameter {d.secret.name} to exist already", self)
-        else:
-            ready.append(TokenSecret(f"{name}-token", TokenSecretArgs(d, hf_token),
-                                     _child(self)))
-        role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
-                            _child(self))
-        return role.profile.arn, [*ready, role]
+        elif d.secret is not None:
+            made.append(TokenSecret(f"{name}-token", TokenSecretArgs(d, hf_token),
+                                    _child(self)))
+        if d.api_key is not None:
+            made.append(ApiKeySecret(f"{name}-api-key", d, _child(self)))
+        return made
 
 
 # --- read-only probes (the deploy loop's engine uses these) ---

@@ -7,12 +7,22 @@ Terraform provider's argument names for these blocks). No SDK imports.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from servestack.catalog.aws import ZONE_NAME, is_zone_name
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
-from servestack.deployment.model import Deployment, HealthCheck, ImageRef, NetworkPlan, SecretRef
+from servestack.deployment.model import (
+    WORLD,
+    Deployment,
+    HealthCheck,
+    ImageRef,
+    NetworkPlan,
+    SecretRef,
+)
+from servestack.errors import UserError
 
 ALL_PROTOCOLS = "-1"  # security group rules: every protocol
 # IMDSv2 only (session tokens), one hop: a container on the VM cannot reach the metadata service.
@@ -38,6 +48,34 @@ TAG_KEYS = ("servestack-service", "servestack-candidate", STACK_TAG)
 # 100-200, at most 100 apart (Auto Scaling API, InstanceMaintenancePolicy).
 REFRESH_MIN_HEALTHY = 100
 REFRESH_MAX_HEALTHY = 200
+# The stack's own VPC. Every stack has its own, so one range serves them all; subnets are /20
+# blocks of it (4,091 usable addresses each), public ones from the first block, private ones
+# from PRIVATE_FIRST_BLOCK on: a region has at most 6 standard AZs (us-east-1), so 8 of each fit.
+VPC_CIDR = "10.20.0.0/16"
+SUBNET_PREFIX = 20
+PRIVATE_FIRST_BLOCK = 8
+ALB_MIN_ZONES = 2  # an ALB needs subnets in two AZs or more (elbv2 CreateLoadBalancer)
+# Only the region's standard AZs (not Local Zones or Wavelength Zones, which an account may
+# have opted into and whose subnets an ALB cannot always use): EC2 DescribeAvailabilityZones'
+# zone-type filter, and zones that are up.
+AZ_STATE = "available"
+AZ_FILTER = {"name": "zone-type", "values": ["availability-zone"]}
+# AWS's recommended HTTPS policy (the console's default): TLS 1.3 and 1.2 only, forward-secret
+# ciphers, and hybrid post-quantum key exchange (ML-KEM) for the clients that offer it
+# (Elastic Load Balancing User Guide, "Security policies for your Application Load Balancer").
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
+# TTL of the certificate's DNS validation record (ACM re-reads it to renew the certificate).
+VALIDATION_TTL = 60
+# Session Manager (a shell through the SSM agent, no open port, every session logged in
+# CloudTrail): AWS's managed policy for the agent on an instance.
+SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"
+# The network quotas a stack's VPC draws from, each counted per region (the NAT gateway quota
+# per AZ, but a stack places its NAT gateway in a region's AZ of its choosing, so another AZ of
+# the region would not help; another region does): VPCs (5 by default), internet gateways (as
+# many as VPCs), Elastic IPs (5), NAT gateways (5 per AZ). Their EC2 error codes.
+NETWORK_QUOTA_CODES = ("VpcLimitExceeded", "InternetGatewayLimitExceeded",
+                       "AddressLimitExceeded", "NatGatewayLimitExceeded")
+
 # EC2 Service Quotas (vCPUs) per quota family of `Aws.quota_families`.
 QUOTA_CODES = {"aws-G-ondemand": "L-DB2E81BA", "aws-P-ondemand": "L-417A185B",
                "aws-G-spot": "L-3819A6DF", "aws-P-spot": "L-7212CCBC",
@@ -55,6 +93,16 @@ RULES = (
     rule("quota", "MaxSpotInstanceCountExceeded",
          r"MaxSpotInstanceCountExceeded|Max spot instance count exceeded"),
     rule("quota", "InstanceLimitExceeded", r"InstanceLimitExceeded"),
+    # The stack's network (see NETWORK_QUOTA_CODES): code, or the message AWS words it with
+    # (CloudFormation-style reports carry only the message).
+    rule("quota", "VpcLimitExceeded",
+         r"VpcLimitExceeded|maximum number of VPCs has been reached"),
+    rule("quota", "InternetGatewayLimitExceeded",
+         r"InternetGatewayLimitExceeded|maximum number of internet gateways has been reached"),
+    rule("quota", "AddressLimitExceeded",
+         r"AddressLimitExceeded|maximum number of addresses has been reached"),
+    rule("quota", "NatGatewayLimitExceeded",
+         r"NatGatewayLimitExceeded|maximum number of NAT gateways has been reached"),
     rule("credentials", "NoCredentials",
          r"No valid credential sources|NoCredentialProviders|unable to validate AWS credentials"
          r"|Invalid credentials configured"),
@@ -63,7 +111,7 @@ RULES = (
          r"|security token included in the request is (?:invalid|expired)"),
     rule("permission", "UnauthorizedOperation",
          r"UnauthorizedOperation|AccessDenied|is not authorized to perform"),
-    rule("permission", "OptInRequired", r"OptInRequired|PendingVerification", scope="region"),
+    rule("permission", "OptInRequired", r"OptInRequired|PendingVerification"),
     rule("throttled", "RequestLimitExceeded",
          r"RequestLimitExceeded|ThrottlingException|\bThrottling\b|Rate exceeded"),
     rule("transient", "ServerError",
@@ -86,7 +134,7 @@ class Aws(Cloud):
         kind="lookup", owner="amazon",
         name="Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *",
         architecture="x86_64")
-    network = NetworkPlan()  # the account's default VPC
+    network = NetworkPlan(vnet=VPC_CIDR)  # each stack's own VPC
     metrics_namespace = "Servestack/vLLM"
     # Instances are InService once launched (the grace period covers the model load), so
     # this bounds the wait for GPU capacity only: on timeout the apply fails and the loop
@@ -116,7 +164,18 @@ class Aws(Cloud):
     def quota_families(self, c: Offered) -> tuple[str, ...]:
         return (quota_family(c.instance_type, c.use_spot),)
 
+    def check(self, d: Deployment) -> None:
+        """HTTPS needs the hosted zone: ACM validates the certificate through DNS records the
+        stack writes there, and the domain's alias record goes there too."""
+        if d.tls is not None and not d.tls.dns_zone:
+            raise UserError(f"--domain {d.tls.domain} needs --dns-zone on AWS: the id of the "
+                            "Route 53 hosted zone that holds the domain (Z0123456789ABCDEFGHIJ), "
+                            "where the stack writes the certificate's validation record and "
+                            "the domain's alias to the load balancer")
+
     def quota_scope(self, found: Rule, text: str, c: Offered) -> QuotaScope:
+        if found.code in NETWORK_QUOTA_CODES:  # any GPU, spot or not: the region's network
+            return QuotaScope(c.region)
         # a spot-count limit is a spot quota whatever the candidate's own setting
         spot = True if found.code == "MaxSpotInstanceCountExceeded" else c.use_spot
         return QuotaScope(c.region, quota_family(c.instance_type, spot), spot)
@@ -153,6 +212,86 @@ def subnet_zone_filter(region: str, zones: tuple[str, ...]) -> dict[str, Any]:
         raise ValueError(f"zones mix AWS zone names and zone IDs: {list(zones)}")
     return {"name": "availability-zone" if all(names) else "availability-zone-id",
             "values": list(zones)}
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneKeys:
+    """How the deployment's zones are spelled in each place that names a zone: the subnet's
+    argument (aws_subnet `availability_zone` / `availability_zone_id`), and the attribute and
+    exclusion argument of the region's AZ lookup (aws_availability_zones `names` /
+    `zone_ids`, `exclude_names` / `exclude_zone_ids`). Zone names (us-east-1a, as a spec may
+    pin one) differ per account; zone IDs (the catalog's use1-az1) do not."""
+
+    subnet_arg: str
+    listed: str
+    exclude_arg: str
+
+
+def zone_keys(region: str, zones: tuple[str, ...]) -> ZoneKeys:
+    by_name = subnet_zone_filter(region, zones)["name"] == "availability-zone" if zones \
+        else False
+    if by_name:
+        return ZoneKeys("availability_zone", "names", "exclude_names")
+    return ZoneKeys("availability_zone_id", "zone_ids", "exclude_zone_ids")
+
+
+def extra_alb_zones(d: Deployment) -> int:
+    """How many of the region's other AZs the public subnets add, so the ALB spans two: a
+    group pinned to one zone (AWS spot candidates are per zone) still gets a balancer."""
+    return max(0, ALB_MIN_ZONES - len(d.zones))
+
+
+def public_ssh(d: Deployment) -> bool:
+    """The user asked for SSH from given addresses (--ssh-cidr): the VMs then sit in the public
+    subnets with public addresses, port 22 open to those addresses only. Otherwise they have
+    no public address at all (Session Manager reaches them through the SSM agent)."""
+    return bool(d.ssh_cidrs)
+
+
+def aws_network_interface(d: Deployment) -> dict[str, Any]:
+    """The VMs' one network interface (the launch template's; the group picks the subnet): a
+    public address only when the user asked for SSH from given addresses (see public_ssh).
+    The provider takes these booleans as strings."""
+    return {"device_index": 0, "delete_on_termination": "true",
+            "associate_public_ip_address": "true" if public_ssh(d) else "false"}
+
+
+def subnet_cidr(d: Deployment, tier: str, index: int) -> str:
+    """The `index`-th public or private /20 of the stack's VPC, the same for both engines and
+    every run (a subnet's range never moves, so an update never replaces one)."""
+    vpc = ipaddress.ip_network(d.network.range_of("vnet"))
+    blocks = list(vpc.subnets(new_prefix=SUBNET_PREFIX))
+    first = PRIVATE_FIRST_BLOCK if tier == "private" else 0
+    if index >= PRIVATE_FIRST_BLOCK:
+        raise ValueError(f"{vpc} has room for {PRIVATE_FIRST_BLOCK} {tier} subnets, "
+                         f"not {index + 1}")
+    return str(blocks[first + index])
+
+
+def aws_https_listener(d: Deployment) -> dict[str, Any]:
+    """The HTTPS listener's port, protocol and TLS policy (the certificate is the stack's)."""
+    tls = d.tls
+    if tls is None:
+        raise ValueError(f"deployment {d.candidate_id} has no TLS")
+    return {"port": tls.port, "protocol": "HTTPS", "ssl_policy": TLS_POLICY}
+
+
+def aws_https_redirect(d: Deployment) -> dict[str, Any]:
+    """The HTTP listener's action with TLS: a permanent redirect to the same URL over HTTPS."""
+    tls = d.tls
+    if tls is None:
+        raise ValueError(f"deployment {d.candidate_id} has no TLS")
+    return {"type": "redirect", "redirect": {"port": str(tls.port), "protocol": "HTTPS",
+                                             "status_code": "HTTP_301"}}
+
+
+def alb_client_ports(d: Deployment) -> tuple[int, ...]:
+    """The ports clients reach the ALB on: the HTTP listener, and with TLS the HTTPS one (the
+    HTTP listener then only redirects)."""
+    return (d.listener_port, d.tls.port) if d.tls else (d.listener_port,)
+
+
+DEFAULT_ROUTE = WORLD  # the route to the internet gateway / NAT gateway
 
 
 def aws_tags(d: Deployment) -> dict[str, str]:
@@ -249,15 +388,22 @@ def ec2_trust_policy() -> dict[str, Any]:
         "Principal": {"Service": "ec2.amazonaws.com"}}]}
 
 
-def read_token_policy(parameter_arn: str, partition: str, account: str, region: str,
+def ssm_core_policy_arn(partition: str) -> str:
+    """The managed policy Session Manager needs on the instance role (see SSM_CORE_POLICY)."""
+    return f"arn:{partition}:iam::aws:policy/{SSM_CORE_POLICY}"
+
+
+def read_token_policy(parameter_arns: list[str], partition: str, account: str, region: str,
                       dns_suffix: str, key: str) -> dict[str, Any]:
-    """Read the token parameter, and decrypt it only through SSM with the AWS-managed key.
+    """Read the stack's parameters (the secrets, the API key), exactly as the bootstrap does
+    (`aws ssm get-parameter --with-decryption`: ssm:GetParameter on each), and decrypt them
+    only through SSM with the AWS-managed key.
 
     The arguments are values (Pulumi, after apply) or Terraform expressions; the document is
     the same either way."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ReadToken", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": parameter_arn},
+         "Resource": parameter_arns},
         {"Sid": "DecryptTokenViaSsm", "Effect": "Allow", "Action": "kms:Decrypt",
          "Resource": f"arn:{partition}:kms:{region}:{account}:key/*",
          "Condition": {

@@ -22,33 +22,47 @@ from typing import Any
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
+    ALB_MIN_ZONES,
     ALL_PROTOCOLS,
     AWS_METADATA_OPTIONS,
+    AZ_FILTER,
+    AZ_STATE,
     CLOUD,
+    DEFAULT_ROUTE,
     GROUP_STATES,
     LIVE_STATES,
     QUOTA_CODES,
+    VALIDATION_TTL,
     aws_distribution,
     aws_health_check,
+    aws_https_listener,
+    aws_https_redirect,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
     aws_name,
     aws_name_prefix,
+    aws_network_interface,
     aws_root_ebs,
     aws_tags,
     aws_target_group,
     ec2_trust_policy,
+    extra_alb_zones,
+    public_ssh,
     read_token_policy,
-    subnet_zone_filter,
+    ssm_core_policy_arn,
+    subnet_cidr,
+    zone_keys,
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
 from servestack.deployment.model import WORLD, Deployment
 from servestack.planner import Candidate
 from servestack.terraform import (
+    API_KEY,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
     Ref,
+    api_key_resources,
     compact,
     expr,
     merge,
@@ -67,8 +81,9 @@ PROVIDER = ("aws", {"source": "hashicorp/aws", "version": ">= 5.100.0, < 7.0.0"}
 def render(d: Deployment) -> dict[str, Any]:
     return {
         "provider": {"aws": {"region": d.region}},
-        "data": merge(network_data(d), image_data(d), account_data(d)),
-        "resource": merge(firewall(d), load_balancer(d), token_access(d), group(d)),
+        "data": merge(zone_data(d), image_data(d), account_data(d)),
+        "resource": merge(network(d), firewall(d), load_balancer(d), https(d), secrets(d),
+                          instance_role(d), group(d)),
         "output": outputs(d),
     }
 
@@ -81,29 +96,102 @@ def _filters(**values: list[Any]) -> list[dict[str, Any]]:
     return [{"name": name.replace("_", "-"), "values": v} for name, v in values.items()]
 
 
-def _at_least(count: int, what: str) -> dict[str, Any]:
-    return {"postcondition": [{
-        "condition": expr(f"length(self.ids) >= {count}"),
-        "error_message": f"The default VPC has fewer than {count} {what}."}]}
+VPC_ID = expr("aws_vpc.service.id")
 
 
-def network_data(d: Deployment) -> dict[str, Any]:
-    """The default VPC; the group's subnets are the deployment's zones (AZ IDs, or the zone
-    name a spec pinned: `subnet_zone_filter`). An ALB needs
-    two AZs or more: with one pinned zone it spans every default subnet of the region."""
-    vpc = expr("data.aws_vpc.default.id")
-    group = _filters(vpc_id=[vpc], default_for_az=["true"])
-    if d.zones:
-        group.append(subnet_zone_filter(d.region, d.zones))
-    lb = _filters(vpc_id=[vpc], default_for_az=["true"])
-    if len(d.zones) >= 2:
-        lb.append(subnet_zone_filter(d.region, d.zones))
-    return {"aws_vpc": {"default": {"default": True}},
-            "aws_subnets": {
-                "group": {"filter": group,
-                          "lifecycle": _at_least(1, f"default subnet in zones {list(d.zones)}")},
-                "lb": {"filter": lb,
-                       "lifecycle": _at_least(2, "default subnets (distinct AZs) for the ALB")}}}
+def zone_data(d: Deployment) -> dict[str, Any]:
+    """The region's standard AZs other than the deployment's, when the ALB needs some (a group
+    pinned to one zone: an ALB spans two AZs or more)."""
+    extra = extra_alb_zones(d)
+    if not extra:
+        return {}
+    keys = zone_keys(d.region, d.zones)
+    return {"aws_availability_zones": {"other": {
+        "state": AZ_STATE, "filter": [AZ_FILTER], keys.exclude_arg: list(d.zones),
+        "lifecycle": {"postcondition": [{
+            "condition": expr(f"length(self.{keys.listed}) >= {extra}"),
+            "error_message": f"The region has fewer than {ALB_MIN_ZONES} available AZs "
+                             "for the load balancer."}]}}}}
+
+
+def subnet_zones(d: Deployment) -> list[str]:
+    """The public subnets' zones: the deployment's, then the region's others the ALB needs."""
+    listed = zone_keys(d.region, d.zones).listed
+    return [*d.zones, *(expr(f"data.aws_availability_zones.other.{listed}[{i}]")
+                        for i in range(extra_alb_zones(d)))]
+
+
+def group_subnets(d: Deployment) -> list[str]:
+    """The subnets the group launches in: private ones, or public ones with --ssh-cidr."""
+    count = len(d.zones) or len(subnet_zones(d))
+    tier = "public" if public_ssh(d) else "private"
+    return [f"aws_subnet.{tier}_{i}" for i in range(count)]
+
+
+def network(d: Deployment) -> dict[str, Any]:
+    """The stack's own VPC (see components/aws.py `Network` for the design and why one NAT
+    gateway): public subnets for the ALB, private ones for the group with a NAT gateway for
+    their downloads, or the group in the public subnets with --ssh-cidr."""
+    zones = subnet_zones(d)
+    key = zone_keys(d.region, d.zones).subnet_arg
+    group_count = len(d.zones) or len(zones)
+    private = not public_ssh(d)
+    tiers = [("public", zones)] + ([("private", zones[:group_count])] if private else [])
+    subnets = {f"{tier}_{i}": {
+        "vpc_id": VPC_ID, "cidr_block": subnet_cidr(d, tier, i), key: zone,
+        "map_public_ip_on_launch": False, "tags": named(d, aws_name(d, f"{tier}-{i}"))}
+        for tier, found in tiers for i, zone in enumerate(found)}
+    resources: dict[str, Any] = {
+        "aws_vpc": {"service": {"cidr_block": d.network.range_of("vnet"),
+                                "enable_dns_support": True, "enable_dns_hostnames": True,
+                                "tags": named(d, aws_name(d, "vpc"))}},
+        # No rule on the VPC's default group: nothing here uses it, nothing may by mistake.
+        "aws_default_security_group": {"service": {"vpc_id": VPC_ID,
+                                                   "tags": named(d, aws_name(d, "default"))}},
+        "aws_internet_gateway": {"service": {"vpc_id": VPC_ID,
+                                             "tags": named(d, aws_name(d, "igw"))}},
+        "aws_subnet": subnets,
+        "aws_route_table": {tier: {"vpc_id": VPC_ID, "tags": named(d, aws_name(d, f"{tier}-rt"))}
+                            for tier, _ in tiers},
+        "aws_route": {"public": _route("public", gateway_id=expr(
+            "aws_internet_gateway.service.id"))},
+        "aws_route_table_association": {name: {
+            "subnet_id": expr(f"aws_subnet.{name}.id"),
+            "route_table_id": expr(f"aws_route_table.{name.split('_')[0]}.id")}
+            for name in subnets},
+    }
+    if private:
+        resources = merge(resources, nat(d))
+    return resources
+
+
+def _route(tier: str, **target: str) -> dict[str, Any]:
+    return {"route_table_id": expr(f"aws_route_table.{tier}.id"),
+            "destination_cidr_block": DEFAULT_ROUTE, **target}
+
+
+def nat(d: Deployment) -> dict[str, Any]:
+    """One NAT gateway (cost: see components/aws.py `Network`) in the first public subnet; it
+    and its Elastic IP need the internet gateway attached first, and go before it on destroy."""
+    after_gateway = ["aws_internet_gateway.service"]
+    return {
+        "aws_eip": {"nat": {"domain": "vpc", "tags": named(d, aws_name(d, "nat")),
+                            "depends_on": after_gateway}},
+        "aws_nat_gateway": {"service": {
+            "allocation_id": expr("aws_eip.nat.id"), "subnet_id": expr("aws_subnet.public_0.id"),
+            "connectivity_type": "public", "tags": named(d, aws_name(d, "nat")),
+            "depends_on": after_gateway}},
+        "aws_route": {"private": _route("private",
+                                        nat_gateway_id=expr("aws_nat_gateway.service.id"))},
+    }
+
+
+def egress(d: Deployment) -> list[str]:
+    """What the VMs' way out is made of: they boot after it and leave before it goes."""
+    if public_ssh(d):
+        return ["aws_internet_gateway.service", "aws_route.public"]
+    return ["aws_route.private",
+            *(f"aws_route_table_association.{s.split('.')[1]}" for s in group_subnets(d))]
 
 
 def image_data(d: Deployment) -> dict[str, Any]:
@@ -120,8 +208,7 @@ def image_data(d: Deployment) -> dict[str, Any]:
 
 
 def account_data(d: Deployment) -> dict[str, Any]:
-    if d.secret is None:
-        return {}
+    """The partition (the managed policy's ARN, the key's) and the account (the parameters')."""
     return {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}}
 
 
@@ -146,26 +233,30 @@ def firewall(d: Deployment) -> dict[str, Any]:
     alb_tags, vm_tags = named(d, aws_name(d, "alb")), named(d, aws_name(d, "vm"))
     tcp = {"ip_protocol": "tcp"}
     listener = {**tcp, "from_port": d.listener_port, "to_port": d.listener_port}
+    https = {**tcp, "from_port": d.tls.port, "to_port": d.tls.port} if d.tls else None
     service = {**tcp, "from_port": d.service_port, "to_port": d.service_port}
     ssh = {**tcp, "from_port": d.ssh_port, "to_port": d.ssh_port}
     ingress = {
         **_per_cidr(d.allow_cidrs, "alb_clients",
                     _rule("alb", "clients to the listener", alb_tags, **listener)),
+        **(_per_cidr(d.allow_cidrs, "alb_https_clients",
+                     _rule("alb", "clients to the listener", alb_tags, **https))
+           if https else {}),
         "vm_from_alb": _rule("vm", "ALB to vLLM", vm_tags, **service,
                              referenced_security_group_id=expr("aws_security_group.alb.id")),
         **_per_cidr(d.ssh_cidrs, "vm_ssh", _rule("vm", "SSH", vm_tags, **ssh)),
     }
     egress = {
         "alb_to_vms": _rule("alb", "ALB to the instances", alb_tags, **service,
-                            cidr_ipv4=expr("data.aws_vpc.default.cidr_block")),
+                            cidr_ipv4=d.network.range_of("vnet")),
         "vm_downloads": _rule("vm", "model and package downloads", vm_tags,
                               ip_protocol=ALL_PROTOCOLS, cidr_ipv4=WORLD),
     }
     groups = {
-        "alb": {"name_prefix": aws_name_prefix(d, "alb"), "vpc_id": expr("data.aws_vpc.default.id"),
+        "alb": {"name_prefix": aws_name_prefix(d, "alb"), "vpc_id": VPC_ID,
                 "description": f"servestack {d.service}: load balancer listener",
                 "tags": alb_tags},
-        "vm": {"name_prefix": aws_name_prefix(d, "vm"), "vpc_id": expr("data.aws_vpc.default.id"),
+        "vm": {"name_prefix": aws_name_prefix(d, "vm"), "vpc_id": VPC_ID,
                "description": f"servestack {d.service}: GPU instances", "tags": vm_tags},
     }
     return {"aws_security_group": groups, "aws_vpc_security_group_ingress_rule": ingress,
@@ -173,59 +264,131 @@ def firewall(d: Deployment) -> dict[str, Any]:
 
 
 def load_balancer(d: Deployment) -> dict[str, Any]:
-    """ALB -> HTTP listener -> target group probing the deployment's health path. The ALB and
-    target group get names the provider generates (unique; their name_prefix takes only 6
-    characters)."""
+    """ALB -> HTTP listener -> target group probing the deployment's health path; with TLS the
+    HTTP listener redirects to the HTTPS one (`https`). The ALB and target group get names the
+    provider generates (unique; their name_prefix takes only 6 characters)."""
     tags = named(d, aws_name(d, "lb"))
+    forward = {"type": "forward", "target_group_arn": expr("aws_lb_target_group.service.arn")}
     return {
         "aws_lb": {"service": {
-            **aws_load_balancer(d), "subnets": expr("data.aws_subnets.lb.ids"),
-            "security_groups": [expr("aws_security_group.alb.id")], "tags": tags}},
+            **aws_load_balancer(d), "subnets": [expr(f"aws_subnet.public_{i}.id")
+                                                for i in range(len(subnet_zones(d)))],
+            "security_groups": [expr("aws_security_group.alb.id")], "tags": tags,
+            # an internet-facing ALB needs the VPC's internet gateway and routes to it
+            "depends_on": ["aws_internet_gateway.service", "aws_route.public"]}},
         "aws_lb_target_group": {"service": {
-            **aws_target_group(d), "vpc_id": expr("data.aws_vpc.default.id"),
+            **aws_target_group(d), "vpc_id": VPC_ID,
             "health_check": aws_health_check(d.health),
             "tags": tags}},
         "aws_lb_listener": {"http": {
             "load_balancer_arn": expr("aws_lb.service.arn"), "port": d.listener_port,
-            "protocol": "HTTP",
-            "default_action": {"type": "forward",
-                               "target_group_arn": expr("aws_lb_target_group.service.arn")},
+            "protocol": "HTTP", "default_action": aws_https_redirect(d) if d.tls else forward,
             "tags": tags}},
     }
 
 
+def https(d: Deployment) -> dict[str, Any]:
+    """With TLS: the ACM certificate validated through DNS (its record in the hosted zone), the
+    HTTPS listener once it is issued, and the domain's alias record to the ALB."""
+    tls = d.tls
+    if tls is None:
+        return {}
+    options = "aws_acm_certificate.service.domain_validation_options"
+    return {
+        "aws_acm_certificate": {"service": {
+            "domain_name": tls.domain, "validation_method": "DNS",
+            "tags": named(d, aws_name(d, "cert")),
+            "lifecycle": {"create_before_destroy": True}}},  # the listener holds the old one
+        "aws_route53_record": {
+            "validation": {
+                "for_each": expr(f"{{for o in {options} : o.domain_name => o}}"),
+                "zone_id": tls.dns_zone, "name": expr("each.value.resource_record_name"),
+                "type": expr("each.value.resource_record_type"),
+                "records": [expr("each.value.resource_record_value")],
+                "ttl": VALIDATION_TTL, "allow_overwrite": True},
+            "alias": {
+                "zone_id": tls.dns_zone, "name": tls.domain, "type": "A",
+                "alias": {"name": expr("aws_lb.service.dns_name"),
+                          "zone_id": expr("aws_lb.service.zone_id"),
+                          "evaluate_target_health": True}}},
+        "aws_acm_certificate_validation": {"service": {
+            "certificate_arn": expr("aws_acm_certificate.service.arn"),
+            "validation_record_fqdns": expr("[for r in aws_route53_record.validation : r.fqdn]")}},
+        "aws_lb_listener": {"https": {
+            "load_balancer_arn": expr("aws_lb.service.arn"), **aws_https_listener(d),
+            "certificate_arn": expr("aws_acm_certificate_validation.service.certificate_arn"),
+            "default_action": {"type": "forward",
+                               "target_group_arn": expr("aws_lb_target_group.service.arn")},
+            "tags": named(d, aws_name(d, "lb"))}},
+    }
+
+
+def secret_arns(d: Deployment) -> list[str]:
+    """The parameters the VMs read at boot: the token's, the API key's."""
+    return [expr(f"aws_ssm_parameter.{name}.arn")
+            for name, ref in (("hf_token", d.secret), ("api_key", d.api_key)) if ref is not None]
+
+
 def token_policy(d: Deployment) -> Ref:
-    """The shared read-token policy as a JSON template whose ARNs Terraform fills in."""
+    """The shared read policy as a JSON template whose ARNs Terraform fills in."""
     partition = "data.aws_partition.current"
+    key = (d.secret or d.api_key_secret).key or ""
     document = read_token_policy(
-        expr("aws_ssm_parameter.hf_token.arn"), expr(f"{partition}.partition"),
+        secret_arns(d), expr(f"{partition}.partition"),
         expr("data.aws_caller_identity.current.account_id"), d.region,
-        expr(f"{partition}.dns_suffix"), d.token_secret.key or "")
+        expr(f"{partition}.dns_suffix"), key)
     # Every `${...}` in it is one of the expressions above; the rest is fixed text.
     return Ref(json.dumps(document, sort_keys=True))
 
 
-def token_access(d: Deployment) -> dict[str, Any]:
-    """The SSM SecureString (write-only token) and the role/profile that may read it."""
-    if d.secret is None:
-        return {}
-    return {
-        "aws_ssm_parameter": {"hf_token": {
+def secrets(d: Deployment) -> dict[str, Any]:
+    """The SSM SecureStrings: the token (write-only) and the generated API key."""
+    parameters: dict[str, Any] = {}
+    if d.secret is not None:
+        parameters["hf_token"] = {
             "name": d.token_secret.name, "type": "SecureString", "key_id": d.token_secret.key,
             "value_wo": expr(f"var.{TOKEN_VAR}"),
             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
-            "description": f"Hugging Face token for servestack {d.service}", "tags": aws_tags(d)}},
+            "description": f"Hugging Face token for servestack {d.service}", "tags": aws_tags(d)}
+    if d.api_key is None:
+        return {"aws_ssm_parameter": parameters} if parameters else {}
+    # The key is in the state already (terraform_data draws it); `value` lets a replaced
+    # parameter get it back, which a write-only argument would not.
+    parameters["api_key"] = {
+        "name": d.api_key.name, "type": "SecureString", "key_id": d.api_key.key,
+        "value": expr(API_KEY), "description": f"API key of servestack {d.service}",
+        "tags": aws_tags(d)}
+    return merge({"aws_ssm_parameter": parameters}, api_key_resources())
+
+
+def instance_role(d: Deployment) -> dict[str, Any]:
+    """The VMs' role/profile: Session Manager's managed policy, and reading the parameters."""
+    role: dict[str, Any] = {
         "aws_iam_role": {"vm": {
             "name_prefix": aws_name_prefix(d, "vm"),
             "assume_role_policy": json.dumps(ec2_trust_policy()),
             "description": f"servestack {d.service} GPU instances", "tags": aws_tags(d)}},
-        "aws_iam_role_policy": {"read_token": {
-            "name": "read-token", "role": expr("aws_iam_role.vm.id"),
-            "policy": token_policy(d)}},
+        "aws_iam_role_policy_attachment": {"ssm": {
+            "role": expr("aws_iam_role.vm.name"),
+            "policy_arn": Ref(ssm_core_policy_arn(expr("data.aws_partition.current.partition"))),
+        }},
         "aws_iam_instance_profile": {"vm": {
             "name_prefix": aws_name_prefix(d, "vm"), "role": expr("aws_iam_role.vm.name"),
             "tags": aws_tags(d)}},
     }
+    if secret_arns(d):
+        role["aws_iam_role_policy"] = {"read_secrets": {
+            "name": "read-secrets", "role": expr("aws_iam_role.vm.id"),
+            "policy": token_policy(d)}}
+    return role
+
+
+def boot_after(d: Deployment) -> list[str]:
+    """What exists before the VMs boot (and outlives them on destroy)."""
+    return [*(f"aws_ssm_parameter.{n}" for n, ref in (("hf_token", d.secret),
+                                                      ("api_key", d.api_key)) if ref),
+            *(["aws_iam_role_policy.read_secrets"] if secret_arns(d) else []),
+            "aws_iam_role_policy_attachment.ssm", "aws_iam_instance_profile.vm", *egress(d)]
 
 
 def root_volume(d: Deployment) -> dict[str, Any]:
@@ -240,21 +403,19 @@ def group(d: Deployment) -> dict[str, Any]:
         "name_prefix": aws_name_prefix(d, "vm"),
         "image_id": d.image.exact() if d.image.kind == "id" else expr("data.aws_ami.image.id"),
         "instance_type": d.primary.instance_type,
-        "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
+        "network_interfaces": [{**aws_network_interface(d),
+                                "security_groups": [expr("aws_security_group.vm.id")]}],
         "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
         "metadata_options": AWS_METADATA_OPTIONS,
         "block_device_mappings": [root_volume(d)],
-        "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")}
-        if d.secret else None,
+        "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")},
         "tag_specifications": [{"resource_type": "volume", "tags": tags}],
         "update_default_version": True, "tags": tags})
-    waits = ["aws_ssm_parameter.hf_token", "aws_iam_role_policy.read_token",
-             "aws_iam_instance_profile.vm"] if d.secret else []
     asg = compact({
         "name_prefix": aws_name_prefix(d, "asg"),
         "min_size": expr("var.min_replicas"), "max_size": expr("var.max_replicas"),
         "desired_capacity": expr("var.desired_replicas"),
-        "vpc_zone_identifier": expr("data.aws_subnets.group.ids"),
+        "vpc_zone_identifier": [expr(f"{s}.id") for s in group_subnets(d)],
         "target_group_arns": [expr("aws_lb_target_group.service.arn")],
         "health_check_type": "ELB",
         "health_check_grace_period": d.health.grace_period_seconds,
@@ -269,13 +430,14 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_refresh": aws_instance_refresh(d),
         "wait_for_capacity_timeout": d.capacity_timeout,
         "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
-        "depends_on": waits or None})
+        "depends_on": boot_after(d)})
     return {"aws_launch_template": {"vm": template_body},
             "aws_autoscaling_group": {"group": asg}}
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
-    return service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group")
+    return service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group",
+                           api_key_ref="aws_ssm_parameter.api_key.name" if d.api_key else None)
 
 
 def variable_values(d: Deployment) -> dict[str, Any]:
@@ -300,6 +462,10 @@ ARN_TYPES = (
     (":security-group/", "aws_security_group", False), (":loadbalancer/", "aws_lb", True),
     (":listener/", "aws_lb_listener", True), (":targetgroup/", "aws_lb_target_group", True),
     (":parameter/", "aws_ssm_parameter", False), (":volume/", "aws_ebs_volume", False),
+    (":vpc/", "aws_vpc", False), (":subnet/", "aws_subnet", False),
+    (":internet-gateway/", "aws_internet_gateway", False),
+    (":natgateway/", "aws_nat_gateway", False), (":elastic-ip/", "aws_eip", False),
+    (":route-table/", "aws_route_table", False), (":certificate/", "aws_acm_certificate", True),
 )
 
 
