@@ -29,6 +29,13 @@ What the document does:
   /etc/servestack/secret.env (0600, root), which servestack-start exports to setup, run and
   vLLM; no value ever sits in a shell variable, an argv or a log line. Access tokens reach
   curl on stdin (`-K -`), not on its command line.
+- The API key (`Deployment.api_key`, unless --no-api-key): the same script reads it from its
+  own store entry (AWS SSM parameter, decrypted; GCP Secret Manager secret, latest version;
+  Azure the `api-key` secret in the stack's Key Vault) and adds it to secret.env as
+  VLLM_API_KEY, which vLLM's OpenAI server reads from its environment (vllm/envs.py) and then
+  asks of every /v1 request as `Authorization: Bearer <key>` (/health and /metrics stay open,
+  for the load balancer's health check): the key is on no command line, vLLM's included. An
+  entry that is missing or unreadable stops the script with the entry's name.
 - vLLM: pinned `vllm==<vllm_version>` in /opt/servestack/venv, skipped when that venv or the
   image's python3 already has that version, and when the spec's `setup` installs vLLM itself
   (SkyPilot's Mixtral setup does, in its own conda env).
@@ -43,7 +50,8 @@ What the document does:
   servestack-start fetches the secrets and installs Docker and the NVIDIA Container Toolkit
   where the image lacks them (no vLLM, no conda on the VM), then servestack-container runs
   servestack-start again inside IMAGE with all GPUs, the host's network, the Hugging Face
-  cache on the VM's disk and servestack's files (and secret.env) mounted read-only: the
+  cache on the VM's disk and servestack's files (and secret.env, so VLLM_API_KEY too)
+  mounted read-only, never on docker's command line: the
   spec's setup and run, or the default `vllm serve`, run in the container as SkyPilot runs
   them. The unit orders itself after docker.service.
 
@@ -53,7 +61,8 @@ request (a chat completion) gets a 200. To keep traffic away until the spec's re
 passes, the vLLM unit's ExecStartPre runs `servestack-gate close`: an iptables chain rejects
 (TCP reset) every non-loopback packet to the service port, which also fails the load
 balancer's health check. `servestack-gate.service`
-(Restart=always) then POSTs the probe's body to 127.0.0.1:<port><path> every
+(Restart=always) then POSTs the probe's body to 127.0.0.1:<port><path> (with the API key's
+`Authorization: Bearer` header, given to curl as a config on stdin, when there is a key) every
 PROBE_INTERVAL_SECONDS with the probe's timeout per try; on HTTP 200 it flushes the chain. If
 the probe has not passed after initial_delay_seconds it gives up: the port stays closed, the
 group's health check (whose grace period is that same delay) replaces the VM. It watches the
@@ -173,7 +182,7 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
              (f"{ETC}/user.env", user_env(d.envs), "0644")]
     files += [(path, script_text(name), "0644" if "/lib/" in path else "0755")
               for name, path in SCRIPTS.items() if gated or name != "servestack-gate.sh"]
-    if d.secret:
+    if d.secret or d.api_key:
         files.append((f"{HOME}/bin/servestack-secret",
                       script_text(f"servestack-secret-{d.cloud}.sh"), "0755"))
     pre = "ExecStartPre=/opt/servestack/bin/servestack-gate close\n" if gated else ""
@@ -195,7 +204,7 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
 
 def settings_env(d: Deployment) -> str:
     """/etc/servestack/servestack.env: every setting the scripts read, shell-quoted."""
-    secret = d.secret
+    secret, key = d.secret, d.api_key
     values = {
         "SERVESTACK_SERVICE": d.service,
         "SERVESTACK_CANDIDATE": d.candidate_id,
@@ -210,7 +219,9 @@ def settings_env(d: Deployment) -> str:
         "SERVESTACK_MINIFORGE_VERSION": MINIFORGE_VERSION,
         "SERVESTACK_SECRET_STORE": secret.store if secret else "",
         "SERVESTACK_SECRET_NAME": secret.name if secret else "",
-        "SERVESTACK_SECRET_VAULT": (secret.vault or "") if secret else "",
+        "SERVESTACK_SECRET_VAULT": _vault(d),
+        "SERVESTACK_API_KEY_STORE": key.store if key else "",
+        "SERVESTACK_API_KEY_NAME": key.name if key else "",
         "SERVESTACK_GCP_PROJECT": d.gcp_project or "",
         "SERVESTACK_READY_PATH": d.readiness.path,
         "SERVESTACK_READY_TIMEOUT": d.readiness.timeout_seconds,
@@ -222,6 +233,13 @@ def settings_env(d: Deployment) -> str:
     lines = [f"{key}={shlex.quote(str(value))}" for key, value in values.items()]
     return "# servestack settings (no secrets); sourced by /opt/servestack/lib/common.sh\n" \
         "# shellcheck shell=bash disable=SC2034\n" + "\n".join(lines) + "\n"
+
+
+def _vault(d: Deployment) -> str:
+    """Azure: the stack's one Key Vault, which holds the secrets and the API key alike (the
+    engine sets its name on whichever of the two references the deployment has)."""
+    names = [ref.vault for ref in (d.secret, d.api_key) if ref is not None and ref.vault]
+    return names[0] if names else ""
 
 
 def user_env(envs: dict) -> str:

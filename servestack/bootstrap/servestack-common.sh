@@ -64,7 +64,10 @@ conda_sh() {
 store_secrets() {
     # shellcheck disable=SC2016
     python3 -c 'import base64, json, os, re, shlex, sys
-value = json.load(sys.stdin)
+raw = sys.stdin.read()
+if not raw.strip():
+    sys.exit("the secret store gave no answer for the secrets")
+value = json.loads(raw)
 for key in sys.argv[1].split("."):
     value = value[key]
 if sys.argv[2] == "base64":
@@ -84,6 +87,38 @@ with os.fdopen(fd, "w") as out:
     out.writelines(n + "=" + shlex.quote(v) + "\n" for n, _, v in pairs)
 os.replace(tmp, sys.argv[3])
 print("servestack: secrets", *[p[0] for p in pairs], "stored in", sys.argv[3], file=sys.stderr)' "$1" "$2" "$SERVESTACK_ETC/secret.env"
+}
+
+# store_api_key FIELD ENCODING: read the secret store's JSON answer on stdin; the value at the
+# dotted FIELD is the service's generated API key. It is checked (header-safe characters, at
+# least 16 of them: no value a shell or an HTTP header would misread) and written as
+# VLLM_API_KEY into secret.env beside the secrets already there (vLLM reads VLLM_API_KEY from
+# its environment and then asks every /v1 request for `Authorization: Bearer <key>`), 0600,
+# atomically. The key never enters a shell variable, an argv or a log line.
+store_api_key() {
+    # shellcheck disable=SC2016
+    python3 -c 'import base64, json, os, re, shlex, sys
+raw = sys.stdin.read()
+if not raw.strip():
+    sys.exit("the secret store gave no answer for the API key")
+value = json.loads(raw)
+for key in sys.argv[1].split("."):
+    value = value[key]
+if sys.argv[2] == "base64":
+    value = base64.b64decode(value).decode()
+value = value.strip()
+if not re.fullmatch("[A-Za-z0-9._~+/=-]{16,}", value):
+    sys.exit("the stored API key is empty, too short or holds characters a header cannot")
+path = sys.argv[3]
+kept = []
+if os.path.exists(path):
+    with open(path) as old:
+        kept = [line for line in old if not line.startswith("VLLM_API_KEY=")]
+fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as out:
+    out.writelines(kept + ["VLLM_API_KEY=" + shlex.quote(value) + "\n"])
+os.replace(path + ".tmp", path)
+print("servestack: the API key (VLLM_API_KEY) stored in", path, file=sys.stderr)' "$1" "$2" "$SERVESTACK_ETC/secret.env"
 }
 
 # json_field FIELD: print the string at the dotted FIELD of the JSON document on stdin.

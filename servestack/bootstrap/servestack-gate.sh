@@ -33,15 +33,30 @@ open_gate() {
     log "readiness probe passed: port $SERVESTACK_PORT open"
 }
 
+# key_config: curl's config (read with `-K -`) carrying the API key's Authorization header,
+# from secret.env in a subshell: the key stays out of argv and out of this shell. Nothing
+# when the deployment has no key (--no-api-key).
+key_config() {
+    [ -n "${SERVESTACK_API_KEY_NAME:-}" ] || return 0
+    (
+        VLLM_API_KEY=""
+        # shellcheck source=/dev/null
+        [ ! -s "$SERVESTACK_ETC/secret.env" ] || . "$SERVESTACK_ETC/secret.env"
+        [ -n "$VLLM_API_KEY" ] || { log "warning: no VLLM_API_KEY in secret.env"; exit 0; }
+        printf 'header = "Authorization: Bearer %s"\n' "$VLLM_API_KEY"
+    )
+}
+
 # probe: the spec's readiness probe, run locally; true on HTTP 200.
 probe() {
     local code args=(-s -o /dev/null -w '%{http_code}' --max-time "$SERVESTACK_READY_TIMEOUT"
-        -X POST -H 'Content-Type: application/json'
+        -X POST -H 'Content-Type: application/json' -K -
         --data-binary "@$SERVESTACK_ETC/readiness.json")
     if [ -s "$SERVESTACK_ETC/readiness.headers" ]; then
         args+=(-H "@$SERVESTACK_ETC/readiness.headers")
     fi
-    code=$(curl "${args[@]}" "http://127.0.0.1:$SERVESTACK_PORT$SERVESTACK_READY_PATH" || true)
+    code=$(key_config | curl "${args[@]}" "http://127.0.0.1:$SERVESTACK_PORT$SERVESTACK_READY_PATH" ||
+        true)
     [ "$code" = 200 ]
 }
 

@@ -1,6 +1,8 @@
 #!/bin/bash
-# servestack: fetch the deployment's secrets (an env file) from the SSM parameter
-# (SecureString) into secret.env (0600).
+# servestack: fetch the deployment's secrets (an env file) and its generated API key from
+# their SSM parameters (SecureStrings, decrypted) into secret.env (0600). Either may be
+# absent from the deployment (no secrets; --no-api-key): then it is not asked for. A
+# parameter that is missing or unreadable stops the script with its name, never a value.
 set -euo pipefail
 # shellcheck source=/dev/null
 . "${SERVESTACK_HOME:-/opt/servestack}/lib/common.sh"
@@ -17,6 +19,20 @@ if ! command -v aws >/dev/null 2>&1; then
     fi
     PATH="$PATH:$tools/bin"
 fi
-log "fetching the secrets from SSM parameter $SERVESTACK_SECRET_NAME"
-aws ssm get-parameter --with-decryption --region "$SERVESTACK_REGION" \
-    --name "$SERVESTACK_SECRET_NAME" --output json | store_secrets Parameter.Value plain
+
+# parameter NAME: the SSM answer (JSON) for the decrypted parameter NAME, on stdout.
+parameter() {
+    aws ssm get-parameter --with-decryption --region "$SERVESTACK_REGION" \
+        --name "$1" --output json
+}
+
+if [ -n "$SERVESTACK_SECRET_NAME" ]; then
+    log "fetching the secrets from SSM parameter $SERVESTACK_SECRET_NAME"
+    parameter "$SERVESTACK_SECRET_NAME" | store_secrets Parameter.Value plain ||
+        die "could not read SSM parameter $SERVESTACK_SECRET_NAME (missing, or no access?)"
+fi
+if [ -n "${SERVESTACK_API_KEY_NAME:-}" ]; then
+    log "fetching the API key from SSM parameter $SERVESTACK_API_KEY_NAME"
+    parameter "$SERVESTACK_API_KEY_NAME" | store_api_key Parameter.Value plain ||
+        die "could not read SSM parameter $SERVESTACK_API_KEY_NAME (missing, or no access?)"
+fi

@@ -12,9 +12,10 @@ mkdir -p "$SERVESTACK_STATE"
 # image_id: docker:IMAGE runs this script twice: on the VM, to fetch the secrets and install
 # Docker, then inside IMAGE (servestack-container) for the rest, where the secrets are already
 # in the mounted secret.env.
+# The API key reaches vLLM the same way as the secrets: as VLLM_API_KEY in secret.env, which
+# vLLM reads from its environment (vllm/envs.py), so it is never on vLLM's command line.
 in_container="${SERVESTACK_IN_CONTAINER:-}"
-[ -z "$in_container" ] || SERVESTACK_SECRET_STORE=""
-if [ -n "$SERVESTACK_SECRET_STORE" ]; then
+if [ -z "$in_container" ] && [ -n "$SERVESTACK_SECRET_STORE${SERVESTACK_API_KEY_NAME:-}" ]; then
     "$bin/servestack-secret"
 fi
 "$bin/servestack-install"

@@ -88,12 +88,13 @@ def test_mixtral_document(mixtral, cloud):
 
 
 @pytest.mark.parametrize("cloud,needles", [
-    ("aws", ["aws ssm get-parameter --with-decryption", "--name \"$SERVESTACK_SECRET_NAME\""]),
+    ("aws", ["aws ssm get-parameter --with-decryption", '--name "$1"',
+             'parameter "$SERVESTACK_SECRET_NAME"', 'parameter "$SERVESTACK_API_KEY_NAME"']),
     ("gcp", ["computeMetadata/v1", "secretmanager.googleapis.com/v1/projects/$project/secrets/"
-             "$SERVESTACK_SECRET_NAME/versions/latest:access"]),
+             "$1/versions/latest:access", 'latest "$SERVESTACK_API_KEY_NAME"']),
     ("azure", ["169.254.169.254/metadata/identity/oauth2/token", "resource=https%3A%2F%2Fvault",
-               "$SERVESTACK_SECRET_VAULT.vault.azure.net/secrets/$SERVESTACK_SECRET_NAME"
-               "?api-version=7.4"]),
+               'vault="$SERVESTACK_SECRET_VAULT"', "$vault.vault.azure.net/secrets/$1"
+               "?api-version=7.4", 'vault_secret "$SERVESTACK_API_KEY_NAME"']),
 ])
 def test_secret_fetch_per_cloud(mixtral, cloud, needles):
     d = mixtral[cloud]
@@ -104,6 +105,8 @@ def test_secret_fetch_per_cloud(mixtral, cloud, needles):
     settings = _settings(render_cloud_init(d))
     assert settings["SERVESTACK_SECRET_STORE"] == d.secret.store
     assert settings["SERVESTACK_SECRET_VAULT"] == (d.secret.vault or "")
+    assert settings["SERVESTACK_API_KEY_STORE"] == d.api_key.store == d.secret.store
+    assert settings["SERVESTACK_API_KEY_NAME"] == d.api_key.name != d.secret.name
 
 
 def test_no_token_in_document(write_spec):
@@ -127,7 +130,10 @@ def test_skypilot_serve_yaml(skypilot):
     assert settings["SERVESTACK_INSTALL_VLLM"] == "0"  # its setup pip-installs vllm itself
     assert settings["SERVESTACK_TP_PLANNED"] == str(skypilot.tensor_parallel_size)
     assert settings["SERVESTACK_SECRET_STORE"] == ""  # the spec has no secrets
-    assert "/opt/servestack/bin/servestack-secret" not in files
+    assert settings["SERVESTACK_API_KEY_NAME"] == skypilot.api_key.name  # but an API key
+    assert "/opt/servestack/bin/servestack-secret" in files
+    bare = written_files(render_cloud_init(replace(skypilot, api_key=None)))
+    assert "/opt/servestack/bin/servestack-secret" not in bare  # --no-api-key: nothing to fetch
     assert settings["SERVESTACK_READY_PATH"] == "/v1/chat/completions"
     assert "/opt/servestack/bin/servestack-gate" in files
 
@@ -245,37 +251,57 @@ def _run(env: dict, *command: str, tmp_path: Path) -> subprocess.CompletedProces
     return subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=20)
 
 
-FAKE_CURL = """\
-gcp="/projects/my-project/secrets/$SECRET_NAME/versions/latest:access"
-vault="https://$SECRET_VAULT.vault.azure.net/secrets/$SECRET_NAME?api-version=7.4"
-value='import json, os; print(json.dumps({"value": os.environ["SECRET"]}))'
-cat >"$FAKE_LOG.stdin" 2>/dev/null || true
+# The stores' answers: SECRET_NAME holds $SECRET, API_KEY_NAME holds $API_KEY; any other name
+# is missing (curl -f: exit 22; the AWS CLI: exit 254, ParameterNotFound).
+ANSWER = """import base64, json, os, sys
+name, shape = sys.argv[1], sys.argv[2]
+found = {os.environ.get("SECRET_NAME"): "SECRET", os.environ.get("API_KEY_NAME"): "API_KEY"}
+if name not in found or found[name] not in os.environ:
+    sys.exit(22 if shape != "aws" else 254)
+value = os.environ[found[name]]
+print(json.dumps({"aws": {"Parameter": {"Value": value}}, "azure": {"value": value},
+                  "gcp": {"payload": {"data": base64.b64encode(value.encode()).decode()}}}[shape]))
+"""
+FAKE_CURL = f"""\
+gcp="https://secretmanager.googleapis.com/v1/projects/my-project/secrets/"
+vault="https://$SECRET_VAULT.vault.azure.net/secrets/"
+cat >>"$FAKE_LOG.stdin" 2>/dev/null || true
+url="${{*: -1}}"
 case "$*" in
   *project-id*) echo my-project ;;
   *service-accounts/default/token*|*identity/oauth2/token*)
-    echo '{"access_token": "ya29.cloud-access", "expires_in": 3599}' ;;
+    echo '{{"access_token": "ya29.cloud-access", "expires_in": 3599}}' ;;
   *secretmanager.googleapis.com*)
-    [[ "$*" == *"$gcp"* ]] || exit 22
-    printf '{"payload": {"data": "%s"}}' "$(printf '%s' "$SECRET" | base64 -w0)" ;;
-  *vault.azure.net*) [[ "$*" == *"$vault" ]] || exit 22; python3 -c "$value" ;;
+    [[ "$url" == "$gcp"*"/versions/latest:access" ]] || exit 22
+    name="${{url#"$gcp"}}"; exec python3 -c '{ANSWER}' "${{name%/versions/*}}" gcp ;;
+  *vault.azure.net*)
+    [[ "$url" == "$vault"*"?api-version=7.4" ]] || exit 22
+    name="${{url#"$vault"}}"; exec python3 -c '{ANSWER}' "${{name%%\\?*}}" azure ;;
   *) exit 22 ;;
 esac
 """
-FAKE_AWS = """\
-want="ssm get-parameter --with-decryption --region $REGION"
-[[ "$*" == "$want --name $SECRET_NAME --output json" ]] || exit 3
-python3 -c 'import json, os; print(json.dumps({"Parameter": {"Value": os.environ["SECRET"]}}))'
+FAKE_AWS = f"""\
+want="ssm get-parameter --with-decryption --region $REGION --name "
+all="$*"
+[[ "$all" == "$want"*" --output json" ]] || exit 3
+name="${{all#"$want"}}"
+exec python3 -c '{ANSWER}' "${{name% --output json}}" aws
 """
+API_KEY = "sk-FAKEkey_0123456789abcdef"  # made up, header-safe like the generated keys
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_secret_fetch_runs(mixtral, cloud, tmp_path):
-    env = _install(render_cloud_init(mixtral[cloud]), tmp_path)
+    d = mixtral[cloud]
+    if cloud == "azure":  # the engines give the VMs the vault's name they drew
+        d = replace(d, secret=replace(d.token_secret, vault="kv-of-the-stack"))
+    env = _install(render_cloud_init(d), tmp_path)
     _fake(env, "curl", FAKE_CURL)
     _fake(env, "aws", FAKE_AWS)
-    ref = mixtral[cloud].secret
+    ref = d.token_secret
     env.update(SECRET=TOKEN, SECRET_NAME=ref.name, SECRET_VAULT=ref.vault or "",
-               REGION=mixtral[cloud].region)
+               REGION=mixtral[cloud].region, API_KEY=API_KEY,
+               API_KEY_NAME=mixtral[cloud].api_key.name)
     result = _run(env, str(tmp_path / "opt/bin/servestack-secret"), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     secret = tmp_path / "etc/secret.env"
@@ -283,16 +309,82 @@ def test_secret_fetch_runs(mixtral, cloud, tmp_path):
     sourced = subprocess.run(["bash", "-c", f". {secret} && printf %s \"$HF_TOKEN\""],
                              capture_output=True, text=True)
     assert sourced.stdout == TOKEN
+    assert _sourced(secret, "VLLM_API_KEY") == API_KEY
     argv = (tmp_path / "argv.log").read_text()
     assert "hf_FAKE" not in result.stdout + result.stderr + argv
+    assert API_KEY not in result.stdout + result.stderr + argv
     assert "ya29" not in argv  # the access token went to curl on stdin
     if cloud != "aws":
         assert "Authorization: Bearer ya29.cloud-access" in \
             (tmp_path / "argv.log.stdin").read_text()
 
 
+def _sourced(path: Path, name: str) -> str:
+    """NAME's value once `path` is sourced under `set -a`, as servestack-start does."""
+    script = f'set -a; . {shlex.quote(str(path))}; set +a; printf %s "${{{name}:-}}"'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_the_api_key_alone_is_fetched_into_secret_env(mixtral, cloud, tmp_path):
+    """No secrets in the spec, an API key all the same (the default)."""
+    d = replace(mixtral[cloud], secret=None,
+                api_key=replace(mixtral[cloud].api_key_secret, vault="kv-of-the-stack"))
+    env = _install(render_cloud_init(d), tmp_path)
+    _fake(env, "curl", FAKE_CURL)
+    _fake(env, "aws", FAKE_AWS)
+    env.update(API_KEY=API_KEY, API_KEY_NAME=d.api_key_secret.name, REGION=d.region,
+               SECRET_VAULT="kv-of-the-stack")
+    result = _run(env, str(tmp_path / "opt/bin/servestack-secret"), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secret = tmp_path / "etc/secret.env"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert secret.read_text() == f"VLLM_API_KEY={API_KEY}\n"
+    assert "API key (VLLM_API_KEY) stored" in result.stderr
+    argv = (tmp_path / "argv.log").read_text()
+    assert API_KEY not in result.stdout + result.stderr + argv
+    assert ("--name " + d.api_key_secret.name in argv) if cloud == "aws" else \
+        (f"/secrets/{d.api_key_secret.name}" in argv)
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_a_missing_api_key_entry_fails_naming_it(mixtral, cloud, tmp_path):
+    d = mixtral[cloud]
+    if cloud == "azure":
+        d = replace(d, secret=replace(d.token_secret, vault="kv-of-the-stack"))
+    env = _install(render_cloud_init(d), tmp_path)
+    _fake(env, "curl", FAKE_CURL)
+    _fake(env, "aws", FAKE_AWS)
+    env.update(SECRET=TOKEN, SECRET_NAME=d.secret.name, SECRET_VAULT=d.secret.vault or "",
+               REGION=d.region, API_KEY_NAME="someone-elses-entry")
+    if cloud == "azure":  # the vault's name is missing from the settings altogether
+        settings = tmp_path / "etc/servestack.env"
+        settings.write_text(settings.read_text().replace(
+            f"SERVESTACK_SECRET_VAULT={d.secret.vault}", "SERVESTACK_SECRET_VAULT=''"))
+    result = _run(env, str(tmp_path / "opt/bin/servestack-secret"), tmp_path=tmp_path)
+    assert result.returncode != 0
+    if cloud == "azure":
+        assert "no Key Vault name in" in result.stderr
+    else:
+        assert f"could not read {'SSM parameter' if cloud == 'aws' else 'secret'} " \
+               f"{d.api_key_secret.name}" in result.stderr
+    assert "Traceback" not in result.stderr and "hf_FAKE" not in result.stderr
+
+
+@pytest.mark.parametrize("key", ["", "k3y", "has spaces in it, far too long", 'q"uote' * 4])
+def test_an_api_key_a_header_could_not_carry_is_refused_unechoed(mixtral, key, tmp_path):
+    d = replace(mixtral["aws"], secret=None)
+    env = _install(render_cloud_init(d), tmp_path)
+    _fake(env, "aws", FAKE_AWS)
+    env.update(API_KEY=key, API_KEY_NAME=d.api_key_secret.name, REGION=d.region)
+    result = _run(env, str(tmp_path / "opt/bin/servestack-secret"), tmp_path=tmp_path)
+    assert result.returncode != 0 and "could not read SSM parameter" in result.stderr
+    assert not (tmp_path / "etc/secret.env").exists()
+    assert not key or key not in result.stderr
+
+
 def _prepare(d, tmp_path, gpus: int | None) -> dict:
-    env = _install(render_cloud_init(replace(d, secret=None)), tmp_path)
+    env = _install(render_cloud_init(replace(d, secret=None, api_key=None)), tmp_path)
     venv = str(tmp_path / "opt/venv/bin")
     _fake(env, "python", "exit 0", venv)  # "has vllm==<pinned>": nothing to install
     _fake(env, "vllm", 'echo "vllm $*"', venv)
@@ -501,7 +593,8 @@ def test_the_vm_fetches_secrets_installs_nothing_else_and_starts_the_container(i
     _fake(env, "docker", FAKE_DOCKER)
     _fake(env, "nvidia-ctk", "exit 0")
     _fake(env, "python3", "exit 9")  # no vLLM install on the VM: python3 is never asked
-    env.update(SECRET=TOKEN, SECRET_NAME=d.secret.name, REGION=d.region)
+    env.update(SECRET=TOKEN, SECRET_NAME=d.secret.name, REGION=d.region, API_KEY=API_KEY,
+               API_KEY_NAME=d.api_key_secret.name)
     # the scripts' python3 for the secret is the real one: put it back for servestack-secret
     (tmp_path / "fake" / "python3").unlink()
     result = _start(env, tmp_path)
@@ -519,25 +612,76 @@ def test_the_vm_fetches_secrets_installs_nothing_else_and_starts_the_container(i
         assert any(run[i:i + 2] == flag for i in range(len(run))), flag
     assert run[-2:] == [IMAGE, f"{opt}/bin/servestack-start"]
     assert "hf_FAKE" not in "\n".join(calls)  # the token stays in secret.env
-    assert (tmp_path / "etc/secret.env").is_file()
+    assert API_KEY not in "\n".join(calls) + result.stderr  # and so does the API key
+    assert calls[1] == f"ssm get-parameter --with-decryption --region {d.region} --name " \
+        f"{d.api_key_secret.name} --output json"
+    # secret.env reaches the container only through the read-only mount of /etc/servestack
+    assert _sourced(tmp_path / "etc/secret.env", "VLLM_API_KEY") == API_KEY
 
 
 def test_inside_the_container_the_spec_runs_without_fetching_or_installing(in_docker,
                                                                            tmp_path):
     d = replace(in_docker["gcp"], run=None, setup=None)
     env = _install(render_cloud_init(d), tmp_path)
-    (tmp_path / "etc/secret.env").write_text(f"HF_TOKEN={shlex.quote(TOKEN)}\n")
+    (tmp_path / "etc/secret.env").write_text(f"HF_TOKEN={shlex.quote(TOKEN)}\n"
+                                              f"VLLM_API_KEY={API_KEY}\n")
     for tool in ("curl", "aws", "docker", "pip"):  # must not run inside the container
         _fake(env, tool, "exit 3")
-    _fake(env, "vllm", 'echo "vllm $*"; [ "$HF_TOKEN" = "$EXPECTED" ] && echo token-ok')
+    # vLLM takes the key from its environment (vllm/envs.py VLLM_API_KEY), not from argv
+    _fake(env, "vllm", 'echo "vllm $*"; [ "$HF_TOKEN" = "$EXPECTED" ] && '
+                       '[ "$VLLM_API_KEY" = "$KEY" ] && echo token-ok')
     _fake(env, "nvidia-smi", "echo 'GPU 0: NVIDIA L4 (UUID: GPU-0)'")
-    env.update(SERVESTACK_IN_CONTAINER="1", EXPECTED=TOKEN)
+    env.update(SERVESTACK_IN_CONTAINER="1", EXPECTED=TOKEN, KEY=API_KEY)
     result = _start(env, tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert API_KEY not in lines[-2] and "--api-key" not in lines[-2]
     assert lines[-2].startswith(f"vllm serve {MODEL} --host 0.0.0.0 --port 8000 "
                                 "--tensor-parallel-size 1")
     assert lines[-1] == "token-ok"  # the mounted secret.env reached the server
     log = tmp_path / "argv.log"
     assert not log.exists() or not any(
         line.startswith(("ssm", "run", "pull")) for line in log.read_text().splitlines())
+
+
+def test_gate_probe_sends_the_api_key_on_curls_stdin(mixtral, tmp_path):
+    env = _gate_env(mixtral, tmp_path, delay=60)
+    (tmp_path / "etc/secret.env").write_text(f"HF_TOKEN=x\nVLLM_API_KEY={API_KEY}\n")
+    # curl answers 200 only when its config on stdin carries the key's header
+    _fake(env, "curl", f"""config=$(cat)
+printf '%s\\n' "$config" >>{tmp_path}/curl.stdin
+[[ "$*" == *"-K -"* ]] || exit 7
+[ "$config" = 'header = "Authorization: Bearer {API_KEY}"' ] && echo 200 || echo 401""")
+    errors = tmp_path / "gate.err"
+    with errors.open("w") as stderr:
+        gate = subprocess.Popen([str(tmp_path / "opt/bin/servestack-gate"), "watch"],
+                                env=env, stderr=stderr)
+        try:
+            _wait_count(errors, "port 8000 open", 1)
+        finally:
+            gate.kill()
+            gate.wait()
+    assert API_KEY in (tmp_path / "curl.stdin").read_text()
+    assert API_KEY not in (tmp_path / "argv.log").read_text() + errors.read_text()
+
+
+def test_gate_probe_without_a_key_sends_no_header(mixtral, tmp_path):
+    env = _install(render_cloud_init(replace(mixtral["aws"], api_key=None)), tmp_path)
+    settings = tmp_path / "etc/servestack.env"
+    settings.write_text(settings.read_text().replace("SERVESTACK_PROBE_INTERVAL=10",
+                                                     "SERVESTACK_PROBE_INTERVAL=0.1"))
+    (tmp_path / "invocation").write_text("first\n")
+    _fake(env, "systemctl", f"cat {tmp_path / 'invocation'}")
+    _fake(env, "iptables", "exit 0")
+    _fake(env, "curl", f"cat >>{tmp_path}/curl.stdin; echo 200")
+    errors = tmp_path / "gate.err"
+    with errors.open("w") as stderr:
+        gate = subprocess.Popen([str(tmp_path / "opt/bin/servestack-gate"), "watch"],
+                                env={**env, "FAKE_LOG": str(tmp_path / "argv.log")},
+                                stderr=stderr)
+        try:
+            _wait_count(errors, "port 8000 open", 1)
+        finally:
+            gate.kill()
+            gate.wait()
+    assert (tmp_path / "curl.stdin").read_text() == ""
