@@ -9,14 +9,21 @@
   download), for their subnet only.
 - `Firewall`: the service port from Google's health checkers and from the proxy-only subnet
   (the load balancer's Envoys), SSH only from `ssh_cidrs`; nothing else comes in.
-- `Identity`: the VMs' own service account (it can read the token secret and nothing else).
+- `Identity`: the VMs' own service account (it can read its two secrets and nothing else).
 - `TokenSecret`: the Secret Manager secret holding the Hugging Face token, its version (a
   Pulumi secret) and the accessor binding for that service account on that secret only.
+- `ApiKeySecret`: the generated API key (components.apikey.ApiKey), its own secret holding
+  it, and the same account's accessor binding on that secret only (none with --no-api-key).
 - `HealthCheck`: one regional HTTP health check, used by the load balancer and by autohealing.
 - `InstanceGroup`: regional instance template(s) and the regional MIG (zones, flexibility,
   spot split, autohealing, rolling updates).
 - `LoadBalancer`: static address, backend service, URL map, HTTP proxy, forwarding rule, and
-  a Cloud Armor policy when clients are limited to `allow_cidrs`.
+  a Cloud Armor policy when clients are limited to `allow_cidrs`. With TLS the HTTP proxy
+  takes a URL map that only redirects to https.
+- `Https` (with TLS): a Google-managed regional certificate from Certificate Manager, proved
+  by a DNS authorization; a TLS 1.2+ policy; the HTTPS proxy on the backend URL map and its
+  forwarding rule on 443 of the same address; the authorization's CNAME and the domain's A
+  record in the Cloud DNS managed zone when one is given (else the `dns_records` output).
 
 Why an EXTERNAL_MANAGED (Envoy) load balancer and not the passthrough network load balancer:
 a passthrough NLB cannot change the port (clients would have to call the service port, not
@@ -46,6 +53,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 from servestack.components import TYPE_PREFIX
+from servestack.components.apikey import ApiKey
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
@@ -54,8 +62,12 @@ from servestack.clouds.gcp import (
     GCP_ARMOR_TYPE,
     GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_DNS_AUTHORIZATION_RECORD,
+    GCP_DNS_AUTHORIZATION_TYPE,
+    GCP_DNS_TTL,
     GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
+    GCP_HTTPS_REDIRECT,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
@@ -64,12 +76,15 @@ from servestack.clouds.gcp import (
     GCP_NAT_SOURCE_RANGES,
     GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
+    GCP_SSL_POLICY,
     GCP_TARGET_SHAPE,
     GCP_VPC,
+    OUTPUT_DNS_RECORDS,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
+    gcp_fqdn,
     gcp_labels,
     gcp_metadata,
     gcp_name,
@@ -81,7 +96,7 @@ from servestack.clouds.gcp import (
     gcp_update_policy,
     gcp_versions,
 )
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, Tls
 from servestack.planner import Candidate
 
 
@@ -187,7 +202,7 @@ class IdentityArgs:
 
 
 class Identity(pulumi.ComponentResource):
-    """The VMs' service account. It gets no project role; only the token secret's accessor."""
+    """The VMs' service account. It gets no project role; only its secrets' accessor."""
 
     def __init__(self, name: str, args: IdentityArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -200,6 +215,18 @@ class Identity(pulumi.ComponentResource):
         self.email = self.account.email
         self.member = self.account.member  # "serviceAccount:<email>"
         self.register_outputs({"email": self.email})
+
+
+def _regional_secret(name: str, d: Deployment, secret_id: str,
+                     parent: pulumi.Resource) -> gcp.secretmanager.Secret:
+    """A Secret Manager secret kept in the deployment's region only, with its labels."""
+    return gcp.secretmanager.Secret(
+        name, project=d.gcp_project, secret_id=secret_id, labels=gcp_labels(d.tags),
+        replication=gcp.secretmanager.SecretReplicationArgs(
+            user_managed=gcp.secretmanager.SecretReplicationUserManagedArgs(
+                replicas=[gcp.secretmanager.SecretReplicationUserManagedReplicaArgs(
+                    location=d.region)])),
+        opts=_child(parent))
 
 
 @dataclass
@@ -224,14 +251,7 @@ class TokenSecret(pulumi.ComponentResource):
         ref = d.secret
         if ref is None or ref.store != "secret-manager":
             raise ValueError(f"deployment {d.candidate_id} has no Secret Manager secret: {ref}")
-        self.secret = gcp.secretmanager.Secret(
-            f"{name}-secret", project=d.gcp_project, secret_id=ref.name,
-            labels=gcp_labels(d.tags),
-            replication=gcp.secretmanager.SecretReplicationArgs(
-                user_managed=gcp.secretmanager.SecretReplicationUserManagedArgs(
-                    replicas=[gcp.secretmanager.SecretReplicationUserManagedReplicaArgs(
-                        location=d.region)])),
-            opts=_child(self))
+        self.secret = _regional_secret(f"{name}-secret", d, ref.name, self)
         self.version = None
         if args.hf_token is not None:
             self.version = gcp.secretmanager.SecretVersion(
@@ -247,6 +267,35 @@ class TokenSecret(pulumi.ComponentResource):
             opts=_child(self))
         self.register_outputs({"secretId": self.secret.secret_id,
                                "versionCreated": self.version is not None})
+
+
+@dataclass
+class ApiKeySecretArgs:
+    deployment: Deployment
+    reader_member: pulumi.Input[str]
+
+
+class ApiKeySecret(pulumi.ComponentResource):
+    """The generated API key, in a Secret Manager secret of its own (in the region, labelled,
+    like the token's) with one version, readable by the VMs' account only: vLLM on each VM
+    reads it at boot (secret `d.api_key.name`, version latest). `value` is the key (a Pulumi
+    secret), `ref` the secret's id (projects/<project>/secrets/<secret id>)."""
+
+    def __init__(self, name: str, args: ApiKeySecretArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("ApiKeySecret"), name, None, opts)
+        d = args.deployment
+        self.key = ApiKey(f"{name}-value", opts=_child(self))
+        self.secret = _regional_secret(f"{name}-secret", d, d.api_key_secret.name, self)
+        self.version = gcp.secretmanager.SecretVersion(
+            f"{name}-version", project=d.gcp_project, secret=self.secret.id,
+            secret_data=self.key.value, opts=_child(self))  # a secret Output already
+        self.reader = gcp.secretmanager.SecretIamBinding(
+            f"{name}-reader", project=d.gcp_project, secret_id=self.secret.secret_id,
+            role=GCP_SECRET_ACCESSOR, members=[args.reader_member], opts=_child(self))
+        self.value = self.key.value
+        self.ref = self.secret.id
+        self.register_outputs({"secretId": self.secret.secret_id})
 
 
 # --- Health check ----------------------------------------------------------------------------
@@ -441,11 +490,18 @@ class LoadBalancer(pulumi.ComponentResource):
         self.url_map = gcp.compute.RegionUrlMap(
             f"{name}-urls", name=gcp_name(d, "urls"), project=d.gcp_project, region=d.region,
             default_service=self.backend.id, opts=_child(self))
+        # With TLS, plain HTTP only redirects to https (the proxy may not serve both).
+        self.redirect = gcp.compute.RegionUrlMap(
+            f"{name}-redirect", name=gcp_name(d, "redirect"), project=d.gcp_project,
+            region=d.region, description=f"servestack {d.service}: http to https",
+            default_url_redirect=gcp.compute.RegionUrlMapDefaultUrlRedirectArgs(
+                **GCP_HTTPS_REDIRECT),
+            opts=_child(self)) if d.tls else None
         # Keep-alive between requests is capped at 600 s by the API (the default), below the
         # idle timeout; it only closes connections that carry no request.
         self.proxy = gcp.compute.RegionTargetHttpProxy(
             f"{name}-proxy", name=gcp_name(d, "http-proxy"), project=d.gcp_project,
-            region=d.region, url_map=self.url_map.id, opts=_child(self))
+            region=d.region, url_map=(self.redirect or self.url_map).id, opts=_child(self))
         self.rule = gcp.compute.ForwardingRule(
             f"{name}-listener", name=gcp_name(d, "listener"), project=d.gcp_project,
             region=d.region,
@@ -455,6 +511,8 @@ class LoadBalancer(pulumi.ComponentResource):
             labels=labels,
             opts=_child(self, depends_on=[args.proxy_subnet]))
         self.ip_address = self.rule.ip_address
+        self.network = args.network
+        self.proxy_subnet = args.proxy_subnet
         self.register_outputs({"ipAddress": self.rule.ip_address,
                                "backend": self.backend.id,
                                "clientPolicy": self.policy.id if self.policy else None})
@@ -481,11 +539,84 @@ def _armor_rule(rule: dict) -> gcp.compute.RegionSecurityPolicyRuleArgs:
             config=gcp.compute.RegionSecurityPolicyRuleMatchConfigArgs(**match["config"])))
 
 
+# --- HTTPS -----------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpsArgs:
+    deployment: Deployment
+    load_balancer: LoadBalancer
+
+
+class Https(pulumi.ComponentResource):
+    """HTTPS on the domain, on 443 of the load balancer's address: a Google-managed regional
+    certificate (Certificate Manager: the only source of managed certificates for a regional
+    external ALB), proved by a DNS authorization; a TLS 1.2+ policy; the HTTPS proxy on the
+    backend URL map. With a managed zone, the authorization's CNAME and the domain's A record
+    are written there; `dns_records` lists them either way (the output exists without one)."""
+
+    def __init__(self, name: str, args: HttpsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Https"), name, None, opts)
+        d, lb = args.deployment, args.load_balancer
+        tls = d.tls
+        if tls is None:
+            raise ValueError(f"deployment {d.candidate_id} asks for no TLS")
+        labels = gcp_labels(d.tags)
+        self.authorization = gcp.certificatemanager.DnsAuthorization(
+            f"{name}-dns-auth", name=gcp_name(d, "dns-auth"), project=d.gcp_project,
+            location=d.region, domain=tls.domain, type=GCP_DNS_AUTHORIZATION_TYPE,
+            labels=labels, description=f"servestack {d.service}: proves {tls.domain} for its "
+                                       "certificate", opts=_child(self))
+        self.certificate = gcp.certificatemanager.Certificate(
+            f"{name}-cert", name=gcp_name(d, "cert"), project=d.gcp_project, location=d.region,
+            labels=labels, description=f"servestack {d.service}: {tls.domain}",
+            managed=gcp.certificatemanager.CertificateManagedArgs(
+                domains=[tls.domain], dns_authorizations=[self.authorization.id]),
+            opts=_child(self))
+        self.policy = gcp.compute.RegionSslPolicy(
+            f"{name}-policy", name=gcp_name(d, "tls"), project=d.gcp_project, region=d.region,
+            **GCP_SSL_POLICY, description=f"servestack {d.service}: TLS 1.2 or later",
+            opts=_child(self))
+        self.proxy = gcp.compute.RegionTargetHttpsProxy(
+            f"{name}-proxy", name=gcp_name(d, "https-proxy"), project=d.gcp_project,
+            region=d.region, url_map=lb.url_map.id,
+            certificate_manager_certificates=[self.certificate.id],
+            ssl_policy=self.policy.self_link, opts=_child(self))
+        self.rule = gcp.compute.ForwardingRule(
+            f"{name}-listener", name=gcp_name(d, "https-listener"), project=d.gcp_project,
+            region=d.region, load_balancing_scheme=GCP_LB_SCHEME, ip_protocol="TCP",
+            port_range=str(tls.port), target=self.proxy.id, ip_address=lb.address.address,
+            network=lb.network, network_tier=GCP_LB_TIER, labels=labels,
+            opts=_child(self, depends_on=[lb.proxy_subnet]))
+        self.records = self._records(name, d, tls, lb.address.address)
+        self.register_outputs({"certificate": self.certificate.id,
+                               OUTPUT_DNS_RECORDS: self.records})
+
+    def _records(self, name: str, d: Deployment, tls: Tls,
+                 address: pulumi.Output[str]) -> pulumi.Output[list]:
+        """The records the domain needs ({name, type, value}); created in the managed zone
+        when there is one."""
+        domain, zone = gcp_fqdn(tls.domain), tls.dns_zone
+        found = self.authorization.dns_resource_records.apply(lambda rs: rs[0])
+        wanted = [(found.name, GCP_DNS_AUTHORIZATION_RECORD, found.data),
+                  (pulumi.Output.from_input(domain), "A", address)]
+        kinds = ("authorization", "domain")
+        if zone is not None:
+            for kind, (record, record_type, value) in zip(kinds, wanted, strict=True):
+                gcp.dns.RecordSet(f"{name}-{kind}", project=d.gcp_project, managed_zone=zone,
+                                  name=record, type=record_type, ttl=GCP_DNS_TTL,
+                                  rrdatas=[value], opts=_child(self))
+        return pulumi.Output.all(*[pulumi.Output.all(n, t, v) for n, t, v in wanted]).apply(
+            lambda rows: [{"name": n, "type": t, "value": v} for n, t, v in rows])
+
+
 # --- Service ---------------------------------------------------------------------------------
 
 
 class Service(pulumi.ComponentResource):
-    """The whole service on GCP; `endpoint` is http://<forwarding rule IP>:<listener port>."""
+    """The whole service on GCP; `endpoint` is http://<forwarding rule IP>:<listener port>, or
+    https://<domain> with TLS. `api_key` (a secret) and `api_key_ref` are None without a key;
+    `dns_records` is None unless TLS asks the user to create records."""
 
     endpoint: pulumi.Output[str]
     group_name: pulumi.Output[str]
@@ -506,9 +637,12 @@ class Service(pulumi.ComponentResource):
             waits.append(TokenSecret(f"{name}-token",
                                      TokenSecretArgs(d, identity.member, hf_token),
                                      opts=_child(self)))
+        key = ApiKeySecret(f"{name}-api-key", ApiKeySecretArgs(d, identity.member),
+                           opts=_child(self)) if d.api_key is not None else None
+        waits += [key] if key else []
         health = HealthCheck(f"{name}-hc", HealthCheckArgs(d), opts=_child(self))
-        # The VMs go out through the NAT, and read the token, as they boot: create them after
-        # the NAT and the accessor binding.
+        # The VMs go out through the NAT, and read the token and the key, as they boot:
+        # create them after the NAT and the secrets' versions and accessor bindings.
         group = InstanceGroup(
             f"{name}-group",
             InstanceGroupArgs(d, network.subnet.id, identity.email, health.check_id),
@@ -518,10 +652,18 @@ class Service(pulumi.ComponentResource):
             LoadBalancerArgs(d, network.network.id, network.proxy_subnet,
                              group.instance_group, health.check_id),
             opts=_child(self))
-        self.endpoint = pulumi.Output.concat("http://", lb.ip_address, ":",
-                                             str(d.listener_port))
+        https = Https(f"{name}-https", HttpsArgs(d, lb), opts=_child(self)) if d.tls else None
+        self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}") if d.tls else \
+            pulumi.Output.concat("http://", lb.ip_address, ":", str(d.listener_port))
         self.group_name = group.group_name
         self.group_id = group.group_id
+        self.api_key = key.value if key else None
+        self.api_key_ref = key.ref if key else None
+        self.dns_records = https.records if https and d.tls and not d.tls.dns_zone else None
+        if self.dns_records is not None:
+            # components.ServiceOutputs has no field for it yet: exported here, so the stack
+            # has the output the Terraform stack has.
+            pulumi.export(OUTPUT_DNS_RECORDS, self.dns_records)
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 

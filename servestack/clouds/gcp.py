@@ -20,6 +20,7 @@ from servestack.deployment.model import (
     NetworkPlan,
     SecretRef,
 )
+from servestack.errors import UserError
 
 # Google's health checkers and the regional load balancer's proxies come from these ranges.
 GCP_HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
@@ -72,6 +73,9 @@ RULES = (
     rule("invalid-config", "BadRequest",
          r"Error 400\b|badRequest|INVALID_ARGUMENT|Invalid value for field"),
 )
+# Cloud DNS managed zone names (the API's ManagedZone.name): 1-63 characters, a letter first,
+# a letter or digit last, lowercase letters, digits and dashes between.
+GCP_DNS_ZONE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 ZONE_IN_ERROR = (r"zones/([a-z]+-[a-z]+\d+-[a-z])\b", r"in the ([a-z]+-[a-z]+\d+-[a-z]) zone",
                  r"\bzone: ([a-z]+-[a-z]+\d+-[a-z])\b")
 
@@ -103,6 +107,15 @@ class Gcp(Cloud):
         """The generated API key: its own secret beside the secrets' one."""
         name = f"servestack-{service}-{digest(f'{service}/{stack}')}-api-key"
         return SecretRef(self.name, "secret-manager", name)
+
+    def check(self, d: Deployment) -> None:
+        """A --dns-zone must be a Cloud DNS managed zone's name (the record sets take the
+        name, not the zone's DNS name nor another cloud's zone id)."""
+        zone = d.tls.dns_zone if d.tls else None
+        if zone is not None and not GCP_DNS_ZONE_NAME.fullmatch(zone):
+            raise UserError(f"--dns-zone {zone[:80]!r}: on GCP, the name of a Cloud DNS "
+                            "managed zone (1-63 lowercase letters, digits and dashes, a letter "
+                            "first; `gcloud dns managed-zones list` shows them)")
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
         config = {"gcp:region": d.region}
@@ -280,3 +293,29 @@ def gcp_nic_type(d: Deployment) -> str | None:
 def gcp_metadata(user_data: Any) -> dict[str, Any]:
     """The VMs' metadata: cloud-init's user data, and OS Login for any SSH access."""
     return {"user-data": user_data, "enable-oslogin": "TRUE"}
+
+
+# --- API key and TLS -------------------------------------------------------------------------
+# A regional external Application LB takes Google-managed certificates only from Certificate
+# Manager, as regional certificates (location = the region) authorized through a regional DNS
+# authorization (the Compute regional SSL certificate is self-managed only). A DNS
+# authorization outside "global" defaults to a per-project record, the kind Google documents
+# for regional ones (set here explicitly); the record it asks for is a CNAME to
+# <...>.authorize.certificatemanager.goog.
+GCP_DNS_AUTHORIZATION_TYPE = "PER_PROJECT_RECORD"
+GCP_DNS_AUTHORIZATION_RECORD = "CNAME"
+GCP_DNS_TTL = 300  # seconds; short enough that a moved address is picked up soon
+# Port 80 answers every request with a redirect to https on the same host and path. 308 (not
+# the default 301) keeps the method and body, so an API client's POST is repeated over HTTPS.
+# strip_query is required by the API ("to ensure an empty block is not set").
+GCP_HTTPS_REDIRECT: dict[str, Any] = {"https_redirect": True, "strip_query": False,
+                                      "redirect_response_code": "PERMANENT_REDIRECT"}
+# TLS 1.2 or later, with the MODERN profile's forward-secret ciphers (the default policy,
+# COMPATIBLE, still accepts TLS 1.0).
+GCP_SSL_POLICY: dict[str, Any] = {"profile": "MODERN", "min_tls_version": "TLS_1_2"}
+OUTPUT_DNS_RECORDS = "dns_records"  # the records the user creates when the stack cannot
+
+
+def gcp_fqdn(domain: str) -> str:
+    """A domain as Cloud DNS record sets name it: fully qualified, with the trailing dot."""
+    return f"{domain.rstrip('.')}."

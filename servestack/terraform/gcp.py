@@ -11,6 +11,13 @@ HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy whe
 limited to `allow_cidrs`. The VMs have no public address: a Cloud Router's NAT carries their
 egress.
 
+With an API key (`d.api_key`), the key (terraform_data, servestack.terraform.api_key_resources)
+goes to a Secret Manager secret of its own that only the VMs' account may read. With TLS
+(`d.tls`), HTTPS on 443 of the same address: a Google-managed regional certificate from
+Certificate Manager (a DNS authorization proves the domain), an HTTPS proxy with a TLS 1.2+
+policy; port 80 then redirects to https. The DNS records go into the Cloud DNS managed zone
+when one is given, else to the `dns_records` output for the user to create.
+
 Names are `<service>-<digest of the stack>-<kind>` (servestack.clouds.gcp.gcp_name, the same the
 Pulumi component gives): two services, or two stacks of one, never collide in a project. Every
 value comes from the `Deployment`, and how GCP spells it from servestack.clouds.gcp, shared with
@@ -27,8 +34,12 @@ from servestack.clouds.gcp import (
     GCP_ARMOR_TYPE,
     GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
+    GCP_DNS_AUTHORIZATION_RECORD,
+    GCP_DNS_AUTHORIZATION_TYPE,
+    GCP_DNS_TTL,
     GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
+    GCP_HTTPS_REDIRECT,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
     GCP_NAMED_PORT,
@@ -37,12 +48,15 @@ from servestack.clouds.gcp import (
     GCP_NAT_SOURCE_RANGES,
     GCP_PROXY_SUBNET,
     GCP_SECRET_ACCESSOR,
+    GCP_SSL_POLICY,
     GCP_TARGET_SHAPE,
     GCP_VPC,
+    OUTPUT_DNS_RECORDS,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
+    gcp_fqdn,
     gcp_labels,
     gcp_metadata,
     gcp_name,
@@ -56,8 +70,10 @@ from servestack.clouds.gcp import (
 )
 from servestack.deployment.model import Deployment
 from servestack.terraform import (
+    API_KEY,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
+    api_key_resources,
     compact,
     expr,
     merge,
@@ -81,7 +97,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"google": {"project": PROJECT, "region": d.region}},
         "data": image_data(d),
         "resource": merge(network(d), egress(d), firewall(d), identity(d), token(d),
-                          health_check(d), group(d), load_balancer(d)),
+                          api_key(d), health_check(d), group(d), load_balancer(d), tls(d)),
         "output": outputs(d),
     }
 
@@ -157,7 +173,7 @@ def firewall(d: Deployment) -> dict[str, Any]:
 
 
 def identity(d: Deployment) -> dict[str, Any]:
-    """The VMs' service account: no project role, only the token secret's accessor."""
+    """The VMs' service account: no project role, only the accessor of its two secrets."""
     return {"google_service_account": {"vm": {
         "project": PROJECT, "account_id": gcp_service_account_id(d),
         "display_name": f"servestack {d.service} GPU VMs",
@@ -183,6 +199,29 @@ def token(d: Deployment) -> dict[str, Any]:
             "members": [template("serviceAccount:",
                                  expr("google_service_account.vm.email"))]}},
     }
+
+
+def api_key(d: Deployment) -> dict[str, Any]:
+    """The generated API key (terraform_data), kept in its own Secret Manager secret (like the
+    token's: in the region, labelled) as one write-only version, and the VMs' accessor on
+    that secret only. The key reaches the version without being stored in it in the state."""
+    if d.api_key is None:
+        return {}
+    secret = "google_secret_manager_secret.api_key"
+    return merge(api_key_resources(), {
+        "google_secret_manager_secret": {"api_key": {
+            "project": PROJECT, "secret_id": d.api_key_secret.name, "labels": labels(d),
+            "replication": {"user_managed": {"replicas": [{"location": d.region}]}}}},
+        "google_secret_manager_secret_version": {"api_key": {
+            "secret": expr(f"{secret}.id"), "secret_data_wo": expr(API_KEY),
+            # The key never changes (terraform_data ignores later uuid()s): one version.
+            "secret_data_wo_version": 1}},
+        "google_secret_manager_secret_iam_binding": {"api_key_reader": {
+            "project": PROJECT, "secret_id": expr(f"{secret}.secret_id"),
+            "role": GCP_SECRET_ACCESSOR,
+            "members": [template("serviceAccount:",
+                                 expr("google_service_account.vm.email"))]}},
+    })
 
 
 def health_check(d: Deployment) -> dict[str, Any]:
@@ -242,11 +281,15 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    # The VMs go out through the NAT, and read the token, as they boot: both come first.
+    # The VMs go out through the NAT, and read the token and the key, as they boot: all
+    # of them come first.
     waits = ["google_compute_router_nat.nat"]
     if d.secret:
         waits += ["google_secret_manager_secret_iam_binding.reader",
                   "google_secret_manager_secret_version.hf_token"]
+    if d.api_key:
+        waits += ["google_secret_manager_secret_iam_binding.api_key_reader",
+                  "google_secret_manager_secret_version.api_key"]
     manager = compact({
         "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
         "base_instance_name": d.scope,
@@ -282,7 +325,8 @@ def client_policy(d: Deployment) -> dict[str, Any]:
 
 
 def load_balancer(d: Deployment) -> dict[str, Any]:
-    """Address -> forwarding rule (listener port) -> proxy -> URL map -> backend service."""
+    """Address -> forwarding rule (listener port) -> proxy -> URL map -> backend service.
+    With TLS the listener port's proxy takes the redirect URL map instead (see `tls`)."""
     policy = client_policy(d)
     backend = compact({
         "name": gcp_name(d, "backend"), "project": PROJECT, "region": d.region,
@@ -308,7 +352,8 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "default_service": expr("google_compute_region_backend_service.backend.id")}},
         "google_compute_region_target_http_proxy": {"proxy": {
             "name": gcp_name(d, "http-proxy"), "project": PROJECT, "region": d.region,
-            "url_map": expr("google_compute_region_url_map.urls.id")}},
+            "url_map": expr("google_compute_region_url_map.redirect.id" if d.tls
+                            else "google_compute_region_url_map.urls.id")}},
         "google_compute_forwarding_rule": {"listener": {
             "name": gcp_name(d, "listener"), "project": PROJECT, "region": d.region,
             "load_balancing_scheme": GCP_LB_SCHEME, "ip_protocol": "TCP",
@@ -321,9 +366,76 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
     })
 
 
+def tls(d: Deployment) -> dict[str, Any]:
+    """HTTPS on the domain: a Google-managed regional certificate (Certificate Manager, DNS
+    authorization), an HTTPS proxy with a TLS 1.2+ policy on the backend URL map, its
+    forwarding rule on the same address; port 80 redirected to https. With a managed zone,
+    the authorization's CNAME and the domain's A record are written there."""
+    if d.tls is None:
+        return {}
+    where = {"project": PROJECT, "location": d.region}
+    auth = "google_certificate_manager_dns_authorization.tls"
+    return merge({
+        "google_certificate_manager_dns_authorization": {"tls": {
+            "name": gcp_name(d, "dns-auth"), **where, "domain": d.tls.domain,
+            "type": GCP_DNS_AUTHORIZATION_TYPE, "labels": labels(d),
+            "description": f"servestack {d.service}: proves {d.tls.domain} for its certificate"}},
+        "google_certificate_manager_certificate": {"tls": {
+            "name": gcp_name(d, "cert"), **where, "labels": labels(d),
+            "managed": {"domains": [d.tls.domain], "dns_authorizations": [expr(f"{auth}.id")]},
+            "description": f"servestack {d.service}: {d.tls.domain}"}},
+        "google_compute_region_ssl_policy": {"tls": {
+            "name": gcp_name(d, "tls"), "project": PROJECT, "region": d.region,
+            **GCP_SSL_POLICY, "description": f"servestack {d.service}: TLS 1.2 or later"}},
+        "google_compute_region_target_https_proxy": {"https": {
+            "name": gcp_name(d, "https-proxy"), "project": PROJECT, "region": d.region,
+            "url_map": expr("google_compute_region_url_map.urls.id"),
+            "certificate_manager_certificates": [
+                expr("google_certificate_manager_certificate.tls.id")],
+            "ssl_policy": expr("google_compute_region_ssl_policy.tls.self_link")}},
+        "google_compute_region_url_map": {"redirect": {
+            "name": gcp_name(d, "redirect"), "project": PROJECT, "region": d.region,
+            "default_url_redirect": GCP_HTTPS_REDIRECT,
+            "description": f"servestack {d.service}: http to https"}},
+        "google_compute_forwarding_rule": {"https": {
+            "name": gcp_name(d, "https-listener"), "project": PROJECT, "region": d.region,
+            "load_balancing_scheme": GCP_LB_SCHEME, "ip_protocol": "TCP",
+            "port_range": str(d.tls.port),
+            "target": expr("google_compute_region_target_https_proxy.https.id"),
+            "ip_address": expr("google_compute_address.ip.address"),
+            "network": expr("google_compute_network.vpc.id"), "network_tier": GCP_LB_TIER,
+            "labels": labels(d),
+            "depends_on": ["google_compute_subnetwork.proxy"]}},
+    }, dns_records(d))
+
+
+def dns_records(d: Deployment) -> dict[str, Any]:
+    """The authorization's CNAME and the domain's A record, in the managed zone if given."""
+    if d.tls is None or d.tls.dns_zone is None:
+        return {}
+    record = "google_certificate_manager_dns_authorization.tls.dns_resource_record[0]"
+    zone = {"project": PROJECT, "managed_zone": d.tls.dns_zone, "ttl": GCP_DNS_TTL}
+    return {"google_dns_record_set": {
+        "authorization": {**zone, "name": expr(f"{record}.name"),
+                          "type": GCP_DNS_AUTHORIZATION_RECORD,
+                          "rrdatas": [expr(f"{record}.data")]},
+        "domain": {**zone, "name": gcp_fqdn(d.tls.domain), "type": "A",
+                   "rrdatas": [expr("google_compute_address.ip.address")]}}}
+
+
 def outputs(d: Deployment) -> dict[str, Any]:
-    return service_outputs(d, "google_compute_forwarding_rule.listener.ip_address",
-                           "google_compute_region_instance_group_manager.group")
+    found = service_outputs(d, "google_compute_forwarding_rule.listener.ip_address",
+                            "google_compute_region_instance_group_manager.group",
+                            api_key_ref="google_secret_manager_secret.api_key.id")
+    if d.tls is not None and d.tls.dns_zone is None:
+        record = "google_certificate_manager_dns_authorization.tls.dns_resource_record[0]"
+        found[OUTPUT_DNS_RECORDS] = {
+            "description": "create these records where the domain's DNS is served",
+            "value": [{"name": expr(f"{record}.name"), "type": GCP_DNS_AUTHORIZATION_RECORD,
+                       "value": expr(f"{record}.data")},
+                      {"name": gcp_fqdn(d.tls.domain), "type": "A",
+                       "value": expr("google_compute_address.ip.address")}]}
+    return found
 
 
 def variable_values(d: Deployment) -> dict[str, Any]:

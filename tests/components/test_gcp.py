@@ -37,9 +37,18 @@ SETTINGS = "/etc/servestack/servestack.env"  # the bootstrap's settings file
 NETWORK = "gcp:compute/network:Network"
 ROUTER = "gcp:compute/router:Router"
 NAT = "gcp:compute/routerNat:RouterNat"
+API_KEY = "pulumi-python:dynamic:Resource"  # components.apikey.ApiKey
+DNS_AUTH = "gcp:certificatemanager/dnsAuthorization:DnsAuthorization"
+CERT = "gcp:certificatemanager/certificate:Certificate"
+HTTPS_PROXY = "gcp:compute/regionTargetHttpsProxy:RegionTargetHttpsProxy"
+SSL_POLICY = "gcp:compute/regionSslPolicy:RegionSslPolicy"
+URL_MAP = "gcp:compute/regionUrlMap:RegionUrlMap"
+RECORD = "gcp:dns/recordSet:RecordSet"
 # The inputs that fix a physical name: what must differ between services and stacks.
 NAME_INPUTS = ("name", "namePrefix", "accountId", "baseInstanceName")
-UNNAMED = (VERSION, BINDING)  # a secret's version and IAM binding have no name of their own
+# A secret's version and IAM binding, and the key (state only), have no name of their own;
+# a DNS record's name is the user's domain.
+UNNAMED = (VERSION, BINDING, API_KEY, RECORD)
 T4_HOSTS = (
     InstanceChoice("gcp-us-central1-n1-standard-16-ondemand", "n1-standard-16", "T4", 4, 2.2,
                    attached_gpu="nvidia-tesla-t4"),
@@ -91,6 +100,13 @@ def spot():
 
 def single(recording, token: str) -> dict:
     return recording.one(token).inputs
+
+
+def named(recording, token: str, middle: str) -> dict:
+    """The inputs of the one resource of a type whose logical name holds `middle` (the
+    token's and the API key's secrets are of the same types)."""
+    [found] = [r for r in recording.of_type(token) if middle in r.name]
+    return found.inputs
 
 
 def firewall(recording, suffix: str) -> dict | None:
@@ -280,21 +296,22 @@ def test_token_appears_nowhere_but_as_a_secret():
         text = json.dumps(preview_json(rec)) + json.dumps(rec.invokes)
         assert TOKEN not in text
         assert TOKEN[3:] not in text
-        assert single(rec, VERSION)["secretData"] == SECRET_MASK
+        assert named(rec, VERSION, "-token-")["secretData"] == SECRET_MASK
 
 
 def test_secret_and_its_single_reader():
     d = planned(False)
     rec = on_demand()
-    secret = single(rec, SECRET)
+    secret = named(rec, SECRET, "-token-")
     assert secret["secretId"] == d.secret.name
     assert d.secret.name.startswith("servestack-mixtral-") and d.secret.name.endswith("-hf-token")
     assert secret["replication"] == {"userManaged": {"replicas": [{"location": d.region}]}}
-    binding = single(rec, BINDING)
+    binding = named(rec, BINDING, "-token-")
     assert binding["role"] == "roles/secretmanager.secretAccessor"
     assert binding["secretId"] == d.secret.name
     assert len(binding["members"]) == 1
-    assert single(rec, VERSION)["secret"] == rec.one(SECRET).id
+    [token_secret] = [r for r in rec.of_type(SECRET) if "-token-" in r.name]
+    assert named(rec, VERSION, "-token-")["secret"] == token_secret.id
     account = single(rec, ACCOUNT)
     assert account["accountId"] == f"{d.scope}-vm" and d.scope.startswith("mixtral-")
     template = single(rec, TEMPLATE)
@@ -302,11 +319,16 @@ def test_secret_and_its_single_reader():
         "https://www.googleapis.com/auth/cloud-platform"]
 
 
+def token_resources(rec, token: str) -> list:
+    return [r for r in rec.of_type(token) if "-token-" in r.name]
+
+
 def test_no_secret_resources_without_a_secret_and_no_version_without_a_token():
     rec = run(replace(planned(False), secret=None), token=None)
-    assert not rec.of_type(SECRET) and not rec.of_type(BINDING) and not rec.of_type(VERSION)
+    assert not any(token_resources(rec, t) for t in (SECRET, BINDING, VERSION))
     rec = run(planned(False), token=None)
-    assert rec.of_type(SECRET) and rec.of_type(BINDING) and not rec.of_type(VERSION)
+    assert token_resources(rec, SECRET) and token_resources(rec, BINDING)
+    assert not token_resources(rec, VERSION)
 
 
 def test_load_balancer_listens_on_listener_port_and_forwards_to_named_port():
@@ -329,7 +351,8 @@ def test_labels_follow_gcp_rules():
     labels = single(rec, TEMPLATE)["labels"]
     assert labels == {"team": "ml-infra", "cost_center": "42", "servestack-service": "mixtral",
                       "servestack-candidate": d.candidate_id, "managed-by": "servestack"}
-    assert single(rec, SECRET)["labels"] == labels
+    assert named(rec, SECRET, "-token-")["labels"] == labels
+    assert named(rec, SECRET, "-api-key-")["labels"] == labels
     assert single(rec, RULE)["labels"] == labels
     from servestack.components.gcp import gcp_labels
 
@@ -339,7 +362,7 @@ def test_labels_follow_gcp_rules():
 
 def test_project_goes_on_every_resource_when_set():
     rec = run(replace(planned(False), gcp_project="acme-llm"))
-    custom = [r for r in rec.resources if r.custom]
+    custom = [r for r in rec.resources if r.custom and r.type != API_KEY]  # not a GCP resource
     assert custom and all(r.inputs.get("project") == "acme-llm" for r in custom), \
         [r.name for r in custom if r.inputs.get("project") != "acme-llm"]
     assert "project" not in single(on_demand(), MIG)
@@ -394,7 +417,8 @@ def test_two_services_and_two_stacks_of_one_spec_share_no_name():
         for found in set(physical_names(run(d))):
             assert found not in names, f"{found}: {names.get(found)} and {(service, stack)}"
             names[found] = (service, stack)
-    assert len(names) == 3 * 20  # 19 named resources, the VMs' base name (tag = account id)
+    # 20 named resources (the API key's secret too), the VMs' base name (tag = account id)
+    assert len(names) == 3 * 21
 
 
 def test_every_name_follows_gcp_rules_for_the_longest_service_name():
@@ -425,8 +449,8 @@ def test_every_resource_sits_in_the_service_tree():
             parent = by_urn[parent.parent]
     kinds = {r.type for r in rec.resources if not r.custom}
     assert kinds == {f"servestack:gcp:{k}" for k in (
-        "Service", "Network", "Firewall", "Identity", "TokenSecret", "HealthCheck",
-        "InstanceGroup", "LoadBalancer")}
+        "Service", "Network", "Firewall", "Identity", "TokenSecret", "ApiKeySecret",
+        "HealthCheck", "InstanceGroup", "LoadBalancer")}
 
 
 def test_outputs():
@@ -451,6 +475,6 @@ def test_the_program_builds_the_gcp_service_from_stack_config():
                                "servestack:hfToken": TOKEN},
                  secret_keys=["servestack:hfToken"])
     assert rec.one("servestack:gcp:Service").name == d.service
-    assert single(rec, VERSION)["secretData"] == SECRET_MASK
+    assert named(rec, VERSION, "-token-")["secretData"] == SECRET_MASK
     assert TOKEN not in json.dumps(preview_json(rec))
     assert rec.outputs["instance_group_name"] == f"{d.scope}-mig"

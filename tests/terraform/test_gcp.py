@@ -27,6 +27,8 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "google_provider_s
 # (resource, argument path): the first google release that has it (CHANGELOG.md).
 NEWER = {("google_compute_region_backend_service", "security_policy"): (7, 8)}  # #24693
 META = {"depends_on", "lifecycle"}
+# Terraform's built-in resource (no provider): the API key (servestack.terraform).
+BUILTIN = {"terraform_data": {"input": None, "triggers_replace": None}}
 CLIENTS = ("198.51.100.0/24",)
 SSH_FROM = ("203.0.113.0/24",)
 
@@ -71,9 +73,10 @@ def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
 def test_every_argument_is_one_the_provider_has():
     for d in variants():
         for kind, blocks in render(d)["resource"].items():
-            assert kind in SCHEMA, kind
+            schema = SCHEMA.get(kind) or BUILTIN.get(kind)
+            assert schema, kind
             for body in blocks.values():
-                assert unknown(body, SCHEMA[kind], kind) == []
+                assert unknown(body, schema, kind) == []
 
 
 def test_the_pin_admits_only_releases_with_every_argument():
@@ -110,6 +113,12 @@ def test_vms_have_no_public_address_and_go_out_through_cloud_nat_of_their_subnet
         assert "google_compute_router_nat.nat" in mig["depends_on"]  # egress before boot
 
 
+# A secret's version and IAM binding, and the key (state only), have no name of their own;
+# a DNS record's name is the user's domain.
+UNNAMED = ("google_secret_manager_secret_version", "google_secret_manager_secret_iam_binding",
+           "terraform_data", "google_dns_record_set")
+
+
 def physical_names(d: Deployment) -> list[str]:
     """Every name the deployment fixes in the project (and the VMs' network tag)."""
     names = []
@@ -119,8 +128,7 @@ def physical_names(d: Deployment) -> list[str]:
                                            "base_instance_name") if key in body]
             if kind == "google_secret_manager_secret":
                 fixed.append(body["secret_id"])
-            elif kind in ("google_secret_manager_secret_version",
-                          "google_secret_manager_secret_iam_binding"):
+            elif kind in UNNAMED:
                 continue  # no name of their own
             assert fixed, f"{kind} has no name of its own"
             names += fixed + body.get("tags", [])
@@ -133,7 +141,8 @@ def test_two_services_and_two_stacks_of_one_spec_share_no_name():
         for name in set(physical_names(deployment(service=service, stack=stack))):
             assert name not in owners, f"{name}: {owners.get(name)} and {(service, stack)}"
             owners[name] = (service, stack)
-    assert len(owners) == 3 * 20  # 19 named resources, the VMs' base name (tag = account id)
+    # 20 named resources (the API key's secret too), the VMs' base name (tag = account id)
+    assert len(owners) == 3 * 21
 
 
 def test_names_follow_gcp_rules_for_the_longest_service_and_stack():
