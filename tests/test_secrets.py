@@ -156,8 +156,7 @@ def test_the_program_keeps_the_env_file_a_pulumi_secret(tmp_path, monkeypatch):
     assert main(["generate", "--cloud", "aws", "--catalog-dir", str(FROZEN_CATALOG)]) == 0
     config, _ = runtime_config(read_stack_file(stack_path("stacks", "mixtral")))
     recording = record(lambda: program(env_file({"HF_TOKEN": CANARY})), config=config)
-    parameters = [r for r in recording.resources if r.type == "aws:ssm/parameter:Parameter"]
-    assert [p.inputs["value"] for p in parameters] == [SECRET_MASK]
+    assert _parameter_values(recording) == {"hf-token": SECRET_MASK, "api-key": SECRET_MASK}
     assert CANARY not in json.dumps([r.to_json() for r in recording.resources])
 
 
@@ -177,11 +176,17 @@ def test_a_hand_run_pulumi_up_reads_the_named_secrets_from_the_environment(tmp_p
     assert stack["config"]["servestack:secrets"] == ["HF_TOKEN"]
     config, _ = runtime_config(stack)
     recording = record(program, config=config)
-    parameters = [r for r in recording.resources if r.type == "aws:ssm/parameter:Parameter"]
-    assert [p.inputs["value"] for p in parameters] == [SECRET_MASK]
+    assert _parameter_values(recording) == {"hf-token": SECRET_MASK, "api-key": SECRET_MASK}
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(pulumi.RunError, match="no value for HF_TOKEN: export it"):
         record(program, config=config)
+
+
+def _parameter_values(recording) -> dict:
+    """The stack's SSM parameters' values by the last part of their names: the env file of
+    secrets and the generated API key, both secrets (masked) in the recording."""
+    return {str(r.inputs["name"]).rsplit("/", 1)[-1]: r.inputs["value"]
+            for r in recording.resources if r.type == "aws:ssm/parameter:Parameter"}
 
 
 # --- plan warns, generate and deploy refuse ------------------------------------------------

@@ -49,7 +49,7 @@ class OpResult:
     ok: bool
     diagnostics: list[Diagnostic] = field(default_factory=list)
     text: str = ""  # the command's own output or error text
-    outputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)  # secret ones (the API key) in plain text
     timed_out: bool = False
     failed_urns: list[str] = field(default_factory=list)
     # False only when the engine knows the operation began creating no cloud resource (e.g.
@@ -173,6 +173,11 @@ class Engine(Protocol):
            on_progress: Callable[[str], None] | None = None) -> OpResult: ...
 
     def refresh(self, stack: StackRef, deployment: Deployment) -> OpResult: ...
+
+    def outputs(self, stack: StackRef, deployment: Deployment) -> dict:
+        """The stack's outputs as `up` returns them, secret ones (the API key) in plain text:
+        held in memory only, never written, logged or put on a command line."""
+        ...
 
     def destroy(self, stack: StackRef, deployment: Deployment) -> OpResult: ...
 

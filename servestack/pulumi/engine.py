@@ -269,8 +269,23 @@ class PulumiEngine:
     def up(self, stack: StackRef, deployment: Deployment, *, timeout_s: float,
            on_progress: Callable[[str], None] | None = None) -> OpResult:
         handle = self._candidate(stack, deployment)
-        return self._run(lambda ev: handle.up(on_event=ev, color="never"), _Events(on_progress),
-                         timeout_s)
+        # The outputs come back in plain text (the Automation API reads them with
+        # --show-secrets after `up`): the API key the readiness probe sends, in memory only.
+        # `up` itself prints no outputs and no secrets in its summary.
+        return self._run(lambda ev: handle.up(on_event=ev, color="never", show_secrets=False,
+                                              suppress_outputs=True),
+                         _Events(on_progress), timeout_s)
+
+    def outputs(self, stack: StackRef, deployment: Deployment) -> dict[str, Any]:
+        """The stack's outputs, secrets in plain text (the API key): for the caller's memory
+        only (the readiness probe's header); `servestack endpoint` drops the key."""
+        from pulumi.automation.errors import CommandError
+
+        try:
+            found = self._candidate(stack, deployment).outputs()
+        except CommandError:
+            return {}
+        return {k: v.value for k, v in found.items()}
 
     def refresh(self, stack: StackRef, deployment: Deployment) -> OpResult:
         handle = self._candidate(stack, deployment)

@@ -207,8 +207,18 @@ class TerraformEngine:
         directory = self.stack_dir(stack)
         document = render(deployment)
         self._write(directory, document, self._variables(deployment, document))
-        return self._command(directory, ["apply", "-auto-approve"], deployment, writing=True,
-                             timeout_s=timeout_s, on_event=_progress(on_progress))
+        result = self._command(directory, ["apply", "-auto-approve"], deployment, writing=True,
+                               timeout_s=timeout_s, on_event=_progress(on_progress))
+        if result.ok and deployment.api_key is not None:
+            # apply's `outputs` event leaves sensitive values out; `terraform output -json`
+            # has them: the API key, for the readiness probe, in memory only
+            result.outputs.update(self.outputs(stack, deployment))
+        return result
+
+    def outputs(self, stack: StackRef, deployment: Deployment) -> dict[str, Any]:
+        """The stack's outputs, sensitive ones in plain text (the API key): for the caller's
+        memory only (the readiness probe's header); `servestack endpoint` drops the key."""
+        return self._outputs(stack)
 
     def _variables(self, deployment: Deployment, document: dict[str, Any]) -> dict[str, Any]:
         """The deployment's values, and --gcp-project for a configuration that declares a

@@ -118,8 +118,12 @@ if args[:1] == ["up"]:
         print("Updating (" + stack + ")\n error: update failed"); done(255, args)
     state["stacks"][stack]["outputs"] = plan.get("outputs", {})
     save(state); print("Updating (" + stack + ")"); done(0, args)
-if args[:2] == ["stack", "output"]:
-    print(json.dumps(state["stacks"][stack].get("outputs", {}))); sys.exit(0)
+if args[:2] == ["stack", "output"]:  # secret outputs masked unless --show-secrets
+    outputs = dict(state["stacks"][stack].get("outputs", {}))
+    if "--show-secrets" not in args:
+        outputs.update({k: "[secret]" for k in SCENARIO.get("secret_outputs", [])
+                        if k in outputs})
+    print(json.dumps(outputs)); sys.exit(0)
 if args[:2] == ["stack", "history"]:
     history(state, stack); sys.exit(0)
 if args[:1] == ["refresh"]:
@@ -248,6 +252,27 @@ def test_a_successful_up_returns_the_outputs(cli, engine):
     result = engine.up(stack_ref("mixtral", AWS.id), deployment_for(AWS), timeout_s=60)
     assert result.ok and result.outputs["endpoint"] == "http://lb.example:80"
     assert cli.stack(stack_name("mixtral", AWS.id))["config"]["aws:region"] == AWS.region
+
+
+API_KEY = "sk-FAKEapiKeyMustNeverLeak0123456789"
+
+
+def test_the_api_key_output_comes_back_in_memory_only(cli, engine):
+    """The readiness probe needs the key: `up` and `outputs` give it in plain text (the
+    Automation API reads the outputs with --show-secrets), on no command line, and `up`
+    prints no outputs of its own."""
+    outputs = {"endpoint": "http://lb.example:80", "api_key": API_KEY,
+               "api_key_secret": "/servestack/mixtral/abc/api-key"}
+    cli.scenario({"*": {"up": "ok", "outputs": outputs}, "secret_outputs": ["api_key"]})
+    d = deployment_for(AWS)
+    ref = stack_ref("mixtral", AWS.id)
+    result = engine.up(ref, d, timeout_s=60)
+    assert result.ok and result.outputs == outputs
+    assert engine.outputs(ref, d) == outputs
+    up = next(call for call in cli.state["calls"] if call[:1] == ["up"])
+    assert "--suppress-outputs" in up and "--show-secrets" not in up
+    assert not any(API_KEY in arg for call in cli.state["calls"] for arg in call)
+    assert API_KEY not in result.text
 
 
 def test_a_hung_up_is_interrupted_at_the_timeout(cli, engine):

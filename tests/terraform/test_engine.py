@@ -8,6 +8,7 @@ import json
 import stat
 import sys
 import time
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -136,12 +137,47 @@ def test_up_writes_the_stack_and_reads_outputs(fake, tmp_path):
     assert main["provider"]["aws"]["region"] == d.region
     assert json.loads((directory / "terraform.tfvars.json").read_text())["desired_replicas"] \
         == d.desired_replicas
-    init, apply = fake.calls()
+    init, apply, output = fake.calls()  # output: the API key apply's events leave out
+    assert output["argv"][:2] == ["output", "-json"]
     assert init["argv"][0] == "init" and f"-plugin-dir={tmp_path / 'plugins'}" in init["argv"]
     assert apply["argv"][:2] == ["apply", "-auto-approve"] and "-json" in apply["argv"]
     assert apply["token"] is True and apply["cwd"] == str(directory)
     assert not any(TOKEN in arg for call in fake.calls() for arg in call["argv"])
     assert TOKEN not in "".join(p.read_text() for p in directory.glob("*.json"))
+
+
+API_KEY = "0123456789abcdefFAKEapiKeyMustNeverLeak"
+
+
+def test_up_reads_the_sensitive_api_key_that_apply_leaves_out(fake, tmp_path):
+    """apply's `outputs` event has no value for a sensitive output (Terraform 1.11 prints
+    only `"sensitive": true`); `terraform output -json` has it: up returns it in memory."""
+    d = deployment()
+    assert d.api_key is not None
+    listed = {"endpoint": {"value": "http://lb:80", "sensitive": False, "type": "string"},
+              "api_key": {"value": API_KEY, "sensitive": True, "type": "string"}}
+    fake.scenario({"apply": {"events": [
+        event("outputs", outputs={"endpoint": {"value": "http://lb:80", "sensitive": False},
+                                  "api_key": {"sensitive": True}}),
+    ], "state": {"values": {}}}, "output": {"events": [listed]}})
+    ref = stack_ref(d.service, d.candidate_id)
+    result = engine(fake, tmp_path).up(ref, d, timeout_s=60)
+    assert result.ok and result.outputs == {"endpoint": "http://lb:80", "api_key": API_KEY}
+    assert engine(fake, tmp_path).outputs(ref, d)["api_key"] == API_KEY
+    calls = fake.calls()
+    assert calls[-1]["argv"][:2] == ["output", "-json"]
+    assert not any(API_KEY in arg for call in calls for arg in call["argv"])
+    assert API_KEY not in result.text
+    directory = tmp_path / "work" / "stacks" / ref.name
+    assert API_KEY not in "".join(p.read_text() for p in directory.glob("*.json"))
+
+
+def test_up_without_an_api_key_asks_for_no_outputs(fake, tmp_path):
+    d = replace(deployment(), api_key=None)
+    fake.scenario({"apply": {"events": [event("outputs", outputs={
+        "endpoint": {"value": "http://lb:80", "sensitive": False}})], "state": {"values": {}}}})
+    result = engine(fake, tmp_path).up(stack_ref(d.service, d.candidate_id), d, timeout_s=60)
+    assert result.ok and [c["argv"][0] for c in fake.calls()] == ["init", "apply"]
 
 
 def test_a_failed_scaling_activity_is_a_capacity_failure(fake, tmp_path):
