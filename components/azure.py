@@ -31,17 +31,29 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_azure_native as azure
 from servestack.components import TYPE_PREFIX
+from servestack.components.apikey import ApiKey
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
+    AZURE_DNS_TTL,
     AZURE_EGRESS_PROTOCOL,
     AZURE_FLEX_FAULT_DOMAINS,
+    AZURE_FRONT_DOOR_CERTIFICATE,
+    AZURE_FRONT_DOOR_FORWARDING,
+    AZURE_FRONT_DOOR_MIN_TLS,
+    AZURE_FRONT_DOOR_PATTERNS,
+    AZURE_FRONT_DOOR_PROBE_METHOD,
+    AZURE_FRONT_DOOR_PROBE_SECONDS,
+    AZURE_FRONT_DOOR_PROTOCOLS,
+    AZURE_FRONT_DOOR_SAMPLING,
+    AZURE_FRONT_DOOR_SKU,
+    AZURE_FRONT_DOOR_TIMEOUT_SECONDS,
     AZURE_HEALTH_EXTENSION,
     AZURE_IDENTITY_TYPE,
     AZURE_IP_ALLOCATION,
@@ -65,7 +77,10 @@ from servestack.clouds.azure import (
     RULE,
     SSH,
     azure_computer_name_prefix,
+    azure_dns_name,
+    azure_dns_records,
     azure_flexible,
+    azure_has_vault,
     azure_health_settings,
     azure_idle_timeout_minutes,
     azure_ipv4,
@@ -78,6 +93,7 @@ from servestack.clouds.azure import (
     azure_spot_restore,
     azure_upgrade_pause,
     azure_vault_prefix,
+    azure_with_vault,
 )
 from servestack.deployment.model import Deployment, HealthCheck, ImageRef
 from servestack.sshkey import lock_only_ssh_key
@@ -258,11 +274,13 @@ class TokenSecretArgs:
     tenant_id: pulumi.Input[str]
     reader_principal_id: pulumi.Input[str]  # the scale set's identity
     token: pulumi.Input[str] | None
+    api_key: pulumi.Input[str] | None = None  # the generated key (components.apikey)
 
 
 class TokenSecret(pulumi.ComponentResource):
-    """A Key Vault with one access policy (the VMs' identity: get secrets) and the Hugging Face
-    token as secret `secret.name`.
+    """The stack's Key Vault, whenever the deployment keeps a secret: one access policy (the
+    VMs' identity: get secrets), the Hugging Face token as secret `secret.name` (when given),
+    and the generated API key as secret `api_key.name` (`api_key_secret`).
 
     An access policy rather than RBAC: "get" on secrets is exactly what the VMs need, and it
     needs no role-assignment rights from whoever runs `pulumi up`.
@@ -279,7 +297,6 @@ class TokenSecret(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("TokenSecret"), name, None, opts)
         d = args.deployment
-        ref = d.token_secret
         self.vault = azure.keyvault.Vault(
             azure_vault_prefix(d), resource_group_name=args.resource_group_name,
             location=d.region, tags=d.tags, opts=_child(self),
@@ -293,14 +310,123 @@ class TokenSecret(pulumi.ComponentResource):
                     tenant_id=args.tenant_id, object_id=args.reader_principal_id,
                     permissions=azure.keyvault.PermissionsArgs(secrets=["get"]))]))
         self.secret = None
-        if args.token is not None:
-            self.secret = azure.keyvault.Secret(
-                f"{name}-secret", secret_name=ref.name, vault_name=self.vault.name,
-                resource_group_name=args.resource_group_name, tags=d.tags,
-                properties=azure.keyvault.SecretPropertiesArgs(
-                    value=pulumi.Output.secret(args.token), content_type=AZURE_SECRET_CONTENT_TYPE),
-                opts=_child(self))
+        if d.secret is not None and args.token is not None:
+            self.secret = self._secret(f"{name}-secret", d.secret.name, args.token, args)
+        self.api_key_secret = None
+        if d.api_key is not None and args.api_key is not None:
+            self.api_key_secret = self._secret(f"{name}-api-key", d.api_key.name, args.api_key,
+                                               args)
         self.register_outputs({"vaultUri": self.vault.properties.vault_uri})
+
+    def _secret(self, name: str, secret_name: str, value: pulumi.Input[str],
+                args: TokenSecretArgs) -> azure.keyvault.Secret:
+        """One secret in the vault, its value a Pulumi secret whatever came in."""
+        return azure.keyvault.Secret(
+            name, secret_name=secret_name, vault_name=self.vault.name,
+            resource_group_name=args.resource_group_name, tags=args.deployment.tags,
+            properties=azure.keyvault.SecretPropertiesArgs(
+                value=pulumi.Output.secret(value), content_type=AZURE_SECRET_CONTENT_TYPE),
+            opts=_child(self))
+
+
+@dataclass
+class FrontDoorArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    origin_address: pulumi.Input[str]  # the balancer's public IP
+
+
+class FrontDoor(pulumi.ComponentResource):
+    """HTTPS on the domain (the Standard balancer is L4 and terminates no TLS): a Front Door
+    Standard profile whose route serves the domain with a managed certificate (TLS 1.2 or
+    later), redirects HTTP to HTTPS and forwards over HTTP to the balancer's public IP on the
+    listener port; nothing is cached (no cache configuration). With --dns-zone it writes the
+    `_dnsauth` TXT record that validates the certificate and the domain's CNAME to the
+    endpoint; without, `dns_records` lists them for the user.
+
+    The profile is named from the scope; the endpoint's host name is global, so azure-native
+    names the endpoint (autonaming: `azure_name(d, "endpoint")` plus a random suffix kept in
+    the state), and two stacks never share one.
+    """
+
+    def __init__(self, name: str, args: FrontDoorArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("FrontDoor"), name, None, opts)
+        d = args.deployment
+        tls = d.tls
+        assert tls is not None  # built only with a domain
+        group = args.resource_group_name
+        self.profile = azure.cdn.Profile(
+            f"{name}-profile", profile_name=azure_name(d, "front_door"), location="global",
+            resource_group_name=group, sku=azure.cdn.SkuArgs(name=AZURE_FRONT_DOOR_SKU),
+            origin_response_timeout_seconds=AZURE_FRONT_DOOR_TIMEOUT_SECONDS,
+            tags=d.tags, opts=_child(self))
+        profile = self.profile.name
+        self.endpoint = azure.cdn.AFDEndpoint(
+            azure_name(d, "endpoint"), location="global", enabled_state="Enabled",
+            resource_group_name=group, profile_name=profile, tags=d.tags, opts=_child(self))
+        self.origin_group = azure.cdn.AFDOriginGroup(
+            f"{name}-origins", origin_group_name=azure_name(d, "origin_group"),
+            resource_group_name=group, profile_name=profile, session_affinity_state="Disabled",
+            health_probe_settings=azure.cdn.HealthProbeParametersArgs(
+                probe_path=d.health.path, probe_protocol=azure.cdn.ProbeProtocol.HTTP,
+                probe_request_type=azure.cdn.HealthProbeRequestType(
+                    AZURE_FRONT_DOOR_PROBE_METHOD),
+                probe_interval_in_seconds=AZURE_FRONT_DOOR_PROBE_SECONDS),
+            load_balancing_settings=azure.cdn.LoadBalancingSettingsParametersArgs(
+                **AZURE_FRONT_DOOR_SAMPLING),
+            opts=_child(self))
+        self.origin = azure.cdn.AFDOrigin(
+            f"{name}-origin", origin_name=azure_name(d, "origin"),
+            resource_group_name=group, profile_name=profile,
+            origin_group_name=self.origin_group.name, host_name=args.origin_address,
+            http_port=d.listener_port, https_port=tls.port, enabled_state="Enabled",
+            enforce_certificate_name_check=False,  # HTTP to the origin: no certificate
+            opts=_child(self))
+        zone = azure_dns_name(d) if tls.dns_zone else None
+        self.domain = azure.cdn.AFDCustomDomain(
+            f"{name}-domain", custom_domain_name=azure_name(d, "custom_domain"),
+            resource_group_name=group, profile_name=profile, host_name=tls.domain,
+            azure_dns_zone=azure.cdn.ResourceReferenceArgs(id=tls.dns_zone) if zone else None,
+            tls_settings=azure.cdn.AFDDomainHttpsParametersArgs(
+                certificate_type=AZURE_FRONT_DOOR_CERTIFICATE,
+                minimum_tls_version=azure.cdn.AfdMinimumTlsVersion(AZURE_FRONT_DOOR_MIN_TLS)),
+            opts=_child(self))
+        # after the origin: Azure refuses a route to an origin group without origins
+        self.route = azure.cdn.Route(
+            f"{name}-route", route_name=azure_name(d, "route"),
+            resource_group_name=group, profile_name=profile, endpoint_name=self.endpoint.name,
+            origin_group=azure.cdn.ResourceReferenceArgs(id=self.origin_group.id),
+            custom_domains=[azure.cdn.ActivatedResourceReferenceArgs(id=self.domain.id)],
+            supported_protocols=AZURE_FRONT_DOOR_PROTOCOLS, https_redirect="Enabled",
+            forwarding_protocol=AZURE_FRONT_DOOR_FORWARDING,
+            patterns_to_match=AZURE_FRONT_DOOR_PATTERNS,
+            # the domain is the service's one address; Front Door's own host name serves nothing
+            link_to_default_domain="Disabled", enabled_state="Enabled",
+            opts=_child(self, depends_on=[self.origin]))
+        token = self.domain.validation_properties.apply(
+            lambda v: v.validation_token if v else None)
+        self.dns_records: pulumi.Output[list[dict[str, Any]]] | None = None
+        if zone:
+            self._records(name, zone, token)
+        else:
+            self.dns_records = pulumi.Output.all(self.endpoint.host_name, token).apply(
+                lambda v: azure_dns_records(d, v[0], v[1]))
+        self.register_outputs({"hostName": self.endpoint.host_name})
+
+    def _records(self, name: str, zone: tuple[str, str, str], token: pulumi.Output) -> None:
+        """The domain's records in its zone; the CNAME once the route serves the domain
+        (else Front Door's validation of the CNAME fails)."""
+        group, zone_name, relative = zone
+        self.txt = azure.dns.RecordSet(
+            f"{name}-txt", relative_record_set_name=f"_dnsauth.{relative}", record_type="TXT",
+            resource_group_name=group, zone_name=zone_name, ttl=AZURE_DNS_TTL,
+            txt_records=[azure.dns.TxtRecordArgs(value=[token])], opts=_child(self))
+        self.cname = azure.dns.RecordSet(
+            f"{name}-cname", relative_record_set_name=relative, record_type="CNAME",
+            resource_group_name=group, zone_name=zone_name, ttl=AZURE_DNS_TTL,
+            cname_record=azure.dns.CnameRecordArgs(cname=self.endpoint.host_name),
+            opts=_child(self, depends_on=[self.route]))
 
 
 @dataclass
@@ -312,7 +438,7 @@ class ScaleSetArgs:
     probe_id: pulumi.Input[str]
     identity_id: pulumi.Input[str]
     ssh_public_key: str
-    vault_name: pulumi.Input[str] | None  # where the VMs read the token, if there is one
+    vault_name: pulumi.Input[str] | None  # where the VMs read the secrets, if there are any
     # Created before the scale set, deleted after it: the balancer (its probe, rules and
     # outbound rule are inline, see ScaleSet) and the token with its access policy.
     ready_first: list[pulumi.Resource]
@@ -411,8 +537,7 @@ def custom_data(d: Deployment, vault_name: pulumi.Input[str] | None) -> pulumi.I
     if vault_name is None:
         return base64.b64encode(render_cloud_init(d).encode()).decode()
     return pulumi.Output.from_input(vault_name).apply(lambda vault: base64.b64encode(
-        render_cloud_init(replace(d, secret=replace(d.token_secret, vault=vault))).encode()
-    ).decode())
+        render_cloud_init(azure_with_vault(d, vault)).encode()).decode())
 
 
 def os_profile(d: Deployment, ssh_public_key: str, vault_name: pulumi.Input[str] | None
@@ -477,27 +602,41 @@ class Service(pulumi.ComponentResource):
                           _child(self))
         lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
             d, self.group.name, client.subscription_id), _child(self))
-        token = self._token(name, d, client.tenant_id, hf_token)
+        key = ApiKey(f"{name}-api-key", opts=_child(self)) if d.api_key else None
+        token = self._token(name, d, client.tenant_id, hf_token, key)
         scale_set = ScaleSet(f"{name}-group", ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
             self.identity.id, ssh_public_key(), token.vault.name if token else None,
             [lb.lb, token] if token else [lb.lb]), _child(self))
-        self.endpoint = lb.endpoint
+        # the balancer's address: Static, so known once its public IP exists
+        address = cast(pulumi.Output[str], lb.public_ip.ip_address)
+        front = FrontDoor(f"{name}-https", FrontDoorArgs(d, self.group.name, address),
+                          _child(self)) if d.tls else None
+        self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}") if d.tls \
+            else lb.endpoint
         self.group_name = scale_set.vmss.name
         self.group_id = scale_set.vmss.id
+        # The key (a Pulumi secret) and where the vault keeps it (the secret's ARM id, as
+        # the Terraform stack's resource_versionless_id); read by components.build_service.
+        stored = token.api_key_secret if token else None
+        self.api_key = key.value if key else None
+        self.api_key_ref = stored.id if stored else None
+        # Without --dns-zone, the records the user creates (see FrontDoor).
+        self.dns_records = front.dns_records if front else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 
     def _token(self, name: str, d: Deployment, tenant_id: pulumi.Input[str],
-               hf_token: pulumi.Input[str] | None) -> TokenSecret | None:
-        """The vault (and the token in it) the VMs read at boot; none when no secret."""
-        if d.secret is None:
+               hf_token: pulumi.Input[str] | None, key: ApiKey | None) -> TokenSecret | None:
+        """The vault (and the secrets in it) the VMs read at boot; none when no secret."""
+        if not azure_has_vault(d):
             return None
-        if hf_token is None:
+        if d.secret is not None and hf_token is None:
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
                             f"expect secret {d.secret.name} in the stack's Key Vault", self)
         return TokenSecret(f"{name}-token", TokenSecretArgs(
-            d, self.group.name, tenant_id, self.identity.principal_id, hf_token), _child(self))
+            d, self.group.name, tenant_id, self.identity.principal_id, hf_token,
+            key.value if key else None), _child(self))
 
 
 def ssh_public_key() -> str:

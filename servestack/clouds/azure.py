@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, rule
 from servestack.deployment.model import (
+    WORLD,
     Deployment,
     HealthCheck,
     ImageRef,
@@ -40,6 +42,40 @@ AZURE_IDENTITY_TYPE = "UserAssigned"  # the VMs read the token with their group'
 AZURE_REPAIR_ACTION = "Replace"
 AZURE_OS_DISK_CACHING = "ReadWrite"
 AZURE_SECRET_CONTENT_TYPE = "text/plain"
+# Front Door Standard: the HTTPS front of a service with a domain (the Standard load balancer
+# is L4 and terminates no TLS). Front Door serves the domain with a certificate it manages
+# itself (validated by the `_dnsauth` TXT record, renewed by Azure), at TLS 1.2 or later, and
+# reaches the balancer's public IP over plain HTTP on the listener port.
+AZURE_FRONT_DOOR_SKU = "Standard_AzureFrontDoor"
+AZURE_FRONT_DOOR_CERTIFICATE = "ManagedCertificate"
+AZURE_FRONT_DOOR_MIN_TLS = "TLS12"
+# The only source the clients' rule admits with TLS on: Front Door's backend addresses, so no
+# client reaches the balancer around it (learn.microsoft.com/azure/frontdoor/origin-security).
+AZURE_FRONT_DOOR_TAG = "AzureFrontDoor.Backend"
+# Front Door's send/receive timeout towards the origin, at its maximum (16-240 s; azurerm's
+# response_timeout_seconds, azure-native's origin_response_timeout_seconds). It bounds each wait
+# for the origin, not the whole response: a streamed completion (tokens as they are made)
+# may stay open past it, up to the balancer's 900 s idle timeout, but a request whose first
+# byte takes more than 240 s (a long completion without `stream`) fails at Front Door.
+AZURE_FRONT_DOOR_TIMEOUT_SECONDS = 240
+# Front Door probes the origin from each of its edge sites, so its probe runs at the portal's
+# default interval (100 s), not the balancer's 10 s: the balancer's probe is what takes a
+# replica out of rotation; Front Door's only sees the balancer as a whole. GET, since vLLM's
+# /health answers HEAD with 405.
+AZURE_FRONT_DOOR_PROBE_SECONDS = 100
+AZURE_FRONT_DOOR_PROBE_METHOD = "GET"
+# Origin group sampling, at Azure's defaults (azurerm requires the block).
+AZURE_FRONT_DOOR_SAMPLING = {"sample_size": 4, "successful_samples_required": 3,
+                             "additional_latency_in_milliseconds": 50}
+AZURE_FRONT_DOOR_PATTERNS = ["/*"]
+AZURE_FRONT_DOOR_PROTOCOLS = ["Http", "Https"]  # both: HTTP is redirected to HTTPS
+AZURE_FRONT_DOOR_FORWARDING = "HttpOnly"  # to the balancer, which has no certificate
+AZURE_DNS_TTL = 3600
+# A DNS zone's resource id, as --dns-zone takes it (the zone must be in the subscription the
+# stack deploys to: both engines write its records with the stack's credentials).
+AZURE_DNS_ZONE_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/(?P<group>[^/]+)/providers/Microsoft\.Network/"
+    r"dnszones/(?P<zone>[^/]+)", re.IGNORECASE)
 
 RULES = (
     rule("capacity", "SkuNotAvailable", r"SkuNotAvailable|Capacity Restrictions"),
@@ -116,6 +152,19 @@ class Azure(Cloud):
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
         return {"azure-native:location": d.region}
+
+    def check(self, d: Deployment) -> None:
+        """A domain: its DNS zone must be an Azure DNS zone's resource id with the domain
+        strictly inside it (the apex takes no CNAME), and the clients cannot be limited to
+        CIDRs: behind Front Door the balancer sees Front Door's addresses, not theirs."""
+        if d.tls is None:
+            return
+        if azure_ipv4(d.allow_cidrs) != [WORLD]:
+            raise UserError("Azure with --domain: clients reach the service through Front "
+                            "Door, so --allow-cidr cannot limit them (the NSG admits Front "
+                            "Door only); leave --allow-cidr out, the API key guards the endpoint")
+        if d.tls.dns_zone is not None:
+            azure_dns_name(d)
 
     def quota_families(self, c: Offered) -> tuple[str, ...]:
         """Spot VMs draw from one low-priority core quota; on-demand from the size family's."""
@@ -200,7 +249,14 @@ def azure_ipv4(cidrs: tuple[str, ...]) -> list[str]:
 # scale sets 1-64 and their computer name prefix 1-58 (azurerm's check; the VMs append six
 # characters to it, Linux host names take 64).
 AZURE_NAME_KINDS = {"resource_group": "rg", "identity": "id", "nsg": "nsg", "vnet": "vnet",
-                    "subnet": "vms", "public_ip": "ip", "lb": "lb", "scale_set": "vmss"}
+                    "subnet": "vms", "public_ip": "ip", "lb": "lb", "scale_set": "vmss",
+                    "front_door": "fd", "origin_group": "origins", "origin": "balancer",
+                    "route": "https", "custom_domain": "domain", "endpoint": "ep"}
+# Front Door endpoints: 2-46 letters, digits and dashes (azurerm's FrontDoorEndpointName). The
+# endpoint's host name (<name>-<hash>.z01.azurefd.net) is global, so its name is the scope's
+# `endpoint` name plus a random suffix each engine draws once and keeps in its state, as the
+# Key Vault's: Terraform's random_string, azure-native's autonaming.
+AZURE_ENDPOINT_NAME_LENGTH = 46
 # Key Vault names: 3-24 characters, letters, digits and dashes, starting with a letter, global
 # across all tenants. A soft-deleted vault keeps its name for the retention period, so the
 # name ends in a random suffix each engine draws once and keeps in its state: Terraform's
@@ -212,6 +268,46 @@ AZURE_VAULT_SUFFIX_LENGTH = 8
 def azure_name(d: Deployment, kind: str) -> str:
     """The fixed name of one of the deployment's resources (a key of AZURE_NAME_KINDS)."""
     return f"{d.scope}-{AZURE_NAME_KINDS[kind]}"
+
+
+def azure_dns_name(d: Deployment) -> tuple[str, str, str]:
+    """The DNS zone's resource group and name, and the domain's name relative to the zone
+    (refused unless the domain lies strictly inside the zone)."""
+    tls = d.tls
+    zone_id = tls.dns_zone if tls else None
+    found = AZURE_DNS_ZONE_ID.fullmatch(zone_id or "")
+    if tls is None or found is None:
+        raise UserError(f"Azure --dns-zone {zone_id!r}: expected a DNS zone's resource id, "
+                        "/subscriptions/<id>/resourceGroups/<group>/providers/"
+                        "Microsoft.Network/dnszones/<zone>")
+    zone, domain = found["zone"].lower().rstrip("."), tls.domain.lower().rstrip(".")
+    if not domain.endswith("." + zone):
+        raise UserError(f"Azure --domain {tls.domain}: not a name inside DNS zone {zone} "
+                        "(and the zone's apex cannot be a CNAME to Front Door)")
+    return found["group"], zone, domain.removesuffix("." + zone)
+
+
+def azure_dns_records(d: Deployment, endpoint_host: Any, token: Any) -> list[dict[str, Any]]:
+    """The records that put the domain on Front Door: the `_dnsauth` TXT record that proves
+    the domain for its managed certificate, and the domain's CNAME to the endpoint. Names are
+    fully qualified here (what the user creates without --dns-zone)."""
+    domain = d.tls.domain if d.tls else ""
+    return [{"name": f"_dnsauth.{domain}", "type": "TXT", "value": token},
+            {"name": domain, "type": "CNAME", "value": endpoint_host}]
+
+
+def azure_has_vault(d: Deployment) -> bool:
+    """The stack's Key Vault exists whenever it keeps a secret: the token, the API key, or
+    both."""
+    return d.secret is not None or d.api_key is not None
+
+
+def azure_with_vault(d: Deployment, vault: str) -> Deployment:
+    """The deployment with the vault's name in every secret it keeps there, as the bootstrap
+    renders it (the VMs learn the name from it, whichever secret they fetch)."""
+    secret = replace(d.secret, vault=vault) if d.secret else None
+    api_key = replace(d.api_key, vault=vault) if d.api_key else None
+    return replace(d, secret=secret, api_key=api_key)
 
 
 def azure_lb_name(d: Deployment) -> str:
@@ -250,11 +346,16 @@ def azure_repair_grace_period(seconds: int) -> str:
 def azure_security_rules(d: Deployment) -> dict[str, dict[str, Any]]:
     """The subnet's NSG rules by kind: the probe (from the `AzureLoadBalancer` tag) and the
     clients on the service port (a Standard balancer keeps the client's source address and
-    rewrites the destination to the backend port), SSH if asked, and a deny-all that shadows
-    Azure's default inbound allows."""
+    rewrites the destination to the backend port; with TLS the only client is Front Door),
+    SSH if asked, and a deny-all that shadows Azure's default inbound allows."""
     rules = {"probe": _nsg_rule("probe", d.health.port, ["AzureLoadBalancer"],
                                 "load balancer health probe")}
-    if azure_ipv4(d.allow_cidrs):
+    if d.tls is not None:
+        # The balancer forwards Front Door's connections with their source kept, so on the
+        # service port (as every client rule) only Front Door's addresses are let in.
+        rules["clients"] = _nsg_rule("clients", d.service_port, [AZURE_FRONT_DOOR_TAG],
+                                     "Front Door only, where HTTPS ends (no bypass)")
+    elif azure_ipv4(d.allow_cidrs):
         rules["clients"] = _nsg_rule("clients", d.service_port, azure_ipv4(d.allow_cidrs),
                                      "clients via the load balancer (source IP is preserved)")
     if azure_ipv4(d.ssh_cidrs):

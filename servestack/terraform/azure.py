@@ -30,15 +30,25 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from dataclasses import replace
 from typing import Any
 
 import yaml
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
+    AZURE_DNS_TTL,
     AZURE_EGRESS_PROTOCOL,
     AZURE_FLEX_FAULT_DOMAINS,
+    AZURE_FRONT_DOOR_CERTIFICATE,
+    AZURE_FRONT_DOOR_FORWARDING,
+    AZURE_FRONT_DOOR_MIN_TLS,
+    AZURE_FRONT_DOOR_PATTERNS,
+    AZURE_FRONT_DOOR_PROBE_METHOD,
+    AZURE_FRONT_DOOR_PROBE_SECONDS,
+    AZURE_FRONT_DOOR_PROTOCOLS,
+    AZURE_FRONT_DOOR_SAMPLING,
+    AZURE_FRONT_DOOR_SKU,
+    AZURE_FRONT_DOOR_TIMEOUT_SECONDS,
     AZURE_HEALTH_EXTENSION,
     AZURE_IDENTITY_TYPE,
     AZURE_IP_ALLOCATION,
@@ -62,7 +72,10 @@ from servestack.clouds.azure import (
     RULE,
     SSH,
     azure_computer_name_prefix,
+    azure_dns_name,
+    azure_dns_records,
     azure_flexible,
+    azure_has_vault,
     azure_health_settings,
     azure_idle_timeout_minutes,
     azure_ipv4,
@@ -75,14 +88,17 @@ from servestack.clouds.azure import (
     azure_spot_restore,
     azure_upgrade_pause,
     azure_vault_prefix,
+    azure_with_vault,
 )
 from servestack.deployment.model import Deployment
 from servestack.sshkey import lock_only_ssh_key
 from servestack.terraform import (
+    API_KEY,
     TERRAFORM_VERSION,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
     Ref,
+    api_key_resources,
     compact,
     escape,
     expr,
@@ -111,6 +127,11 @@ VAULT_NAME_SLOT = "servestack-key-vault-name"
 
 DEPLOYER_SECRET_PERMISSIONS = ["Get", "List", "Set", "Delete", "Purge", "Recover"]
 RG = expr("azurerm_resource_group.rg.name")
+PROFILE = "azurerm_cdn_frontdoor_profile.fd"
+ENDPOINT = "azurerm_cdn_frontdoor_endpoint.fd"
+DOMAIN = "azurerm_cdn_frontdoor_custom_domain.fd"
+# Without --dns-zone: the records the user creates, [{name, type, value}].
+OUTPUT_DNS_RECORDS = "dns_records"
 LB = expr("azurerm_lb.lb.id")
 
 
@@ -123,12 +144,13 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"azurerm": {"features": {"key_vault": KEY_VAULT_FEATURES}}},
         "data": {"azurerm_client_config": {"current": {}}},
         "resource": merge(base(d), firewall(d), network(d), load_balancer(d),
-                          token(d), scale_set(d)),
+                          token(d), front_door(d), dns_records(d), scale_set(d)),
         "output": outputs(d),
     }
-    if d.secret is not None:
+    if azure_has_vault(d) or d.tls is not None:  # random names: the vault's, the endpoint's
         body["terraform"] = {"required_version": TERRAFORM_VERSION,
                              "required_providers": dict([PROVIDER, RANDOM])}
+    if azure_has_vault(d):
         body["locals"] = {"cloud_init": plain_cloud_init(d)}
     return body
 
@@ -211,13 +233,29 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
 
 
 def token(d: Deployment) -> dict[str, Any]:
-    """The stack's Key Vault: the VMs' identity may get secrets; the deployer may write the
-    token (write-only, never in the state)."""
-    if d.secret is None:
+    """The stack's Key Vault, whenever it keeps a secret: the VMs' identity may get secrets;
+    the deployer may write them: the token (write-only, never in the state) and the API key."""
+    if not azure_has_vault(d):
         return {}
     vault = expr("azurerm_key_vault.token.id")
     tenant = expr("data.azurerm_client_config.current.tenant_id")
-    return {
+    secrets: dict[str, Any] = {}
+    if d.secret is not None:
+        secrets["hf_token"] = {
+            "name": d.token_secret.name, "key_vault_id": vault,
+            "value_wo": expr(f"var.{TOKEN_VAR}"),
+            "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
+            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
+            "depends_on": ["azurerm_key_vault_access_policy.deployer"]}
+    if d.api_key is not None:
+        # The key is in the state already (terraform_data), so a plain value: a secret
+        # deleted by hand is written again at the next apply.
+        secrets["api_key"] = {
+            "name": d.api_key.name, "key_vault_id": vault, "value": expr(API_KEY),
+            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
+            "depends_on": ["azurerm_key_vault_access_policy.deployer"]}
+    keys = api_key_resources() if d.api_key is not None else {}
+    return {**keys,
         # Drawn once, kept in the state: the vault's name stays put across applies, and a new
         # stack (or this one after a destroy) draws a new one.
         "random_string": {"vault": {"length": AZURE_VAULT_SUFFIX_LENGTH, "upper": False,
@@ -235,12 +273,82 @@ def token(d: Deployment) -> dict[str, Any]:
             "deployer": {"key_vault_id": vault, "tenant_id": tenant,
                          "object_id": expr("data.azurerm_client_config.current.object_id"),
                          "secret_permissions": DEPLOYER_SECRET_PERMISSIONS}},
-        "azurerm_key_vault_secret": {"hf_token": {
-            "name": d.token_secret.name, "key_vault_id": vault,
-            "value_wo": expr(f"var.{TOKEN_VAR}"),
-            "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
-            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
-            "depends_on": ["azurerm_key_vault_access_policy.deployer"]}},
+        "azurerm_key_vault_secret": secrets,
+    }
+
+
+def front_door(d: Deployment) -> dict[str, Any]:
+    """HTTPS on the domain: a Front Door Standard profile whose route serves the domain with a
+    managed certificate, redirects HTTP to HTTPS, and forwards over HTTP to the balancer's
+    public IP on the listener port (no cache block: nothing is cached)."""
+    if d.tls is None:
+        return {}
+    profile = expr(f"{PROFILE}.id")
+    domain = compact({
+        "name": azure_name(d, "custom_domain"), "cdn_frontdoor_profile_id": profile,
+        "host_name": d.tls.domain, "dns_zone_id": d.tls.dns_zone,
+        "tls": {"certificate_type": AZURE_FRONT_DOOR_CERTIFICATE,
+                "minimum_tls_version": AZURE_FRONT_DOOR_MIN_TLS}})
+    return {
+        # Drawn once, kept in the state: the endpoint's global host name never collides
+        # with another stack's.
+        "random_string": {"endpoint": {"length": AZURE_VAULT_SUFFIX_LENGTH, "upper": False,
+                                       "special": False}},
+        "azurerm_cdn_frontdoor_profile": {"fd": {
+            "name": azure_name(d, "front_door"), "resource_group_name": RG,
+            "sku_name": AZURE_FRONT_DOOR_SKU,
+            "response_timeout_seconds": AZURE_FRONT_DOOR_TIMEOUT_SECONDS, "tags": d.tags}},
+        "azurerm_cdn_frontdoor_endpoint": {"fd": {
+            "name": template(azure_name(d, "endpoint"), expr("random_string.endpoint.result")),
+            "cdn_frontdoor_profile_id": profile, "tags": d.tags}},
+        "azurerm_cdn_frontdoor_origin_group": {"fd": {
+            "name": azure_name(d, "origin_group"), "cdn_frontdoor_profile_id": profile,
+            "session_affinity_enabled": False,
+            "health_probe": {"protocol": "Http", "path": d.health.path,
+                             "request_type": AZURE_FRONT_DOOR_PROBE_METHOD,
+                             "interval_in_seconds": AZURE_FRONT_DOOR_PROBE_SECONDS},
+            "load_balancing": AZURE_FRONT_DOOR_SAMPLING}},
+        "azurerm_cdn_frontdoor_origin": {"fd": {
+            "name": azure_name(d, "origin"),
+            "cdn_frontdoor_origin_group_id": expr("azurerm_cdn_frontdoor_origin_group.fd.id"),
+            "host_name": expr("azurerm_public_ip.lb.ip_address"),
+            "http_port": d.listener_port, "https_port": d.tls.port,
+            # HTTP to the origin: no certificate there to check
+            "certificate_name_check_enabled": False, "enabled": True}},
+        "azurerm_cdn_frontdoor_custom_domain": {"fd": domain},
+        "azurerm_cdn_frontdoor_route": {"fd": {
+            "name": azure_name(d, "route"), "cdn_frontdoor_endpoint_id": expr(f"{ENDPOINT}.id"),
+            "cdn_frontdoor_origin_group_id": expr("azurerm_cdn_frontdoor_origin_group.fd.id"),
+            "cdn_frontdoor_origin_ids": [expr("azurerm_cdn_frontdoor_origin.fd.id")],
+            "cdn_frontdoor_custom_domain_ids": [expr(f"{DOMAIN}.id")],
+            "supported_protocols": AZURE_FRONT_DOOR_PROTOCOLS, "https_redirect_enabled": True,
+            "forwarding_protocol": AZURE_FRONT_DOOR_FORWARDING,
+            "patterns_to_match": AZURE_FRONT_DOOR_PATTERNS,
+            # the domain is the service's one address; Front Door's own host name serves nothing
+            "link_to_default_domain": False, "enabled": True}},
+        "azurerm_cdn_frontdoor_custom_domain_association": {"fd": {
+            "cdn_frontdoor_custom_domain_id": expr(f"{DOMAIN}.id"),
+            "cdn_frontdoor_route_ids": [expr("azurerm_cdn_frontdoor_route.fd.id")]}},
+    }
+
+
+def dns_records(d: Deployment) -> dict[str, Any]:
+    """With --dns-zone, the domain's records in it: the `_dnsauth` TXT record that validates
+    the managed certificate, and the CNAME to the endpoint, written once the route and the
+    domain's association exist (azurerm's custom domain page: else validation fails)."""
+    if d.tls is None or d.tls.dns_zone is None:
+        return {}
+    group, zone, name = azure_dns_name(d)
+    where = {"zone_name": zone, "resource_group_name": group, "ttl": AZURE_DNS_TTL,
+             "tags": d.tags}
+    return {
+        "azurerm_dns_txt_record": {"fd": {
+            "name": f"_dnsauth.{name}", **where,
+            "record": [{"value": expr(f"{DOMAIN}.validation_token")}]}},
+        "azurerm_dns_cname_record": {"fd": {
+            "name": name, **where, "record": expr(f"{ENDPOINT}.host_name"),
+            "depends_on": ["azurerm_cdn_frontdoor_route.fd",
+                           "azurerm_cdn_frontdoor_custom_domain_association.fd"]}},
     }
 
 
@@ -274,7 +382,7 @@ def custom_data(d: Deployment) -> Ref:
     drawn, so Terraform puts it in: the bootstrap (every file as text, see plain_cloud_init)
     is a local with the name's slot, and custom_data is that local with the name filled in,
     gzip'd (cloud-init unpacks gzip'd user data itself)."""
-    if d.secret is None:
+    if not azure_has_vault(d):
         return Ref(base64.b64encode(render_cloud_init(d).encode()).decode())
     return expr(f'base64gzip(replace(local.cloud_init, "{VAULT_NAME_SLOT}", '
                 'azurerm_key_vault.token.name))')
@@ -283,7 +391,7 @@ def custom_data(d: Deployment) -> Ref:
 def plain_cloud_init(d: Deployment) -> Ref:
     """The bootstrap with the vault name's slot, every file as text: the bootstrap gzips its
     larger files when it is long (AWS's user data limit), which would hide the slot."""
-    text = render_cloud_init(replace(d, secret=replace(d.token_secret, vault=VAULT_NAME_SLOT)))
+    text = render_cloud_init(azure_with_vault(d, VAULT_NAME_SLOT))
     document = yaml.safe_load(text)
     packed = [item for item in document.get("write_files", [])
               if item.get("encoding") == "gz+b64"]
@@ -307,12 +415,16 @@ def dependencies(d: Deployment) -> list[str]:
     refuses a health probe no rule uses, and refuses to delete a rule whose probe a scale set
     still uses (CannotRemoveRuleUsedByProbeUsedByVMSS, terraform-provider-azurerm #4398,
     #9076), and the VMs download the model through the outbound rule from their first boot.
-    The token and its access policy: the VMs read it at boot."""
+    The secrets and their access policy: the VMs read them at boot."""
     found = ["azurerm_lb_probe.health", "azurerm_lb_rule.http", "azurerm_lb_outbound_rule.egress"]
     if azure_ipv4(d.ssh_cidrs):
         found.append("azurerm_lb_nat_rule.ssh")
     if d.secret is not None:
-        found += ["azurerm_key_vault_secret.hf_token", "azurerm_key_vault_access_policy.vms"]
+        found.append("azurerm_key_vault_secret.hf_token")
+    if d.api_key is not None:
+        found.append("azurerm_key_vault_secret.api_key")
+    if azure_has_vault(d):
+        found.append("azurerm_key_vault_access_policy.vms")
     return found
 
 
@@ -364,9 +476,20 @@ def scale_set(d: Deployment) -> dict[str, Any]:
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
+    """The common outputs (with TLS the endpoint is https://domain), where the API key is
+    kept (the secret's versionless ARM id), and without a DNS zone the records to create."""
     kind = "azurerm_orchestrated_virtual_machine_scale_set" \
         if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
-    return service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{kind}.group")
+    found = service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{kind}.group",
+                            api_key_ref="azurerm_key_vault_secret.api_key"
+                                        ".resource_versionless_id")
+    if d.tls is not None and d.tls.dns_zone is None:
+        found[OUTPUT_DNS_RECORDS] = {
+            "value": azure_dns_records(d, expr(f"{ENDPOINT}.host_name"),
+                                       expr(f"{DOMAIN}.validation_token")),
+            "description": "the DNS records to create for the domain (its certificate and "
+                           "its CNAME to Front Door)"}
+    return found
 
 
 def variable_values(d: Deployment) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import subprocess
 from dataclasses import replace
 from functools import cache
 
 import pulumi
+import yaml
 from servestack.catalog import azure_zones
 from servestack.components import azure as az
 
@@ -19,6 +21,7 @@ from servestack.clouds.azure import (
     azure_idle_timeout_minutes,
     azure_repair_grace_period,
     azure_vault_prefix,
+    azure_with_vault,
 )
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
@@ -39,6 +42,7 @@ SUBNET = "azure-native:network:Subnet"
 VAULT = "azure-native:keyvault:Vault"
 SECRET = "azure-native:keyvault:Secret"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
+DYNAMIC = "pulumi-python:dynamic:Resource"  # components.apikey.ApiKey
 NO_ZONE_REGION = "northcentralus"  # a real Azure region without availability zones
 # Rolling upgrades, one VM per batch below five replicas, pausing for the readiness delay
 # (1200 s) between batches; no max surge (it needs a subscription feature registered).
@@ -97,12 +101,27 @@ def vmss(kind: str) -> dict:
     return recorded(kind).one(VMSS).inputs
 
 
+def secrets_by_name(rec: Recording) -> dict[str, dict]:
+    """The Key Vault secrets' inputs by secret name."""
+    return {r.inputs["secretName"]: r.inputs for r in rec.of_type(SECRET)}
+
+
 def rules_by_name(rec: Recording) -> dict[str, dict]:
     return {r["name"]: r for r in rec.one(NSG).inputs["securityRules"]}
 
 
 def custom_data(inputs: dict) -> str:
     return base64.b64decode(inputs["virtualMachineProfile"]["osProfile"]["customData"]).decode()
+
+
+def settings(text: str) -> str:
+    """/etc/servestack/servestack.env of a bootstrap (unpacked when the bootstrap gzips it)."""
+    for item in yaml.safe_load(text)["write_files"]:
+        if item["path"] == "/etc/servestack/servestack.env":
+            if item.get("encoding") == "gz+b64":
+                return gzip.decompress(base64.b64decode(item["content"])).decode()
+            return item["content"]
+    raise AssertionError("no servestack.env in the bootstrap")
 
 
 def test_nsg_admits_probe_and_clients_on_the_service_port_and_nothing_else():
@@ -269,12 +288,12 @@ def test_custom_data_is_the_bootstrap_with_the_vault_name_and_no_token():
         text = custom_data(vmss(kind))
         # the bootstrap as rendered with the vault's name, once azure-native has drawn it
         vault = recorded(kind).one(VAULT).name
-        assert text == render_cloud_init(replace(
-            deployment, secret=replace(deployment.token_secret, vault=vault)))
+        assert text == render_cloud_init(azure_with_vault(deployment, vault))
         assert text.startswith("#cloud-config\n")
-        assert f"SERVESTACK_TP_PLANNED={deployment.tensor_parallel_size}\n" in text
+        env = settings(text)
+        assert f"SERVESTACK_TP_PLANNED={deployment.tensor_parallel_size}\n" in env
         assert deployment.tensor_parallel_size == 2
-        assert f"SERVESTACK_SECRET_VAULT={vault}\n" in text
+        assert f"SERVESTACK_SECRET_VAULT={vault}\n" in env
         assert vault == azure_vault_prefix(deployment)
         assert TOKEN not in text
 
@@ -283,7 +302,7 @@ def test_token_is_a_secret_everywhere_and_in_plain_text_nowhere():
     d = on_demand_one()
     for kind, deployment in (("on_demand", d), ("spot", spot_three()), ("mix", spot_mix())):
         rec = recorded(kind)
-        secret = rec.one(SECRET).inputs
+        secret = secrets_by_name(rec)["hf-token"]
         assert secret["properties"] == SECRET_MASK
         # the mock names the vault after its resource; azure-native adds 8 random hex digits
         assert (secret["secretName"], secret["vaultName"]) == \
@@ -292,7 +311,7 @@ def test_token_is_a_secret_everywhere_and_in_plain_text_nowhere():
         assert TOKEN not in dumped
         assert TOKEN not in base64.b64encode(dumped.encode()).decode()
     plain = run(d, wrap=False)  # a plain string in: the component still marks it secret
-    assert plain.one(SECRET).inputs["properties"] == SECRET_MASK
+    assert secrets_by_name(plain)["hf-token"]["properties"] == SECRET_MASK
     assert TOKEN not in json.dumps([r.inputs for r in plain.resources])
     vault = recorded("on_demand").one(VAULT)
     assert "vaultName" not in vault.inputs  # autonamed: a random suffix kept in the state
@@ -306,16 +325,18 @@ def test_token_is_a_secret_everywhere_and_in_plain_text_nowhere():
     assert policy["tenantId"] == props["tenantId"]
 
 
-def test_no_secret_means_no_vault_but_still_an_identity():
-    rec = run(replace(on_demand_one(), secret=None), token=None)
-    assert not rec.of_type(VAULT) and not rec.of_type(SECRET)
+def test_no_secret_and_no_api_key_means_no_vault_but_still_an_identity():
+    rec = run(replace(on_demand_one(), secret=None, api_key=None), token=None)
+    assert not rec.of_type(VAULT) and not rec.of_type(SECRET) and not rec.of_type(DYNAMIC)
     assert len(rec.of_type(IDENTITY)) == 1
-    assert "SERVESTACK_SECRET_STORE=''\n" in custom_data(rec.one(VMSS).inputs)
+    env = settings(custom_data(rec.one(VMSS).inputs))
+    assert "SERVESTACK_SECRET_STORE=''\n" in env and "SERVESTACK_SECRET_VAULT=''\n" in env
 
 
 def test_secret_without_a_token_keeps_the_vault_and_its_access_policy():
     rec = run(on_demand_one(), token=None)
-    assert len(rec.of_type(VAULT)) == 1 and not rec.of_type(SECRET)
+    assert len(rec.of_type(VAULT)) == 1
+    assert set(secrets_by_name(rec)) == {"api-key"}  # the key is drawn here, so it is there
 
 
 def test_outputs_and_every_resource_inside_the_component_tree():
@@ -336,7 +357,7 @@ def test_outputs_and_every_resource_inside_the_component_tree():
                           "servestack:azure:ScaleSet"}
     tags = on_demand_one().tags
     for resource in rec.resources:
-        if resource.custom and resource.type != SUBNET and resource.type != SECRET:
+        if resource.custom and resource.type not in (SUBNET, SECRET, DYNAMIC):
             assert resource.inputs["tags"] == tags, resource.type
         if "location" in resource.inputs:
             assert resource.inputs["location"] == "eastus"
