@@ -53,8 +53,15 @@ from servestack.deploy.journal import (
     StackState,
 )
 from servestack.deploy.outcome import Outcome, finish
-from servestack.deploy.readiness import ProbeAnswer, ReadyResult, http_probe, probe_url, wait_ready
-from servestack.deployment.model import OUTPUT_ENDPOINT, Deployment
+from servestack.deploy.readiness import (
+    ProbeAnswer,
+    ReadyResult,
+    http_probe,
+    probe_url,
+    wait_ready,
+    with_api_key,
+)
+from servestack.deployment.model import OUTPUT_API_KEY, OUTPUT_ENDPOINT, Deployment
 from servestack.engine import ANY, Engine, OpResult, QuotaLimit, StackRef, stack_ref
 from servestack.planner import Candidate
 
@@ -112,6 +119,8 @@ class Fallback:
                                rounds=self.settings.cleanup_rounds,
                                wait_s=self.settings.cleanup_wait_s)
         self._cursor = 0
+        # stack name -> the API key its outputs gave: in memory only (never journaled)
+        self._api_keys: dict[str, str] = {}
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -268,6 +277,8 @@ class Fallback:
         if not endpoint:
             return Failure("invalid-config", "NoEndpoint", "stop",
                            "the stack is up but exports no endpoint")
+        if result.outputs.get(OUTPUT_API_KEY):
+            self._api_keys[ref.name] = str(result.outputs[OUTPUT_API_KEY])
         self.journal.set_stack(ref.name, StackState.UP, endpoint=endpoint)
         record.phase, record.endpoint = Phase.READY, endpoint
         record.up_s = round(self.clock.now() - record.started_at, 3)
@@ -281,7 +292,9 @@ class Fallback:
         self.progress(f"[{record.n}] up at {endpoint}: waiting for {needed} replica(s) "
                       f"(up to {deployment.readiness.initial_delay_seconds} s)")
         watch = _GroupWatch(self, ref, deployment, needed)
-        ready = wait_ready(self.probe_factory(endpoint, deployment), needed,
+        keyed = replace(deployment, readiness=with_api_key(deployment.readiness,
+                                                           self._api_key(ref, deployment)))
+        ready = wait_ready(self.probe_factory(endpoint, keyed), needed,
                            deadline_s=deployment.readiness.initial_delay_seconds,
                            clock=self.clock, interval_s=self.settings.probe_interval_s,
                            on_progress=self._ready_progress(record.n), abort=watch,
@@ -299,6 +312,22 @@ class Fallback:
                 f"{deployment.readiness.initial_delay_seconds} s: not enough capacity",
                 self.gpus)
         return self._not_ready(c, ready)
+
+    def _api_key(self, ref: StackRef, deployment: Deployment) -> str | None:
+        """The key the probe sends: from `up`'s outputs, else (a resumed run) read again from
+        the stack through the engine. None when the deployment has none (--no-api-key)."""
+        if deployment.api_key is None:
+            return None
+        key = self._api_keys.get(ref.name)
+        read = getattr(self.engine, "outputs", None)
+        if key is None and read is not None:
+            key = read(ref, deployment).get(OUTPUT_API_KEY) or None
+        if key is None:
+            self.progress(f"warning: {ref.name} exports no {OUTPUT_API_KEY} output: probing "
+                          "without the key (vLLM answers 401 to /v1 without it)")
+            return None
+        self._api_keys[ref.name] = str(key)
+        return str(key)
 
     def _went_live(self, c: Candidate, record: Attempt, ready: ReadyResult) -> None:
         j = self.journal

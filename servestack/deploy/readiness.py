@@ -11,6 +11,12 @@ health check), counts as `needed` replicas.
 
 Every request has a timeout (the spec's timeout_seconds); no redirect is followed. Time goes
 through a `Clock` (servestack.deploy.clock), so tests and the simulator run without sleeping.
+
+With an API key (the stack's `api_key` output, read in memory from the engine), every probe
+carries `Authorization: Bearer <key>`, as vLLM asks of every /v1 request: `with_api_key` puts
+it in the probe's own copy of the readiness settings, which nothing writes, logs or puts on a
+command line (errors name the exception, never the request's headers). With TLS the endpoint
+output is already https://<domain>.
 """
 
 from __future__ import annotations
@@ -52,6 +58,15 @@ class ReadyResult:
         if not self.ready and self.last_error:
             text += f"; last error: {self.last_error}"
         return text
+
+
+def with_api_key(readiness: Readiness, api_key: str | None) -> Readiness:
+    """The probe as sent with the service's API key (unchanged without one). The copy lives
+    only in the probe: the deployment the journal keeps has no key."""
+    if not api_key:
+        return readiness
+    headers = {k: v for k, v in readiness.headers.items() if k.lower() != "authorization"}
+    return replace(readiness, headers={**headers, "Authorization": f"Bearer {api_key}"})
 
 
 def probe_url(endpoint: str, path: str) -> str:
