@@ -152,3 +152,77 @@ def test_aws_subnets_filter_by_zone_name_or_zone_id():
         {"name": "availability-zone-id", "values": ["use1-az1", "use1-az2"]}
     with pytest.raises(ValueError, match="mix"):
         subnet_zone_filter("us-east-1", ("us-east-1a", "use1-az1"))
+
+
+# --- AWS: the stack's network and TLS ------------------------------------------------------------
+
+# The texts AWS and the AWS provider print when a region's network quota is used up (code,
+# then message), as reported in hashicorp/terraform#6018, terraform-aws-modules/
+# terraform-aws-vpc#429, redpanda-data/redpanda#14734, and CloudFormation's form (message only)
+# in CloudSmith-Delivery-Troubleshooting/backend-infra-cdk#36 and eksctl-io/eksctl#1646.
+AWS_NETWORK_QUOTA_TEXTS = {
+    "VpcLimitExceeded": "Error: creating EC2 VPC: operation error EC2: CreateVpc, https "
+                        "response error StatusCode: 400, RequestID: 9559ac7e, api error "
+                        "VpcLimitExceeded: The maximum number of VPCs has been reached.",
+    "AddressLimitExceeded": "Error: creating EC2 EIP: AddressLimitExceeded: The maximum number "
+                            "of addresses has been reached.\n\tstatus code: 400, request id: "
+                            "c50044a5-e721-4092-815b-4d45e8399ef8",
+    "InternetGatewayLimitExceeded": "Resource handler returned message: \"The maximum number of "
+                                    "internet gateways has been reached. (Service: Ec2, Status "
+                                    "Code: 400, Request ID: fe23f9df)\"",
+    "NatGatewayLimitExceeded": "Error: creating EC2 NAT Gateway: operation error EC2: "
+                               "CreateNatGateway, https response error StatusCode: 400, api "
+                               "error NatGatewayLimitExceeded: The maximum number of NAT "
+                               "gateways has been reached.",
+}
+
+
+@pytest.mark.parametrize("code", sorted(AWS_NETWORK_QUOTA_TEXTS))
+def test_aws_network_quota_moves_the_loop_to_another_region(code):
+    from servestack.deploy.failures import classify
+    from tests.fakes import PLAN
+
+    c = next(p for p in PLAN.candidates if p.cloud == "aws")
+    failure = classify("aws", [AWS_NETWORK_QUOTA_TEXTS[code]], c)
+    assert (failure.error_class, failure.code, failure.action) == ("quota", code, "block")
+    block, = failure.blocks
+    # the whole region, whatever the GPU family or spot setting: its network is what ran out
+    assert (block.cloud, block.region, block.family, block.spot) == ("aws", c.region, None, None)
+    other = next(p for p in PLAN.candidates if p.cloud == "aws" and p.region != c.region)
+    assert block.applies(c) and not block.applies(other)
+
+
+def _aws_deployment():
+    from tests.fakes import PLAN, build
+
+    aws = [c for c in PLAN.candidates if c.cloud == "aws"]
+    return build(aws[0], aws)
+
+
+def test_aws_refuses_a_domain_without_its_hosted_zone():
+    from dataclasses import replace
+
+    from servestack.deployment.model import Tls
+    from servestack.errors import UserError
+    d = _aws_deployment()
+    with pytest.raises(UserError, match="--dns-zone") as refused:
+        clouds.get("aws").check(replace(d, tls=Tls("llm.example.com")))
+    assert refused.value.exit_code == 2 and "Route 53 hosted zone" in str(refused.value)
+    clouds.get("aws").check(replace(d, tls=Tls("llm.example.com", "Z0123456789ABCDEFGHIJ")))
+    clouds.get("aws").check(d)  # no TLS: nothing to refuse
+
+
+def test_aws_subnets_are_carved_from_the_stack_vpc_without_overlap():
+    import ipaddress
+    from dataclasses import replace
+
+    from servestack.clouds.aws import subnet_cidr
+
+    d = _aws_deployment()
+    vpc = ipaddress.ip_network(d.network.vnet)
+    blocks = [subnet_cidr(d, tier, i) for tier in ("public", "private") for i in range(8)]
+    assert len(set(blocks)) == 16 and all(ipaddress.ip_network(b).subnet_of(vpc)
+                                          for b in blocks)
+    assert subnet_cidr(replace(d, ssh_cidrs=("192.0.2.1/32",)), "public", 0) == blocks[0]
+    with pytest.raises(ValueError, match="room for 8"):
+        subnet_cidr(d, "private", 8)

@@ -19,7 +19,7 @@ import yaml
 
 from servestack import clouds, planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 from tests.fakes import FROZEN_CATALOG, name_tags
@@ -38,6 +38,24 @@ PARAMETER = "aws:ssm/parameter:Parameter"
 ROLE = "aws:iam/role:Role"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+VPC = "aws:ec2/vpc:Vpc"
+SUBNET = "aws:ec2/subnet:Subnet"
+IGW = "aws:ec2/internetGateway:InternetGateway"
+EIP = "aws:ec2/eip:Eip"
+NAT = "aws:ec2/natGateway:NatGateway"
+ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+ROUTE = "aws:ec2/route:Route"
+ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+CERT = "aws:acm/certificate:Certificate"
+VALIDATION = "aws:acm/certificateValidation:CertificateValidation"
+RECORD = "aws:route53/record:Record"
+API_KEY = "pulumi-python:dynamic:Resource"
+ZONES = "aws:index/getAvailabilityZones:getAvailabilityZones"
+# What the region's AZ lookup answers (a real `pulumi up` asks EC2); the deployment's own
+# zone is excluded by the lookup itself, so the answer holds only others.
+OTHER_ZONES = {ZONES: {"id": "us-east-1", "names": ["us-east-1c", "us-east-1d"],
+                       "zoneIds": ["use1-az4", "use1-az6"], "groupNames": ["us-east-1"]}}
 
 
 @cache
@@ -75,7 +93,7 @@ def run(d: Deployment, token: str | None = TOKEN, region: str | None = None) -> 
         pulumi.export("groupName", service.group_name)
         pulumi.export("groupId", service.group_id)
 
-    return record(program, config={"aws:region": region or d.region})
+    return record(program, config={"aws:region": region or d.region}, invoke_answers=OTHER_ZONES)
 
 
 @cache
@@ -122,7 +140,7 @@ def test_alb_security_group_opens_only_the_listener_port_to_allowed_cidrs():
     egress, = alb["egress"]
     assert (egress["protocol"], egress["fromPort"], egress["toPort"]) == \
         ("tcp", d.service_port, d.service_port)
-    assert egress["cidrBlocks"] == ["172.31.0.0/16"]  # the default VPC's CIDR (canned)
+    assert egress["cidrBlocks"] == [d.network.vnet] == ["10.20.0.0/16"]  # the stack's VPC
 
 
 def test_instances_take_the_service_port_only_from_the_alb_and_no_ssh_by_default():
@@ -137,7 +155,9 @@ def test_instances_take_the_service_port_only_from_the_alb_and_no_ssh_by_default
     assert vm["egress"] == [{"protocol": "-1", "fromPort": 0, "toPort": 0,
                              "cidrBlocks": ["0.0.0.0/0"],
                              "description": "model and package downloads"}]
-    assert rec.one(LT).inputs["vpcSecurityGroupIds"] == ["svc-fw-vm-id"]
+    nic, = rec.one(LT).inputs["networkInterfaces"]
+    assert nic["securityGroups"] == ["svc-fw-vm-id"] and "vpcSecurityGroupIds" not in \
+        rec.one(LT).inputs
 
 
 def test_ssh_opens_port_22_to_the_given_cidrs_only():
@@ -162,7 +182,7 @@ def test_alb_target_group_and_listener():
     assert alb["securityGroups"] == ["svc-fw-alb-id"]
     tg = rec.one(TG).inputs
     assert (tg["port"], tg["protocol"], tg["targetType"]) == (d.service_port, "HTTP", "instance")
-    assert tg["vpcId"] == "vpc-0preview"
+    assert tg["vpcId"] == "svc-net-vpc-id"
     assert tg["healthCheck"] == {
         "enabled": True, "protocol": "HTTP", "path": "/health", "port": str(d.service_port),
         "interval": 10, "timeout": 5, "healthyThreshold": 2, "unhealthyThreshold": 3,
@@ -195,49 +215,109 @@ def test_health_check_follows_the_deployment():
 
 # --- network ----------------------------------------------------------------------------------
 
-def _subnet_zone_filters(rec: Recording,
-                         by: str = "availability-zone-id") -> list[list[str] | None]:
-    """Per subnet lookup, the zones it filters on with `by` (None: the whole region)."""
-    calls = [i for i in rec.invokes if i["token"] == "aws:ec2/getSubnets:getSubnets"]
-    found = []
-    for call in calls:
-        filters = {f["name"]: f["values"] for f in call["args"]["filters"]}
-        assert filters.pop("vpc-id") == ["vpc-0preview"]
-        assert filters.pop("default-for-az") == ["true"]
-        assert set(filters) <= {by}
-        found.append(filters.get(by))
-    return found
+def _subnets(rec: Recording, tier: str) -> list[dict]:
+    return [r.inputs for r in rec.of_type(SUBNET) if f"-{tier}-" in r.name]
 
 
-def test_multi_zone_group_and_alb_use_the_deployment_zone_ids():
+def test_each_stack_gets_its_own_vpc_with_subnets_carved_from_it():
     rec = recorded("on_demand")
     d = on_demand()
-    assert _subnet_zone_filters(rec) == [list(d.zones)]  # one lookup serves both
-    assert [i["args"] for i in rec.invokes if i["token"] == "aws:ec2/getVpc:getVpc"] == \
-        [{"default": True}]
-    ids = ["subnet-0preview-a", "subnet-0preview-b", "subnet-0preview-c"]
-    assert rec.one(ASG).inputs["vpcZoneIdentifiers"] == ids
-    assert rec.one(ALB).inputs["subnets"] == ids
+    vpc = rec.one(VPC).inputs
+    assert vpc["cidrBlock"] == d.network.vnet == "10.20.0.0/16"
+    assert vpc["enableDnsSupport"] is True and vpc["enableDnsHostnames"] is True
+    public, private = _subnets(rec, "public"), _subnets(rec, "private")
+    # one public and one private subnet per deployment zone, by zone ID, /20 each, no overlap
+    assert [s["availabilityZoneId"] for s in public] == \
+        [s["availabilityZoneId"] for s in private] == list(d.zones)
+    cidrs = [s["cidrBlock"] for s in public + private]
+    assert cidrs[0] == "10.20.0.0/20" and private[0]["cidrBlock"] == "10.20.128.0/20"
+    assert len(set(cidrs)) == len(cidrs) and all(c.endswith("/20") for c in cidrs)
+    assert all(s["vpcId"] == "svc-net-vpc-id" and s["mapPublicIpOnLaunch"] is False
+               for s in public + private)
+    assert not any(i["token"] == ZONES for i in rec.invokes)  # two zones or more: no lookup
+    # the VPC's default security group keeps no rule
+    default, = rec.of_type("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+    assert "ingress" not in default.inputs and "egress" not in default.inputs
 
 
-def test_pinned_zone_keeps_the_group_in_it_while_the_alb_spans_the_region():
-    filters = _subnet_zone_filters(recorded("spot"))
-    assert sorted(filters, key=str) == sorted([list(spot().zones), None], key=str)
+def test_gpu_vms_sit_in_private_subnets_without_a_public_address():
+    rec = recorded("on_demand")
+    lt, asg = rec.one(LT).inputs, rec.one(ASG).inputs
+    nic, = lt["networkInterfaces"]
+    assert nic["associatePublicIpAddress"] == "false" and nic["deviceIndex"] == 0
+    private = [r.name for r in rec.of_type(SUBNET) if "-private-" in r.name]
+    assert asg["vpcZoneIdentifiers"] == [f"{n}-id" for n in private]
+    public = [r.name for r in rec.of_type(SUBNET) if "-public-" in r.name]
+    assert rec.one(ALB).inputs["subnets"] == [f"{n}-id" for n in public]
 
 
-def test_zone_name_keeps_the_group_in_the_subnet_the_account_names_so():
+def _routes(rec: Recording) -> dict[str, dict]:
+    return {r.name: r.inputs for r in rec.of_type(ROUTE)}
+
+
+def test_private_subnets_reach_the_internet_through_one_nat_gateway():
+    rec = recorded("on_demand")
+    d = on_demand()
+    nat, eip = rec.one(NAT), rec.one(EIP)  # one, whatever the number of zones
+    assert eip.inputs["domain"] == "vpc"
+    assert nat.inputs["allocationId"] == "svc-net-nat-ip-id"
+    assert nat.inputs["subnetId"] == "svc-net-public-0-id"
+    assert nat.inputs["connectivityType"] == "public"
+    routes = _routes(rec)
+    assert routes["svc-net-private-default"] == {
+        "routeTableId": "svc-net-private-rt-id", "destinationCidrBlock": "0.0.0.0/0",
+        "natGatewayId": "svc-net-nat-id"}
+    assert routes["svc-net-public-default"] == {
+        "routeTableId": "svc-net-public-rt-id", "destinationCidrBlock": "0.0.0.0/0",
+        "gatewayId": "svc-net-igw-id"}
+    links = {r.inputs["subnetId"]: r.inputs["routeTableId"] for r in rec.of_type(ASSOCIATION)}
+    for i in range(len(d.zones)):
+        assert links[f"svc-net-private-{i}-id"] == "svc-net-private-rt-id"
+        assert links[f"svc-net-public-{i}-id"] == "svc-net-public-rt-id"
+    assert rec.one(IGW).inputs["vpcId"] == "svc-net-vpc-id"
+
+
+def test_pinned_zone_adds_a_second_az_for_the_alb_only():
+    rec = recorded("spot")
+    d = spot()
+    lookup, = [i["args"] for i in rec.invokes if i["token"] == ZONES]
+    assert lookup["state"] == "available"
+    assert lookup["filters"] == [{"name": "zone-type", "values": ["availability-zone"]}]
+    assert lookup["excludeZoneIds"] == list(d.zones)
+    public, private = _subnets(rec, "public"), _subnets(rec, "private")
+    assert [s["availabilityZoneId"] for s in public] == [*d.zones, "use1-az4"]
+    assert [s["availabilityZoneId"] for s in private] == list(d.zones)
+    assert len(rec.one(ALB).inputs["subnets"]) == 2
+    assert len(rec.one(ASG).inputs["vpcZoneIdentifiers"]) == 1
+
+
+def test_zone_name_pins_subnets_by_name_and_excludes_it_by_name():
     d = replace(spot(), zones=(f"{spot().region}a",))  # pinned by a spec's `zone: us-east-1a`
-    filters = _subnet_zone_filters(run(d), by="availability-zone")
-    assert sorted(filters, key=str) == sorted([list(d.zones), None], key=str)
+    rec = run(d)
+    lookup, = [i["args"] for i in rec.invokes if i["token"] == ZONES]
+    assert lookup["excludeNames"] == [f"{d.region}a"] and "excludeZoneIds" not in lookup
+    public = _subnets(rec, "public")
+    assert [s["availabilityZone"] for s in public] == [f"{d.region}a", "us-east-1c"]
+    assert all("availabilityZoneId" not in s for s in public)
 
 
-def test_alb_needs_two_subnets_in_the_region():
+def test_alb_needs_a_second_az_in_the_region():
     from servestack.components.aws import Service
 
     d = spot()
-    with expect_failure("fewer than 2 default subnets"):
+    with expect_failure("other available AZs"):
         record(lambda: Service("svc", d), config={"aws:region": d.region},
-               invoke_answers={"aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-only"]}})
+               invoke_answers={ZONES: {"id": d.region, "names": [], "zoneIds": []}})
+
+
+def test_ssh_puts_the_vms_in_public_subnets_with_addresses_and_no_nat():
+    d = replace(on_demand(), ssh_cidrs=("192.0.2.10/32",))
+    rec = run(d)
+    nic, = rec.one(LT).inputs["networkInterfaces"]
+    assert nic["associatePublicIpAddress"] == "true"
+    public = [r.name for r in rec.of_type(SUBNET) if "-public-" in r.name]
+    assert rec.one(ASG).inputs["vpcZoneIdentifiers"] == [f"{n}-id" for n in public]
+    assert _subnets(rec, "private") == [] and rec.of_type(NAT) == rec.of_type(EIP) == []
 
 
 # --- instance group ---------------------------------------------------------------------------
@@ -372,7 +452,7 @@ def test_token_goes_to_an_ssm_secure_string_and_nowhere_else():
         everything = json.dumps({"preview": preview_json(rec), "invokes": rec.invokes})
         assert TOKEN not in everything
         assert TOKEN not in user_data(rec)
-        parameter = rec.one(PARAMETER).inputs
+        parameter = _parameter(rec, "token")
         assert parameter["value"] == SECRET_MASK
         assert parameter["type"] == "SecureString"
         assert parameter["keyId"] == "alias/aws/ssm"
@@ -380,7 +460,12 @@ def test_token_goes_to_an_ssm_secure_string_and_nowhere_else():
         assert parameter["name"].endswith("/hf-token")
 
 
-def test_instance_role_reads_only_the_token_parameter():
+def _parameter(rec: Recording, which: str) -> dict:
+    """The SSM parameter of the token ("token") or of the API key ("api-key")."""
+    return next(r.inputs for r in rec.of_type(PARAMETER) if r.name.endswith(f"-{which}-param"))
+
+
+def test_instance_role_reads_only_the_stack_parameters():
     rec = recorded("on_demand")
     trust = json.loads(rec.one(ROLE).inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -388,8 +473,9 @@ def test_instance_role_reads_only_the_token_parameter():
     assert {s["Action"] for s in statements} == {"ssm:GetParameter", "kms:Decrypt"}
     assert all(s["Effect"] == "Allow" for s in statements)
     read, = [s for s in statements if s["Action"] == "ssm:GetParameter"]
-    name = rec.one(PARAMETER).inputs["name"]
-    assert read["Resource"] == f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"
+    names = [_parameter(rec, "token")["name"], _parameter(rec, "api-key")["name"]]
+    assert read["Resource"] == [f"arn:aws:ssm:us-east-1:123456789012:parameter{n}"
+                                for n in names]
     decrypt, = [s for s in statements if s["Action"] == "kms:Decrypt"]
     assert decrypt["Condition"]["StringEquals"] == {"kms:ViaService":
                                                     "ssm.us-east-1.amazonaws.com"}
@@ -401,18 +487,133 @@ def test_instance_role_reads_only_the_token_parameter():
         {"arn": f"arn:preview:{PROFILE}:svc-vm-profile"}
 
 
-def test_no_secret_means_no_parameter_and_no_instance_role():
-    rec = run(replace(on_demand(), secret=None))
-    for token in (PARAMETER, ROLE, POLICY, PROFILE):
-        assert rec.of_type(token) == []
-    assert "iamInstanceProfile" not in rec.one(LT).inputs
+def test_instance_role_has_session_manager_instead_of_an_open_ssh_port():
+    rec = recorded("on_demand")
+    attachment = rec.one(ATTACHMENT).inputs
+    assert attachment == {"role": "svc-vm-role",
+                          "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+    _, vm = groups(rec)
+    assert [r["fromPort"] for r in vm["ingress"]] == [on_demand().service_port]
+
+
+def test_no_secret_and_no_key_means_no_parameter_but_still_session_manager():
+    rec = run(replace(on_demand(), secret=None, api_key=None))
+    assert rec.of_type(PARAMETER) == rec.of_type(POLICY) == rec.of_type(API_KEY) == []
+    assert len(rec.of_type(ROLE)) == len(rec.of_type(ATTACHMENT)) == 1
+    assert rec.one(LT).inputs["iamInstanceProfile"] == \
+        {"arn": f"arn:preview:{PROFILE}:svc-vm-profile"}
     assert TOKEN not in json.dumps(preview_json(rec))
 
 
 def test_secret_without_token_still_grants_read_but_creates_no_parameter():
-    rec = run(on_demand(), token=None)
+    rec = run(replace(on_demand(), api_key=None), token=None)
     assert rec.of_type(PARAMETER) == []
     assert len(rec.of_type(POLICY)) == 1
+
+
+# --- API key ----------------------------------------------------------------------------------
+
+def test_api_key_is_drawn_once_and_kept_as_a_secure_string_the_vms_may_read():
+    rec = recorded("on_demand")
+    d = on_demand()
+    key = rec.one(API_KEY)
+    assert key.name == "svc-api-key-value"
+    parameter = _parameter(rec, "api-key")
+    assert parameter["name"] == d.api_key.name and parameter["name"].endswith("/api-key")
+    assert (parameter["type"], parameter["keyId"]) == ("SecureString", "alias/aws/ssm")
+    assert parameter["value"] == SECRET_MASK
+    assert parameter["tags"]["servestack-stack"] == d.stack
+
+
+def test_service_exposes_the_key_as_a_secret_and_where_it_is_kept():
+    from servestack.components import build_service
+
+    d = on_demand()
+
+    def program() -> None:
+        outputs = build_service("svc", d, hf_token=pulumi.Output.secret(TOKEN))
+        pulumi.export("api_key", outputs.api_key)
+        pulumi.export("api_key_ref", outputs.api_key_ref)
+
+    rec = record(program, config={"aws:region": d.region})
+    assert rec.outputs == {"api_key": SECRET_MASK, "api_key_ref": d.api_key.name}
+
+
+def test_no_api_key_means_no_key_no_parameter_and_no_read_grant_on_it():
+    from servestack.components import build_service
+
+    d = replace(on_demand(), api_key=None)
+    rec = run(d)
+    assert rec.of_type(API_KEY) == [] and [r.name for r in rec.of_type(PARAMETER)] == \
+        ["svc-token-param"]
+    read, = [s for s in json.loads(rec.one(POLICY).inputs["policy"])["Statement"]
+             if s["Action"] == "ssm:GetParameter"]
+    assert read["Resource"] == [f"arn:aws:ssm:us-east-1:123456789012:parameter{d.secret.name}"]
+    seen = {}
+    record(lambda: seen.update(vars(build_service("svc", d))), config={"aws:region": d.region})
+    assert seen["api_key"] is None and seen["api_key_ref"] is None
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+DOMAIN, HOSTED_ZONE = "llm.example.com", "Z0123456789ABCDEFGHIJ"
+
+
+@cache
+def tls_recording() -> Recording:
+    return run(replace(on_demand(), tls=Tls(DOMAIN, HOSTED_ZONE)))
+
+
+def _listeners(rec: Recording) -> dict[str, dict]:
+    return {r.name: r.inputs for r in rec.of_type(LISTENER)}
+
+
+def test_tls_certificate_is_validated_through_the_hosted_zone():
+    rec = tls_recording()
+    cert = rec.one(CERT).inputs
+    assert (cert["domainName"], cert["validationMethod"]) == (DOMAIN, "DNS")
+    records = {r.name: r.inputs for r in rec.of_type(RECORD)}
+    validation = records["svc-tls-validation"]
+    assert validation["zoneId"] == HOSTED_ZONE and validation["allowOverwrite"] is True
+    assert validation["ttl"] == 60
+    checked = rec.one(VALIDATION).inputs
+    assert checked["certificateArn"] == f"arn:preview:{CERT}:svc-tls-cert"
+
+
+def test_tls_https_listener_forwards_and_http_redirects():
+    rec = tls_recording()
+    listeners = _listeners(rec)
+    https, http = listeners["svc-tls-https"], listeners["svc-http"]
+    assert (https["port"], https["protocol"]) == (443, "HTTPS")
+    assert https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
+    assert https["defaultActions"] == [{"type": "forward",
+                                        "targetGroupArn": f"arn:preview:{TG}:svc-tg"}]
+    assert https["loadBalancerArn"] == f"arn:preview:{ALB}:svc-alb"
+    assert (http["port"], http["protocol"]) == (80, "HTTP")
+    assert http["defaultActions"] == [{"type": "redirect", "redirect": {
+        "port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"}}]
+
+
+def test_tls_domain_is_an_alias_of_the_alb_and_the_endpoint():
+    rec = tls_recording()
+    alias = next(r.inputs for r in rec.of_type(RECORD) if r.name == "svc-tls-alias")
+    assert (alias["zoneId"], alias["name"], alias["type"]) == (HOSTED_ZONE, DOMAIN, "A")
+    target, = alias["aliases"]
+    assert target["name"] == "svc-alb.preview.invalid" and target["evaluateTargetHealth"] is True
+    assert rec.outputs["endpoint"] == f"https://{DOMAIN}"
+
+
+def test_tls_opens_443_and_80_to_the_allowed_clients_only():
+    d = replace(on_demand(), tls=Tls(DOMAIN, HOSTED_ZONE), allow_cidrs=("198.51.100.0/24",))
+    alb, _ = groups(run(d))
+    assert [(r["fromPort"], r["toPort"], r["cidrBlocks"]) for r in alb["ingress"]] == \
+        [(80, 80, ["198.51.100.0/24"]), (443, 443, ["198.51.100.0/24"])]
+
+
+def test_without_tls_no_certificate_no_record_and_one_plain_listener():
+    rec = recorded("on_demand")
+    assert rec.of_type(CERT) == rec.of_type(RECORD) == rec.of_type(VALIDATION) == []
+    assert list(_listeners(rec)) == ["svc-http"]
 
 
 # --- tree, outputs, region --------------------------------------------------------------------
@@ -426,7 +627,8 @@ def test_every_resource_has_a_parent_inside_the_service_tree():
         components = {r.type for r in rec.resources if not r.custom}
         assert components >= {"servestack:aws:Firewall", "servestack:aws:LoadBalancer",
                               "servestack:aws:InstanceGroup", "servestack:aws:TokenSecret",
-                              "servestack:aws:InstanceRole"}
+                              "servestack:aws:InstanceRole", "servestack:aws:Network",
+                              "servestack:aws:ApiKeySecret"}
         for r in rec.resources:
             if r is service:
                 continue
@@ -447,7 +649,9 @@ def test_outputs():
 def test_every_taggable_resource_carries_the_deployment_tags():
     d = on_demand()
     rec = recorded("on_demand")
-    for token in (SG, ALB, TG, LISTENER, LT, PARAMETER, ROLE, PROFILE):
+    for token in (SG, ALB, TG, LISTENER, LT, PARAMETER, ROLE, PROFILE, VPC, SUBNET, IGW, EIP,
+                  NAT, ROUTE_TABLE):
+        assert rec.of_type(token), token
         for r in rec.of_type(token):
             assert r.inputs["tags"]["servestack-candidate"] == d.candidate_id, r.name
             assert r.inputs["tags"]["servestack-stack"] == d.stack, r.name
@@ -522,8 +726,8 @@ def test_program_reads_the_token_from_stack_config_as_a_secret():
     d = spot()
     rec = record(main, config={"servestack:deployment": json.dumps(d.to_config()),
                                "servestack:hfToken": TOKEN, "aws:region": d.region},
-                 secret_keys=["servestack:hfToken"])
+                 secret_keys=["servestack:hfToken"], invoke_answers=OTHER_ZONES)
     assert TOKEN not in json.dumps({"preview": preview_json(rec), "invokes": rec.invokes})
-    assert rec.one(PARAMETER).inputs["value"] == SECRET_MASK
+    assert _parameter(rec, "token")["value"] == SECRET_MASK
     assert rec.outputs["endpoint"] == f"http://{d.service}-alb.preview.invalid:80"
     assert rec.outputs["instance_group_name"] == rec.one(ASG).name
