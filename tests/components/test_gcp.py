@@ -13,7 +13,7 @@ import pytest
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices, Deployment, InstanceChoice
+from servestack.deployment.model import Choices, Deployment, InstanceChoice, Tls
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 from tests.fakes import FROZEN_CATALOG
@@ -413,12 +413,14 @@ def test_two_services_and_two_stacks_of_one_spec_share_no_name():
         d = build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
                              model=inputs.model, service_name=service, stack=stack,
                              choices=Choices(ssh_cidrs=("203.0.113.0/24",),
-                                             allow_cidrs=("198.51.100.0/24",)))
+                                             allow_cidrs=("198.51.100.0/24",),
+                                             domain=f"{service}.example.com"))
         for found in set(physical_names(run(d))):
             assert found not in names, f"{found}: {names.get(found)} and {(service, stack)}"
             names[found] = (service, stack)
-    # 20 named resources (the API key's secret too), the VMs' base name (tag = account id)
-    assert len(names) == 3 * 21
+    # 26 named resources (the API key's secret and six for TLS too), the VMs' base name (tag =
+    # account id)
+    assert len(names) == 3 * 27
 
 
 def test_every_name_follows_gcp_rules_for_the_longest_service_name():
@@ -478,3 +480,213 @@ def test_the_program_builds_the_gcp_service_from_stack_config():
     assert named(rec, VERSION, "-token-")["secretData"] == SECRET_MASK
     assert TOKEN not in json.dumps(preview_json(rec))
     assert rec.outputs["instance_group_name"] == f"{d.scope}-mig"
+
+
+# --- API key ---------------------------------------------------------------------------------
+
+
+def test_api_key_is_kept_in_its_own_secret_that_only_the_vms_read():
+    d = planned(False)
+    rec = on_demand()
+    secret = named(rec, SECRET, "-api-key-")
+    assert secret["secretId"] == d.api_key.name != d.secret.name
+    assert d.api_key.name.startswith("servestack-mixtral-") and d.api_key.name.endswith("-api-key")
+    # The same placement and labels as the token's secret.
+    token_secret = named(rec, SECRET, "-token-")
+    assert (secret["replication"], secret["labels"]) == \
+        (token_secret["replication"], token_secret["labels"])
+    [key_secret] = [r for r in rec.of_type(SECRET) if "-api-key-" in r.name]
+    [key] = rec.of_type(API_KEY)
+    version = named(rec, VERSION, "-api-key-")
+    assert version["secret"] == key_secret.id
+    assert version["secretData"] == SECRET_MASK  # the key is a secret all the way
+    binding = named(rec, BINDING, "-api-key-")
+    assert binding["role"] == "roles/secretmanager.secretAccessor"
+    assert binding["secretId"] == d.api_key.name  # that secret only, no project-wide grant
+    assert binding["members"] == named(rec, BINDING, "-token-")["members"]
+    assert len(binding["members"]) == 1
+    assert "-api-key-" in key.name and key.parent == rec.one("servestack:gcp:ApiKeySecret").urn
+
+
+def test_the_program_exports_the_key_as_a_secret_and_where_it_is_kept():
+    from servestack.pulumi.program import main
+
+    d = planned(False)
+    rec = record(main, config={"servestack:deployment": json.dumps(d.to_config())})
+    [key_secret] = [r for r in rec.of_type(SECRET) if "-api-key-" in r.name]
+    assert rec.outputs["api_key"] == SECRET_MASK
+    assert rec.outputs["api_key_secret"] == key_secret.id
+
+
+def test_no_api_key_resources_or_outputs_with_no_api_key():
+    from servestack.pulumi.program import main
+
+    d = replace(planned(False), api_key=None)
+    rec = record(main, config={"servestack:deployment": json.dumps(d.to_config())})
+    assert not rec.of_type(API_KEY)
+    assert [r.name for r in rec.of_type(SECRET)] == ["mixtral-token-secret"]
+    assert [r.name for r in rec.of_type(BINDING)] == ["mixtral-token-reader"]
+    assert "api_key" not in rec.outputs and "api_key_secret" not in rec.outputs
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+DOMAIN = "llm.example.com"
+
+
+def with_tls(zone: str | None) -> Deployment:
+    return replace(planned(False), tls=Tls(DOMAIN, zone))
+
+
+@cache
+def tls_run(zone: str | None):
+    return run(with_tls(zone))
+
+
+def test_https_on_443_with_a_managed_regional_certificate_proved_by_dns():
+    d = with_tls(None)
+    rec = tls_run(None)
+    auth = single(rec, DNS_AUTH)
+    assert (auth["domain"], auth["location"], auth["type"]) == \
+        (DOMAIN, d.region, "PER_PROJECT_RECORD")
+    cert = single(rec, CERT)
+    assert cert["location"] == d.region  # regional: what a regional ALB's proxy takes
+    assert cert["managed"] == {"domains": [DOMAIN], "dnsAuthorizations": [rec.one(DNS_AUTH).id]}
+    assert "selfManaged" not in cert and "scope" not in cert
+    policy = single(rec, SSL_POLICY)
+    assert (policy["profile"], policy["minTlsVersion"], policy["region"]) == \
+        ("MODERN", "TLS_1_2", d.region)
+    proxy = single(rec, HTTPS_PROXY)
+    [backend_map] = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-urls")]
+    assert proxy["urlMap"] == backend_map.id
+    assert backend_map.inputs["defaultService"] == rec.one(BACKEND).id
+    assert proxy["certificateManagerCertificates"] == [rec.one(CERT).id]
+    assert "sslCertificates" not in proxy  # the API takes one kind or the other
+    assert proxy["sslPolicy"] == f"https://preview/{SSL_POLICY}/mixtral-https-policy"
+    rules = {r.inputs["portRange"]: r for r in rec.of_type(RULE)}
+    assert set(rules) == {"80", "443"}
+    https = rules["443"].inputs
+    assert https["target"] == rec.one(HTTPS_PROXY).id
+    assert https["ipAddress"] == rules["80"].inputs["ipAddress"] == "203.0.113.10"
+    assert (https["loadBalancingScheme"], https["networkTier"]) == ("EXTERNAL_MANAGED", "STANDARD")
+    assert https["network"] == rules["80"].inputs["network"]
+
+
+def test_port_80_only_redirects_to_https_with_tls():
+    rec = tls_run(None)
+    [redirect] = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-redirect")]
+    assert redirect.inputs["defaultUrlRedirect"] == {
+        "httpsRedirect": True, "stripQuery": False, "redirectResponseCode": "PERMANENT_REDIRECT"}
+    assert "defaultService" not in redirect.inputs  # never reaches the replicas
+    assert single(rec, PROXY)["urlMap"] == redirect.id
+    [http] = [r for r in rec.of_type(RULE) if r.inputs["portRange"] == "80"]
+    assert http.inputs["target"] == rec.one(PROXY).id
+    # Without TLS, port 80 serves the backend and nothing of the above exists.
+    plain = on_demand()
+    assert single(plain, PROXY)["urlMap"] == plain.one(URL_MAP).id
+    assert not any(plain.of_type(t) for t in (DNS_AUTH, CERT, SSL_POLICY, HTTPS_PROXY, RECORD))
+
+
+def test_tls_opens_nothing_new_to_clients():
+    assert [firewall(tls_run(None), s) for s in ("-health-checks", "-lb-proxies")] == \
+        [firewall(on_demand(), s) for s in ("-health-checks", "-lb-proxies")]
+    assert len(tls_run(None).of_type(FIREWALL)) == 2
+
+
+def test_the_endpoint_is_the_domain_over_https():
+    assert tls_run(None).outputs["endpoint"] == f"https://{DOMAIN}"
+    assert tls_run("example-zone").outputs["endpoint"] == f"https://{DOMAIN}"
+
+
+def test_records_are_written_in_the_managed_zone_when_given():
+    rec = tls_run("example-zone")
+    records = {r.inputs["type"]: r.inputs for r in rec.of_type(RECORD)}
+    assert set(records) == {"A", "CNAME"}
+    assert all(r["managedZone"] == "example-zone" and r["ttl"] == 300 for r in records.values())
+    assert (records["A"]["name"], records["A"]["rrdatas"]) == (f"{DOMAIN}.", ["203.0.113.10"])
+    # The CNAME's name and target are the authorization's, known once it exists.
+    assert records["CNAME"]["name"] == "[unknown until deployed]"
+    assert "dns_records" not in rec.outputs  # nothing left for the user to create
+
+
+def test_without_a_zone_the_records_are_an_output_and_none_is_created():
+    rec = tls_run(None)
+    assert not rec.of_type(RECORD)
+    assert "dns_records" in rec.outputs  # unknown in a preview: the CNAME is the API's
+
+
+def test_dns_records_output_lists_both_records_once_the_authorization_exists():
+    """Under mocks that answer the authorization's record, as Certificate Manager does."""
+    from pulumi.runtime import settings
+    from pulumi.runtime.sync_await import _sync_await
+    from servestack.components.gcp import Service
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args):
+            state = dict(args.inputs)
+            if args.typ == DNS_AUTH:
+                state["dnsResourceRecords"] = [{
+                    "name": f"_acme-challenge_abc.{DOMAIN}.", "type": "CNAME",
+                    "data": "abc.4.authorize.certificatemanager.goog."}]
+            if args.typ == "gcp:compute/address:Address":
+                state["address"] = "203.0.113.10"
+            return [f"{args.name}-id", state]
+
+        def call(self, args):
+            return {}
+
+    old = settings.SETTINGS
+    found: list = []
+    try:
+        pulumi.runtime.set_mocks(Mocks(), preview=False)
+        service = Service("svc", with_tls(None), hf_token=None)
+        found = _sync_await(service.dns_records.future())
+    finally:
+        settings.configure(old)
+    assert found == [
+        {"name": f"_acme-challenge_abc.{DOMAIN}.", "type": "CNAME",
+         "value": "abc.4.authorize.certificatemanager.goog."},
+        {"name": f"{DOMAIN}.", "type": "A", "value": "203.0.113.10"}]
+
+
+def test_tls_names_are_the_scope_and_certificate_manager_rules():
+    d = replace(with_tls("example-zone"), service="s" * 20, stack="a-very-long-stack-name" * 4)
+    rec = run(d)
+    rfc1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+    for token in (SSL_POLICY, HTTPS_PROXY, URL_MAP, RULE):
+        for r in rec.of_type(token):
+            assert rfc1035.fullmatch(r.inputs["name"]) and len(r.inputs["name"]) <= 63
+            assert r.inputs["name"].startswith(d.scope + "-")
+    for token in (DNS_AUTH, CERT):  # Certificate Manager: [a-zA-Z][a-zA-Z0-9_-]*, 1-64
+        name = single(rec, token)["name"]
+        assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]{0,63}", name) and name.startswith(d.scope)
+
+
+def test_both_engines_build_the_same_tls_and_key():
+    """The parts tests/test_engines_agree.py does not compare yet: names, the redirect, the
+    TLS policy, the authorization and the records, on both engines from one deployment."""
+    from servestack.terraform import render
+
+    d = with_tls("example-zone")
+    rec, res = run(d), render(d)["resource"]
+    pulumi_names = sorted([r.inputs["name"] for r in rec.resources
+                           if r.custom and r.type not in UNNAMED and "name" in r.inputs]
+                          + [r.inputs["secretId"] for r in rec.of_type(SECRET)])
+    tf_names = sorted([body["name"] for kind, blocks in res.items() for body in blocks.values()
+                       if kind != "google_dns_record_set" and "name" in body]
+                      + [s["secret_id"] for s in res["google_secret_manager_secret"].values()])
+    assert pulumi_names == tf_names and f"{d.scope}-https-listener" in tf_names
+    redirect = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-redirect")][0].inputs
+    tf_redirect = res["google_compute_region_url_map"]["redirect"]["default_url_redirect"]
+    assert (redirect["defaultUrlRedirect"]["redirectResponseCode"],
+            redirect["defaultUrlRedirect"]["stripQuery"]) == \
+        (tf_redirect["redirect_response_code"], tf_redirect["strip_query"])
+    tf_policy = res["google_compute_region_ssl_policy"]["tls"]
+    assert (single(rec, SSL_POLICY)["profile"], single(rec, SSL_POLICY)["minTlsVersion"]) == \
+        (tf_policy["profile"], tf_policy["min_tls_version"])
+    tf_auth = res["google_certificate_manager_dns_authorization"]["tls"]
+    assert single(rec, DNS_AUTH)["type"] == tf_auth["type"]
+    assert sorted((r.inputs["type"], r.inputs["ttl"], r.inputs["managedZone"])
+                  for r in rec.of_type(RECORD)) == \
+        sorted((r["type"], r["ttl"], r["managed_zone"])
+               for r in res["google_dns_record_set"].values())

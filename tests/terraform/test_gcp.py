@@ -17,7 +17,7 @@ from pathlib import Path
 
 from servestack import planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices, Deployment
+from servestack.deployment.model import Choices, Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.terraform import render
 from tests.fakes import FROZEN_CATALOG
@@ -52,7 +52,15 @@ def deployment(spot: bool = False, service: str | None = None,
 def variants() -> list[Deployment]:
     spot = deployment(spot=True)
     return [deployment(), spot, replace(spot, on_demand_base=1),
-            replace(deployment(), secret=None, allow_cidrs=("0.0.0.0/0",), ssh_cidrs=())]
+            replace(deployment(), secret=None, allow_cidrs=("0.0.0.0/0",), ssh_cidrs=()),
+            with_tls(None), with_tls("example-zone"), replace(deployment(), api_key=None)]
+
+
+DOMAIN = "llm.example.com"
+
+
+def with_tls(zone: str | None) -> Deployment:
+    return replace(deployment(), tls=Tls(DOMAIN, zone))
 
 
 def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
@@ -138,18 +146,23 @@ def physical_names(d: Deployment) -> list[str]:
 def test_two_services_and_two_stacks_of_one_spec_share_no_name():
     owners: dict[str, tuple[str, str]] = {}
     for service, stack in (("servestack", "blue"), ("servestack", "green"), ("other", "blue")):
-        for name in set(physical_names(deployment(service=service, stack=stack))):
+        d = replace(deployment(service=service, stack=stack), tls=Tls(f"{service}.example.com"))
+        for name in set(physical_names(d)):
             assert name not in owners, f"{name}: {owners.get(name)} and {(service, stack)}"
             owners[name] = (service, stack)
-    # 20 named resources (the API key's secret too), the VMs' base name (tag = account id)
-    assert len(owners) == 3 * 21
+    # 26 named resources (the API key's secret and six for TLS too), the VMs' base name (tag =
+    # account id)
+    assert len(owners) == 3 * 27
 
 
 def test_names_follow_gcp_rules_for_the_longest_service_and_stack():
-    d = deployment(service="s" * 20, stack="a-very-long-stack-name" * 4)
+    d = replace(deployment(service="s" * 20, stack="a-very-long-stack-name" * 4),
+                tls=Tls(DOMAIN, "example-zone"))
     resources = render(d)["resource"]
     rfc1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-    for blocks in resources.values():
+    for kind, blocks in resources.items():
+        if kind in UNNAMED:  # a record's name is the user's domain
+            continue
         for body in blocks.values():
             for key in ("name", "account_id", "base_instance_name"):
                 if key in body:
@@ -167,3 +180,122 @@ def test_draining_lets_streams_run_their_timeout_within_the_api_range():
     longer = render(replace(d, idle_timeout_seconds=5400))["resource"]
     backend = longer["google_compute_region_backend_service"]["backend"]
     assert (backend["timeout_sec"], backend["connection_draining_timeout_sec"]) == (5400, 3600)
+
+
+# --- API key ---------------------------------------------------------------------------------
+
+
+def test_api_key_is_kept_in_its_own_secret_that_only_the_vms_read():
+    d = deployment()
+    resources = render(d)["resource"]
+    assert "input" in resources["terraform_data"]["api_key"]  # the shared key resource
+    secrets = resources["google_secret_manager_secret"]
+    assert secrets["api_key"]["secret_id"] == d.api_key.name != d.secret.name
+    for same in ("replication", "labels", "project"):  # placed and labelled like the token's
+        assert secrets["api_key"][same] == secrets["hf_token"][same]
+    version = resources["google_secret_manager_secret_version"]["api_key"]
+    assert version == {"secret": "${google_secret_manager_secret.api_key.id}",
+                       "secret_data_wo": "${sensitive(terraform_data.api_key.output)}",
+                       "secret_data_wo_version": 1}  # write-only: not in the version's state
+    binding = resources["google_secret_manager_secret_iam_binding"]["api_key_reader"]
+    assert binding["secret_id"] == "${google_secret_manager_secret.api_key.secret_id}"
+    assert binding["role"] == "roles/secretmanager.secretAccessor"
+    assert binding["members"] == ["serviceAccount:${google_service_account.vm.email}"]
+    assert "google_project_iam_member" not in resources  # no project-wide grant
+    mig = resources["google_compute_region_instance_group_manager"]["group"]
+    assert {"google_secret_manager_secret_iam_binding.api_key_reader",
+            "google_secret_manager_secret_version.api_key"} <= set(mig["depends_on"])
+
+
+def test_api_key_outputs_the_key_as_sensitive_and_where_it_is_kept():
+    outputs = render(deployment())["output"]
+    assert outputs["api_key"]["sensitive"] is True
+    assert outputs["api_key"]["value"] == "${sensitive(terraform_data.api_key.output)}"
+    assert outputs["api_key_secret"]["value"] == "${google_secret_manager_secret.api_key.id}"
+
+
+def test_nothing_of_the_key_without_one():
+    doc = render(replace(deployment(), api_key=None))
+    resources = doc["resource"]
+    assert "terraform_data" not in resources
+    assert list(resources["google_secret_manager_secret"]) == ["hf_token"]
+    assert list(resources["google_secret_manager_secret_iam_binding"]) == ["reader"]
+    assert "api_key" not in doc["output"] and "api_key_secret" not in doc["output"]
+    mig = resources["google_compute_region_instance_group_manager"]["group"]
+    assert not any("api_key" in wait for wait in mig["depends_on"])
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+def test_https_on_443_with_a_managed_regional_certificate_proved_by_dns():
+    d = with_tls(None)
+    resources = render(d)["resource"]
+    auth = resources["google_certificate_manager_dns_authorization"]["tls"]
+    assert (auth["domain"], auth["location"], auth["type"]) == \
+        (DOMAIN, d.region, "PER_PROJECT_RECORD")
+    cert = resources["google_certificate_manager_certificate"]["tls"]
+    assert cert["location"] == d.region
+    assert cert["managed"] == {
+        "domains": [DOMAIN],
+        "dns_authorizations": ["${google_certificate_manager_dns_authorization.tls.id}"]}
+    policy = resources["google_compute_region_ssl_policy"]["tls"]
+    assert (policy["profile"], policy["min_tls_version"]) == ("MODERN", "TLS_1_2")
+    proxy = resources["google_compute_region_target_https_proxy"]["https"]
+    assert proxy["url_map"] == "${google_compute_region_url_map.urls.id}"
+    assert proxy["certificate_manager_certificates"] == [
+        "${google_certificate_manager_certificate.tls.id}"]
+    assert proxy["ssl_policy"] == "${google_compute_region_ssl_policy.tls.self_link}"
+    rules = resources["google_compute_forwarding_rule"]
+    assert (rules["https"]["port_range"], rules["listener"]["port_range"]) == ("443", "80")
+    assert rules["https"]["target"] == "${google_compute_region_target_https_proxy.https.id}"
+    assert rules["https"]["ip_address"] == rules["listener"]["ip_address"] == \
+        "${google_compute_address.ip.address}"
+    assert rules["https"]["depends_on"] == ["google_compute_subnetwork.proxy"]
+
+
+def test_port_80_only_redirects_to_https_with_tls():
+    resources = render(with_tls(None))["resource"]
+    maps = resources["google_compute_region_url_map"]
+    assert maps["redirect"]["default_url_redirect"] == {
+        "https_redirect": True, "strip_query": False,
+        "redirect_response_code": "PERMANENT_REDIRECT"}
+    assert "default_service" not in maps["redirect"]
+    proxy = resources["google_compute_region_target_http_proxy"]["proxy"]
+    assert proxy["url_map"] == "${google_compute_region_url_map.redirect.id}"
+    plain = render(deployment())["resource"]
+    assert plain["google_compute_region_target_http_proxy"]["proxy"]["url_map"] == \
+        "${google_compute_region_url_map.urls.id}"
+    assert list(plain["google_compute_region_url_map"]) == ["urls"]
+    assert not {"google_certificate_manager_certificate", "google_compute_region_ssl_policy",
+                "google_compute_region_target_https_proxy", "google_dns_record_set"} & set(plain)
+
+
+def test_tls_opens_nothing_new_to_clients():
+    assert render(with_tls(None))["resource"]["google_compute_firewall"] == \
+        render(deployment())["resource"]["google_compute_firewall"]
+
+
+def test_records_are_written_in_the_managed_zone_when_given():
+    doc = render(with_tls("example-zone"))
+    records = doc["resource"]["google_dns_record_set"]
+    record = "google_certificate_manager_dns_authorization.tls.dns_resource_record[0]"
+    assert records["authorization"] == {
+        "project": "${var.project}", "managed_zone": "example-zone", "ttl": 300,
+        "name": f"${{{record}.name}}", "type": "CNAME", "rrdatas": [f"${{{record}.data}}"]}
+    assert records["domain"] == {
+        "project": "${var.project}", "managed_zone": "example-zone", "ttl": 300,
+        "name": f"{DOMAIN}.", "type": "A", "rrdatas": ["${google_compute_address.ip.address}"]}
+    assert "dns_records" not in doc["output"]
+    assert doc["output"]["endpoint"]["value"] == f"https://{DOMAIN}"
+
+
+def test_without_a_zone_the_records_are_an_output_and_none_is_created():
+    doc = render(with_tls(None))
+    assert "google_dns_record_set" not in doc["resource"]
+    record = "google_certificate_manager_dns_authorization.tls.dns_resource_record[0]"
+    assert doc["output"]["dns_records"]["value"] == [
+        {"name": f"${{{record}.name}}", "type": "CNAME", "value": f"${{{record}.data}}"},
+        {"name": f"{DOMAIN}.", "type": "A", "value": "${google_compute_address.ip.address}"}]
+    assert doc["output"]["endpoint"]["value"] == f"https://{DOMAIN}"
+    assert "dns_records" not in render(deployment())["output"]
