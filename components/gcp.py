@@ -553,7 +553,8 @@ class Https(pulumi.ComponentResource):
     certificate (Certificate Manager: the only source of managed certificates for a regional
     external ALB), proved by a DNS authorization; a TLS 1.2+ policy; the HTTPS proxy on the
     backend URL map. With a managed zone, the authorization's CNAME and the domain's A record
-    are written there; `dns_records` lists them either way (the output exists without one)."""
+    are written there; `records` lists them either way (the Service exports the list as
+    `dns_records` when there is no zone, for the user to create)."""
 
     def __init__(self, name: str, args: HttpsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("Https"), name, None, opts)
