@@ -406,12 +406,12 @@ class FrontDoor(pulumi.ComponentResource):
             opts=_child(self, depends_on=[self.origin]))
         token = self.domain.validation_properties.apply(
             lambda v: v.validation_token if v else None)
-        self.dns_records: pulumi.Output[list[dict[str, Any]]] | None = None
+        # names and types known now, values once deployed (so a preview lists them too)
+        self.dns_records: list[dict[str, Any]] | None = None
         if zone:
             self._records(name, zone, token)
         else:
-            self.dns_records = pulumi.Output.all(self.endpoint.host_name, token).apply(
-                lambda v: azure_dns_records(d, v[0], v[1]))
+            self.dns_records = azure_dns_records(d, self.endpoint.host_name, token)
         self.register_outputs({"hostName": self.endpoint.host_name})
 
     def _records(self, name: str, zone: tuple[str, str, str], token: pulumi.Output) -> None:
@@ -622,6 +622,7 @@ class Service(pulumi.ComponentResource):
         self.api_key = key.value if key else None
         self.api_key_ref = stored.id if stored else None
         # Without --dns-zone, the records the user creates (see FrontDoor).
+        self.front_door = front
         self.dns_records = front.dns_records if front else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})

@@ -11,8 +11,10 @@ from functools import cache
 
 import pulumi
 import yaml
+from pulumi.runtime import mocks as pulumi_mocks
 from servestack.catalog import azure_zones
 from servestack.components import azure as az
+from servestack.components import build_service
 
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init
@@ -24,7 +26,7 @@ from servestack.clouds.azure import (
     azure_with_vault,
 )
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
 from servestack.sshkey import RSA_2048, lock_only_ssh_key
@@ -385,3 +387,178 @@ def test_zones_are_the_deployments():
     assert vmss("on_demand")["zones"] == list(on_demand_one().zones)
     rec = run(replace(on_demand_one(), zones=("2",)))
     assert rec.one(VMSS).inputs["zones"] == ["2"] and rec.one(PIP).inputs["zones"] == ["2"]
+
+
+# --- the API key, TLS through Front Door, no public IPs on the VMs ---------------------------
+
+PROFILE = "azure-native:cdn:Profile"
+ENDPOINT = "azure-native:cdn:AFDEndpoint"
+ORIGIN_GROUP = "azure-native:cdn:AFDOriginGroup"
+ORIGIN = "azure-native:cdn:AFDOrigin"
+CUSTOM_DOMAIN = "azure-native:cdn:AFDCustomDomain"
+ROUTE = "azure-native:cdn:Route"
+RECORD = "azure-native:dns:RecordSet"
+DOMAIN = "llm.example.com"
+ZONE = ("/subscriptions/00000000-0000-0000-0000-000000000003/resourceGroups/dns/providers/"
+        "Microsoft.Network/dnszones/example.com")
+
+
+def with_tls(d: Deployment, zone: str | None = ZONE) -> Deployment:
+    return replace(d, tls=Tls(domain=DOMAIN, dns_zone=zone))
+
+
+def run_service(d: Deployment, token: str | None = TOKEN) -> Recording:
+    """The program as servestack runs it (components.build_service), exporting what the
+    Service gives back."""
+    def program() -> None:
+        hf_token = pulumi.Output.secret(token) if token else None
+        outputs = build_service("svc", d, hf_token=hf_token)
+        pulumi.export("endpoint", outputs.endpoint)
+        pulumi.export("api_key_ref", outputs.api_key_ref)
+        pulumi.export("has_api_key", outputs.api_key is not None)
+
+    return record(program)
+
+
+def test_the_api_key_is_a_second_secret_in_the_stacks_vault():
+    rec = run_service(on_demand_one())
+    [key] = rec.of_type(DYNAMIC)  # components.apikey.ApiKey, drawn once, kept in the state
+    assert key.name == "svc-api-key"
+    secrets = secrets_by_name(rec)
+    assert set(secrets) == {"hf-token", "api-key"}
+    vault = rec.one(VAULT)
+    assert secrets["api-key"]["vaultName"] == secrets["hf-token"]["vaultName"] == vault.name
+    assert secrets["api-key"]["properties"] == SECRET_MASK  # the value is a Pulumi secret
+    # the VMs' identity may get every secret of the vault, the key included
+    [policy] = vault.inputs["properties"]["accessPolicies"]
+    assert policy["permissions"] == {"secrets": ["get"]}
+    # where the key is kept: the api-key secret's ARM id, exported by the program
+    api_key_secret = [r for r in rec.of_type(SECRET) if r.inputs["secretName"] == "api-key"][0]
+    assert rec.outputs["api_key_ref"] == api_key_secret.id == "svc-token-api-key-id"
+    assert rec.outputs["has_api_key"] is True
+
+
+def test_the_api_key_alone_still_makes_the_vault_and_tells_the_vms_its_name():
+    d = replace(on_demand_one(), secret=None)
+    rec = run(d, token=None)
+    vault = rec.one(VAULT).name
+    assert set(secrets_by_name(rec)) == {"api-key"}
+    assert len(rec.of_type(DYNAMIC)) == 1
+    # the bootstrap is rendered with the vault's name on the key's reference
+    text = custom_data(rec.one(VMSS).inputs)
+    assert text == render_cloud_init(azure_with_vault(d, vault))
+    assert azure_with_vault(d, vault).api_key_secret.vault == vault
+
+
+def test_no_api_key_means_no_key_and_no_key_secret():
+    rec = run_service(replace(on_demand_one(), api_key=None))
+    assert not rec.of_type(DYNAMIC)
+    assert set(secrets_by_name(rec)) == {"hf-token"}
+    assert rec.outputs["api_key_ref"] is None and rec.outputs["has_api_key"] is False
+
+
+def test_vms_have_no_public_ip_and_go_out_through_the_balancers_outbound_rule():
+    for kind in ("on_demand", "spot", "mix"):
+        rec = recorded(kind)
+        [nic] = rec.one(VMSS).inputs["virtualMachineProfile"]["networkProfile"][
+            "networkInterfaceConfigurations"]
+        for ipconfig in nic["ipConfigurations"]:
+            assert "publicIPAddressConfiguration" not in ipconfig
+        assert len(rec.of_type(PIP)) == 1  # the balancer's frontend, nothing else
+        assert rec.one(SUBNET).inputs["defaultOutboundAccess"] is False
+        lb = rec.one(LB).inputs
+        assert lb["loadBalancingRules"][0]["disableOutboundSnat"] is True
+        [egress] = lb["outboundRules"]
+        assert egress["backendAddressPool"]["id"].endswith("/backendAddressPools/backend")
+        assert not rec.of_type("azure-native:network:NatGateway")
+        assert "inboundNatRules" not in lb  # SSH only with ssh_cidrs
+
+
+def test_tls_puts_front_door_with_a_managed_certificate_in_front_of_the_balancer():
+    d = with_tls(on_demand_one())
+    rec = run_service(d)
+    assert rec.outputs["endpoint"] == f"https://{DOMAIN}"
+    profile = rec.one(PROFILE).inputs
+    assert profile["sku"] == {"name": "Standard_AzureFrontDoor"}
+    assert profile["originResponseTimeoutSeconds"] == 240  # Azure's maximum (16-240)
+    assert profile["profileName"] == f"{d.scope}-fd" and profile["location"] == "global"
+    endpoint = rec.one(ENDPOINT)
+    # autonamed: azure-native adds a random suffix kept in the state (global host names)
+    assert "endpointName" not in endpoint.inputs and endpoint.name == f"{d.scope}-ep"
+    group = rec.one(ORIGIN_GROUP).inputs
+    assert group["healthProbeSettings"] == {
+        "probePath": d.health.path, "probeProtocol": "Http", "probeRequestType": "GET",
+        "probeIntervalInSeconds": 100}
+    assert d.health.path == "/health" and group["sessionAffinityState"] == "Disabled"
+    origin = rec.one(ORIGIN).inputs
+    assert origin["hostName"] == ALLOCATED_IP  # the balancer's public IP
+    assert origin["httpPort"] == d.listener_port == 80
+    assert origin["enforceCertificateNameCheck"] is False
+    domain = rec.one(CUSTOM_DOMAIN).inputs
+    assert domain["hostName"] == DOMAIN and domain["azureDnsZone"] == {"id": ZONE}
+    assert domain["tlsSettings"] == {"certificateType": "ManagedCertificate",
+                                     "minimumTlsVersion": "TLS12"}
+    route = rec.one(ROUTE).inputs
+    assert (route["httpsRedirect"], route["forwardingProtocol"], route["patternsToMatch"],
+            route["supportedProtocols"], route["linkToDefaultDomain"]) == \
+        ("Enabled", "HttpOnly", ["/*"], ["Http", "Https"], "Disabled")
+    assert route["customDomains"] == [{"id": rec.one(CUSTOM_DOMAIN).id}]
+    assert route["originGroup"] == {"id": rec.one(ORIGIN_GROUP).id}
+    assert "cacheConfiguration" not in route  # nothing cached
+
+
+def test_tls_nsg_admits_only_front_door_on_the_service_port():
+    d = with_tls(on_demand_one())
+    rules = rules_by_name(run(d))
+    clients = rules["allow-clients"]
+    assert (clients["sourceAddressPrefix"], clients["destinationPortRange"]) == \
+        ("AzureFrontDoor.Backend", str(d.service_port))
+    assert "sourceAddressPrefixes" not in clients
+    assert set(rules) == {"allow-probe", "allow-clients", "deny-all-inbound"}
+    assert rules["allow-probe"]["sourceAddressPrefix"] == "AzureLoadBalancer"
+    # without TLS the same rule admits the allowed CIDRs
+    assert rules_by_name(recorded("on_demand"))["allow-clients"]["sourceAddressPrefix"] == \
+        "0.0.0.0/0"
+
+
+def test_tls_with_a_dns_zone_writes_the_validation_and_cname_records(monkeypatch):
+    dependencies: dict[str, list[str]] = {}
+    register = pulumi_mocks.MockMonitor.RegisterResource
+
+    def recording(self, request):
+        dependencies[request.name] = list(request.dependencies)
+        return register(self, request)
+
+    monkeypatch.setattr(pulumi_mocks.MockMonitor, "RegisterResource", recording)
+    rec = run_service(with_tls(on_demand_one()))
+    records = {r.inputs["recordType"]: r for r in rec.of_type(RECORD)}
+    assert set(records) == {"TXT", "CNAME"}
+    for record_set in records.values():
+        assert (record_set.inputs["resourceGroupName"], record_set.inputs["zoneName"],
+                record_set.inputs["ttl"]) == ("dns", "example.com", 3600)
+    assert records["TXT"].inputs["relativeRecordSetName"] == "_dnsauth.llm"
+    assert records["CNAME"].inputs["relativeRecordSetName"] == "llm"
+    # the CNAME once the route serves the domain; the route once the origin exists
+    assert rec.one(ROUTE).urn in dependencies[records["CNAME"].name]
+    assert rec.one(ORIGIN).urn in dependencies[rec.one(ROUTE).name]
+
+
+def test_tls_without_a_dns_zone_lists_the_records_to_create():
+    found: dict = {}
+
+    def program() -> None:
+        service = az.Service("svc", with_tls(on_demand_one(), zone=None),
+                             hf_token=pulumi.Output.secret(TOKEN))
+        found["records"] = service.dns_records
+        found["host"] = service.front_door.endpoint.host_name
+
+    rec = record(program)
+    assert not rec.of_type(RECORD)
+    assert "azureDnsZone" not in rec.one(CUSTOM_DOMAIN).inputs
+    # names and types now; the values (validation token, endpoint host) once deployed
+    txt, cname = found["records"]
+    assert (txt["name"], txt["type"], cname["name"], cname["type"]) == \
+        (f"_dnsauth.{DOMAIN}", "TXT", DOMAIN, "CNAME")
+    assert cname["value"] is found["host"]
+    assert isinstance(txt["value"], pulumi.Output)
+
