@@ -1,23 +1,33 @@
-"""AWS: the service as an Application Load Balancer in front of a GPU auto scaling group.
+"""AWS: the service as an Application Load Balancer in front of a GPU auto scaling group, in a
+VPC of its own where the GPU VMs have no public address.
 
 `Service` is the top of the tree; each concern is its own child component:
 
-- `Firewall`: the ALB's security group (listener port from the allowed CIDRs) and the
+- `Network`: the stack's VPC, public subnets (the ALB's, in two AZs or more) behind an
+  internet gateway, private subnets for the group (one per deployment zone) whose way out is
+  one NAT gateway; with --ssh-cidr the VMs sit in the public subnets instead.
+- `Firewall`: the ALB's security group (listener ports from the allowed CIDRs) and the
   instances' (service port from the ALB only, SSH only if asked, all egress for the download).
-- `LoadBalancer`: ALB, target group with the deployment's health check, listener.
+- `LoadBalancer`: ALB, target group with the deployment's health check, listener; with TLS
+  (`Https`) an ACM certificate validated in the Route 53 hosted zone, the HTTPS listener, the
+  domain's alias record, and the HTTP listener redirecting to HTTPS.
 - `TokenSecret`: the SSM SecureString holding the Hugging Face token (a Pulumi secret).
-- `InstanceRole`: role + instance profile that may read that one parameter and nothing else.
-- `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, cloud-init user data)
-  and the auto scaling group with its instance types in rank order and the spot split, which
-  replaces its instances, new ones first, when the template changes (instance refresh).
+- `ApiKeySecret`: the generated API key (components.apikey) as an SSM SecureString.
+- `InstanceRole`: role + instance profile that may read those parameters and nothing else,
+  and run the SSM agent (Session Manager: a shell without an open port).
+- `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, one network
+  interface without a public address, cloud-init user data) and the auto scaling group with
+  its instance types in rank order and the spot split, which replaces its instances, new ones
+  first, when the template changes (instance refresh).
 
-Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
-scope, service and stack, so two services or two stacks never share one in an account; the
-ALB and target group take Pulumi's autonames (a random suffix).
+Fixed names (name prefixes, Name tags, the parameters) derive from the deployment's scope,
+service and stack, so two services or two stacks never share one in an account; the ALB and
+target group take Pulumi's autonames (a random suffix). The domain's records are the one
+exception: they are the domain's, so two stacks given one --domain contend for it.
 
-Everything lands in the account's default VPC, in the provider's region (`aws:region`), which
-must be the deployment's region. Every value comes from the `Deployment`, and how AWS spells it
-from servestack.mechanics (shared with the Terraform renderer); nothing is decided here.
+Everything lands in the provider's region (`aws:region`), which must be the deployment's
+region. Every value comes from the `Deployment`, and how AWS spells it from
+servestack.clouds.aws (shared with the Terraform renderer); nothing is decided here.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from servestack.clouds.aws import (
     DEFAULT_ROUTE,
     GROUP_STATES,
     LIVE_STATES,
+    NAT_LIVE_STATES,
     QUOTA_CODES,
     VALIDATION_TTL,
     alb_client_ports,
@@ -158,7 +169,7 @@ class Network(pulumi.ComponentResource):
         key = zone_keys(d.region, d.zones).subnet_arg
         return [aws.ec2.Subnet(
             f"{name}-{tier}-{i}", vpc_id=self.vpc.id, cidr_block=subnet_cidr(d, tier, i),
-            **{key: zone}, map_public_ip_on_launch=False,
+            **_zone_arg(key, zone), map_public_ip_on_launch=False,
             tags=_named(d, aws_name(d, f"{tier}-{i}")), opts=_child(self))
             for i, zone in enumerate(zones)]
 
@@ -186,6 +197,11 @@ class Network(pulumi.ComponentResource):
         return self._routes(name, d, "private", self.group_subnets, nat_gateway_id=nat.id)
 
 
+def _zone_arg(key: str, zone: pulumi.Input[str]) -> dict[str, Any]:
+    """The subnet's zone argument, by name or by ID (see clouds.aws.zone_keys)."""
+    return {key: zone}
+
+
 def _subnet_zones(d: Deployment, others: pulumi.Output[list[str]] | None
                   ) -> list[pulumi.Input[str]]:
     """The public subnets' zones: the deployment's, then as many of the region's others as the
@@ -193,8 +209,13 @@ def _subnet_zones(d: Deployment, others: pulumi.Output[list[str]] | None
     extra = extra_alb_zones(d)
     zones: list[pulumi.Input[str]] = list(d.zones)
     if extra and others is not None:
-        zones += [others.apply(lambda found, i=i: _nth_zone(found, i, d)) for i in range(extra)]
+        zones += [_nth_zone_of(others, i, d) for i in range(extra)]
     return zones
+
+
+def _nth_zone_of(others: pulumi.Output[list[str]], index: int, d: Deployment
+                 ) -> pulumi.Output[str]:
+    return others.apply(lambda found: _nth_zone(found, index, d))
 
 
 def _nth_zone(found: list[str] | None, index: int, d: Deployment) -> str:
@@ -210,9 +231,11 @@ def region_zones(d: Deployment, parent: pulumi.Resource) -> pulumi.Output[list[s
     if not extra_alb_zones(d):
         return None
     keys = zone_keys(d.region, d.zones)
+    exclude: dict[str, Any] = {keys.exclude_arg: list(d.zones)}
     found = aws.get_availability_zones_output(
-        state=AZ_STATE, filters=[aws.GetAvailabilityZonesFilterArgs(**AZ_FILTER)],
-        **{keys.exclude_arg: list(d.zones)}, opts=pulumi.InvokeOutputOptions(parent=parent))
+        state=AZ_STATE, filters=[aws.GetAvailabilityZonesFilterArgs(
+            name=AZ_FILTER["name"], values=AZ_FILTER["values"])],
+        **exclude, opts=pulumi.InvokeOutputOptions(parent=parent))
     return getattr(found, keys.listed)
 
 
@@ -327,9 +350,9 @@ class Https(pulumi.ComponentResource):
         option = self.certificate.domain_validation_options.apply(lambda found: found[0])
         self.validation_record = aws.route53.Record(
             f"{name}-validation", zone_id=tls.dns_zone,
-            name=option.apply(lambda o: o.resource_record_name),
-            type=option.apply(lambda o: o.resource_record_type),
-            records=[option.apply(lambda o: o.resource_record_value)],
+            name=option.apply(lambda o: o.resource_record_name or ""),
+            type=option.apply(lambda o: o.resource_record_type or ""),
+            records=[option.apply(lambda o: o.resource_record_value or "")],
             ttl=VALIDATION_TTL, allow_overwrite=True, opts=_child(self))
         self.validation = aws.acm.CertificateValidation(
             f"{name}-validated", certificate_arn=self.certificate.arn,
@@ -412,9 +435,10 @@ class ApiKeySecret(pulumi.ComponentResource):
         super().__init__(_type("ApiKeySecret"), name, None, opts)
         d, ref = deployment, deployment.api_key_secret
         self.key = ApiKey(f"{name}-value", opts=_child(self))
+        self.value: pulumi.Output[str] = pulumi.Output.secret(_input(self.key.value))
         self.parameter = aws.ssm.Parameter(
             f"{name}-param", name=ref.name, type="SecureString", key_id=ref.key,
-            value=pulumi.Output.secret(self.key.value),
+            value=self.value,
             description=f"API key of servestack {d.service}", tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"parameterName": self.parameter.name})
 
@@ -451,6 +475,11 @@ class InstanceRole(pulumi.ComponentResource):
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
             tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
+
+
+def _input(value: pulumi.Input[str]) -> pulumi.Input[str]:
+    """`value` as an input (Output.secret's type hint wants one)."""
+    return value
 
 
 def _secrets(d: Deployment) -> list[SecretRef]:
@@ -600,7 +629,7 @@ class Service(pulumi.ComponentResource):
         self.group_name = group.group.name
         self.group_id = group.group.id
         key = next((s for s in secrets if isinstance(s, ApiKeySecret)), None)
-        self.api_key = pulumi.Output.secret(key.key.value) if key else None
+        self.api_key: pulumi.Output[str] | None = key.value if key else None
         self.api_key_ref = key.parameter.name if key else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
@@ -612,7 +641,7 @@ class Service(pulumi.ComponentResource):
         if d.secret is not None and hf_token is None:
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
                             f"expect SSM parameter {d.secret.name} to exist already", self)
-        elif d.secret is not None:
+        elif d.secret is not None and hf_token is not None:
             made.append(TokenSecret(f"{name}-token", TokenSecretArgs(d, hf_token),
                                     _child(self)))
         if d.api_key is not None:
@@ -639,11 +668,18 @@ def _tagged(deployment: Deployment) -> list[dict]:
     filters = [{"key": key, "values": [value]} for key, value in tags.items()]
     mapped = aws.resourcegroupstaggingapi.get_resources(tag_filters=filters,  # type: ignore[arg-type]
                                                         region=deployment.region)
+    # Instances and NAT gateways keep their tags for a while once gone (terminated, deleted):
+    # only the live ones count, from their own lookups below.
     found = [_from_arn(m.resource_arn) for m in mapped.resource_tag_mapping_lists
-             if ":instance/" not in m.resource_arn]  # instances: the authoritative call below
+             if ":instance/" not in m.resource_arn and ":natgateway/" not in m.resource_arn]
     live = aws.ec2.get_instances(instance_tags=tags,
                                  instance_state_names=list(LIVE_STATES), region=deployment.region)
     found += [{"type": "aws:ec2/instance:Instance", "name": i, "id": i} for i in live.ids]
+    nats = aws.ec2.get_nat_gateways(
+        tags=tags, filters=[aws.ec2.GetNatGatewaysFilterArgs(name="state",
+                                                             values=list(NAT_LIVE_STATES))],
+        region=deployment.region)
+    found += [{"type": "aws:ec2/natGateway:NatGateway", "name": i, "id": i} for i in nats.ids]
     return found
 
 
@@ -655,6 +691,12 @@ ARN_TYPES = (
     (r":security-group/(sg-[0-9a-f]+)$", "aws:ec2/securityGroup:SecurityGroup", 1),
     (r":loadbalancer/(?:app|net)/([^/]+)/.+$", "aws:lb/loadBalancer:LoadBalancer", 0),
     (r":targetgroup/([^/]+)/.+$", "aws:lb/targetGroup:TargetGroup", 0),
+    (r":vpc/(vpc-[0-9a-f]+)$", "aws:ec2/vpc:Vpc", 1),
+    (r":subnet/(subnet-[0-9a-f]+)$", "aws:ec2/subnet:Subnet", 1),
+    (r":internet-gateway/(igw-[0-9a-f]+)$", "aws:ec2/internetGateway:InternetGateway", 1),
+    (r":elastic-ip/(eipalloc-[0-9a-f]+)$", "aws:ec2/eip:Eip", 1),
+    (r":route-table/(rtb-[0-9a-f]+)$", "aws:ec2/routeTable:RouteTable", 1),
+    (r":certificate/([0-9a-f-]+)$", "aws:acm/certificate:Certificate", 0),
 )
 
 

@@ -40,6 +40,8 @@ QUOTA_UNIT = "vcpus"  # EC2 quotas count vCPUs
 GROUP_STATES = ("pending", "running")
 # What a sweep counts as still there: a terminated instance keeps its tags for a while.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# A NAT gateway that still costs (a deleted one stays listed, tags and all, for about an hour).
+NAT_LIVE_STATES = ("pending", "available")
 STACK_TAG = "servestack-stack"
 # The tags the sweep and the group-size probe match: the candidate's and its stack's, so two
 # stacks of one candidate (blue/green) never count or remove each other's resources.
@@ -59,7 +61,7 @@ ALB_MIN_ZONES = 2  # an ALB needs subnets in two AZs or more (elbv2 CreateLoadBa
 # have opted into and whose subnets an ALB cannot always use): EC2 DescribeAvailabilityZones'
 # zone-type filter, and zones that are up.
 AZ_STATE = "available"
-AZ_FILTER = {"name": "zone-type", "values": ["availability-zone"]}
+AZ_FILTER: dict[str, Any] = {"name": "zone-type", "values": ["availability-zone"]}
 # AWS's recommended HTTPS policy (the console's default): TLS 1.3 and 1.2 only, forward-secret
 # ciphers, and hybrid post-quantum key exchange (ML-KEM) for the clients that offer it
 # (Elastic Load Balancing User Guide, "Security policies for your Application Load Balancer").

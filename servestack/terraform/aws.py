@@ -1,14 +1,19 @@
-"""AWS as Terraform: an Application Load Balancer in front of a GPU auto scaling group.
+"""AWS as Terraform: an Application Load Balancer in front of a GPU auto scaling group, in a VPC
+of its own where the GPU VMs have no public address.
 
-The same service components/aws.py builds, resource for resource: the default VPC and its
-subnets in the deployment's zones, two security groups (clients -> ALB listener, ALB ->
-instances' service port, SSH only from `ssh_cidrs`), ALB + target group (the deployment's
-health check) + listener, the SSM SecureString for the token with a role/instance profile
-that may read that one parameter, and a launch template + auto scaling group with the
-deployment's instance types in rank order and its spot split, replacing its instances (new
-ones first) when the template changes.
+The same service components/aws.py builds, resource for resource: the stack's VPC with public
+subnets (the ALB's, two AZs or more: `data.aws_availability_zones` adds one when the group has
+one zone) behind an internet gateway and private subnets for the group behind one NAT gateway
+(the group in the public subnets instead with `ssh_cidrs`); two security groups (clients ->
+ALB listeners, ALB -> instances' service port, SSH only from `ssh_cidrs`); ALB + target group
+(the deployment's health check) + listener, and with TLS an ACM certificate validated in the
+Route 53 hosted zone, the HTTPS listener, the domain's alias and an HTTP -> HTTPS redirect; the
+SSM SecureStrings for the token and the generated API key (`terraform_data.api_key`) with a
+role/instance profile that may read those and run the SSM agent; and a launch template + auto
+scaling group with the deployment's instance types in rank order and its spot split,
+replacing its instances (new ones first) when the template changes.
 
-Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
+Fixed names (name prefixes, Name tags, the parameters) derive from the deployment's
 scope, service and stack; the ALB and target group get names the provider generates.
 
 Security group rules are their own resources (aws_vpc_security_group_*_rule), one per CIDR.
@@ -31,6 +36,7 @@ from servestack.clouds.aws import (
     DEFAULT_ROUTE,
     GROUP_STATES,
     LIVE_STATES,
+    NAT_LIVE_STATES,
     QUOTA_CODES,
     VALIDATION_TTL,
     aws_distribution,
@@ -464,7 +470,7 @@ ARN_TYPES = (
     (":parameter/", "aws_ssm_parameter", False), (":volume/", "aws_ebs_volume", False),
     (":vpc/", "aws_vpc", False), (":subnet/", "aws_subnet", False),
     (":internet-gateway/", "aws_internet_gateway", False),
-    (":natgateway/", "aws_nat_gateway", False), (":elastic-ip/", "aws_eip", False),
+    (":elastic-ip/", "aws_eip", False),
     (":route-table/", "aws_route_table", False), (":certificate/", "aws_acm_certificate", True),
 )
 
@@ -484,17 +490,28 @@ def sweep_config(d: Deployment) -> dict[str, Any]:
             "aws_resourcegroupstaggingapi_resources": {"tagged": {
                 "tag_filter": [{"key": k, "values": [v]} for k, v in aws_match_tags(d).items()]}},
             "aws_instances": {"live": {"instance_tags": aws_match_tags(d),
-                                       "instance_state_names": list(LIVE_STATES)}}},
+                                       "instance_state_names": list(LIVE_STATES)}},
+            "aws_nat_gateways": {"live": {"tags": aws_match_tags(d), "filter": [
+                {"name": "state", "values": list(NAT_LIVE_STATES)}]}}},
         "output": {"arns": {"value": "${[for m in " + mapping + " : m.resource_arn]}"},
-                   "instances": {"value": "${data.aws_instances.live.ids}"}},
+                   "instances": {"value": "${data.aws_instances.live.ids}"},
+                   "nat_gateways": {"value": "${data.aws_nat_gateways.live.ids}"}},
     }
 
 
 def sweep_found(outputs: dict[str, Any]) -> list[dict[str, str]]:
     """The sweep's outputs as {"type", "name", "id"} items; the id is the import id."""
-    found = [_from_arn(arn) for arn in outputs.get("arns") or [] if ":instance/" not in arn]
+    found = [_from_arn(arn) for arn in outputs.get("arns") or [] if not _answered_apart(arn)]
     found += [{"type": "aws_instance", "name": i, "id": i} for i in outputs.get("instances") or []]
+    found += [{"type": "aws_nat_gateway", "name": i, "id": i}
+              for i in outputs.get("nat_gateways") or []]
     return found
+
+
+def _answered_apart(arn: str) -> bool:
+    """Instances and NAT gateways keep their tags for a while once gone (terminated, deleted):
+    the sweep counts only the live ones, from their own lookups."""
+    return ":instance/" in arn or ":natgateway/" in arn
 
 
 def _from_arn(arn: str) -> dict[str, str]:

@@ -664,17 +664,21 @@ def test_probes_tell_two_stacks_of_one_candidate_apart():
         "id": "x", "ids": [], "region": "us-east-1", "instanceTags": {}, "privateIps": [],
         "publicIps": [], "ipv6Addresses": []},
         "aws:resourcegroupstaggingapi/getResources:getResources": {
-            "id": "x", "region": "us-east-1", "resourceTagMappingLists": []}}
+            "id": "x", "region": "us-east-1", "resourceTagMappingLists": []},
+        "aws:ec2/getNatGateways:getNatGateways": {"id": "x", "ids": [], "region": "us-east-1"}}
     for stack in ("blue", "green"):
         d = replace(on_demand(), stack=stack)
         wanted = {"servestack-service": d.service, "servestack-candidate": d.candidate_id,
                   "servestack-stack": stack}
         size, = record(group_program(d, None), invoke_answers=answers).invokes
         assert size["args"]["instanceTags"] == wanted
-        tagging, live = record(sweep_program(d, []), invoke_answers=answers).invokes
+        tagging, live, nats = record(sweep_program(d, []), invoke_answers=answers).invokes
         assert {f["key"]: f["values"] for f in tagging["args"]["tagFilters"]} == \
             {k: [v] for k, v in wanted.items()}
         assert live["args"]["instanceTags"] == wanted
+        # a deleted NAT gateway keeps its tags for a while: only live ones are asked for
+        assert nats["args"]["tags"] == wanted
+        assert nats["args"]["filters"] == [{"name": "state", "values": ["pending", "available"]}]
 
 
 def test_region_must_match_the_provider_region():

@@ -20,7 +20,7 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.terraform import render
-from servestack.terraform.aws import PROVIDER, size_config, sweep_config
+from servestack.terraform.aws import PROVIDER, size_config, sweep_config, sweep_found
 from tests.fakes import FROZEN_CATALOG, name_tags
 
 
@@ -93,6 +93,18 @@ def test_every_resource_and_probe_carries_the_stack():
         assert size["instance_tags"] == sweep["aws_instances"]["live"]["instance_tags"] == wanted
         assert sweep["aws_resourcegroupstaggingapi_resources"]["tagged"]["tag_filter"] == \
             [{"key": k, "values": [v]} for k, v in wanted.items()]
+        assert sweep["aws_nat_gateways"]["live"]["tags"] == wanted
+
+
+def test_sweep_counts_live_nat_gateways_only_from_their_own_lookup():
+    arn = "arn:aws:ec2:us-east-1:123456789012:natgateway/nat-0a1b2c3d4e5f67890"
+    vpc = "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0a1b2c3d4e5f67890"
+    found = sweep_found({"arns": [arn, vpc], "instances": [],
+                         "nat_gateways": ["nat-0fedcba9876543210"]})
+    assert found == [{"type": "aws_vpc", "name": "vpc-0a1b2c3d4e5f67890",
+                      "id": "vpc-0a1b2c3d4e5f67890"},
+                     {"type": "aws_nat_gateway", "name": "nat-0fedcba9876543210",
+                      "id": "nat-0fedcba9876543210"}]
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -10,7 +10,9 @@ before it first polls a new load balancer, and each candidate creates one):
 3. candidate 2 (us-east-2) is applied and comes up; the "replicas" the readiness step counts
    are the group's InService instances, read through the same API.
 
-Then boto3 checks what Terraform built against the plan, and a destroy leaves nothing.
+Then boto3 checks what Terraform built against the plan (the stack's own VPC, the GPU VMs in
+private subnets without a public address, one NAT gateway, the API key's SSM parameter), and a
+destroy leaves nothing (no VPC, NAT gateway or Elastic IP either).
 Runs only with SERVESTACK_E2E=1 (and terraform + the provider mirror present).
 """
 
@@ -30,7 +32,7 @@ from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings
 from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import WORLD, Deployment
 from servestack.engine import stack_ref
 from servestack.inputs import load_inputs
 from servestack.terraform.engine import TerraformEngine
@@ -163,6 +165,7 @@ def test_the_failed_candidate_left_nothing(deployed):
     assert not ec2.describe_launch_templates()["LaunchTemplates"]
     ssm = deployed.client("ssm", d.region)
     assert not ssm.describe_parameters()["Parameters"]
+    assert _network_left(deployed, d) == []
     assert not deployed.engine.stack_dir(stack_ref(d.service, d.candidate_id)).exists()
 
 
@@ -186,6 +189,44 @@ def _tagged(run: Run, d: Deployment) -> list[str]:
     found += [i["InstanceId"] for r in ec2.describe_instances(Filters=live)["Reservations"]
               for i in r["Instances"]]
     return found
+
+
+def _network_left(run: Run, d: Deployment) -> list[str]:
+    """The stack's VPC, NAT gateways and Elastic IPs still there (moto keeps a deleted NAT
+    gateway, in state "deleted", as AWS does for a while)."""
+    ec2 = run.client("ec2", d.region)
+    tagged = [{"Name": "tag:servestack-candidate", "Values": [d.candidate_id]}]
+    left = [v["VpcId"] for v in ec2.describe_vpcs(Filters=tagged)["Vpcs"]]
+    left += [n["NatGatewayId"] for n in ec2.describe_nat_gateways()["NatGateways"]
+             if n["State"] not in ("deleting", "deleted")]
+    left += [a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]]
+    return left
+
+
+def _check_private_network(run: Run, d: Deployment, group: dict, template: dict) -> None:
+    """The VMs have no public address: the template's interface asks for none, they sit in
+    the stack's private subnets whose way out is the one NAT gateway, and none got one."""
+    ec2 = run.client("ec2", d.region)
+    (nic,) = template["NetworkInterfaces"]
+    assert nic["AssociatePublicIpAddress"] is False and nic["DeviceIndex"] == 0
+    subnet_ids = group["VPCZoneIdentifier"].split(",")
+    subnets = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
+    assert sorted(s["AvailabilityZoneId"] for s in subnets) == sorted(d.zones)
+    assert not any(s["MapPublicIpOnLaunch"] for s in subnets)
+    (vpc,) = ec2.describe_vpcs(VpcIds=[subnets[0]["VpcId"]])["Vpcs"]
+    assert vpc["CidrBlock"] == d.network.vnet and not vpc.get("IsDefault")
+    (nat,) = [n for n in ec2.describe_nat_gateways()["NatGateways"] if n["State"] == "available"]
+    assert nat["VpcId"] == vpc["VpcId"] and nat["SubnetId"] not in subnet_ids
+    tables = ec2.describe_route_tables(
+        Filters=[{"Name": "association.subnet-id", "Values": subnet_ids}])["RouteTables"]
+    routes = [r for t in tables for r in t["Routes"] if r.get("DestinationCidrBlock") == WORLD]
+    assert routes and all(r.get("NatGatewayId") == nat["NatGatewayId"] for r in routes)
+    ids = [i["InstanceId"] for i in group["Instances"]]
+    instances = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+                 for i in r["Instances"]]
+    assert len(instances) == d.desired_replicas
+    assert [i.get("PublicIpAddress") for i in instances] == [None] * len(instances)
+    assert all(i["SubnetId"] in subnet_ids for i in instances)
 
 
 def test_the_stack_is_built_as_planned(deployed):
@@ -219,12 +260,27 @@ def test_the_stack_is_built_as_planned(deployed):
 
     user_data = base64.b64decode(data["UserData"]).decode()
     assert user_data.startswith("#cloud-config") and TOKEN not in user_data
-    _check_firewall(deployed, d, data["SecurityGroupIds"])
+    _check_firewall(deployed, d, data["NetworkInterfaces"][0]["Groups"])
+    _check_private_network(deployed, d, group, data)
     _check_load_balancer(deployed, d, group)
     parameter = deployed.client("ssm", d.region).get_parameter(Name=d.secret.name,
                                                                WithDecryption=True)
     assert parameter["Parameter"]["Type"] == "SecureString"
     assert parameter["Parameter"]["Value"] == TOKEN
+    key = deployed.client("ssm", d.region).get_parameter(Name=d.api_key_secret.name,
+                                                         WithDecryption=True)["Parameter"]
+    assert key["Type"] == "SecureString" and len(key["Value"]) == 64  # two UUIDs, no dashes
+    role = group_role(deployed, d, data)
+    assert "AmazonSSMManagedInstanceCore" in role
+
+
+def group_role(run: Run, d: Deployment, template: dict) -> list[str]:
+    """The managed policies of the VMs' role (through the template's instance profile)."""
+    iam = run.client("iam", d.region)
+    name = template["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1]
+    (role,) = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+    attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+    return [p["PolicyName"] for p in attached]
 
 
 def _check_firewall(run: Run, d: Deployment, vm_groups: list[str]) -> None:
@@ -274,3 +330,4 @@ def test_destroy_leaves_nothing(deployed):
     assert deployed.engine.leftovers(ref, d) == deployed.engine.strays(ref, d) == []
     assert _group_of(deployed, d) is None and not _tagged(deployed, d)
     assert not deployed.client("ssm", d.region).describe_parameters()["Parameters"]
+    assert _network_left(deployed, d) == []
