@@ -1,9 +1,12 @@
-"""How a plan is shown: a SkyPilot-like table for people, a stable JSON object for machines."""
+"""How a plan is shown: a SkyPilot-like table for people, a stable JSON object for machines;
+and, for `generate`, `deploy` and `endpoint`, what a deployment leaves open by the user's
+choice (`security_notes`)."""
 
 from __future__ import annotations
 
 import json
 
+from servestack.deployment.model import WORLD, Deployment
 from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
 
@@ -112,3 +115,25 @@ def _footer(plan: Plan, shown: int, show_all: bool, explain: bool) -> str:
         parts.append("TOTAL ? = the on-demand base replicas have no catalog price (ranked last)")
     return "; ".join(parts) + ".\nGenerate or deploy a row with --candidate # (or --pick ID; " \
         "the ids are in --json)."
+
+
+def security_notes(d: Deployment) -> list[str]:
+    """What stays open because the user chose it (or left a default), one plain line each:
+    no API key, no TLS, SSH, the whole internet allowed in."""
+    where = "any address" if WORLD in d.allow_cidrs else ", ".join(d.allow_cidrs)
+    notes = []
+    if d.api_key is None:
+        notes.append(f"--no-api-key: anyone who can reach the endpoint ({where}) can call the "
+                     "model, no key asked")
+    if d.tls is None:
+        carried = "the API key and every prompt and answer travel" if d.api_key else \
+            "every prompt and answer travels"
+        notes.append(f"no --domain: {carried} over plain HTTP, readable on the way; pass "
+                     "--domain NAME (and --dns-zone) for HTTPS")
+    if d.ssh_cidrs:
+        notes.append(f"--ssh-cidr {' '.join(d.ssh_cidrs)}: SSH to the VMs is open to "
+                     + ("the whole internet" if WORLD in d.ssh_cidrs else "these ranges"))
+    if WORLD in d.allow_cidrs:
+        notes.append(f"--allow-cidr {WORLD}: the endpoint takes requests from the whole "
+                     "internet; --allow-cidr CIDR limits who may reach it")
+    return notes

@@ -157,6 +157,7 @@ def run_deploy(request: DeployRequest) -> int:
             engine = make_engine(request.state, service, choices.gcp_project,
                                  _secrets_file(inputs))
             _warn_about_secrets(inputs)
+            _say_what_stays_open(candidates, builder)
             loop = Fallback(engine, journal, candidates, builder, clock=clock,
                             settings=settings, probe_factory=make_probe_factory(),
                             progress=progress)
@@ -292,6 +293,17 @@ def _secrets_file(inputs) -> str | None:
     from servestack.secrets import env_file
 
     return env_file(inputs.spec.secret_values) if inputs.spec.secret_values else None
+
+
+def _say_what_stays_open(candidates, builder) -> None:
+    """The user's choices that leave the service open (no key, no TLS, SSH, the whole
+    internet allowed in), said once before anything is deployed. They are the same for every
+    candidate: the first one's deployment tells."""
+    from servestack.report import security_notes
+
+    if candidates:
+        for note in security_notes(builder(candidates[0], candidates[:1])):
+            print(f"servestack: open by your choice: {note}", file=sys.stderr)
 
 
 def _warn_about_secrets(inputs) -> None:

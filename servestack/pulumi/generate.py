@@ -10,11 +10,15 @@ import yaml
 
 from servestack import clouds
 from servestack.deployment.build import build_deployment, service_slug
-from servestack.deployment.model import Choices, Deployment
+from servestack.deployment.model import OUTPUT_API_KEY_REF, Choices, Deployment
 from servestack.errors import UserError
 from servestack.inputs import Inputs
 from servestack.planner import Candidate, Plan
 from servestack.pulumi.stackfile import TOKEN_KEY, stack_config, stack_path, write_stack_file
+
+# How the summary names each secret store's entries.
+STORES = {"ssm": "SSM parameter", "secret-manager": "Secret Manager secret",
+          "key-vault": "stack's Key Vault as secret"}
 
 
 @dataclass
@@ -100,7 +104,21 @@ def summary(result: Generated) -> str:
     lines += project_hints(result.path, Path.cwd())
     lines.append(f"Review: servestack preview {result.stack} --offline; "
                  f"deploy: pulumi up -s {result.stack}")
+    lines += open_lines(d)
     return "\n".join(lines) + "\n"
+
+
+def open_lines(d: Deployment) -> list[str]:
+    """The summary's last lines: where the API key is kept, and what stays open by choice
+    (servestack.report.security_notes)."""
+    from servestack.report import security_notes
+
+    lines = []
+    if d.api_key is not None:
+        lines.append(f"API key: generated at the first apply and kept in the "
+                     f"{STORES[d.api_key.store]} {d.api_key.name} (the {OUTPUT_API_KEY_REF} "
+                     f"output); `servestack endpoint {d.service}` prints how to read it.")
+    return lines + [f"Open by your choice: {note}" for note in security_notes(d)]
 
 
 def pulumi_project(start: Path) -> Path | None:

@@ -18,7 +18,7 @@ from servestack import clouds
 from servestack.deployment.model import Choices
 from servestack.inputs import Inputs
 from servestack.planner import Plan
-from servestack.pulumi.generate import Generated, chosen_deployment, written
+from servestack.pulumi.generate import Generated, chosen_deployment, open_lines, written
 from servestack.terraform import TOKEN_VAR, render, tfvars
 
 MAIN_FILE = "main.tf.json"
@@ -69,4 +69,5 @@ def summary(result: Generated) -> str:
         lines.append(f"Secrets: put them in an env file (NAME=value lines, e.g. HF_TOKEN=...) "
                      f"and pass it as TF_VAR_{TOKEN_VAR}; a lone token works too.")
     lines.append(f"Deploy: cd {directory} && terraform init && {secrets}terraform apply")
+    lines += open_lines(d)
     return "\n".join(lines) + "\n"
