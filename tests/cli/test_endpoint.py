@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,19 @@ def test_a_generated_domain_and_key_carry_into_deploy(world, tmp_path, capsys, m
     assert d.api_key is not None and d.api_key.name.endswith("/api-key")
     assert d.tls is not None and d.tls.domain == "api.example.com"
     assert d.tls.dns_zone == "Z0123456789ABCDEFGHIJ"
+
+
+def test_a_generated_scaling_signal_carries_into_deploy(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = (Path(__file__).parents[2] / "servestack/examples/mixtral.yaml").read_text()
+    spec = spec.replace("    min_replicas: 2\n", "    min_replicas: 2\n    max_replicas: 4\n"
+                        "    target_qps_per_replica: 2.5\n")
+    (tmp_path / "serve.yaml").write_text(spec)
+    assert main(["generate", str(tmp_path / "serve.yaml"), "--cloud", "aws", "--catalog-dir",
+                 FROZEN_CATALOG, "--stack", "prod", "--scale-metric", "vllm-waiting",
+                 "--scale-target", "7"]) == 0
+    capsys.readouterr()
+    assert world.run("deploy", "prod", "--json", "--stacks-dir", str(tmp_path / "stacks")) == 0
+    journal = Journal.open(world.state, "mixtral")
+    scaling = journal.stacks[journal.live.stack].deployment.autoscaling
+    assert (scaling.metric, scaling.target) == ("vllm-waiting", 7.0)
