@@ -1,12 +1,15 @@
 """Azure on both engines: names that never collide, the order Azure accepts, rolling upgrades,
-and the Key Vault's random name reaching the VMs."""
+the Key Vault's random name reaching the VMs, the API key in that vault, HTTPS through Front
+Door, and Terraform arguments the azurerm provider has."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,11 +24,11 @@ from servestack.clouds.azure import (
     azure_vault_prefix,
     azure_with_vault,
 )
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, Tls
 from servestack.pulumi.preview import Recording
-from servestack.terraform import render
+from servestack.terraform import api_key_resources, render
 from servestack.terraform.azure import VAULT_NAME_SLOT
-from tests.components.test_azure import on_demand_one, run, spot_mix
+from tests.components.test_azure import on_demand_one, run, spot_mix, spot_three
 
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 LB = "azure-native:network:LoadBalancer"
@@ -228,3 +231,239 @@ def test_no_vault_means_the_bootstrap_as_is():
     group = render(d)["resource"]["azurerm_linux_virtual_machine_scale_set"]["group"]
     assert base64.b64decode(group["custom_data"]).decode() == render_cloud_init(d)
 
+
+
+# --- arguments the azurerm provider has; the API key; TLS through Front Door ---------------
+# No azurerm provider can be installed here, so the rendered JSON is checked against the
+# provider's published schema: tests/fixtures/azurerm_provider_schema.json, the argument trees
+# (and required arguments) of the resources used, from the @cdktf/provider-azurerm 14.23.1
+# package's .jsii assembly (generated from azurerm 4.55.0).
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "azurerm_provider_schema.json")
+                    .read_text())
+META = {"depends_on", "lifecycle"}
+ZONE = ("/subscriptions/00000000-0000-0000-0000-000000000003/resourceGroups/dns/providers/"
+        "Microsoft.Network/dnszones/example.com")
+DOMAIN = "llm.example.com"
+
+
+def with_tls(d: Deployment, zone: str | None = ZONE) -> Deployment:
+    return replace(d, tls=Tls(domain=DOMAIN, dns_zone=zone))
+
+
+def schema_variants() -> list[Deployment]:
+    ssh = replace(on_demand_one(), ssh_cidrs=("203.0.113.0/24",))
+    return [ssh, with_tls(ssh), with_tls(spot_mix(), zone=None), spot_three(),
+            replace(on_demand_one(), secret=None, api_key=None)]
+
+
+def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
+    """The argument paths of `body` that `schema` lacks."""
+    found = []
+    for key, value in body.items():
+        where = f"{path}{key}"
+        if key in META:
+            continue
+        if key not in schema:
+            found.append(f"{kind}.{where}")
+        elif schema[key] is not None:
+            for item in value if isinstance(value, list) else [value]:
+                found += unknown(item, schema[key], kind, f"{where}.")
+    return found
+
+
+def test_every_argument_is_one_the_provider_has_and_every_required_one_is_set():
+    seen = set()
+    for d in schema_variants():
+        for kind, blocks in render(d)["resource"].items():
+            if not kind.startswith("azurerm_"):
+                continue  # random_string, terraform_data: checked by the tests that use them
+            seen.add(kind)
+            for body in blocks.values():
+                assert unknown(body, SCHEMA["resources"][kind], kind) == []
+                assert set(SCHEMA["required"][kind]) <= set(body), kind
+    assert seen == set(SCHEMA["resources"])  # every resource of the fixture is used
+
+
+def test_the_api_key_is_a_secret_of_the_stacks_vault_on_terraform():
+    doc = render(on_demand_one())
+    res = doc["resource"]
+    assert res["terraform_data"] == api_key_resources()["terraform_data"]
+    secret = res["azurerm_key_vault_secret"]["api_key"]
+    assert (secret["name"], secret["key_vault_id"], secret["value"]) == (
+        "api-key", "${azurerm_key_vault.token.id}", "${sensitive(terraform_data.api_key.output)}")
+    assert secret["depends_on"] == ["azurerm_key_vault_access_policy.deployer"]
+    # the VMs' identity gets every secret of the vault, the key included, before they boot
+    vms = res["azurerm_key_vault_access_policy"]["vms"]
+    assert vms["object_id"] == "${azurerm_user_assigned_identity.vm.principal_id}"
+    assert vms["secret_permissions"] == ["Get"]
+    group = res["azurerm_linux_virtual_machine_scale_set"]["group"]
+    assert {"azurerm_key_vault_secret.api_key", "azurerm_key_vault_access_policy.vms"} <= \
+        set(group["depends_on"])
+    outputs = doc["output"]
+    assert outputs["api_key"]["sensitive"] is True
+    assert outputs["api_key_secret"]["value"] == \
+        "${azurerm_key_vault_secret.api_key.resource_versionless_id}"
+
+
+def test_the_api_key_alone_makes_the_vault_and_its_name_reaches_the_vms():
+    d = replace(on_demand_one(), secret=None)
+    doc = render(d)
+    res = doc["resource"]
+    assert set(res["azurerm_key_vault_secret"]) == {"api_key"}
+    assert "azurerm_key_vault" in res and "random_string" in res
+    assert "hf_token" not in doc["variable"]  # no token variable without a token secret
+    group = res["azurerm_linux_virtual_machine_scale_set"]["group"]
+    assert "azurerm_key_vault_secret.hf_token" not in group["depends_on"]
+    filled = terraform_fills_in(doc, group, "mixtral780858ab12cd34")
+    assert unpacked(filled) == unpacked(render_cloud_init(
+        azure_with_vault(d, "mixtral780858ab12cd34")))
+
+
+def test_no_api_key_and_no_secret_means_no_vault_and_no_key_outputs():
+    doc = render(replace(on_demand_one(), secret=None, api_key=None))
+    assert not {"azurerm_key_vault", "azurerm_key_vault_secret", "terraform_data",
+                "random_string"} & set(doc["resource"])
+    assert "api_key" not in doc["output"] and "api_key_secret" not in doc["output"]
+    only_token = render(replace(on_demand_one(), api_key=None))["resource"]
+    assert set(only_token["azurerm_key_vault_secret"]) == {"hf_token"}
+    assert "terraform_data" not in only_token
+
+
+def test_vms_have_no_public_ip_and_go_out_through_the_balancers_outbound_rule():
+    for d in schema_variants():
+        res = render(d)["resource"]
+        kind = "azurerm_orchestrated_virtual_machine_scale_set" \
+            if "azurerm_orchestrated_virtual_machine_scale_set" in res \
+            else "azurerm_linux_virtual_machine_scale_set"
+        for nic in res[kind]["group"]["network_interface"]:
+            for ipconfig in nic["ip_configuration"]:
+                assert "public_ip_address" not in ipconfig
+        assert list(res["azurerm_public_ip"]) == ["lb"]  # the balancer's frontend only
+        assert res["azurerm_subnet"]["vms"]["default_outbound_access_enabled"] is False
+        assert res["azurerm_lb_rule"]["http"]["disable_outbound_snat"] is True
+        assert res["azurerm_lb_outbound_rule"]["egress"]["backend_address_pool_id"] == \
+            "${azurerm_lb_backend_address_pool.pool.id}"
+        assert ("azurerm_lb_nat_rule" in res) is bool(d.ssh_cidrs)
+
+
+def test_tls_puts_front_door_in_front_of_the_balancer_on_terraform():
+    d = with_tls(on_demand_one())
+    doc = render(d)
+    res = doc["resource"]
+    profile = res["azurerm_cdn_frontdoor_profile"]["fd"]
+    assert (profile["name"], profile["sku_name"], profile["response_timeout_seconds"]) == \
+        (f"{d.scope}-fd", "Standard_AzureFrontDoor", 240)
+    # the endpoint's host name is global: a random suffix kept in the state
+    assert res["azurerm_cdn_frontdoor_endpoint"]["fd"]["name"] == \
+        f"{d.scope}-ep${{random_string.endpoint.result}}"
+    assert res["random_string"]["endpoint"] == {"length": 8, "upper": False, "special": False}
+    group = res["azurerm_cdn_frontdoor_origin_group"]["fd"]
+    assert group["health_probe"] == {"protocol": "Http", "path": "/health",
+                                     "request_type": "GET", "interval_in_seconds": 100}
+    assert group["session_affinity_enabled"] is False
+    origin = res["azurerm_cdn_frontdoor_origin"]["fd"]
+    assert (origin["host_name"], origin["http_port"], origin["certificate_name_check_enabled"]) \
+        == ("${azurerm_public_ip.lb.ip_address}", d.listener_port, False)
+    domain = res["azurerm_cdn_frontdoor_custom_domain"]["fd"]
+    assert (domain["host_name"], domain["dns_zone_id"]) == (DOMAIN, ZONE)
+    assert domain["tls"] == {"certificate_type": "ManagedCertificate",
+                             "minimum_tls_version": "TLS12"}
+    route = res["azurerm_cdn_frontdoor_route"]["fd"]
+    assert (route["https_redirect_enabled"], route["forwarding_protocol"],
+            route["patterns_to_match"], route["supported_protocols"],
+            route["link_to_default_domain"]) == \
+        (True, "HttpOnly", ["/*"], ["Http", "Https"], False)
+    assert route["cdn_frontdoor_custom_domain_ids"] == \
+        ["${azurerm_cdn_frontdoor_custom_domain.fd.id}"]
+    assert "cache" not in route  # nothing cached
+    assert res["azurerm_cdn_frontdoor_custom_domain_association"]["fd"] == {
+        "cdn_frontdoor_custom_domain_id": "${azurerm_cdn_frontdoor_custom_domain.fd.id}",
+        "cdn_frontdoor_route_ids": ["${azurerm_cdn_frontdoor_route.fd.id}"]}
+    assert doc["output"]["endpoint"]["value"] == f"https://{DOMAIN}"
+    assert "dns_records" not in doc["output"]
+    # only Front Door reaches the service port
+    clients = res["azurerm_network_security_rule"]["clients"]
+    assert (clients["source_address_prefix"], clients["destination_port_range"]) == \
+        ("AzureFrontDoor.Backend", str(d.service_port))
+    assert render(on_demand_one())["resource"]["azurerm_network_security_rule"]["clients"][
+        "source_address_prefix"] == "0.0.0.0/0"
+
+
+def test_tls_with_a_dns_zone_writes_the_records_after_the_route():
+    res = render(with_tls(on_demand_one()))["resource"]
+    txt, cname = res["azurerm_dns_txt_record"]["fd"], res["azurerm_dns_cname_record"]["fd"]
+    for record in (txt, cname):
+        assert (record["zone_name"], record["resource_group_name"], record["ttl"]) == \
+            ("example.com", "dns", 3600)
+    assert txt["name"] == "_dnsauth.llm"
+    assert txt["record"] == [
+        {"value": "${azurerm_cdn_frontdoor_custom_domain.fd.validation_token}"}]
+    assert (cname["name"], cname["record"]) == \
+        ("llm", "${azurerm_cdn_frontdoor_endpoint.fd.host_name}")
+    assert cname["depends_on"] == ["azurerm_cdn_frontdoor_route.fd",
+                                   "azurerm_cdn_frontdoor_custom_domain_association.fd"]
+
+
+def test_tls_without_a_dns_zone_outputs_the_records_to_create():
+    d = with_tls(replace(on_demand_one(), secret=None, api_key=None), zone=None)
+    doc = render(d)
+    assert not {"azurerm_dns_txt_record", "azurerm_dns_cname_record"} & set(doc["resource"])
+    assert "dns_zone_id" not in doc["resource"]["azurerm_cdn_frontdoor_custom_domain"]["fd"]
+    assert doc["output"]["dns_records"]["value"] == [
+        {"name": f"_dnsauth.{DOMAIN}", "type": "TXT",
+         "value": "${azurerm_cdn_frontdoor_custom_domain.fd.validation_token}"},
+        {"name": DOMAIN, "type": "CNAME",
+         "value": "${azurerm_cdn_frontdoor_endpoint.fd.host_name}"}]
+    # no vault, yet the random provider for the endpoint's suffix
+    assert set(doc["terraform"]["required_providers"]) == {"azurerm", "random"}
+    assert "locals" not in doc and "azurerm_key_vault" not in doc["resource"]
+
+
+def test_front_door_names_never_collide_and_fit_azures_rules():
+    profiles, endpoints = [], []
+    for d in side_by_side():
+        d = with_tls(d)
+        res = render(d)["resource"]
+        for kind, body in (("azurerm_cdn_frontdoor_profile", "name"),
+                           ("azurerm_cdn_frontdoor_origin_group", "name"),
+                           ("azurerm_cdn_frontdoor_origin", "name"),
+                           ("azurerm_cdn_frontdoor_route", "name"),
+                           ("azurerm_cdn_frontdoor_custom_domain", "name")):
+            assert res[kind]["fd"][body].startswith(d.scope + "-")
+        profiles.append(res["azurerm_cdn_frontdoor_profile"]["fd"]["name"])
+        prefix = res["azurerm_cdn_frontdoor_endpoint"]["fd"]["name"].split("$")[0]
+        # FrontDoorEndpointName: 2-46 letters, digits, dashes, with the 8-character suffix
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", prefix) and len(prefix) + 8 <= 46
+        endpoints.append(prefix)
+        rec = run(d)
+        assert rec.one("azure-native:cdn:AFDEndpoint").name == prefix  # autonamed from it
+    assert len(set(profiles)) == len(set(endpoints)) == 4
+
+
+def test_both_engines_build_the_same_front_door():
+    d = with_tls(on_demand_one())
+    rec, res = run(d), render(d)["resource"]
+    profile = rec.one("azure-native:cdn:Profile").inputs
+    assert profile["originResponseTimeoutSeconds"] == \
+        res["azurerm_cdn_frontdoor_profile"]["fd"]["response_timeout_seconds"]
+    probe = rec.one("azure-native:cdn:AFDOriginGroup").inputs["healthProbeSettings"]
+    tf_probe = res["azurerm_cdn_frontdoor_origin_group"]["fd"]["health_probe"]
+    assert (probe["probePath"], probe["probeProtocol"], probe["probeRequestType"],
+            probe["probeIntervalInSeconds"]) == (tf_probe["path"], tf_probe["protocol"],
+                                                 tf_probe["request_type"],
+                                                 tf_probe["interval_in_seconds"])
+    route = rec.one("azure-native:cdn:Route").inputs
+    tf_route = res["azurerm_cdn_frontdoor_route"]["fd"]
+    assert (route["forwardingProtocol"], route["patternsToMatch"],
+            route["supportedProtocols"]) == (tf_route["forwarding_protocol"],
+                                            tf_route["patterns_to_match"],
+                                            tf_route["supported_protocols"])
+    pulumi_names = {rec.one(f"azure-native:cdn:{kind}").inputs[key] for kind, key in (
+        ("Profile", "profileName"), ("AFDOriginGroup", "originGroupName"),
+        ("AFDOrigin", "originName"), ("Route", "routeName"),
+        ("AFDCustomDomain", "customDomainName"))}
+    assert pulumi_names == {res[kind]["fd"]["name"] for kind in (
+        "azurerm_cdn_frontdoor_profile", "azurerm_cdn_frontdoor_origin_group",
+        "azurerm_cdn_frontdoor_origin", "azurerm_cdn_frontdoor_route",
+        "azurerm_cdn_frontdoor_custom_domain")}
