@@ -12,6 +12,8 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -405,3 +407,133 @@ def test_the_canary_is_nowhere(way, tmp_path, monkeypatch, capsys):
     for path in written:
         for text in texts(path):
             assert CANARY not in text, path
+
+
+# --- the API key: from the stack's outputs to the probe's header, and nowhere else ------------
+
+API_CANARY = "sk-APIKEYCANARY4d2e8bQx0123456789"
+# Stand-ins whose stacks come up: their outputs (as the real CLIs print them: the key only with
+# --show-secrets / in `terraform output -json`) carry ENDPOINT and the key, which the stand-ins
+# hold as their "state" (their environment).
+KEYED_PULUMI = """\
+import json, os, sys
+args = [a for a in sys.argv[1:] if a != "--non-interactive"]
+with open(os.environ["STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps({"tool": "pulumi", "argv": sys.argv[1:]}) + "\\n")
+def opt(name):
+    return args[args.index(name) + 1] if name in args else None
+if opt("--event-log"):
+    with open(opt("--event-log"), "a") as events:
+        events.write(json.dumps({"sequence": 0, "timestamp": 0, "cancelEvent": {}}) + "\\n")
+if args[:1] == ["version"]:
+    print("v3.200.0"); sys.exit(0)
+if args[:2] == ["stack", "output"]:
+    if not (opt("--stack") or "").startswith(os.environ["CANDIDATE_STACK"]):
+        print("{}"); sys.exit(0)
+    key = os.environ["KEY_IN_STATE"] if "--show-secrets" in args else "[secret]"
+    print(json.dumps({"endpoint": os.environ["ENDPOINT"], "api_key": key,
+                      "api_key_secret": "/servestack/canary/0/api-key"})); sys.exit(0)
+if args[:2] == ["stack", "history"]:
+    print(json.dumps([{"kind": "update", "startTime": "2026-11-30T00:00:00.000Z",
+                       "endTime": "2026-11-30T00:00:01.000Z", "message": "", "environment": {},
+                       "config": {}, "result": "succeeded", "resourceChanges": {}}]))
+sys.exit(0)
+"""
+KEYED_TERRAFORM = """\
+import json, os, sys
+with open(os.environ["STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps({"tool": "terraform", "argv": sys.argv[1:], "cwd": os.getcwd()}) + "\\n")
+candidate = "/probes/" not in os.getcwd()
+if sys.argv[1] == "init":
+    os.makedirs(".terraform", exist_ok=True); sys.exit(0)
+if sys.argv[1] == "apply" and candidate:
+    open("terraform.tfstate", "w").write("{}")
+    print(json.dumps({"type": "outputs", "outputs": {
+        "endpoint": {"sensitive": False, "value": os.environ["ENDPOINT"]},
+        "api_key": {"sensitive": True}}}))
+if sys.argv[1] == "output" and candidate:
+    print(json.dumps({"endpoint": {"sensitive": False, "value": os.environ["ENDPOINT"]},
+                      "api_key": {"sensitive": True, "value": os.environ["KEY_IN_STATE"]},
+                      "api_key_secret": {"sensitive": False,
+                                         "value": "/servestack/canary/0/api-key"}},
+                     indent=2))
+sys.exit(0)
+"""
+
+
+class _KeyedService(BaseHTTPRequestHandler):
+    """vLLM's rule for /v1: the Bearer key or 401; two replicas take turns."""
+
+    authorized = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        ok = self.headers.get("Authorization") == f"Bearer {API_CANARY}"
+        _KeyedService.authorized += ok
+        self.send_response(200 if ok else 401)
+        self.send_header("X-Servestack-Replica", f"vm-{_KeyedService.authorized % 2}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def keyed_stand_ins(root: Path, monkeypatch) -> Path:
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for name, code in (("pulumi", KEYED_PULUMI), ("terraform", KEYED_TERRAFORM)):
+        script = bin_dir / name
+        script.write_text(f"#!{sys.executable} -S\n{code}")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STAND_IN_LOG", str(root / "argv.jsonl"))
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "stand-in")
+    monkeypatch.setenv("KEY_IN_STATE", API_CANARY)
+    monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
+    return root / "argv.jsonl"
+
+
+@pytest.fixture
+def keyed_service(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyedService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    _KeyedService.authorized = 0
+    yield _KeyedService
+    server.shutdown()
+
+
+@pytest.mark.parametrize("engine", ["pulumi", "terraform"])
+def test_the_api_key_is_nowhere_but_in_the_probes_header(engine, tmp_path, monkeypatch,
+                                                        capsys, keyed_service):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    log = keyed_stand_ins(tmp_path, monkeypatch)
+    spec = tmp_path / "serve.yaml"
+    spec.write_text(SPEC.format(envs="", secrets=""))
+    common = [str(spec), "--cloud", "aws", "--catalog-dir", str(FROZEN_CATALOG)]
+    assert main(["plan", *common, "--json", "-o", "plan.json"]) == 0
+    candidate = json.loads((work / "plan.json").read_text())["candidates"][0]["id"]
+    monkeypatch.setenv("CANDIDATE_STACK", f"canary-{candidate}")
+    assert main(["generate", *common]) == 0
+    assert main(["deploy", *common, "--engine", engine, "--max-attempts", "1",
+                 "--no-quota-check", "--report", "report.json"]) == 0
+    assert keyed_service.authorized >= 1  # the probe carried the key the outputs gave
+    assert main(["endpoint", "canary", "--engine", engine]) == 0
+    assert main(["endpoint", "canary", "--engine", engine, "--json"]) == 0
+    assert main(["status", "canary", "--json"]) == 0
+
+    out, err = capsys.readouterr()
+    assert "--name /servestack/canary/0/api-key --with-decryption" in out
+    assert API_CANARY not in out + err
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(c["tool"] == engine and {"up", "apply"} & set(c["argv"]) for c in calls)
+    assert API_CANARY not in log.read_text()  # on no command line
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert {"journal.json", "report.json", "Pulumi.canary.yaml"} <= {p.name for p in written}
+    for path in written:
+        for text in texts(path):
+            assert API_CANARY not in text, path
