@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,37 +90,43 @@ def endpoint_info(d: Deployment, outputs: dict[str, Any], fallback: str | None =
 
 
 def key_command(d: Deployment, ref: str) -> str:
-    """The cloud CLI command that prints the key kept in the entry `ref` names."""
-    if d.cloud == "aws":
-        return shlex.join(["aws", "ssm", "get-parameter", "--region", d.region, "--name", ref,
-                           "--with-decryption", "--query", "Parameter.Value",
-                           "--output", "text"])
-    if d.cloud == "gcp":
-        return _gcloud_command(ref, d.gcp_project)
-    if d.cloud == "azure":
-        return _az_command(ref, d.api_key_secret.name)
-    raise UserError(f"servestack endpoint does not know how {d.cloud} keeps secrets")
+    """The cloud CLI command that prints the key kept in the entry `ref` names, by the kind
+    of store the deployment keeps it in."""
+    store = d.api_key_secret.store
+    if store not in KEY_COMMANDS:
+        raise UserError(f"servestack endpoint does not know the secret store {store!r}")
+    return KEY_COMMANDS[store](d, ref)
 
 
-def _gcloud_command(ref: str, project: str | None) -> str:
+def _aws_command(d: Deployment, ref: str) -> str:
+    return shlex.join(["aws", "ssm", "get-parameter", "--region", d.region, "--name", ref,
+                       "--with-decryption", "--query", "Parameter.Value", "--output", "text"])
+
+
+def _gcloud_command(d: Deployment, ref: str) -> str:
     found = GCP_SECRET.fullmatch(ref)
     name, location = (found["name"], found["location"]) if found else (ref, None)
-    project = found["project"] if found else project
+    project = found["project"] if found else d.gcp_project
     words = ["gcloud", "secrets", "versions", "access", "latest", f"--secret={name}"]
     words += [f"--project={project}"] if project else []
     words += [f"--location={location}"] if location else []
     return shlex.join(words)
 
 
-def _az_command(ref: str, default_name: str) -> str:
+def _az_command(d: Deployment, ref: str) -> str:
     found = AZURE_SECRET.search(ref)
     if found is None:
         raise UserError(f"the stack's {OUTPUT_API_KEY_REF} output ({ref}) names no Key Vault "
                         "secret")
     vault = found["vault"] or found["host"]
-    name = found["name"] or found["url"] or default_name
+    name = found["name"] or found["url"] or d.api_key_secret.name
     return shlex.join(["az", "keyvault", "secret", "show", "--vault-name", vault,
                        "--name", name, "--query", "value", "-o", "tsv"])
+
+
+# The command per kind of store (servestack.deployment.model.SecretRef.store).
+KEY_COMMANDS: dict[str, Callable[[Deployment, str], str]] = {
+    "ssm": _aws_command, "secret-manager": _gcloud_command, "key-vault": _az_command}
 
 
 def open_lines(d: Deployment) -> list[str]:
