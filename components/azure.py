@@ -16,15 +16,23 @@ identity are its direct children, each other concern is its own child component:
   same public IP (the subnet has no default outbound access) to download the model. With SSH
   CIDRs, an inbound NAT rule maps a frontend port range to port 22 of each VM.
 - `TokenSecret`: a Key Vault whose only access policy lets the scale set's identity *get*
-  secrets, and the Hugging Face token in it as a secret (only when the deployment has one).
-- `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix).
+  secrets, with the Hugging Face token and the generated API key (components.apikey.ApiKey,
+  secret `api-key`) in it; it exists whenever the deployment keeps either, and its name reaches
+  the VMs in the bootstrap either way.
+- `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix). No
+  VM has a public IP: inbound is the balancer's (SSH through its NAT rule, only with SSH
+  CIDRs), outbound its outbound rule.
+- `FrontDoor` (with a domain): the Standard balancer is L4 and terminates no TLS, so Front
+  Door Standard serves the domain over HTTPS with a managed certificate and forwards plain
+  HTTP to the balancer's public IP; the NSG then admits only `AzureFrontDoor.Backend` on the
+  service port, so clients cannot go around it.
 
 Every value comes from the `Deployment` (zones, image, address ranges, admin user, ports), and
 how Azure spells it (API limits, rule priorities, the balancer's part names, resource names)
 from servestack.clouds.azure, shared with the Terraform renderer; nothing is decided here.
 Every fixed name derives from the deployment's scope (service and stack), so two services, or
-two stacks of one service, share none in a subscription; the Key Vault is autonamed (see
-`TokenSecret`).
+two stacks of one service, share none in a subscription; the Key Vault and the Front Door
+endpoint, whose names are global, are autonamed (a random suffix kept in the state).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Azure: its facts (zones, quotas, error texts, images, disks, Key Vault names) and the
-spellings that the Pulumi component (components/azure.py) and the Terraform renderer
-(terraform/azure.py) share.
+"""Azure: its facts (zones, quotas, error texts, images, disks, Key Vault names, Front Door
+and DNS for a domain) and the spellings that the Pulumi component (components/azure.py) and
+the Terraform renderer (terraform/azure.py) share.
 
 The dicts use the argument names both engines share where the two agree. No SDK imports.
 """

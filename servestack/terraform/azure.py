@@ -6,9 +6,13 @@ allowed client CIDRs on the service port, since a Standard balancer keeps the cl
 address; SSH from `ssh_cidrs`; an explicit deny-all below); a virtual network and subnet without
 default outbound access; a static Standard public IP, the balancer with its frontend, backend
 pool, HTTP probe, listener -> service port rule (own SNAT off) and an outbound rule for the
-VMs' downloads, plus an SSH NAT rule when asked; a Key Vault with the token (write-only) that
-only the scale set's identity may read; and the scale set (Uniform, or Flexible for a
-spot/on-demand priority mix, which only Flexible has).
+VMs' downloads, plus an SSH NAT rule when asked; a Key Vault with the token (write-only) and
+the generated API key (terraform_data, secret `api-key`) that only the scale set's identity
+may read, whenever the deployment keeps either; the scale set (Uniform, or Flexible for a
+spot/on-demand priority mix, which only Flexible has), its VMs without public IPs; and with a
+domain, Front Door Standard serving it over HTTPS (managed certificate) in front of the
+balancer's public IP, the NSG then admitting only `AzureFrontDoor.Backend`, and the domain's
+DNS records written in --dns-zone or listed in the `dns_records` output.
 
 Rules, access policies and balancer parts are their own resources (azurerm_network_security_rule,
 azurerm_key_vault_access_policy, azurerm_lb_*). Unlike the ARM API Pulumi uses, azurerm writes
@@ -20,7 +24,8 @@ component.
 Names: every fixed name is the deployment's scope (service and stack) and a kind, so two
 services, or two stacks of one service, share none in a subscription; the Key Vault's name,
 global across Azure, ends in a random_string kept in the state (hashicorp/random, the second
-required provider), and reaches the VMs through the bootstrap Terraform fills in. The scale set
+required provider), and reaches the VMs through the bootstrap Terraform fills in; so does
+the Front Door endpoint's name (its host name is global too). The scale set
 rolls template changes through the group (Rolling upgrades) and is created after,
 and destroyed before, the balancer's probe and rules.
 """

@@ -60,7 +60,7 @@ def test_a_zone_that_cannot_hold_the_domains_records_is_refused(zone, message):
 def test_clients_cannot_be_limited_to_cidrs_behind_front_door():
     with pytest.raises(UserError, match="--allow-cidr cannot limit them"):
         built(Choices(domain="llm.example.com", allow_cidrs=("198.51.100.0/24",)))
-    # IPv6 ranges alone leave the IPv4 world open, as without a domain
+    # the world, spelled out, is what Front Door serves
     assert built(Choices(domain="llm.example.com", allow_cidrs=("0.0.0.0/0",))).tls
     assert built(Choices(allow_cidrs=("198.51.100.0/24",))).tls is None
 
