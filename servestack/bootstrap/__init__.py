@@ -11,7 +11,8 @@ What the document does:
   generated text: the settings file /etc/servestack/servestack.env and the spec's envs in
   /etc/servestack/user.env (every value `shlex.quote`d), the readiness probe's body and
   headers, and the spec's `setup`/`run` verbatim under /opt/servestack/user/. AWS takes at most
-  16 KiB of user data: a larger document has its bigger files written gzip+base64 instead.
+  16 KiB of user data: a larger document has its largest files written gzip+base64 instead,
+  as many as it takes.
 - `runcmd` enables the units and starts them without blocking cloud-init. On a reboot the
   enabled units come back by themselves; every step below is guarded, so nothing is redone.
 - `servestack-vllm.service` (Restart=always, output to the journal) runs servestack-start on
@@ -88,7 +89,7 @@ ETC = "/etc/servestack"
 MINIFORGE_VERSION = "24.11.3-0"
 PROBE_INTERVAL_SECONDS = 10
 USER_DATA_LIMIT = 16384  # bytes; AWS's limit (GCP allows 256 KiB, Azure 64 KiB)
-COMPRESS_OVER = 512  # when compressing, files larger than this are written gzip+base64
+COMPRESS_OVER = 512  # smaller files are never written gzip+base64 (no room to gain)
 COMMENT = re.compile(r"^\s*#(?!\s*shellcheck )")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SCRIPTS = {  # packaged file -> where the document writes it
@@ -145,27 +146,36 @@ WantedBy=multi-user.target
 def render_cloud_init(deployment: Deployment) -> str:
     """The `#cloud-config` document for one replica of `deployment` (no secret in it).
 
-    Over USER_DATA_LIMIT bytes (AWS's limit, the smallest), the larger files are written
-    gzip+base64 instead of as text; on AWS a document still over the limit is an error.
+    Over USER_DATA_LIMIT bytes (AWS's limit, the smallest), files are written gzip+base64
+    instead of as text, the largest first and only as many as it takes (the settings stay
+    readable in the cloud's console); on AWS a document still over the limit is an error.
     """
-    text = _render(deployment, compress=False)
-    if len(text.encode()) > USER_DATA_LIMIT:
-        text = _render(deployment, compress=True)
-        cloud = clouds.get(deployment.cloud)
-        limit = cloud.user_data_limit
-        if limit is not None and len(text.encode()) > limit:
-            raise UserError(f"the bootstrap is {len(text.encode())} bytes, over {cloud.title}'s "
-                            f"{limit}-byte user data limit: shorten setup/run")
+    d = deployment
+    if not d.run and not d.model:
+        raise UserError("the spec has no `run:` and no model was found: pass --model NAME")
+    files = _files(d, d.readiness.method == "POST")
+    packed: set[str] = set()
+    text = _render(d, files, packed)
+    largest = sorted((f for f in files if len(f[1]) > COMPRESS_OVER), key=lambda f: -len(f[1]))
+    for path, _, _ in largest:
+        if len(text.encode()) <= USER_DATA_LIMIT:
+            break
+        packed.add(path)
+        text = _render(d, files, packed)
+    cloud = clouds.get(d.cloud)
+    limit = cloud.user_data_limit
+    if limit is not None and len(text.encode()) > limit:
+        raise UserError(f"the bootstrap is {len(text.encode())} bytes, over {cloud.title}'s "
+                        f"{limit}-byte user data limit: shorten setup/run")
     return text
 
 
-def _render(d: Deployment, *, compress: bool) -> str:
-    if not d.run and not d.model:
-        raise UserError("the spec has no `run:` and no model was found: pass --model NAME")
+def _render(d: Deployment, files: list[tuple[str, str, str]], packed: set[str]) -> str:
+    """The document writing `files`, those in `packed` gzip+base64."""
     gated = d.readiness.method == "POST"
     units = ["servestack-vllm.service"] + (["servestack-gate.service"] if gated else [])
     document = {
-        "write_files": [_file(*f, compress=compress) for f in _files(d, gated)],
+        "write_files": [_file(*f, compress=f[0] in packed) for f in files],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", *units],
                    ["systemctl", "start", "--no-block", *units]],
     }
@@ -297,7 +307,7 @@ def _ending(text: str) -> str:
 
 def _file(path: str, content: str, permissions: str, *, compress: bool) -> dict:
     item = {"path": path, "owner": "root:root", "permissions": permissions}
-    if compress and len(content) > COMPRESS_OVER:
+    if compress:
         data = gzip.compress(content.encode(), compresslevel=9, mtime=0)
         return {**item, "encoding": "gz+b64", "content": base64.b64encode(data).decode()}
     return {**item, "content": content}

@@ -70,6 +70,7 @@ def test_mixtral_document(mixtral, cloud):
     settings = _settings(doc)
     assert doc.startswith("#cloud-config\n")
     assert len(doc.encode()) <= USER_DATA_LIMIT
+    assert "SERVESTACK_PORT=8000\n" in doc  # the settings stay readable in the console
     assert settings["SERVESTACK_PORT"] == "8000" == str(d.service_port)
     assert settings["SERVESTACK_TP_PLANNED"] == str(d.primary.accelerator_count)
     assert settings["SERVESTACK_MODEL"] == MODEL
@@ -158,6 +159,8 @@ def test_large_scripts_are_compressed(mixtral):
     doc = render_cloud_init(replace(mixtral["gcp"], setup=big))
     assert len(doc.encode()) <= USER_DATA_LIMIT and "encoding: gz+b64" in doc
     assert written_files(doc)["/opt/servestack/user/setup.sh"] == big
+    packed = [f["path"] for f in yaml.safe_load(doc)["write_files"] if "encoding" in f]
+    assert packed == ["/opt/servestack/user/setup.sh"]  # the largest only: it was enough
     noise = "".join(f"echo {os.urandom(24).hex()}\n" for _ in range(400))
     with pytest.raises(UserError, match="user data limit"):
         render_cloud_init(replace(mixtral["aws"], setup=noise))
