@@ -52,11 +52,13 @@ AZURE_FRONT_DOOR_MIN_TLS = "TLS12"
 # The only source the clients' rule admits with TLS on: Front Door's backend addresses, so no
 # client reaches the balancer around it (learn.microsoft.com/azure/frontdoor/origin-security).
 AZURE_FRONT_DOOR_TAG = "AzureFrontDoor.Backend"
-# Front Door's send/receive timeout towards the origin, at its maximum (16-240 s; azurerm's
-# response_timeout_seconds, azure-native's origin_response_timeout_seconds). It bounds each wait
-# for the origin, not the whole response: a streamed completion (tokens as they are made)
-# may stay open past it, up to the balancer's 900 s idle timeout, but a request whose first
-# byte takes more than 240 s (a long completion without `stream`) fails at Front Door.
+# Front Door's origin response timeout, at its maximum (16-240 s; azurerm's
+# response_timeout_seconds, azure-native's origin_response_timeout_seconds). Microsoft's limits
+# page (includes/front-door-limits.md): it is the wait for the origin's first packet; after
+# that Front Door allows an idle gap between packets (30 s there, not configurable), and a
+# chunked response is a 200 from its first chunk. So a streamed completion, which sends tokens
+# as they are made, can run as long as the balancer's 900 s; a completion without `stream`
+# whose answer takes longer than 240 s to start fails at Front Door (503), not at the balancer.
 AZURE_FRONT_DOOR_TIMEOUT_SECONDS = 240
 # Front Door probes the origin from each of its edge sites, so its probe runs at the portal's
 # default interval (100 s), not the balancer's 10 s: the balancer's probe is what takes a
