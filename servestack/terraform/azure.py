@@ -73,6 +73,7 @@ from servestack.clouds.azure import (
     AZURE_VAULT_SUFFIX_LENGTH,
     EGRESS,
     FRONTEND,
+    OUTPUT_DNS_RECORDS,
     POOL,
     RULE,
     SSH,
@@ -135,8 +136,6 @@ RG = expr("azurerm_resource_group.rg.name")
 PROFILE = "azurerm_cdn_frontdoor_profile.fd"
 ENDPOINT = "azurerm_cdn_frontdoor_endpoint.fd"
 DOMAIN = "azurerm_cdn_frontdoor_custom_domain.fd"
-# Without --dns-zone: the records the user creates, [{name, type, value}].
-OUTPUT_DNS_RECORDS = "dns_records"
 LB = expr("azurerm_lb.lb.id")
 
 
