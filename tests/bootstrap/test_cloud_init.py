@@ -441,7 +441,7 @@ def test_gate_close_and_open(mixtral, tmp_path):
     assert calls[-1] == "-w -F SERVESTACK-GATE"  # open: the chain is emptied
 
 
-def _wait_count(path: Path, text: str, count: int, seconds: float = 8) -> str:
+def _wait_count(path: Path, text: str, count: int, seconds: float = 30) -> str:
     """Wait until `text` occurs `count` times in the file at path; return the file."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
