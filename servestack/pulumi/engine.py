@@ -279,11 +279,12 @@ class PulumiEngine:
     def outputs(self, stack: StackRef, deployment: Deployment) -> dict[str, Any]:
         """The stack's outputs, secrets in plain text (the API key): for the caller's memory
         only (the readiness probe's header); `servestack endpoint` drops the key."""
+        from pulumi import automation as auto
         from pulumi.automation.errors import CommandError
 
-        try:
-            found = self._candidate(stack, deployment).outputs()
-        except CommandError:
+        try:  # select, not create: reading outputs creates no stack and writes no config
+            found = auto.Stack.select(stack.name, self._workspace(None)).outputs()
+        except CommandError:  # StackNotFoundError among them
             return {}
         return {k: v.value for k, v in found.items()}
 

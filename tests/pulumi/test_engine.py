@@ -523,3 +523,9 @@ def test_gcp_quota_program_reads_cloud_quotas():
     assert recording.outputs["limits"] == {"*|*": 16,
                                            "us-central1|NVIDIA_A100_80GB_GPUS": 0,
                                            "*|NVIDIA_A100_80GB_GPUS": 16}
+
+
+def test_outputs_of_a_missing_stack_are_none_and_create_nothing(cli, engine):
+    ref = stack_ref("mixtral", GCP.id)
+    assert engine.outputs(ref, deployment_for(GCP)) == {}
+    assert ref.name not in cli.state["stacks"]
