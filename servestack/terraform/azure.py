@@ -238,28 +238,13 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
 
 def token(d: Deployment) -> dict[str, Any]:
     """The stack's Key Vault, whenever it keeps a secret: the VMs' identity may get secrets;
-    the deployer may write them: the token (write-only, never in the state) and the API key."""
+    the deployer may write them (see vault_secrets)."""
     if not azure_has_vault(d):
         return {}
     vault = expr("azurerm_key_vault.token.id")
     tenant = expr("data.azurerm_client_config.current.tenant_id")
-    secrets: dict[str, Any] = {}
-    if d.secret is not None:
-        secrets["hf_token"] = {
-            "name": d.token_secret.name, "key_vault_id": vault,
-            "value_wo": expr(f"var.{TOKEN_VAR}"),
-            "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}"),
-            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
-            "depends_on": ["azurerm_key_vault_access_policy.deployer"]}
-    if d.api_key is not None:
-        # The key is in the state already (terraform_data), so a plain value: a secret
-        # deleted by hand is written again at the next apply.
-        secrets["api_key"] = {
-            "name": d.api_key.name, "key_vault_id": vault, "value": expr(API_KEY),
-            "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
-            "depends_on": ["azurerm_key_vault_access_policy.deployer"]}
-    keys = api_key_resources() if d.api_key is not None else {}
-    return {**keys,
+    return {
+        **(api_key_resources() if d.api_key is not None else {}),
         # Drawn once, kept in the state: the vault's name stays put across applies, and a new
         # stack (or this one after a destroy) draws a new one.
         "random_string": {"vault": {"length": AZURE_VAULT_SUFFIX_LENGTH, "upper": False,
@@ -277,8 +262,25 @@ def token(d: Deployment) -> dict[str, Any]:
             "deployer": {"key_vault_id": vault, "tenant_id": tenant,
                          "object_id": expr("data.azurerm_client_config.current.object_id"),
                          "secret_permissions": DEPLOYER_SECRET_PERMISSIONS}},
-        "azurerm_key_vault_secret": secrets,
+        "azurerm_key_vault_secret": vault_secrets(d, vault),
     }
+
+
+def vault_secrets(d: Deployment, vault: Ref) -> dict[str, Any]:
+    """The token (write-only, never in the state) and the API key, each when the deployment
+    has it, written once the deployer's access policy exists."""
+    common = {"key_vault_id": vault, "content_type": AZURE_SECRET_CONTENT_TYPE, "tags": d.tags,
+              "depends_on": ["azurerm_key_vault_access_policy.deployer"]}
+    found: dict[str, Any] = {}
+    if d.secret is not None:
+        found["hf_token"] = {"name": d.secret.name, **common,
+                             "value_wo": expr(f"var.{TOKEN_VAR}"),
+                             "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}")}
+    if d.api_key is not None:
+        # The key is in the state already (terraform_data), so a plain value: a secret
+        # deleted by hand is written again at the next apply.
+        found["api_key"] = {"name": d.api_key.name, **common, "value": expr(API_KEY)}
+    return found
 
 
 def front_door(d: Deployment) -> dict[str, Any]:
