@@ -217,7 +217,10 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         self.set_capacity_faults([])
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        # AWS's managed policies (AmazonSSMManagedInstanceCore, attached to the VMs' role) are
+        # loaded only on request: moto has them from AWS, but reading them costs seconds.
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, __file__, "--faults", str(self.faults_file)],
