@@ -439,7 +439,10 @@ def test_aws_sweep_program_finds_tagged_resources():
              "tags": {}, "complianceDetails": []}]},
         "aws:ec2/getInstances:getInstances": {"id": "x", "ids": ["i-0abc"], "region": AWS.region,
                                               "instanceTags": {}, "privateIps": [],
-                                              "publicIps": [], "ipv6Addresses": []}}
+                                              "publicIps": [], "ipv6Addresses": []},
+        # a live NAT gateway is found by its own lookup (a deleted one keeps its tags)
+        "aws:ec2/getNatGateways:getNatGateways": {"id": "x", "ids": ["nat-0def"],
+                                                  "region": AWS.region, "tags": {}}}
     recording = record(sweep_program(deployment, []), invoke_answers=answers)
     tagging = next(i for i in recording.invokes if "getResources" in i["token"])
     assert {f["key"]: f["values"] for f in tagging["args"]["tagFilters"]} == {
@@ -450,7 +453,8 @@ def test_aws_sweep_program_finds_tagged_resources():
          "id": "mixtral-gpu-2025"},
         {"type": "aws:ec2/securityGroup:SecurityGroup", "name": "sg-0123abcd",
          "id": "sg-0123abcd"},
-        {"type": "aws:ec2/instance:Instance", "name": "i-0abc", "id": "i-0abc"}]
+        {"type": "aws:ec2/instance:Instance", "name": "i-0abc", "id": "i-0abc"},
+        {"type": "aws:ec2/natGateway:NatGateway", "name": "nat-0def", "id": "nat-0def"}]
 
 
 def test_gcp_sweep_program_searches_labels():
