@@ -243,10 +243,15 @@ def test_gcp_engines_agree(index):
     assert (list(d.ssh_cidrs), [{"protocol": "tcp", "ports": [str(d.ssh_port)]}]) \
         in [f[:2] for f in firewalls]
     same(one(rec, GCP["account"]), res["google_service_account"]["vm"], "account_id")
-    same(one(rec, GCP["secret"]), res["google_secret_manager_secret"]["hf_token"],
-         "secret_id", "replication", "labels")
-    same(one(rec, GCP["binding"]), res["google_secret_manager_secret_iam_binding"]["reader"],
-         "role")
+    # two secrets: the spec's (hf_token) and the generated API key, each read by the VMs only
+    for part, secret, binding in (("-token-", "hf_token", "reader"),
+                                  ("-api-key-", "api_key", "api_key_reader")):
+        [pulumi_secret] = [snake(r.inputs) for r in rec.of_type(GCP["secret"]) if part in r.name]
+        [pulumi_binding] = [snake(r.inputs) for r in rec.of_type(GCP["binding"])
+                            if part in r.name]
+        same(pulumi_secret, res["google_secret_manager_secret"][secret],
+             "secret_id", "replication", "labels")
+        same(pulumi_binding, res["google_secret_manager_secret_iam_binding"][binding], "role")
 
     health, tf_health = one(rec, GCP["health"]), res["google_compute_region_health_check"]["http"]
     same(health, tf_health, "http_health_check", "check_interval_sec", "timeout_sec",

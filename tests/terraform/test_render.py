@@ -292,6 +292,7 @@ AZURE_ROLLING = args("max_batch_instance_percent max_unhealthy_instance_percent 
                      "max_unhealthy_upgraded_instance_percent pause_time_between_batches")
 AZURE_DOCUMENTED = {
     "random_string": args("length upper special"),  # hashicorp/random: the vault's suffix
+    "terraform_data": args("input"),  # Terraform's own: the generated API key
     "azurerm_resource_group": args("name location tags"),
     "azurerm_user_assigned_identity": args("name location resource_group_name tags"),
     "azurerm_network_security_group": args("name location resource_group_name tags"),
@@ -330,7 +331,7 @@ AZURE_DOCUMENTED = {
     "azurerm_key_vault_access_policy": args("key_vault_id tenant_id object_id "
                                             "secret_permissions"),
     "azurerm_key_vault_secret": args(
-        "name key_vault_id value_wo value_wo_version content_type tags"),
+        "name key_vault_id value value_wo value_wo_version content_type tags"),
     "azurerm_linux_virtual_machine_scale_set": args(
         AZURE_COMMON_VMSS + " sku admin_username disable_password_authentication "
         "provision_vm_agent computer_name_prefix custom_data overprovision health_probe_id",
@@ -420,9 +421,9 @@ def test_azure_issue_resources_and_decisions():
     vmss = resources(doc, "azurerm_linux_virtual_machine_scale_set")["group"]
     assert vmss["sku"] == d.primary.instance_type and vmss["instances"] == \
         "${var.desired_replicas}"
-    assert base64.b64decode(resources(render(replace(d, secret=None)), "azurerm_linux_virtual_"
+    assert base64.b64decode(resources(render(replace(d, secret=None, api_key=None)), "azurerm_linux_virtual_"
                             "machine_scale_set")["group"]["custom_data"]).decode() == \
-        render_cloud_init(replace(d, secret=None))
+        render_cloud_init(replace(d, secret=None, api_key=None))
     probe = resources(doc, "azurerm_lb_probe")["health"]
     assert (probe["port"], probe["request_path"]) == (d.health.port, d.health.path)
     rule = resources(doc, "azurerm_lb_rule")["http"]
