@@ -28,6 +28,7 @@ class ServiceOutputs:
     group_id: Any  # pulumi.Output[str]
     api_key: Any = None  # pulumi.Output[str], a secret: the generated key (None: no key)
     api_key_ref: Any = None  # pulumi.Output[str]: where the secret store keeps it
+    dns_records: Any = None  # the records the user creates for --domain (no --dns-zone)
 
 
 def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> ServiceOutputs:
@@ -36,4 +37,5 @@ def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> Se
     service = module.Service(name, deployment, hf_token=hf_token)
     return ServiceOutputs(endpoint=service.endpoint, group_name=service.group_name,
                           group_id=service.group_id, api_key=getattr(service, "api_key", None),
-                          api_key_ref=getattr(service, "api_key_ref", None))
+                          api_key_ref=getattr(service, "api_key_ref", None),
+                          dns_records=getattr(service, "dns_records", None))

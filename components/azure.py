@@ -80,7 +80,6 @@ from servestack.clouds.azure import (
     AZURE_VAULT_RETENTION_DAYS,
     EGRESS,
     FRONTEND,
-    OUTPUT_DNS_RECORDS,
     POOL,
     PROBE,
     RULE,
@@ -633,10 +632,6 @@ class Service(pulumi.ComponentResource):
         # Without --dns-zone, the records the user creates (see FrontDoor).
         self.front_door = front
         self.dns_records = front.dns_records if front else None
-        if self.dns_records is not None:
-            # components.ServiceOutputs has no field for it yet: exported here, so the stack
-            # has the output the Terraform stack has (as GCP's component does).
-            pulumi.export(OUTPUT_DNS_RECORDS, self.dns_records)
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 

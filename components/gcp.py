@@ -79,7 +79,6 @@ from servestack.clouds.gcp import (
     GCP_SSL_POLICY,
     GCP_TARGET_SHAPE,
     GCP_VPC,
-    OUTPUT_DNS_RECORDS,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
@@ -96,7 +95,7 @@ from servestack.clouds.gcp import (
     gcp_update_policy,
     gcp_versions,
 )
-from servestack.deployment.model import Deployment, Tls
+from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment, Tls
 from servestack.planner import Candidate
 
 
@@ -661,10 +660,6 @@ class Service(pulumi.ComponentResource):
         self.api_key = key.value if key else None
         self.api_key_ref = key.ref if key else None
         self.dns_records = https.records if https and d.tls and not d.tls.dns_zone else None
-        if self.dns_records is not None:
-            # components.ServiceOutputs has no field for it yet: exported here, so the stack
-            # has the output the Terraform stack has.
-            pulumi.export(OUTPUT_DNS_RECORDS, self.dns_records)
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 

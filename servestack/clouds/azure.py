@@ -75,7 +75,6 @@ AZURE_FRONT_DOOR_FORWARDING = "HttpOnly"  # to the balancer, which has no certif
 AZURE_DNS_TTL = 3600
 # Without --dns-zone, the output listing the records the user creates: [{name, type, value}]
 # (GCP's output of the same name and shape).
-OUTPUT_DNS_RECORDS = "dns_records"
 # A DNS zone's resource id, as --dns-zone takes it (the zone must be in the subscription the
 # stack deploys to: both engines write its records with the stack's credentials).
 AZURE_DNS_ZONE_ID = re.compile(

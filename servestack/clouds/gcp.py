@@ -313,7 +313,6 @@ GCP_HTTPS_REDIRECT: dict[str, Any] = {"https_redirect": True, "strip_query": Fal
 # TLS 1.2 or later, with the MODERN profile's forward-secret ciphers (the default policy,
 # COMPATIBLE, still accepts TLS 1.0).
 GCP_SSL_POLICY: dict[str, Any] = {"profile": "MODERN", "min_tls_version": "TLS_1_2"}
-OUTPUT_DNS_RECORDS = "dns_records"  # the records the user creates when the stack cannot
 
 
 def gcp_fqdn(domain: str) -> str:

@@ -35,6 +35,8 @@ OUTPUT_REPLICAS = "replicas"
 # memory) and where the secret store keeps it (not secret: `servestack endpoint` prints it).
 OUTPUT_API_KEY = "api_key"
 OUTPUT_API_KEY_REF = "api_key_secret"
+# With --domain but no --dns-zone: the DNS records the user creates ({name, type, value} each).
+OUTPUT_DNS_RECORDS = "dns_records"
 HTTPS_PORT = 443
 # SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
 UPSCALE_DELAY_SECONDS = 300

@@ -21,6 +21,7 @@ from servestack.deployment.model import (
     OUTPUT_API_KEY,
     OUTPUT_API_KEY_REF,
     OUTPUT_CANDIDATE,
+    OUTPUT_DNS_RECORDS,
     OUTPUT_ENDPOINT,
     OUTPUT_GROUP_ID,
     OUTPUT_GROUP_NAME,
@@ -46,6 +47,8 @@ def main(secrets: str | None = None) -> None:
     if outputs.api_key is not None:
         pulumi.export(OUTPUT_API_KEY, pulumi.Output.secret(outputs.api_key))
         pulumi.export(OUTPUT_API_KEY_REF, outputs.api_key_ref)
+    if outputs.dns_records is not None:
+        pulumi.export(OUTPUT_DNS_RECORDS, outputs.dns_records)
 
 
 def _secrets(config: pulumi.Config, given: str | None) -> pulumi.Output[str] | None:

@@ -73,7 +73,6 @@ from servestack.clouds.azure import (
     AZURE_VAULT_SUFFIX_LENGTH,
     EGRESS,
     FRONTEND,
-    OUTPUT_DNS_RECORDS,
     POOL,
     RULE,
     SSH,
@@ -96,7 +95,7 @@ from servestack.clouds.azure import (
     azure_vault_prefix,
     azure_with_vault,
 )
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment
 from servestack.sshkey import lock_only_ssh_key
 from servestack.terraform import (
     API_KEY,

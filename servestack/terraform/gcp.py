@@ -51,7 +51,6 @@ from servestack.clouds.gcp import (
     GCP_SSL_POLICY,
     GCP_TARGET_SHAPE,
     GCP_VPC,
-    OUTPUT_DNS_RECORDS,
     gcp_autoheal_delay,
     gcp_client_rules,
     gcp_draining_seconds,
@@ -68,7 +67,7 @@ from servestack.clouds.gcp import (
     gcp_update_policy,
     gcp_versions,
 )
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment
 from servestack.terraform import (
     API_KEY,
     TOKEN_VAR,

@@ -561,7 +561,13 @@ def test_tls_without_a_dns_zone_lists_the_records_to_create():
         (f"_dnsauth.{DOMAIN}", "TXT", DOMAIN, "CNAME")
     assert cname["value"] is found["host"]
     assert isinstance(txt["value"], pulumi.Output)
-    # the stack exports them as the Terraform stack does (unknown values until deployed)
-    assert "dns_records" in rec.outputs
-    assert "dns_records" not in run_service(with_tls(on_demand_one())).outputs
+    # the program exports them as the Terraform stack does (unknown values until deployed)
+    assert "dns_records" in program_outputs(with_tls(on_demand_one(), zone=None))
+    assert "dns_records" not in program_outputs(with_tls(on_demand_one()))
+
+
+def program_outputs(d: Deployment) -> dict:
+    from servestack.pulumi.program import main
+
+    return record(main, config={"servestack:deployment": json.dumps(d.to_config())}).outputs
 
