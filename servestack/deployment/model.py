@@ -157,9 +157,10 @@ def _required(value: object, name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class NetworkPlan:
     """The address ranges of the network the service creates for itself (None: not created).
-    AWS uses the account's default VPC; GCP a VPC (which has no range of its own) with a subnet
-    for the VMs and the proxy-only subnet its regional load balancer needs (Google recommends
-    a /23); Azure a virtual network with one subnet."""
+    AWS a VPC per stack (`vnet`; clouds.aws carves its public and private subnets); GCP a VPC
+    (which has no range of its own) with a subnet for the VMs and the proxy-only subnet its
+    regional load balancer needs (Google recommends a /23); Azure a virtual network with one
+    subnet."""
 
     vnet: str | None = None
     subnet: str | None = None

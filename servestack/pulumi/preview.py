@@ -26,6 +26,11 @@ CANNED_INVOKES: dict[str, dict] = {
     "aws:ec2/getVpc:getVpc": {"id": "vpc-0preview", "cidrBlock": "172.31.0.0/16"},
     "aws:ec2/getSubnets:getSubnets": {"ids": ["subnet-0preview-a", "subnet-0preview-b",
                                               "subnet-0preview-c"]},
+    # The region's other AZs, asked only when a group pinned to one zone needs a second AZ for
+    # its load balancer (components/aws.py excludes the pinned zone itself).
+    "aws:index/getAvailabilityZones:getAvailabilityZones": {
+        "id": "preview", "names": ["preview-zone-b", "preview-zone-c"],
+        "zoneIds": ["preview-az2", "preview-az3"], "groupNames": ["preview"]},
     "aws:index/getCallerIdentity:getCallerIdentity": {"accountId": "123456789012",
                                                       "arn": "arn:aws:iam::123456789012:root",
                                                       "userId": "preview"},

@@ -33,7 +33,12 @@ JUSTIFIED: dict[str, set[str]] = {
     "aws": {"CKV2_AWS_20", "CKV_AWS_2", "CKV_AWS_103", "CKV_AWS_378",  # no TLS without a domain
             "CKV2_AWS_28",  # no WAF: --allow-cidr decides who reaches the listener
             "CKV_AWS_150",  # no deletion protection: the fallback loop destroys failed stacks
-            "CKV_AWS_91"},  # no access logs: they need an S3 bucket the user chooses
+            "CKV_AWS_91",  # no access logs: they need an S3 bucket the user chooses
+            "CKV2_AWS_11",  # no VPC flow logs: they need a log destination the user chooses
+            "CKV_AWS_88",  # public IPs on the VMs only with --ssh-cidr, the user's explicit choice
+            # the region's other AZs (for a one-zone group's ALB): the first one is taken, and
+            # a new AZ joins the end of the list
+            "CKV_AWS_394"},
     "gcp": set(),
     "azure": {"CKV_AZURE_110", "CKV_AZURE_42",  # purge protection would block purge on destroy
               # Terraform writes the secret from the deployer's address: not a private vault
