@@ -18,27 +18,38 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
-    AWS_METADATA_OPTIONS,
     CLOUD,
     GROUP_STATES,
     LIVE_STATES,
     QUOTA_CODES,
     aws_distribution,
+    aws_fallback_alarms,
+    aws_fallback_policies,
+    aws_group_metrics,
     aws_health_check,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
+    aws_metadata_options,
     aws_name,
     aws_name_prefix,
     aws_root_ebs,
+    aws_scale_in_alarm,
+    aws_scale_in_policy,
     aws_tags,
     aws_target_group,
+    aws_target_tracking,
     ec2_trust_policy,
+    fallback_capacity,
+    group_zone_lookup,
+    offered_zone_filter,
+    put_metrics_policy,
     read_token_policy,
     subnet_zone_filter,
 )
@@ -53,6 +64,7 @@ from servestack.terraform import (
     expr,
     merge,
     service_outputs,
+    template,
 )
 
 # (local name, requirement): the releases that have every argument used here. The floor is
@@ -67,8 +79,9 @@ PROVIDER = ("aws", {"source": "hashicorp/aws", "version": ">= 5.100.0, < 7.0.0"}
 def render(d: Deployment) -> dict[str, Any]:
     return {
         "provider": {"aws": {"region": d.region}},
-        "data": merge(network_data(d), image_data(d), account_data(d)),
-        "resource": merge(firewall(d), load_balancer(d), token_access(d), group(d)),
+        "data": merge(network_data(d), offering_data(d), image_data(d), account_data(d)),
+        "resource": merge(firewall(d), load_balancer(d), token_access(d), metrics_access(d),
+                          group(d), scaling(d), fallback(d)),
         "output": outputs(d),
     }
 
@@ -95,6 +108,8 @@ def network_data(d: Deployment) -> dict[str, Any]:
     group = _filters(vpc_id=[vpc], default_for_az=["true"])
     if d.zones:
         group.append(subnet_zone_filter(d.region, d.zones))
+    elif group_zone_lookup(d):
+        group.append(offered_zone_filter(expr(f"{OFFERINGS}.locations")))
     lb = _filters(vpc_id=[vpc], default_for_az=["true"])
     if len(d.zones) >= 2:
         lb.append(subnet_zone_filter(d.region, d.zones))
@@ -104,6 +119,21 @@ def network_data(d: Deployment) -> dict[str, Any]:
                           "lifecycle": _at_least(1, f"default subnet in zones {list(d.zones)}")},
                 "lb": {"filter": lb,
                        "lifecycle": _at_least(2, "default subnets (distinct AZs) for the ALB")}}}
+
+
+OFFERINGS = "data.aws_ec2_instance_type_offerings.group"
+GROUP = "aws_autoscaling_group.group"
+FALLBACK_GROUP = "aws_autoscaling_group.on_demand"
+
+
+def offering_data(d: Deployment) -> dict[str, Any]:
+    """A group without zones of its own (spot) goes where EC2 sells its types: the zone IDs of
+    DescribeInstanceTypeOfferings (`group_zone_lookup`)."""
+    lookup = group_zone_lookup(d)
+    if lookup is None:
+        return {}
+    return {"aws_ec2_instance_type_offerings": {"group": {
+        "location_type": lookup["location_type"], "filter": [lookup["filter"]]}}}
 
 
 def image_data(d: Deployment) -> dict[str, Any]:
@@ -242,14 +272,16 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_type": d.primary.instance_type,
         "vpc_security_group_ids": [expr("aws_security_group.vm.id")],
         "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
-        "metadata_options": AWS_METADATA_OPTIONS,
+        "metadata_options": aws_metadata_options(d),
         "block_device_mappings": [root_volume(d)],
         "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")}
-        if d.secret else None,
+        if needs_role(d) else None,
         "tag_specifications": [{"resource_type": "volume", "tags": tags}],
         "update_default_version": True, "tags": tags})
     waits = ["aws_ssm_parameter.hf_token", "aws_iam_role_policy.read_token",
              "aws_iam_instance_profile.vm"] if d.secret else []
+    if put_metrics_policy(d) is not None:
+        waits = [*waits, "aws_iam_role_policy.put_metrics", "aws_iam_instance_profile.vm"]
     asg = compact({
         "name_prefix": aws_name_prefix(d, "asg"),
         "min_size": expr("var.min_replicas"), "max_size": expr("var.max_replicas"),
@@ -269,9 +301,105 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_refresh": aws_instance_refresh(d),
         "wait_for_capacity_timeout": d.capacity_timeout,
         "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
-        "depends_on": waits or None})
+        **aws_group_metrics(d),
+        # The autoscaler owns the desired capacity once the group exists: an apply that set
+        # it back would undo every scaling decision since the last one.
+        "lifecycle": {"ignore_changes": ["desired_capacity"]} if d.autoscaling else None,
+        "depends_on": sorted(set(waits)) or None})
     return {"aws_launch_template": {"vm": template_body},
             "aws_autoscaling_group": {"group": asg}}
+
+
+def needs_role(d: Deployment) -> bool:
+    """The VMs get a role when they read a secret or publish a metric."""
+    return d.secret is not None or put_metrics_policy(d) is not None
+
+
+def metrics_access(d: Deployment) -> dict[str, Any]:
+    """The role's right to publish the replicas' gauge (`put_metrics_policy`); the role and
+    profile themselves come from `token_access`, or here when there is no secret to read."""
+    policy = put_metrics_policy(d)
+    if policy is None:
+        return {}
+    found: dict[str, Any] = {"aws_iam_role_policy": {"put_metrics": {
+        "name": "put-metrics", "role": expr("aws_iam_role.vm.id"),
+        "policy": json.dumps(policy, sort_keys=True)}}}
+    if d.secret is None:
+        found |= {
+            "aws_iam_role": {"vm": {
+                "name_prefix": aws_name_prefix(d, "vm"),
+                "assume_role_policy": json.dumps(ec2_trust_policy()),
+                "description": f"servestack {d.service} GPU instances", "tags": aws_tags(d)}},
+            "aws_iam_instance_profile": {"vm": {
+                "name_prefix": aws_name_prefix(d, "vm"), "role": expr("aws_iam_role.vm.name"),
+                "tags": aws_tags(d)}}}
+    return found
+
+
+def scaling(d: Deployment) -> dict[str, Any]:
+    """The autoscaler (`d.autoscaling`) on the group: target tracking scales out, the scale-in
+    alarm and its step policy scale in after the downscale delay (see clouds/aws.py)."""
+    if d.autoscaling is None:
+        return {}
+    group_name = expr(f"{GROUP}.name")
+    label = template(expr("aws_lb.service.arn_suffix"), "/",
+                     expr("aws_lb_target_group.service.arn_suffix"))
+    alarm = aws_scale_in_alarm(d, group_name, expr("aws_lb.service.arn_suffix"),
+                               expr("aws_lb_target_group.service.arn_suffix"))
+    return {
+        "aws_autoscaling_policy": {
+            "scale_out": {"name": "scale-out", "autoscaling_group_name": group_name,
+                          **aws_target_tracking(d, label, group_name)},
+            "scale_in": {"name": "scale-in", "autoscaling_group_name": group_name,
+                         **aws_scale_in_policy(d)}},
+        "aws_cloudwatch_metric_alarm": {"scale_in": _alarm(
+            d, "scale-in", alarm, "aws_autoscaling_policy.scale_in.arn")},
+    }
+
+
+def fallback(d: Deployment) -> dict[str, Any]:
+    """dynamic_ondemand_fallback: a second group, on-demand only, in the same target group,
+    from 0 to the spot replicas' number, set to the spot group's deficit by two alarms and
+    their ExactCapacity step policies (`aws_fallback_alarms`, `aws_fallback_policies`)."""
+    most = fallback_capacity(d)
+    if not most:
+        return {}
+    alarms = aws_fallback_alarms(d, expr(f"{GROUP}.name"))
+    policies = aws_fallback_policies(d)
+    name = expr(f"{FALLBACK_GROUP}.name")
+    return {
+        "aws_autoscaling_group": {"on_demand": fallback_group(d)},
+        "aws_autoscaling_policy": {
+            f"fallback_{kind}": {"name": f"fallback-{kind}", "autoscaling_group_name": name,
+                                 **policies[kind]} for kind in ("short", "back")},
+        "aws_cloudwatch_metric_alarm": {
+            f"fallback_{kind}": _alarm(d, f"spot-{kind}", alarms[kind],
+                                       f"aws_autoscaling_policy.fallback_{kind}.arn")
+            for kind in ("short", "back")},
+    }
+
+
+def fallback_group(d: Deployment) -> dict[str, Any]:
+    """The spot group's twin, on-demand only: same template, types, subnets, target group,
+    health and refresh; it starts empty and its alarms own its desired capacity. It never
+    waits for capacity on apply (its capacity is whatever the alarms last set)."""
+    spot = group(d)["aws_autoscaling_group"]["group"]
+    policy = spot["mixed_instances_policy"]
+    return compact({
+        **{k: v for k, v in spot.items() if k not in ("enabled_metrics", "metrics_granularity")},
+        "name_prefix": aws_name_prefix(d, "od"),
+        "min_size": 0, "max_size": expr(f"var.max_replicas - {d.on_demand_base}"),
+        "desired_capacity": 0, "capacity_rebalance": False,
+        "mixed_instances_policy": {**policy,
+                                   "instances_distribution": aws_distribution(
+                                       replace(d, use_spot=False))},
+        "wait_for_capacity_timeout": "0",
+        "lifecycle": {"ignore_changes": ["desired_capacity"]}})
+
+
+def _alarm(d: Deployment, kind: str, body: dict[str, Any], policy_arn: str) -> dict[str, Any]:
+    return {"alarm_name": aws_name(d, kind), **body, "alarm_actions": [expr(policy_arn)],
+            "tags": aws_tags(d)}
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
