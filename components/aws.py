@@ -26,7 +26,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -36,22 +36,32 @@ from servestack.components import TYPE_PREFIX
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALL_PROTOCOLS,
-    AWS_METADATA_OPTIONS,
     CLOUD,
     GROUP_STATES,
     LIVE_STATES,
     QUOTA_CODES,
     aws_distribution,
+    aws_fallback_alarms,
+    aws_fallback_policies,
+    aws_group_metrics,
     aws_health_check,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
+    aws_metadata_options,
     aws_name,
     aws_name_prefix,
     aws_root_ebs,
+    aws_scale_in_alarm,
+    aws_scale_in_policy,
     aws_tags,
     aws_target_group,
+    aws_target_tracking,
     ec2_trust_policy,
+    fallback_capacity,
+    group_zone_lookup,
+    offered_zone_filter,
+    put_metrics_policy,
     read_token_policy,
     subnet_zone_filter,
 )
@@ -106,25 +116,43 @@ def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
     opts = pulumi.InvokeOutputOptions(parent=parent)
     vpc = aws.ec2.get_vpc_output(default=True, opts=opts)
 
-    def subnets(zones: tuple[str, ...]) -> pulumi.Output[list[str]]:
-        def filters(vpc_id: str) -> list[aws.ec2.GetSubnetsFilterArgs]:
+    def subnets(zones: tuple[str, ...], offered: pulumi.Output[list[str]] | None = None
+                ) -> pulumi.Output[list[str]]:
+        def filters(args: list[Any]) -> list[aws.ec2.GetSubnetsFilterArgs]:
+            vpc_id, zone_ids = args
             found = [aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
                      aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"])]
             if zones:
                 found.append(aws.ec2.GetSubnetsFilterArgs(
                     **subnet_zone_filter(deployment.region, zones)))
+            elif zone_ids:  # none in an offline preview (no answer); AWS always lists some
+                found.append(aws.ec2.GetSubnetsFilterArgs(**offered_zone_filter(zone_ids)))
             return found
 
-        return aws.ec2.get_subnets_output(filters=vpc.id.apply(filters), opts=opts).ids
+        wanted = pulumi.Output.all(vpc.id, offered)
+        return aws.ec2.get_subnets_output(filters=wanted.apply(filters), opts=opts).ids
 
-    in_zones = subnets(deployment.zones)
-    region_wide = in_zones if len(deployment.zones) != 1 else subnets(())
+    offered = _offered_zones(deployment, opts)
+    in_zones = subnets(deployment.zones, offered)
+    region_wide = in_zones if len(deployment.zones) > 1 else subnets(())
     group = in_zones.apply(
         lambda ids: _at_least(ids, 1, f"default subnet in zones {list(deployment.zones)}"))
     lb = region_wide.apply(
         lambda ids: _at_least(ids, 2, "default subnets (in distinct AZs) for the ALB"))
     return Network(vpc_id=vpc.id, vpc_cidr=vpc.cidr_block, lb_subnet_ids=lb,
                    group_subnet_ids=group)
+
+
+def _offered_zones(d: Deployment, opts: pulumi.InvokeOutputOptions
+                   ) -> pulumi.Output[list[str]] | None:
+    """The zone IDs that sell the group's types, for a group without zones of its own."""
+    lookup = group_zone_lookup(d)
+    if lookup is None:
+        return None
+    found = aws.ec2.get_instance_type_offerings_output(
+        location_type=lookup["location_type"],
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(**lookup["filter"])], opts=opts)
+    return found.locations.apply(lambda zones: sorted(set(zones or [])))
 
 
 def _at_least(ids: list[str] | None, count: int, what: str) -> list[str]:
@@ -273,7 +301,8 @@ class InstanceRoleArgs:
 
 
 class InstanceRole(pulumi.ComponentResource):
-    """What the VMs may do: read the token parameter (and decrypt it via SSM), nothing else."""
+    """What the VMs may do: read the token parameter (and decrypt it via SSM), and publish their
+    vLLM gauge when the autoscaler reads one; nothing else."""
 
     def __init__(self, name: str, args: InstanceRoleArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -284,10 +313,17 @@ class InstanceRole(pulumi.ComponentResource):
             assume_role_policy=json.dumps(ec2_trust_policy()),
             description=f"servestack {d.service} GPU instances", tags=aws_tags(d),
             opts=_child(self))
-        self.policy = aws.iam.RolePolicy(
-            f"{name}-read-token", role=self.role.id,
-            policy=_read_token_policy(args.facts, d.token_secret.name, d.token_secret.key or ""),
-            opts=_child(self))
+        if d.secret is not None:
+            self.policy = aws.iam.RolePolicy(
+                f"{name}-read-token", role=self.role.id,
+                policy=_read_token_policy(args.facts, d.token_secret.name,
+                                          d.token_secret.key or ""),
+                opts=_child(self))
+        metrics = put_metrics_policy(d)
+        if metrics is not None:
+            self.put_metrics = aws.iam.RolePolicy(
+                f"{name}-put-metrics", role=self.role.id,
+                policy=json.dumps(metrics, sort_keys=True), opts=_child(self))
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
             tags=aws_tags(d), opts=_child(self))
@@ -327,7 +363,8 @@ class InstanceGroup(pulumi.ComponentResource):
             instance_type=d.primary.instance_type,
             vpc_security_group_ids=[args.security_group_id],
             user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**AWS_METADATA_OPTIONS),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                **aws_metadata_options(d)),
             block_device_mappings=[_root_volume(d, image.root_device_name)],
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn) if args.instance_profile_arn else None,
@@ -344,11 +381,22 @@ class InstanceGroup(pulumi.ComponentResource):
             mixed_instances_policy=_mixed_policy(d, self.template),
             instance_refresh=_instance_refresh(d),
             wait_for_capacity_timeout=d.capacity_timeout,
-            tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                  for k, v in _named(d, aws_name(d, "vm")).items()],
-            opts=_child(self, depends_on=args.ready_first))
+            tags=_group_tags(d), **aws_group_metrics(d),
+            opts=_child(self, depends_on=args.ready_first,
+                        ignore_changes=_scaled(d.autoscaling is not None)))
         self.register_outputs({"groupName": self.group.name, "groupArn": self.group.arn,
                                "launchTemplateId": self.template.id})
+
+
+def _group_tags(d: Deployment) -> list[aws.autoscaling.GroupTagArgs]:
+    return [aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+            for k, v in _named(d, aws_name(d, "vm")).items()]
+
+
+def _scaled(scaled: bool) -> list[str] | None:
+    """A scaled group's desired capacity belongs to its policies once it exists: `pulumi up`
+    must not set it back to the deployment's number."""
+    return ["desired_capacity"] if scaled else None
 
 
 @dataclass
@@ -406,6 +454,121 @@ def _instance_refresh(d: Deployment) -> aws.autoscaling.GroupInstanceRefreshArgs
         preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**refresh["preferences"]))
 
 
+@dataclass
+class AutoscalerArgs:
+    deployment: Deployment
+    group_name: pulumi.Input[str]
+    load_balancer_suffix: pulumi.Input[str]  # the ALB's ARN suffix (app/<name>/<id>)
+    target_group_suffix: pulumi.Input[str]  # the target group's (targetgroup/<name>/<id>)
+
+
+class Autoscaler(pulumi.ComponentResource):
+    """`d.autoscaling` on the group: a target tracking policy scales out, and a step policy
+    driven by the scale-in alarm scales in once the downscale delay has passed (the shared
+    spellings and their reasons: servestack.clouds.aws)."""
+
+    def __init__(self, name: str, args: AutoscalerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Autoscaler"), name, None, opts)
+        d = args.deployment
+        label = pulumi.Output.concat(args.load_balancer_suffix, "/", args.target_group_suffix)
+        self.scale_out = _policy(f"{name}-scale-out", "scale-out", args.group_name,
+                                 aws_target_tracking(d, label, args.group_name), self)
+        self.scale_in = _policy(f"{name}-scale-in", "scale-in", args.group_name,
+                                aws_scale_in_policy(d), self)
+        alarm = aws_scale_in_alarm(d, args.group_name, args.load_balancer_suffix,
+                                   args.target_group_suffix)
+        self.alarm = _alarm(f"{name}-scale-in-alarm", d, "scale-in", alarm, self.scale_in, self)
+        self.register_outputs({"scaleOutPolicy": self.scale_out.name,
+                               "scaleInAlarm": self.alarm.name})
+
+
+@dataclass
+class OnDemandFallbackArgs:
+    deployment: Deployment
+    spot_group_name: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    target_group_arn: pulumi.Input[str]
+    template: aws.ec2.LaunchTemplate
+    ready_first: list[pulumi.Resource]
+
+
+class OnDemandFallback(pulumi.ComponentResource):
+    """dynamic_ondemand_fallback: a second group, on-demand only, in the same target group,
+    from 0 to the spot replicas' number; two alarms on the spot group's deficit set its
+    capacity through ExactCapacity step policies (servestack.clouds.aws)."""
+
+    def __init__(self, name: str, args: OnDemandFallbackArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("OnDemandFallback"), name, None, opts)
+        d = args.deployment
+        self.group = aws.autoscaling.Group(
+            f"{name}-asg", name_prefix=aws_name_prefix(d, "od"), min_size=0,
+            max_size=fallback_capacity(d), desired_capacity=0,
+            vpc_zone_identifiers=args.subnet_ids, target_group_arns=[args.target_group_arn],
+            health_check_type="ELB", health_check_grace_period=d.health.grace_period_seconds,
+            capacity_rebalance=False,
+            mixed_instances_policy=_mixed_policy(replace(d, use_spot=False), args.template),
+            instance_refresh=_instance_refresh(d),
+            # its capacity is whatever the alarms last set: an update never waits for it
+            wait_for_capacity_timeout="0", tags=_group_tags(d),
+            opts=_child(self, depends_on=args.ready_first, ignore_changes=_scaled(True)))
+        alarms = aws_fallback_alarms(d, args.spot_group_name)
+        self.policies: dict[str, aws.autoscaling.Policy] = {}
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        for kind, body in aws_fallback_policies(d).items():
+            policy = _policy(f"{name}-{kind}", f"fallback-{kind}", self.group.name, body, self)
+            self.policies[kind] = policy
+            self.alarms[kind] = _alarm(f"{name}-{kind}-alarm", d, f"spot-{kind}",
+                                       alarms[kind], policy, self)
+        self.register_outputs({"groupName": self.group.name})
+
+
+def _policy(name: str, policy_name: str, group_name: pulumi.Input[str], body: dict[str, Any],
+            parent: pulumi.Resource) -> aws.autoscaling.Policy:
+    """A scaling policy from the shared spelling (Terraform's block names, the SDK's args)."""
+    tracking = body.get("target_tracking_configuration")
+    return aws.autoscaling.Policy(
+        name, name=policy_name, autoscaling_group_name=group_name,
+        policy_type=body["policy_type"], adjustment_type=body.get("adjustment_type"),
+        estimated_instance_warmup=body.get("estimated_instance_warmup"),
+        step_adjustments=[aws.autoscaling.PolicyStepAdjustmentArgs(**step)
+                          for step in body.get("step_adjustment", [])] or None,
+        target_tracking_configuration=_tracking(tracking) if tracking else None,
+        opts=_child(parent))
+
+
+def _tracking(config: dict[str, Any]) -> aws.autoscaling.PolicyTargetTrackingConfigurationArgs:
+    predefined = config.get("predefined_metric_specification")
+    custom = config.get("customized_metric_specification")
+    return aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+        target_value=config["target_value"], disable_scale_in=config["disable_scale_in"],
+        predefined_metric_specification=aws.autoscaling
+        .PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(**predefined)
+        if predefined else None,
+        customized_metric_specification=aws.autoscaling
+        .PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs(
+            metric_name=custom["metric_name"], namespace=custom["namespace"],
+            statistic=custom["statistic"],
+            metric_dimensions=[aws.autoscaling
+                               .PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricDimensionArgs(**dimension)  # noqa: E501
+                               for dimension in custom["metric_dimension"]])
+        if custom else None)
+
+
+def _alarm(name: str, d: Deployment, kind: str, body: dict[str, Any],
+           policy: aws.autoscaling.Policy, parent: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:
+    """A metric-math alarm from the shared spelling, whose action is `policy`."""
+    fields = {k: v for k, v in body.items() if k != "metric_query"}
+    queries = [aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        **{k: v for k, v in query.items() if k != "metric"},
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(**query["metric"])
+        if "metric" in query else None) for query in body["metric_query"]]
+    return aws.cloudwatch.MetricAlarm(
+        name, name=aws_name(d, kind), **fields, metric_queries=queries,
+        alarm_actions=[policy.arn], tags=aws_tags(d), opts=_child(parent))
+
+
 class Service(pulumi.ComponentResource):
     """The whole service on AWS; `endpoint` is the ALB's URL."""
 
@@ -424,18 +587,36 @@ class Service(pulumi.ComponentResource):
         group = InstanceGroup(f"{name}-group", InstanceGroupArgs(
             d, network.group_subnet_ids, firewall.instance_group.id,
             lb.target_group.arn, profile_arn, ready_first), _child(self))
+        self._scaling(name, d, group, lb, network, ready_first)
         self.endpoint = lb.endpoint
         self.group_name = group.group.name
         self.group_id = group.group.id
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
 
+    def _scaling(self, name: str, d: Deployment, group: InstanceGroup, lb: LoadBalancer,
+                 network: Network, ready_first: list[pulumi.Resource]) -> None:
+        """The autoscaler and the on-demand fallback group, when the deployment has them."""
+        if d.autoscaling is not None:
+            Autoscaler(f"{name}-scale", AutoscalerArgs(
+                d, group.group.name, lb.alb.arn_suffix, lb.target_group.arn_suffix),
+                _child(self))
+        if fallback_capacity(d):
+            OnDemandFallback(f"{name}-od", OnDemandFallbackArgs(
+                d, group.group.name, network.group_subnet_ids, lb.target_group.arn,
+                group.template, ready_first), _child(self))
+
     def _token_access(self, name: str, d: Deployment, region: str,
                       hf_token: pulumi.Input[str] | None
                       ) -> tuple[pulumi.Output[str] | None, list[pulumi.Resource]]:
-        """The token parameter and the role that reads it; nothing when no secret is asked."""
+        """The token parameter and the role that reads it (and publishes the replicas' gauge);
+        nothing when there is no secret to read and no metric to publish."""
         if d.secret is None:
-            return None, []
+            if put_metrics_policy(d) is None:
+                return None, []
+            role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
+                                _child(self))
+            return role.profile.arn, [role]
         ready: list[pulumi.Resource] = []
         if hf_token is None:
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "

@@ -287,6 +287,8 @@ def read_token_policy(parameter_arn: str, partition: str, account: str, region: 
 
 
 # --- autoscaling: SkyServe's replica_policy run by the group itself (no controller VM) --------
+# The functions take the group's name and the balancer's ARN suffixes as values or as an
+# engine's references (Pulumi outputs, Terraform expressions); they only place them.
 # Every signal here is read per minute: the group metrics (collected at 1Minute granularity),
 # the ALB's request counts, and the replicas' gauges (the bootstrap ships them every 60 s).
 PERIOD_SECONDS = 60
@@ -354,7 +356,7 @@ def aws_group_metrics(d: Deployment) -> dict[str, Any]:
     return found
 
 
-def aws_target_tracking(d: Deployment, resource_label: str, group_name: str) -> dict[str, Any]:
+def aws_target_tracking(d: Deployment, resource_label: Any, group_name: Any) -> dict[str, Any]:
     """The scale-out policy: target tracking on the ALB's requests per target, or on the
     replicas' gauge averaged over the group. Its scale-in is off (see `aws_scale_in_alarm`).
 
@@ -379,8 +381,8 @@ def aws_target_tracking(d: Deployment, resource_label: str, group_name: str) -> 
             "target_tracking_configuration": config}
 
 
-def aws_scale_in_alarm(d: Deployment, group_name: str, load_balancer: str,
-                       target_group: str) -> dict[str, Any]:
+def aws_scale_in_alarm(d: Deployment, group_name: Any, load_balancer: Any,
+                       target_group: Any) -> dict[str, Any]:
     """The scale-in alarm: SkyServe's rule, replicas = ceil(load / target), held for the
     downscale delay.
 
@@ -427,7 +429,7 @@ def aws_scale_in_policy(d: Deployment) -> dict[str, Any]:
             "step_adjustment": _steps(room, lambda i: -i, start=0)}
 
 
-def aws_fallback_alarms(d: Deployment, group_name: str) -> dict[str, dict[str, Any]]:
+def aws_fallback_alarms(d: Deployment, group_name: Any) -> dict[str, dict[str, Any]]:
     """dynamic_ondemand_fallback's two alarms on the spot group's deficit (desired minus in
     service: spot VMs it wants but cannot get). "short": a deficit of 1 or more for the upscale
     delay (a VM that gets capacity is in service within a minute or two, so a longer deficit is
@@ -483,7 +485,7 @@ def _steps(count: int, adjustment: Callable[[int], int], start: int) -> list[dic
     return steps
 
 
-def _query(query_id: str, namespace: str, metric: str, dimensions: dict[str, str],
+def _query(query_id: str, namespace: str, metric: str, dimensions: dict[str, Any],
            stat: str) -> dict[str, Any]:
     return {"id": query_id, "return_data": False, "metric": {
         "namespace": namespace, "metric_name": metric, "dimensions": dimensions,

@@ -132,8 +132,12 @@ def offering_data(d: Deployment) -> dict[str, Any]:
     lookup = group_zone_lookup(d)
     if lookup is None:
         return {}
+    types = ", ".join(lookup["filter"]["values"])
     return {"aws_ec2_instance_type_offerings": {"group": {
-        "location_type": lookup["location_type"], "filter": [lookup["filter"]]}}}
+        "location_type": lookup["location_type"], "filter": [lookup["filter"]],
+        "lifecycle": {"postcondition": [{
+            "condition": expr("length(self.locations) >= 1"),
+            "error_message": f"EC2 sells none of {types} in {d.region}."}]}}}}
 
 
 def image_data(d: Deployment) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def on_demand() -> Deployment:
 
 def spot() -> Deployment:
     d = _planned(True)
-    assert d.use_spot and len(d.zones) == 1 and len(d.instances) >= 2
+    assert d.use_spot and d.zones == () and len(d.instances) >= 2  # every zone that sells them
     return d
 
 
