@@ -71,6 +71,7 @@ from importlib import resources
 import yaml
 
 from servestack import clouds
+from servestack.bootstrap.metrics import metrics_files, metrics_units
 from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 
@@ -155,6 +156,7 @@ def _render(d: Deployment, *, compress: bool) -> str:
         raise UserError("the spec has no `run:` and no model was found: pass --model NAME")
     gated = d.readiness.method == "POST"
     units = ["servestack-vllm.service"] + (["servestack-gate.service"] if gated else [])
+    units += metrics_units(d)
     document = {
         "write_files": [_file(*f, compress=compress) for f in _files(d, gated)],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", *units],
@@ -190,7 +192,7 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
     for name, script in (("setup", d.setup), ("run", d.run)):
         if script:
             files.append((f"{HOME}/user/{name}.sh", _ending(script), "0755"))
-    return files
+    return files + metrics_files(d)
 
 
 def settings_env(d: Deployment) -> str:
