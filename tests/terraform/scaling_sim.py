@@ -32,15 +32,16 @@ from typing import Any
 COMPARE = {"GreaterThanOrEqualToThreshold": operator.ge, "GreaterThanThreshold": operator.gt,
            "LessThanThreshold": operator.lt, "LessThanOrEqualToThreshold": operator.le}
 PLURALS = {"metric_queries": "metric_query", "step_adjustments": "step_adjustment",
-           "metric_dimensions": "metric_dimension", "name": "alarm_name"}
+           "metric_dimensions": "metric_dimension"}
 # (namespace, metric name, dimensions) -> the metric's value this minute, or None
 Metrics = Callable[[str, str, dict[str, str]], float | None]
 
 
-def snake_keys(node: Any, top: bool = True) -> Any:
-    """A recorded Pulumi input with Terraform's argument names (dimension maps kept as is)."""
+def snake_keys(node: Any) -> Any:
+    """A recorded Pulumi input with Terraform's argument names (dimension maps kept as is;
+    an alarm's `name` is Terraform's `alarm_name`)."""
     if isinstance(node, list):
-        return [snake_keys(v, False) for v in node]
+        return [snake_keys(v) for v in node]
     if not isinstance(node, dict):
         return node
     found = {}
@@ -49,8 +50,8 @@ def snake_keys(node: Any, top: bool = True) -> Any:
             found[key] = value
             continue
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        name = PLURALS.get(name, name) if (top or name != "name") else name
-        found[name] = snake_keys(value, False)
+        name = PLURALS.get(name, name)
+        found[name] = snake_keys(value)
     return found
 
 
