@@ -52,12 +52,12 @@ from servestack.clouds.gcp import (
     CLOUD,
     GCP_ADDRESS_TYPE,
     GCP_ARMOR_TYPE,
-    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
+    GCP_METRIC_WRITER,
     GCP_NAMED_PORT,
     GCP_NAT,
     GCP_NAT_LOG,
@@ -67,16 +67,21 @@ from servestack.clouds.gcp import (
     GCP_TARGET_SHAPE,
     GCP_VPC,
     gcp_autoheal_delay,
+    gcp_autoscaling_policy,
+    gcp_backend,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
+    gcp_has_fallback_group,
     gcp_labels,
     gcp_metadata,
+    gcp_metric_type,
     gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_kinds,
     gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
@@ -307,13 +312,14 @@ class InstanceGroup(pulumi.ComponentResource):
         user_data = render_cloud_init(d)
         self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {
             kind: self._template(f"{name}-{kind}", kind, args, user_data)
-            for kind in reversed(gcp_versions(d))}
+            for kind in reversed(gcp_template_kinds(d))}
         self.manager = gcp.compute.RegionInstanceGroupManager(
             f"{name}-mig", name=gcp_name(d, "mig"), project=d.gcp_project, region=d.region,
             base_instance_name=d.scope,
             description=f"servestack {d.service}: {d.candidate_id}",
             versions=self._versions(d),
-            target_size=d.desired_replicas,
+            # An autoscaler owns the size of the group it scales: never set it then.
+            target_size=None if d.autoscaling else d.desired_replicas,
             distribution_policy_zones=list(d.zones) or None,
             distribution_policy_target_shape=GCP_TARGET_SHAPE,
             named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
@@ -328,6 +334,10 @@ class InstanceGroup(pulumi.ComponentResource):
         self.group_name = self.manager.name
         self.group_id = self.manager.id
         self.instance_group = self.manager.instance_group
+        scaled = GroupScaling(f"{name}-scaling", GroupScalingArgs(args, self.manager,
+                                                                  self.templates),
+                              opts=_child(self)) if d.autoscaling else None
+        self.fallback_group = scaled.fallback_group if scaled else None
         self.register_outputs({"name": self.manager.name, "id": self.manager.id,
                                "instanceGroup": self.manager.instance_group})
 
@@ -383,6 +393,100 @@ class InstanceGroup(pulumi.ComponentResource):
             for kind, fixed in gcp_versions(d).items()]
 
 
+@dataclass
+class GroupScalingArgs:
+    group: InstanceGroupArgs
+    manager: gcp.compute.RegionInstanceGroupManager
+    templates: dict[str, gcp.compute.RegionInstanceTemplate]
+
+
+class GroupScaling(pulumi.ComponentResource):
+    """The regional autoscaler of the group and, with dynamic on-demand fallback, the MIG of
+    on-demand VMs (the on-demand template, same zones, health and update policy) with its
+    own autoscaler. How the two share the load: clouds.gcp.gcp_autoscaling_policy."""
+
+    def __init__(self, name: str, args: GroupScalingArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("GroupScaling"), name, None, opts)
+        d = args.group.deployment
+        self.autoscaler = self._autoscaler(f"{name}-autoscaler", d, args.manager,
+                                           fallback=False)
+        self.fallback: gcp.compute.RegionInstanceGroupManager | None = None
+        self.fallback_group: pulumi.Output[str] | None = None
+        if gcp_has_fallback_group(d):
+            self.fallback = self._fallback_manager(f"{name}-ondemand-mig", args)
+            self.fallback_group = self.fallback.instance_group
+            self._autoscaler(f"{name}-ondemand-autoscaler", d, self.fallback, fallback=True)
+        self.register_outputs({"autoscaler": self.autoscaler.id,
+                               "fallbackGroup": self.fallback_group})
+
+    def _autoscaler(self, name: str, d: Deployment,
+                    manager: gcp.compute.RegionInstanceGroupManager,
+                    fallback: bool) -> gcp.compute.RegionAutoscaler:
+        policy = gcp_autoscaling_policy(d, fallback)
+        metrics = [gcp.compute.RegionAutoscalerAutoscalingPolicyMetricArgs(**m)
+                   for m in policy.pop("metric", [])]
+        utilization = policy.pop("load_balancing_utilization", None)
+        scale_in = policy.pop("scale_in_control")
+        Limit = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlMaxScaledInReplicasArgs
+        return gcp.compute.RegionAutoscaler(
+            name, name=gcp_name(d, "ondemand-autoscaler" if fallback else "autoscaler"),
+            project=d.gcp_project, region=d.region, target=manager.id,
+            autoscaling_policy=gcp.compute.RegionAutoscalerAutoscalingPolicyArgs(
+                **policy, metrics=metrics or None,
+                load_balancing_utilization=gcp.compute.
+                RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs(**utilization)
+                if utilization else None,
+                scale_in_control=gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlArgs(
+                    max_scaled_in_replicas=Limit(**scale_in["max_scaled_in_replicas"]),
+                    time_window_sec=scale_in["time_window_sec"])),
+            description=f"servestack {d.service}: "
+                        f"{'on-demand fallback' if fallback else 'replica'} autoscaler",
+            opts=_child(self))
+
+    def _fallback_manager(self, name: str, args: GroupScalingArgs
+                          ) -> gcp.compute.RegionInstanceGroupManager:
+        group = args.group
+        d = group.deployment
+        return gcp.compute.RegionInstanceGroupManager(
+            name, name=gcp_name(d, "ondemand-mig"), project=d.gcp_project, region=d.region,
+            base_instance_name=f"{d.scope}-od",
+            description=f"servestack {d.service}: {d.candidate_id}, on-demand fallback",
+            versions=[gcp.compute.RegionInstanceGroupManagerVersionArgs(
+                name="ondemand", instance_template=args.templates["ondemand"].self_link)],
+            distribution_policy_zones=list(d.zones) or None,
+            distribution_policy_target_shape=GCP_TARGET_SHAPE,
+            named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
+                name=GCP_NAMED_PORT, port=d.service_port)],
+            auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
+                health_check=group.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
+            instance_flexibility_policy=flexibility_policy(d),
+            update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
+                **gcp_update_policy(d)),
+            wait_for_instances=False,
+            opts=_child(self))
+
+
+@dataclass
+class MetricWriterArgs:
+    deployment: Deployment
+    member: pulumi.Input[str]
+    project: pulumi.Input[str]
+
+
+class MetricWriter(pulumi.ComponentResource):
+    """roles/monitoring.metricWriter for the VMs' account, so each replica can write the
+    gauge the autoscaler reads. Cloud Monitoring grants writing on the project only."""
+
+    def __init__(self, name: str, args: MetricWriterArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("MetricWriter"), name, None, opts)
+        self.binding = gcp.projects.IAMMember(
+            f"{name}-binding", project=args.project, role=GCP_METRIC_WRITER,
+            member=args.member, opts=_child(self))
+        self.register_outputs({"role": GCP_METRIC_WRITER})
+
+
 FlexibilityPolicy = gcp.compute.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs
 InstanceSelection = \
     gcp.compute.RegionInstanceGroupManagerInstanceFlexibilityPolicyInstanceSelectionArgs
@@ -410,6 +514,8 @@ class LoadBalancerArgs:
     proxy_subnet: pulumi.Resource
     instance_group: pulumi.Input[str]
     health_check: pulumi.Input[str]
+    # The on-demand fallback MIG, behind the same backend service (dynamic fallback only).
+    fallback_group: pulumi.Input[str] | None = None
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -434,8 +540,8 @@ class LoadBalancer(pulumi.ComponentResource):
             # may run for `idle_timeout_seconds`. Draining lets in-flight streams finish.
             timeout_sec=d.idle_timeout_seconds,
             connection_draining_timeout_sec=gcp_draining_seconds(d),
-            backends=[gcp.compute.RegionBackendServiceBackendArgs(
-                group=args.instance_group, **GCP_BACKEND)],
+            backends=[gcp.compute.RegionBackendServiceBackendArgs(group=group, **gcp_backend(d))
+                      for group in (args.instance_group, args.fallback_group) if group],
             security_policy=self.policy.self_link if self.policy else None,
             description=f"servestack {d.service}: the GPU group", opts=_child(self))
         self.url_map = gcp.compute.RegionUrlMap(
@@ -506,6 +612,12 @@ class Service(pulumi.ComponentResource):
             waits.append(TokenSecret(f"{name}-token",
                                      TokenSecretArgs(d, identity.member, hf_token),
                                      opts=_child(self)))
+        if gcp_metric_type(d):
+            writer = MetricWriter(f"{name}-metrics",
+                                  MetricWriterArgs(d, identity.member,
+                                                   d.gcp_project or identity.account.project),
+                                  opts=_child(self))
+            waits.append(writer)
         health = HealthCheck(f"{name}-hc", HealthCheckArgs(d), opts=_child(self))
         # The VMs go out through the NAT, and read the token, as they boot: create them after
         # the NAT and the accessor binding.
@@ -516,7 +628,8 @@ class Service(pulumi.ComponentResource):
         lb = LoadBalancer(
             f"{name}-lb",
             LoadBalancerArgs(d, network.network.id, network.proxy_subnet,
-                             group.instance_group, health.check_id),
+                             group.instance_group, health.check_id,
+                             fallback_group=group.fallback_group),
             opts=_child(self))
         self.endpoint = pulumi.Output.concat("http://", lb.ip_address, ":",
                                              str(d.listener_port))

@@ -25,12 +25,12 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
     GCP_ADDRESS_TYPE,
     GCP_ARMOR_TYPE,
-    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_FLOW_LOGS,
     GCP_HEALTH_CHECK_RANGES,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
+    GCP_METRIC_WRITER,
     GCP_NAMED_PORT,
     GCP_NAT,
     GCP_NAT_LOG,
@@ -40,16 +40,21 @@ from servestack.clouds.gcp import (
     GCP_TARGET_SHAPE,
     GCP_VPC,
     gcp_autoheal_delay,
+    gcp_autoscaling_policy,
+    gcp_backend,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
+    gcp_has_fallback_group,
     gcp_labels,
     gcp_metadata,
+    gcp_metric_type,
     gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_kinds,
     gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
@@ -81,7 +86,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"google": {"project": PROJECT, "region": d.region}},
         "data": image_data(d),
         "resource": merge(network(d), egress(d), firewall(d), identity(d), token(d),
-                          health_check(d), group(d), load_balancer(d)),
+                          health_check(d), group(d), load_balancer(d), scaling(d)),
         "output": outputs(d),
     }
 
@@ -243,16 +248,15 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 def group(d: Deployment) -> dict[str, Any]:
     # The VMs go out through the NAT, and read the token, as they boot: both come first.
-    waits = ["google_compute_router_nat.nat"]
-    if d.secret:
-        waits += ["google_secret_manager_secret_iam_binding.reader",
-                  "google_secret_manager_secret_version.hf_token"]
+    waits = group_waits(d)
     manager = compact({
         "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
         "base_instance_name": d.scope,
         "description": f"servestack {d.service}: {d.candidate_id}",
         "version": versions(d),
-        "target_size": expr("var.desired_replicas"),
+        # An autoscaler owns the size of the group it scales: the provider says never to set
+        # target_size then (it is computed, so leaving it out changes nothing on apply).
+        "target_size": None if d.autoscaling else expr("var.desired_replicas"),
         "distribution_policy_zones": list(d.zones) or None,
         "distribution_policy_target_shape": GCP_TARGET_SHAPE,
         "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
@@ -265,8 +269,20 @@ def group(d: Deployment) -> dict[str, Any]:
         "depends_on": waits,
     })
     return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
-                                                        for k in gcp_versions(d)},
+                                                        for k in gcp_template_kinds(d)},
             "google_compute_region_instance_group_manager": {"group": manager}}
+
+
+def group_waits(d: Deployment) -> list[str]:
+    """What the VMs need as they boot: the NAT (egress), the token's accessor, and the
+    metric writer role when they ship the autoscaler's gauge."""
+    waits = ["google_compute_router_nat.nat"]
+    if d.secret:
+        waits += ["google_secret_manager_secret_iam_binding.reader",
+                  "google_secret_manager_secret_version.hf_token"]
+    if gcp_metric_type(d):
+        waits.append("google_project_iam_member.metric_writer")
+    return waits
 
 
 def client_policy(d: Deployment) -> dict[str, Any]:
@@ -291,9 +307,8 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
         "health_checks": [expr("google_compute_region_health_check.http.id")],
         "timeout_sec": d.idle_timeout_seconds,
         "connection_draining_timeout_sec": gcp_draining_seconds(d),
-        "backend": [{"group": expr(
-            "google_compute_region_instance_group_manager.group.instance_group"),
-            **GCP_BACKEND}],
+        "backend": [{"group": expr(f"{group_address}.instance_group"), **gcp_backend(d)}
+                    for group_address in groups(d)],
         "security_policy": expr("google_compute_region_security_policy.clients.self_link")
         if policy else None,
         "description": f"servestack {d.service}: the GPU group"})
@@ -318,6 +333,82 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
             "network": expr("google_compute_network.vpc.id"), "network_tier": GCP_LB_TIER,
             "labels": labels(d),
             "depends_on": ["google_compute_subnetwork.proxy"]}},
+    })
+
+
+def groups(d: Deployment) -> list[str]:
+    """The MIGs behind the backend service: the deployment's group, and the on-demand
+    fallback group when there is one."""
+    found = ["google_compute_region_instance_group_manager.group"]
+    if gcp_has_fallback_group(d):
+        found.append("google_compute_region_instance_group_manager.ondemand")
+    return found
+
+
+def scaling(d: Deployment) -> dict[str, Any]:
+    """The regional autoscaler of each MIG, the on-demand fallback MIG, and the VMs' right
+    to write the gauge they ship (roles/monitoring.metricWriter on the project: Cloud
+    Monitoring grants writing no narrower). Nothing for a fixed-size deployment."""
+    if d.autoscaling is None:
+        return {}
+    autoscalers = {"group": autoscaler(d, "group", fallback=False)}
+    resources: dict[str, Any] = {}
+    if gcp_has_fallback_group(d):
+        autoscalers["ondemand"] = autoscaler(d, "ondemand", fallback=True)
+        resources["google_compute_region_instance_group_manager"] = {
+            "ondemand": fallback_group(d)}
+    if gcp_metric_type(d):
+        resources["google_project_iam_member"] = {"metric_writer": {
+            "project": PROJECT, "role": GCP_METRIC_WRITER,
+            "member": template("serviceAccount:", expr("google_service_account.vm.email"))}}
+    return {"google_compute_region_autoscaler": autoscalers, **resources}
+
+
+def autoscaler(d: Deployment, manager: str, *, fallback: bool) -> dict[str, Any]:
+    kind = "ondemand-autoscaler" if fallback else "autoscaler"
+    return {
+        "name": gcp_name(d, kind), "project": PROJECT, "region": d.region,
+        "target": expr(f"google_compute_region_instance_group_manager.{manager}.id"),
+        "autoscaling_policy": {**gcp_autoscaling_policy(d, fallback),
+                               **replica_bounds(d, fallback=fallback)},
+        "description": f"servestack {d.service}: "
+                       f"{'on-demand fallback' if fallback else 'replica'} autoscaler"}
+
+
+def replica_bounds(d: Deployment, *, fallback: bool) -> dict[str, Any]:
+    """clouds.gcp.gcp_replica_bounds on the min_replicas/max_replicas variables, so the
+    operator retunes the range in terraform.tfvars.json as on the other clouds."""
+    if not gcp_has_fallback_group(d):
+        return {"min_replicas": expr("var.min_replicas"),
+                "max_replicas": expr("var.max_replicas")}
+    base = d.on_demand_base
+    if fallback:
+        low = max(base, 1)
+        return {"min_replicas": low,
+                "max_replicas": expr(f"max(var.max_replicas, {low})")}
+    return {"min_replicas": expr(f"max(var.min_replicas - {base}, 1)"),
+            "max_replicas": expr(f"max(var.max_replicas - {base}, var.min_replicas - {base}, 1)")}
+
+
+def fallback_group(d: Deployment) -> dict[str, Any]:
+    """On-demand VMs that stand in while spot capacity is missing: the on-demand template,
+    sized by its own autoscaler only (see clouds.gcp.gcp_autoscaling_policy)."""
+    return compact({
+        "name": gcp_name(d, "ondemand-mig"), "project": PROJECT, "region": d.region,
+        "base_instance_name": f"{d.scope}-od",
+        "description": f"servestack {d.service}: {d.candidate_id}, on-demand fallback",
+        "version": [{"name": "ondemand", "instance_template": expr(
+            "google_compute_region_instance_template.ondemand.self_link")}],
+        "distribution_policy_zones": list(d.zones) or None,
+        "distribution_policy_target_shape": GCP_TARGET_SHAPE,
+        "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
+        "auto_healing_policies": {
+            "health_check": expr("google_compute_region_health_check.http.id"),
+            "initial_delay_sec": gcp_autoheal_delay(d)},
+        "instance_flexibility_policy": flexibility(d),
+        "update_policy": gcp_update_policy(d),
+        "wait_for_instances": False,
+        "depends_on": group_waits(d),
     })
 
 
