@@ -347,6 +347,8 @@ AZURE_PROFILE = "load"
 # (multiple of the target, scale action type, value)
 AZURE_SCALE_OUT_LADDER = ((1.0, "ChangeCount", 1), (1.5, "PercentChangeCount", 50),
                           (2.0, "PercentChangeCount", 100), (3.0, "PercentChangeCount", 200))
+# The fallback's steps: (multiple of the target, stand-ins added); see _fallback_rules.
+AZURE_FALLBACK_LADDER = ((1.0, 1), (3.0, 2), (5.0, 4))
 # Built-in role "Monitoring Metrics Publisher" (Azure built-in roles, Monitor): lets the VMs'
 # identity post custom metrics to the scale set it is assigned on.
 AZURE_METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -430,10 +432,13 @@ def _main_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
 # load (the balancer spreads requests evenly, so that is every replica's load):
 # - while no spot replica publishes at all (every spot VM evicted, or the first model load),
 #   Azure uses the setting's default capacity: the spot floor, min_replicas - on-demand base;
-# - out: one VM when the load stayed above the target for the whole of upscale delay + model
-#   load + upscale delay ("Minimum" over the window): the spot set's own rules had their turn
-#   and their VMs had time to serve, so what is still short is spot capacity. Cooldown: the
-#   model load, so each stand-in serves before the next is judged;
+# - out: when the load stayed above the target for the whole of upscale delay + model load +
+#   upscale delay ("Minimum" over the window): the spot set's own rules had their turn and
+#   their VMs had time to serve, so what is still short is spot capacity. A minimum above
+#   (k + 1) x target over n >= 1 serving replicas means at least k x n >= k replicas are
+#   missing, so the ladder adds 1, 2 or 4 stand-ins (counts, not percentages: the set starts
+#   empty) and never more than are missing. Cooldown: the model load, so the stand-ins serve
+#   before the next step is judged;
 # - in: one VM when the average stays below the target for the upscale delay, which is shorter
 #   than the spot set's downscale window: when spot capacity returns, the stand-ins leave first,
 #   and the spot set's own rule then adds spot VMs for any load still above the target.
@@ -445,13 +450,14 @@ def _fallback_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
     scaling = d.autoscaling
     assert scaling is not None
     up, load = scaling.upscale_delay_seconds, d.health.grace_period_seconds
-    return (
-        AzureScaleRule("Increase", "GreaterThan", scaling.target, "Minimum",
-                       azure_minutes(up + load + up, AZURE_WINDOW_MINUTES),
-                       azure_minutes(load, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1),
-        AzureScaleRule("Decrease", "LessThan", scaling.target, "Average",
-                       azure_minutes(up, AZURE_WINDOW_MINUTES),
-                       azure_minutes(up, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1))
+    out = tuple(AzureScaleRule("Increase", "GreaterThan", scaling.target * ratio, "Minimum",
+                               azure_minutes(up + load + up, AZURE_WINDOW_MINUTES),
+                               azure_minutes(load, AZURE_COOLDOWN_MINUTES), "ChangeCount", count)
+                for ratio, count in AZURE_FALLBACK_LADDER)
+    scale_in = AzureScaleRule("Decrease", "LessThan", scaling.target, "Average",
+                              azure_minutes(up, AZURE_WINDOW_MINUTES),
+                              azure_minutes(up, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1)
+    return (*out, scale_in)
 
 
 def azure_fallback(d: Deployment) -> Deployment:
