@@ -10,6 +10,12 @@
 - `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, cloud-init user data)
   and the auto scaling group with its instance types in rank order and the spot split, which
   replaces its instances, new ones first, when the template changes (instance refresh).
+  A spot group without zones of its own spans every zone of the region that sells its types.
+- `Autoscaler` (replica_policy autoscales): target tracking scale-out on the ALB's requests
+  per target or the replicas' vLLM gauge, and a scale-in alarm + step policy that waits the
+  downscale delay; the group's desired capacity is then left to them (ignore_changes).
+- `OnDemandFallback` (dynamic_ondemand_fallback): an on-demand twin of the spot group whose
+  capacity two alarms set to the spot group's deficit.
 
 Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
 scope, service and stack, so two services or two stacks never share one in an account; the
@@ -60,6 +66,7 @@ from servestack.clouds.aws import (
     ec2_trust_policy,
     fallback_capacity,
     group_zone_lookup,
+    group_zones_text,
     offered_zone_filter,
     put_metrics_policy,
     read_token_policy,
@@ -136,7 +143,7 @@ def default_network(deployment: Deployment, parent: pulumi.Resource) -> Network:
     in_zones = subnets(deployment.zones, offered)
     region_wide = in_zones if len(deployment.zones) > 1 else subnets(())
     group = in_zones.apply(
-        lambda ids: _at_least(ids, 1, f"default subnet in zones {list(deployment.zones)}"))
+        lambda ids: _at_least(ids, 1, f"default subnet in {group_zones_text(deployment)}"))
     lb = region_wide.apply(
         lambda ids: _at_least(ids, 2, "default subnets (in distinct AZs) for the ALB"))
     return Network(vpc_id=vpc.id, vpc_cidr=vpc.cidr_block, lb_subnet_ids=lb,

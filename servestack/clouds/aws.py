@@ -313,6 +313,11 @@ def group_zone_lookup(d: Deployment) -> dict[str, Any] | None:
             "filter": {"name": "instance-type", "values": [i.instance_type for i in d.instances]}}
 
 
+def group_zones_text(d: Deployment) -> str:
+    """Where the group goes, as an error message says it."""
+    return f"zones {list(d.zones)}" if d.zones else f"the {d.region} zones that sell its types"
+
+
 def offered_zone_filter(zone_ids: Any) -> dict[str, Any]:
     """The subnets filter for the zone IDs the offerings query found."""
     return {"name": "availability-zone-id", "values": zone_ids}

@@ -6,7 +6,9 @@ instances' service port, SSH only from `ssh_cidrs`), ALB + target group (the dep
 health check) + listener, the SSM SecureString for the token with a role/instance profile
 that may read that one parameter, and a launch template + auto scaling group with the
 deployment's instance types in rank order and its spot split, replacing its instances (new
-ones first) when the template changes.
+ones first) when the template changes. With a replica_policy that autoscales, the scaling
+policies and the scale-in alarm; with dynamic_ondemand_fallback, the on-demand fallback group
+and its two alarms (servestack/clouds/aws.py says how and why).
 
 Fixed names (name prefixes, Name tags, the token's parameter) derive from the deployment's
 scope, service and stack; the ALB and target group get names the provider generates.
@@ -48,6 +50,7 @@ from servestack.clouds.aws import (
     ec2_trust_policy,
     fallback_capacity,
     group_zone_lookup,
+    group_zones_text,
     offered_zone_filter,
     put_metrics_policy,
     read_token_policy,
@@ -116,7 +119,7 @@ def network_data(d: Deployment) -> dict[str, Any]:
     return {"aws_vpc": {"default": {"default": True}},
             "aws_subnets": {
                 "group": {"filter": group,
-                          "lifecycle": _at_least(1, f"default subnet in zones {list(d.zones)}")},
+                          "lifecycle": _at_least(1, f"default subnet in {group_zones_text(d)}")},
                 "lb": {"filter": lb,
                        "lifecycle": _at_least(2, "default subnets (distinct AZs) for the ALB")}}}
 
