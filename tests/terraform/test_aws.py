@@ -427,3 +427,26 @@ def test_scaled_spot_output_with_fallback_passes_terraform_validate(tmp_path):
                                  env=env, capture_output=True, text=True, timeout=120)
         report = json.loads(checked.stdout)
         assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
+
+
+def test_gauge_scale_in_counts_the_load_of_every_serving_replica_and_spares_booting_ones():
+    d = scaled("vllm-waiting")
+    rules = scaled_by(render(d)["resource"], "aws_autoscaling_group.group")
+    group = Scaled(rules, capacity=3, low=d.min_replicas, high=d.max_replicas)
+
+    def minute(waiting: float | None) -> int:
+        values = {("AWS/AutoScaling", "GroupDesiredCapacity"): group.capacity,
+                  ("AWS/AutoScaling", "GroupInServiceInstances"): 3,
+                  ("Servestack/vLLM", "requests_waiting"): waiting}
+
+        def read(namespace: str, metric: str, dimensions: dict) -> float | None:
+            assert dimensions == {"AutoScalingGroupName": SPOT_GROUP}
+            return values[namespace, metric]
+        return group.minute(read)
+
+    # no gauge yet (vLLM still loading on every replica): no datapoint, nothing removed
+    assert [minute(None) for _ in range(30)] == [3] * 30
+    # 4 waiting on average on 3 replicas: 12 need ceil(12 / 5) = 3, no surplus
+    assert [minute(4) for _ in range(30)] == [3] * 30
+    # 3 waiting on average: 9 need 2; after the 10-minute delay one replica goes
+    assert [minute(3) for _ in range(12)] == [3] * 9 + [2] * 3
