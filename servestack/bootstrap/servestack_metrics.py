@@ -4,7 +4,8 @@ cloud's autoscaler tracks, with the VM's own identity (stdlib only: it runs on a
 The gauges (servestack.deployment.model.SHIPPED_METRICS):
 - requests_waiting: vllm:num_requests_waiting, summed over its series (one per engine);
 - kv_cache_usage_percent: vllm:kv_cache_usage_perc (a 0..1 fraction) x 100, averaged over its
-  series; vLLM before 0.10 names it vllm:gpu_cache_usage_perc, read when the new one is absent;
+  series; older vLLM names it vllm:gpu_cache_usage_perc (now deprecated), read when the new
+  one is absent;
 - requests_per_second: the per-second rate of http_requests_total (prometheus-fastapi-
   instrumentator, which vLLM's API server mounts) over the handlers under /v1, between two
   reads; a counter that went down (vLLM restarted) counts from zero.

@@ -27,7 +27,7 @@ from servestack.inputs import load_inputs
 from servestack.planner import plan
 from tests.fakes import FROZEN_CATALOG
 
-# What vLLM 0.11's /metrics looks like (abridged): HELP/TYPE comments, one series per engine,
+# What vLLM's V1 /metrics looks like (abridged): HELP/TYPE comments, one series per engine,
 # a histogram whose le="+Inf" bucket must not confuse the parser, the instrumentator's counter
 # with handlers outside /v1 that must not count, and an escaped label value.
 VLLM_METRICS = r"""# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
