@@ -328,9 +328,9 @@ def azure_health_settings(h: HealthCheck) -> dict[str, Any]:
 #   any scale-out rule holds and takes the rule that yields the most instances ("Understand
 #   autoscale settings", autoscale evaluation), so each step adds at most what the load already
 #   asks for; what a step leaves short, the next evaluation after the cooldown adds. The
-#   cooldown is the model-load time (the readiness delay) when that is longer than the upscale
-#   delay: new VMs publish nothing until vLLM serves, so judging sooner would add VMs for load
-#   that the ones still loading will take.
+#   cooldown is the model-load time (the readiness delay) plus the upscale delay: new VMs
+#   publish nothing until vLLM serves, so the next step is judged on a window of data from
+#   after they serve, not on load that the ones still loading will take.
 # - Scale in: one replica when the average over the downscale delay is below the target. Azure
 #   skips or shrinks a scale-in whose projected average (value x n / (n - 1)) would cross a
 #   scale-out threshold ("Flapping in Autoscale"), so a replica goes only when
@@ -349,6 +349,7 @@ AZURE_SCALE_OUT_LADDER = ((1.0, "ChangeCount", 1), (1.5, "PercentChangeCount", 5
                           (2.0, "PercentChangeCount", 100), (3.0, "PercentChangeCount", 200))
 # The fallback's steps: (multiple of the target, stand-ins added); see _fallback_rules.
 AZURE_FALLBACK_LADDER = ((1.0, 1), (3.0, 2), (5.0, 4))
+AZURE_FALLBACK_RELEASE = 0.8  # a stand-in leaves below this share of the target
 # Built-in role "Monitoring Metrics Publisher" (Azure built-in roles, Monitor): lets the VMs'
 # identity post custom metrics to the scale set it is assigned on.
 AZURE_METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -413,7 +414,7 @@ def _main_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
     scaling = d.autoscaling
     assert scaling is not None
     up, down = scaling.upscale_delay_seconds, scaling.downscale_delay_seconds
-    warm_up = max(up, d.health.grace_period_seconds)
+    warm_up = up + d.health.grace_period_seconds
     out = tuple(AzureScaleRule("Increase", "GreaterThan", scaling.target * ratio, "Average",
                                azure_minutes(up, AZURE_WINDOW_MINUTES),
                                azure_minutes(warm_up, AZURE_COOLDOWN_MINUTES), kind, value)
@@ -437,11 +438,16 @@ def _main_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
 #   their VMs had time to serve, so what is still short is spot capacity. A minimum above
 #   (k + 1) x target over n >= 1 serving replicas means at least k x n >= k replicas are
 #   missing, so the ladder adds 1, 2 or 4 stand-ins (counts, not percentages: the set starts
-#   empty) and never more than are missing. Cooldown: the model load, so the stand-ins serve
-#   before the next step is judged;
-# - in: one VM when the average stays below the target for the upscale delay, which is shorter
-#   than the spot set's downscale window: when spot capacity returns, the stand-ins leave first,
-#   and the spot set's own rule then adds spot VMs for any load still above the target.
+#   empty) and never more than are missing. Cooldown: the model load plus the upscale delay,
+#   so the next step is judged on data from after the stand-ins serve;
+# - in: one VM when the average stays below AZURE_FALLBACK_RELEASE x the target for the
+#   upscale delay, which is shorter than the spot set's downscale window: when spot capacity
+#   returns, the stand-ins leave first, and the spot set's own rule then adds spot VMs for any
+#   load still above the target. The margin stands in for Azure's flapping estimate, which
+#   needs the count of replicas sharing the load: removing one of n raises each one's load by
+#   n / (n - 1), at most 1.25x from five replicas up, so below 0.8x the target a stand-in can
+#   leave without pushing the others over it; with fewer replicas it may, and the out rule
+#   brings it back after its window.
 # Limits: it reacts to load left unserved, not to a count of missing spot VMs, so a load that
 # the remaining replicas can carry gets no stand-in; stand-ins arrive after the long window,
 # not at the moment of eviction; Azure documents its flapping estimate for a metric of the
@@ -452,10 +458,11 @@ def _fallback_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
     up, load = scaling.upscale_delay_seconds, d.health.grace_period_seconds
     out = tuple(AzureScaleRule("Increase", "GreaterThan", scaling.target * ratio, "Minimum",
                                azure_minutes(up + load + up, AZURE_WINDOW_MINUTES),
-                               azure_minutes(load, AZURE_COOLDOWN_MINUTES), "ChangeCount", count)
+                               azure_minutes(load + up, AZURE_COOLDOWN_MINUTES), "ChangeCount",
+                               count)
                 for ratio, count in AZURE_FALLBACK_LADDER)
-    scale_in = AzureScaleRule("Decrease", "LessThan", scaling.target, "Average",
-                              azure_minutes(up, AZURE_WINDOW_MINUTES),
+    scale_in = AzureScaleRule("Decrease", "LessThan", scaling.target * AZURE_FALLBACK_RELEASE,
+                              "Average", azure_minutes(up, AZURE_WINDOW_MINUTES),
                               azure_minutes(up, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1)
     return (*out, scale_in)
 

@@ -126,13 +126,14 @@ def test_autoscale_setting_bounded_by_min_and_max_targeting_the_specs_rate():
         assert trigger["metricResourceUri"] == MAIN_ID
         assert (trigger["timeGrain"], trigger["statistic"]) == ("PT1M", "Average")
     # scale out: above 2.5 qps per replica add one, above 1.5x/2x/3x add 50/100/200%, judged
-    # over the upscale delay (7 min), then wait for the model load (20 min) before judging
-    # again; scale in: one replica below 2.5 over the downscale delay (15 min)
+    # over the upscale delay (7 min), then wait for the model load (20 min) and one more
+    # upscale window before judging again; scale in: one replica below 2.5 over the
+    # downscale delay (15 min)
     assert rules(inputs) == [
-        ("Increase", "GreaterThan", 2.5, "Average", "PT7M", "PT20M", "ChangeCount", "1"),
-        ("Increase", "GreaterThan", 3.75, "Average", "PT7M", "PT20M", "PercentChangeCount", "50"),
-        ("Increase", "GreaterThan", 5.0, "Average", "PT7M", "PT20M", "PercentChangeCount", "100"),
-        ("Increase", "GreaterThan", 7.5, "Average", "PT7M", "PT20M", "PercentChangeCount", "200"),
+        ("Increase", "GreaterThan", 2.5, "Average", "PT7M", "PT27M", "ChangeCount", "1"),
+        ("Increase", "GreaterThan", 3.75, "Average", "PT7M", "PT27M", "PercentChangeCount", "50"),
+        ("Increase", "GreaterThan", 5.0, "Average", "PT7M", "PT27M", "PercentChangeCount", "100"),
+        ("Increase", "GreaterThan", 7.5, "Average", "PT7M", "PT27M", "PercentChangeCount", "200"),
         ("Decrease", "LessThan", 2.5, "Average", "PT15M", "PT15M", "ChangeCount", "1")]
     assert len(profile["rules"]) <= 10  # Azure's limit per profile
     assert set(inputs["tags"]) == set(d.tags) and len(inputs["tags"]) <= 15
@@ -232,12 +233,13 @@ def test_dynamic_fallback_scales_on_the_spot_sets_metric():
     # replica publishes (Azure's default capacity when the metric has no data)
     assert profile["capacity"] == {"minimum": "0", "maximum": "5", "default": "1"}
     assert {r["metricTrigger"]["metricResourceUri"] for r in profile["rules"]} == {MAIN_ID}
-    # out: the load stayed above the target for 7 + 20 + 7 minutes; in: below it for 7
+    # out: the load stayed above 1x/3x/5x the target for 7 + 20 + 7 minutes (1, 2, 4
+    # stand-ins); in: below 0.8x the target for 7 minutes
     assert rules(fallback) == [
-        ("Increase", "GreaterThan", 2.5, "Minimum", "PT34M", "PT20M", "ChangeCount", "1"),
-        ("Increase", "GreaterThan", 7.5, "Minimum", "PT34M", "PT20M", "ChangeCount", "2"),
-        ("Increase", "GreaterThan", 12.5, "Minimum", "PT34M", "PT20M", "ChangeCount", "4"),
-        ("Decrease", "LessThan", 2.5, "Average", "PT7M", "PT7M", "ChangeCount", "1")]
+        ("Increase", "GreaterThan", 2.5, "Minimum", "PT34M", "PT27M", "ChangeCount", "1"),
+        ("Increase", "GreaterThan", 7.5, "Minimum", "PT34M", "PT27M", "ChangeCount", "2"),
+        ("Increase", "GreaterThan", 12.5, "Minimum", "PT34M", "PT27M", "ChangeCount", "4"),
+        ("Decrease", "LessThan", 2.0, "Average", "PT7M", "PT7M", "ChangeCount", "1")]
     roles = {r.inputs["scope"] for r in recorded("fallback").of_type(ROLE)}
     assert roles == {MAIN_ID, FALLBACK_ID}  # both sets' replicas publish to their own set
 
