@@ -28,13 +28,14 @@ would create:
          a scale-out rule (Azure's flapping guard); after an action, nothing for its
          `cooldown`.
 
-The load: a sinusoid over 24 h, trough at 04:00 and peak at 16:00, with seeded +-10 % noise
-per minute. The daily shape follows the diurnal cycles reported for production LLM traffic on
-Azure: BurstGPT (Wang et al., "BurstGPT: A Real-world Workload Dataset to Optimize LLM Serving
-Systems", arXiv:2401.17644, the Azure OpenAI GPT service's conversation logs, periodic daily
-request rates) and SageServe (arXiv:2502.14617, Microsoft Office 365's LLM traffic, diurnal
-per-region load). The 6:1 peak-to-trough ratio (12 qps : 2 qps) is this benchmark's
-assumption, not a figure from those papers; `--peak` and `--trough` change it.
+The load: a sinusoid over 24 h from 04:00, its trough, to the peak at 16:00 and back, with
+seeded +-10 % noise per minute. The daily shape follows the diurnal cycles reported for
+production LLM traffic on Azure: BurstGPT (Wang et al., "BurstGPT: A Real-world Workload
+Dataset to Optimize LLM Serving Systems", arXiv:2401.17644: the Azure OpenAI GPT service's
+conversation logs, periodic daily request rates) and SageServe (arXiv:2502.14617: Microsoft
+Office 365's LLM traffic, diurnal per-region load). The 6:1 peak-to-trough ratio (12 qps :
+2 qps) is this benchmark's assumption, not a figure from those papers; `--peak` and
+`--trough` change it.
 
 A replica serves only after the cold start: `--cold-start` seconds, default 600: a GPU VM's
 provisioning plus vLLM's start, which a published breakdown puts at 220-510 s for a 30 GB
@@ -88,11 +89,12 @@ GCP_STABILIZATION_MINUTES = 10  # the autoscaler's scale-in stabilization period
 
 def diurnal_trace(minutes: int = DAY_MINUTES, *, peak: float = 12.0, trough: float = 2.0,
                   seed: int = 7) -> list[float]:
-    """Requests per second for each minute: trough at 04:00, peak at 16:00, +-10 % noise."""
+    """Requests per second for each minute from 04:00 (the trough; the group starts at min
+    replicas, which the trough fits) to the peak at 16:00 and back, +-10 % noise."""
     rng = random.Random(seed)
     trace = []
     for t in range(minutes):
-        phase = 2 * math.pi * ((t % DAY_MINUTES) - 4 * 60) / DAY_MINUTES
+        phase = 2 * math.pi * (t % DAY_MINUTES) / DAY_MINUTES
         base = trough + (peak - trough) * (1 - math.cos(phase)) / 2
         trace.append(round(base * rng.uniform(0.9, 1.1), 3))
     return trace
@@ -231,22 +233,26 @@ def azure_rule(d: Deployment, doc: dict) -> Controller:
     per_vm: list[float] = []  # the per-minute average of the VMs' published requests_per_second
     quiet_until = [0]
 
-    def fires(rule: AzureRule, values: list[float]) -> bool:
-        average = sum(values[-rule.window:]) / len(values[-rule.window:])
-        return average > rule.threshold if rule.above else average < rule.threshold
+    def average(rule: AzureRule) -> float:
+        return sum(per_vm[-rule.window:]) / len(per_vm[-rule.window:])
+
+    def fires(rule: AzureRule) -> bool:
+        value = average(rule)
+        return value > rule.threshold if rule.above else value < rule.threshold
 
     def decide(m: Minute) -> int:
         per_vm.append(m.qps / m.serving if m.serving else 0.0)
         if m.t < quiet_until[0]:
             return m.size
-        out = [r for r in rules if r.scale_out and fires(r, per_vm)]
+        out = [r for r in rules if r.scale_out and fires(r)]
         inward = [r for r in rules if not r.scale_out]
         if out:
             best = max(out, key=lambda r: _azure_target(r, m.size))
             quiet_until[0] = m.t + best.cooldown
             return _azure_target(best, m.size)
-        if inward and all(fires(r, per_vm) for r in inward) and m.size > 1:
-            after = per_vm[-1] * m.serving / max(m.serving - 1, 1)
+        if inward and all(fires(r) for r in inward) and m.size > 1:
+            # the estimate: the scale-in rule's value spread over one VM fewer
+            after = average(inward[0]) * m.serving / max(m.serving - 1, 1)
             if any(r.scale_out and after > r.threshold for r in rules):
                 return m.size  # the flapping guard: the estimate would scale out again
             quiet_until[0] = m.t + inward[0].cooldown
