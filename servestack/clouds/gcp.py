@@ -313,13 +313,16 @@ def gcp_metadata(user_data: Any) -> dict[str, Any]:
 # GCP's recommendation is ceil(load / (capacity per VM x utilization target)); with a
 # target of 1.0 of max_rate_per_instance that is SkyServe's ceil(QPS / target_qps_per_replica).
 GCP_LB_TARGET = 1.0
-# With dynamic fallback the spot group aims at 80% of the target (GCP's default load-balancing
-# target) and the on-demand group at 100%: every VM sees about the same share of the load, so
-# the on-demand group only finds its target exceeded once the spot group cannot grow (spot
-# capacity missing, or its max reached), and shrinks to its floor once spot VMs are back and
-# bring the load under 80% again. The 20% spot headroom also carries a preempted VM's load
-# while the MIG recreates it.
-GCP_SPOT_HEADROOM = 0.8
+# With dynamic fallback both groups sit behind one backend service, which spreads requests over
+# the VMs in proportion to their capacity, so every VM sees the same utilization U. The spot
+# group aims at half the on-demand group's target: the on-demand group grows only when U passes
+# its own target (SkyServe's rate per replica), which happens when spot cannot grow (capacity
+# missing, or its max reached); once spot VMs are back they bring U to half that, and the
+# on-demand group shrinks. Half is the largest share that lets it drain all the way: GCP rounds
+# recommendations up, and ceil(n x share) < n holds for every n > 1 only when share <= 1/2
+# (at 0.8, up to 4 on-demand VMs would stay). The price: while spot is plentiful its group
+# runs twice SkyServe's count (within max_replicas), each replica at half the target rate.
+GCP_SPOT_SHARE = 0.5
 GCP_METRIC_KIND = "GAUGE"  # the shipped gauges: a value per VM, averaged by the autoscaler
 GCP_METRIC_WRITER = "roles/monitoring.metricWriter"
 # The longest initialization period and scale-in window servestack sets (one hour).
@@ -383,7 +386,7 @@ def gcp_autoscaling_policy(d: Deployment, fallback: bool = False) -> dict[str, A
     than SkyServe's 1200 s default)."""
     scaling = gcp_scaling(d)
     low, high = gcp_replica_bounds(d, fallback)
-    share = GCP_LB_TARGET if fallback or not gcp_has_fallback_group(d) else GCP_SPOT_HEADROOM
+    share = GCP_LB_TARGET if fallback or not gcp_has_fallback_group(d) else GCP_SPOT_SHARE
     policy: dict[str, Any] = {
         "min_replicas": low, "max_replicas": high, "mode": "ON",
         "cooldown_period": min(scaling.upscale_delay_seconds, GCP_MAX_SCALING_WINDOW),

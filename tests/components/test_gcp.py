@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import pulumi
@@ -13,7 +14,7 @@ import pytest
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices, Deployment, InstanceChoice
+from servestack.deployment.model import Autoscaling, Choices, Deployment, InstanceChoice
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 from tests.fakes import FROZEN_CATALOG
@@ -37,6 +38,8 @@ SETTINGS = "/etc/servestack/servestack.env"  # the bootstrap's settings file
 NETWORK = "gcp:compute/network:Network"
 ROUTER = "gcp:compute/router:Router"
 NAT = "gcp:compute/routerNat:RouterNat"
+AUTOSCALER = "gcp:compute/regionAutoscaler:RegionAutoscaler"
+IAM_MEMBER = "gcp:projects/iAMMember:IAMMember"
 # The inputs that fix a physical name: what must differ between services and stacks.
 NAME_INPUTS = ("name", "namePrefix", "accountId", "baseInstanceName")
 UNNAMED = (VERSION, BINDING)  # a secret's version and IAM binding have no name of their own
@@ -454,3 +457,176 @@ def test_the_program_builds_the_gcp_service_from_stack_config():
     assert single(rec, VERSION)["secretData"] == SECRET_MASK
     assert TOKEN not in json.dumps(preview_json(rec))
     assert rec.outputs["instance_group_name"] == f"{d.scope}-mig"
+
+
+# --- autoscaling ----------------------------------------------------------------------------
+
+
+def scaled(metric: str = "qps", target: float = 4.0, *, spot: bool = False,
+           fallback: bool = False, base: int = 0, low: int = 2, high: int = 6) -> Deployment:
+    """The planned deployment with a replica_policy that autoscales."""
+    return replace(planned(spot), min_replicas=low, max_replicas=high, desired_replicas=low,
+                   on_demand_base=base, dynamic_ondemand_fallback=fallback,
+                   autoscaling=Autoscaling(metric, target))
+
+
+def autoscaler_of(rec, mig: str) -> dict:
+    """The policy of the autoscaler whose target is the MIG named `mig` (by Pulumi name)."""
+    [found] = [r.inputs for r in rec.of_type(AUTOSCALER) if r.inputs["target"] == f"{mig}-id"]
+    return found
+
+
+def test_qps_autoscaler_bounds_the_group_and_tracks_the_rate_per_replica():
+    d = scaled("qps", 4.0, low=2, high=6)
+    rec = run(d)
+    autoscaler = single(rec, AUTOSCALER)
+    assert autoscaler["target"] == rec.one(MIG).id
+    assert autoscaler["region"] == d.region and autoscaler["name"] == f"{d.scope}-autoscaler"
+    policy = autoscaler["autoscalingPolicy"]
+    assert (policy["minReplicas"], policy["maxReplicas"]) == (2, 6)
+    # 1.0 of max_rate_per_instance: GCP's ceil(load / (rate x target)) is SkyServe's
+    # ceil(QPS / target_qps_per_replica).
+    assert policy["loadBalancingUtilization"] == {"target": 1.0}
+    assert "metrics" not in policy
+    assert (policy["cooldownPeriod"], policy["scaleInControl"]) == (
+        300, {"maxScaledInReplicas": {"percent": 0}, "timeWindowSec": 1200})
+    [backend] = single(rec, BACKEND)["backends"]
+    assert (backend["balancingMode"], backend["maxRatePerInstance"]) == ("RATE", 4.0)
+    assert "targetSize" not in single(rec, MIG)  # the autoscaler owns the size
+    assert not rec.of_type(IAM_MEMBER)  # the load balancer counts the requests itself
+
+
+def test_vllm_gauge_autoscaler_reads_the_replicas_metric_they_may_write():
+    d = scaled("vllm-waiting", 5.0)
+    rec = run(d)
+    policy = single(rec, AUTOSCALER)["autoscalingPolicy"]
+    assert policy["metrics"] == [{"name": "custom.googleapis.com/servestack/requests_waiting",
+                                  "target": 5.0, "type": "GAUGE"}]
+    assert "loadBalancingUtilization" not in policy
+    writer = single(rec, IAM_MEMBER)
+    assert writer["role"] == "roles/monitoring.metricWriter"
+    assert writer["member"] == single(rec, ACCOUNT).get("member", writer["member"])
+    with_project = run(replace(d, gcp_project="acme-llm"))
+    assert single(with_project, IAM_MEMBER)["project"] == "acme-llm"
+    [backend] = single(rec, BACKEND)["backends"]
+    assert backend["balancingMode"] == "UTILIZATION"
+
+
+def test_spot_group_spans_every_zone_that_offers_the_type():
+    d = planned(True)
+    mig = single(spot(), MIG)
+    assert mig["distributionPolicyZones"] == list(d.zones) and len(d.zones) > 1
+    assert mig["distributionPolicyTargetShape"] == "BALANCED"
+
+
+def test_dynamic_fallback_is_an_on_demand_group_with_its_own_autoscaler():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=1, low=3, high=8)
+    rec = run(d)
+    migs = {r.name: r for r in rec.of_type(MIG)}
+    assert set(migs) == {"mixtral-group-mig", "mixtral-group-scaling-ondemand-mig"}
+    spot_mig, ondemand = migs["mixtral-group-mig"].inputs, \
+        migs["mixtral-group-scaling-ondemand-mig"].inputs
+    templates = {r.name.rsplit("-", 1)[-1]: r for r in rec.of_type(TEMPLATE)}
+    assert templates["ondemand"].inputs["scheduling"]["provisioningModel"] == "STANDARD"
+    assert [v["name"] for v in spot_mig["versions"]] == ["spot"]
+    assert [v["name"] for v in ondemand["versions"]] == ["ondemand"]
+    assert ondemand["name"] == f"{d.scope}-ondemand-mig"
+    assert ondemand["distributionPolicyZones"] == spot_mig["distributionPolicyZones"]
+    assert ondemand["autoHealingPolicies"] == spot_mig["autoHealingPolicies"]
+    assert "targetSize" not in spot_mig and "targetSize" not in ondemand
+    backends = single(rec, BACKEND)["backends"]
+    assert [(b["balancingMode"], b["maxRatePerInstance"]) for b in backends] == \
+        [("RATE", 4.0)] * 2
+    spot_policy = autoscaler_of(rec, "mixtral-group-mig")["autoscalingPolicy"]
+    ondemand_policy = autoscaler_of(rec, "mixtral-group-scaling-ondemand-mig")[
+        "autoscalingPolicy"]
+    assert (spot_policy["minReplicas"], spot_policy["maxReplicas"]) == (2, 7)
+    assert (ondemand_policy["minReplicas"], ondemand_policy["maxReplicas"]) == (1, 8)
+    assert spot_policy["loadBalancingUtilization"]["target"] == 0.5
+    assert ondemand_policy["loadBalancingUtilization"]["target"] == 1.0
+    by_urn = {r.urn: r for r in rec.resources}
+    assert by_urn[migs["mixtral-group-scaling-ondemand-mig"].parent].type == \
+        "servestack:gcp:GroupScaling"
+
+
+# A small simulation of the two autoscalers' documented rules, fed with the recorded
+# policies: every minute each autoscaler recommends ceil(size x utilization / target) VMs,
+# clipped to [min, max]; it adds VMs at once and removes them only below the highest
+# recommendation of the scale-in window (max_scaled_in_replicas 0%). The load balancer
+# spreads requests over the VMs in proportion to capacity (RATE: equal max_rate_per_instance),
+# so every VM sees the same utilization. Spot capacity is scripted: the spot MIG runs at most
+# what the zones give it.
+
+
+@dataclass
+class Group:
+    low: int
+    high: int
+    target: float
+    window: int
+    size: int = 0
+    history: list[int] = field(default_factory=list)
+
+    def step(self, utilization: float, available: int | None = None) -> None:
+        wanted = math.ceil(self.size * utilization / self.target) if self.size else self.low
+        wanted = min(max(wanted, self.low), self.high)
+        self.history = (self.history + [wanted])[-self.window:]
+        goal = wanted if wanted >= self.size else max(self.history)
+        self.size = goal if available is None else min(goal, available)
+
+
+def policy_group(policy: dict) -> Group:
+    target = policy["loadBalancingUtilization"]["target"]
+    window = policy["scaleInControl"]["timeWindowSec"] // 60
+    return Group(policy["minReplicas"], policy["maxReplicas"], target, window)
+
+
+def simulate(d: Deployment, load: float, spot_supply: list[int | None]) -> list[tuple]:
+    rec = run(d)
+    spot_group = policy_group(autoscaler_of(rec, "mixtral-group-mig")["autoscalingPolicy"])
+    ondemand = policy_group(autoscaler_of(rec, "mixtral-group-scaling-ondemand-mig")[
+        "autoscalingPolicy"])
+    rate = single(rec, BACKEND)["backends"][0]["maxRatePerInstance"]
+    spot_group.size, ondemand.size = spot_group.low, ondemand.low
+    trace = []
+    for supply in spot_supply:
+        utilization = load / ((spot_group.size + ondemand.size) * rate)
+        spot_group.step(utilization, supply)
+        ondemand.step(utilization)
+        trace.append((spot_group.size, ondemand.size, utilization))
+    return trace
+
+
+def test_dynamic_fallback_grows_on_demand_while_spot_is_missing_and_shrinks_it_after():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=0, low=2, high=16)
+    load = 8 * 4.0  # SkyServe would run ceil(32 / 4) = 8 replicas
+    healthy, lost, back = [None] * 240, [2] * 60, [None] * 240
+    trace = simulate(d, load, healthy + lost + back)
+    before, during, after = trace[239], trace[299], trace[-1]
+    # Spot carries the load at half the rate; on-demand is at its one-VM floor.
+    assert before == (15, 1, 0.5)
+    # Spot stock-out: two spot VMs left, the on-demand group grows until every replica is
+    # at the target rate again, SkyServe's count in all, and never past it.
+    assert during == (2, 6, 1.0)
+    assert sum(during[:2]) == math.ceil(load / 4.0)
+    assert max(u for _, _, u in trace[245:300]) <= 1.0
+    # Spot back: spot grows again at once, the on-demand group shrinks after the 1200 s
+    # downscale delay (20 one-minute steps) and drains to its floor.
+    ondemand = [o for _, o, _ in trace[300:]]
+    assert next(i for i, o in enumerate(ondemand) if o < 6) == 20
+    assert after == before
+
+
+def test_dynamic_fallback_keeps_the_on_demand_base_as_its_floor():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=2, low=3, high=16)
+    trace = simulate(d, 32.0, [None] * 240 + [2] * 60 + [None] * 240)
+    assert trace[239][1] == 2 and trace[299][:2] == (2, 6) and trace[-1][1] == 2
+    assert all(o >= 2 for _, o, _ in trace)
+
+
+def test_on_demand_stays_at_its_floor_through_a_preemption_spot_recovers_from():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=0, low=2, high=16)
+    # Three of the fifteen spot VMs preempted and recreated within three minutes: the others
+    # run at 32 / (13 x 4) = 0.62 of the rate, below the on-demand target.
+    trace = simulate(d, 32.0, [None] * 240 + [12] * 3 + [None] * 60)
+    assert {o for _, o, _ in trace[240:]} == {1}

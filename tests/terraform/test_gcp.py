@@ -309,7 +309,7 @@ def test_dynamic_fallback_adds_an_on_demand_group_behind_the_same_backend():
     assert bounds(spot_policy, d) == (2, 7)  # spot above the on-demand base
     assert bounds(ondemand_policy, d) == (1, 8)  # the base, up to all of it
     # The spot group aims lower, so the on-demand one grows only on load spot cannot carry.
-    assert spot_policy["load_balancing_utilization"] == {"target": 0.8}
+    assert spot_policy["load_balancing_utilization"] == {"target": 0.5}
     assert ondemand_policy["load_balancing_utilization"] == {"target": 1.0}
 
 
