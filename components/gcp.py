@@ -14,7 +14,11 @@
   Pulumi secret) and the accessor binding for that service account on that secret only.
 - `HealthCheck`: one regional HTTP health check, used by the load balancer and by autohealing.
 - `InstanceGroup`: regional instance template(s) and the regional MIG (zones, flexibility,
-  spot split, autohealing, rolling updates).
+  spot split, autohealing, rolling updates); with a replica_policy that autoscales, its
+  `GroupScaling`: the regional autoscaler (and, with dynamic on-demand fallback, a second MIG
+  of on-demand VMs with an autoscaler of its own, behind the same backend service).
+- `MetricWriter`: roles/monitoring.metricWriter for the VMs' account, when the autoscaler
+  reads a gauge the replicas write (vLLM's queue or KV-cache use).
 - `LoadBalancer`: static address, backend service, URL map, HTTP proxy, forwarding rule, and
   a Cloud Armor policy when clients are limited to `allow_cidrs`.
 
@@ -677,15 +681,22 @@ def _labelled(deployment: Deployment) -> list[dict]:
 
 
 def group_program(deployment: Deployment, group_name: str | None) -> Callable[[], None]:
-    """Exports `running`: the MIG's VMs that got capacity (None before the MIG has a name)."""
+    """Exports `running`: the MIG's VMs that got capacity, with those of the on-demand
+    fallback MIG when there is one (they serve too); None before the MIG has a name."""
 
     def program() -> None:
         if not group_name:
             pulumi.export("running", None)
             return
-        group = gcp.compute.get_region_instance_group(name=group_name, region=deployment.region,
-                                                      project=deployment.gcp_project)
-        pulumi.export("running", sum(1 for i in group.instances if i.status not in GONE_STATES))
+        names = [group_name]
+        if gcp_has_fallback_group(deployment):
+            names.append(gcp_name(deployment, "ondemand-mig"))
+        running = 0
+        for name in names:
+            group = gcp.compute.get_region_instance_group(
+                name=name, region=deployment.region, project=deployment.gcp_project)
+            running += sum(1 for i in group.instances if i.status not in GONE_STATES)
+        pulumi.export("running", running)
 
     return program
 

@@ -9,7 +9,9 @@ and/or on-demand) and a regional MIG with the deployment's zones, ranked machine
 flexibility), spot split and rolling-update policy; a static address, backend service, URL map,
 HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy when clients are
 limited to `allow_cidrs`. The VMs have no public address: a Cloud Router's NAT carries their
-egress.
+egress. A replica_policy that autoscales adds a regional autoscaler per MIG, the on-demand
+fallback MIG (dynamic_ondemand_fallback) and the VMs' metric writer role when they ship the
+autoscaler's gauge (servestack.clouds.gcp: gcp_autoscaling_policy).
 
 Names are `<service>-<digest of the stack>-<kind>` (servestack.clouds.gcp.gcp_name, the same the
 Pulumi component gives): two services, or two stacks of one, never collide in a project. Every
@@ -436,12 +438,17 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
     if not project or not group:
         return None
     local, requirement = PROVIDER
+    groups = {"group": group}
+    if gcp_has_fallback_group(d):  # the on-demand fallback MIG's VMs serve too
+        groups["ondemand"] = gcp_name(d, "ondemand-mig")
+    sizes = " + ".join(f"data.google_compute_region_instance_group.{key}.size" for key in groups)
     return {
         "terraform": {"required_providers": {local: requirement}},
         "provider": {"google": {"project": project, "region": d.region}},
-        "data": {"google_compute_region_instance_group": {"group": {
-            "name": group, "region": d.region, "project": project}}},
-        "output": {"running": {"value": "${data.google_compute_region_instance_group.group.size}"}},
+        "data": {"google_compute_region_instance_group": {
+            key: {"name": name, "region": d.region, "project": project}
+            for key, name in groups.items()}},
+        "output": {"running": {"value": "${" + sizes + "}"}},
     }
 
 

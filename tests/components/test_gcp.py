@@ -630,3 +630,73 @@ def test_on_demand_stays_at_its_floor_through_a_preemption_spot_recovers_from():
     # run at 32 / (13 x 4) = 0.62 of the rate, below the on-demand target.
     trace = simulate(d, 32.0, [None] * 240 + [12] * 3 + [None] * 60)
     assert {o for _, o, _ in trace[240:]} == {1}
+
+
+def test_group_probe_counts_the_fallback_groups_vms_too():
+    from servestack.components.gcp import group_program
+
+    d = scaled(spot=True, fallback=True)
+    vms = [{"instance": "i-1", "status": "RUNNING", "namedPorts": []},
+           {"instance": "i-2", "status": "TERMINATED", "namedPorts": []}]
+    answers = {"gcp:compute/getRegionInstanceGroup:getRegionInstanceGroup": {
+        "id": "x", "name": "mig", "project": "p", "region": d.region, "selfLink": "s",
+        "size": 1, "namedPorts": [], "instances": vms}}
+    rec = record(group_program(d, f"{d.scope}-mig"), invoke_answers=answers)
+    assert [i["args"]["name"] for i in rec.invokes] == [f"{d.scope}-mig",
+                                                        f"{d.scope}-ondemand-mig"]
+    assert rec.outputs["running"] == 2  # one running VM in each group
+
+
+def snake(value):
+    """Pulumi's camelCase wire names as Terraform's snake_case."""
+    if isinstance(value, dict):
+        return {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", k).lower(): snake(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("d", [
+    scaled("qps", 3.0), scaled("vllm-kv-cache", 70.0, spot=True, base=1),
+    scaled("vllm-waiting", 5.0, spot=True, fallback=True, base=1, low=3, high=9),
+    scaled("qps", 2.5, spot=True, fallback=True, base=0, low=1, high=4)],
+    ids=["qps", "kv-cache-base", "waiting-fallback", "qps-fallback"])
+def test_both_engines_build_the_same_autoscalers(d):
+    from servestack.terraform import render, tfvars
+    from tests.terraform.test_gcp import evaluate
+
+    rec, resources, values = run(d), render(d)["resource"], tfvars(d)
+    assert (values["min_replicas"], values["max_replicas"]) == (d.min_replicas, d.max_replicas)
+    by_target = {"mixtral-group-mig-id": "group",
+                 "mixtral-group-scaling-ondemand-mig-id": "ondemand"}
+    tf_scalers = resources["google_compute_region_autoscaler"]
+    assert sorted(by_target[r.inputs["target"]] for r in rec.of_type(AUTOSCALER)) == \
+        sorted(tf_scalers)
+    for r in rec.of_type(AUTOSCALER):
+        tf = tf_scalers[by_target[r.inputs["target"]]]
+        assert r.inputs["name"] == tf["name"]
+        policy, tf_policy = snake(r.inputs["autoscalingPolicy"]), dict(tf["autoscaling_policy"])
+        tf_policy["metrics"] = tf_policy.pop("metric", None)  # a block there, a list here
+        for key in ("min_replicas", "max_replicas"):
+            tf_policy[key] = evaluate(tf_policy[key], d)
+        assert policy == {k: v for k, v in tf_policy.items() if v is not None}
+    backends = snake(single(rec, BACKEND)["backends"])
+    tf_backends = resources["google_compute_region_backend_service"]["backend"]["backend"]
+    assert [{k: v for k, v in b.items() if k != "group"} for b in backends] == \
+        [{k: v for k, v in b.items() if k != "group"} for b in tf_backends]
+    migs = {r.inputs["name"]: snake(r.inputs) for r in rec.of_type(MIG)}
+    tf_migs = {m["name"]: m for m in resources["google_compute_region_instance_group_manager"]
+               .values()}
+    assert set(migs) == set(tf_migs)
+    for name, mig in migs.items():
+        tf = tf_migs[name]
+        for key in ("base_instance_name", "distribution_policy_zones",
+                    "distribution_policy_target_shape", "update_policy", "wait_for_instances",
+                    "instance_flexibility_policy"):
+            assert mig.get(key) == tf.get(key), (name, key)
+        assert [v["name"] for v in mig["versions"]] == [v["name"] for v in tf["version"]]
+        assert "target_size" not in mig and "target_size" not in tf
+    writers = [snake(r.inputs) for r in rec.of_type(IAM_MEMBER)]
+    tf_writers = list(resources.get("google_project_iam_member", {}).values())
+    assert [w["role"] for w in writers] == [w["role"] for w in tf_writers]

@@ -328,3 +328,18 @@ def test_dynamic_fallback_without_an_autoscaling_policy_is_refused():
     with pytest.raises(UserError, match="dynamic_ondemand_fallback"):
         clouds.get("gcp").check(replace(deployment(spot=True), dynamic_ondemand_fallback=True))
     clouds.get("gcp").check(scaled(spot=True, fallback=True))  # with one it is built
+
+
+def test_size_probe_adds_the_fallback_groups_size():
+    from servestack.terraform.gcp import size_config
+
+    d = scaled(spot=True, fallback=True)
+    config = size_config(d, "acme", f"{d.scope}-mig")
+    groups = config["data"]["google_compute_region_instance_group"]
+    assert {key: body["name"] for key, body in groups.items()} == {
+        "group": f"{d.scope}-mig", "ondemand": f"{d.scope}-ondemand-mig"}
+    assert config["output"]["running"]["value"] == (
+        "${data.google_compute_region_instance_group.group.size"
+        " + data.google_compute_region_instance_group.ondemand.size}")
+    alone = size_config(deployment(spot=True), "acme", f"{d.scope}-mig")
+    assert list(alone["data"]["google_compute_region_instance_group"]) == ["group"]
