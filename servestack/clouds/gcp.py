@@ -170,7 +170,12 @@ GCP_DEFAULT_ZONE_COUNT = 3  # a regional MIG without explicit zones spreads over
 GCP_MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
 GCP_DEFAULT_RULE_PRIORITY = 2147483647
 # The MIG spreads over its zones but creates VMs where the GPUs are available; the instance
-# flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE).
+# flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE). For spot too: Google's
+# regional MIG target-shape docs recommend BALANCED for highly available serving (it creates VMs
+# where capacity is, spot capacity included, while keeping them as even as it can over the
+# zones) and ANY for batch work that needs no high availability; ANY_SINGLE_ZONE would put
+# every replica in one zone. The zones are every zone of the region the catalog lists for the
+# type (the deployment's `zones`), so a spot group is never pinned to one unless the spec is.
 GCP_TARGET_SHAPE = "BALANCED"
 
 
