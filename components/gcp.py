@@ -427,23 +427,10 @@ class GroupScaling(pulumi.ComponentResource):
     def _autoscaler(self, name: str, d: Deployment,
                     manager: gcp.compute.RegionInstanceGroupManager,
                     fallback: bool) -> gcp.compute.RegionAutoscaler:
-        policy = gcp_autoscaling_policy(d, fallback)
-        metrics = [gcp.compute.RegionAutoscalerAutoscalingPolicyMetricArgs(**m)
-                   for m in policy.pop("metric", [])]
-        utilization = policy.pop("load_balancing_utilization", None)
-        scale_in = policy.pop("scale_in_control")
-        Limit = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlMaxScaledInReplicasArgs
         return gcp.compute.RegionAutoscaler(
             name, name=gcp_name(d, "ondemand-autoscaler" if fallback else "autoscaler"),
             project=d.gcp_project, region=d.region, target=manager.id,
-            autoscaling_policy=gcp.compute.RegionAutoscalerAutoscalingPolicyArgs(
-                **policy, metrics=metrics or None,
-                load_balancing_utilization=gcp.compute.
-                RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs(**utilization)
-                if utilization else None,
-                scale_in_control=gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlArgs(
-                    max_scaled_in_replicas=Limit(**scale_in["max_scaled_in_replicas"]),
-                    time_window_sec=scale_in["time_window_sec"])),
+            autoscaling_policy=autoscaling_policy(gcp_autoscaling_policy(d, fallback)),
             description=f"servestack {d.service}: "
                         f"{'on-demand fallback' if fallback else 'replica'} autoscaler",
             opts=_child(self))
@@ -469,6 +456,27 @@ class GroupScaling(pulumi.ComponentResource):
                 **gcp_update_policy(d)),
             wait_for_instances=False,
             opts=_child(self))
+
+
+ScalingPolicy = gcp.compute.RegionAutoscalerAutoscalingPolicyArgs
+ScalingMetric = gcp.compute.RegionAutoscalerAutoscalingPolicyMetricArgs
+BalancerUtilization = gcp.compute.RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs
+ScaleIn = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlArgs
+ScaleInLimit = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlMaxScaledInReplicasArgs
+
+
+def autoscaling_policy(policy: dict) -> ScalingPolicy:
+    """clouds.gcp's policy dict as the SDK's types (its `metric` blocks are `metrics` here)."""
+    rest = dict(policy)
+    metrics = [ScalingMetric(**m) for m in rest.pop("metric", [])]
+    utilization = rest.pop("load_balancing_utilization", None)
+    scale_in = rest.pop("scale_in_control")
+    return ScalingPolicy(
+        **rest, metrics=metrics or None,
+        load_balancing_utilization=BalancerUtilization(**utilization) if utilization else None,
+        scale_in_control=ScaleIn(
+            max_scaled_in_replicas=ScaleInLimit(**scale_in["max_scaled_in_replicas"]),
+            time_window_sec=scale_in["time_window_sec"]))
 
 
 @dataclass
