@@ -252,3 +252,15 @@ def test_dynamic_fallback_without_autoscaling_is_refused():
     base_ondemand_fallback_replicas: 1
     dynamic_ondemand_fallback: true
 """, spot=True)
+
+
+def test_delays_outside_azures_ranges_are_clamped():
+    scaling = autoscaled().autoscaling
+    assert scaling is not None
+    quick = replace(autoscaled(), autoscaling=replace(scaling, upscale_delay_seconds=60,
+                                                       downscale_delay_seconds=90000))
+    [setting] = run(quick).of_type(AUTOSCALE)
+    windows = [r[4] for r in rules(setting.inputs)]
+    # a window is 5 minutes to 12 hours: one minute of SkyServe's delay becomes five
+    assert windows == ["PT5M"] * 4 + ["PT720M"]
+    assert [r[5] for r in rules(setting.inputs)] == ["PT21M"] * 4 + ["PT1500M"]

@@ -197,12 +197,13 @@ def test_on_demand_replicas_stand_in_while_spot_is_missing_and_leave_when_it_ret
     # stand-in can come while its new VMs load the model)
     assert at[199]["serving"] >= at[199]["needed"] == 5 and at[199]["main"] >= 4
     # spot lost (minutes 200-359): only on-demand VMs serve, and stand-ins grow step by step
-    # until the need is covered, then stay (no stand-in leaves while it is needed)
+    # (1, 2, 4 at a time by how far the load is above the target) until the need is covered,
+    # then stay (no stand-in leaves while it is needed)
     assert at[201]["serving"] <= 2
     stand_ins = [t["fallback"] for t in span(200, 360)]
     assert stand_ins == sorted(stand_ins) and stand_ins[-1] >= 3
     covered = next(t["minute"] for t in span(200, 360) if t["serving"] >= 5)
-    assert covered <= 320 and all(t["serving"] >= 5 for t in span(covered, 360))
+    assert covered <= 310 and all(t["serving"] >= 5 for t in span(covered, 360))
     # spot back (minute 360): the spot set refills, the stand-ins leave (one may stay while
     # each replica runs at 80-100% of the target), and the need stays covered throughout
     assert at[449]["fallback"] <= 1 < stand_ins[-1]
