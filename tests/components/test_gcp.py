@@ -505,7 +505,9 @@ def test_vllm_gauge_autoscaler_reads_the_replicas_metric_they_may_write():
     assert "loadBalancingUtilization" not in policy
     writer = single(rec, IAM_MEMBER)
     assert writer["role"] == "roles/monitoring.metricWriter"
-    assert writer["member"] == single(rec, ACCOUNT).get("member", writer["member"])
+    # The VMs' account's `member` output ("serviceAccount:<email>"), known once it exists.
+    assert writer["member"] == "[unknown until deployed]"
+    assert writer["project"] == "[unknown until deployed]"  # the account's project
     with_project = run(replace(d, gcp_project="acme-llm"))
     assert single(with_project, IAM_MEMBER)["project"] == "acme-llm"
     [backend] = single(rec, BACKEND)["backends"]
