@@ -322,11 +322,13 @@ GCP_LB_TARGET = 1.0
 # the VMs in proportion to their capacity, so every VM sees the same utilization U. The spot
 # group aims at half the on-demand group's target: the on-demand group grows only when U passes
 # its own target (SkyServe's rate per replica), which happens when spot cannot grow (capacity
-# missing, or its max reached); once spot VMs are back they bring U to half that, and the
-# on-demand group shrinks. Half is the largest share that lets it drain all the way: GCP rounds
-# recommendations up, and ceil(n x share) < n holds for every n > 1 only when share <= 1/2
-# (at 0.8, up to 4 on-demand VMs would stay). The price: while spot is plentiful its group
-# runs twice SkyServe's count (within max_replicas), each replica at half the target rate.
+# missing, or its max reached) or while a sudden rise outpaces new spot VMs; once spot VMs are
+# back they bring U to half that, and the on-demand group shrinks. Half is the largest share
+# that lets it drain all the way: GCP rounds recommendations up, and ceil(n x share) < n holds
+# for every n > 1 only when share <= 1/2 (at 0.8, up to 4 on-demand VMs would stay). Limits:
+# while spot is plentiful its group runs twice SkyServe's count (within its max), each replica
+# at half the target rate; when the spot group sits at its max, U stays above one half and
+# on-demand VMs added meanwhile may stay until the load falls.
 GCP_SPOT_SHARE = 0.5
 GCP_METRIC_KIND = "GAUGE"  # the shipped gauges: a value per VM, averaged by the autoscaler
 GCP_METRIC_WRITER = "roles/monitoring.metricWriter"
