@@ -317,24 +317,10 @@ class InstanceGroup(pulumi.ComponentResource):
         self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {
             kind: self._template(f"{name}-{kind}", kind, args, user_data)
             for kind in reversed(gcp_template_kinds(d))}
-        self.manager = gcp.compute.RegionInstanceGroupManager(
-            f"{name}-mig", name=gcp_name(d, "mig"), project=d.gcp_project, region=d.region,
-            base_instance_name=d.scope,
-            description=f"servestack {d.service}: {d.candidate_id}",
-            versions=self._versions(d),
-            # An autoscaler owns the size of the group it scales: never set it then.
-            target_size=None if d.autoscaling else d.desired_replicas,
-            distribution_policy_zones=list(d.zones) or None,
-            distribution_policy_target_shape=GCP_TARGET_SHAPE,
-            named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
-                name=GCP_NAMED_PORT, port=d.service_port)],
-            auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                health_check=args.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
-            instance_flexibility_policy=flexibility_policy(d),
-            update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
-                **gcp_update_policy(d)),
-            wait_for_instances=False,
-            opts=_child(self))
+        # An autoscaler owns the size of the group it scales: never set it then.
+        self.manager = region_mig(
+            f"{name}-mig", args, "mig", d.scope, self._versions(d),
+            target_size=None if d.autoscaling else d.desired_replicas, opts=_child(self))
         self.group_name = self.manager.name
         self.group_id = self.manager.id
         self.instance_group = self.manager.instance_group
@@ -437,25 +423,36 @@ class GroupScaling(pulumi.ComponentResource):
 
     def _fallback_manager(self, name: str, args: GroupScalingArgs
                           ) -> gcp.compute.RegionInstanceGroupManager:
-        group = args.group
-        d = group.deployment
-        return gcp.compute.RegionInstanceGroupManager(
-            name, name=gcp_name(d, "ondemand-mig"), project=d.gcp_project, region=d.region,
-            base_instance_name=f"{d.scope}-od",
-            description=f"servestack {d.service}: {d.candidate_id}, on-demand fallback",
-            versions=[gcp.compute.RegionInstanceGroupManagerVersionArgs(
-                name="ondemand", instance_template=args.templates["ondemand"].self_link)],
-            distribution_policy_zones=list(d.zones) or None,
-            distribution_policy_target_shape=GCP_TARGET_SHAPE,
-            named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
-                name=GCP_NAMED_PORT, port=d.service_port)],
-            auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                health_check=group.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
-            instance_flexibility_policy=flexibility_policy(d),
-            update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
-                **gcp_update_policy(d)),
-            wait_for_instances=False,
-            opts=_child(self))
+        """On-demand VMs that stand in while spot capacity is missing, sized by their own
+        autoscaler only."""
+        version = gcp.compute.RegionInstanceGroupManagerVersionArgs(
+            name="ondemand", instance_template=args.templates["ondemand"].self_link)
+        return region_mig(name, args.group, "ondemand-mig", f"{args.group.deployment.scope}-od",
+                          [version], target_size=None, opts=_child(self))
+
+
+def region_mig(name: str, args: InstanceGroupArgs, kind: str, base_name: str,
+               versions: list[gcp.compute.RegionInstanceGroupManagerVersionArgs],
+               target_size: int | None, opts: pulumi.ResourceOptions
+               ) -> gcp.compute.RegionInstanceGroupManager:
+    """A regional MIG of the deployment's VMs (`kind` names it)."""
+    d = args.deployment
+    return gcp.compute.RegionInstanceGroupManager(
+        name, name=gcp_name(d, kind), project=d.gcp_project, region=d.region,
+        base_instance_name=base_name,
+        description=f"servestack {d.service}: {d.candidate_id}",
+        versions=versions, target_size=target_size,
+        distribution_policy_zones=list(d.zones) or None,
+        distribution_policy_target_shape=GCP_TARGET_SHAPE,
+        named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
+            name=GCP_NAMED_PORT, port=d.service_port)],
+        auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
+            health_check=args.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
+        instance_flexibility_policy=flexibility_policy(d),
+        update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
+            **gcp_update_policy(d)),
+        wait_for_instances=False,
+        opts=opts)
 
 
 ScalingPolicy = gcp.compute.RegionAutoscalerAutoscalingPolicyArgs

@@ -249,16 +249,22 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    # The VMs go out through the NAT, and read the token, as they boot: both come first.
-    waits = group_waits(d)
-    manager = compact({
-        "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
-        "base_instance_name": d.scope,
+    # An autoscaler owns the size of the group it scales: the provider says never to set
+    # target_size then (it is computed, so leaving it out changes nothing on apply).
+    manager = {**mig(d, "mig", d.scope, versions(d)),
+               "target_size": None if d.autoscaling else expr("var.desired_replicas")}
+    return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
+                                                        for k in gcp_template_kinds(d)},
+            "google_compute_region_instance_group_manager": {"group": compact(manager)}}
+
+
+def mig(d: Deployment, kind: str, base_name: str, version: list[dict]) -> dict[str, Any]:
+    """A regional MIG of the deployment's VMs (`kind` names it), without its size."""
+    return compact({
+        "name": gcp_name(d, kind), "project": PROJECT, "region": d.region,
+        "base_instance_name": base_name,
         "description": f"servestack {d.service}: {d.candidate_id}",
-        "version": versions(d),
-        # An autoscaler owns the size of the group it scales: the provider says never to set
-        # target_size then (it is computed, so leaving it out changes nothing on apply).
-        "target_size": None if d.autoscaling else expr("var.desired_replicas"),
+        "version": version,
         "distribution_policy_zones": list(d.zones) or None,
         "distribution_policy_target_shape": GCP_TARGET_SHAPE,
         "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
@@ -268,11 +274,9 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_flexibility_policy": flexibility(d),
         "update_policy": gcp_update_policy(d),
         "wait_for_instances": False,
-        "depends_on": waits,
+        # The VMs go out through the NAT, and read the token, as they boot: both come first.
+        "depends_on": group_waits(d),
     })
-    return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
-                                                        for k in gcp_template_kinds(d)},
-            "google_compute_region_instance_group_manager": {"group": manager}}
 
 
 def group_waits(d: Deployment) -> list[str]:
@@ -395,23 +399,9 @@ def replica_bounds(d: Deployment, *, fallback: bool) -> dict[str, Any]:
 def fallback_group(d: Deployment) -> dict[str, Any]:
     """On-demand VMs that stand in while spot capacity is missing: the on-demand template,
     sized by its own autoscaler only (see clouds.gcp.gcp_autoscaling_policy)."""
-    return compact({
-        "name": gcp_name(d, "ondemand-mig"), "project": PROJECT, "region": d.region,
-        "base_instance_name": f"{d.scope}-od",
-        "description": f"servestack {d.service}: {d.candidate_id}, on-demand fallback",
-        "version": [{"name": "ondemand", "instance_template": expr(
-            "google_compute_region_instance_template.ondemand.self_link")}],
-        "distribution_policy_zones": list(d.zones) or None,
-        "distribution_policy_target_shape": GCP_TARGET_SHAPE,
-        "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
-        "auto_healing_policies": {
-            "health_check": expr("google_compute_region_health_check.http.id"),
-            "initial_delay_sec": gcp_autoheal_delay(d)},
-        "instance_flexibility_policy": flexibility(d),
-        "update_policy": gcp_update_policy(d),
-        "wait_for_instances": False,
-        "depends_on": group_waits(d),
-    })
+    return mig(d, "ondemand-mig", f"{d.scope}-od", [{
+        "name": "ondemand",
+        "instance_template": expr("google_compute_region_instance_template.ondemand.self_link")}])
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
