@@ -428,16 +428,16 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
     if not project or not group:
         return None
     local, requirement = PROVIDER
-    groups = {"group": group}
+    names = {"group": group}
     if gcp_has_fallback_group(d):  # the on-demand fallback MIG's VMs serve too
-        groups["ondemand"] = gcp_name(d, "ondemand-mig")
-    sizes = " + ".join(f"data.google_compute_region_instance_group.{key}.size" for key in groups)
+        names["ondemand"] = gcp_name(d, "ondemand-mig")
+    sizes = " + ".join(f"data.google_compute_region_instance_group.{key}.size" for key in names)
     return {
         "terraform": {"required_providers": {local: requirement}},
         "provider": {"google": {"project": project, "region": d.region}},
         "data": {"google_compute_region_instance_group": {
             key: {"name": name, "region": d.region, "project": project}
-            for key, name in groups.items()}},
+            for key, name in names.items()}},
         "output": {"running": {"value": "${" + sizes + "}"}},
     }
 
