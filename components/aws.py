@@ -19,6 +19,14 @@ VPC of its own where the GPU VMs have no public address.
   interface without a public address, cloud-init user data) and the auto scaling group with
   its instance types in rank order and the spot split, which replaces its instances, new ones
   first, when the template changes (instance refresh).
+- `Autoscaler` (replica_policy autoscales): target tracking scale-out on the ALB's requests
+  per target or the replicas' vLLM gauge, and a scale-in alarm + step policy that waits the
+  downscale delay; the group's desired capacity is then left to them (ignore_changes).
+- `OnDemandFallback` (dynamic_ondemand_fallback): an on-demand twin of the spot group, in the
+  same subnets, whose capacity two alarms set to the spot group's deficit.
+
+A spot group spans every zone the plan offers its types in (d.zones, fixed at plan time), one
+private subnet each.
 
 Fixed names (name prefixes, Name tags, the parameters) derive from the deployment's scope,
 service and stack, so two services or two stacks never share one in an account; the ALB and
@@ -36,7 +44,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -48,7 +56,6 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALB_MIN_ZONES,
     ALL_PROTOCOLS,
-    AWS_METADATA_OPTIONS,
     AZ_FILTER,
     AZ_STATE,
     CLOUD,
@@ -60,21 +67,30 @@ from servestack.clouds.aws import (
     VALIDATION_TTL,
     alb_client_ports,
     aws_distribution,
+    aws_fallback_alarms,
+    aws_fallback_policies,
+    aws_group_metrics,
     aws_health_check,
     aws_https_listener,
     aws_https_redirect,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
+    aws_metadata_options,
     aws_name,
     aws_name_prefix,
     aws_network_interface,
     aws_root_ebs,
+    aws_scale_in_alarm,
+    aws_scale_in_policy,
     aws_tags,
     aws_target_group,
+    aws_target_tracking,
     ec2_trust_policy,
     extra_alb_zones,
+    fallback_capacity,
     public_ssh,
+    put_metrics_policy,
     read_token_policy,
     ssm_core_policy_arn,
     subnet_cidr,
@@ -451,7 +467,8 @@ class InstanceRoleArgs:
 
 class InstanceRole(pulumi.ComponentResource):
     """What the VMs may do: read the stack's parameters (the token, the API key; decrypted
-    via SSM only), and run the SSM agent for Session Manager; nothing else."""
+    via SSM only), run the SSM agent for Session Manager, and publish their vLLM gauge when
+    the autoscaler reads one; nothing else."""
 
     def __init__(self, name: str, args: InstanceRoleArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -471,6 +488,11 @@ class InstanceRole(pulumi.ComponentResource):
             policy=_read_secrets_policy(args.facts, [s.name for s in secrets],
                                         secrets[0].key or ""),
             opts=_child(self)) if secrets else None
+        metrics = put_metrics_policy(d)
+        self.put_metrics = aws.iam.RolePolicy(
+            f"{name}-put-metrics", role=self.role.id,
+            policy=json.dumps(metrics, sort_keys=True), opts=_child(self)) \
+            if metrics is not None else None
         self.profile = aws.iam.InstanceProfile(
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
             tags=aws_tags(d), opts=_child(self))
@@ -524,7 +546,8 @@ class InstanceGroup(pulumi.ComponentResource):
             network_interfaces=[aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                 **aws_network_interface(d), security_groups=[args.security_group_id])],
             user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**AWS_METADATA_OPTIONS),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                **aws_metadata_options(d)),
             block_device_mappings=[_root_volume(d, image.root_device_name)],
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn),
@@ -541,11 +564,22 @@ class InstanceGroup(pulumi.ComponentResource):
             mixed_instances_policy=_mixed_policy(d, self.template),
             instance_refresh=_instance_refresh(d),
             wait_for_capacity_timeout=d.capacity_timeout,
-            tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                  for k, v in _named(d, aws_name(d, "vm")).items()],
-            opts=_child(self, depends_on=args.ready_first))
+            tags=_group_tags(d), **aws_group_metrics(d),
+            opts=_child(self, depends_on=args.ready_first,
+                        ignore_changes=_scaled(d.autoscaling is not None)))
         self.register_outputs({"groupName": self.group.name, "groupArn": self.group.arn,
                                "launchTemplateId": self.template.id})
+
+
+def _group_tags(d: Deployment) -> list[aws.autoscaling.GroupTagArgs]:
+    return [aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+            for k, v in _named(d, aws_name(d, "vm")).items()]
+
+
+def _scaled(scaled: bool) -> list[str] | None:
+    """A scaled group's desired capacity belongs to its policies once it exists: `pulumi up`
+    must not set it back to the deployment's number."""
+    return ["desired_capacity"] if scaled else None
 
 
 @dataclass
@@ -603,6 +637,121 @@ def _instance_refresh(d: Deployment) -> aws.autoscaling.GroupInstanceRefreshArgs
         preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**refresh["preferences"]))
 
 
+@dataclass
+class AutoscalerArgs:
+    deployment: Deployment
+    group_name: pulumi.Input[str]
+    load_balancer_suffix: pulumi.Input[str]  # the ALB's ARN suffix (app/<name>/<id>)
+    target_group_suffix: pulumi.Input[str]  # the target group's (targetgroup/<name>/<id>)
+
+
+class Autoscaler(pulumi.ComponentResource):
+    """`d.autoscaling` on the group: a target tracking policy scales out, and a step policy
+    driven by the scale-in alarm scales in once the downscale delay has passed (the shared
+    spellings and their reasons: servestack.clouds.aws)."""
+
+    def __init__(self, name: str, args: AutoscalerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Autoscaler"), name, None, opts)
+        d = args.deployment
+        label = pulumi.Output.concat(args.load_balancer_suffix, "/", args.target_group_suffix)
+        self.scale_out = _policy(f"{name}-scale-out", "scale-out", args.group_name,
+                                 aws_target_tracking(d, label, args.group_name), self)
+        self.scale_in = _policy(f"{name}-scale-in", "scale-in", args.group_name,
+                                aws_scale_in_policy(d), self)
+        alarm = aws_scale_in_alarm(d, args.group_name, args.load_balancer_suffix,
+                                   args.target_group_suffix)
+        self.alarm = _alarm(f"{name}-scale-in-alarm", d, "scale-in", alarm, self.scale_in, self)
+        self.register_outputs({"scaleOutPolicy": self.scale_out.name,
+                               "scaleInAlarm": self.alarm.name})
+
+
+@dataclass
+class OnDemandFallbackArgs:
+    deployment: Deployment
+    spot_group_name: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    target_group_arn: pulumi.Input[str]
+    template: aws.ec2.LaunchTemplate
+    ready_first: list[pulumi.Resource]
+
+
+class OnDemandFallback(pulumi.ComponentResource):
+    """dynamic_ondemand_fallback: a second group, on-demand only, in the same target group,
+    from 0 to the spot replicas' number; two alarms on the spot group's deficit set its
+    capacity through ExactCapacity step policies (servestack.clouds.aws)."""
+
+    def __init__(self, name: str, args: OnDemandFallbackArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("OnDemandFallback"), name, None, opts)
+        d = args.deployment
+        self.group = aws.autoscaling.Group(
+            f"{name}-asg", name_prefix=aws_name_prefix(d, "od"), min_size=0,
+            max_size=fallback_capacity(d), desired_capacity=0,
+            vpc_zone_identifiers=args.subnet_ids, target_group_arns=[args.target_group_arn],
+            health_check_type="ELB", health_check_grace_period=d.health.grace_period_seconds,
+            capacity_rebalance=False,
+            mixed_instances_policy=_mixed_policy(replace(d, use_spot=False), args.template),
+            instance_refresh=_instance_refresh(d),
+            # its capacity is whatever the alarms last set: an update never waits for it
+            wait_for_capacity_timeout="0", tags=_group_tags(d),
+            opts=_child(self, depends_on=args.ready_first, ignore_changes=_scaled(True)))
+        alarms = aws_fallback_alarms(d, args.spot_group_name)
+        self.policies: dict[str, aws.autoscaling.Policy] = {}
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        for kind, body in aws_fallback_policies(d).items():
+            policy = _policy(f"{name}-{kind}", f"fallback-{kind}", self.group.name, body, self)
+            self.policies[kind] = policy
+            self.alarms[kind] = _alarm(f"{name}-{kind}-alarm", d, f"spot-{kind}",
+                                       alarms[kind], policy, self)
+        self.register_outputs({"groupName": self.group.name})
+
+
+def _policy(name: str, policy_name: str, group_name: pulumi.Input[str], body: dict[str, Any],
+            parent: pulumi.Resource) -> aws.autoscaling.Policy:
+    """A scaling policy from the shared spelling (Terraform's block names, the SDK's args)."""
+    tracking = body.get("target_tracking_configuration")
+    return aws.autoscaling.Policy(
+        name, name=policy_name, autoscaling_group_name=group_name,
+        policy_type=body["policy_type"], adjustment_type=body.get("adjustment_type"),
+        estimated_instance_warmup=body.get("estimated_instance_warmup"),
+        step_adjustments=[aws.autoscaling.PolicyStepAdjustmentArgs(**step)
+                          for step in body.get("step_adjustment", [])] or None,
+        target_tracking_configuration=_tracking(tracking) if tracking else None,
+        opts=_child(parent))
+
+
+def _tracking(config: dict[str, Any]) -> aws.autoscaling.PolicyTargetTrackingConfigurationArgs:
+    predefined = config.get("predefined_metric_specification")
+    custom = config.get("customized_metric_specification")
+    return aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+        target_value=config["target_value"], disable_scale_in=config["disable_scale_in"],
+        predefined_metric_specification=aws.autoscaling
+        .PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(**predefined)
+        if predefined else None,
+        customized_metric_specification=aws.autoscaling
+        .PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs(
+            metric_name=custom["metric_name"], namespace=custom["namespace"],
+            statistic=custom["statistic"],
+            metric_dimensions=[aws.autoscaling
+                               .PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricDimensionArgs(**dimension)  # noqa: E501
+                               for dimension in custom["metric_dimension"]])
+        if custom else None)
+
+
+def _alarm(name: str, d: Deployment, kind: str, body: dict[str, Any],
+           policy: aws.autoscaling.Policy, parent: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:
+    """A metric-math alarm from the shared spelling, whose action is `policy`."""
+    fields = {k: v for k, v in body.items() if k != "metric_query"}
+    queries = [aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        **{k: v for k, v in query.items() if k != "metric"},
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(**query["metric"])
+        if "metric" in query else None) for query in body["metric_query"]]
+    return aws.cloudwatch.MetricAlarm(
+        name, name=aws_name(d, kind), **fields, metric_queries=queries,
+        alarm_actions=[policy.arn], tags=aws_tags(d), opts=_child(parent))
+
+
 class Service(pulumi.ComponentResource):
     """The whole service on AWS; `endpoint` is the ALB's URL (https://<domain> with TLS);
     `api_key` (a secret) and `api_key_ref` (its SSM parameter) when the deployment has a key."""
@@ -621,10 +770,11 @@ class Service(pulumi.ComponentResource):
         secrets = self._secrets(name, d, hf_token)
         role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
                             _child(self))
+        ready_first = [*secrets, role, *network.egress]
         group = InstanceGroup(f"{name}-group", InstanceGroupArgs(
             d, network.group_subnet_ids, firewall.instance_group.id,
-            lb.target_group.arn, role.profile.arn, [*secrets, role, *network.egress]),
-            _child(self))
+            lb.target_group.arn, role.profile.arn, ready_first), _child(self))
+        self._scaling(name, d, group, lb, network, ready_first)
         self.endpoint = lb.endpoint
         self.group_name = group.group.name
         self.group_id = group.group.id
@@ -633,6 +783,20 @@ class Service(pulumi.ComponentResource):
         self.api_key_ref = key.parameter.name if key else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
+
+    def _scaling(self, name: str, d: Deployment, group: InstanceGroup, lb: LoadBalancer,
+                 network: Network, ready_first: list[pulumi.Resource]) -> None:
+        """The autoscaler and the on-demand fallback group, when the deployment has them. The
+        fallback group shares the spot group's subnets (private, or public with --ssh-cidr) and
+        waits for what it waits for (secrets, role, the route out)."""
+        if d.autoscaling is not None:
+            Autoscaler(f"{name}-scale", AutoscalerArgs(
+                d, group.group.name, lb.alb.arn_suffix, lb.target_group.arn_suffix),
+                _child(self))
+        if fallback_capacity(d):
+            OnDemandFallback(f"{name}-od", OnDemandFallbackArgs(
+                d, group.group.name, network.group_subnet_ids, lb.target_group.arn,
+                group.template, ready_first), _child(self))
 
     def _secrets(self, name: str, d: Deployment, hf_token: pulumi.Input[str] | None
                  ) -> list[pulumi.Resource]:

@@ -19,9 +19,14 @@ identity are its direct children, each other concern is its own child component:
   secrets, with the Hugging Face token and the generated API key (components.apikey.ApiKey,
   secret `api-key`) in it; it exists whenever the deployment keeps either, and its name reaches
   the VMs in the bootstrap either way.
-- `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix). No
-  VM has a public IP: inbound is the balancer's (SSH through its NAT rule, only with SSH
-  CIDRs), outbound its outbound rule.
+- `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix); with
+  dynamic_ondemand_fallback a second, regular-priority one in the same backend pool. No VM has
+  a public IP: inbound is the balancer's (SSH through its NAT rule, only with SSH CIDRs),
+  outbound its outbound rule.
+- `Autoscaling` (with a replica_policy that autoscales): an autoscale setting per scale set,
+  bounded by min and max replicas, on the metric the replicas publish to the spot/main scale
+  set, and the role that lets the VMs' identity publish it (see servestack.clouds.azure,
+  azure_autoscales, for the rules and why).
 - `FrontDoor` (with a domain): the Standard balancer is L4 and terminates no TLS, so Front
   Door Standard serves the domain over HTTPS with a managed certificate and forwards plain
   HTTP to the balancer's public IP; the NSG then admits only `AzureFrontDoor.Backend` on the
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import pulumi
@@ -69,6 +74,8 @@ from servestack.clouds.azure import (
     AZURE_LOAD_DISTRIBUTION,
     AZURE_OS_DISK_CACHING,
     AZURE_OVERPROVISION,
+    AZURE_PRINCIPAL_TYPE,
+    AZURE_PROFILE,
     AZURE_REPAIR_ACTION,
     AZURE_ROLLING_UPGRADE,
     AZURE_SECRET_CONTENT_TYPE,
@@ -76,6 +83,8 @@ from servestack.clouds.azure import (
     AZURE_SKU_TIER,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_STATISTIC,
+    AZURE_TIME_GRAIN,
     AZURE_UPGRADE_MODE,
     AZURE_VAULT_RETENTION_DAYS,
     EGRESS,
@@ -84,9 +93,14 @@ from servestack.clouds.azure import (
     PROBE,
     RULE,
     SSH,
+    AzureAutoscale,
+    azure_autoscale_tags,
+    azure_autoscales,
     azure_computer_name_prefix,
     azure_dns_name,
     azure_dns_records,
+    azure_fallback,
+    azure_fallback_computer_name_prefix,
     azure_flexible,
     azure_has_vault,
     azure_health_settings,
@@ -97,11 +111,14 @@ from servestack.clouds.azure import (
     azure_priority,
     azure_probe,
     azure_repair_grace_period,
+    azure_role_assignment_name,
+    azure_role_definition,
     azure_security_rules,
     azure_spot_restore,
     azure_upgrade_pause,
     azure_vault_prefix,
     azure_with_vault,
+    azure_zone_balance,
 )
 from servestack.deployment.model import Deployment, HealthCheck, ImageRef
 from servestack.sshkey import lock_only_ssh_key
@@ -450,6 +467,9 @@ class ScaleSetArgs:
     # Created before the scale set, deleted after it: the balancer (its probe, rules and
     # outbound rule are inline, see ScaleSet) and the token with its access policy.
     ready_first: list[pulumi.Resource]
+    # The on-demand fallback scale set (dynamic_ondemand_fallback): its own names; the
+    # deployment is then azure_fallback's regular-priority variant.
+    fallback: bool = False
 
 
 class ScaleSet(pulumi.ComponentResource):
@@ -475,6 +495,12 @@ class ScaleSet(pulumi.ComponentResource):
         super().__init__(_type("ScaleSet"), name, None, opts)
         d = args.deployment
         flexible = azure_flexible(d)
+        kind = "fallback_scale_set" if args.fallback else "scale_set"
+        prefix = azure_fallback_computer_name_prefix(d) if args.fallback \
+            else azure_computer_name_prefix(d)
+        # An autoscaled group's size belongs to its autoscale setting: an update must not set
+        # it back to the deployed count.
+        autoscaled = d.autoscaling is not None or args.fallback
         mode: dict[str, Any] = {
             "orchestration_mode": "Uniform", "overprovision": AZURE_OVERPROVISION}
         if flexible:
@@ -485,11 +511,11 @@ class ScaleSet(pulumi.ComponentResource):
                         base_regular_priority_count=d.on_demand_base,
                         regular_priority_percentage_above_base=0)}
         self.vmss = azure.compute.VirtualMachineScaleSet(
-            f"{name}-vmss", vm_scale_set_name=azure_name(d, "scale_set"),
+            f"{name}-vmss", vm_scale_set_name=azure_name(d, kind),
             resource_group_name=args.resource_group_name, location=d.region,
             sku=azure.compute.SkuArgs(name=d.primary.instance_type, tier="Standard",
                                       capacity=d.desired_replicas),
-            zones=list(d.zones) or None,
+            zones=list(d.zones) or None, zone_balance=azure_zone_balance(d),
             identity=azure.compute.VirtualMachineScaleSetIdentityArgs(
                 type=azure.compute.ResourceIdentityType(AZURE_IDENTITY_TYPE),
                 user_assigned_identities=[args.identity_id]),
@@ -501,8 +527,10 @@ class ScaleSet(pulumi.ComponentResource):
                 enabled=True, restore_timeout=AZURE_SPOT_RESTORE_TIMEOUT)
             if azure_spot_restore(d) else None,
             upgrade_policy=upgrade_policy(d),
-            virtual_machine_profile=vm_profile(d, args, flexible),
-            tags=d.tags, opts=_child(self, depends_on=args.ready_first), **mode)
+            virtual_machine_profile=vm_profile(d, args, flexible, prefix),
+            tags=d.tags, opts=_child(self, depends_on=args.ready_first,
+                                     ignore_changes=["sku.capacity"] if autoscaled else None),
+            **mode)
         self.register_outputs({"scaleSetName": self.vmss.name, "scaleSetId": self.vmss.id})
 
 
@@ -519,7 +547,7 @@ def upgrade_policy(d: Deployment) -> azure.compute.UpgradePolicyArgs:
             pause_time_between_batches=azure_upgrade_pause(d)))
 
 
-def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
+def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool, prefix: str | None = None
                ) -> azure.compute.VirtualMachineScaleSetVMProfileArgs:
     spot: dict[str, Any] = dict(azure_priority(d))
     if d.use_spot:
@@ -527,7 +555,7 @@ def vm_profile(d: Deployment, args: ScaleSetArgs, flexible: bool
     # No security_profile: at the SDK's API version (2024-11-01) that means the Standard
     # security type (no Trusted Launch / Secure Boot), which every GPU size here accepts.
     return azure.compute.VirtualMachineScaleSetVMProfileArgs(
-        os_profile=os_profile(d, args.ssh_public_key, args.vault_name),
+        os_profile=os_profile(d, args.ssh_public_key, args.vault_name, prefix),
         storage_profile=azure.compute.VirtualMachineScaleSetStorageProfileArgs(
             image_reference=azure.compute.ImageReferenceArgs(**image_reference(d.image)),
             os_disk=azure.compute.VirtualMachineScaleSetOSDiskArgs(
@@ -548,11 +576,11 @@ def custom_data(d: Deployment, vault_name: pulumi.Input[str] | None) -> pulumi.I
         render_cloud_init(azure_with_vault(d, vault)).encode()).decode())
 
 
-def os_profile(d: Deployment, ssh_public_key: str, vault_name: pulumi.Input[str] | None
-               ) -> azure.compute.VirtualMachineScaleSetOSProfileArgs:
+def os_profile(d: Deployment, ssh_public_key: str, vault_name: pulumi.Input[str] | None,
+               prefix: str | None = None) -> azure.compute.VirtualMachineScaleSetOSProfileArgs:
     """SSH key login only; cloud-init reads the bootstrap from custom data (base64)."""
     return azure.compute.VirtualMachineScaleSetOSProfileArgs(
-        computer_name_prefix=azure_computer_name_prefix(d), admin_username=d.admin_user,
+        computer_name_prefix=prefix or azure_computer_name_prefix(d), admin_username=d.admin_user,
         custom_data=custom_data(d, vault_name),
         linux_configuration=azure.compute.LinuxConfigurationArgs(
             disable_password_authentication=True, provision_vm_agent=True,
@@ -585,6 +613,67 @@ def health_extension(h: HealthCheck) -> azure.compute.VirtualMachineScaleSetExte
             settings=azure_health_settings(h))])
 
 
+@dataclass
+class AutoscalingArgs:
+    deployment: Deployment
+    resource_group_name: pulumi.Input[str]
+    scale_set_id: pulumi.Input[str]  # the main (spot) scale set: its metric drives every rule
+    fallback_scale_set_id: pulumi.Input[str] | None
+    principal_id: pulumi.Input[str]  # the VMs' user-assigned identity
+    subscription_id: pulumi.Input[str]
+
+
+class Autoscaling(pulumi.ComponentResource):
+    """An autoscale setting per scale set (enabled: the API's default is off), and the
+    Monitoring Metrics Publisher role for the VMs' identity on each scale set, which their
+    replicas publish the metric to."""
+
+    def __init__(self, name: str, args: AutoscalingArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("Autoscaling"), name, None, opts)
+        d = args.deployment
+        role = pulumi.Output.from_input(args.subscription_id).apply(azure_role_definition)
+        for setting in azure_autoscales(d):
+            target = args.fallback_scale_set_id if setting.fallback else args.scale_set_id
+            suffix = "-fallback" if setting.fallback else ""
+            azure.monitor.AutoscaleSetting(
+                f"{name}{suffix}", autoscale_setting_name=setting.name,
+                resource_group_name=args.resource_group_name, location=d.region,
+                enabled=True, target_resource_uri=target, target_resource_location=d.region,
+                profiles=[autoscale_profile(setting, args.scale_set_id)],
+                tags=azure_autoscale_tags(d), opts=_child(self))
+            azure.authorization.RoleAssignment(
+                f"{name}{suffix}-publisher",
+                role_assignment_name=azure_role_assignment_name(d, setting.fallback),
+                scope=target, role_definition_id=role, principal_id=args.principal_id,
+                principal_type=AZURE_PRINCIPAL_TYPE, opts=_child(self))
+        self.register_outputs({})
+
+
+def autoscale_profile(setting: AzureAutoscale, metric_source: pulumi.Input[str]
+                      ) -> azure.monitor.AutoscaleProfileArgs:
+    """Capacity bounds and rules; the counts are strings in this API."""
+    return azure.monitor.AutoscaleProfileArgs(
+        name=AZURE_PROFILE,
+        capacity=azure.monitor.ScaleCapacityArgs(
+            minimum=str(setting.minimum), maximum=str(setting.maximum),
+            default=str(setting.default)),
+        rules=[azure.monitor.ScaleRuleArgs(
+            metric_trigger=azure.monitor.MetricTriggerArgs(
+                metric_name=setting.metric, metric_namespace=setting.namespace,
+                metric_resource_uri=metric_source, time_grain=AZURE_TIME_GRAIN,
+                statistic=azure.monitor.MetricStatisticType(AZURE_STATISTIC),
+                time_window=rule.time_window,
+                time_aggregation=azure.monitor.TimeAggregationType(rule.time_aggregation),
+                operator=azure.monitor.ComparisonOperationType(rule.operator),
+                threshold=rule.threshold),
+            scale_action=azure.monitor.ScaleActionArgs(
+                direction=azure.monitor.ScaleDirection(rule.direction),
+                type=azure.monitor.ScaleType(rule.type), value=str(rule.value),
+                cooldown=rule.cooldown))
+            for rule in setting.rules])
+
+
 class Service(pulumi.ComponentResource):
     """The whole service on Azure; `endpoint` is the balancer's public IP and listener port."""
 
@@ -612,10 +701,12 @@ class Service(pulumi.ComponentResource):
             d, self.group.name, client.subscription_id), _child(self))
         key = ApiKey(f"{name}-api-key", opts=_child(self)) if d.api_key else None
         token = self._token(name, d, client.tenant_id, hf_token, key)
-        scale_set = ScaleSet(f"{name}-group", ScaleSetArgs(
+        scale_set_args = ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
             self.identity.id, ssh_public_key(), token.vault.name if token else None,
-            [lb.lb, token] if token else [lb.lb]), _child(self))
+            [lb.lb, token] if token else [lb.lb])
+        scale_set = ScaleSet(f"{name}-group", scale_set_args, _child(self))
+        self._autoscaling(name, d, scale_set_args, scale_set, client.subscription_id)
         # the balancer's address: Static, so known once its public IP exists
         address = cast(pulumi.Output[str], lb.public_ip.ip_address)
         front = FrontDoor(f"{name}-https", FrontDoorArgs(d, self.group.name, address),
@@ -634,6 +725,20 @@ class Service(pulumi.ComponentResource):
         self.dns_records = front.dns_records if front else None
         self.register_outputs({"endpoint": self.endpoint, "groupName": self.group_name,
                                "groupId": self.group_id})
+
+    def _autoscaling(self, name: str, d: Deployment, args: ScaleSetArgs, main: ScaleSet,
+                     subscription_id: pulumi.Input[str]) -> None:
+        """The autoscale settings, and the on-demand fallback scale set when asked for."""
+        settings = azure_autoscales(d)
+        if not settings:
+            return
+        fallback = None
+        if any(s.fallback for s in settings):
+            fallback = ScaleSet(f"{name}-fallback", replace(
+                args, deployment=azure_fallback(d), fallback=True), _child(self))
+        Autoscaling(f"{name}-scale", AutoscalingArgs(
+            d, self.group.name, main.vmss.id, fallback.vmss.id if fallback else None,
+            self.identity.principal_id, subscription_id), _child(self))
 
     def _token(self, name: str, d: Deployment, tenant_id: pulumi.Input[str],
                hf_token: pulumi.Input[str] | None, key: ApiKey | None) -> TokenSecret | None:

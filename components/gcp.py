@@ -9,14 +9,21 @@
   download), for their subnet only.
 - `Firewall`: the service port from Google's health checkers and from the proxy-only subnet
   (the load balancer's Envoys), SSH only from `ssh_cidrs`; nothing else comes in.
-- `Identity`: the VMs' own service account (it can read its two secrets and nothing else).
+- `Identity`: the VMs' own service account (it can read its two secrets and nothing else,
+  and write metrics when `MetricWriter` grants it).
 - `TokenSecret`: the Secret Manager secret holding the Hugging Face token, its version (a
   Pulumi secret) and the accessor binding for that service account on that secret only.
 - `ApiKeySecret`: the generated API key (components.apikey.ApiKey), its own secret holding
   it, and the same account's accessor binding on that secret only (none with --no-api-key).
 - `HealthCheck`: one regional HTTP health check, used by the load balancer and by autohealing.
 - `InstanceGroup`: regional instance template(s) and the regional MIG (zones, flexibility,
-  spot split, autohealing, rolling updates).
+  spot split, autohealing, rolling updates); with a replica_policy that autoscales, its
+  `GroupScaling`: the regional autoscaler (and, with dynamic on-demand fallback, a second MIG
+  of on-demand VMs with an autoscaler of its own, behind the same backend service). Every
+  MIG in it is created after the NAT, both secrets' versions and accessor bindings and the
+  metric writer role, which its VMs use as they boot.
+- `MetricWriter`: roles/monitoring.metricWriter for the VMs' account, when the autoscaler
+  reads a gauge the replicas write (vLLM's queue or KV-cache use).
 - `LoadBalancer`: static address, backend service, URL map, HTTP proxy, forwarding rule, and
   a Cloud Armor policy when clients are limited to `allow_cidrs`. With TLS the HTTP proxy
   takes a URL map that only redirects to https.
@@ -60,7 +67,6 @@ from servestack.clouds.gcp import (
     CLOUD,
     GCP_ADDRESS_TYPE,
     GCP_ARMOR_TYPE,
-    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_DNS_AUTHORIZATION_RECORD,
     GCP_DNS_AUTHORIZATION_TYPE,
@@ -70,6 +76,7 @@ from servestack.clouds.gcp import (
     GCP_HTTPS_REDIRECT,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
+    GCP_METRIC_WRITER,
     GCP_NAMED_PORT,
     GCP_NAT,
     GCP_NAT_LOG,
@@ -80,17 +87,22 @@ from servestack.clouds.gcp import (
     GCP_TARGET_SHAPE,
     GCP_VPC,
     gcp_autoheal_delay,
+    gcp_autoscaling_policy,
+    gcp_backend,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
     gcp_fqdn,
+    gcp_has_fallback_group,
     gcp_labels,
     gcp_metadata,
+    gcp_metric_type,
     gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_kinds,
     gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
@@ -355,27 +367,18 @@ class InstanceGroup(pulumi.ComponentResource):
         user_data = render_cloud_init(d)
         self.templates: dict[str, gcp.compute.RegionInstanceTemplate] = {
             kind: self._template(f"{name}-{kind}", kind, args, user_data)
-            for kind in reversed(gcp_versions(d))}
-        self.manager = gcp.compute.RegionInstanceGroupManager(
-            f"{name}-mig", name=gcp_name(d, "mig"), project=d.gcp_project, region=d.region,
-            base_instance_name=d.scope,
-            description=f"servestack {d.service}: {d.candidate_id}",
-            versions=self._versions(d),
-            target_size=d.desired_replicas,
-            distribution_policy_zones=list(d.zones) or None,
-            distribution_policy_target_shape=GCP_TARGET_SHAPE,
-            named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
-                name=GCP_NAMED_PORT, port=d.service_port)],
-            auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                health_check=args.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
-            instance_flexibility_policy=flexibility_policy(d),
-            update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
-                **gcp_update_policy(d)),
-            wait_for_instances=False,
-            opts=_child(self))
+            for kind in reversed(gcp_template_kinds(d))}
+        # An autoscaler owns the size of the group it scales: never set it then.
+        self.manager = region_mig(
+            f"{name}-mig", args, "mig", d.scope, self._versions(d),
+            target_size=None if d.autoscaling else d.desired_replicas, opts=_child(self))
         self.group_name = self.manager.name
         self.group_id = self.manager.id
         self.instance_group = self.manager.instance_group
+        scaled = GroupScaling(f"{name}-scaling", GroupScalingArgs(args, self.manager,
+                                                                  self.templates),
+                              opts=_child(self)) if d.autoscaling else None
+        self.fallback_group = scaled.fallback_group if scaled else None
         self.register_outputs({"name": self.manager.name, "id": self.manager.id,
                                "instanceGroup": self.manager.instance_group})
 
@@ -431,6 +434,119 @@ class InstanceGroup(pulumi.ComponentResource):
             for kind, fixed in gcp_versions(d).items()]
 
 
+@dataclass
+class GroupScalingArgs:
+    group: InstanceGroupArgs
+    manager: gcp.compute.RegionInstanceGroupManager
+    templates: dict[str, gcp.compute.RegionInstanceTemplate]
+
+
+class GroupScaling(pulumi.ComponentResource):
+    """The regional autoscaler of the group and, with dynamic on-demand fallback, the MIG of
+    on-demand VMs (the on-demand template, same zones, health and update policy) with its
+    own autoscaler. How the two share the load: clouds.gcp.gcp_autoscaling_policy."""
+
+    def __init__(self, name: str, args: GroupScalingArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("GroupScaling"), name, None, opts)
+        d = args.group.deployment
+        self.autoscaler = self._autoscaler(f"{name}-autoscaler", d, args.manager,
+                                           fallback=False)
+        self.fallback: gcp.compute.RegionInstanceGroupManager | None = None
+        self.fallback_group: pulumi.Output[str] | None = None
+        if gcp_has_fallback_group(d):
+            self.fallback = self._fallback_manager(f"{name}-ondemand-mig", args)
+            self.fallback_group = self.fallback.instance_group
+            self._autoscaler(f"{name}-ondemand-autoscaler", d, self.fallback, fallback=True)
+        self.register_outputs({"autoscaler": self.autoscaler.id,
+                               "fallbackGroup": self.fallback_group})
+
+    def _autoscaler(self, name: str, d: Deployment,
+                    manager: gcp.compute.RegionInstanceGroupManager,
+                    fallback: bool) -> gcp.compute.RegionAutoscaler:
+        return gcp.compute.RegionAutoscaler(
+            name, name=gcp_name(d, "ondemand-autoscaler" if fallback else "autoscaler"),
+            project=d.gcp_project, region=d.region, target=manager.id,
+            autoscaling_policy=autoscaling_policy(gcp_autoscaling_policy(d, fallback)),
+            description=f"servestack {d.service}: "
+                        f"{'on-demand fallback' if fallback else 'replica'} autoscaler",
+            opts=_child(self))
+
+    def _fallback_manager(self, name: str, args: GroupScalingArgs
+                          ) -> gcp.compute.RegionInstanceGroupManager:
+        """On-demand VMs that stand in while spot capacity is missing, sized by their own
+        autoscaler only."""
+        version = gcp.compute.RegionInstanceGroupManagerVersionArgs(
+            name="ondemand", instance_template=args.templates["ondemand"].self_link)
+        return region_mig(name, args.group, "ondemand-mig", f"{args.group.deployment.scope}-od",
+                          [version], target_size=None, opts=_child(self))
+
+
+def region_mig(name: str, args: InstanceGroupArgs, kind: str, base_name: str,
+               versions: list[gcp.compute.RegionInstanceGroupManagerVersionArgs],
+               target_size: int | None, opts: pulumi.ResourceOptions
+               ) -> gcp.compute.RegionInstanceGroupManager:
+    """A regional MIG of the deployment's VMs (`kind` names it)."""
+    d = args.deployment
+    return gcp.compute.RegionInstanceGroupManager(
+        name, name=gcp_name(d, kind), project=d.gcp_project, region=d.region,
+        base_instance_name=base_name,
+        description=f"servestack {d.service}: {d.candidate_id}",
+        versions=versions, target_size=target_size,
+        distribution_policy_zones=list(d.zones) or None,
+        distribution_policy_target_shape=GCP_TARGET_SHAPE,
+        named_ports=[gcp.compute.RegionInstanceGroupManagerNamedPortArgs(
+            name=GCP_NAMED_PORT, port=d.service_port)],
+        auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
+            health_check=args.health_check, initial_delay_sec=gcp_autoheal_delay(d)),
+        instance_flexibility_policy=flexibility_policy(d),
+        update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
+            **gcp_update_policy(d)),
+        wait_for_instances=False,
+        opts=opts)
+
+
+ScalingPolicy = gcp.compute.RegionAutoscalerAutoscalingPolicyArgs
+ScalingMetric = gcp.compute.RegionAutoscalerAutoscalingPolicyMetricArgs
+BalancerUtilization = gcp.compute.RegionAutoscalerAutoscalingPolicyLoadBalancingUtilizationArgs
+ScaleIn = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlArgs
+ScaleInLimit = gcp.compute.RegionAutoscalerAutoscalingPolicyScaleInControlMaxScaledInReplicasArgs
+
+
+def autoscaling_policy(policy: dict) -> ScalingPolicy:
+    """clouds.gcp's policy dict as the SDK's types (its `metric` blocks are `metrics` here)."""
+    rest = dict(policy)
+    metrics = [ScalingMetric(**m) for m in rest.pop("metric", [])]
+    utilization = rest.pop("load_balancing_utilization", None)
+    scale_in = rest.pop("scale_in_control")
+    return ScalingPolicy(
+        **rest, metrics=metrics or None,
+        load_balancing_utilization=BalancerUtilization(**utilization) if utilization else None,
+        scale_in_control=ScaleIn(
+            max_scaled_in_replicas=ScaleInLimit(**scale_in["max_scaled_in_replicas"]),
+            time_window_sec=scale_in["time_window_sec"]))
+
+
+@dataclass
+class MetricWriterArgs:
+    deployment: Deployment
+    member: pulumi.Input[str]
+    project: pulumi.Input[str]
+
+
+class MetricWriter(pulumi.ComponentResource):
+    """roles/monitoring.metricWriter for the VMs' account, so each replica can write the
+    gauge the autoscaler reads. Cloud Monitoring grants writing on the project only."""
+
+    def __init__(self, name: str, args: MetricWriterArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_type("MetricWriter"), name, None, opts)
+        self.binding = gcp.projects.IAMMember(
+            f"{name}-binding", project=args.project, role=GCP_METRIC_WRITER,
+            member=args.member, opts=_child(self))
+        self.register_outputs({"role": GCP_METRIC_WRITER})
+
+
 FlexibilityPolicy = gcp.compute.RegionInstanceGroupManagerInstanceFlexibilityPolicyArgs
 InstanceSelection = \
     gcp.compute.RegionInstanceGroupManagerInstanceFlexibilityPolicyInstanceSelectionArgs
@@ -458,6 +574,8 @@ class LoadBalancerArgs:
     proxy_subnet: pulumi.Resource
     instance_group: pulumi.Input[str]
     health_check: pulumi.Input[str]
+    # The on-demand fallback MIG, behind the same backend service (dynamic fallback only).
+    fallback_group: pulumi.Input[str] | None = None
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -482,8 +600,8 @@ class LoadBalancer(pulumi.ComponentResource):
             # may run for `idle_timeout_seconds`. Draining lets in-flight streams finish.
             timeout_sec=d.idle_timeout_seconds,
             connection_draining_timeout_sec=gcp_draining_seconds(d),
-            backends=[gcp.compute.RegionBackendServiceBackendArgs(
-                group=args.instance_group, **GCP_BACKEND)],
+            backends=[gcp.compute.RegionBackendServiceBackendArgs(group=group, **gcp_backend(d))
+                      for group in (args.instance_group, args.fallback_group) if group],
             security_policy=self.policy.self_link if self.policy else None,
             description=f"servestack {d.service}: the GPU group", opts=_child(self))
         self.url_map = gcp.compute.RegionUrlMap(
@@ -640,6 +758,12 @@ class Service(pulumi.ComponentResource):
         key = ApiKeySecret(f"{name}-api-key", ApiKeySecretArgs(d, identity.member),
                            opts=_child(self)) if d.api_key is not None else None
         waits += [key] if key else []
+        if gcp_metric_type(d):
+            writer = MetricWriter(f"{name}-metrics",
+                                  MetricWriterArgs(d, identity.member,
+                                                   d.gcp_project or identity.account.project),
+                                  opts=_child(self))
+            waits.append(writer)
         health = HealthCheck(f"{name}-hc", HealthCheckArgs(d), opts=_child(self))
         # The VMs go out through the NAT, and read the token and the key, as they boot:
         # create them after the NAT and the secrets' versions and accessor bindings.
@@ -650,7 +774,8 @@ class Service(pulumi.ComponentResource):
         lb = LoadBalancer(
             f"{name}-lb",
             LoadBalancerArgs(d, network.network.id, network.proxy_subnet,
-                             group.instance_group, health.check_id),
+                             group.instance_group, health.check_id,
+                             fallback_group=group.fallback_group),
             opts=_child(self))
         https = Https(f"{name}-https", HttpsArgs(d, lb), opts=_child(self)) if d.tls else None
         self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}") if d.tls else \
@@ -702,15 +827,22 @@ def _labelled(deployment: Deployment) -> list[dict]:
 
 
 def group_program(deployment: Deployment, group_name: str | None) -> Callable[[], None]:
-    """Exports `running`: the MIG's VMs that got capacity (None before the MIG has a name)."""
+    """Exports `running`: the MIG's VMs that got capacity, with those of the on-demand
+    fallback MIG when there is one (they serve too); None before the MIG has a name."""
 
     def program() -> None:
         if not group_name:
             pulumi.export("running", None)
             return
-        group = gcp.compute.get_region_instance_group(name=group_name, region=deployment.region,
-                                                      project=deployment.gcp_project)
-        pulumi.export("running", sum(1 for i in group.instances if i.status not in GONE_STATES))
+        names = [group_name]
+        if gcp_has_fallback_group(deployment):
+            names.append(gcp_name(deployment, "ondemand-mig"))
+        running = 0
+        for name in names:
+            group = gcp.compute.get_region_instance_group(
+                name=name, region=deployment.region, project=deployment.gcp_project)
+            running += sum(1 for i in group.instances if i.status not in GONE_STATES)
+        pulumi.export("running", running)
 
     return program
 

@@ -1,10 +1,18 @@
 """How a plan is shown: a SkyPilot-like table for people, a stable JSON object for machines;
 and, for `generate`, `deploy` and `endpoint`, what a deployment leaves open by the user's
-choice (`security_notes`)."""
+choice (`security_notes`).
+
+With a replica_policy the plan also says what the group will do (`scaling`): the replica
+bounds (num_overprovision on top of both, as the deployment builds them), which replicas are
+on-demand (base_ondemand_fallback_replicas) and which spot (the rest), the dynamic on-demand
+fallback, the hourly cost at min and at max, and the autoscaler's signal. The cost at max
+prices the replicas above min at the candidate's own price (they are spot on a spot row: the
+on-demand base does not grow)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from servestack.deployment.model import WORLD, Deployment
 from servestack.planner import Candidate, Plan
@@ -14,6 +22,9 @@ PLAN_SCHEMA_VERSION = 1
 # "#" is the rank `--candidate N` takes; $/h and TOTAL $/h are ranges when the candidate's
 # group may launch dearer (or cheaper) fallback types; "?" is a total the catalog cannot price.
 HEADERS = ("#", "INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "$/h", "TOTAL $/h", "CHOSEN")
+# With an autoscaling replica_policy: the replica range (on-demand + spot on spot rows) and the
+# service's $/h at max_replicas, before CHOSEN; TOTAL $/h stays the cost at min_replicas.
+SCALING_HEADERS = ("REPLICAS", "AT MAX $/h")
 
 
 def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> dict:
@@ -24,7 +35,9 @@ def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> d
         "model": plan.model,
         "replicas": plan.replicas,
         "catalog_dates": dict(sorted(catalog_dates.items())),
-        "candidates": [c.to_json() for c in plan.candidates],
+        "candidates": [{**c.to_json(), "scaling": scaling_of(c, spec).to_json()}
+                       for c in plan.candidates],
+        "scaling": policy_json(spec),
         "dropped": [d.to_json() for d in plan.dropped],
         "warnings": list(plan.warnings),
         "notes": list(spec.notes),
@@ -49,9 +62,12 @@ def best_per_group(candidates: list[Candidate]) -> list[Candidate]:
 def plan_table(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str], *,
                show_all: bool = False, explain: bool = False) -> str:
     rows = plan.candidates if show_all else best_per_group(plan.candidates)
-    lines = [_heading(plan, spec, catalog_dates)]
+    lines = [_heading(plan, spec, catalog_dates)] + _scaling_lines(spec, rows)
     lines += [f"warning: {w}" for w in plan.warnings] + [f"note: {n}" for n in spec.notes]
-    lines.append(_table([_row(c) for c in rows]))
+    if autoscales(spec):
+        lines.append(_table([_scaled_row(c, spec) for c in rows], _scaled_headers()))
+    else:
+        lines.append(_table([_row(c) for c in rows]))
     lines.append(_footer(plan, len(rows), show_all, explain))
     if explain:
         lines.append(explain_dropped(plan))
@@ -95,14 +111,14 @@ def _dollars(bounds: tuple[float, float] | None) -> str:
     return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+def _table(rows: list[tuple[str, ...]], headers: tuple[str, ...] = HEADERS) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     rule = "-" * (sum(widths) + 3 * (len(widths) - 1) + 2)
 
     def fmt(cells):
         return " " + "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
-    return "\n".join([rule, fmt(HEADERS), rule, *(fmt(r) for r in rows), rule])
+    return "\n".join([rule, fmt(headers), rule, *(fmt(r) for r in rows), rule])
 
 
 def _footer(plan: Plan, shown: int, show_all: bool, explain: bool) -> str:
@@ -137,3 +153,143 @@ def security_notes(d: Deployment) -> list[str]:
         notes.append(f"--allow-cidr {WORLD}: the endpoint takes requests from the whole "
                      "internet; --allow-cidr CIDR limits who may reach it")
     return notes
+
+
+# --- scaling ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """What one candidate's group does under the spec's replica_policy."""
+
+    min_replicas: int
+    max_replicas: int
+    on_demand_min: int  # on-demand replicas: the whole group on an on-demand row, the base on
+    on_demand_max: int  # a spot row (base_ondemand_fallback_replicas, which does not grow)
+    spot_min: int
+    spot_max: int
+    fallback_on_demand_max: int  # dynamic fallback: on-demand stand-ins while spot is short
+    at_min: float | None  # $/h of the service at min and at max replicas (None: unpriced)
+    at_max: float | None
+
+    def replicas_text(self) -> str:
+        bounds = _bounds(self.min_replicas, self.max_replicas)
+        if not self.spot_max:
+            return bounds
+        text = f"{bounds} ({self.on_demand_min} on-demand + " \
+            f"{_bounds(self.spot_min, self.spot_max)} spot"
+        if self.fallback_on_demand_max:
+            text += f"; up to {self.fallback_on_demand_max} on-demand while spot is short"
+        return text + ")"
+
+    def column(self) -> str:
+        """The table's REPLICAS cell: the range, split into on-demand (OD) and spot."""
+        if not self.spot_max:
+            return _bounds(self.min_replicas, self.max_replicas)
+        spot = f"{_bounds(self.spot_min, self.spot_max)} spot"
+        return f"{self.on_demand_min} OD + {spot}" if self.on_demand_min else spot
+
+    def to_json(self) -> dict:
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "on_demand_replicas": {"min": self.on_demand_min, "max": self.on_demand_max},
+                "spot_replicas": {"min": self.spot_min, "max": self.spot_max},
+                "dynamic_ondemand_fallback_max": self.fallback_on_demand_max,
+                "price_per_hour_at_min": self.at_min, "price_per_hour_at_max": self.at_max,
+                "replicas_text": self.replicas_text()}
+
+
+def _bounds(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def replica_bounds(spec: ServiceSpec) -> tuple[int, int]:
+    """min and max replicas as the deployment builds them (num_overprovision on both)."""
+    from servestack.deployment.build import _replica_range
+
+    return _replica_range(spec.service.replica_policy if spec.service else None)
+
+
+def autoscales(spec: ServiceSpec) -> bool:
+    low, high = replica_bounds(spec)
+    return bool(spec.service and not spec.service.replica_policy.fixed and high > low)
+
+
+def scaling_of(c: Candidate, spec: ServiceSpec) -> Scaling:
+    policy = spec.service.replica_policy if spec.service else None
+    low, high = replica_bounds(spec)
+    base = min(policy.base_ondemand_fallback_replicas, low) if policy and c.use_spot else 0
+    dynamic = bool(policy and c.use_spot and policy.dynamic_ondemand_fallback)
+    at_min = None if c.total_price_per_hour is None else \
+        round(c.total_price_per_hour + (low - c.replicas) * c.price_per_hour, 4)
+    at_max = None if at_min is None else round(at_min + (high - low) * c.price_per_hour, 4)
+    if c.use_spot:
+        return Scaling(low, high, base, base, low - base, high - base,
+                       high - base if dynamic else 0, at_min, at_max)
+    return Scaling(low, high, low, high, 0, 0, 0, at_min, at_max)
+
+
+def policy_json(spec: ServiceSpec) -> dict:
+    """The spec's scaling, the same for every candidate: None-valued signal for a fixed group.
+    The signal is the default the deployment builds (the load balancer's requests per second
+    against target_qps_per_replica); generate/deploy's --scale-metric may choose another."""
+    low, high = replica_bounds(spec)
+    policy = spec.service.replica_policy if spec.service else None
+    signal = None
+    if policy is not None and autoscales(spec):
+        from servestack.deployment.model import DOWNSCALE_DELAY_SECONDS, UPSCALE_DELAY_SECONDS
+
+        up, down = policy.upscale_delay_seconds, policy.downscale_delay_seconds
+        signal = {"metric": "qps", "target_per_replica": policy.target_qps_per_replica,
+                  "upscale_delay_seconds": int(up) if up is not None else UPSCALE_DELAY_SECONDS,
+                  "downscale_delay_seconds":
+                      int(down) if down is not None else DOWNSCALE_DELAY_SECONDS}
+    return {"min_replicas": low, "max_replicas": high, "autoscaling": signal is not None,
+            "signal": signal,
+            "base_ondemand_fallback_replicas":
+                policy.base_ondemand_fallback_replicas if policy else 0,
+            "dynamic_ondemand_fallback": bool(policy and policy.dynamic_ondemand_fallback)}
+
+
+def signal_text(spec: ServiceSpec) -> str | None:
+    signal = policy_json(spec)["signal"]
+    if signal is None:
+        return None
+    target = signal["target_per_replica"]
+    per = target if not isinstance(target, dict) else \
+        ", ".join(f"{k}: {v}" for k, v in target.items())
+    up, down = signal["upscale_delay_seconds"], signal["downscale_delay_seconds"]
+    return (f"autoscaled on requests per second per replica (target {per}; --scale-metric "
+            f"picks vLLM's queue or KV cache instead), up after {up} s, down after {down} s")
+
+
+def _scaling_lines(spec: ServiceSpec, rows: list[Candidate]) -> list[str]:
+    text = signal_text(spec)
+    if text is None:
+        return []
+    low, high = replica_bounds(spec)
+    lines = [f"Scaling: {low} to {high} replicas, {text}; TOTAL $/h is at {low}, "
+             f"AT MAX $/h at {high}."]
+    spot = next((c for c in rows if c.use_spot), None)
+    if spot is not None:
+        lines.append(f"Spot rows (OD: on-demand): {scaling_of(spot, spec).replicas_text()}.")
+    return lines
+
+
+def _scaled_headers() -> tuple[str, ...]:
+    return HEADERS[:-1] + SCALING_HEADERS + HEADERS[-1:]
+
+
+def _scaled_row(c: Candidate, spec: ServiceSpec) -> tuple[str, ...]:
+    row = _row(c)
+    scaling = scaling_of(c, spec)
+    at_max = "?" if scaling.at_max is None else _dollars(_at_max_range(c, scaling))
+    return row[:-1] + (scaling.column(), at_max) + row[-1:]
+
+
+def _at_max_range(c: Candidate, scaling: Scaling) -> tuple[float, float] | None:
+    """The service's $/h at max over the group's types (cheapest, dearest)."""
+    total = c.group_total_price_per_hour
+    if total is None:
+        return None
+    extra = scaling.max_replicas - c.replicas
+    low, high = c.group_price_per_hour
+    return total[0] + extra * low, total[1] + extra * high

@@ -81,6 +81,7 @@ from importlib import resources
 import yaml
 
 from servestack import clouds
+from servestack.bootstrap.metrics import metrics_files, metrics_units
 from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 
@@ -174,6 +175,7 @@ def _render(d: Deployment, files: list[tuple[str, str, str]], packed: set[str]) 
     """The document writing `files`, those in `packed` gzip+base64."""
     gated = d.readiness.method == "POST"
     units = ["servestack-vllm.service"] + (["servestack-gate.service"] if gated else [])
+    units += metrics_units(d)
     document = {
         "write_files": [_file(*f, compress=f[0] in packed) for f in files],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", *units],
@@ -209,7 +211,7 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
     for name, script in (("setup", d.setup), ("run", d.run)):
         if script:
             files.append((f"{HOME}/user/{name}.sh", _ending(script), "0755"))
-    return files
+    return files + metrics_files(d)
 
 
 def settings_env(d: Deployment) -> str:

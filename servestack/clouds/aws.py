@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from servestack.catalog.aws import ZONE_NAME, is_zone_name
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import (
+    DOWNSCALE_DELAY_SECONDS,
+    UPSCALE_DELAY_SECONDS,
     WORLD,
+    Autoscaling,
     Deployment,
     HealthCheck,
     ImageRef,
@@ -181,6 +185,17 @@ class Aws(Cloud):
         # a spot-count limit is a spot quota whatever the candidate's own setting
         spot = True if found.code == "MaxSpotInstanceCountExceeded" else c.use_spot
         return QuotaScope(c.region, quota_family(c.instance_type, spot), spot)
+
+    def zones_for(self, c: Offered) -> tuple[str, ...]:
+        """A spot candidate's group spans every zone of its region that offers its types (empty:
+        the plan's spot zones of the group's types fill `d.zones`, servestack.deployment.build
+        `_group_zones`), as SkyServe spreads spot replicas: the plan prices AWS spot per
+        zone ID, but a group held to that one zone loses every replica when its pool runs dry,
+        while a region-wide group lets capacity-optimized allocation pick the deepest pools.
+        A zone *name* stays: only a spec pins one (`zone: us-east-1a`)."""
+        if c.use_spot and c.zone and not is_zone_name(c.zone, c.region):
+            return ()
+        return super().zones_for(c)
 
     def zone_in_error(self, text: str, c: Offered) -> str | None:
         """AWS errors name zones (us-east-1b) while the plan holds zone ids (use1-az4), so a
@@ -412,3 +427,202 @@ def read_token_policy(parameter_arns: list[str], partition: str, account: str, r
              "StringEquals": {"kms:ViaService": f"ssm.{region}.{dns_suffix}"},
              "ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}},
     ]}
+
+
+# --- autoscaling: SkyServe's replica_policy run by the group itself (no controller VM) --------
+# The functions take the group's name and the balancer's ARN suffixes as values or as an
+# engine's references (Pulumi outputs, Terraform expressions); they only place them.
+# Every signal here is read per minute: the group metrics (collected at 1Minute granularity),
+# the ALB's request counts, and the replicas' gauges (the bootstrap ships them every 60 s).
+PERIOD_SECONDS = 60
+GROUP_METRICS = ("GroupDesiredCapacity", "GroupInServiceInstances")
+METRICS_GRANULARITY = "1Minute"
+GROUP_DIMENSION = "AutoScalingGroupName"
+# Target tracking on the ALB: the average number of requests per target in one minute (the
+# metric's only statistic is Sum over a 60 s period, so its target is requests per minute).
+ALB_REQUESTS_PER_TARGET = "ALBRequestCountPerTarget"
+
+
+def fallback_capacity(d: Deployment) -> int:
+    """The on-demand fallback group's maximum: the replicas above the on-demand base, which are
+    spot and may each need an on-demand stand-in (0: no fallback group)."""
+    return d.max_replicas - d.on_demand_base if d.dynamic_ondemand_fallback and d.use_spot else 0
+
+
+def aws_metadata_options(d: Deployment) -> dict[str, Any]:
+    """IMDSv2 as always; with a shipped metric also the instance's tags, from which the metric
+    shipper reads its group's name (aws:autoscaling:groupName) for the metric's dimension."""
+    if CLOUD.shipped_metric(d) is None:
+        return AWS_METADATA_OPTIONS
+    return {**AWS_METADATA_OPTIONS, "instance_metadata_tags": "enabled"}
+
+
+def put_metrics_policy(d: Deployment) -> dict[str, Any] | None:
+    """What the VMs need to publish their gauge: PutMetricData, which takes no resource ARN
+    (IAM: CloudWatch actions without resource-level permissions), held to the namespace."""
+    if CLOUD.shipped_metric(d) is None:
+        return None
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "PutVllmMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"cloudwatch:namespace": CLOUD.metrics_namespace}}}]}
+
+
+def aws_group_metrics(d: Deployment) -> dict[str, Any]:
+    """The group's arguments for scaling: the warm-up (SkyServe's upscale delay: a new VM's
+    metrics join the group's only after it, so one burst of load adds replicas once, not again
+    each minute while the first new ones boot) and the group metrics the alarms read."""
+    found: dict[str, Any] = {}
+    if d.autoscaling is not None:
+        found["default_instance_warmup"] = d.autoscaling.upscale_delay_seconds
+    if d.autoscaling is not None or fallback_capacity(d):
+        found |= {"enabled_metrics": list(GROUP_METRICS),
+                  "metrics_granularity": METRICS_GRANULARITY}
+    return found
+
+
+def aws_target_tracking(d: Deployment, resource_label: Any, group_name: Any) -> dict[str, Any]:
+    """The scale-out policy: target tracking on the ALB's requests per target, or on the
+    replicas' gauge averaged over the group. Its scale-in is off (see `aws_scale_in_alarm`).
+
+    "qps": SkyServe's target is requests per second per replica; ALBRequestCountPerTarget is
+    requests per target per minute (Sum over 60 s), hence the target times 60. The resource
+    label is the ALB's and the target group's ARN suffixes joined by "/" (Auto Scaling API,
+    PredefinedMetricSpecification)."""
+    scaling = _scaling(d)
+    config: dict[str, Any] = {"disable_scale_in": True}
+    if scaling.on_load_balancer:
+        config |= {"target_value": scaling.target * PERIOD_SECONDS,
+                   "predefined_metric_specification": {
+                       "predefined_metric_type": ALB_REQUESTS_PER_TARGET,
+                       "resource_label": resource_label}}
+    else:
+        config |= {"target_value": scaling.target, "customized_metric_specification": {
+            "metric_name": scaling.shipped_metric, "namespace": CLOUD.metrics_namespace,
+            "statistic": "Average",
+            "metric_dimension": [{"name": GROUP_DIMENSION, "value": group_name}]}}
+    return {"policy_type": "TargetTrackingScaling",
+            "estimated_instance_warmup": scaling.upscale_delay_seconds,
+            "target_tracking_configuration": config}
+
+
+def aws_scale_in_alarm(d: Deployment, group_name: Any, load_balancer: Any,
+                       target_group: Any) -> dict[str, Any]:
+    """The scale-in alarm: SkyServe's rule, replicas = ceil(load / target), held for the
+    downscale delay.
+
+    Why not target tracking's own scale-in: EC2 Auto Scaling creates its low alarm with 15
+    one-minute datapoints, which no API changes (aws-samples/amazon-aurora-labs-for-mysql#3),
+    so the downscale delay (default 1200 s) could not be honoured; target tracking's scale-in
+    is disabled and this alarm, ceil(delay / 60) minutes of "more replicas than the load
+    needs", drives a step policy instead (a step policy may take any alarm: EC2 Auto Scaling
+    User Guide, step and simple scaling policies).
+
+    `surplus` = desired - ceil(load / target). Load: the target group's requests per second
+    (RequestCount, which the ALB publishes only for minutes with requests: a missing minute is
+    0), or the replicas' gauge average times the replicas in service (no gauge yet: no
+    datapoint, not breaching, so booting replicas never look idle)."""
+    scaling = _scaling(d)
+    minutes = _minutes(scaling.downscale_delay_seconds)
+    group = {GROUP_DIMENSION: group_name}
+    queries = [_query("desired", "AWS/AutoScaling", "GroupDesiredCapacity", group, "Maximum")]
+    if scaling.on_load_balancer:
+        queries.append(_query("requests", "AWS/ApplicationELB", "RequestCount",
+                              {"LoadBalancer": load_balancer, "TargetGroup": target_group}, "Sum"))
+        load = f"FILL(requests, 0) / {PERIOD_SECONDS}"
+    else:
+        queries += [_query("gauge", CLOUD.metrics_namespace, scaling.shipped_metric, group,
+                           "Average"),
+                    _query("serving", "AWS/AutoScaling", "GroupInServiceInstances", group,
+                           "Maximum")]
+        load = "gauge * serving"
+    queries.append({"id": "surplus", "expression": f"desired - CEIL({load} / {scaling.target:g})",
+                    "label": "replicas beyond what the load needs", "return_data": True})
+    return {"comparison_operator": "GreaterThanOrEqualToThreshold", "threshold": 1,
+            "evaluation_periods": minutes, "datapoints_to_alarm": minutes,
+            "treat_missing_data": "notBreaching", "metric_query": queries,
+            "alarm_description": f"servestack {d.service}: {minutes} min with more replicas "
+                                 "than the load needs"}
+
+
+def aws_scale_in_policy(d: Deployment) -> dict[str, Any]:
+    """Remove the surplus at once: the alarm's threshold is 1 replica, and step i (surplus i,
+    i.e. i - 1 <= surplus - threshold < i) removes i; the last step is open-ended. The group's
+    min_size bounds it."""
+    room = d.max_replicas - d.min_replicas
+    return {"policy_type": "StepScaling", "adjustment_type": "ChangeInCapacity",
+            "step_adjustment": _steps(room, lambda i: -i, start=0)}
+
+
+def aws_fallback_alarms(d: Deployment, group_name: Any) -> dict[str, dict[str, Any]]:
+    """dynamic_ondemand_fallback's two alarms on the spot group's deficit (desired minus in
+    service: spot VMs it wants but cannot get). "short": a deficit of 1 or more for the upscale
+    delay (a VM that gets capacity is in service within a minute or two, so a longer deficit is
+    missing spot capacity); "back": no deficit for the downscale delay (spot is back, and its
+    VMs have had that long to load the model before the stand-ins leave)."""
+    scaling = d.autoscaling
+    up = scaling.upscale_delay_seconds if scaling else UPSCALE_DELAY_SECONDS
+    down = scaling.downscale_delay_seconds if scaling else DOWNSCALE_DELAY_SECONDS
+    group = {GROUP_DIMENSION: group_name}
+    queries = [_query("desired", "AWS/AutoScaling", "GroupDesiredCapacity", group, "Maximum"),
+               _query("serving", "AWS/AutoScaling", "GroupInServiceInstances", group, "Minimum"),
+               {"id": "deficit", "expression": "desired - serving",
+                "label": "spot replicas wanted but not in service", "return_data": True}]
+    # Half a replica: the deficit is a whole number, so no datapoint sits on the threshold.
+    short, back = _minutes(up), _minutes(down)
+    return {
+        "short": {"comparison_operator": "GreaterThanOrEqualToThreshold", "threshold": 0.5,
+                  "evaluation_periods": short, "datapoints_to_alarm": short,
+                  "treat_missing_data": "missing", "metric_query": queries,
+                  "alarm_description": f"servestack {d.service}: spot short for {short} min"},
+        "back": {"comparison_operator": "LessThanThreshold", "threshold": 0.5,
+                 "evaluation_periods": back, "datapoints_to_alarm": back,
+                 "treat_missing_data": "missing", "metric_query": queries,
+                 "alarm_description": f"servestack {d.service}: spot back for {back} min"},
+    }
+
+
+def aws_fallback_policies(d: Deployment) -> dict[str, dict[str, Any]]:
+    """The on-demand group's capacity as step policies with ExactCapacity.
+
+    Step bounds are relative to the alarm's threshold (0.5): for "short" (above it) a step
+    holds lower <= deficit - 0.5 < upper, so step i, [i - 1, i), sets i on-demand VMs for a
+    deficit of i; the last is open-ended and sets the group's maximum. EC2 Auto Scaling runs
+    the policy again every minute the alarm stays in ALARM (CloudWatch: Auto Scaling actions
+    repeat while the state lasts), so the capacity follows the deficit as spot comes and goes.
+    "back" (below the threshold) has one step, upper bound 0 and no lower bound: 0 VMs."""
+    most = fallback_capacity(d)
+    exact = {"policy_type": "StepScaling", "adjustment_type": "ExactCapacity"}
+    return {"short": {**exact, "step_adjustment": _steps(most, lambda i: i, start=0)},
+            "back": {**exact, "step_adjustment": [{"scaling_adjustment": 0,
+                                                   "metric_interval_upper_bound": "0"}]}}
+
+
+def _steps(count: int, adjustment: Callable[[int], int], start: int) -> list[dict[str, Any]]:
+    """`count` steps of width 1 from `start` above the threshold; the last is open-ended."""
+    steps = []
+    for i in range(1, count + 1):
+        step = {"scaling_adjustment": adjustment(i),
+                "metric_interval_lower_bound": str(start + i - 1)}
+        if i < count:
+            step["metric_interval_upper_bound"] = str(start + i)
+        steps.append(step)
+    return steps
+
+
+def _query(query_id: str, namespace: str, metric: str, dimensions: dict[str, Any],
+           stat: str) -> dict[str, Any]:
+    return {"id": query_id, "return_data": False, "metric": {
+        "namespace": namespace, "metric_name": metric, "dimensions": dimensions,
+        "stat": stat, "period": PERIOD_SECONDS}}
+
+
+def _minutes(seconds: int) -> int:
+    """Whole alarm periods covering `seconds` (at least one)."""
+    return max(1, -(-seconds // PERIOD_SECONDS))
+
+
+def _scaling(d: Deployment) -> Autoscaling:
+    if d.autoscaling is None:
+        raise ValueError(f"deployment {d.candidate_id} does not autoscale")
+    return d.autoscaling

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, rule
@@ -160,7 +161,14 @@ class Azure(Cloud):
     def check(self, d: Deployment) -> None:
         """A domain: its DNS zone must be an Azure DNS zone's resource id with the domain
         strictly inside it (the apex takes no CNAME), and the clients cannot be limited to
-        CIDRs: behind Front Door the balancer sees Front Door's addresses, not theirs."""
+        CIDRs: behind Front Door the balancer sees Front Door's addresses, not theirs. And the
+        on-demand fallback scale set follows the replicas' published load (azure_autoscales):
+        a fixed-size spot group publishes none, so it has nothing to follow."""
+        if d.dynamic_ondemand_fallback and d.autoscaling is None:
+            raise UserError("Azure: replica_policy.dynamic_ondemand_fallback needs an "
+                            "autoscaling policy (min_replicas < max_replicas and "
+                            "target_qps_per_replica): its on-demand scale set follows the "
+                            "spot replicas' load, which a fixed-size group does not publish")
         if d.tls is None:
             return
         if azure_ipv4(d.allow_cidrs) != [WORLD]:
@@ -255,7 +263,9 @@ def azure_ipv4(cidrs: tuple[str, ...]) -> list[str]:
 AZURE_NAME_KINDS = {"resource_group": "rg", "identity": "id", "nsg": "nsg", "vnet": "vnet",
                     "subnet": "vms", "public_ip": "ip", "lb": "lb", "scale_set": "vmss",
                     "front_door": "fd", "origin_group": "origins", "origin": "balancer",
-                    "route": "https", "custom_domain": "domain", "endpoint": "ep"}
+                    "route": "https", "custom_domain": "domain", "endpoint": "ep",
+                    "fallback_scale_set": "vmss-od", "autoscale": "autoscale",
+                    "fallback_autoscale": "autoscale-od"}
 # Front Door endpoints: 2-46 letters, digits and dashes (azurerm's FrontDoorEndpointName). The
 # endpoint's host name (<name>-<hash>.z01.azurefd.net) is global, so its name is the scope's
 # `endpoint` name plus a random suffix each engine draws once and keeps in its state, as the
@@ -400,3 +410,205 @@ def azure_health_settings(h: HealthCheck) -> dict[str, Any]:
     return {"protocol": "http", "port": h.port, "requestPath": h.path,
             "intervalInSeconds": max(AZURE_PROBE_MIN_INTERVAL, h.interval_seconds),
             "numberOfProbes": h.unhealthy_threshold}
+
+
+# --- autoscaling and the on-demand fallback (replica_policy) ---------------------------------
+#
+# Azure Monitor autoscale (Microsoft.Insights/autoscaleSettings) sizes the scale set between
+# the deployment's min and max replicas. Its signal is a custom metric every replica publishes
+# to the scale set (namespace `metrics_namespace`, one series per VM, dimension "instance",
+# every 60 s: servestack/bootstrap/metrics.py), averaged over the replicas. For "qps" that is
+# vLLM's own request rate: a Standard load balancer is a layer-4 balancer whose metrics are
+# bytes, packets, SYNs and health-probe status, never HTTP requests, and a SYN count is not a
+# request count (one connection carries many requests, a stream holds one for minutes).
+#
+# Azure's rules are steps, not SkyServe's proportional ceil(load / target):
+# - Scale out: a ladder of rules on the same average (the per-replica load r x target means the
+#   service needs ceil(n x r) replicas, i.e. n x (r - 1) more): above the target add one; above
+#   1.5x, 2x and 3x the target add 50%, 100%, 200% of the current count. Azure scales out when
+#   any scale-out rule holds and takes the rule that yields the most instances ("Understand
+#   autoscale settings", autoscale evaluation), so each step adds at most what the load already
+#   asks for; what a step leaves short, the next evaluation after the cooldown adds. The
+#   cooldown is the model-load time (the readiness delay) plus the upscale delay: new VMs
+#   publish nothing until vLLM serves, so the next step is judged on a window of data from
+#   after they serve, not on load that the ones still loading will take.
+# - Scale in: one replica when the average over the downscale delay is below the target. Azure
+#   skips or shrinks a scale-in whose projected average (value x n / (n - 1)) would cross a
+#   scale-out threshold ("Flapping in Autoscale"), so a replica goes only when
+#   ceil(load / target) <= n - 1: SkyServe's rule. One replica per downscale delay (scale-in
+#   rules must all hold, so there is no scale-in ladder; the cooldown equals the window so the
+#   next decision sees only data from after the last one).
+AZURE_TIME_GRAIN = "PT1M"  # the shipper publishes every 60 s
+AZURE_WINDOW_MINUTES = (5, 720)  # MetricTrigger.time_window: "between 12 hours and 5 minutes"
+AZURE_COOLDOWN_MINUTES = (1, 7 * 24 * 60)  # ScaleAction.cooldown: "between 1 week and 1 minute"
+AZURE_MAX_RULES = 10  # AutoscaleProfile.rules: "A maximum of 10 rules can be specified"
+AZURE_AUTOSCALE_TAGS = 15  # an autoscale setting takes at most 15 tags (AutoscaleSetting.tags)
+AZURE_STATISTIC = "Average"  # how the replicas' series combine: the per-replica average
+AZURE_PROFILE = "load"
+# (multiple of the target, scale action type, value)
+AZURE_SCALE_OUT_LADDER = ((1.0, "ChangeCount", 1), (1.5, "PercentChangeCount", 50),
+                          (2.0, "PercentChangeCount", 100), (3.0, "PercentChangeCount", 200))
+# The fallback's steps: (multiple of the target, stand-ins added); see _fallback_rules.
+AZURE_FALLBACK_LADDER = ((1.0, 1), (3.0, 2), (5.0, 4))
+AZURE_FALLBACK_RELEASE = 0.8  # a stand-in leaves below this share of the target
+# Built-in role "Monitoring Metrics Publisher" (Azure built-in roles, Monitor): lets the VMs'
+# identity post custom metrics to the scale set it is assigned on.
+AZURE_METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"
+AZURE_PRINCIPAL_TYPE = "ServicePrincipal"  # a managed identity; spares a directory lookup
+
+
+@dataclass(frozen=True, slots=True)
+class AzureScaleRule:
+    """One autoscale rule: the metric trigger's comparison and window, and the action."""
+
+    direction: str  # "Increase" | "Decrease"
+    operator: str  # "GreaterThan" | "LessThan"
+    threshold: float
+    time_aggregation: str  # how the window's minutes combine: "Average" | "Minimum"
+    time_window: str
+    cooldown: str
+    type: str  # "ChangeCount" | "PercentChangeCount"
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class AzureAutoscale:
+    """One autoscale setting. `fallback`: it sizes the on-demand fallback scale set (its rules
+    still read the spot scale set's metric); else the main scale set."""
+
+    name: str
+    fallback: bool
+    minimum: int
+    maximum: int
+    default: int
+    metric: str
+    namespace: str
+    rules: tuple[AzureScaleRule, ...]
+
+
+def azure_minutes(seconds: float, bounds: tuple[int, int]) -> str:
+    """ISO 8601 whole minutes (rounded up), clamped into Azure's range for the field."""
+    low, high = bounds
+    return f"PT{max(low, min(high, math.ceil(seconds / 60)))}M"
+
+
+def azure_autoscales(d: Deployment) -> tuple[AzureAutoscale, ...]:
+    """The deployment's autoscale settings: none for a fixed group; the main scale set's;
+    and the on-demand fallback's with dynamic_ondemand_fallback."""
+    scaling = d.autoscaling
+    if scaling is None:
+        return ()
+    metric = CLOUD.shipped_metric(d)
+    assert metric is not None  # Azure's balancer counts no requests: every metric is shipped
+    main = AzureAutoscale(azure_name(d, "autoscale"), False, d.min_replicas, d.max_replicas,
+                          d.desired_replicas, metric, CLOUD.metrics_namespace, _main_rules(d))
+    if not d.dynamic_ondemand_fallback:
+        return (main,)
+    spot_floor = d.min_replicas - d.on_demand_base
+    fallback = AzureAutoscale(azure_name(d, "fallback_autoscale"), True, 0,
+                              d.max_replicas - d.on_demand_base, spot_floor, metric,
+                              CLOUD.metrics_namespace, _fallback_rules(d))
+    return (main, fallback)
+
+
+def _main_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
+    scaling = d.autoscaling
+    assert scaling is not None
+    up, down = scaling.upscale_delay_seconds, scaling.downscale_delay_seconds
+    warm_up = up + d.health.grace_period_seconds
+    out = tuple(AzureScaleRule("Increase", "GreaterThan", scaling.target * ratio, "Average",
+                               azure_minutes(up, AZURE_WINDOW_MINUTES),
+                               azure_minutes(warm_up, AZURE_COOLDOWN_MINUTES), kind, value)
+                for ratio, kind, value in AZURE_SCALE_OUT_LADDER)
+    scale_in = AzureScaleRule("Decrease", "LessThan", scaling.target, "Average",
+                              azure_minutes(down, AZURE_WINDOW_MINUTES),
+                              azure_minutes(down, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1)
+    return (*out, scale_in)
+
+
+# The on-demand fallback (SkyServe's dynamic_ondemand_fallback). Azure has no native on-demand
+# fallback for spot VMs (Spot Priority Mix keeps a fixed on-demand share), and it publishes no
+# metric of how many VMs a scale set is missing against its target that a rule could compare
+# with the number of stand-ins. So the stand-ins are a second, regular-priority scale set in the
+# same backend pool, sized by its own autoscale setting from the spot scale set's per-replica
+# load (the balancer spreads requests evenly, so that is every replica's load):
+# - while no spot replica publishes at all (every spot VM evicted, or the first model load),
+#   Azure uses the setting's default capacity: the spot floor, min_replicas - on-demand base;
+# - out: when the load stayed above the target for the whole of upscale delay + model load +
+#   upscale delay ("Minimum" over the window): the spot set's own rules had their turn and
+#   their VMs had time to serve, so what is still short is spot capacity. A minimum above
+#   (k + 1) x target over n >= 1 serving replicas means at least k x n >= k replicas are
+#   missing, so the ladder adds 1, 2 or 4 stand-ins (counts, not percentages: the set starts
+#   empty) and never more than are missing. Cooldown: the model load plus the upscale delay,
+#   so the next step is judged on data from after the stand-ins serve;
+# - in: one VM when the average stays below AZURE_FALLBACK_RELEASE x the target for the
+#   upscale delay, which is shorter than the spot set's downscale window: when spot capacity
+#   returns, the stand-ins leave first, and the spot set's own rule then adds spot VMs for any
+#   load still above the target. The margin stands in for Azure's flapping estimate, which
+#   needs the count of replicas sharing the load: removing one of n raises each one's load by
+#   n / (n - 1), at most 1.25x from five replicas up, so below 0.8x the target a stand-in can
+#   leave without pushing the others over it; with fewer replicas it may, and the out rule
+#   brings it back after its window.
+# Limits: it reacts to load left unserved, not to a count of missing spot VMs, so a load that
+# the remaining replicas can carry gets no stand-in; stand-ins arrive after the long window,
+# not at the moment of eviction; Azure documents its flapping estimate for a metric of the
+# scaled resource itself, not for this cross-resource rule.
+def _fallback_rules(d: Deployment) -> tuple[AzureScaleRule, ...]:
+    scaling = d.autoscaling
+    assert scaling is not None
+    up, load = scaling.upscale_delay_seconds, d.health.grace_period_seconds
+    out = tuple(AzureScaleRule("Increase", "GreaterThan", scaling.target * ratio, "Minimum",
+                               azure_minutes(up + load + up, AZURE_WINDOW_MINUTES),
+                               azure_minutes(load + up, AZURE_COOLDOWN_MINUTES), "ChangeCount",
+                               count)
+                for ratio, count in AZURE_FALLBACK_LADDER)
+    scale_in = AzureScaleRule("Decrease", "LessThan", scaling.target * AZURE_FALLBACK_RELEASE,
+                              "Average", azure_minutes(up, AZURE_WINDOW_MINUTES),
+                              azure_minutes(up, AZURE_COOLDOWN_MINUTES), "ChangeCount", 1)
+    return (*out, scale_in)
+
+
+def azure_fallback(d: Deployment) -> Deployment:
+    """The on-demand fallback scale set's deployment: the same VMs at regular priority,
+    starting empty (its autoscale setting sizes it)."""
+    return replace(d, use_spot=False, on_demand_base=0, capacity_rebalance=False,
+                   desired_replicas=0, dynamic_ondemand_fallback=False)
+
+
+def azure_has_fallback(d: Deployment) -> bool:
+    return any(a.fallback for a in azure_autoscales(d))
+
+
+def azure_fallback_computer_name_prefix(d: Deployment) -> str:
+    return f"{d.scope}-od"
+
+
+def azure_zone_balance(d: Deployment) -> bool | None:
+    """Best-effort zone spreading (False: Azure places VMs in whichever of the zones has
+    capacity, which spot needs); Azure takes the setting only with more than one zone."""
+    return False if len(d.zones) > 1 else None
+
+
+def azure_autoscale_tags(d: Deployment) -> dict[str, str]:
+    """The deployment's tags within an autoscale setting's 15: servestack's own first (the
+    sweep finds resources by them), then the spec's labels in name order."""
+    own = {k: v for k, v in d.tags.items() if k not in d.labels}
+    room = AZURE_AUTOSCALE_TAGS - len(own)
+    return {**own, **dict(sorted(d.labels.items())[:room])}
+
+
+def azure_role_assignment_name(d: Deployment, fallback: bool) -> str:
+    """A role assignment's name is a GUID: derived from the scope and the scale set, so it is
+    stable across applies and differs per stack."""
+    kind = "fallback_scale_set" if fallback else "scale_set"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL,
+                          f"servestack:{azure_name(d, kind)}:{AZURE_METRICS_PUBLISHER_ROLE}"))
+
+
+AZURE_ROLE_DEFINITION_PATH = \
+    f"/providers/Microsoft.Authorization/roleDefinitions/{AZURE_METRICS_PUBLISHER_ROLE}"
+
+
+def azure_role_definition(subscription: str) -> str:
+    """The role's definition id in the subscription (what a role assignment names)."""
+    return f"/subscriptions/{subscription}{AZURE_ROLE_DEFINITION_PATH}"

@@ -14,6 +14,7 @@ from typing import Any
 from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import (
     WORLD,
+    Autoscaling,
     Deployment,
     ImageRef,
     InstanceChoice,
@@ -109,13 +110,20 @@ class Gcp(Cloud):
         return SecretRef(self.name, "secret-manager", name)
 
     def check(self, d: Deployment) -> None:
-        """A --dns-zone must be a Cloud DNS managed zone's name (the record sets take the
-        name, not the zone's DNS name nor another cloud's zone id)."""
+        """Refuses what GCP cannot build. A --dns-zone must be a Cloud DNS managed zone's
+        name (the record sets take the name, not the zone's DNS name nor another cloud's zone
+        id). The on-demand fallback group grows on the load the spot group cannot carry (see
+        gcp_autoscaling_policy); a fixed-size policy gives it no load signal to grow on."""
         zone = d.tls.dns_zone if d.tls else None
         if zone is not None and not GCP_DNS_ZONE_NAME.fullmatch(zone):
             raise UserError(f"--dns-zone {zone[:80]!r}: on GCP, the name of a Cloud DNS "
                             "managed zone (1-63 lowercase letters, digits and dashes, a letter "
                             "first; `gcloud dns managed-zones list` shows them)")
+        if d.dynamic_ondemand_fallback and d.autoscaling is None:
+            raise UserError("replica_policy.dynamic_ondemand_fallback on GCP needs an "
+                            "autoscaling policy (min_replicas < max_replicas and "
+                            "target_qps_per_replica, or --scale-metric): the on-demand group "
+                            "grows on the load the spot group cannot carry")
 
     def stack_config(self, d: Deployment) -> dict[str, str]:
         config = {"gcp:region": d.region}
@@ -172,7 +180,12 @@ GCP_DEFAULT_ZONE_COUNT = 3  # a regional MIG without explicit zones spreads over
 GCP_MAX_CIDRS_PER_RULE = 10  # Cloud Armor: src_ip_ranges per rule
 GCP_DEFAULT_RULE_PRIORITY = 2147483647
 # The MIG spreads over its zones but creates VMs where the GPUs are available; the instance
-# flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE).
+# flexibility policy also requires BALANCED (or ANY / ANY_SINGLE_ZONE). For spot too: Google's
+# regional MIG target-shape docs recommend BALANCED for highly available serving (it creates VMs
+# where capacity is, spot capacity included, while keeping them as even as it can over the
+# zones) and ANY for batch work that needs no high availability; ANY_SINGLE_ZONE would put
+# every replica in one zone. The zones are every zone of the region the catalog lists for the
+# type (the deployment's `zones`), so a spot group is never pinned to one unless the spec is.
 GCP_TARGET_SHAPE = "BALANCED"
 
 
@@ -241,12 +254,25 @@ def gcp_scheduling(spot: bool) -> dict[str, Any]:
 def gcp_versions(d: Deployment) -> dict[str, int | None]:
     """The MIG's versions, one instance template each, on-demand first, with the fixed number
     of VMs each runs (None: the rest of the target size). On-demand alone, spot alone, or with
-    a spot split the on-demand version pinned to `on_demand_base` and spot above it."""
+    a spot split the on-demand version pinned to `on_demand_base` and spot above it.
+
+    A MIG's versions may differ in provisioning model, and a fixed version size holds under
+    an autoscaler (it sizes the whole group), so one MIG keeps SkyServe's fixed base exactly,
+    its total bounded by min and max. With dynamic fallback the on-demand VMs are a second
+    MIG of their own (gcp_has_fallback_group): their count must move apart from the spot
+    group's, which a fixed version size cannot."""
     if not d.use_spot:
         return {"ondemand": None}
-    if d.on_demand_base:
+    if d.on_demand_base and not gcp_has_fallback_group(d):
         return {"ondemand": d.on_demand_base, "spot": None}
     return {"spot": None}
+
+
+def gcp_template_kinds(d: Deployment) -> tuple[str, ...]:
+    """The instance templates the deployment needs, on-demand first: its MIG's versions,
+    and the on-demand template of the fallback group."""
+    kinds = set(gcp_versions(d)) | ({"ondemand"} if gcp_has_fallback_group(d) else set())
+    return tuple(k for k in ("ondemand", "spot") if k in kinds)
 
 
 def gcp_update_policy(d: Deployment) -> dict[str, Any]:
@@ -318,3 +344,102 @@ GCP_SSL_POLICY: dict[str, Any] = {"profile": "MODERN", "min_tls_version": "TLS_1
 def gcp_fqdn(domain: str) -> str:
     """A domain as Cloud DNS record sets name it: fully qualified, with the trailing dot."""
     return f"{domain.rstrip('.')}."
+
+
+# --- Autoscaling -----------------------------------------------------------------------------
+# One regional autoscaler per MIG. Its signal is the load balancer's request rate ("qps": the
+# backend's RATE balancing mode, max_rate_per_instance = the spec's target) or a per-instance
+# Cloud Monitoring gauge the replicas ship (vllm-*: custom.googleapis.com/servestack/<name>).
+# GCP's recommendation is ceil(load / (capacity per VM x utilization target)); with a
+# target of 1.0 of max_rate_per_instance that is SkyServe's ceil(QPS / target_qps_per_replica).
+GCP_LB_TARGET = 1.0
+# With dynamic fallback both groups sit behind one backend service, which spreads requests over
+# the VMs in proportion to their capacity, so every VM sees the same utilization U. The spot
+# group aims at half the on-demand group's target: the on-demand group grows only when U passes
+# its own target (SkyServe's rate per replica), which happens when spot cannot grow (capacity
+# missing, or its max reached) or while a sudden rise outpaces new spot VMs; once spot VMs are
+# back they bring U to half that, and the on-demand group shrinks. Half is the largest share
+# that lets it drain all the way: GCP rounds recommendations up, and ceil(n x share) < n holds
+# for every n > 1 only when share <= 1/2 (at 0.8, up to 4 on-demand VMs would stay). Limits:
+# while spot is plentiful its group runs twice SkyServe's count (within its max), each replica
+# at half the target rate; when the spot group sits at its max, U stays above one half and
+# on-demand VMs added meanwhile may stay until the load falls.
+GCP_SPOT_SHARE = 0.5
+GCP_METRIC_KIND = "GAUGE"  # the shipped gauges: a value per VM, averaged by the autoscaler
+GCP_METRIC_WRITER = "roles/monitoring.metricWriter"
+# The longest initialization period and scale-in window servestack sets (one hour).
+GCP_MAX_SCALING_WINDOW = 3600
+
+
+def gcp_has_fallback_group(d: Deployment) -> bool:
+    """Whether on-demand VMs stand in for missing spot ones in a MIG of their own."""
+    return d.use_spot and d.dynamic_ondemand_fallback
+
+
+def gcp_scaling(d: Deployment) -> Autoscaling:
+    """The deployment's autoscaling; only asked of a deployment that scales."""
+    if d.autoscaling is None:
+        raise ValueError(f"deployment {d.candidate_id} has a fixed size")
+    return d.autoscaling
+
+
+def gcp_metric_type(d: Deployment) -> str | None:
+    """The custom metric the replicas publish for the autoscaler; None when it reads the
+    load balancer (or nothing scales)."""
+    shipped = CLOUD.shipped_metric(d)
+    return f"{CLOUD.metrics_namespace}{shipped}" if shipped else None
+
+
+def gcp_backend(d: Deployment) -> dict[str, Any]:
+    """How the backend service counts a group's capacity: requests per second per VM when
+    the autoscaler scales on the load balancer (RATE; a regional MIG takes no per-group
+    rate), else the default utilization mode."""
+    scaling = d.autoscaling
+    if scaling is None or not scaling.on_load_balancer:
+        return dict(GCP_BACKEND)
+    return {"balancing_mode": "RATE", "max_rate_per_instance": scaling.target,
+            "capacity_scaler": 1.0}
+
+
+def gcp_replica_bounds(d: Deployment, fallback: bool) -> tuple[int, int]:
+    """min and max of one group's autoscaler. Alone, the MIG holds the whole range. With a
+    fallback group, spot runs what is above the on-demand base and the on-demand group
+    between the base and max_replicas (all of it when no spot is left). A group whose VMs
+    report the signal cannot grow from zero, so each keeps at least one VM."""
+    if not gcp_has_fallback_group(d):
+        return d.min_replicas, d.max_replicas
+    if fallback:
+        low = max(d.on_demand_base, 1)
+        return low, max(d.max_replicas, low)
+    low = max(d.min_replicas - d.on_demand_base, 1)
+    return low, max(d.max_replicas - d.on_demand_base, low)
+
+
+def gcp_autoscaling_policy(d: Deployment, fallback: bool = False) -> dict[str, Any]:
+    """One autoscaler's policy, in the names both engines share (the Terraform block
+    `metric` is the Pulumi list `metrics`).
+
+    upscale_delay -> cooldown_period, the initialization period: GCP scales out as soon as
+    the signal is above target, and ignores a new VM's signal for that long, which damps
+    repeated scale-outs while a replica loads its model. downscale_delay -> scale-in
+    control: no VM is removed below the highest recommendation of the last
+    `time_window_sec` (0% may go), so the group shrinks only once the load has stayed low
+    for that long, SkyServe's downscale delay (GCP's own 10-minute stabilization is shorter
+    than SkyServe's 1200 s default)."""
+    scaling = gcp_scaling(d)
+    low, high = gcp_replica_bounds(d, fallback)
+    share = GCP_LB_TARGET if fallback or not gcp_has_fallback_group(d) else GCP_SPOT_SHARE
+    policy: dict[str, Any] = {
+        "min_replicas": low, "max_replicas": high, "mode": "ON",
+        "cooldown_period": min(scaling.upscale_delay_seconds, GCP_MAX_SCALING_WINDOW),
+        "scale_in_control": {
+            "max_scaled_in_replicas": {"percent": 0},
+            "time_window_sec": min(scaling.downscale_delay_seconds, GCP_MAX_SCALING_WINDOW)},
+    }
+    metric = gcp_metric_type(d)
+    if metric is None:
+        policy["load_balancing_utilization"] = {"target": share}
+    else:
+        policy["metric"] = [{"name": metric, "target": scaling.target * share,
+                             "type": GCP_METRIC_KIND}]
+    return policy

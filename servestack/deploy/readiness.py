@@ -9,6 +9,10 @@ load it: when no answer carries the header, a burst in which every probe succeed
 least `needed` VMs running in the group (the load balancer only routes to VMs passing its
 health check), counts as `needed` replicas.
 
+An autoscaled group is measured against min_replicas, never its desired size: the autoscaler
+may have scaled it out (more VMs than desired is healthy) or not yet up to desired (healthy
+once min answer); fewer than min running is a capacity failure (the deploy loop's group watch).
+
 Every request has a timeout (the spec's timeout_seconds); no redirect is followed. Time goes
 through a `Clock` (servestack.deploy.clock), so tests and the simulator run without sleeping.
 

@@ -66,7 +66,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         candidate_id=chosen.id,
         cloud=chosen.cloud,
         region=chosen.region,
-        zones=cloud.zones_for(chosen),
+        zones=_group_zones(cloud.zones_for(chosen), chosen, plan),
         instances=tuple(_instance_choices(chosen, plan)),
         use_spot=chosen.use_spot,
         min_replicas=min_replicas,
@@ -110,6 +110,20 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     )
     cloud.check(deployment)
     return deployment
+
+
+def _group_zones(zones: tuple[str, ...], chosen: Candidate,
+                 plan: list[Candidate]) -> tuple[str, ...]:
+    """The zones the group spans. A cloud that spreads a spot group over its region (no zones
+    from `zones_for`, though the candidate is one zone's) gets every zone where the plan offers
+    one of the group's types on spot in that region: the catalog's zones, fixed at plan time so
+    the stack's subnets and the review show them. The candidate's own zone comes first."""
+    if zones or not (chosen.use_spot and chosen.zone):
+        return zones
+    members = {c.instance_type for c in plan if group_key(c) == group_key(chosen)}
+    found = {c.zone for c in plan if c.use_spot and c.cloud == chosen.cloud and c.zone
+             and c.region == chosen.region and c.instance_type in members}
+    return (chosen.zone, *sorted(found - {chosen.zone}))
 
 
 def _replica_range(policy) -> tuple[int, int]:

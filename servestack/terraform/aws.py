@@ -11,7 +11,11 @@ Route 53 hosted zone, the HTTPS listener, the domain's alias and an HTTP -> HTTP
 SSM SecureStrings for the token and the generated API key (`terraform_data.api_key`) with a
 role/instance profile that may read those and run the SSM agent; and a launch template + auto
 scaling group with the deployment's instance types in rank order and its spot split,
-replacing its instances (new ones first) when the template changes.
+replacing its instances (new ones first) when the template changes. With a
+replica_policy that autoscales, the scaling policies and the scale-in alarm (the role may
+then also publish the replicas' gauge); with dynamic_ondemand_fallback, the on-demand
+fallback group in the same subnets and its two alarms (servestack/clouds/aws.py says how
+and why). A spot group's zones are the plan's (d.zones), one private subnet each.
 
 Fixed names (name prefixes, Name tags, the parameters) derive from the deployment's
 scope, service and stack; the ALB and target group get names the provider generates.
@@ -23,13 +27,13 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
     ALB_MIN_ZONES,
     ALL_PROTOCOLS,
-    AWS_METADATA_OPTIONS,
     AZ_FILTER,
     AZ_STATE,
     CLOUD,
@@ -40,21 +44,30 @@ from servestack.clouds.aws import (
     QUOTA_CODES,
     VALIDATION_TTL,
     aws_distribution,
+    aws_fallback_alarms,
+    aws_fallback_policies,
+    aws_group_metrics,
     aws_health_check,
     aws_https_listener,
     aws_https_redirect,
     aws_instance_refresh,
     aws_load_balancer,
     aws_match_tags,
+    aws_metadata_options,
     aws_name,
     aws_name_prefix,
     aws_network_interface,
     aws_root_ebs,
+    aws_scale_in_alarm,
+    aws_scale_in_policy,
     aws_tags,
     aws_target_group,
+    aws_target_tracking,
     ec2_trust_policy,
     extra_alb_zones,
+    fallback_capacity,
     public_ssh,
+    put_metrics_policy,
     read_token_policy,
     ssm_core_policy_arn,
     subnet_cidr,
@@ -73,6 +86,7 @@ from servestack.terraform import (
     expr,
     merge,
     service_outputs,
+    template,
 )
 
 # (local name, requirement): the releases that have every argument used here. The floor is
@@ -89,7 +103,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"aws": {"region": d.region}},
         "data": merge(zone_data(d), image_data(d), account_data(d)),
         "resource": merge(network(d), firewall(d), load_balancer(d), https(d), secrets(d),
-                          instance_role(d), group(d)),
+                          instance_role(d), group(d), scaling(d), fallback(d)),
         "output": outputs(d),
     }
 
@@ -198,6 +212,10 @@ def egress(d: Deployment) -> list[str]:
         return ["aws_internet_gateway.service", "aws_route.public"]
     return ["aws_route.private",
             *(f"aws_route_table_association.{s.split('.')[1]}" for s in group_subnets(d))]
+
+
+GROUP = "aws_autoscaling_group.group"
+FALLBACK_GROUP = "aws_autoscaling_group.on_demand"
 
 
 def image_data(d: Deployment) -> dict[str, Any]:
@@ -368,7 +386,8 @@ def secrets(d: Deployment) -> dict[str, Any]:
 
 
 def instance_role(d: Deployment) -> dict[str, Any]:
-    """The VMs' role/profile: Session Manager's managed policy, and reading the parameters."""
+    """The VMs' role/profile: Session Manager's managed policy, reading the parameters, and
+    publishing the replicas' gauge when the autoscaler tracks one."""
     role: dict[str, Any] = {
         "aws_iam_role": {"vm": {
             "name_prefix": aws_name_prefix(d, "vm"),
@@ -382,11 +401,15 @@ def instance_role(d: Deployment) -> dict[str, Any]:
             "name_prefix": aws_name_prefix(d, "vm"), "role": expr("aws_iam_role.vm.name"),
             "tags": aws_tags(d)}},
     }
+    policies: dict[str, Any] = {}
     if secret_arns(d):
-        role["aws_iam_role_policy"] = {"read_secrets": {
-            "name": "read-secrets", "role": expr("aws_iam_role.vm.id"),
-            "policy": token_policy(d)}}
-    return role
+        policies["read_secrets"] = {"name": "read-secrets", "role": expr("aws_iam_role.vm.id"),
+                                    "policy": token_policy(d)}
+    metrics = put_metrics_policy(d)
+    if metrics is not None:  # the replicas' gauge, for the autoscaler that tracks it
+        policies["put_metrics"] = {"name": "put-metrics", "role": expr("aws_iam_role.vm.id"),
+                                   "policy": json.dumps(metrics, sort_keys=True)}
+    return {**role, "aws_iam_role_policy": policies} if policies else role
 
 
 def boot_after(d: Deployment) -> list[str]:
@@ -394,6 +417,7 @@ def boot_after(d: Deployment) -> list[str]:
     return [*(f"aws_ssm_parameter.{n}" for n, ref in (("hf_token", d.secret),
                                                       ("api_key", d.api_key)) if ref),
             *(["aws_iam_role_policy.read_secrets"] if secret_arns(d) else []),
+            *(["aws_iam_role_policy.put_metrics"] if put_metrics_policy(d) else []),
             "aws_iam_role_policy_attachment.ssm", "aws_iam_instance_profile.vm", *egress(d)]
 
 
@@ -412,7 +436,7 @@ def group(d: Deployment) -> dict[str, Any]:
         "network_interfaces": [{**aws_network_interface(d),
                                 "security_groups": [expr("aws_security_group.vm.id")]}],
         "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
-        "metadata_options": AWS_METADATA_OPTIONS,
+        "metadata_options": aws_metadata_options(d),
         "block_device_mappings": [root_volume(d)],
         "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")},
         "tag_specifications": [{"resource_type": "volume", "tags": tags}],
@@ -436,9 +460,79 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_refresh": aws_instance_refresh(d),
         "wait_for_capacity_timeout": d.capacity_timeout,
         "tag": [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
+        **aws_group_metrics(d),
+        # The autoscaler owns the desired capacity once the group exists: an apply that set
+        # it back would undo every scaling decision since the last one.
+        "lifecycle": {"ignore_changes": ["desired_capacity"]} if d.autoscaling else None,
         "depends_on": boot_after(d)})
     return {"aws_launch_template": {"vm": template_body},
             "aws_autoscaling_group": {"group": asg}}
+
+
+def scaling(d: Deployment) -> dict[str, Any]:
+    """The autoscaler (`d.autoscaling`) on the group: target tracking scales out, the scale-in
+    alarm and its step policy scale in after the downscale delay (see clouds/aws.py)."""
+    if d.autoscaling is None:
+        return {}
+    group_name = expr(f"{GROUP}.name")
+    label = template(expr("aws_lb.service.arn_suffix"), "/",
+                     expr("aws_lb_target_group.service.arn_suffix"))
+    alarm = aws_scale_in_alarm(d, group_name, expr("aws_lb.service.arn_suffix"),
+                               expr("aws_lb_target_group.service.arn_suffix"))
+    return {
+        "aws_autoscaling_policy": {
+            "scale_out": {"name": "scale-out", "autoscaling_group_name": group_name,
+                          **aws_target_tracking(d, label, group_name)},
+            "scale_in": {"name": "scale-in", "autoscaling_group_name": group_name,
+                         **aws_scale_in_policy(d)}},
+        "aws_cloudwatch_metric_alarm": {"scale_in": _alarm(
+            d, "scale-in", alarm, "aws_autoscaling_policy.scale_in.arn")},
+    }
+
+
+def fallback(d: Deployment) -> dict[str, Any]:
+    """dynamic_ondemand_fallback: a second group, on-demand only, in the same target group,
+    from 0 to the spot replicas' number, set to the spot group's deficit by two alarms and
+    their ExactCapacity step policies (`aws_fallback_alarms`, `aws_fallback_policies`)."""
+    most = fallback_capacity(d)
+    if not most:
+        return {}
+    alarms = aws_fallback_alarms(d, expr(f"{GROUP}.name"))
+    policies = aws_fallback_policies(d)
+    name = expr(f"{FALLBACK_GROUP}.name")
+    return {
+        "aws_autoscaling_group": {"on_demand": fallback_group(d)},
+        "aws_autoscaling_policy": {
+            f"fallback_{kind}": {"name": f"fallback-{kind}", "autoscaling_group_name": name,
+                                 **policies[kind]} for kind in ("short", "back")},
+        "aws_cloudwatch_metric_alarm": {
+            f"fallback_{kind}": _alarm(d, f"spot-{kind}", alarms[kind],
+                                       f"aws_autoscaling_policy.fallback_{kind}.arn")
+            for kind in ("short", "back")},
+    }
+
+
+def fallback_group(d: Deployment) -> dict[str, Any]:
+    """The spot group's twin, on-demand only: same template, types, subnets, target group,
+    health and refresh; it starts empty and its alarms own its desired capacity. It never
+    waits for capacity on apply (its capacity is whatever the alarms last set)."""
+    spot = group(d)["aws_autoscaling_group"]["group"]
+    policy = spot["mixed_instances_policy"]
+    return compact({
+        **{k: v for k, v in spot.items() if k not in ("enabled_metrics", "metrics_granularity")},
+        "name_prefix": aws_name_prefix(d, "od"),
+        "min_size": 0, "max_size": expr(f"var.max_replicas - {d.on_demand_base}"),
+        "desired_capacity": 0, "capacity_rebalance": False,
+        "mixed_instances_policy": {**policy,
+                                   "instances_distribution": aws_distribution(
+                                       replace(d, use_spot=False))},
+        "wait_for_capacity_timeout": "0",
+        "lifecycle": {"ignore_changes": ["desired_capacity"]}})
+
+
+def _alarm(d: Deployment, kind: str, body: dict[str, Any], policy_arn: str) -> dict[str, Any]:
+    return {"alarm_name": aws_name(d, kind), **body, "alarm_actions": [expr(policy_arn)],
+            "tags": aws_tags(d)}
 
 
 def outputs(d: Deployment) -> dict[str, Any]:

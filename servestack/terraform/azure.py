@@ -28,6 +28,14 @@ required provider), and reaches the VMs through the bootstrap Terraform fills in
 the Front Door endpoint's name (its host name is global too). The scale set
 rolls template changes through the group (Rolling upgrades) and is created after,
 and destroyed before, the balancer's probe and rules.
+
+With a replica_policy that autoscales: azurerm_monitor_autoscale_setting on the scale set
+(bounded by var.min_replicas and var.max_replicas, rules on the metric the replicas publish;
+the scale set ignores later changes to `instances`, which belong to the autoscaler), and
+azurerm_role_assignment of Monitoring Metrics Publisher to the VMs' identity on the scale set.
+With dynamic_ondemand_fallback, a second, regular-priority scale set (`fallback`) in the same
+backend pool with its own autoscale setting. The rules and their reasons are in
+servestack.clouds.azure (azure_autoscales), shared with the Pulumi component.
 """
 
 from __future__ import annotations
@@ -61,13 +69,18 @@ from servestack.clouds.azure import (
     AZURE_LOAD_DISTRIBUTION,
     AZURE_OS_DISK_CACHING,
     AZURE_OVERPROVISION,
+    AZURE_PRINCIPAL_TYPE,
+    AZURE_PROFILE,
     AZURE_REPAIR_ACTION,
+    AZURE_ROLE_DEFINITION_PATH,
     AZURE_ROLLING_UPGRADE,
     AZURE_SECRET_CONTENT_TYPE,
     AZURE_SKU,
     AZURE_SKU_TIER,
     AZURE_SPOT_MAX_PRICE,
     AZURE_SPOT_RESTORE_TIMEOUT,
+    AZURE_STATISTIC,
+    AZURE_TIME_GRAIN,
     AZURE_UPGRADE_MODE,
     AZURE_VAULT_RETENTION_DAYS,
     AZURE_VAULT_SUFFIX_LENGTH,
@@ -76,9 +89,14 @@ from servestack.clouds.azure import (
     POOL,
     RULE,
     SSH,
+    AzureAutoscale,
+    azure_autoscale_tags,
+    azure_autoscales,
     azure_computer_name_prefix,
     azure_dns_name,
     azure_dns_records,
+    azure_fallback,
+    azure_fallback_computer_name_prefix,
     azure_flexible,
     azure_has_vault,
     azure_health_settings,
@@ -94,6 +112,7 @@ from servestack.clouds.azure import (
     azure_upgrade_pause,
     azure_vault_prefix,
     azure_with_vault,
+    azure_zone_balance,
 )
 from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment
 from servestack.sshkey import lock_only_ssh_key
@@ -147,7 +166,8 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"azurerm": {"features": {"key_vault": KEY_VAULT_FEATURES}}},
         "data": {"azurerm_client_config": {"current": {}}},
         "resource": merge(base(d), firewall(d), network(d), load_balancer(d),
-                          token(d), front_door(d), dns_records(d), scale_set(d)),
+                          token(d), front_door(d), dns_records(d), scale_set(d),
+                          fallback_scale_set(d), autoscaling(d)),
         "output": outputs(d),
     }
     if azure_has_vault(d) or d.tls is not None:  # random names: the vault's, the endpoint's
@@ -440,6 +460,7 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     common = {
         "name": azure_name(d, "scale_set"), "location": d.region, "resource_group_name": RG,
         "instances": expr("var.desired_replicas"), "zones": list(d.zones) or None,
+        "zone_balance": azure_zone_balance(d),
         "identity": {"type": AZURE_IDENTITY_TYPE,
                      "identity_ids": [expr("azurerm_user_assigned_identity.vm.id")]},
         "os_disk": {"caching": AZURE_OS_DISK_CACHING, "storage_account_type": d.disk_type,
@@ -451,6 +472,9 @@ def scale_set(d: Deployment) -> dict[str, Any]:
             "action": AZURE_REPAIR_ACTION},
         "tags": d.tags, **image(d), **spot_settings(d), **rolling_upgrade(d),
         "depends_on": dependencies(d),
+        # An autoscaled group's size belongs to its autoscale setting: an apply must not set
+        # it back to the deployed count.
+        "lifecycle": {"ignore_changes": ["instances"]} if d.autoscaling else None,
     }
     if azure_flexible(d):
         # Rolling upgrades of a Flexible scale set take their health from the Application
@@ -480,12 +504,74 @@ def scale_set(d: Deployment) -> dict[str, Any]:
     return {"azurerm_linux_virtual_machine_scale_set": {"group": uniform}}
 
 
+def group_kind(d: Deployment) -> str:
+    """The main scale set's resource type (Flexible only for a priority mix)."""
+    return "azurerm_orchestrated_virtual_machine_scale_set" \
+        if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
+
+
+def fallback_scale_set(d: Deployment) -> dict[str, Any]:
+    """dynamic_ondemand_fallback: the same VMs at regular priority (always a Uniform scale
+    set: no priority mix), named apart, starting empty; its autoscale setting sizes it."""
+    if not any(s.fallback for s in azure_autoscales(d)):
+        return {}
+    group = scale_set(azure_fallback(d))["azurerm_linux_virtual_machine_scale_set"]["group"]
+    group.update(name=azure_name(d, "fallback_scale_set"), instances=0,
+                 computer_name_prefix=azure_fallback_computer_name_prefix(d))
+    return {"azurerm_linux_virtual_machine_scale_set": {"fallback": group}}
+
+
+def autoscaling(d: Deployment) -> dict[str, Any]:
+    """An autoscale setting per scale set, and the role that lets the VMs publish the metric
+    to it (Monitoring Metrics Publisher on that scale set)."""
+    main = f"{group_kind(d)}.group.id"
+    settings, roles = {}, {}
+    for setting in azure_autoscales(d):
+        key = "fallback" if setting.fallback else "group"
+        target = "azurerm_linux_virtual_machine_scale_set.fallback.id" if setting.fallback \
+            else main
+        settings[key] = {
+            "name": setting.name, "resource_group_name": RG, "location": d.region,
+            "target_resource_id": expr(target), "enabled": True,
+            "profile": [autoscale_profile(d, setting, expr(main))],
+            "tags": azure_autoscale_tags(d)}
+        roles[f"metrics_{key}"] = {
+            "scope": expr(target), "principal_type": AZURE_PRINCIPAL_TYPE,
+            "principal_id": expr("azurerm_user_assigned_identity.vm.principal_id"),
+            "role_definition_id": template(
+                "/subscriptions/", expr("data.azurerm_client_config.current.subscription_id"),
+                AZURE_ROLE_DEFINITION_PATH)}
+    if not settings:
+        return {}
+    return {"azurerm_monitor_autoscale_setting": settings, "azurerm_role_assignment": roles}
+
+
+def autoscale_profile(d: Deployment, setting: AzureAutoscale, metric_source: Ref
+                      ) -> dict[str, Any]:
+    """The bounds (the tfvars' replica counts; the fallback's less the on-demand base) and
+    the rules."""
+    if setting.fallback:
+        base = d.on_demand_base
+        capacity = {"minimum": 0, "maximum": expr(f"var.max_replicas - {base}"),
+                    "default": expr(f"var.min_replicas - {base}")}
+    else:
+        capacity = {"minimum": expr("var.min_replicas"), "maximum": expr("var.max_replicas"),
+                    "default": expr("var.desired_replicas")}
+    return {"name": AZURE_PROFILE, "capacity": capacity, "rule": [{
+        "metric_trigger": {
+            "metric_name": setting.metric, "metric_namespace": setting.namespace,
+            "metric_resource_id": metric_source, "time_grain": AZURE_TIME_GRAIN,
+            "statistic": AZURE_STATISTIC, "time_window": rule.time_window,
+            "time_aggregation": rule.time_aggregation, "operator": rule.operator,
+            "threshold": rule.threshold},
+        "scale_action": {"direction": rule.direction, "type": rule.type, "value": rule.value,
+                         "cooldown": rule.cooldown}} for rule in setting.rules]}
+
+
 def outputs(d: Deployment) -> dict[str, Any]:
     """The common outputs (with TLS the endpoint is https://domain), where the API key is
     kept (the secret's versionless ARM id), and without a DNS zone the records to create."""
-    kind = "azurerm_orchestrated_virtual_machine_scale_set" \
-        if azure_flexible(d) else "azurerm_linux_virtual_machine_scale_set"
-    found = service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{kind}.group",
+    found = service_outputs(d, "azurerm_public_ip.lb.ip_address", f"{group_kind(d)}.group",
                             api_key_ref="azurerm_key_vault_secret.api_key"
                                         ".resource_versionless_id")
     if d.tls is not None and d.tls.dns_zone is None:

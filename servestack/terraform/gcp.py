@@ -3,13 +3,16 @@
 The same service components/gcp.py builds: the service's own VPC with a subnet for the VMs and
 the proxy-only subnet the regional Envoy load balancer needs; firewall rules admitting the
 service port from Google's health checkers and from the proxies only (SSH from `ssh_cidrs`);
-the VMs' own service account, which may read the token secret and nothing else; one regional
+the VMs' own service account, which may read its secrets and nothing else; one regional
 HTTP health check for the load balancer and autohealing; regional instance template(s) (spot
 and/or on-demand) and a regional MIG with the deployment's zones, ranked machine types (instance
 flexibility), spot split and rolling-update policy; a static address, backend service, URL map,
 HTTP proxy and forwarding rule on `listener_port`, with a Cloud Armor policy when clients are
 limited to `allow_cidrs`. The VMs have no public address: a Cloud Router's NAT carries their
-egress.
+egress. A replica_policy that autoscales adds a regional autoscaler per MIG, the on-demand
+fallback MIG (dynamic_ondemand_fallback) and the VMs' metric writer role when they ship the
+autoscaler's gauge (servestack.clouds.gcp: gcp_autoscaling_policy). Every MIG waits for the
+NAT, both secrets' versions and accessor bindings, and the metric writer role (group_waits).
 
 With an API key (`d.api_key`), the key (terraform_data, servestack.terraform.api_key_resources)
 goes to a Secret Manager secret of its own that only the VMs' account may read. With TLS
@@ -32,7 +35,6 @@ from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
     GCP_ADDRESS_TYPE,
     GCP_ARMOR_TYPE,
-    GCP_BACKEND,
     GCP_CLOUD_PLATFORM_SCOPE,
     GCP_DNS_AUTHORIZATION_RECORD,
     GCP_DNS_AUTHORIZATION_TYPE,
@@ -42,6 +44,7 @@ from servestack.clouds.gcp import (
     GCP_HTTPS_REDIRECT,
     GCP_LB_SCHEME,
     GCP_LB_TIER,
+    GCP_METRIC_WRITER,
     GCP_NAMED_PORT,
     GCP_NAT,
     GCP_NAT_LOG,
@@ -52,17 +55,22 @@ from servestack.clouds.gcp import (
     GCP_TARGET_SHAPE,
     GCP_VPC,
     gcp_autoheal_delay,
+    gcp_autoscaling_policy,
+    gcp_backend,
     gcp_client_rules,
     gcp_draining_seconds,
     gcp_flexible_choices,
     gcp_fqdn,
+    gcp_has_fallback_group,
     gcp_labels,
     gcp_metadata,
+    gcp_metric_type,
     gcp_name,
     gcp_network_tag,
     gcp_nic_type,
     gcp_scheduling,
     gcp_service_account_id,
+    gcp_template_kinds,
     gcp_template_prefix,
     gcp_update_policy,
     gcp_versions,
@@ -96,7 +104,8 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"google": {"project": PROJECT, "region": d.region}},
         "data": image_data(d),
         "resource": merge(network(d), egress(d), firewall(d), identity(d), token(d),
-                          api_key(d), health_check(d), group(d), load_balancer(d), tls(d)),
+                          api_key(d), health_check(d), group(d), load_balancer(d), tls(d),
+                          scaling(d)),
         "output": outputs(d),
     }
 
@@ -280,21 +289,22 @@ def flexibility(d: Deployment) -> dict[str, Any] | None:
 
 
 def group(d: Deployment) -> dict[str, Any]:
-    # The VMs go out through the NAT, and read the token and the key, as they boot: all
-    # of them come first.
-    waits = ["google_compute_router_nat.nat"]
-    if d.secret:
-        waits += ["google_secret_manager_secret_iam_binding.reader",
-                  "google_secret_manager_secret_version.hf_token"]
-    if d.api_key:
-        waits += ["google_secret_manager_secret_iam_binding.api_key_reader",
-                  "google_secret_manager_secret_version.api_key"]
-    manager = compact({
-        "name": gcp_name(d, "mig"), "project": PROJECT, "region": d.region,
-        "base_instance_name": d.scope,
+    # An autoscaler owns the size of the group it scales: the provider says never to set
+    # target_size then (it is computed, so leaving it out changes nothing on apply).
+    manager = {**mig(d, "mig", d.scope, versions(d)),
+               "target_size": None if d.autoscaling else expr("var.desired_replicas")}
+    return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
+                                                        for k in gcp_template_kinds(d)},
+            "google_compute_region_instance_group_manager": {"group": compact(manager)}}
+
+
+def mig(d: Deployment, kind: str, base_name: str, version: list[dict]) -> dict[str, Any]:
+    """A regional MIG of the deployment's VMs (`kind` names it), without its size."""
+    return compact({
+        "name": gcp_name(d, kind), "project": PROJECT, "region": d.region,
+        "base_instance_name": base_name,
         "description": f"servestack {d.service}: {d.candidate_id}",
-        "version": versions(d),
-        "target_size": expr("var.desired_replicas"),
+        "version": version,
         "distribution_policy_zones": list(d.zones) or None,
         "distribution_policy_target_shape": GCP_TARGET_SHAPE,
         "named_port": [{"name": GCP_NAMED_PORT, "port": d.service_port}],
@@ -304,11 +314,26 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_flexibility_policy": flexibility(d),
         "update_policy": gcp_update_policy(d),
         "wait_for_instances": False,
-        "depends_on": waits,
+        # The VMs go out through the NAT, and read the token and the key, as they boot: all
+        # of them come first.
+        "depends_on": group_waits(d),
     })
-    return {"google_compute_region_instance_template": {k: instance_template(d, spot=k == "spot")
-                                                        for k in gcp_versions(d)},
-            "google_compute_region_instance_group_manager": {"group": manager}}
+
+
+def group_waits(d: Deployment) -> list[str]:
+    """What the VMs need as they boot: the NAT (egress), each secret's version and accessor
+    binding (the token, the API key), and the metric writer role when they ship the
+    autoscaler's gauge."""
+    waits = ["google_compute_router_nat.nat"]
+    if d.secret:
+        waits += ["google_secret_manager_secret_iam_binding.reader",
+                  "google_secret_manager_secret_version.hf_token"]
+    if d.api_key:
+        waits += ["google_secret_manager_secret_iam_binding.api_key_reader",
+                  "google_secret_manager_secret_version.api_key"]
+    if gcp_metric_type(d):
+        waits.append("google_project_iam_member.metric_writer")
+    return waits
 
 
 def client_policy(d: Deployment) -> dict[str, Any]:
@@ -334,9 +359,8 @@ def load_balancer(d: Deployment) -> dict[str, Any]:
         "health_checks": [expr("google_compute_region_health_check.http.id")],
         "timeout_sec": d.idle_timeout_seconds,
         "connection_draining_timeout_sec": gcp_draining_seconds(d),
-        "backend": [{"group": expr(
-            "google_compute_region_instance_group_manager.group.instance_group"),
-            **GCP_BACKEND}],
+        "backend": [{"group": expr(f"{group_address}.instance_group"), **gcp_backend(d)}
+                    for group_address in groups(d)],
         "security_policy": expr("google_compute_region_security_policy.clients.self_link")
         if policy else None,
         "description": f"servestack {d.service}: the GPU group"})
@@ -422,6 +446,68 @@ def dns_records(d: Deployment) -> dict[str, Any]:
                    "rrdatas": [expr("google_compute_address.ip.address")]}}}
 
 
+def groups(d: Deployment) -> list[str]:
+    """The MIGs behind the backend service: the deployment's group, and the on-demand
+    fallback group when there is one."""
+    found = ["google_compute_region_instance_group_manager.group"]
+    if gcp_has_fallback_group(d):
+        found.append("google_compute_region_instance_group_manager.ondemand")
+    return found
+
+
+def scaling(d: Deployment) -> dict[str, Any]:
+    """The regional autoscaler of each MIG, the on-demand fallback MIG, and the VMs' right
+    to write the gauge they ship (roles/monitoring.metricWriter on the project: Cloud
+    Monitoring grants writing no narrower). Nothing for a fixed-size deployment."""
+    if d.autoscaling is None:
+        return {}
+    autoscalers = {"group": autoscaler(d, "group", fallback=False)}
+    resources: dict[str, Any] = {}
+    if gcp_has_fallback_group(d):
+        autoscalers["ondemand"] = autoscaler(d, "ondemand", fallback=True)
+        resources["google_compute_region_instance_group_manager"] = {
+            "ondemand": fallback_group(d)}
+    if gcp_metric_type(d):
+        resources["google_project_iam_member"] = {"metric_writer": {
+            "project": PROJECT, "role": GCP_METRIC_WRITER,
+            "member": template("serviceAccount:", expr("google_service_account.vm.email"))}}
+    return {"google_compute_region_autoscaler": autoscalers, **resources}
+
+
+def autoscaler(d: Deployment, manager: str, *, fallback: bool) -> dict[str, Any]:
+    kind = "ondemand-autoscaler" if fallback else "autoscaler"
+    return {
+        "name": gcp_name(d, kind), "project": PROJECT, "region": d.region,
+        "target": expr(f"google_compute_region_instance_group_manager.{manager}.id"),
+        "autoscaling_policy": {**gcp_autoscaling_policy(d, fallback),
+                               **replica_bounds(d, fallback=fallback)},
+        "description": f"servestack {d.service}: "
+                       f"{'on-demand fallback' if fallback else 'replica'} autoscaler"}
+
+
+def replica_bounds(d: Deployment, *, fallback: bool) -> dict[str, Any]:
+    """clouds.gcp.gcp_replica_bounds on the min_replicas/max_replicas variables, so the
+    operator retunes the range in terraform.tfvars.json as on the other clouds."""
+    if not gcp_has_fallback_group(d):
+        return {"min_replicas": expr("var.min_replicas"),
+                "max_replicas": expr("var.max_replicas")}
+    base = d.on_demand_base
+    if fallback:
+        low = max(base, 1)
+        return {"min_replicas": low,
+                "max_replicas": expr(f"max(var.max_replicas, {low})")}
+    return {"min_replicas": expr(f"max(var.min_replicas - {base}, 1)"),
+            "max_replicas": expr(f"max(var.max_replicas - {base}, var.min_replicas - {base}, 1)")}
+
+
+def fallback_group(d: Deployment) -> dict[str, Any]:
+    """On-demand VMs that stand in while spot capacity is missing: the on-demand template,
+    sized by its own autoscaler only (see clouds.gcp.gcp_autoscaling_policy)."""
+    return mig(d, "ondemand-mig", f"{d.scope}-od", [{
+        "name": "ondemand",
+        "instance_template": expr("google_compute_region_instance_template.ondemand.self_link")}])
+
+
 def outputs(d: Deployment) -> dict[str, Any]:
     found = service_outputs(d, "google_compute_forwarding_rule.listener.ip_address",
                             "google_compute_region_instance_group_manager.group",
@@ -456,12 +542,17 @@ def size_config(d: Deployment, project: str | None, group: str | None) -> dict[s
     if not project or not group:
         return None
     local, requirement = PROVIDER
+    names = {"group": group}
+    if gcp_has_fallback_group(d):  # the on-demand fallback MIG's VMs serve too
+        names["ondemand"] = gcp_name(d, "ondemand-mig")
+    sizes = " + ".join(f"data.google_compute_region_instance_group.{key}.size" for key in names)
     return {
         "terraform": {"required_providers": {local: requirement}},
         "provider": {"google": {"project": project, "region": d.region}},
-        "data": {"google_compute_region_instance_group": {"group": {
-            "name": group, "region": d.region, "project": project}}},
-        "output": {"running": {"value": "${data.google_compute_region_instance_group.group.size}"}},
+        "data": {"google_compute_region_instance_group": {
+            key: {"name": name, "region": d.region, "project": project}
+            for key, name in names.items()}},
+        "output": {"running": {"value": "${" + sizes + "}"}},
     }
 
 

@@ -1,4 +1,5 @@
-"""servestack.clouds.gcp: what GCP refuses before anything is built, and the spellings of the
+"""servestack.clouds.gcp: what GCP refuses before anything is built (a --dns-zone that is no
+managed zone name, dynamic on-demand fallback without autoscaling), and the spellings of the
 API key and TLS pieces both engines share."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 from servestack import clouds
 from servestack.clouds.gcp import gcp_fqdn
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices, Tls
+from servestack.deployment.model import Autoscaling, Choices, Tls
 from servestack.errors import UserError
 from tests.fakes import INPUTS, PLAN, build
 
@@ -62,3 +63,14 @@ def test_api_key_secret_id_fits_secret_manager_and_differs_from_the_token():
 
 def test_record_names_are_fully_qualified():
     assert gcp_fqdn("llm.example.com") == gcp_fqdn("llm.example.com.") == "llm.example.com."
+
+
+def test_the_zone_and_the_fallback_are_both_checked_on_one_deployment():
+    d = replace(_gcp_deployment(), tls=Tls("llm.example.com", "example-zone"), use_spot=True,
+                dynamic_ondemand_fallback=True)
+    with pytest.raises(UserError, match="dynamic_ondemand_fallback"):
+        clouds.get("gcp").check(d)  # a valid zone does not let a fixed-size fallback pass
+    scaled = replace(d, min_replicas=1, max_replicas=4, autoscaling=Autoscaling("qps", 4.0))
+    clouds.get("gcp").check(scaled)  # both features together are built
+    with pytest.raises(UserError, match="--dns-zone"):
+        clouds.get("gcp").check(replace(scaled, tls=Tls("llm.example.com", "example.com.")))

@@ -22,7 +22,14 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, Recording, preview_json, record
+from servestack.terraform import render
 from tests.fakes import FROZEN_CATALOG, name_tags
+from tests.terraform.scaling_sim import Alarm, snake_keys
+from tests.terraform.test_aws import (
+    assert_fallback_followed_the_deficit,
+    drive_fallback,
+    scaled,
+)
 
 AWS_CLOUD = clouds.get("aws")
 
@@ -74,8 +81,14 @@ def on_demand() -> Deployment:
 
 def spot() -> Deployment:
     d = _planned(True)
-    assert d.use_spot and len(d.zones) == 1 and len(d.instances) >= 2
+    # every zone the plan offers the group's types on spot in (build.py fixes them at plan time)
+    assert d.use_spot and len(d.zones) >= 2 and len(d.instances) >= 2
     return d
+
+
+def one_zone() -> Deployment:
+    """The spot group held to one zone (the plan offers its types in that zone only)."""
+    return replace(spot(), zones=spot().zones[:1])
 
 
 def single(d: Deployment) -> Deployment:
@@ -98,7 +111,7 @@ def run(d: Deployment, token: str | None = TOKEN, region: str | None = None) -> 
 
 @cache
 def recorded(kind: str) -> Recording:
-    return run({"on_demand": on_demand, "spot": spot}[kind]())
+    return run({"on_demand": on_demand, "spot": spot, "one_zone": one_zone}[kind]())
 
 
 @contextmanager
@@ -251,6 +264,22 @@ def test_gpu_vms_sit_in_private_subnets_without_a_public_address():
     assert rec.one(ALB).inputs["subnets"] == [f"{n}-id" for n in public]
 
 
+def test_spot_group_spans_the_planned_zones_in_private_subnets_and_looks_nothing_up():
+    """The plan fixes a spot group's zones (every zone it offers the types on spot): one
+    private subnet each, by zone ID, and no deploy-time offerings lookup."""
+    d = spot()
+    rec = recorded("spot")
+    private = _subnets(rec, "private")
+    assert [s["availabilityZoneId"] for s in private] == list(d.zones)
+    assert len(rec.one(ASG).inputs["vpcZoneIdentifiers"]) == len(d.zones) >= 2
+    assert not [i for i in rec.invokes if "InstanceTypeOfferings" in i["token"]]
+    # the on-demand fallback group stands in for spot VMs in those same private subnets
+    scaled_d, scaled_rec, _ = recorded_scaled()
+    private = [f"{r.name}-id" for r in scaled_rec.of_type(SUBNET) if "-private-" in r.name]
+    assert len(private) == len(scaled_d.zones) >= 2
+    assert by_name(scaled_rec, ASG)["svc-od-asg"]["vpcZoneIdentifiers"] == private
+
+
 def _routes(rec: Recording) -> dict[str, dict]:
     return {r.name: r.inputs for r in rec.of_type(ROUTE)}
 
@@ -278,8 +307,8 @@ def test_private_subnets_reach_the_internet_through_one_nat_gateway():
 
 
 def test_pinned_zone_adds_a_second_az_for_the_alb_only():
-    rec = recorded("spot")
-    d = spot()
+    rec = recorded("one_zone")
+    d = one_zone()
     lookup, = [i["args"] for i in rec.invokes if i["token"] == ZONES]
     assert lookup["state"] == "available"
     assert lookup["filters"] == [{"name": "zone-type", "values": ["availability-zone"]}]
@@ -304,7 +333,7 @@ def test_zone_name_pins_subnets_by_name_and_excludes_it_by_name():
 def test_alb_needs_a_second_az_in_the_region():
     from servestack.components.aws import Service
 
-    d = spot()
+    d = one_zone()
     with expect_failure("other available AZs"):
         record(lambda: Service("svc", d), config={"aws:region": d.region},
                invoke_answers={ZONES: {"id": d.region, "names": [], "zoneIds": []}})
@@ -735,3 +764,157 @@ def test_program_reads_the_token_from_stack_config_as_a_secret():
     assert _parameter(rec, "token")["value"] == SECRET_MASK
     assert rec.outputs["endpoint"] == f"http://{d.service}-alb.preview.invalid:80"
     assert rec.outputs["instance_group_name"] == rec.one(ASG).name
+
+
+# --- autoscaling, spot spread, on-demand fallback (issue 11) ---------------------------------
+
+SCALING = "aws:autoscaling/policy:Policy"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def recorded_scaled(metric: str | None = None, secrets: bool = True,
+                    **changes) -> tuple[Deployment, Recording, dict[str, list[str]]]:
+    """The scaled spec's deployment recorded, and each resource's ignore_changes as the
+    engine receives them (the mock monitor's RegisterResource request)."""
+    from pulumi.runtime import mocks as pulumi_mocks
+
+    d = replace(scaled(metric, secrets=secrets), **changes)
+    ignored: dict[str, list[str]] = {}
+    original = pulumi_mocks.MockMonitor.RegisterResource
+
+    def register(self, request):
+        ignored[request.name] = list(request.ignoreChanges)
+        return original(self, request)
+
+    pulumi_mocks.MockMonitor.RegisterResource = register
+    try:
+        rec = run(d, token=TOKEN if secrets else None)
+    finally:
+        pulumi_mocks.MockMonitor.RegisterResource = original
+    return d, rec, ignored
+
+
+def by_name(rec: Recording, token: str) -> dict[str, dict]:
+    return {r.name: r.inputs for r in rec.of_type(token)}
+
+
+def test_scaled_group_is_bounded_and_pulumi_up_leaves_its_desired_capacity_alone():
+    d, rec, ignored = recorded_scaled()
+    asg = by_name(rec, ASG)["svc-group-asg"]
+    assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (1, 3, 1)
+    assert ignored["svc-group-asg"] == ["desiredCapacity"]
+    assert asg["defaultInstanceWarmup"] == 120
+    assert asg["enabledMetrics"] == ["GroupDesiredCapacity", "GroupInServiceInstances"]
+    assert asg["metricsGranularity"] == "1Minute"
+    assert asg["capacityRebalance"] is True
+    fixed = run(on_demand())  # no replica_policy: nothing scales, nothing is ignored
+    assert fixed.of_type(SCALING) == [] and fixed.of_type(ALARM) == []
+    assert "enabledMetrics" not in fixed.one(ASG).inputs
+
+
+def test_qps_scales_out_on_alb_requests_per_target_per_minute():
+    _, rec, _ = recorded_scaled()
+    policy = by_name(rec, SCALING)["svc-scale-scale-out"]
+    assert policy["autoscalingGroupName"] == "svc-group-asg"
+    assert (policy["policyType"], policy["estimatedInstanceWarmup"]) == \
+        ("TargetTrackingScaling", 120)
+    config = policy["targetTrackingConfiguration"]
+    assert (config["targetValue"], config["disableScaleIn"]) == (150, True)  # 2.5/s per VM
+    assert config["predefinedMetricSpecification"]["predefinedMetricType"] == \
+        "ALBRequestCountPerTarget"
+    # the label joins the ALB's and target group's arn_suffix outputs, which the offline
+    # mock leaves unknown (the Terraform test checks the joined expression)
+    assert config["predefinedMetricSpecification"]["resourceLabel"] == \
+        "[unknown until deployed]"
+
+
+def test_vllm_gauge_scales_out_on_the_replicas_metric_per_group():
+    _, rec, _ = recorded_scaled("vllm-waiting")
+    config = by_name(rec, SCALING)["svc-scale-scale-out"]["targetTrackingConfiguration"]
+    assert config["targetValue"] == 5
+    assert config["customizedMetricSpecification"] == {
+        "metricName": "requests_waiting", "namespace": "Servestack/vLLM", "statistic": "Average",
+        "metricDimensions": [{"name": "AutoScalingGroupName", "value": "svc-group-asg"}]}
+    alarm = by_name(rec, ALARM)["svc-scale-scale-in-alarm"]
+    gauge, = [q for q in alarm["metricQueries"] if q["id"] == "gauge"]
+    assert gauge["metric"]["dimensions"] == {"AutoScalingGroupName": "svc-group-asg"}
+
+
+def test_replicas_that_ship_a_gauge_may_put_that_namespace_only_and_read_their_tags():
+    for secrets in (True, False):
+        _, rec, _ = recorded_scaled("vllm-kv-cache", secrets=secrets)
+        template = rec.one(LT).inputs
+        assert template["metadataOptions"]["instanceMetadataTags"] == "enabled"
+        assert template["iamInstanceProfile"] == {"arn": f"arn:preview:{PROFILE}:svc-vm-profile"}
+        policies = by_name(rec, POLICY)
+        statement, = json.loads(policies["svc-vm-put-metrics"]["policy"])["Statement"]
+        assert statement["Action"] == "cloudwatch:PutMetricData"
+        assert statement["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": "Servestack/vLLM"}}
+        # one role for everything: it reads the API key always, the token only when given
+        read, = [st for st in json.loads(policies["svc-vm-read-secrets"]["policy"])["Statement"]
+                 if st["Action"] == "ssm:GetParameter"]
+        assert any(arn.endswith("/hf-token") for arn in read["Resource"]) is secrets
+        assert any(arn.endswith("/api-key") for arn in read["Resource"])
+        assert len(rec.of_type(ROLE)) == 1 and len(rec.of_type(ATTACHMENT)) == 1
+    _, qps, _ = recorded_scaled()
+    assert "instanceMetadataTags" not in qps.one(LT).inputs["metadataOptions"]
+    assert "svc-vm-put-metrics" not in {r.name for r in qps.resources}
+
+
+def test_spot_plan_keeps_its_base_on_demand_and_the_fallback_group_is_on_demand_only():
+    d, rec, ignored = recorded_scaled()
+    groups = by_name(rec, ASG)
+    spot_group, od = groups["svc-group-asg"], groups["svc-od-asg"]
+    distribution = spot_group["mixedInstancesPolicy"]["instancesDistribution"]
+    assert (distribution["onDemandBaseCapacity"],
+            distribution["onDemandPercentageAboveBaseCapacity"]) == (1, 0)
+    assert od["mixedInstancesPolicy"]["instancesDistribution"] == {
+        "onDemandAllocationStrategy": "prioritized", "onDemandBaseCapacity": 0,
+        "onDemandPercentageAboveBaseCapacity": 100}
+    assert (od["minSize"], od["maxSize"], od["desiredCapacity"]) == (0, 2, 0)
+    assert ignored["svc-od-asg"] == ["desiredCapacity"]
+    assert od["waitForCapacityTimeout"] == "0"
+    for same in ("targetGroupArns", "vpcZoneIdentifiers", "healthCheckType",
+                 "healthCheckGracePeriod", "instanceRefresh", "tags"):
+        assert od[same] == spot_group[same], same
+    assert od["mixedInstancesPolicy"]["launchTemplate"]["overrides"] == \
+        spot_group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
+
+
+def scaled_by(rec: Recording, group: str) -> list[tuple[Alarm, dict]]:
+    """(alarm, policy) pairs, with Terraform's argument names, whose policy scales `group`."""
+    policies = {f"arn:preview:{SCALING}:{r.name}": snake_keys(r.inputs)
+                for r in rec.of_type(SCALING) if r.inputs["autoscalingGroupName"] == group}
+    return [(Alarm(snake_keys(r.inputs)), policies[r.inputs["alarmActions"][0]])
+            for r in rec.of_type(ALARM) if r.inputs["alarmActions"][0] in policies]
+
+
+def test_fallback_group_follows_the_spot_deficit_up_and_back_to_zero():
+    d, rec, _ = recorded_scaled()
+    rules = scaled_by(rec, "svc-od-asg")
+    assert len(rules) == 2
+    high = by_name(rec, ASG)["svc-od-asg"]["maxSize"]
+    assert_fallback_followed_the_deficit(drive_fallback(rules, high, group="svc-group-asg"))
+
+
+def test_both_engines_build_the_same_alarms_and_policies():
+    d, rec, _ = recorded_scaled("vllm-waiting")
+    resources = render(d)["resource"]
+    pulumi_names = {"svc-scale-scale-in-alarm": "scale_in",
+                    "svc-od-short-alarm": "fallback_short", "svc-od-back-alarm": "fallback_back"}
+    for name, inputs in by_name(rec, ALARM).items():
+        ours, theirs = snake_keys(inputs), resources["aws_cloudwatch_metric_alarm"][
+            pulumi_names[name]]
+        for key in ("comparison_operator", "threshold", "evaluation_periods",
+                    "datapoints_to_alarm", "treat_missing_data"):
+            assert ours[key] == theirs[key], (name, key)
+        assert ours["name"] == theirs["alarm_name"]
+        assert [q.get("expression") for q in ours["metric_query"]] == \
+            [q.get("expression") for q in theirs["metric_query"]]
+    for name, inputs in by_name(rec, SCALING).items():
+        ours = snake_keys(inputs)
+        theirs, = [p for p in resources["aws_autoscaling_policy"].values()
+                   if p["name"] == ours["name"]]
+        assert ours.get("step_adjustment") == theirs.get("step_adjustment"), name
+        assert ours.get("adjustment_type") == theirs.get("adjustment_type"), name

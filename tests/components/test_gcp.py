@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import pulumi
@@ -13,7 +14,7 @@ import pytest
 from servestack import clouds, planner
 from servestack.bootstrap import render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices, Deployment, InstanceChoice, Tls
+from servestack.deployment.model import Autoscaling, Choices, Deployment, InstanceChoice, Tls
 from servestack.inputs import load_inputs
 from servestack.pulumi.preview import SECRET_MASK, preview_json, record
 from tests.fakes import FROZEN_CATALOG
@@ -44,6 +45,8 @@ HTTPS_PROXY = "gcp:compute/regionTargetHttpsProxy:RegionTargetHttpsProxy"
 SSL_POLICY = "gcp:compute/regionSslPolicy:RegionSslPolicy"
 URL_MAP = "gcp:compute/regionUrlMap:RegionUrlMap"
 RECORD = "gcp:dns/recordSet:RecordSet"
+AUTOSCALER = "gcp:compute/regionAutoscaler:RegionAutoscaler"
+IAM_MEMBER = "gcp:projects/iAMMember:IAMMember"
 # The inputs that fix a physical name: what must differ between services and stacks.
 NAME_INPUTS = ("name", "namePrefix", "accountId", "baseInstanceName")
 # A secret's version and IAM binding, and the key (state only), have no name of their own;
@@ -664,12 +667,14 @@ def test_tls_names_are_the_scope_and_certificate_manager_rules():
         assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]{0,63}", name) and name.startswith(d.scope)
 
 
-def test_both_engines_build_the_same_tls_and_key():
+@pytest.mark.parametrize("secured", ["tls", "tls-and-autoscaling"])
+def test_both_engines_build_the_same_tls_and_key(secured):
     """The parts tests/test_engines_agree.py does not compare yet: names, the redirect, the
-    TLS policy, the authorization and the records, on both engines from one deployment."""
+    TLS policy, the authorization and the records, on both engines from one deployment; with
+    autoscaling too, the autoscalers' and the fallback MIG's names beside them."""
     from servestack.terraform import render
 
-    d = with_tls("example-zone")
+    d = with_tls("example-zone") if secured == "tls" else secured_and_scaled()
     rec, res = run(d), render(d)["resource"]
     pulumi_names = sorted([r.inputs["name"] for r in rec.resources
                            if r.custom and r.type not in UNNAMED and "name" in r.inputs]
@@ -678,6 +683,8 @@ def test_both_engines_build_the_same_tls_and_key():
                        if kind != "google_dns_record_set" and "name" in body]
                       + [s["secret_id"] for s in res["google_secret_manager_secret"].values()])
     assert pulumi_names == tf_names and f"{d.scope}-https-listener" in tf_names
+    assert secured == "tls" or {f"{d.scope}-ondemand-mig", f"{d.scope}-autoscaler"} <= \
+        set(tf_names)
     redirect = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-redirect")][0].inputs
     tf_redirect = res["google_compute_region_url_map"]["redirect"]["default_url_redirect"]
     assert (redirect["defaultUrlRedirect"]["redirectResponseCode"],
@@ -692,3 +699,318 @@ def test_both_engines_build_the_same_tls_and_key():
                   for r in rec.of_type(RECORD)) == \
         sorted((r["type"], r["ttl"], r["managed_zone"])
                for r in res["google_dns_record_set"].values())
+
+
+# --- autoscaling ----------------------------------------------------------------------------
+
+
+def scaled(metric: str = "qps", target: float = 4.0, *, spot: bool = False,
+           fallback: bool = False, base: int = 0, low: int = 2, high: int = 6) -> Deployment:
+    """The planned deployment with a replica_policy that autoscales."""
+    return replace(planned(spot), min_replicas=low, max_replicas=high, desired_replicas=low,
+                   on_demand_base=base, dynamic_ondemand_fallback=fallback,
+                   autoscaling=Autoscaling(metric, target))
+
+
+def secured_and_scaled() -> Deployment:
+    """Both features at once: API key, TLS with a managed zone, and a spot group on a vLLM
+    gauge with an on-demand base and the dynamic on-demand fallback group."""
+    return replace(scaled("vllm-waiting", 5.0, spot=True, fallback=True, base=1, low=3, high=9),
+                   tls=Tls(DOMAIN, "example-zone"))
+
+
+def autoscaler_of(rec, mig: str) -> dict:
+    """The policy of the autoscaler whose target is the MIG named `mig` (by Pulumi name)."""
+    [found] = [r.inputs for r in rec.of_type(AUTOSCALER) if r.inputs["target"] == f"{mig}-id"]
+    return found
+
+
+def test_qps_autoscaler_bounds_the_group_and_tracks_the_rate_per_replica():
+    d = scaled("qps", 4.0, low=2, high=6)
+    rec = run(d)
+    autoscaler = single(rec, AUTOSCALER)
+    assert autoscaler["target"] == rec.one(MIG).id
+    assert autoscaler["region"] == d.region and autoscaler["name"] == f"{d.scope}-autoscaler"
+    policy = autoscaler["autoscalingPolicy"]
+    assert (policy["minReplicas"], policy["maxReplicas"]) == (2, 6)
+    # 1.0 of max_rate_per_instance: GCP's ceil(load / (rate x target)) is SkyServe's
+    # ceil(QPS / target_qps_per_replica).
+    assert policy["loadBalancingUtilization"] == {"target": 1.0}
+    assert "metrics" not in policy
+    assert (policy["cooldownPeriod"], policy["scaleInControl"]) == (
+        300, {"maxScaledInReplicas": {"percent": 0}, "timeWindowSec": 1200})
+    [backend] = single(rec, BACKEND)["backends"]
+    assert (backend["balancingMode"], backend["maxRatePerInstance"]) == ("RATE", 4.0)
+    assert "targetSize" not in single(rec, MIG)  # the autoscaler owns the size
+    assert not rec.of_type(IAM_MEMBER)  # the load balancer counts the requests itself
+
+
+def test_vllm_gauge_autoscaler_reads_the_replicas_metric_they_may_write():
+    d = scaled("vllm-waiting", 5.0)
+    rec = run(d)
+    policy = single(rec, AUTOSCALER)["autoscalingPolicy"]
+    assert policy["metrics"] == [{"name": "custom.googleapis.com/servestack/requests_waiting",
+                                  "target": 5.0, "type": "GAUGE"}]
+    assert "loadBalancingUtilization" not in policy
+    writer = single(rec, IAM_MEMBER)
+    assert writer["role"] == "roles/monitoring.metricWriter"
+    # The VMs' account's `member` output ("serviceAccount:<email>"), known once it exists.
+    assert writer["member"] == "[unknown until deployed]"
+    assert writer["project"] == "[unknown until deployed]"  # the account's project
+    with_project = run(replace(d, gcp_project="acme-llm"))
+    assert single(with_project, IAM_MEMBER)["project"] == "acme-llm"
+    [backend] = single(rec, BACKEND)["backends"]
+    assert backend["balancingMode"] == "UTILIZATION"
+
+
+def test_spot_group_spans_every_zone_that_offers_the_type():
+    d = planned(True)
+    mig = single(spot(), MIG)
+    assert mig["distributionPolicyZones"] == list(d.zones) and len(d.zones) > 1
+    assert mig["distributionPolicyTargetShape"] == "BALANCED"
+
+
+def test_dynamic_fallback_is_an_on_demand_group_with_its_own_autoscaler():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=1, low=3, high=8)
+    rec = run(d)
+    migs = {r.name: r for r in rec.of_type(MIG)}
+    assert set(migs) == {"mixtral-group-mig", "mixtral-group-scaling-ondemand-mig"}
+    spot_mig, ondemand = migs["mixtral-group-mig"].inputs, \
+        migs["mixtral-group-scaling-ondemand-mig"].inputs
+    templates = {r.name.rsplit("-", 1)[-1]: r for r in rec.of_type(TEMPLATE)}
+    assert templates["ondemand"].inputs["scheduling"]["provisioningModel"] == "STANDARD"
+    assert [v["name"] for v in spot_mig["versions"]] == ["spot"]
+    assert [v["name"] for v in ondemand["versions"]] == ["ondemand"]
+    assert ondemand["name"] == f"{d.scope}-ondemand-mig"
+    assert ondemand["distributionPolicyZones"] == spot_mig["distributionPolicyZones"]
+    assert ondemand["autoHealingPolicies"] == spot_mig["autoHealingPolicies"]
+    assert "targetSize" not in spot_mig and "targetSize" not in ondemand
+    backends = single(rec, BACKEND)["backends"]
+    assert [(b["balancingMode"], b["maxRatePerInstance"]) for b in backends] == \
+        [("RATE", 4.0)] * 2
+    spot_policy = autoscaler_of(rec, "mixtral-group-mig")["autoscalingPolicy"]
+    ondemand_policy = autoscaler_of(rec, "mixtral-group-scaling-ondemand-mig")[
+        "autoscalingPolicy"]
+    assert (spot_policy["minReplicas"], spot_policy["maxReplicas"]) == (2, 7)
+    assert (ondemand_policy["minReplicas"], ondemand_policy["maxReplicas"]) == (1, 8)
+    assert spot_policy["loadBalancingUtilization"]["target"] == 0.5
+    assert ondemand_policy["loadBalancingUtilization"]["target"] == 1.0
+    by_urn = {r.urn: r for r in rec.resources}
+    assert by_urn[migs["mixtral-group-scaling-ondemand-mig"].parent].type == \
+        "servestack:gcp:GroupScaling"
+
+
+# A small simulation of the two autoscalers' documented rules, fed with the recorded
+# policies: every minute each autoscaler recommends ceil(size x utilization / target) VMs,
+# clipped to [min, max]; it adds VMs at once and removes them only below the highest
+# recommendation of the scale-in window (max_scaled_in_replicas 0%). The load balancer
+# spreads requests over the VMs in proportion to capacity (RATE: equal max_rate_per_instance),
+# so every VM sees the same utilization. Spot capacity is scripted: the spot MIG runs at most
+# what the zones give it.
+
+
+@dataclass
+class Group:
+    low: int
+    high: int
+    target: float
+    window: int
+    size: int = 0
+    history: list[int] = field(default_factory=list)
+
+    def step(self, utilization: float, available: int | None = None) -> None:
+        wanted = math.ceil(self.size * utilization / self.target) if self.size else self.low
+        wanted = min(max(wanted, self.low), self.high)
+        self.history = (self.history + [wanted])[-self.window:]
+        goal = wanted if wanted >= self.size else max(self.history)
+        self.size = goal if available is None else min(goal, available)
+
+
+def policy_group(policy: dict) -> Group:
+    target = policy["loadBalancingUtilization"]["target"]
+    window = policy["scaleInControl"]["timeWindowSec"] // 60
+    return Group(policy["minReplicas"], policy["maxReplicas"], target, window)
+
+
+def simulate(d: Deployment, load: float, spot_supply: list[int | None]) -> list[tuple]:
+    rec = run(d)
+    spot_group = policy_group(autoscaler_of(rec, "mixtral-group-mig")["autoscalingPolicy"])
+    ondemand = policy_group(autoscaler_of(rec, "mixtral-group-scaling-ondemand-mig")[
+        "autoscalingPolicy"])
+    rate = single(rec, BACKEND)["backends"][0]["maxRatePerInstance"]
+    spot_group.size, ondemand.size = spot_group.low, ondemand.low
+    trace = []
+    for supply in spot_supply:
+        utilization = load / ((spot_group.size + ondemand.size) * rate)
+        spot_group.step(utilization, supply)
+        ondemand.step(utilization)
+        trace.append((spot_group.size, ondemand.size, utilization))
+    return trace
+
+
+def test_dynamic_fallback_grows_on_demand_while_spot_is_missing_and_shrinks_it_after():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=0, low=2, high=16)
+    load = 8 * 4.0  # SkyServe would run ceil(32 / 4) = 8 replicas
+    healthy, lost, back = [None] * 240, [2] * 60, [None] * 240
+    trace = simulate(d, load, healthy + lost + back)
+    before, during, after = trace[239], trace[299], trace[-1]
+    # Spot carries the load at half the rate; on-demand is at its one-VM floor.
+    assert before == (15, 1, 0.5)
+    # Spot stock-out: two spot VMs left, the on-demand group grows until every replica is
+    # at the target rate again, SkyServe's count in all, and never past it.
+    assert during == (2, 6, 1.0)
+    assert sum(during[:2]) == math.ceil(load / 4.0)
+    assert max(u for _, _, u in trace[245:300]) <= 1.0
+    # Spot back: spot grows again at once, the on-demand group shrinks after the 1200 s
+    # downscale delay (20 one-minute steps) and drains to its floor.
+    ondemand = [o for _, o, _ in trace[300:]]
+    assert next(i for i, o in enumerate(ondemand) if o < 6) == 20
+    assert after == before
+
+
+def test_dynamic_fallback_keeps_the_on_demand_base_as_its_floor():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=2, low=3, high=16)
+    trace = simulate(d, 32.0, [None] * 240 + [2] * 60 + [None] * 240)
+    assert trace[239][1] == 2 and trace[299][:2] == (2, 6) and trace[-1][1] == 2
+    assert all(o >= 2 for _, o, _ in trace)
+
+
+def test_on_demand_stays_at_its_floor_through_a_preemption_spot_recovers_from():
+    d = scaled("qps", 4.0, spot=True, fallback=True, base=0, low=2, high=16)
+    # Three of the fifteen spot VMs preempted and recreated within three minutes: the others
+    # run at 32 / (13 x 4) = 0.62 of the rate, below the on-demand target.
+    trace = simulate(d, 32.0, [None] * 240 + [12] * 3 + [None] * 60)
+    assert {o for _, o, _ in trace[240:]} == {1}
+
+
+def test_group_probe_counts_the_fallback_groups_vms_too():
+    from servestack.components.gcp import group_program
+
+    d = scaled(spot=True, fallback=True)
+    vms = [{"instance": "i-1", "status": "RUNNING", "namedPorts": []},
+           {"instance": "i-2", "status": "TERMINATED", "namedPorts": []}]
+    answers = {"gcp:compute/getRegionInstanceGroup:getRegionInstanceGroup": {
+        "id": "x", "name": "mig", "project": "p", "region": d.region, "selfLink": "s",
+        "size": 1, "namedPorts": [], "instances": vms}}
+    rec = record(group_program(d, f"{d.scope}-mig"), invoke_answers=answers)
+    assert [i["args"]["name"] for i in rec.invokes] == [f"{d.scope}-mig",
+                                                        f"{d.scope}-ondemand-mig"]
+    assert rec.outputs["running"] == 2  # one running VM in each group
+
+
+def snake(value):
+    """Pulumi's camelCase wire names as Terraform's snake_case."""
+    if isinstance(value, dict):
+        return {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", k).lower(): snake(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("d", [
+    scaled("qps", 3.0), scaled("vllm-kv-cache", 70.0, spot=True, base=1),
+    scaled("vllm-waiting", 5.0, spot=True, fallback=True, base=1, low=3, high=9),
+    scaled("qps", 2.5, spot=True, fallback=True, base=0, low=1, high=4),
+    secured_and_scaled()],
+    ids=["qps", "kv-cache-base", "waiting-fallback", "qps-fallback", "with-key-and-tls"])
+def test_both_engines_build_the_same_autoscalers(d):
+    from servestack.terraform import render, tfvars
+    from tests.terraform.test_gcp import evaluate
+
+    rec, resources, values = run(d), render(d)["resource"], tfvars(d)
+    assert (values["min_replicas"], values["max_replicas"]) == (d.min_replicas, d.max_replicas)
+    by_target = {"mixtral-group-mig-id": "group",
+                 "mixtral-group-scaling-ondemand-mig-id": "ondemand"}
+    tf_scalers = resources["google_compute_region_autoscaler"]
+    assert sorted(by_target[r.inputs["target"]] for r in rec.of_type(AUTOSCALER)) == \
+        sorted(tf_scalers)
+    for r in rec.of_type(AUTOSCALER):
+        tf = tf_scalers[by_target[r.inputs["target"]]]
+        assert r.inputs["name"] == tf["name"]
+        policy, tf_policy = snake(r.inputs["autoscalingPolicy"]), dict(tf["autoscaling_policy"])
+        tf_policy["metrics"] = tf_policy.pop("metric", None)  # a block there, a list here
+        for key in ("min_replicas", "max_replicas"):
+            tf_policy[key] = evaluate(tf_policy[key], d)
+        assert policy == {k: v for k, v in tf_policy.items() if v is not None}
+    backends = snake(single(rec, BACKEND)["backends"])
+    tf_backends = resources["google_compute_region_backend_service"]["backend"]["backend"]
+    assert [{k: v for k, v in b.items() if k != "group"} for b in backends] == \
+        [{k: v for k, v in b.items() if k != "group"} for b in tf_backends]
+    migs = {r.inputs["name"]: snake(r.inputs) for r in rec.of_type(MIG)}
+    tf_migs = {m["name"]: m for m in resources["google_compute_region_instance_group_manager"]
+               .values()}
+    assert set(migs) == set(tf_migs)
+    for name, mig in migs.items():
+        tf = tf_migs[name]
+        for key in ("base_instance_name", "distribution_policy_zones",
+                    "distribution_policy_target_shape", "update_policy", "wait_for_instances",
+                    "instance_flexibility_policy"):
+            assert mig.get(key) == tf.get(key), (name, key)
+        assert [v["name"] for v in mig["versions"]] == [v["name"] for v in tf["version"]]
+        assert "target_size" not in mig and "target_size" not in tf
+    writers = [snake(r.inputs) for r in rec.of_type(IAM_MEMBER)]
+    tf_writers = list(resources.get("google_project_iam_member", {}).values())
+    assert [w["role"] for w in writers] == [w["role"] for w in tf_writers]
+
+
+# --- API key, TLS and autoscaling together ---------------------------------------------------
+
+
+def registrations(d: Deployment, monkeypatch) -> list[tuple[str, str, str, str, set[str]]]:
+    """(type, name, urn, parent urn, dependencies) of each RegisterResource the engine would
+    receive, in the order the program sends them (a resource is sent once what it waits for
+    exists). The preview's recording keeps no dependencies: read them from the requests."""
+    from pulumi.runtime import mocks as pulumi_mocks
+
+    seen: list[tuple[str, str, str, str, set[str]]] = []
+    plain = pulumi_mocks.MockMonitor.RegisterResource
+
+    def register(self, request):
+        response = plain(self, request)
+        seen.append((request.type, request.name, response.urn, request.parent,
+                     set(request.dependencies)))
+        return response
+
+    monkeypatch.setattr(pulumi_mocks.MockMonitor, "RegisterResource", register)
+    run(d)
+    return seen
+
+
+def test_every_mig_is_created_after_both_secrets_the_nat_and_the_metric_writer(monkeypatch):
+    seen = registrations(secured_and_scaled(), monkeypatch)
+    urn = {name: u for _, name, u, _, _ in seen}
+    parent = {u: p for _, _, u, p, _ in seen}
+    order = [u for _, _, u, _, _ in seen]
+    [group] = [(u, deps) for t, _, u, _, deps in seen if t == "servestack:gcp:InstanceGroup"]
+    # What the VMs read or need as they boot: each secret's version and accessor binding
+    # (the token's and the API key's), the NAT, and the right to write the gauge.
+    needed = {urn[name] for t, name, _, _, _ in seen
+              if t in (VERSION, BINDING, NAT, IAM_MEMBER)}
+    assert len(needed) == 6
+    assert needed <= group[1]  # the component's dependencies, as Pulumi sends them
+    migs = [u for t, _, u, _, _ in seen if t == MIG]
+    assert len(migs) == 2  # the spot group and the on-demand fallback group
+    for mig in migs:
+        ancestor = parent[mig]
+        while ancestor != group[0]:  # the fallback MIG sits under GroupScaling, inside it
+            ancestor = parent[ancestor]
+        assert all(order.index(need) < order.index(mig) for need in needed)
+
+
+def test_https_and_the_redirect_sit_in_front_of_both_groups():
+    rec = run(secured_and_scaled())
+    backend = rec.one(BACKEND)
+    assert len(backend.inputs["backends"]) == 2 == len(rec.of_type(AUTOSCALER))
+    [urls] = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-urls")]
+    [redirect] = [r for r in rec.of_type(URL_MAP) if r.name.endswith("-redirect")]
+    assert urls.inputs["defaultService"] == backend.id
+    assert single(rec, HTTPS_PROXY)["urlMap"] == urls.id
+    assert single(rec, PROXY)["urlMap"] == redirect.id
+    assert rec.outputs["endpoint"] == f"https://{DOMAIN}"
+    assert {r.inputs["type"] for r in rec.of_type(RECORD)} == {"A", "CNAME"}
+    # The metric writer is the only project-wide grant; each secret has its own reader.
+    assert [r.inputs["role"] for r in rec.of_type(IAM_MEMBER)] == \
+        ["roles/monitoring.metricWriter"]
+    assert sorted(r.inputs["secretId"] for r in rec.of_type(BINDING)) == \
+        sorted(r.inputs["secretId"] for r in rec.of_type(SECRET))

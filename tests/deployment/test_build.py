@@ -109,8 +109,14 @@ def test_aws_and_gcp_zones_are_the_candidates():
     for cloud in ("aws", "gcp"):
         _, candidates = planned(cloud, False)
         assert deployment(cloud).zones == tuple(candidates[0].zones)
+    # an AWS spot candidate is one zone's (spot is priced per zone), but its group spreads
+    # over every zone where the plan sells one of the group's types on spot in that region
     _, spot = planned("aws", True)
-    assert deployment("aws", True).zones == (spot[0].zone,)
+    chosen, spread = spot[0], deployment("aws", True)
+    types = {i.instance_type for i in spread.instances}
+    offered = {c.zone for c in spot if c.region == chosen.region and c.instance_type in types}
+    zones = spread.zones
+    assert zones[0] == chosen.zone and set(zones) == offered and len(zones) > 1
 
 
 def test_provisioned_iops_only_for_io2():

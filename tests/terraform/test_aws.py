@@ -5,23 +5,29 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from servestack import planner
+from servestack import clouds, planner
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment, Tls
+from servestack.deployment.model import Autoscaling, Choices, Deployment, Tls
 from servestack.inputs import load_inputs
-from servestack.terraform import render
+from servestack.terraform import render, tfvars
 from servestack.terraform.aws import PROVIDER, size_config, sweep_config, sweep_found
 from tests.fakes import FROZEN_CATALOG, name_tags
+from tests.terraform.scaling_sim import Alarm, Metrics, Scaled
+
+PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 
 
 @cache
@@ -142,6 +148,12 @@ def spot_deployment() -> Deployment:
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates, model=inputs.model)
 
 
+def one_zone() -> Deployment:
+    """The spot group held to one zone (the plan offers its types in that zone only)."""
+    d = spot_deployment()
+    return replace(d, zones=d.zones[:1])
+
+
 DOMAIN, HOSTED_ZONE = "llm.example.com", "Z0123456789ABCDEFGHIJ"
 
 
@@ -205,8 +217,7 @@ def test_one_nat_gateway_routes_the_private_subnets_out():
 
 
 def test_pinned_zone_takes_a_second_az_from_the_region_for_the_alb():
-    d = spot_deployment()
-    assert len(d.zones) == 1
+    d = one_zone()
     doc = render(d)
     zones = doc["data"]["aws_availability_zones"]["other"]
     assert zones["state"] == "available" and zones["exclude_zone_ids"] == list(d.zones)
@@ -314,17 +325,310 @@ def test_network_resources_share_no_fixed_name_across_stacks():
                 assert body["tags"]["Name"].startswith(f"{d.scope}-"), kind
 
 
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+# --- autoscaling, spot spread, on-demand fallback (issue 11) ---------------------------------
+
+SCALED_SPEC = """\
+name: mixtral
+envs:
+  MODEL_NAME: mistralai/Mixtral-8x7B-Instruct-v0.1
+secrets:
+  HF_TOKEN: hf_placeholder
+resources:
+  accelerators: {L4:8, A10g:8, L40S:4, A100:4, A100-80GB:2}
+  ports: 8000
+  use_spot: true
+service:
+  readiness_probe: /health
+  replica_policy:
+    min_replicas: 1
+    max_replicas: 3
+    target_qps_per_replica: 2.5
+    base_ondemand_fallback_replicas: 1
+    dynamic_ondemand_fallback: true
+    upscale_delay_seconds: 120
+    downscale_delay_seconds: 600
+run: vllm serve $MODEL_NAME --tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE
+"""
+
+
+@cache
+def scaled(metric: str | None = None, spot: bool = True, secrets: bool = True) -> Deployment:
+    """The spec above as the planner and builder make it (`metric`: --scale-metric)."""
+    folder = Path(tempfile.mkdtemp(prefix="servestack-scaled-"))
+    spec = folder / "serve.yaml"
+    spec.write_text(SCALED_SPEC if secrets else SCALED_SPEC.replace(
+        "secrets:\n  HF_TOKEN: hf_placeholder\n", ""))
+    inputs = load_inputs(str(spec), catalog_dir=FROZEN_CATALOG)
+    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                        planner.Options(cloud="aws", spot=spot), model=inputs.model)
+    return build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
+                            model=inputs.model, choices=Choices(scale_metric=metric))
+
+
+def test_the_scaled_spec_builds_what_the_tests_below_assume():
+    d = scaled()
+    assert d.use_spot and d.autoscaling == Autoscaling("qps", 2.5, 120, 600)
+    assert (d.min_replicas, d.max_replicas, d.on_demand_base) == (1, 3, 1)
+    # the plan's spot zones of the group's types (build.py `_group_zones`), by zone ID
+    assert d.dynamic_ondemand_fallback and len(d.zones) >= 2
+
+
+def test_group_is_bounded_by_min_and_max_and_keeps_the_scaled_desired_capacity():
+    d = scaled()
+    doc = render(d)
+    asg = doc["resource"]["aws_autoscaling_group"]["group"]
+    values = tfvars(d)
+    assert (asg["min_size"], asg["max_size"]) == ("${var.min_replicas}", "${var.max_replicas}")
+    assert (values["min_replicas"], values["max_replicas"], values["desired_replicas"]) == \
+        (1, 3, 1)
+    assert asg["lifecycle"] == {"ignore_changes": ["desired_capacity"]}
+    assert asg["default_instance_warmup"] == 120  # the upscale delay
+    assert asg["enabled_metrics"] == ["GroupDesiredCapacity", "GroupInServiceInstances"]
+    assert asg["metrics_granularity"] == "1Minute"
+    assert asg["capacity_rebalance"] is True
+
+
+def test_fixed_group_has_no_autoscaler():
+    d = deployment()
+    resources = render(d)["resource"]
+    assert d.autoscaling is None
+    assert "aws_autoscaling_policy" not in resources
+    assert "aws_cloudwatch_metric_alarm" not in resources
+    asg = resources["aws_autoscaling_group"]["group"]
+    assert "lifecycle" not in asg and "enabled_metrics" not in asg
+    assert set(resources["aws_autoscaling_group"]) == {"group"}
+
+
+def test_qps_scales_out_on_alb_requests_per_target_per_minute():
+    doc = render(scaled())
+    policy = doc["resource"]["aws_autoscaling_policy"]["scale_out"]
+    assert policy["autoscaling_group_name"] == "${aws_autoscaling_group.group.name}"
+    assert policy["policy_type"] == "TargetTrackingScaling"
+    assert policy["estimated_instance_warmup"] == 120
+    config = policy["target_tracking_configuration"]
+    assert config["target_value"] == 150  # 2.5 requests per second = 150 per minute
+    assert config["disable_scale_in"] is True  # the scale-in alarm below does it
+    assert config["predefined_metric_specification"] == {
+        "predefined_metric_type": "ALBRequestCountPerTarget",
+        "resource_label": "${aws_lb.service.arn_suffix}/${aws_lb_target_group.service.arn_suffix}"}
+
+
+def test_vllm_gauge_scales_out_on_the_replicas_metric_per_group():
+    d = scaled("vllm-waiting")
+    doc = render(d)
+    config = doc["resource"]["aws_autoscaling_policy"]["scale_out"][
+        "target_tracking_configuration"]
+    assert config["target_value"] == 5  # production-stack's 5 waiting requests per replica
+    assert config["customized_metric_specification"] == {
+        "metric_name": "requests_waiting", "namespace": "Servestack/vLLM", "statistic": "Average",
+        "metric_dimension": [{"name": "AutoScalingGroupName",
+                              "value": "${aws_autoscaling_group.group.name}"}]}
+    assert clouds.get("aws").shipped_metric(d) == "requests_waiting"
+
+
+def test_scale_in_waits_the_downscale_delay():
+    doc = render(scaled())
+    alarm = doc["resource"]["aws_cloudwatch_metric_alarm"]["scale_in"]
+    assert (alarm["evaluation_periods"], alarm["datapoints_to_alarm"]) == (10, 10)  # 600 s
+    assert alarm["alarm_actions"] == ["${aws_autoscaling_policy.scale_in.arn}"]
+    policy = doc["resource"]["aws_autoscaling_policy"]["scale_in"]
+    assert (policy["policy_type"], policy["adjustment_type"]) == ("StepScaling",
+                                                                  "ChangeInCapacity")
+
+
+def test_replicas_that_ship_a_gauge_may_put_that_namespace_only_and_read_their_tags():
+    for secrets in (True, False):
+        d = scaled("vllm-kv-cache", secrets=secrets)
+        resources = render(d)["resource"]
+        template = resources["aws_launch_template"]["vm"]
+        assert template["metadata_options"]["instance_metadata_tags"] == "enabled"
+        assert template["metadata_options"]["http_tokens"] == "required"
+        assert template["iam_instance_profile"] == {"arn": "${aws_iam_instance_profile.vm.arn}"}
+        statement, = json.loads(resources["aws_iam_role_policy"]["put_metrics"]["policy"])[
+            "Statement"]
+        assert statement["Action"] == "cloudwatch:PutMetricData"
+        assert statement["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": "Servestack/vLLM"}}
+        # one role for everything: Session Manager, the API key, the token when there is one
+        assert set(resources["aws_iam_role"]) == {"vm"}
+        assert set(resources["aws_ssm_parameter"]) == ({"hf_token", "api_key"} if secrets
+                                                       else {"api_key"})
+        assert set(resources["aws_iam_role_policy"]) == {"read_secrets", "put_metrics"}
+        assert "aws_iam_role_policy.put_metrics" in \
+            resources["aws_autoscaling_group"]["group"]["depends_on"]
+    qps = render(scaled())["resource"]
+    assert "instance_metadata_tags" not in qps["aws_launch_template"]["vm"]["metadata_options"]
+    assert "put_metrics" not in qps["aws_iam_role_policy"]
+
+
+def test_spot_group_spans_the_planned_zones_in_private_subnets_beside_its_fallback():
+    """A spot group's zones come from the plan (every zone it offers the types on spot in):
+    one private subnet each, by zone ID; the on-demand fallback group uses the same subnets,
+    and nothing is looked up when the stack is applied."""
+    d = scaled()
+    doc = render(d)
+    subnets = doc["resource"]["aws_subnet"]
+    private = [subnets[f"private_{i}"] for i in range(len(d.zones))]
+    assert [s["availability_zone_id"] for s in private] == list(d.zones)
+    wanted = [f"${{aws_subnet.private_{i}.id}}" for i in range(len(d.zones))]
+    groups = doc["resource"]["aws_autoscaling_group"]
+    assert groups["group"]["vpc_zone_identifier"] == groups["on_demand"]["vpc_zone_identifier"] \
+        == wanted
+    assert "aws_ec2_instance_type_offerings" not in doc["data"]
+    assert "aws_availability_zones" not in doc["data"]  # two zones or more: the ALB has them
+    assert doc["resource"]["aws_lb"]["service"]["subnets"] == \
+        [f"${{aws_subnet.public_{i}.id}}" for i in range(len(d.zones))]
+    public = render(replace(d, ssh_cidrs=("192.0.2.10/32",)))["resource"]["aws_autoscaling_group"]
+    assert public["on_demand"]["vpc_zone_identifier"] == \
+        [f"${{aws_subnet.public_{i}.id}}" for i in range(len(d.zones))]
+
+
+def split(distribution: dict, capacity: int) -> tuple[int, int]:
+    """(on-demand, spot) VMs of a group of `capacity` under an instances distribution: the
+    base on-demand first, then the percentage of the rest (Auto Scaling API,
+    InstancesDistribution)."""
+    base = min(distribution["on_demand_base_capacity"], capacity)
+    above = capacity - base
+    on_demand = base + math.ceil(above * distribution["on_demand_percentage_above_base_capacity"]
+                                 / 100)
+    return on_demand, capacity - on_demand
+
+
+def test_spot_plan_keeps_its_base_on_demand_and_grows_in_spot():
+    doc = render(scaled())
+    distribution = doc["resource"]["aws_autoscaling_group"]["group"][
+        "mixed_instances_policy"]["instances_distribution"]
+    assert distribution["spot_allocation_strategy"] == "capacity-optimized-prioritized"
+    assert [split(distribution, n) for n in (1, 2, 3)] == [(1, 0), (1, 1), (1, 2)]
+    od = doc["resource"]["aws_autoscaling_group"]["on_demand"]
+    assert split(od["mixed_instances_policy"]["instances_distribution"], 2) == (2, 0)
+
+
+def test_on_demand_fallback_group_stands_in_for_the_spot_replicas():
+    d = scaled()
+    resources = render(d)["resource"]
+    group, od = (resources["aws_autoscaling_group"][k] for k in ("group", "on_demand"))
+    assert (od["min_size"], od["max_size"], od["desired_capacity"]) == \
+        (0, "${var.max_replicas - 1}", 0)
+    assert od["lifecycle"] == {"ignore_changes": ["desired_capacity"]}
+    assert od["wait_for_capacity_timeout"] == "0"
+    for same in ("target_group_arns", "vpc_zone_identifier", "health_check_type",
+                 "health_check_grace_period", "instance_refresh", "tag"):
+        assert od[same] == group[same], same
+    assert od["mixed_instances_policy"]["launch_template"] == \
+        group["mixed_instances_policy"]["launch_template"]
+    assert od["name_prefix"] != group["name_prefix"]
+    assert "enabled_metrics" not in od  # the alarms read the spot group's metrics
+
+
+def test_no_fallback_group_without_dynamic_fallback():
+    resources = render(replace(scaled(), dynamic_ondemand_fallback=False))["resource"]
+    assert set(resources["aws_autoscaling_group"]) == {"group"}
+    assert set(resources["aws_cloudwatch_metric_alarm"]) == {"scale_in"}
+
+
+# --- driving the generated alarms and policies ----------------------------------------------
+
+SPOT_GROUP = "${aws_autoscaling_group.group.name}"
+
+
+def scaled_by(resources: dict, group: str) -> list[tuple[Alarm, dict]]:
+    """(alarm, policy) pairs whose policy scales the group `group` (a resource address)."""
+    policies = {f"${{aws_autoscaling_policy.{k}.arn}}": p
+                for k, p in resources["aws_autoscaling_policy"].items()
+                if p["autoscaling_group_name"] == f"${{{group}.name}}"}
+    return [(Alarm(a), policies[a["alarm_actions"][0]])
+            for a in resources["aws_cloudwatch_metric_alarm"].values()
+            if a["alarm_actions"][0] in policies]
+
+
+def spot_group_metrics(desired: int, serving: int, group: str = SPOT_GROUP) -> Metrics:
+    """The spot group's group metrics this minute (nothing for any other dimension)."""
+    values = {"GroupDesiredCapacity": desired, "GroupInServiceInstances": serving}
+
+    def read(namespace: str, metric: str, dimensions: dict) -> float | None:
+        if namespace == "AWS/AutoScaling" and dimensions == {"AutoScalingGroupName": group}:
+            return values[metric]
+        return None
+
+    return read
+
+
+# minute -> spot VMs in service of 3 wanted: all there, spot lost (only the on-demand base
+# left), one back, all back.
+SPOT_SCRIPT = [3] * 10 + [1] * 30 + [2] * 10 + [3] * 40
+
+
+def drive_fallback(rules: list[tuple[Alarm, dict]], high: int,
+                   group: str = SPOT_GROUP) -> list[int]:
+    od = Scaled(rules, capacity=0, low=0, high=high)
+    return [od.minute(spot_group_metrics(3, serving, group)) for serving in SPOT_SCRIPT]
+
+
+def assert_fallback_followed_the_deficit(capacity: list[int]) -> None:
+    # the deficit (2) must last the upscale delay (120 s: 2 datapoints) before stand-ins launch
+    assert capacity[:11] == [0] * 11
+    assert capacity[11:40] == [2] * 29  # the deficit: two on-demand VMs
+    assert capacity[40:50] == [1] * 10  # one spot VM back: its stand-in leaves
+    # no deficit for the downscale delay (600 s: 10 datapoints, minutes 50-59): the last goes
+    assert capacity[50:59] == [1] * 9
+    assert capacity[59:] == [0] * 31
+
+
+def test_fallback_group_follows_the_spot_deficit_up_and_back_to_zero():
+    d = scaled()
+    resources = render(d)["resource"]
+    rules = scaled_by(resources, "aws_autoscaling_group.on_demand")
+    assert len(rules) == 2
+    high = tfvars(d)["max_replicas"] - d.on_demand_base
+    assert resources["aws_autoscaling_group"]["on_demand"]["max_size"] == \
+        f"${{var.max_replicas - {d.on_demand_base}}}"
+    assert_fallback_followed_the_deficit(drive_fallback(rules, high))
+
+
+def test_fallback_reads_the_spot_groups_metrics_not_another_groups():
+    rules = scaled_by(render(scaled())["resource"], "aws_autoscaling_group.on_demand")
+    other = "${aws_autoscaling_group.on_demand.name}"
+    assert drive_fallback(rules, 2, group=other) == [0] * len(SPOT_SCRIPT)
+
+
+def test_scale_in_waits_the_delay_then_removes_the_surplus_down_to_min():
+    d = scaled()
+    resources = render(d)["resource"]
+    rules = scaled_by(resources, "aws_autoscaling_group.group")
+    assert len(rules) == 1
+    group = Scaled(rules, capacity=3, low=d.min_replicas, high=d.max_replicas)
+
+    def minute(requests_per_minute: float | None) -> int:
+        def read(namespace: str, metric: str, dimensions: dict) -> float | None:
+            if metric == "GroupDesiredCapacity" and dimensions == {
+                    "AutoScalingGroupName": SPOT_GROUP}:
+                return group.capacity
+            if metric == "RequestCount" and dimensions == {
+                    "LoadBalancer": "${aws_lb.service.arn_suffix}",
+                    "TargetGroup": "${aws_lb_target_group.service.arn_suffix}"}:
+                return requests_per_minute
+            return None
+        return group.minute(read)
+
+    # 4 requests/s need ceil(4 / 2.5) = 2 replicas of the 3: one too many for 10 minutes
+    busy = [minute(240) for _ in range(15)]
+    assert busy[:9] == [3] * 9 and busy[9:] == [2] * 6
+    # no requests at all (the ALB publishes no datapoint): down to min_replicas after 10 min
+    idle = [minute(None) for _ in range(12)]
+    assert idle[:9] == [2] * 9 and idle[9:] == [1] * 3
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 @pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
-def test_tls_api_key_and_network_variants_pass_terraform_validate(tmp_path):
+def test_security_and_scaling_variants_pass_terraform_validate(tmp_path):
     env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [with_tls(deployment()), with_tls(spot_deployment()),
                 replace(spot_deployment(), zones=(f"{spot_deployment().region}a",)),
-                replace(deployment(), ssh_cidrs=("192.0.2.10/32",), api_key=None, secret=None)]
+                replace(deployment(), ssh_cidrs=("192.0.2.10/32",), api_key=None, secret=None),
+                scaled(), scaled("vllm-waiting", secrets=False),
+                scaled("vllm-kv-cache", spot=False),
+                with_tls(replace(scaled(), ssh_cidrs=("192.0.2.10/32",)))]
     main = tmp_path / "main.tf.json"
     main.write_text(json.dumps(render(variants[0])))
     init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
@@ -337,3 +641,26 @@ def test_tls_api_key_and_network_variants_pass_terraform_validate(tmp_path):
                                  env=env, capture_output=True, text=True, timeout=120)
         report = json.loads(checked.stdout)
         assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
+
+
+def test_gauge_scale_in_counts_the_load_of_every_serving_replica_and_spares_booting_ones():
+    d = scaled("vllm-waiting")
+    rules = scaled_by(render(d)["resource"], "aws_autoscaling_group.group")
+    group = Scaled(rules, capacity=3, low=d.min_replicas, high=d.max_replicas)
+
+    def minute(waiting: float | None) -> int:
+        values = {("AWS/AutoScaling", "GroupDesiredCapacity"): group.capacity,
+                  ("AWS/AutoScaling", "GroupInServiceInstances"): 3,
+                  ("Servestack/vLLM", "requests_waiting"): waiting}
+
+        def read(namespace: str, metric: str, dimensions: dict) -> float | None:
+            assert dimensions == {"AutoScalingGroupName": SPOT_GROUP}
+            return values[namespace, metric]
+        return group.minute(read)
+
+    # no gauge yet (vLLM still loading on every replica): no datapoint, nothing removed
+    assert [minute(None) for _ in range(30)] == [3] * 30
+    # 4 waiting on average on 3 replicas: 12 need ceil(12 / 5) = 3, no surplus
+    assert [minute(4) for _ in range(30)] == [3] * 30
+    # 3 waiting on average: 9 need 2; after the 10-minute delay one replica goes
+    assert [minute(3) for _ in range(12)] == [3] * 9 + [2] * 3

@@ -271,8 +271,8 @@ def args(names: str, **blocks: dict) -> dict:
 
 AZURE_NIC = args("name primary", ip_configuration=args(
     "name primary subnet_id load_balancer_backend_address_pool_ids"))
-AZURE_COMMON_VMSS = ("name location resource_group_name instances zones tags priority "
-                     "eviction_policy max_bid_price source_image_id upgrade_mode")
+AZURE_COMMON_VMSS = ("name location resource_group_name instances zones zone_balance tags "
+                     "priority eviction_policy max_bid_price source_image_id upgrade_mode")
 AZURE_ROLLING = args("max_batch_instance_percent max_unhealthy_instance_percent "
                      "max_unhealthy_upgraded_instance_percent pause_time_between_batches")
 AZURE_DOCUMENTED = {
