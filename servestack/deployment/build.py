@@ -86,7 +86,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         disk_type=disk_type,
         disk_iops=cloud.disk_iops(disk_type, spec.disk_size_gb),
         image=cloud.image_ref(None if container else image_id),
-        capacity_timeout=cloud.capacity_timeout,
+        capacity_timeout=_capacity_wait(cloud.capacity_timeout, policy, chosen),
         network=cloud.network,
         ssh_port=SSH_PORT,
         ssh_nat_ports=cloud.ssh_nat_ports,
@@ -110,6 +110,15 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     )
     cloud.check(deployment)
     return deployment
+
+
+def _capacity_wait(timeout: str | None, policy, chosen: Candidate) -> str | None:
+    """How long the apply waits for the group's capacity. With dynamic on-demand fallback a
+    spot group short of capacity is what the fallback group is for: the apply must not fail
+    on it ("0": do not wait), the readiness step counts the replicas of both groups."""
+    if timeout and policy and chosen.use_spot and policy.dynamic_ondemand_fallback:
+        return "0"
+    return timeout
 
 
 def _group_zones(zones: tuple[str, ...], chosen: Candidate,

@@ -106,6 +106,10 @@ def test_spot_fallback_settings_reach_the_deployment(tmp_path):
                             "    dynamic_ondemand_fallback: true\n")
     d = built(tmp_path, policy=policy, spot=True)
     assert d.use_spot and d.on_demand_base == 1 and d.dynamic_ondemand_fallback
+    # a spot group short of capacity is what the fallback group covers: the apply must not
+    # wait for (and fail on) the spot group's full capacity
+    assert d.capacity_timeout == "0"
+    assert built(tmp_path, policy=AUTOSCALING, spot=True).capacity_timeout == "15m"
 
 
 def test_the_api_key_is_on_by_default_and_the_balancer_probes_an_open_path(tmp_path):
