@@ -199,8 +199,12 @@ class Aws(Cloud):
 
     def zone_in_error(self, text: str, c: Offered) -> str | None:
         """AWS errors name zones (us-east-1b) while the plan holds zone ids (use1-az4), so a
-        region candidate is blocked as a whole; a spot candidate is one zone already."""
-        return c.zone
+        region candidate is blocked as a whole. So is a spot candidate of one zone id: its group
+        spread over every zone of the region that sells its types (`zones_for`), so its failure
+        says those pools are short region-wide, and the same types' spot candidates of the
+        region's other zones (the same group) would fail alike. Only a zone *name* a spec pins
+        holds the group in that zone, and only that zone is blocked."""
+        return c.zone if c.zone and is_zone_name(c.zone, c.region) else None
 
 
 CLOUD = Aws()

@@ -102,9 +102,18 @@ def test_gcp_and_azure_capacity_block_the_gpu_pool():
     assert block.label == "azure eastus A100-80GB:2+ on-demand"
 
 
-def test_aws_spot_capacity_blocks_only_that_zone():
+def test_aws_spot_capacity_blocks_the_types_spot_in_the_whole_region():
+    # the spot group spread over the region's zones: every zone's spot candidate of those
+    # types is the same group, and fails alike; on-demand and other types stay open
     (block,) = classify("aws", [text("aws_spot_no_capacity")], AWS_SPOT).blocks
-    assert (block.zone, block.spot) == ("use1-az4", True)
+    assert (block.zone, block.spot, block.region) == (None, True, AWS_SPOT.region)
+    other_zone = replace(AWS_SPOT, zone="use1-az6", id="other-zone")
+    assert block.applies(other_zone)
+    assert not block.applies(replace(other_zone, use_spot=False))
+    assert not block.applies(replace(other_zone, instance_type="p5.48xlarge"))
+    pinned = replace(AWS_SPOT, zone="us-east-1b")
+    (named,) = classify("aws", [text("aws_spot_no_capacity")], pinned).blocks
+    assert named.zone == "us-east-1b"
 
 
 def test_asg_timeout_without_a_type_blocks_every_type_tried():
