@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Choices
+from servestack.deployment.model import Autoscaling, Choices, Tls
 from servestack.inputs import load_inputs
 from servestack.planner import Options, plan
 from servestack.terraform import render
@@ -35,10 +35,7 @@ JUSTIFIED: dict[str, set[str]] = {
             "CKV_AWS_150",  # no deletion protection: the fallback loop destroys failed stacks
             "CKV_AWS_91",  # no access logs: they need an S3 bucket the user chooses
             "CKV2_AWS_11",  # no VPC flow logs: they need a log destination the user chooses
-            "CKV_AWS_88",  # public IPs on the VMs only with --ssh-cidr, the user's explicit choice
-            # the region's other AZs (for a one-zone group's ALB): the first one is taken, and
-            # a new AZ joins the end of the list
-            "CKV_AWS_394"},
+            "CKV_AWS_88"},  # public IPs on the VMs only with --ssh-cidr, the user's choice
     "gcp": set(),
     "azure": {"CKV_AZURE_110", "CKV_AZURE_42",  # purge protection would block purge on destroy
               # Terraform writes the secret from the deployer's address: not a private vault
@@ -60,7 +57,21 @@ def variants(cloud: str) -> list:
                              choices=Choices(ssh_cidrs=("203.0.113.0/24",),
                                              allow_cidrs=("198.51.100.0/24",)))
         found.append(replace(d, gcp_project="acme-prod") if cloud == "gcp" else d)
-    return found
+    return found + [secured(found[1])]
+
+
+DNS_ZONES = {"aws": "Z0123456789ABCDEFGHIJ", "gcp": "llm-zone",
+             "azure": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/dns/"
+                      "providers/Microsoft.Network/dnszones/example.com"}
+
+
+def secured(spot) -> object:
+    """The spot variant with HTTPS on a domain, an autoscaler on vLLM's queue and the
+    on-demand fallback group: every resource kind of the closed, scaled stack."""
+    return replace(spot, tls=Tls(domain="llm.example.com", dns_zone=DNS_ZONES[spot.cloud]),
+                   allow_cidrs=("0.0.0.0/0",), min_replicas=1, max_replicas=4,
+                   autoscaling=Autoscaling(metric="vllm-waiting", target=5.0),
+                   dynamic_ondemand_fallback=True, on_demand_base=0)
 
 
 def scan(document: dict, folder: Path) -> dict:
@@ -93,3 +104,11 @@ def test_checkov_findings_are_fixed_or_justified(cloud, tmp_path):
     assert not unexplained, "new checkov findings:\n" + "\n".join(unexplained)
     stale = JUSTIFIED[cloud] - set(failed)
     assert not stale, f"justified checks that no longer fail (remove them): {sorted(stale)}"
+
+
+@pytest.mark.skipif(not CHECKOV, reason="checkov is not installed (SERVESTACK_CHECKOV)")
+def test_with_a_domain_the_aws_listener_findings_are_gone(tmp_path):
+    """The HTTP-only findings are justified by "no domain": with one they must pass."""
+    report = scan(render(variants("aws")[-1]), tmp_path)
+    failed = {c["check_id"] for c in report.get("results", {}).get("failed_checks", [])}
+    assert not failed & {"CKV2_AWS_20", "CKV_AWS_2", "CKV_AWS_103"}, sorted(failed)
