@@ -228,10 +228,18 @@ def test_health_check_follows_the_deployment():
 
 # --- network ----------------------------------------------------------------------------------
 
-def _subnets(rec: Recording, tier: str) -> list[dict]:
+def _tier(rec: Recording, tier: str) -> list:
     """The tier's subnets in index order (the mocks record them in completion order)."""
     found = [r for r in rec.of_type(SUBNET) if f"-{tier}-" in r.name]
-    return [r.inputs for r in sorted(found, key=lambda r: int(r.name.rsplit("-", 1)[1]))]
+    return sorted(found, key=lambda r: int(r.name.rsplit("-", 1)[1]))
+
+
+def _subnets(rec: Recording, tier: str) -> list[dict]:
+    return [r.inputs for r in _tier(rec, tier)]
+
+
+def _subnet_ids(rec: Recording, tier: str) -> list[str]:
+    return [f"{r.name}-id" for r in _tier(rec, tier)]  # the mocks' ids: name + "-id"
 
 
 def test_each_stack_gets_its_own_vpc_with_subnets_carved_from_it():
@@ -260,10 +268,8 @@ def test_gpu_vms_sit_in_private_subnets_without_a_public_address():
     lt, asg = rec.one(LT).inputs, rec.one(ASG).inputs
     nic, = lt["networkInterfaces"]
     assert nic["associatePublicIpAddress"] == "false" and nic["deviceIndex"] == 0
-    private = [r.name for r in rec.of_type(SUBNET) if "-private-" in r.name]
-    assert asg["vpcZoneIdentifiers"] == [f"{n}-id" for n in private]
-    public = [r.name for r in rec.of_type(SUBNET) if "-public-" in r.name]
-    assert rec.one(ALB).inputs["subnets"] == [f"{n}-id" for n in public]
+    assert asg["vpcZoneIdentifiers"] == _subnet_ids(rec, "private")
+    assert rec.one(ALB).inputs["subnets"] == _subnet_ids(rec, "public")
 
 
 def test_spot_group_spans_the_planned_zones_in_private_subnets_and_looks_nothing_up():
@@ -346,8 +352,7 @@ def test_ssh_puts_the_vms_in_public_subnets_with_addresses_and_no_nat():
     rec = run(d)
     nic, = rec.one(LT).inputs["networkInterfaces"]
     assert nic["associatePublicIpAddress"] == "true"
-    public = [r.name for r in rec.of_type(SUBNET) if "-public-" in r.name]
-    assert rec.one(ASG).inputs["vpcZoneIdentifiers"] == [f"{n}-id" for n in public]
+    assert rec.one(ASG).inputs["vpcZoneIdentifiers"] == _subnet_ids(rec, "public")
     assert _subnets(rec, "private") == [] and rec.of_type(NAT) == rec.of_type(EIP) == []
 
 
