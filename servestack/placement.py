@@ -143,21 +143,11 @@ def _fill(replicas: int, pools: int, cap: int | None) -> list[int]:
 
 
 def _spread(replicas: int, pools: int, cap: int | None) -> list[int]:
-    """Round-robin: an even share each, the odd ones to the cheapest; a pool's share above its
-    capacity goes round to the pools that still have room."""
-    limit = replicas if cap is None else cap
-    counts = [0] * pools
-    left = replicas
-    while left:
-        room = [i for i in range(pools) if counts[i] < limit]
-        if not room:
-            break
-        share, extra = divmod(left, len(room))
-        for rank, i in enumerate(room):
-            n = min(share + (rank < extra), limit - counts[i])
-            counts[i] += n
-            left -= n
-    return counts
+    """Round-robin: an even share each, the odd ones to the cheapest. With one cap for all, a
+    share above it means the pools cannot hold the replicas at all (the caller says so)."""
+    share, extra = divmod(replicas, pools)
+    counts = [share + (i < extra) for i in range(pools)]
+    return counts if cap is None else [min(n, cap) for n in counts]
 
 
 def _too_small(replicas: int, counts: list[int], max_pools: int, cap: int | None) -> UserError:
