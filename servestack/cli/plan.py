@@ -57,12 +57,24 @@ def place_replicas(request: PlanRequest, inputs: Inputs, result: Plan) -> list[P
     wanted = request.placement
     service = service_slug(inputs.spec.name or "servestack")
     full = full_candidates(request.state_dir, service, result)
+    capacity = Capacity(max_per_pool=wanted.max_per_pool, without=full)
+    try:
+        pools = place(result, result.replicas, wanted.max_pools, wanted.spread, capacity)
+    except UserError:
+        if not full:
+            raise
+        # capacity comes back: when what is left cannot hold the service, place as if the
+        # last deploy had found nothing full (its blocks end with the next run anyway)
+        result.warnings.append(f"the last deploy of {service} found {len(full)} candidate(s) "
+                               "without capacity, and the rest cannot hold the service: "
+                               "placed as if they had room")
+        full = frozenset()
+        pools = place(result, result.replicas, wanted.max_pools, wanted.spread,
+                      replace(capacity, without=full))
     if full:
         result.warnings.append(f"placement leaves out {len(full)} candidate(s) the last deploy "
                                f"of {service} found without capacity ({request.state_dir}/)")
-    pools = place(result, result.replicas, wanted.max_pools, wanted.spread,
-                  Capacity(max_per_pool=wanted.max_per_pool, without=full))
-    if wanted.spread and len(pools) < wanted.max_pools:
+    if wanted.spread and len(pools) < min(wanted.max_pools, result.replicas):
         result.warnings.append(f"--spread over {wanted.max_pools} pools: the plan has "
                                f"{len(pools)} region(s) to spread over")
     return pools
