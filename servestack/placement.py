@@ -76,10 +76,12 @@ class _Forming:
 
 
 def place(plan: Plan, replicas: int, max_pools: int = 1, spread: bool = False,
-          capacity: Capacity | None = None) -> list[Pool]:
+          capacity: Capacity | int | None = None) -> list[Pool]:
     """The pools that hold `replicas`, cheapest first, their replicas summing to `replicas`.
-    UserError when the flags are out of range or the pools cannot hold them all."""
-    capacity = capacity or Capacity()
+    `capacity` as a number: at most that many replicas per pool. UserError when the flags are
+    out of range or the pools cannot hold them all."""
+    if not isinstance(capacity, Capacity):
+        capacity = Capacity(max_per_pool=capacity)
     if max_pools < 1:
         raise UserError(f"--max-pools must be at least 1, got {max_pools}")
     if capacity.max_per_pool is not None and capacity.max_per_pool < 1:

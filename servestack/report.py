@@ -7,7 +7,10 @@ bounds (num_overprovision on top of both, as the deployment builds them), which 
 on-demand (base_ondemand_fallback_replicas) and which spot (the rest), the dynamic on-demand
 fallback, the hourly cost at min and at max, and the autoscaler's signal. The cost at max
 prices the replicas above min at the candidate's own price (they are spot on a spot row: the
-on-demand base does not grow)."""
+on-demand base does not grow).
+
+The plan's `placement` (servestack.placement) is in the JSON always, and under the table as
+one "Placement:" line when the replicas go to more than one pool."""
 
 from __future__ import annotations
 

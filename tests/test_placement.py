@@ -218,3 +218,7 @@ def test_placement_reads_each_candidate_a_bounded_number_of_times(multi, size):
     pools = place(fake_plan, 40, max_pools=size, spread=True)
     assert sum(p.replicas for p in pools) == 40
     assert reads[0] <= 12 * size
+
+
+def test_a_number_as_capacity_is_the_most_per_pool(multi):
+    assert [p.replicas for p in place(multi, 4, 2, False, 3)] == [3, 1]

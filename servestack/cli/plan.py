@@ -151,7 +151,7 @@ def run_plan(request: PlanRequest, view: PlanView) -> int:
         inputs, result = make_plan(request)
     except NothingFits as exc:
         if view.json:
-            print(report.dump_json({"candidates": [], "dropped":
+            print(report.dump_json({"candidates": [], "placement": [], "dropped":
                                     [d.to_json() for d in exc.plan.dropped]}), end="")
         raise
     data = report.plan_json(result, inputs.spec, inputs.catalog.dates)

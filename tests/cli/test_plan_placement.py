@@ -193,3 +193,12 @@ def test_deploy_with_pools_starts_where_the_last_run_found_room(monkeypatch, tmp
     out, err = capsys.readouterr()
     assert json.loads(out)["attempts"][0]["candidate"] == GCP2
     assert "using the first pool only" in err
+
+
+def test_nothing_to_place_still_has_the_key(run_cli, tmp_path):
+    spec = tmp_path / "a100x3.yaml"
+    spec.write_text("resources:\n  accelerators: A100:3\n")
+    result = run_cli("servestack", "plan", str(spec), "--json", "--max-pools", "2")
+    assert result.returncode == 2
+    data = json.loads(result.stdout)
+    assert data["candidates"] == [] and data["placement"] == []
