@@ -153,9 +153,9 @@ def _spread(replicas: int, pools: int, cap: int | None) -> list[int]:
 
 
 def _too_small(replicas: int, counts: list[int], max_pools: int, cap: int | None) -> UserError:
+    """Only a cap leaves replicas out (without one the first pool takes them all)."""
     held, pools = sum(counts), len(counts)
-    found = f"{pools} pool{'s' if pools > 1 else ''}"
-    limits = f"at most {cap} replicas each (--max-per-pool)" if cap else "no more"
+    found = f"{pools} pool{'s' if pools > 1 else ''} of at most {cap} (--max-per-pool)"
     more = "raise --max-pools or --max-per-pool" if pools == max_pools else \
         "no other region of the plan remains; raise --max-per-pool or widen the spec"
-    return UserError(f"cannot place {replicas} replicas: {found} ({limits}) hold {held}; {more}")
+    return UserError(f"cannot place {replicas} replicas: {found} hold {held}; {more}")

@@ -116,8 +116,14 @@ def test_the_error_names_the_flags_that_would_make_room(multi):
         place(multi, 4, max_pools=2, capacity=Capacity(max_per_pool=1))
     message = str(caught.value)
     assert "\n" not in message
-    assert "cannot place 4 replicas: 2 pools (at most 1 replicas each (--max-per-pool)) " \
-        "hold 2; raise --max-pools or --max-per-pool" == message
+    assert message == ("cannot place 4 replicas: 2 pools of at most 1 (--max-per-pool) "
+                       "hold 2; raise --max-pools or --max-per-pool")
+
+
+def test_too_few_regions_is_said_so(multi):
+    """Four regions in the spec: a fifth pool cannot be had, whatever --max-pools says."""
+    with pytest.raises(UserError, match="4 pools of at most 1 .* hold 4; no other region"):
+        place(multi, 5, max_pools=9, spread=True, capacity=Capacity(max_per_pool=1))
 
 
 @pytest.mark.parametrize("max_pools, cap, flag", [(0, None, "--max-pools"),

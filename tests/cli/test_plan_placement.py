@@ -87,7 +87,7 @@ def test_default_is_one_pool_and_the_rest_of_the_json_unchanged(run_cli, multi, 
     (("--max-pools", "two"), "argument --max-pools: 'two' is not a whole number"),
     (("--max-per-pool", "0"), "argument --max-per-pool: must be at least 1"),
     (("--max-pools", "2", "--max-per-pool", "1"),
-     "cannot place 4 replicas: 2 pools (at most 1 replicas each (--max-per-pool)) hold 2; "
+     "cannot place 4 replicas: 2 pools of at most 1 (--max-per-pool) hold 2; "
      "raise --max-pools or --max-per-pool"),
 ])
 def test_bad_placement_is_one_line_exit_2(run_cli, multi, tmp_path, args, message):
