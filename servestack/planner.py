@@ -20,12 +20,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
+from typing import TYPE_CHECKING
 
 from .catalog import CLOUD_TITLES, CLOUDS, Catalog, Offer, provider, stale_prices
 from .catalog.base import Place, Places
 from .errors import UserError
 from .models import ModelFacts, check_fit
 from .spec import Alternative, ServiceSpec
+
+if TYPE_CHECKING:
+    from .placement import Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class Plan:
     replicas: int
     model: str | None
     warnings: list[str] = field(default_factory=list)
+    # Where the replicas go (servestack.placement), set by the CLI's plan step; empty: the
+    # default, every replica in the best candidate's pool.
+    placement: list[Pool] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ bounds (num_overprovision on top of both, as the deployment builds them), which 
 on-demand (base_ondemand_fallback_replicas) and which spot (the rest), the dynamic on-demand
 fallback, the hourly cost at min and at max, and the autoscaler's signal. The cost at max
 prices the replicas above min at the candidate's own price (they are spot on a spot row: the
-on-demand base does not grow)."""
+on-demand base does not grow).
+
+The plan's `placement` (servestack.placement) is in the JSON always, and under the table as
+one "Placement:" line when the replicas go to more than one pool."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import json
 from dataclasses import dataclass
 
 from servestack.deployment.model import WORLD, Deployment
+from servestack.placement import Pool, place
 from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
 
@@ -37,11 +41,26 @@ def plan_json(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str]) -> d
         "catalog_dates": dict(sorted(catalog_dates.items())),
         "candidates": [{**c.to_json(), "scaling": scaling_of(c, spec).to_json()}
                        for c in plan.candidates],
+        "placement": [p.to_json() for p in placement_of(plan)],
         "scaling": policy_json(spec),
         "dropped": [d.to_json() for d in plan.dropped],
         "warnings": list(plan.warnings),
         "notes": list(spec.notes),
     }
+
+
+def placement_of(plan: Plan) -> list[Pool]:
+    """The plan's placement; a plan made without one (the planner alone) has the default:
+    every replica in the best candidate's pool."""
+    return plan.placement or place(plan, plan.replicas)
+
+
+def placement_line(pools: list[Pool]) -> str:
+    """`Placement: 2 x AWS us-east-1 (g6e.12xlarge, 10.49 $/h), ...`: replicas per pool,
+    each pool's chosen type and its price per replica."""
+    parts = [f"{p.replicas} x {p.label} ({p.instance_types[0]}, {p.price_per_hour:.2f} $/h)"
+             for p in pools]
+    return f"Placement: {', '.join(parts)}."
 
 
 def dump_json(data: dict) -> str:
@@ -69,6 +88,9 @@ def plan_table(plan: Plan, spec: ServiceSpec, catalog_dates: dict[str, str], *,
     else:
         lines.append(_table([_row(c) for c in rows]))
     lines.append(_footer(plan, len(rows), show_all, explain))
+    pools = placement_of(plan)
+    if len(pools) > 1:
+        lines.append(placement_line(pools))
     if explain:
         lines.append(explain_dropped(plan))
     return "\n".join(lines) + "\n"

@@ -273,7 +273,7 @@ def _security_choices(given: DeploymentOptions, defaults: dict) -> dict:
 
 def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from servestack.cli.plan import make_plan, require_values
+    from servestack.cli.plan import first_pool_only, make_plan, require_values
     from servestack.deployment.build import build_deployment, service_slug
 
     defaults = (target.stack or {}).get("servestack:deployment") or {}
@@ -281,7 +281,8 @@ def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     require_values(inputs)
     service = defaults.get("service") or service_slug(inputs.spec.name or "servestack")
     candidates = list(plan.candidates)
-    chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id")
+    first_pool = first_pool_only(request, plan)  # None unless --max-pools is above 1
+    chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id") or first_pool
     if chosen:
         first = [c for c in candidates if c.id == chosen]
         candidates = first + [c for c in candidates if c.id != chosen]

@@ -7,7 +7,13 @@ import sys
 
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, GenerateRequest, PreviewRequest
-from servestack.cli.plan import make_plan, print_table, require_values, secret_warnings
+from servestack.cli.plan import (
+    first_pool_only,
+    make_plan,
+    print_table,
+    require_values,
+    secret_warnings,
+)
 from servestack.errors import UserError
 
 
@@ -45,7 +51,11 @@ def run_generate(request: GenerateRequest) -> int:
     if request.table is not None:
         print_table(inputs, result, request.table)
     chosen = request.deployment
-    generated = generate(inputs, result, rank=request.rank, pick=request.pick,
+    first_pool = first_pool_only(request.plan, result)
+    pick = request.pick
+    if first_pool is not None and request.rank is None and pick is None:
+        pick = first_pool  # --candidate / --pick still choose any row
+    generated = generate(inputs, result, rank=request.rank, pick=pick,
                          stack=request.stack, stacks_dir=request.stacks_dir,
                          choices=chosen)
     sys.stdout.write(summary(generated))

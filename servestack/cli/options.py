@@ -64,6 +64,15 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 # --- requests ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class PlacementRequest:
+    """How the replicas are placed over pools (servestack.placement)."""
+
+    max_pools: int = 1
+    max_per_pool: int | None = None
+    spread: bool = False
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     """What to plan: the spec (None: the embedded example) and the filters."""
 
@@ -76,6 +85,8 @@ class PlanRequest:
     env: dict[str, str | None] = field(default_factory=dict)  # None: from the environment
     secrets: dict[str, str | None] = field(default_factory=dict)  # --secret, likewise
     catalog_dir: str | None = None
+    placement: PlacementRequest = PlacementRequest()
+    state_dir: str = DEFAULT_STATE_DIR  # whose deploy journal says which pools were full
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,13 @@ def plan_request(args: argparse.Namespace, spec: str | None) -> PlanRequest:
     return PlanRequest(spec=spec, cloud=args.cloud, region=args.region, spot=args.spot,
                        model=args.model, model_config=args.model_config, env=dict(args.env),
                        secrets=dict(args.secret),
-                       catalog_dir=args.catalog_dir)
+                       catalog_dir=args.catalog_dir, placement=placement_request(args),
+                       state_dir=getattr(args, "state_dir", DEFAULT_STATE_DIR))
+
+
+def placement_request(args: argparse.Namespace) -> PlacementRequest:
+    return PlacementRequest(max_pools=args.max_pools, max_per_pool=args.max_per_pool,
+                            spread=args.spread)
 
 
 def table_view(args: argparse.Namespace) -> TableView:
@@ -253,7 +270,22 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
                         type=env_pair, help="a secret for the VMs, kept in the cloud's "
                         "secret store, never in a file; prefer NAME alone (the value is read "
                         "from your environment): a VALUE here is visible to `ps`")
+    add_placement_options(parser)
     add_catalog_dir(parser)
+
+
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """Pools (cloud x region x spot): the plan JSON's `placement`. Flags, not spec keys: the
+    spec stays SkyPilot's."""
+    parser.add_argument("--max-pools", type=positive_int, default=1, metavar="N",
+                        help="place the replicas over at most N pools, each in its own region "
+                        "behind its own load balancer (default 1: one region)")
+    parser.add_argument("--max-per-pool", type=positive_int, metavar="N",
+                        help="a pool holds at most N replicas (what quotas allow): the rest "
+                        "spills to the next cheapest pool")
+    parser.add_argument("--spread", action="store_true",
+                        help="spread the replicas round-robin over the --max-pools cheapest "
+                        "pools, for availability (default: cheapest pool first)")
 
 
 def add_catalog_dir(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ HF_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 if TYPE_CHECKING:
     from servestack.inputs import Inputs
+    from servestack.placement import Pool
     from servestack.planner import Plan
 
 
@@ -44,7 +45,72 @@ def make_plan(request: PlanRequest) -> tuple[Inputs, Plan]:
     filters = Options(cloud=request.cloud, region=request.region, spot=request.spot)
     result = plan(inputs.spec, inputs.catalog, inputs.facts, filters, model=inputs.model)
     result.warnings.extend(secret_warnings(inputs))
+    result.placement = place_replicas(request, inputs, result)
     return inputs, result
+
+
+def place_replicas(request: PlanRequest, inputs: Inputs, result: Plan) -> list[Pool]:
+    """The plan's pools, from the flags and what the last deploy found full."""
+    from servestack.deployment.build import service_slug
+    from servestack.placement import Capacity, place
+
+    wanted = request.placement
+    service = service_slug(inputs.spec.name or "servestack")
+    full = full_candidates(request.state_dir, service, result)
+    capacity = Capacity(max_per_pool=wanted.max_per_pool, without=full)
+    try:
+        pools = place(result, result.replicas, wanted.max_pools, wanted.spread, capacity)
+    except UserError:
+        if not full:
+            raise
+        # capacity comes back: when what is left cannot hold the service, place as if the
+        # last deploy had found nothing full (its blocks end with the next run anyway)
+        result.warnings.append(f"the last deploy of {service} found {len(full)} candidate(s) "
+                               "without capacity, and the rest cannot hold the service: "
+                               "placed as if they had room")
+        full = frozenset()
+        pools = place(result, result.replicas, wanted.max_pools, wanted.spread,
+                      replace(capacity, without=full))
+    if full:
+        result.warnings.append(f"placement leaves out {len(full)} candidate(s) the last deploy "
+                               f"of {service} found without capacity ({request.state_dir}/)")
+    if wanted.spread and len(pools) < min(wanted.max_pools, result.replicas):
+        result.warnings.append(f"--spread over {wanted.max_pools} pools: the plan has "
+                               f"{len(pools)} region(s) to spread over")
+    return pools
+
+
+def full_candidates(state_dir: str, service: str, result: Plan) -> frozenset[str]:
+    """The ids of the candidates a capacity block of the service's deploy journal covers
+    (blocks are the last run's; a zone's block covers only that zone's candidate). No
+    journal, or one that cannot be read: none (deploy itself reports a damaged journal)."""
+    from servestack.deploy.journal import JOURNAL_NAME, Journal, service_dir
+
+    if not (service_dir(state_dir, service) / JOURNAL_NAME).is_file():
+        return frozenset()
+    try:
+        blocks = [b for b in Journal.open(state_dir, service).blocks
+                  if b.error_class == "capacity"]
+    except UserError:
+        return frozenset()
+    return frozenset(c.id for c in result.candidates for b in blocks
+                     if b.applies(c) and b.zone in (None, c.zone))
+
+
+def first_pool_only(request: PlanRequest, result: Plan) -> str | None:
+    """generate and deploy with --max-pools above 1: which candidate to start from (the first
+    pool's chosen one), after saying on stderr that only that pool is built. None: N is 1,
+    today's single-region behaviour, nothing changes."""
+    if request.placement.max_pools == 1:
+        return None
+    pools = result.placement
+    shares = ", ".join(f"{p.label}: {p.replicas}" for p in pools)
+    print(f"warning: --max-pools {request.placement.max_pools}: the plan places "
+          f"{result.replicas} replica(s) over {len(pools)} pool(s) ({shares}), but generating "
+          f"and deploying more than one pool is not built yet; using the first pool only, "
+          f"{pools[0].label} ({pools[0].candidate_ids[0]}), with all {result.replicas} "
+          "replica(s)", file=sys.stderr)
+    return pools[0].candidate_ids[0]
 
 
 def secret_warnings(inputs: Inputs) -> list[str]:
@@ -85,7 +151,7 @@ def run_plan(request: PlanRequest, view: PlanView) -> int:
         inputs, result = make_plan(request)
     except NothingFits as exc:
         if view.json:
-            print(report.dump_json({"candidates": [], "dropped":
+            print(report.dump_json({"candidates": [], "placement": [], "dropped":
                                     [d.to_json() for d in exc.plan.dropped]}), end="")
         raise
     data = report.plan_json(result, inputs.spec, inputs.catalog.dates)

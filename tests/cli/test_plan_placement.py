@@ -1,0 +1,204 @@
+"""--max-pools, --max-per-pool and --spread as a user runs them: the plan JSON's `placement`,
+the table's "Placement:" line, one-line errors, the deploy journal's full regions, and
+generate/deploy building only the first pool (with a warning) until multi-pool stacks exist."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from servestack.cli.main import main
+from servestack.deploy.failures import Block
+from servestack.deploy.journal import Journal
+from tests.conftest import SHARED_MIXTRAL
+from tests.fakes import GCP1, GCP2, PLAN, Step
+from tests.test_placement import MULTI
+
+POOL_KEYS = {"cloud", "region", "replicas", "instance_types", "price_per_hour",
+             "candidate_ids", "zones"}
+# The plan JSON's keys before placement existed (README, "Plan JSON"): all still there.
+PLAN_KEYS = {"schema_version", "spec", "model", "replicas", "catalog_dates", "candidates",
+             "scaling", "dropped", "warnings", "notes"}
+
+
+@pytest.fixture
+def multi(tmp_path):
+    path = tmp_path / "multi.yaml"
+    path.write_text(MULTI)
+    return path
+
+
+def plan_json(run_cli, *args, cwd=None) -> dict:
+    result = run_cli("servestack", "plan", *args, "--json", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def cheapest_regions(data: dict) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((c["cloud"], c["region"]) for c in data["candidates"]))
+
+
+def placed(data: dict) -> list[tuple[str, str, int]]:
+    return [(p["cloud"], p["region"], p["replicas"]) for p in data["placement"]]
+
+
+def test_spread_over_two_regions_json_and_table(run_cli, multi, tmp_path):
+    data = plan_json(run_cli, str(multi), "--max-pools", "2", "--spread", cwd=tmp_path)
+    first, second = cheapest_regions(data)[:2]
+    assert placed(data) == [(*first, 2), (*second, 2)]
+    assert all(set(p) == POOL_KEYS for p in data["placement"])
+    best = data["candidates"][0]
+    assert data["placement"][0]["candidate_ids"][0] == best["id"]
+    assert data["placement"][0]["price_per_hour"] == best["price_per_hour"]
+    table = run_cli("servestack", "plan", str(multi), "--max-pools", "2", "--spread",
+                    cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    [line] = [x for x in table.stdout.splitlines() if x.startswith("Placement:")]
+    assert line == ("Placement: 2 x Azure eastus (Standard_NC48ads_A100_v4, 7.35 $/h), "
+                    "2 x Azure westus2 (Standard_NC48ads_A100_v4, 7.35 $/h).")
+
+
+def test_a_pool_of_three_spills_one_replica_to_the_next_region(run_cli, multi, tmp_path):
+    data = plan_json(run_cli, str(multi), "--max-pools", "2", "--max-per-pool", "3",
+                     cwd=tmp_path)
+    first, second = cheapest_regions(data)[:2]
+    assert placed(data) == [(*first, 3), (*second, 1)]
+    assert sum(p["replicas"] for p in data["placement"]) == data["replicas"] == 4
+
+
+def test_default_is_one_pool_and_the_rest_of_the_json_unchanged(run_cli, multi, tmp_path):
+    default = plan_json(run_cli, str(multi), cwd=tmp_path)
+    assert set(default) == PLAN_KEYS | {"placement"}
+    best = default["candidates"][0]
+    assert placed(default) == [(best["cloud"], best["region"], 4)]
+    assert default["placement"][0]["instance_types"] == best["group_instance_types"]
+    spread = plan_json(run_cli, str(multi), "--max-pools", "3", "--spread", cwd=tmp_path)
+    # placement decides where replicas go, nothing of the ranking
+    assert {k: v for k, v in spread.items() if k != "placement"} == \
+        {k: v for k, v in default.items() if k != "placement"}
+    table = run_cli("servestack", "plan", str(multi), cwd=tmp_path)
+    assert "Placement:" not in table.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--max-pools", "0"), "argument --max-pools: must be at least 1"),
+    (("--max-pools", "two"), "argument --max-pools: 'two' is not a whole number"),
+    (("--max-per-pool", "0"), "argument --max-per-pool: must be at least 1"),
+    (("--max-pools", "2", "--max-per-pool", "1"),
+     "cannot place 4 replicas: 2 pools of at most 1 (--max-per-pool) hold 2; "
+     "raise --max-pools or --max-per-pool"),
+])
+def test_bad_placement_is_one_line_exit_2(run_cli, multi, tmp_path, args, message):
+    for json_flag in ((), ("--json",)):
+        result = run_cli("servestack", "plan", str(multi), *args, *json_flag, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"servestack: error: {message}")
+        assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_plan_mixtral_takes_the_flags_too(run_cli, tmp_path):
+    result = run_cli("plan-mixtral", "--json", "--max-pools", "2", "--spread", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [p["replicas"] for p in data["placement"]] == [1, 1]  # the example's 2 replicas
+
+
+@pytest.mark.skipif(not SHARED_MIXTRAL.exists(), reason="shared/ not beside the checkout")
+def test_skypilots_mixtral_spec_spreads_over_distinct_regions(run_cli, tmp_path):
+    data = plan_json(run_cli, str(SHARED_MIXTRAL), "--max-pools", "2", "--max-per-pool", "1",
+                     cwd=tmp_path)
+    assert [p["replicas"] for p in data["placement"]] == [1, 1]
+    assert len({(p["cloud"], p["region"]) for p in data["placement"]}) == 2
+
+
+def test_regions_the_last_deploy_found_full_are_left_out(run_cli, multi, tmp_path):
+    """A capacity block in the journal of the spec's service (`.servestack/multi/`) moves the
+    replicas to the next region; the plan says why."""
+    before = plan_json(run_cli, str(multi), cwd=tmp_path)
+    first, second = cheapest_regions(before)[:2]
+    journal = Journal.open(tmp_path / ".servestack", "multi")
+    journal.add_blocks([Block(cloud=first[0], region=first[1], error_class="capacity",
+                              code="SkuNotAvailable")])
+    after = plan_json(run_cli, str(multi), cwd=tmp_path)
+    assert placed(after) == [(*second, 4)]
+    assert any("found without capacity" in w for w in after["warnings"])
+    assert after["candidates"] == before["candidates"]  # the deploy still may try them
+
+
+def test_a_quota_block_is_not_a_full_region(run_cli, multi, tmp_path):
+    before = plan_json(run_cli, str(multi), cwd=tmp_path)
+    first = cheapest_regions(before)[0]
+    journal = Journal.open(tmp_path / ".servestack", "multi")
+    journal.add_blocks([Block(cloud=first[0], region=first[1], error_class="quota",
+                              code="OperationNotAllowed")])
+    assert placed(plan_json(run_cli, str(multi), cwd=tmp_path)) == placed(before)
+
+
+@pytest.fixture
+def hf_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_placement_tests")
+
+
+def test_generate_with_two_pools_warns_and_builds_the_first(run_cli, multi, tmp_path,
+                                                           hf_token):
+    data = plan_json(run_cli, str(multi), "--max-pools", "2", "--max-per-pool", "3",
+                     cwd=tmp_path)
+    first = data["placement"][0]
+    result = run_cli("servestack", "generate", str(multi), "--max-pools", "2",
+                     "--max-per-pool", "3", "--stack", "two", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [warning] = [x for x in result.stderr.splitlines() if "--max-pools 2" in x]
+    assert "not built yet" in warning and "first pool only" in warning
+    assert "Azure eastus: 3, Azure westus2: 1" in warning
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.two.yaml").read_text())["config"]
+    assert config["servestack:candidate"]["id"] == first["candidate_ids"][0]
+    assert config["servestack:deployment"]["min_replicas"] == 4
+
+
+def test_generate_with_one_pool_says_nothing_of_pools(run_cli, multi, tmp_path, hf_token):
+    result = run_cli("servestack", "generate", str(multi), "--stack", "one", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--max-pools" not in result.stderr
+
+
+def test_deploy_takes_the_flags_and_starts_with_the_first_pool(monkeypatch, tmp_path, capsys,
+                                                               hf_token):
+    from tests.cli.test_deploy import World
+
+    world = World(monkeypatch, tmp_path)
+    assert world.run("deploy", "--json", "--max-pools", "2", "--spread") == 0
+    out, err = capsys.readouterr()
+    assert "--max-pools 2" in err and "not built yet" in err
+    report = json.loads(out)
+    assert report["outcome"] == "deployed"
+    assert report["attempts"][0]["candidate"] == GCP1  # the first pool's chosen candidate
+    assert main(["deploy", "--max-pools", "0"]) == 2
+    assert "argument --max-pools: must be at least 1" in capsys.readouterr().err
+
+
+def test_deploy_with_pools_starts_where_the_last_run_found_room(monkeypatch, tmp_path, capsys,
+                                                               hf_token):
+    """The first run finds no capacity for GCP1 (its region blocked in the journal); the
+    next, with --max-pools 2, starts from the first pool that can be had."""
+    from tests.cli.test_deploy import World
+
+    assert PLAN.candidates[1].region != PLAN.candidates[0].region
+    world = World(monkeypatch, tmp_path, {GCP1: [Step("fail", "gcp_zone_exhausted_details",
+                                                      40)]})
+    assert world.run("deploy", "--json", "--max-attempts", "1") == 3
+    capsys.readouterr()
+    assert world.run("deploy", "--json", "--max-pools", "2") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["attempts"][0]["candidate"] == GCP2
+    assert "using the first pool only" in err
+
+
+def test_nothing_to_place_still_has_the_key(run_cli, tmp_path):
+    spec = tmp_path / "a100x3.yaml"
+    spec.write_text("resources:\n  accelerators: A100:3\n")
+    result = run_cli("servestack", "plan", str(spec), "--json", "--max-pools", "2")
+    assert result.returncode == 2
+    data = json.loads(result.stdout)
+    assert data["candidates"] == [] and data["placement"] == []
