@@ -12,10 +12,15 @@ the embedded Mixtral spec, and `build` makes a candidate's Deployment from it.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from servestack.deploy.journal import Journal
 from servestack.deploy.readiness import ProbeAnswer
@@ -261,3 +266,30 @@ def name_tags(value: object) -> set[str]:
         for item in value:
             found |= name_tags(item)
     return found
+
+
+# --- terraform validate with the offline AWS provider ----------------------------------------
+
+PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+needs_terraform_aws = pytest.mark.skipif(
+    shutil.which("terraform") is None or not AWS_PROVIDER.is_dir(),
+    reason=f"terraform on PATH and hashicorp/aws 5.100.0 in {PLUGIN_DIR} are needed")
+
+
+def terraform_validate(documents: list[dict], folder: Path) -> None:
+    """`terraform validate` each Terraform JSON document in `folder` (one `init` against the
+    offline provider mirror, then one document at a time): valid, and without warnings."""
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
+    main = folder / "main.tf.json"
+    main.write_text(json.dumps(documents[0]))
+    init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
+                           f"-plugin-dir={PLUGIN_DIR}"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stdout + init.stderr
+    for document in documents:
+        main.write_text(json.dumps(document))
+        checked = subprocess.run(["terraform", "validate", "-json", "-no-color"], cwd=folder,
+                                 env=env, capture_output=True, text=True, timeout=120)
+        report = json.loads(checked.stdout)
+        assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]

@@ -6,10 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
 import tempfile
 from dataclasses import replace
 from functools import cache
@@ -23,11 +20,8 @@ from servestack.deployment.model import Autoscaling, Choices, Deployment, Tls
 from servestack.inputs import load_inputs
 from servestack.terraform import render, tfvars
 from servestack.terraform.aws import PROVIDER, size_config, sweep_config, sweep_found
-from tests.fakes import FROZEN_CATALOG, name_tags
+from tests.fakes import FROZEN_CATALOG, name_tags, needs_terraform_aws, terraform_validate
 from tests.terraform.scaling_sim import Alarm, Metrics, Scaled
-
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 
 
 @cache
@@ -619,28 +613,15 @@ def test_scale_in_waits_the_delay_then_removes_the_surplus_down_to_min():
     assert idle[:9] == [2] * 9 and idle[9:] == [1] * 3
 
 
-@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
-@pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
+@needs_terraform_aws
 def test_security_and_scaling_variants_pass_terraform_validate(tmp_path):
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [with_tls(deployment()), with_tls(spot_deployment()),
                 replace(spot_deployment(), zones=(f"{spot_deployment().region}a",)),
                 replace(deployment(), ssh_cidrs=("192.0.2.10/32",), api_key=None, secret=None),
                 scaled(), scaled("vllm-waiting", secrets=False),
                 scaled("vllm-kv-cache", spot=False),
                 with_tls(replace(scaled(), ssh_cidrs=("192.0.2.10/32",)))]
-    main = tmp_path / "main.tf.json"
-    main.write_text(json.dumps(render(variants[0])))
-    init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
-                           f"-plugin-dir={PLUGIN_DIR}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert init.returncode == 0, init.stdout + init.stderr
-    for d in variants:
-        main.write_text(json.dumps(render(d)))
-        checked = subprocess.run(["terraform", "validate", "-json", "-no-color"], cwd=tmp_path,
-                                 env=env, capture_output=True, text=True, timeout=120)
-        report = json.loads(checked.stdout)
-        assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
+    terraform_validate([render(d) for d in variants], tmp_path)
 
 
 def test_gauge_scale_in_counts_the_load_of_every_serving_replica_and_spares_booting_ones():

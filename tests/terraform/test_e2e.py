@@ -37,9 +37,9 @@ from servestack.engine import stack_ref
 from servestack.inputs import load_inputs
 from servestack.terraform.engine import TerraformEngine
 from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
+from tests.fakes import AWS_PROVIDER as PROVIDER
+from tests.fakes import PLUGIN_DIR
 
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 TOKEN = "hf_E2EtokenMustNeverLeak0123456789"
 
 

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import replace
 from functools import cache
-from pathlib import Path
 
 import pytest
 
@@ -27,12 +23,10 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Choices, Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, renderer, template, tfvars
-from tests.fakes import FROZEN_CATALOG
+from tests.fakes import FROZEN_CATALOG, needs_terraform_aws, terraform_validate
 
 AWS_CLOUD = clouds.get("aws")
 
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 META = {"depends_on", "lifecycle", "count", "for_each", "provider"}
 
 
@@ -232,8 +226,6 @@ def _same_firewall(groups: list[dict], doc: dict) -> None:
     assert pulumi == terraform
 
 
-@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
-@pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
 def with_zone_name(d: Deployment) -> Deployment:
     """Pinned by a spec's AWS zone name (us-east-1a) instead of a zone ID."""
     return replace(d, zones=(f"{d.region}a",))
@@ -242,24 +234,13 @@ def with_zone_name(d: Deployment) -> Deployment:
 # The AWS subnets (by zone ID or zone name, the ALB's second AZ): tests/terraform/test_aws.py.
 
 
+@needs_terraform_aws
 def test_aws_output_passes_terraform_validate(tmp_path):
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [planned("aws", True, ssh=True),
                 replace(planned("aws", False), image=AWS_CLOUD.image_ref("ami-0123456789abcdef0"),
                         secret=None, disk_type="io2", disk_iops=AWS_CLOUD.disk_iops("io2", 256)),
                 with_zone_name(planned("aws", True))]
-    main = tmp_path / "main.tf.json"
-    main.write_text(json.dumps(render(variants[0])))
-    init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
-                           f"-plugin-dir={PLUGIN_DIR}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert init.returncode == 0, init.stdout + init.stderr
-    for d in variants:
-        main.write_text(json.dumps(render(d)))
-        checked = subprocess.run(["terraform", "validate", "-json", "-no-color"], cwd=tmp_path,
-                                 env=env, capture_output=True, text=True, timeout=120)
-        report = json.loads(checked.stdout)
-        assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
+    terraform_validate([render(d) for d in variants], tmp_path)
 
 
 # --- Azure: only documented arguments ------------------------------------------------------------
