@@ -23,6 +23,7 @@ from servestack.deployment.model import Deployment
 from servestack.errors import UserError
 
 from .model import (
+    DEFAULT_PORTS,
     KINDS,
     ROUTINGS,
     SCHEMES,
@@ -30,6 +31,7 @@ from .model import (
     FrontPlan,
     PoolEndpoint,
     Routing,
+    Scheme,
     front_scope,
 )
 
@@ -71,8 +73,8 @@ def pool_endpoint(d: Deployment, endpoint: str, *, weight: int = 1, lb_arn: str 
     if parts.scheme not in SCHEMES or not parts.hostname:
         raise UserError(f"pool {d.cloud} {d.region}: endpoint {endpoint!r} is not an "
                         "http(s) URL")
-    scheme = "https" if parts.scheme == "https" else "http"
-    port = parts.port or (443 if scheme == "https" else 80)
+    scheme: Scheme = "https" if parts.scheme == "https" else "http"
+    port = parts.port or DEFAULT_PORTS[scheme]
     return PoolEndpoint(cloud=d.cloud, region=d.region, host=parts.hostname, port=port,
                         health_path=d.health.path, weight=weight, scheme=scheme,
                         lb_arn=lb_arn, latency_region=latency_region)
