@@ -65,9 +65,10 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.fakes
 
@@ -255,7 +256,7 @@ class SimEngine:
         if self.world.quota_zero(members[0]):
             self.clock.t += TIMES["fail_after_setup"][cloud]
             return self._fail(self._quota_text(members[0]))
-        zones = list(deployment.zones) or [None]
+        zones: list[str | None] = list(deployment.zones) or [None]
         if cloud == "aws":
             # the ASG's first failed scaling activity fails `up`: one zone decides
             zones = [self.rng.choice(zones)]
@@ -342,7 +343,7 @@ class SimEngine:
         self.clock.t += TIMES["probe_stack"]
         if cloud in self.world.no_credentials:
             return []
-        unit = "vcpus" if cloud == "aws" else "gpus"
+        unit: Literal["vcpus", "gpus"] = "vcpus" if cloud == "aws" else "gpus"
         limits = [QuotaLimit(cloud, c.region, quota_families(c)[0], unit, 0.0)
                   for c in candidates if self.world.quota_zero(c)]
         if cloud == "gcp" and self.world.gcp_all_regions_zero:
@@ -367,7 +368,7 @@ class Policy:
     name: str
     candidates: list[Candidate]
     build_pool: bool  # the instance group also lists the other open types of the region
-    classifier: object  # None: servestack's own (servestack.deploy.failures.classify)
+    classifier: Callable[..., Failure] | None  # None: servestack.deploy.failures.classify
     settings: Settings
     hang_cap: float
 
@@ -544,11 +545,13 @@ def run_policy(policy: Policy, world: World, inputs, by_type: dict) -> Result:
     if outcome.status != "deployed":
         return Result(math.inf, None, attempts)
     live = outcome.journal.live
+    assert live is not None  # deployed
     return Result(clock.now(), engine.launched[live.stack], attempts, engine.load_s[live.stack])
 
 
 def oracle_price(ranked: list[Candidate], world: World) -> float | None:
-    prices = [c.total_price_per_hour for c in ranked if world.usable(c)]
+    prices = [c.total_price_per_hour for c in ranked
+              if c.total_price_per_hour is not None and world.usable(c)]
     return min(prices) if prices else None
 
 
