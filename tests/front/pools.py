@@ -41,7 +41,7 @@ def alb_arn(region: str, name: str) -> str:
 def aws_pools(weights: tuple[int, ...] = (1, 1)) -> tuple[PoolEndpoint, ...]:
     """The AWS pools as their stacks' outputs give them: http://<ALB DNS name>:<port>."""
     pools = []
-    for i, (d, weight) in enumerate(zip(deployments("aws", len(weights)), weights)):
+    for i, (d, weight) in enumerate(zip(deployments("aws", len(weights)), weights, strict=True)):
         host = f"pool{i}-1234567890.{d.region}.elb.amazonaws.com"
         pools.append(pool_endpoint(d, f"http://{host}:{d.listener_port}", weight=weight,
                                    lb_arn=alb_arn(d.region, f"pool{i}")))

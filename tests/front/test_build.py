@@ -9,8 +9,15 @@ import pytest
 from servestack.errors import UserError
 from servestack.front.build import build_front, latency_region, pool_endpoint, record_type
 from servestack.front.model import front_scope, url
-from tests.front.pools import DOMAIN, ZONE_ID, accelerator, aws_pools, deployments, ip_pools, \
-    route53
+from tests.front.pools import (
+    DOMAIN,
+    ZONE_ID,
+    accelerator,
+    aws_pools,
+    deployments,
+    ip_pools,
+    route53,
+)
 
 
 def test_a_pool_is_read_from_its_stack_endpoint_and_deployment():
@@ -98,7 +105,7 @@ def test_what_each_front_accepts():
     assert route53(pools=ip_pools("gcp") + ip_pools("azure")[1:2]).kind == "route53"
     assert route53("latency", aws_pools()).routing == "latency"
     nearest = ("us-east-2", "eu-central-1")  # AWS regions near GCP us-central1, europe-west4
-    gcp = tuple(replace(p, latency_region=r) for p, r in zip(ip_pools("gcp"), nearest))
+    gcp = tuple(replace(p, latency_region=r) for p, r in zip(ip_pools("gcp"), nearest, strict=True))
     assert route53("latency", gcp).routing == "latency"
     https = tuple(replace(p, scheme="https", port=443) for p in aws_pools())
     assert accelerator(https).scheme == "https"

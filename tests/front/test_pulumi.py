@@ -45,7 +45,7 @@ def test_route53_front_records_a_checked_record_per_pool():
     recording, _ = recorded(route53())
     checks = {r.name: r for r in recording.of_type(HEALTH_CHECK)}
     records = {r.name: r for r in recording.of_type(RECORD)}
-    for pool, weight in zip(aws_pools(), (3, 1)):
+    for pool, weight in zip(aws_pools(), (3, 1), strict=True):
         check = checks[f"front-hc-{pool.key}"]
         assert check.inputs["type"] == "HTTP" and check.inputs["fqdn"] == pool.host
         assert (check.inputs["port"], check.inputs["resourcePath"]) == (80, "/health")

@@ -48,7 +48,7 @@ def test_route53_checks_each_pool_on_its_health_path():
 def test_route53_weighted_records_one_per_pool_tied_to_its_check():
     doc = render_front(route53())
     records = doc["resource"]["aws_route53_record"]
-    for pool, weight in zip(aws_pools(), (3, 1)):
+    for pool, weight in zip(aws_pools(), (3, 1), strict=True):
         assert records[pool.key] == {
             "zone_id": ZONE_ID, "name": DOMAIN, "type": "CNAME", "ttl": 60,
             "records": [pool.host], "set_identifier": pool.key,
@@ -98,7 +98,7 @@ def test_accelerator_listens_on_the_pools_port_and_groups_each_region():
         "accelerator_arn": "${aws_globalaccelerator_accelerator.front.id}", "protocol": "TCP",
         "port_range": [{"from_port": 80, "to_port": 80}]}
     groups = resources["aws_globalaccelerator_endpoint_group"]
-    for pool, weight in zip(aws_pools(), (3, 1)):
+    for pool, weight in zip(aws_pools(), (3, 1), strict=True):
         assert groups[pool.region] == {
             "listener_arn": "${aws_globalaccelerator_listener.front.id}",
             "endpoint_group_region": pool.region, "health_check_protocol": "HTTP",
