@@ -6,3 +6,8 @@ Accelerator) built as a stack of its own, once the pools' load balancers are up.
 builds it as a Pulumi component (`Front`); only `pulumi.py` imports the Pulumi SDK, so import
 it only when used.
 """
+
+from .build import build_front, pool_endpoint
+from .terraform import render_front
+
+__all__ = ["build_front", "pool_endpoint", "render_front"]
