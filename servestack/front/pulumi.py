@@ -30,6 +30,7 @@ class Front(pulumi.ComponentResource):
     def __init__(self, name: str, plan: FrontPlan,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}:front:Front", name, None, opts)
+        self.accelerated: list[pulumi.CustomResource] = []  # the Global Accelerator resources
         if plan.kind == "route53":
             self.endpoint = self._route53(name, plan)
         else:
@@ -57,7 +58,7 @@ class Front(pulumi.ComponentResource):
         in_api_region = _child(self, provider=self.provider)
         accelerator = aws_sdk.globalaccelerator.Accelerator(
             f"{name}-ga", **aws.accelerator(plan), opts=in_api_region)
-        self.accelerated: list[pulumi.CustomResource] = [accelerator]
+        self.accelerated.append(accelerator)
         listener = aws_sdk.globalaccelerator.Listener(
             f"{name}-ga-listener", accelerator_arn=accelerator.id, protocol=aws.GA_PROTOCOL,
             port_ranges=[aws_sdk.globalaccelerator.ListenerPortRangeArgs(from_port=p, to_port=p)
