@@ -1,0 +1,158 @@
+"""The front's Terraform JSON: real arguments and values per pool, the timing that takes a
+failing pool out of rotation within a minute, and `terraform validate` with the offline AWS
+provider 5.100.0 (the same skip rules as tests/terraform/test_aws.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from servestack.front import aws
+from servestack.front.terraform import render_front
+from servestack.terraform.aws import PROVIDER
+from tests.front.pools import DOMAIN, ZONE_ID, accelerator, aws_pools, ip_pools, route53
+
+PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+
+
+def https(pools):
+    return tuple(replace(p, scheme="https", port=443) for p in pools)
+
+
+def test_failing_pool_leaves_route53_answers_within_a_minute():
+    # a failed HTTP(S) check: 4 s to connect + 2 s to answer, then the 10 s interval
+    assert aws.FAILURE_THRESHOLD == 3
+    assert aws.FAILURE_THRESHOLD * (aws.REQUEST_INTERVAL + aws.CHECK_TIMEOUT) == 48 <= 60
+    assert (aws.FAILURE_THRESHOLD + 1) * (aws.REQUEST_INTERVAL + aws.CHECK_TIMEOUT) > 60
+
+
+def test_route53_checks_each_pool_on_its_health_path():
+    pools = aws_pools((3, 1))
+    checks = render_front(route53())["resource"]["aws_route53_health_check"]
+    assert list(checks) == [p.key for p in pools] == ["aws-us-east-1", "aws-us-east-2"]
+    for pool in pools:
+        assert checks[pool.key] == {
+            "type": "HTTP", "fqdn": pool.host, "port": 80, "resource_path": "/health",
+            "request_interval": 10, "failure_threshold": 3,
+            "tags": {"servestack-service": "mixtral", "servestack-front": "route53",
+                     "managed-by": "servestack", "Name": f"{route53().scope}-{pool.key}"}}
+
+
+def test_route53_weighted_records_one_per_pool_tied_to_its_check():
+    doc = render_front(route53())
+    records = doc["resource"]["aws_route53_record"]
+    for pool, weight in zip(aws_pools(), (3, 1), strict=True):
+        assert records[pool.key] == {
+            "zone_id": ZONE_ID, "name": DOMAIN, "type": "CNAME", "ttl": 60,
+            "records": [pool.host], "set_identifier": pool.key,
+            "health_check_id": f"${{aws_route53_health_check.{pool.key}.id}}",
+            "weighted_routing_policy": {"weight": weight}}
+    assert doc["output"]["endpoint"]["value"] == f"http://{DOMAIN}"
+    # Route 53 is global: the provider only needs a region to sign its calls
+    assert doc["provider"] == {"aws": {"region": "us-east-1"}}
+    assert doc["terraform"]["required_providers"] == {PROVIDER[0]: PROVIDER[1]}
+
+
+def test_route53_latency_records_name_each_pools_aws_region():
+    records = render_front(route53("latency"))["resource"]["aws_route53_record"]
+    assert [r["latency_routing_policy"] for r in records.values()] == \
+        [{"region": "us-east-1"}, {"region": "us-east-2"}]
+    assert not any("weighted_routing_policy" in r for r in records.values())
+
+
+def test_route53_over_ip_pools_uses_a_records_and_ip_checks():
+    pools = ip_pools("gcp")
+    doc = render_front(route53(pools=pools))["resource"]
+    assert [r["type"] for r in doc["aws_route53_record"].values()] == ["A", "A"]
+    assert [r["records"] for r in doc["aws_route53_record"].values()] == \
+        [["203.0.113.10"], ["203.0.113.11"]]
+    checks = list(doc["aws_route53_health_check"].values())
+    assert [c["ip_address"] for c in checks] == ["203.0.113.10", "203.0.113.11"]
+    assert not any("fqdn" in c for c in checks)
+
+
+def test_route53_over_https_pools_checks_https_with_sni():
+    doc = render_front(route53(pools=https(aws_pools())))
+    for check in doc["resource"]["aws_route53_health_check"].values():
+        assert (check["type"], check["port"], check["enable_sni"]) == ("HTTPS", 443, True)
+    assert doc["output"]["endpoint"]["value"] == f"https://{DOMAIN}"
+
+
+def test_accelerator_listens_on_the_pools_port_and_groups_each_region():
+    doc = render_front(accelerator())
+    resources = doc["resource"]
+    # the Global Accelerator API answers in us-west-2 only
+    assert doc["provider"] == {"aws": {"region": "us-west-2"}}
+    assert resources["aws_globalaccelerator_accelerator"]["front"] == {
+        "name": f"{accelerator().scope}-front", "ip_address_type": "IPV4", "enabled": True,
+        "tags": {"servestack-service": "mixtral", "servestack-front": "global-accelerator",
+                 "managed-by": "servestack", "Name": f"{accelerator().scope}-front"}}
+    assert resources["aws_globalaccelerator_listener"]["front"] == {
+        "accelerator_arn": "${aws_globalaccelerator_accelerator.front.id}", "protocol": "TCP",
+        "port_range": [{"from_port": 80, "to_port": 80}]}
+    groups = resources["aws_globalaccelerator_endpoint_group"]
+    for pool, weight in zip(aws_pools(), (3, 1), strict=True):
+        assert groups[pool.region] == {
+            "listener_arn": "${aws_globalaccelerator_listener.front.id}",
+            "endpoint_group_region": pool.region, "health_check_protocol": "HTTP",
+            "health_check_port": 80, "health_check_path": "/health",
+            "health_check_interval_seconds": 10, "threshold_count": 3,
+            "traffic_dial_percentage": 100,
+            "endpoint_configuration": [{"endpoint_id": pool.lb_arn, "weight": weight,
+                                        "client_ip_preservation_enabled": True}]}
+    assert doc["output"]["endpoint"]["value"] == \
+        "http://${aws_globalaccelerator_accelerator.front.dns_name}"
+
+
+def test_accelerator_over_https_pools_also_passes_their_redirect_port():
+    doc = render_front(accelerator(https(aws_pools())))
+    listener = doc["resource"]["aws_globalaccelerator_listener"]["front"]
+    assert listener["port_range"] == [{"from_port": 80, "to_port": 80},
+                                      {"from_port": 443, "to_port": 443}]
+    groups = doc["resource"]["aws_globalaccelerator_endpoint_group"].values()
+    assert {(g["health_check_protocol"], g["health_check_port"]) for g in groups} == \
+        {("HTTPS", 443)}
+    assert doc["output"]["endpoint"]["value"] == \
+        "https://${aws_globalaccelerator_accelerator.front.dns_name}"
+
+
+def test_a_pool_on_another_port_keeps_it_in_the_url():
+    pools = tuple(replace(p, port=8080) for p in aws_pools())
+    assert render_front(route53(pools=pools))["output"]["endpoint"]["value"] == \
+        f"http://{DOMAIN}:8080"
+    listener = render_front(accelerator(pools))["resource"]["aws_globalaccelerator_listener"]
+    assert listener["front"]["port_range"] == [{"from_port": 8080, "to_port": 8080}]
+
+
+def test_template_text_from_pools_is_never_evaluated():
+    pools = tuple(replace(p, health_path="/health?x=${path.module}") for p in aws_pools())
+    checks = render_front(route53(pools=pools))["resource"]["aws_route53_health_check"]
+    assert {c["resource_path"] for c in checks.values()} == {"/health?x=$${path.module}"}
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+@pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
+def test_every_front_passes_terraform_validate(tmp_path):
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
+    variants = [route53(), route53("latency"), route53(pools=ip_pools("azure")),
+                route53(pools=https(aws_pools())), accelerator(),
+                accelerator(https(aws_pools()))]
+    main = tmp_path / "main.tf.json"
+    main.write_text(json.dumps(render_front(variants[0])))
+    init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
+                           f"-plugin-dir={PLUGIN_DIR}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stdout + init.stderr
+    for plan in variants:
+        main.write_text(json.dumps(render_front(plan)))
+        checked = subprocess.run(["terraform", "validate", "-json", "-no-color"], cwd=tmp_path,
+                                 env=env, capture_output=True, text=True, timeout=120)
+        report = json.loads(checked.stdout)
+        assert report["valid"] and report["warning_count"] == 0, (plan, report["diagnostics"])
