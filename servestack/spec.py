@@ -236,7 +236,7 @@ def _describe(error, path: tuple) -> tuple[tuple, str]:
         return (*path, unknown[0]) if unknown else path, \
             f"unknown field {_short(unknown[0])}{hint}; allowed: {', '.join(allowed)}"
     if error.validator == "propertyNames":
-        return path, f"{error.instance!r}: names must match [A-Za-z_][A-Za-z0-9_]*"
+        return path, f"{_short(error.instance)}: names must match [A-Za-z_][A-Za-z0-9_]*"
     if error.validator == "required":
         return path, error.message
     if error.validator in ("anyOf", "oneOf", "type", "pattern") and name in FIELD_HELP:
@@ -533,7 +533,7 @@ def canonical_gpu(doc, name: str, path: tuple, context: SpecContext) -> str:
         return found
     close = difflib.get_close_matches(name.upper(), list(by_upper), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(by_upper[c] for c in close)}?" if close else ""
-    raise doc.error(path, f"unknown accelerator {name!r}{hint} "
+    raise doc.error(path, f"unknown accelerator {_short(name)}{hint} "
                     f"(known: {', '.join(sorted(context.gpus))})")
 
 
@@ -564,9 +564,9 @@ def _cloud(doc, value: str, path: tuple) -> str:
     if cloud in CLOUDS:
         return cloud
     if cloud in OTHER_SKYPILOT_CLOUDS:
-        raise doc.error(path, f"{value!r} is a SkyPilot cloud servestack does not deploy to; "
+        raise doc.error(path, f"{_short(value)} is a SkyPilot cloud servestack does not deploy to; "
                         f"allowed: {', '.join(CLOUDS)}")
-    raise doc.error(path, f"unknown cloud {value!r}{_did_you_mean(cloud, CLOUDS)}; "
+    raise doc.error(path, f"unknown cloud {_short(value)}{_did_you_mean(cloud, CLOUDS)}; "
                     f"allowed: {', '.join(CLOUDS)}")
 
 
@@ -580,7 +580,7 @@ def _check_region(doc, cloud, region: str, path: tuple, context: SpecContext) ->
         frozenset().union(*context.regions.values())
     hint = _did_you_mean(region, sorted(pool))
     scope = f" of {cloud}" if cloud else ""
-    raise doc.error(path, f"unknown region {region!r}{scope}{hint}")
+    raise doc.error(path, f"unknown region {_short(region)}{scope}{hint}")
 
 
 def _region_of_zone(zone: str, cloud, context: SpecContext):
@@ -595,7 +595,7 @@ def _region_of_zone(zone: str, cloud, context: SpecContext):
 
 def _check_zone(doc, cloud, region, zone: str, path: tuple, context: SpecContext) -> None:
     if region is None:
-        raise doc.error(path, f"unknown zone {zone!r}: it names no known region")
+        raise doc.error(path, f"unknown zone {_short(zone)}: it names no known region")
     known = context.zones.get(cloud or "", frozenset())
     if zone in known:
         return
@@ -603,9 +603,9 @@ def _check_zone(doc, cloud, region, zone: str, path: tuple, context: SpecContext
         return
     elsewhere = _region_of_zone(zone, cloud, context)
     if elsewhere and elsewhere != region:
-        raise doc.error(path, f"zone {zone!r} is a zone of region {elsewhere!r}, not of "
-                        f"{region!r}")
-    raise doc.error(path, f"unknown zone {zone!r} for region {region!r}"
+        raise doc.error(path, f"zone {_short(zone)} is a zone of region {_short(elsewhere)}, "
+                        f"not of {_short(region)}")
+    raise doc.error(path, f"unknown zone {_short(zone)} for region {_short(region)}"
                     f"{_did_you_mean(zone, sorted(z for z in known if z.startswith(region)))}")
 
 
@@ -624,11 +624,11 @@ def _bound(doc, value, path: tuple, allow_ratio: bool) -> Bound | None:
     per_vcpu = text.endswith("x")
     at_least = text.endswith("+")
     if per_vcpu and not allow_ratio:
-        raise doc.error(path, f"{value!r}: expected {FIELD_HELP['cpus']}")
+        raise doc.error(path, f"{_short(value)}: expected {FIELD_HELP['cpus']}")
     number = float(text.rstrip("+x").strip())  # the schema let only digits through
     most = MAX_MEMORY_GB if allow_ratio else MAX_CPUS
     if not 0 < number <= most:
-        raise doc.error(path, f"{value!r} is out of range; it must be > 0 and <= {most}")
+        raise doc.error(path, f"{_short(value)} is out of range; it must be > 0 and <= {most}")
     return Bound(number, at_least=at_least, per_vcpu=per_vcpu)
 
 
@@ -639,7 +639,7 @@ def _disk_size(doc, value, notes: list[str]) -> int:
     if isinstance(value, str):
         match = re.match(r"^\s*([0-9.]+)\s*([kmgtp]?)i?b?\s*$", value, re.IGNORECASE)
         if not match:
-            raise doc.error(path, f"{value!r}: expected {FIELD_HELP['disk_size']}")
+            raise doc.error(path, f"{_short(value)}: expected {FIELD_HELP['disk_size']}")
         size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
     else:
         size = value  # the schema let only a whole number through
@@ -668,7 +668,7 @@ def _ports(doc, value, path: tuple) -> tuple[tuple[int, int], ...]:
         else:
             low = high = _port(doc, item, item_path)
         if low > high:
-            raise doc.error(item_path, f"{item!r}: a range runs from low to high")
+            raise doc.error(item_path, f"{_short(item)}: a range runs from low to high")
         ports.append((low, high))
     return tuple(ports)
 
@@ -695,7 +695,7 @@ def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
     policy_name = data.get("load_balancing_policy", "least_load").lower()
     if policy_name not in LB_POLICIES:
         raise doc.error(("service", "load_balancing_policy"), f"unknown policy "
-                        f"{policy_name!r}; allowed: {', '.join(LB_POLICIES)}")
+                        f"{_short(policy_name)}; allowed: {', '.join(LB_POLICIES)}")
     return Service(readiness_probe=probe, replica_policy=policy,
                    port=_service_port(doc, data, ports, notes),
                    load_balancing_policy=policy_name)
@@ -723,7 +723,7 @@ def _probe(doc, value) -> ReadinessProbe:
     path = value["path"]
     if not path.startswith("/"):
         raise doc.error(path_key if as_string else (*path_key, "path"),
-                        f"readiness path must start with a slash (/); got {path!r}")
+                        f"readiness path must start with a slash (/); got {_short(path)}")
     post_data = value.get("post_data")
     if isinstance(post_data, str):
         post_data = _json_body(doc, post_data, (*path_key, "post_data"))

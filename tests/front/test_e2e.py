@@ -21,9 +21,9 @@ from servestack.front.build import build_front
 from servestack.front.model import PoolEndpoint
 from servestack.front.terraform import render_front
 from tests.e2e.moto_faults import MotoServer, terraform_override
+from tests.fakes import AWS_PROVIDER as PROVIDER
+from tests.fakes import PLUGIN_DIR
 
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 ZONE = "example.com"
 DOMAIN = f"llm.{ZONE}"
 # Two pools' load balancers, as their stacks export them (moto resolves nothing: names will do).

@@ -4,22 +4,13 @@ provider 5.100.0 (the same skip rules as tests/terraform/test_aws.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from servestack.front import aws
 from servestack.front.terraform import render_front
 from servestack.terraform.aws import PROVIDER
+from tests.fakes import needs_terraform_aws, terraform_validate
 from tests.front.pools import DOMAIN, ZONE_ID, accelerator, aws_pools, ip_pools, route53
-
-PLUGIN_DIR = Path(os.environ.get("SERVESTACK_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-AWS_PROVIDER = PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
 
 
 def https(pools):
@@ -137,22 +128,9 @@ def test_template_text_from_pools_is_never_evaluated():
     assert {c["resource_path"] for c in checks.values()} == {"/health?x=$${path.module}"}
 
 
-@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
-@pytest.mark.skipif(not AWS_PROVIDER.is_dir(), reason=f"no hashicorp/aws 5.100.0 in {PLUGIN_DIR}")
+@needs_terraform_aws
 def test_every_front_passes_terraform_validate(tmp_path):
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}
     variants = [route53(), route53("latency"), route53(pools=ip_pools("azure")),
                 route53(pools=https(aws_pools())), accelerator(),
                 accelerator(https(aws_pools()))]
-    main = tmp_path / "main.tf.json"
-    main.write_text(json.dumps(render_front(variants[0])))
-    init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color",
-                           f"-plugin-dir={PLUGIN_DIR}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert init.returncode == 0, init.stdout + init.stderr
-    for plan in variants:
-        main.write_text(json.dumps(render_front(plan)))
-        checked = subprocess.run(["terraform", "validate", "-json", "-no-color"], cwd=tmp_path,
-                                 env=env, capture_output=True, text=True, timeout=120)
-        report = json.loads(checked.stdout)
-        assert report["valid"] and report["warning_count"] == 0, (plan, report["diagnostics"])
+    terraform_validate([render_front(plan) for plan in variants], tmp_path)
