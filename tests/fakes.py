@@ -293,3 +293,16 @@ def terraform_validate(documents: list[dict], folder: Path) -> None:
                                  env=env, capture_output=True, text=True, timeout=120)
         report = json.loads(checked.stdout)
         assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
+
+
+def e2e_skip(duration: str) -> pytest.MarkDecorator:
+    """The skip mark of an end-to-end Terraform test module: it runs with SERVESTACK_E2E=1,
+    terraform on PATH and the offline AWS provider; `duration` says what a run costs."""
+    reason = None
+    if os.environ.get("SERVESTACK_E2E") != "1":
+        reason = f"end-to-end Terraform tests run with SERVESTACK_E2E=1 ({duration})"
+    elif shutil.which("terraform") is None:
+        reason = "terraform is not on PATH"
+    elif not AWS_PROVIDER.is_dir():
+        reason = f"no hashicorp/aws 5.100.0 in the provider mirror {PLUGIN_DIR}"
+    return pytest.mark.skipif(reason is not None, reason=reason or "")

@@ -317,11 +317,12 @@ sys.exit(0)
 """
 
 
-def stand_ins(root: Path, monkeypatch) -> Path:
+def stand_ins(root: Path, monkeypatch, pulumi: str = FAKE_PULUMI,
+              terraform: str = FAKE_TERRAFORM) -> Path:
     """`pulumi` and `terraform` first on PATH, recording their argv in root/argv.jsonl."""
     bin_dir = root / "bin"
     bin_dir.mkdir()
-    for name, code in (("pulumi", FAKE_PULUMI), ("terraform", FAKE_TERRAFORM)):
+    for name, code in (("pulumi", pulumi), ("terraform", terraform)):
         script = bin_dir / name
         script.write_text(f"#!{sys.executable} -S\n{code}")
         script.chmod(0o755)
@@ -479,18 +480,9 @@ class _KeyedService(BaseHTTPRequestHandler):
 
 
 def keyed_stand_ins(root: Path, monkeypatch) -> Path:
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    for name, code in (("pulumi", KEYED_PULUMI), ("terraform", KEYED_TERRAFORM)):
-        script = bin_dir / name
-        script.write_text(f"#!{sys.executable} -S\n{code}")
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("STAND_IN_LOG", str(root / "argv.jsonl"))
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "stand-in")
+    """The stand-ins whose state holds the API key (KEY_IN_STATE), as a real apply's does."""
     monkeypatch.setenv("KEY_IN_STATE", API_CANARY)
-    monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
-    return root / "argv.jsonl"
+    return stand_ins(root, monkeypatch, KEYED_PULUMI, KEYED_TERRAFORM)
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
-
-import pytest
 
 from servestack.front.build import build_front
 from servestack.front.model import PoolEndpoint
 from servestack.front.terraform import render_front
 from tests.e2e.moto_faults import MotoServer, terraform_override
-from tests.fakes import AWS_PROVIDER as PROVIDER
-from tests.fakes import PLUGIN_DIR
+from tests.fakes import PLUGIN_DIR, e2e_skip
 
 ZONE = "example.com"
 DOMAIN = f"llm.{ZONE}"
@@ -33,17 +29,7 @@ POOLS = (PoolEndpoint("aws", "us-east-1", "pool-a-1234567890.us-east-1.elb.amazo
                       "/health", weight=1))
 
 
-def _skip_reason() -> str | None:
-    if os.environ.get("SERVESTACK_E2E") != "1":
-        return "end-to-end Terraform tests run with SERVESTACK_E2E=1 (about a minute here)"
-    if shutil.which("terraform") is None:
-        return "terraform is not on PATH"
-    if not PROVIDER.is_dir():
-        return f"no hashicorp/aws 5.100.0 in the provider mirror {PLUGIN_DIR}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = e2e_skip("about a minute here")
 
 
 def terraform(work: Path, *args: str) -> subprocess.CompletedProcess:

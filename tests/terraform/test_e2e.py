@@ -19,8 +19,6 @@ Runs only with SERVESTACK_E2E=1 (and terraform + the provider mirror present).
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,23 +35,12 @@ from servestack.engine import stack_ref
 from servestack.inputs import load_inputs
 from servestack.terraform.engine import TerraformEngine
 from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
-from tests.fakes import AWS_PROVIDER as PROVIDER
-from tests.fakes import PLUGIN_DIR
+from tests.fakes import PLUGIN_DIR, e2e_skip
 
 TOKEN = "hf_E2EtokenMustNeverLeak0123456789"
 
 
-def _skip_reason() -> str | None:
-    if os.environ.get("SERVESTACK_E2E") != "1":
-        return "end-to-end Terraform tests run with SERVESTACK_E2E=1 (about 3.5 minutes)"
-    if shutil.which("terraform") is None:
-        return "terraform is not on PATH"
-    if not PROVIDER.is_dir():
-        return f"no hashicorp/aws 5.100.0 in the provider mirror {PLUGIN_DIR}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = e2e_skip("about 3.5 minutes")
 
 
 class Run:
