@@ -306,3 +306,27 @@ def e2e_skip(duration: str) -> pytest.MarkDecorator:
     elif not AWS_PROVIDER.is_dir():
         reason = f"no hashicorp/aws 5.100.0 in the provider mirror {PLUGIN_DIR}"
     return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+# --- Terraform arguments against a provider's schema -----------------------------------------
+
+# Terraform's meta-arguments: every resource takes them, no provider schema lists them.
+TERRAFORM_META = frozenset({"depends_on", "lifecycle", "count", "for_each", "provider"})
+
+
+def unknown_arguments(body: dict, schema: dict, where: str,
+                      skip: frozenset[str] = frozenset()) -> list[str]:
+    """The argument paths (`where.key...`) of the Terraform block `body` that `schema` lacks
+    (schema: argument -> the nested block's schema, or None for a plain argument); the
+    meta-arguments and the paths in `skip` pass."""
+    found = []
+    for key, value in body.items():
+        path = f"{where}.{key}"
+        if key in TERRAFORM_META or path in skip:
+            continue
+        if key not in schema:
+            found.append(path)
+        elif schema[key] is not None:
+            for item in value if isinstance(value, list) else [value]:
+                found += unknown_arguments(item, schema[key], path, skip)
+    return found

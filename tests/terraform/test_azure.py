@@ -29,6 +29,7 @@ from servestack.pulumi.preview import Recording
 from servestack.terraform import api_key_resources, render
 from servestack.terraform.azure import VAULT_NAME_SLOT
 from tests.components.test_azure import on_demand_one, run, spot_mix, spot_three
+from tests.fakes import unknown_arguments
 
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 LB = "azure-native:network:LoadBalancer"
@@ -241,7 +242,6 @@ def test_no_vault_means_the_bootstrap_as_is():
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "azurerm_provider_schema.json")
                     .read_text())
-META = {"depends_on", "lifecycle"}
 ZONE = ("/subscriptions/00000000-0000-0000-0000-000000000003/resourceGroups/dns/providers/"
         "Microsoft.Network/dnszones/example.com")
 DOMAIN = "llm.example.com"
@@ -257,21 +257,6 @@ def schema_variants() -> list[Deployment]:
             replace(on_demand_one(), secret=None, api_key=None)]
 
 
-def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
-    """The argument paths of `body` that `schema` lacks."""
-    found = []
-    for key, value in body.items():
-        where = f"{path}{key}"
-        if key in META:
-            continue
-        if key not in schema:
-            found.append(f"{kind}.{where}")
-        elif schema[key] is not None:
-            for item in value if isinstance(value, list) else [value]:
-                found += unknown(item, schema[key], kind, f"{where}.")
-    return found
-
-
 def test_every_argument_is_one_the_provider_has_and_every_required_one_is_set():
     seen = set()
     for d in schema_variants():
@@ -280,7 +265,7 @@ def test_every_argument_is_one_the_provider_has_and_every_required_one_is_set():
                 continue  # random_string, terraform_data: checked by the tests that use them
             seen.add(kind)
             for body in blocks.values():
-                assert unknown(body, SCHEMA["resources"][kind], kind) == []
+                assert unknown_arguments(body, SCHEMA["resources"][kind], kind) == []
                 assert set(SCHEMA["required"][kind]) <= set(body), kind
     assert seen == set(SCHEMA["resources"])  # every resource of the fixture is used
 

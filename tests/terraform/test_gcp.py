@@ -24,13 +24,13 @@ from servestack.deployment.model import Autoscaling, Choices, Deployment, Tls
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from servestack.terraform import render, tfvars
-from tests.fakes import FROZEN_CATALOG
+from tests.fakes import FROZEN_CATALOG, unknown_arguments
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "google_provider_schema.json")
                     .read_text())["resources"]
 # (resource, argument path): the first google release that has it (CHANGELOG.md).
 NEWER = {("google_compute_region_backend_service", "security_policy"): (7, 8)}  # #24693
-META = {"depends_on", "lifecycle"}
+NEWER_PATHS = frozenset(f"{kind}.{argument}" for kind, argument in NEWER)
 # Terraform's built-in resource (no provider): the API key (servestack.terraform).
 BUILTIN = {"terraform_data": {"input": None, "triggers_replace": None}}
 CLIENTS = ("198.51.100.0/24",)
@@ -91,28 +91,13 @@ def secured_and_scaled(service: str | None = None, stack: str | None = None) -> 
                    autoscaling=scaling.autoscaling)
 
 
-def unknown(body: dict, schema: dict, kind: str, path: str = "") -> list[str]:
-    """The argument paths of `body` that `schema` lacks and NEWER does not list."""
-    found = []
-    for key, value in body.items():
-        where = f"{path}{key}"
-        if key in META or (kind, where) in NEWER:
-            continue
-        if key not in schema:
-            found.append(f"{kind}.{where}")
-        elif schema[key] is not None:
-            for item in value if isinstance(value, list) else [value]:
-                found += unknown(item, schema[key], kind, f"{where}.")
-    return found
-
-
 def test_every_argument_is_one_the_provider_has():
     for d in variants():
         for kind, blocks in render(d)["resource"].items():
             schema = SCHEMA.get(kind) or BUILTIN.get(kind)
             assert schema, kind
             for body in blocks.values():
-                assert unknown(body, schema, kind) == []
+                assert unknown_arguments(body, schema, kind, NEWER_PATHS) == []
 
 
 def test_the_pin_admits_only_releases_with_every_argument():

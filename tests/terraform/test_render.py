@@ -23,11 +23,10 @@ from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Choices, Deployment
 from servestack.inputs import load_inputs
 from servestack.terraform import escape, expr, finish, render, renderer, template, tfvars
-from tests.fakes import FROZEN_CATALOG, needs_terraform_aws, terraform_validate
+from tests.fakes import FROZEN_CATALOG, needs_terraform_aws, terraform_validate, unknown_arguments
 
 AWS_CLOUD = clouds.get("aws")
 
-META = {"depends_on", "lifecycle", "count", "for_each", "provider"}
 
 
 @cache
@@ -323,19 +322,6 @@ AZURE_DOCUMENTED = {
 }
 
 
-def undocumented(body: dict, schema: dict, path: str) -> list[str]:
-    found = []
-    for key, value in body.items():
-        if key in META:
-            continue
-        if key not in schema:
-            found.append(f"{path}.{key}")
-        elif schema[key] is not None:
-            for item in value if isinstance(value, list) else [value]:
-                found += undocumented(item, schema[key], f"{path}.{key}")
-    return found
-
-
 def variants(cloud: str) -> list[Deployment]:
     base = planned(cloud, False, ssh=True)
     spot = planned(cloud, True)
@@ -352,7 +338,7 @@ def test_only_documented_arguments(cloud, documented):
             assert kind in documented, f"{kind} has no documented schema here"
             seen.add(kind)
             for name, body in blocks.items():
-                assert undocumented(body, documented[kind], f"{kind}.{name}") == []
+                assert unknown_arguments(body, documented[kind], f"{kind}.{name}") == []
     assert seen == set(documented)
 
 
