@@ -225,9 +225,9 @@ def _bounds(low: int, high: int) -> str:
 
 def replica_bounds(spec: ServiceSpec) -> tuple[int, int]:
     """min and max replicas as the deployment builds them (num_overprovision on both)."""
-    from servestack.deployment.build import _replica_range
+    from servestack.deployment.build import replica_range
 
-    return _replica_range(spec.service.replica_policy if spec.service else None)
+    return replica_range(spec.service.replica_policy if spec.service else None)
 
 
 def autoscales(spec: ServiceSpec) -> bool:
@@ -257,13 +257,11 @@ def policy_json(spec: ServiceSpec) -> dict:
     policy = spec.service.replica_policy if spec.service else None
     signal = None
     if policy is not None and autoscales(spec):
-        from servestack.deployment.model import DOWNSCALE_DELAY_SECONDS, UPSCALE_DELAY_SECONDS
+        from servestack.deployment.build import scale_delays
 
-        up, down = policy.upscale_delay_seconds, policy.downscale_delay_seconds
+        up, down = scale_delays(policy)
         signal = {"metric": "qps", "target_per_replica": policy.target_qps_per_replica,
-                  "upscale_delay_seconds": int(up) if up is not None else UPSCALE_DELAY_SECONDS,
-                  "downscale_delay_seconds":
-                      int(down) if down is not None else DOWNSCALE_DELAY_SECONDS}
+                  "upscale_delay_seconds": up, "downscale_delay_seconds": down}
     return {"min_replicas": low, "max_replicas": high, "autoscaling": signal is not None,
             "signal": signal,
             "base_ondemand_fallback_replicas":

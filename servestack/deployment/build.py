@@ -53,7 +53,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     policy = spec.service.replica_policy if spec.service else None
     probe = spec.service.readiness_probe if spec.service else None
     port = spec.port
-    min_replicas, max_replicas = _replica_range(policy)
+    min_replicas, max_replicas = replica_range(policy)
     readiness = _readiness(probe)
     lb_path = _balancer_path(readiness, choices.api_key)
     cloud = clouds.get(chosen.cloud)
@@ -135,7 +135,7 @@ def _group_zones(zones: tuple[str, ...], chosen: Candidate,
     return (chosen.zone, *sorted(found - {chosen.zone}))
 
 
-def _replica_range(policy) -> tuple[int, int]:
+def replica_range(policy) -> tuple[int, int]:
     """min and max replicas; SkyServe's num_overprovision replicas come on top of both (it
     keeps that many beyond what the load asks for; a floor raised by as many is the closest a
     cloud autoscaler comes)."""
@@ -174,12 +174,16 @@ def _autoscaling(policy, choices: Choices, accelerator: str, low: int,
     if target is None:
         target = _qps_target(policy.target_qps_per_replica, accelerator) if metric == "qps" \
             else DEFAULT_SCALE_TARGETS[metric]
-    up = policy.upscale_delay_seconds
-    down = policy.downscale_delay_seconds
-    return Autoscaling(
-        metric=metric, target=float(target),
-        upscale_delay_seconds=int(up) if up is not None else UPSCALE_DELAY_SECONDS,
-        downscale_delay_seconds=int(down) if down is not None else DOWNSCALE_DELAY_SECONDS)
+    up, down = scale_delays(policy)
+    return Autoscaling(metric=metric, target=float(target), upscale_delay_seconds=up,
+                       downscale_delay_seconds=down)
+
+
+def scale_delays(policy) -> tuple[int, int]:
+    """upscale and downscale delays in seconds: the spec's, else SkyServe's defaults."""
+    up, down = policy.upscale_delay_seconds, policy.downscale_delay_seconds
+    return (int(up) if up is not None else UPSCALE_DELAY_SECONDS,
+            int(down) if down is not None else DOWNSCALE_DELAY_SECONDS)
 
 
 def _qps_target(value, accelerator: str) -> float:
