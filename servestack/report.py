@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from servestack.deployment.model import WORLD, Deployment
 from servestack.placement import Pool, place
 from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from servestack.deployment.model import Deployment
 
 PLAN_SCHEMA_VERSION = 1
 # "#" is the rank `--candidate N` takes; $/h and TOTAL $/h are ranges when the candidate's
@@ -158,6 +161,8 @@ def _footer(plan: Plan, shown: int, show_all: bool, explain: bool) -> str:
 def security_notes(d: Deployment) -> list[str]:
     """What stays open because the user chose it (or left a default), one plain line each:
     no API key, no TLS, SSH, the whole internet allowed in."""
+    from servestack.deployment.model import WORLD
+
     where = "any address" if WORLD in d.allow_cidrs else ", ".join(d.allow_cidrs)
     notes = []
     if d.api_key is None:

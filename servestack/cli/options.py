@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from servestack import clouds
-from servestack.deployment.model import SCALE_METRICS
-from servestack.deployment.model import Choices as DeploymentOptions
+from servestack.deployment.choices import SCALE_METRICS
+from servestack.deployment.choices import Choices as DeploymentOptions
 from servestack.errors import UserError
 from servestack.secrets import ENV_NAME
 

@@ -14,6 +14,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field, fields
 
+from servestack.deployment.choices import (  # noqa: F401 (re-exported)
+    DEFAULT_SCALE_TARGETS,
+    SCALE_METRICS,
+    Choices,
+)
 from servestack.errors import UserError
 
 LISTENER_PORT = 80
@@ -41,12 +46,6 @@ HTTPS_PORT = 443
 # SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
 UPSCALE_DELAY_SECONDS = 300
 DOWNSCALE_DELAY_SECONDS = 1200
-# What the autoscaler may track: the load balancer's requests per second per replica
-# (SkyServe's target_qps_per_replica), or vLLM's own gauges shipped from every replica to the
-# cloud's monitoring: requests waiting in its queue, and KV-cache usage in percent.
-SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
-# vllm-waiting: vLLM production-stack's KEDA threshold (5 waiting requests per replica).
-DEFAULT_SCALE_TARGETS = {"vllm-waiting": 5.0, "vllm-kv-cache": 70.0}
 # The per-replica gauges the bootstrap's metrics shipper publishes to the cloud's monitoring
 # (every 60 s, from vLLM's /metrics), by the metric that reads them. "qps" is shipped only on
 # clouds whose load balancer counts no requests (Azure's Standard LB: bytes, packets, SYNs).
@@ -169,21 +168,6 @@ class NetworkPlan:
     def range_of(self, name: str) -> str:
         """One range the cloud's network has (`vnet`, `subnet` or `proxy_subnet`)."""
         return _required(self, name)
-
-
-@dataclass(frozen=True)
-class Choices:
-    """The user's choices that shape a deployment besides the candidate (flags, or a generated
-    stack file's earlier choices): who may reach it, SSH, the API key, TLS, the scaling signal."""
-
-    allow_cidrs: tuple[str, ...] = ()  # empty: open to the world (behind the API key)
-    ssh_cidrs: tuple[str, ...] = ()  # empty: no SSH
-    gcp_project: str | None = None
-    api_key: bool = True  # False: --no-api-key, an endpoint anyone in allow_cidrs may call
-    domain: str | None = None  # --domain: HTTPS on it, HTTP redirected
-    dns_zone: str | None = None  # --dns-zone: where the stack writes the domain's records
-    scale_metric: str | None = None  # --scale-metric; None: "qps" when the policy autoscales
-    scale_target: float | None = None  # --scale-target; None: the spec's or the default
 
 
 @dataclass(frozen=True, slots=True)
