@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from servestack.deployment.choices import replica_range, scale_delays
 from servestack.placement import Pool, place
 from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
@@ -230,8 +231,6 @@ def _bounds(low: int, high: int) -> str:
 
 def replica_bounds(spec: ServiceSpec) -> tuple[int, int]:
     """min and max replicas as the deployment builds them (num_overprovision on both)."""
-    from servestack.deployment.build import replica_range
-
     return replica_range(spec.service.replica_policy if spec.service else None)
 
 
@@ -262,8 +261,6 @@ def policy_json(spec: ServiceSpec) -> dict:
     policy = spec.service.replica_policy if spec.service else None
     signal = None
     if policy is not None and autoscales(spec):
-        from servestack.deployment.build import scale_delays
-
         up, down = scale_delays(policy)
         signal = {"metric": "qps", "target_per_replica": policy.target_qps_per_replica,
                   "upscale_delay_seconds": up, "downscale_delay_seconds": down}

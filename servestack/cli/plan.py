@@ -51,7 +51,7 @@ def make_plan(request: PlanRequest) -> tuple[Inputs, Plan]:
 
 def place_replicas(request: PlanRequest, inputs: Inputs, result: Plan) -> list[Pool]:
     """The plan's pools, from the flags and what the last deploy found full."""
-    from servestack.deployment.build import service_slug
+    from servestack.deployment.choices import service_slug
     from servestack.placement import Capacity, place
 
     wanted = request.placement
@@ -84,10 +84,12 @@ def full_candidates(state_dir: str, service: str, result: Plan) -> frozenset[str
     """The ids of the candidates a capacity block of the service's deploy journal covers
     (blocks are the last run's; a zone's block covers only that zone's candidate). No
     journal, or one that cannot be read: none (deploy itself reports a damaged journal)."""
-    from servestack.deploy.journal import JOURNAL_NAME, Journal, service_dir
+    from servestack.deploy.layout import journal_path
 
-    if not (service_dir(state_dir, service) / JOURNAL_NAME).is_file():
+    if not journal_path(state_dir, service).is_file():
         return frozenset()
+    from servestack.deploy.journal import Journal
+
     try:
         blocks = [b for b in Journal.open(state_dir, service).blocks
                   if b.error_class == "capacity"]

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from servestack.deploy.failures import Block, Failure
+from servestack.deploy.layout import JOURNAL_NAME, service_dir  # noqa: F401 (re-exported)
 from servestack.deployment.model import Deployment
 from servestack.engine import Leftover
 from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 
 SCHEMA_VERSION = 1
-JOURNAL_NAME = "journal.json"
 
 
 class StackState(str, Enum):
@@ -355,10 +355,6 @@ def _what(exc: BaseException) -> str:
         return f"missing {exc.args[0]!r}"
     text = str(exc).split("\n")[0].replace(".__init__()", "")
     return text[:200] or type(exc).__name__
-
-
-def service_dir(state_dir: str | os.PathLike, service: str) -> Path:
-    return Path(state_dir) / service
 
 
 def known_services(state_dir: str | os.PathLike) -> list[str]:

@@ -13,12 +13,11 @@ import json
 import re
 
 from servestack import clouds
+from servestack.deployment.choices import replica_range, scale_delays, service_slug
 from servestack.deployment.model import (
     DEFAULT_SCALE_TARGETS,
-    DOWNSCALE_DELAY_SECONDS,
     LISTENER_PORT,
     SCALE_METRICS,
-    UPSCALE_DELAY_SECONDS,
     WORLD,
     Autoscaling,
     Choices,
@@ -135,18 +134,6 @@ def _group_zones(zones: tuple[str, ...], chosen: Candidate,
     return (chosen.zone, *sorted(found - {chosen.zone}))
 
 
-def replica_range(policy) -> tuple[int, int]:
-    """min and max replicas; SkyServe's num_overprovision replicas come on top of both (it
-    keeps that many beyond what the load asks for; a floor raised by as many is the closest a
-    cloud autoscaler comes)."""
-    if policy is None:
-        return 1, 1
-    low = max(policy.min_replicas, 1)
-    high = max(policy.max_replicas or low, low)
-    extra = policy.num_overprovision
-    return low + extra, high + extra
-
-
 def _balancer_path(readiness: Readiness, api_key: bool) -> str:
     """What the load balancer probes: the readiness path when it needs no body and no key
     (vLLM asks the key on every /v1 path; balancers cannot send it), else vLLM's /health."""
@@ -179,13 +166,6 @@ def _autoscaling(policy, choices: Choices, accelerator: str, low: int,
                        downscale_delay_seconds=down)
 
 
-def scale_delays(policy) -> tuple[int, int]:
-    """upscale and downscale delays in seconds: the spec's, else SkyServe's defaults."""
-    up, down = policy.upscale_delay_seconds, policy.downscale_delay_seconds
-    return (int(up) if up is not None else UPSCALE_DELAY_SECONDS,
-            int(down) if down is not None else DOWNSCALE_DELAY_SECONDS)
-
-
 def _qps_target(value, accelerator: str) -> float:
     """target_qps_per_replica: one number, or SkyServe's per-accelerator mapping."""
     if not isinstance(value, dict):
@@ -195,15 +175,6 @@ def _qps_target(value, accelerator: str) -> float:
             return float(qps)
     raise UserError(f"replica_policy.target_qps_per_replica names no rate for {accelerator} "
                     f"(it has {', '.join(map(str, value))})")
-
-
-def service_slug(name: str) -> str:
-    """A name every cloud accepts in resource names: lowercase, digits, dashes, <= 20 chars."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    slug = re.sub(r"-+", "-", slug)
-    if not slug or not slug[0].isalpha():
-        slug = f"s-{slug}".rstrip("-")
-    return slug[:20].rstrip("-")
 
 
 def _instance_choices(chosen: Candidate, plan: list[Candidate]) -> list[InstanceChoice]:

@@ -1,9 +1,12 @@
-"""The user's choices that shape a deployment besides the candidate, and the scaling vocabulary
-they pick from. Kept apart from `model` (which re-exports them) so that every command's option
-parsing loads this small module, not the whole deployment model."""
+"""The user's choices that shape a deployment besides the candidate, the scaling vocabulary
+they pick from, the service's name as resources take it, and the replica bounds and delays
+a replica_policy gives. Kept apart from
+`model` (which re-exports them) so that option parsing and the plan's report load this small
+module, not the whole deployment model and its builder."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # What the autoscaler may track: the load balancer's requests per second per replica
@@ -12,6 +15,9 @@ from dataclasses import dataclass
 SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
 # vllm-waiting: vLLM production-stack's KEDA threshold (5 waiting requests per replica).
 DEFAULT_SCALE_TARGETS = {"vllm-waiting": 5.0, "vllm-kv-cache": 70.0}
+# SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
+UPSCALE_DELAY_SECONDS = 300
+DOWNSCALE_DELAY_SECONDS = 1200
 
 
 @dataclass(frozen=True)
@@ -27,3 +33,31 @@ class Choices:
     dns_zone: str | None = None  # --dns-zone: where the stack writes the domain's records
     scale_metric: str | None = None  # --scale-metric; None: "qps" when the policy autoscales
     scale_target: float | None = None  # --scale-target; None: the spec's or the default
+
+
+def service_slug(name: str) -> str:
+    """A name every cloud accepts in resource names: lowercase, digits, dashes, <= 20 chars."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"-+", "-", slug)
+    if not slug or not slug[0].isalpha():
+        slug = f"s-{slug}".rstrip("-")
+    return slug[:20].rstrip("-")
+
+
+def replica_range(policy) -> tuple[int, int]:
+    """min and max replicas; SkyServe's num_overprovision replicas come on top of both (it
+    keeps that many beyond what the load asks for; a floor raised by as many is the closest a
+    cloud autoscaler comes)."""
+    if policy is None:
+        return 1, 1
+    low = max(policy.min_replicas, 1)
+    high = max(policy.max_replicas or low, low)
+    extra = policy.num_overprovision
+    return low + extra, high + extra
+
+
+def scale_delays(policy) -> tuple[int, int]:
+    """upscale and downscale delays in seconds: the spec's, else SkyServe's defaults."""
+    up, down = policy.upscale_delay_seconds, policy.downscale_delay_seconds
+    return (int(up) if up is not None else UPSCALE_DELAY_SECONDS,
+            int(down) if down is not None else DOWNSCALE_DELAY_SECONDS)

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from servestack.deployment.choices import (  # noqa: F401 (re-exported)
     DEFAULT_SCALE_TARGETS,
+    DOWNSCALE_DELAY_SECONDS,
     SCALE_METRICS,
+    UPSCALE_DELAY_SECONDS,
     Choices,
 )
 from servestack.errors import UserError
@@ -43,9 +45,6 @@ OUTPUT_API_KEY_REF = "api_key_secret"
 # With --domain but no --dns-zone: the DNS records the user creates ({name, type, value} each).
 OUTPUT_DNS_RECORDS = "dns_records"
 HTTPS_PORT = 443
-# SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
-UPSCALE_DELAY_SECONDS = 300
-DOWNSCALE_DELAY_SECONDS = 1200
 # The per-replica gauges the bootstrap's metrics shipper publishes to the cloud's monitoring
 # (every 60 s, from vLLM's /metrics), by the metric that reads them. "qps" is shipped only on
 # clouds whose load balancer counts no requests (Azure's Standard LB: bytes, packets, SYNs).
