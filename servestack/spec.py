@@ -696,6 +696,13 @@ def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
     if policy_name not in LB_POLICIES:
         raise doc.error(("service", "load_balancing_policy"), f"unknown policy "
                         f"{_short(policy_name)}; allowed: {', '.join(LB_POLICIES)}")
+    if "load_balancing_policy" in data:
+        notes.append(f"service.load_balancing_policy {policy_name}: accepted but not used: the "
+                     "cloud's own load balancer picks the replica for each request")
+    if "spot_placer" in (data.get("replica_policy") or {}):
+        notes.append("service.replica_policy.spot_placer: accepted but not used: servestack "
+                     "spreads a spot group over every zone of the region that sells its types "
+                     "and leaves the choice of zone to the cloud's capacity-aware allocation")
     return Service(readiness_probe=probe, replica_policy=policy,
                    port=_service_port(doc, data, ports, notes),
                    load_balancing_policy=policy_name)
