@@ -151,3 +151,14 @@ def test_bad_security_and_scaling_flags_are_one_line_and_exit_2(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "stacks").exists()
+
+
+def test_fields_servestack_does_not_use_are_said_so(tmp_path):
+    path = tmp_path / "serve.yaml"
+    spec = SPEC.format(policy=AUTOSCALING + "    spot_placer: dynamic_fallback\n",
+                       spot="true", probe="/health")
+    path.write_text(spec.replace("service:\n", "service:\n  load_balancing_policy: "
+                                 "round_robin\n", 1))
+    notes = load_inputs(str(path), catalog_dir=FROZEN_CATALOG).spec.notes
+    assert any("spot_placer: accepted but not used" in n for n in notes)
+    assert any("load_balancing_policy round_robin: accepted but not used" in n for n in notes)
