@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from servestack import clouds
-from servestack.deployment.choices import SCALE_METRICS
+from servestack.deployment.choices import FRONTS, ROUTINGS, SCALE_METRICS
 from servestack.deployment.choices import Choices as DeploymentOptions
 from servestack.errors import UserError
 from servestack.secrets import ENV_NAME
@@ -221,10 +221,32 @@ def deployment_options(args: argparse.Namespace) -> DeploymentOptions:
     if args.scale_target is not None and args.scale_metric is None:
         raise UserError("--scale-target needs --scale-metric (for qps the spec's "
                         "replica_policy.target_qps_per_replica is the target)")
+    _check_front(args)
     return DeploymentOptions(allow_cidrs=tuple(args.allow_cidr), ssh_cidrs=tuple(args.ssh_cidr),
                              gcp_project=args.gcp_project, api_key=not args.no_api_key,
                              domain=args.domain, dns_zone=args.dns_zone,
-                             scale_metric=args.scale_metric, scale_target=args.scale_target)
+                             scale_metric=args.scale_metric, scale_target=args.scale_target,
+                             front=args.front, hosted_zone_id=args.hosted_zone_id,
+                             routing=args.routing)
+
+
+def _check_front(args: argparse.Namespace) -> None:
+    """The front's flags, refused when they cannot take effect together."""
+    if args.front == "route53" and not (args.domain and args.hosted_zone_id):
+        raise UserError("--front route53 needs --domain NAME (the service's name) and "
+                        "--hosted-zone-id ID (the Route 53 hosted zone that holds it)")
+    if args.hosted_zone_id and args.front != "route53":
+        raise UserError("--hosted-zone-id is the zone of a --front route53; for one pool's "
+                        "HTTPS records use --dns-zone")
+    if args.front and args.dns_zone:
+        raise UserError("--dns-zone is for one pool's HTTPS; with --front the front's records "
+                        "go in --hosted-zone-id")
+    if args.front == "global-accelerator" and args.domain:
+        raise UserError("--front global-accelerator takes no --domain: clients use the "
+                        "accelerator's own DNS name")
+    if args.routing != "weighted" and args.front != "route53":
+        raise UserError(f"--routing {args.routing} is a Route 53 routing policy: it needs "
+                        "--front route53")
 
 
 def state_request(args: argparse.Namespace) -> StateRequest:
@@ -341,6 +363,15 @@ def add_deployment_options(parser: argparse.ArgumentParser) -> None:
                         help="where the stack writes NAME's records: the Route 53 hosted zone "
                         "id (required on AWS), a Cloud DNS managed zone (GCP), a DNS zone "
                         "resource id (Azure); without it the stack outputs the records")
+    parser.add_argument("--front", choices=FRONTS,
+                        help="with --max-pools above 1: what gives the pools one endpoint; "
+                        "route53 (health-checked records under --domain in --hosted-zone-id) or "
+                        "global-accelerator (AWS pools; the default when all pools are AWS)")
+    parser.add_argument("--hosted-zone-id", type=hosted_zone_id, metavar="ID",
+                        help="--front route53: the Route 53 hosted zone that holds --domain")
+    parser.add_argument("--routing", choices=ROUTINGS, default="weighted",
+                        help="--front route53: weighted by the pools' replicas (default) or "
+                        "latency (the nearest healthy pool)")
     parser.add_argument("--scale-metric", choices=SCALE_METRICS,
                         help="what the autoscaler tracks (default qps: the load balancer's "
                         "requests per replica, SkyServe's rule); vllm-waiting / vllm-kv-cache: "
@@ -430,6 +461,13 @@ def positive_number(text: str) -> float:
 # two labels, at most 253 characters (RFC 1035 with RFC 1123's leading digits). No wildcard:
 # a service answers on one name.
 DOMAIN = re.compile(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def hosted_zone_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9]{1,32}", text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a Route 53 hosted zone id such "
+                                         "as Z0123456789ABCDEFGHIJ")
+    return text
 
 
 def domain_name(text: str) -> str:

@@ -142,6 +142,7 @@ class Aws(Cloud):
         architecture="x86_64")
     network = NetworkPlan(vnet=VPC_CIDR)  # each stack's own VPC
     metrics_namespace = "Servestack/vLLM"
+    balancer_address = "name"  # an ALB has no fixed IP: clients resolve its DNS name
     # Instances are InService once launched (the grace period covers the model load), so
     # this bounds the wait for GPU capacity only: on timeout the apply fails and the loop
     # falls back instead of waiting on a sold-out instance type.

@@ -89,6 +89,9 @@ class Cloud:
     # Whether the load balancer counts requests per replica (AWS ALB, GCP's managed L7); if
     # not (Azure's L4 balancer), the replicas ship their request rate for "qps" scaling too.
     balancer_counts_requests: ClassVar[bool] = True
+    # How a front reaches the pool's load balancer: by DNS name (AWS ALB) or by its IPv4
+    # address (GCP's regional external Application LB, Azure's public Standard LB).
+    balancer_address: ClassVar[str] = "ipv4"
     # How long an apply waits for the group's capacity (None: it does not wait).
     capacity_timeout: ClassVar[str | None] = None
     admin_user: ClassVar[str | None] = None  # VMs' admin user, where the API needs one

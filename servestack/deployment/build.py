@@ -101,7 +101,8 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
         container_image=container,
         api_key=cloud.api_key_ref(name, stack) if choices.api_key else None,
-        tls=Tls(domain=choices.domain, dns_zone=choices.dns_zone) if choices.domain else None,
+        tls=Tls(domain=choices.domain, dns_zone=choices.dns_zone)
+        if choices.domain and not choices.front else None,  # with a front, it is the front's
         autoscaling=_autoscaling(policy, choices, chosen.accelerator, min_replicas,
                                  max_replicas),
         dynamic_ondemand_fallback=bool(policy and chosen.use_spot

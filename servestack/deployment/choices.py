@@ -15,6 +15,10 @@ from dataclasses import dataclass
 SCALE_METRICS = ("qps", "vllm-waiting", "vllm-kv-cache")
 # vllm-waiting: vLLM production-stack's KEDA threshold (5 waiting requests per replica).
 DEFAULT_SCALE_TARGETS = {"vllm-waiting": 5.0, "vllm-kv-cache": 70.0}
+# The managed fronts that give a service over several pools one endpoint (servestack.front),
+# and Route 53's routing policies.
+FRONTS = ("route53", "global-accelerator")
+ROUTINGS = ("weighted", "latency")
 # SkyServe's defaults when replica_policy leaves the delays out (sky/serve/constants.py).
 UPSCALE_DELAY_SECONDS = 300
 DOWNSCALE_DELAY_SECONDS = 1200
@@ -33,6 +37,12 @@ class Choices:
     dns_zone: str | None = None  # --dns-zone: where the stack writes the domain's records
     scale_metric: str | None = None  # --scale-metric; None: "qps" when the policy autoscales
     scale_target: float | None = None  # --scale-target; None: the spec's or the default
+    # A service over several pools (servestack.service): the managed front that gives it one
+    # endpoint. --front route53 (with --domain NAME as the front's name and --hosted-zone-id)
+    # or global-accelerator (AWS pools, no domain needed); None with one pool.
+    front: str | None = None
+    hosted_zone_id: str | None = None  # --hosted-zone-id: the Route 53 zone holding --domain
+    routing: str = "weighted"  # --routing: weighted | latency (Route 53 front)
 
 
 def service_slug(name: str) -> str:

@@ -44,6 +44,12 @@ OUTPUT_API_KEY = "api_key"
 OUTPUT_API_KEY_REF = "api_key_secret"
 # With --domain but no --dns-zone: the DNS records the user creates ({name, type, value} each).
 OUTPUT_DNS_RECORDS = "dns_records"
+# A pool's load balancer as a front reaches it (servestack.front): its address (DNS name or
+# IP), and on AWS the ALB's ARN (Global Accelerator's endpoint id) and hosted zone id (alias
+# records). Every pool stack exports them; the front stack reads them by reference.
+OUTPUT_LB_HOST = "lb_host"
+OUTPUT_LB_ARN = "lb_arn"
+OUTPUT_LB_ZONE_ID = "lb_zone_id"
 HTTPS_PORT = 443
 # The per-replica gauges the bootstrap's metrics shipper publishes to the cloud's monitoring
 # (every 60 s, from vLLM's /metrics), by the metric that reads them. "qps" is shipped only on
@@ -254,6 +260,10 @@ class Deployment:
     # replica_policy.dynamic_ondemand_fallback: on-demand replicas stand in while spot
     # capacity is short, and leave when it returns.
     dynamic_ondemand_fallback: bool = False
+    # A pool of a service over several pools (servestack.service): the name of the service's
+    # key stack, whose `api_key` output this pool stores in its secret store (one key for the
+    # whole service, so clients behind the front use one). None: the stack draws its own key.
+    shared_api_key: str | None = None
 
     @property
     def primary(self) -> InstanceChoice:
@@ -340,3 +350,14 @@ def _checked(kind: type, data: dict, where: str) -> dict:
     return dict(data)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceStack:
+    """One of a multi-pool service's own stacks (servestack.service): "key" draws the API key
+    the pools share, "front" gives the pools one endpoint (`front` is its FrontPlan). Engines
+    render and apply it beside the pools' stacks (Terraform: a folder next to theirs; Pulumi:
+    a stack of the same project)."""
+
+    kind: str  # "key" | "front"
+    name: str  # the stack's name (servestack.service.key_stack_name / front_stack_name)
+    service: str
+    front: object | None = None  # servestack.front.model.FrontPlan for kind "front"

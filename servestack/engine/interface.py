@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Protocol
 
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, ServiceStack
 from servestack.planner import Candidate
 
 STACK_NAME_MAX = 100
@@ -207,4 +207,20 @@ class Engine(Protocol):
 
     def identity(self, cloud: str, *, timeout_s: float) -> Identity:
         """`credentials_check`: who the cloud's credentials are, through a read-only probe."""
+        ...
+
+    # --- a multi-pool service's own stacks (servestack.service): the key and the front -----
+
+    def up_shared(self, stack: ServiceStack, *, timeout_s: float) -> OpResult:
+        """Create or update the key stack or the front stack; `outputs` as `up`'s (the key
+        stack's `api_key` in plain text, in memory only). A front reads its pools' stacks by
+        reference, so the pools it names must be up."""
+        ...
+
+    def shared_outputs(self, stack: ServiceStack) -> dict:
+        """The key or front stack's outputs ({} when it does not exist)."""
+        ...
+
+    def destroy_shared(self, stack: ServiceStack) -> OpResult:
+        """Destroy the key or front stack and remove it; nothing of it left in state."""
         ...

@@ -145,9 +145,11 @@ def _check_accelerator(plan: FrontPlan) -> None:
         raise UserError("--front global-accelerator takes no --domain: clients use the "
                         "accelerator's own DNS name")
     for p in plan.pools:
-        if p.cloud != AWS.name or not p.lb_arn:
+        if p.cloud != AWS.name or not (p.lb_arn or p.stack):
             raise UserError(f"pool {p.key}: global-accelerator needs AWS pools with their "
                             "ALB ARNs")
+        if p.lb_arn is None:  # read from the pool stack's lb_arn output
+            continue
         found = ALB_ARN.match(p.lb_arn)
         if not found or found.group(1) != p.region:
             raise UserError(f"pool {p.key}: {p.lb_arn!r} is not an Application Load "

@@ -12,11 +12,12 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from servestack.deployment.choices import FRONTS, ROUTINGS  # noqa: F401 (re-exported)
+
 FrontKind = Literal["route53", "global-accelerator"]
 Routing = Literal["weighted", "latency"]
 Scheme = Literal["http", "https"]
-KINDS: tuple[str, ...] = ("route53", "global-accelerator")
-ROUTINGS: tuple[str, ...] = ("weighted", "latency")
+KINDS: tuple[str, ...] = FRONTS
 SCHEMES: tuple[str, ...] = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 OUTPUT_ENDPOINT = "endpoint"  # the front's URL, the same output name the pools export
@@ -37,6 +38,12 @@ class PoolEndpoint:
     # Route 53 latency routing measures from AWS regions: the one standing for this pool
     # (None: the pool's own region, which only an AWS pool's is)
     latency_region: str | None = None
+    # A pool known by its stack (generated fronts, and the deploy's): `host`, `lb_arn` and the
+    # ALB's zone id are that stack's outputs (lb_host, lb_arn, lb_zone_id), read by reference
+    # (Terraform: terraform_remote_state of the pool's folder; Pulumi: a StackReference), and
+    # `address` says what `host` will be: "name" (DNS) or "ipv4". None: `host` is literal.
+    stack: str | None = None
+    address: str | None = None
 
     @property
     def key(self) -> str:
@@ -47,6 +54,8 @@ class PoolEndpoint:
     @property
     def ip_version(self) -> int | None:
         """4 or 6 when `host` is an IP address, None for a DNS name."""
+        if self.address is not None:
+            return 4 if self.address == "ipv4" else None
         try:
             return ipaddress.ip_address(self.host).version
         except ValueError:
