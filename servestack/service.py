@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from servestack import clouds
 from servestack.clouds.aws import CLOUD as AWS
@@ -54,6 +55,15 @@ class ServiceLayout:
     def stacks(self) -> tuple[str, ...]:
         key = (self.key_stack,) if self.key_stack else ()
         return (*key, *(d.stack for d in self.pools), self.front_stack)
+
+
+@dataclass
+class GeneratedService:
+    """What `generate` wrote for a service over several pools (either engine)."""
+
+    layout: ServiceLayout
+    paths: dict[str, Path]  # stack name -> the file written (main.tf.json / Pulumi.<stack>.yaml)
+    summary: str  # what was written, in the order to apply it, and how
 
 
 def key_stack_name(service: str) -> str:

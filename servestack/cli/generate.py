@@ -8,7 +8,6 @@ import sys
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, GenerateRequest, PreviewRequest
 from servestack.cli.plan import (
-    first_pool_only,
     make_plan,
     print_table,
     require_values,
@@ -51,14 +50,34 @@ def run_generate(request: GenerateRequest) -> int:
     if request.table is not None:
         print_table(inputs, result, request.table)
     chosen = request.deployment
-    first_pool = first_pool_only(request.plan, result)
-    pick = request.pick
-    if first_pool is not None and request.rank is None and pick is None:
-        pick = first_pool  # --candidate / --pick still choose any row
-    generated = generate(inputs, result, rank=request.rank, pick=pick,
+    if len(result.placement) > 1 and request.rank is None and request.pick is None:
+        return _generate_service(request, inputs, result)
+    if chosen.front:
+        print(f"warning: --front {chosen.front}: the plan places every replica in one pool "
+              f"({result.placement[0].label if result.placement else 'the first candidate'}),"
+              " so there is no front to build; the stack serves on its own endpoint",
+              file=sys.stderr)
+    generated = generate(inputs, result, rank=request.rank, pick=request.pick,
                          stack=request.stack, stacks_dir=request.stacks_dir,
                          choices=chosen)
     sys.stdout.write(summary(generated))
+    return EXIT_OK
+
+
+def _generate_service(request: GenerateRequest, inputs, result) -> int:
+    """A placement over several pools: every pool's stack, the key stack, the front stack."""
+    from servestack.service import build_layout
+
+    if request.format == "terraform":
+        from servestack.terraform.generate import generate_service
+    else:
+        from servestack.pulumi.generate import generate_service
+    layout = build_layout(inputs, result, result.placement, request.deployment,
+                          prefix=request.stack)
+    for note in layout.notes:
+        print(f"note: {note}", file=sys.stderr)
+    generated = generate_service(inputs, result, layout, stacks_dir=request.stacks_dir)
+    sys.stdout.write(generated.summary)
     return EXIT_OK
 
 
