@@ -111,8 +111,17 @@ def _check_pools(pools: tuple[PoolEndpoint, ...]) -> None:
 
 
 def record_type(pool: PoolEndpoint) -> str:
-    """The DNS record that points at the pool: CNAME for a name, A / AAAA for an IP."""
+    """The DNS record that points at the pool: CNAME for a name, A / AAAA for an IP, A for
+    an alias (which may share its name with other pools' A records, unlike a CNAME)."""
+    if alias(pool):
+        return "A"
     return {None: "CNAME", 4: "A", 6: "AAAA"}[pool.ip_version]
+
+
+def alias(pool: PoolEndpoint) -> bool:
+    """An AWS pool known by its stack: Route 53 answers with an alias A record to its ALB (the
+    stack's lb_host and lb_zone_id outputs), so it mixes with other clouds' IP pools."""
+    return pool.stack is not None and pool.address == "name" and pool.cloud == AWS.name
 
 
 def latency_region(pool: PoolEndpoint) -> str | None:
