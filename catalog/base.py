@@ -13,7 +13,10 @@ Nothing here reads a file, talks to a cloud or knows a cloud's billing rules: th
 
 from __future__ import annotations
 
+import gc
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,7 +231,32 @@ class Catalog:
         return {o.zone for o in self.offers if o.cloud == cloud and o.zone}
 
 
+@contextmanager
+def no_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building objects that all stay alive.
+
+    Grouping a big catalog (or planning over it) allocates hundreds of thousands of tracked
+    objects (places, their lists, keys, candidates) that survive: the allocation count keeps
+    tripping collections, and the full ones walk every object of the catalog each time,
+    finding nothing to free (no cycles are made here). On 100x the shipped rows that was
+    two thirds of the first plan's time. Reference counting still frees what dies at once;
+    the collector resumes afterwards (only if it was on: nesting and callers who turned it
+    off themselves are respected)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def _group_places(offers: list[Offer], zoned: frozenset[str]) -> Places:
+    with no_collection():
+        return _grouped(offers, zoned)
+
+
+def _grouped(offers: list[Offer], zoned: frozenset[str]) -> Places:
     found: dict[tuple, Place] = {}
     places = Places()
     for offer in offers:

@@ -23,7 +23,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from .catalog import CLOUD_TITLES, CLOUDS, Catalog, Offer, provider, stale_prices
-from .catalog.base import Place, Places
+from .catalog.base import Place, Places, no_collection
 from .errors import UserError
 from .models import ModelFacts, check_fit
 from .spec import Alternative, ServiceSpec
@@ -135,7 +135,16 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
         how = "name it in run: vllm serve NAME" if spec.run else "pass --model NAME"
         result.warnings.append("no model found in the spec's run command: the memory fit check "
                                f"is skipped ({how})")
-    fits = _Fits(facts, result)
+    with no_collection():  # every group and candidate made here stays alive: see no_collection
+        _plan_into(result, spec, catalog, options, _Fits(facts, result))
+    if not result.candidates:
+        raise NothingFits(result)
+    result.warnings.extend(stale_prices(_oldest_prices(result.candidates), today))
+    return result
+
+
+def _plan_into(result: Plan, spec: ServiceSpec, catalog: Catalog, options: Options,
+               fits: _Fits) -> None:
     groups = _Groups()
     for number, alternative in enumerate(spec.alternatives):
         use_spot = alternative.use_spot if options.spot is None else options.spot
@@ -146,10 +155,6 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
             if fits.ok(offers[0]):
                 groups.join(place, use_spot, offers, number)
     result.candidates = _rank(_candidates(groups, spec, result), spec)
-    if not result.candidates:
-        raise NothingFits(result)
-    result.warnings.extend(stale_prices(_oldest_prices(result.candidates), today))
-    return result
 
 
 # Clouds whose spot prices differ per zone: their spot candidates are per zone.
