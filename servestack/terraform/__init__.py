@@ -29,6 +29,7 @@ from servestack.deployment.model import (
     OUTPUT_ENDPOINT,
     OUTPUT_GROUP_ID,
     OUTPUT_GROUP_NAME,
+    OUTPUT_LB_HOST,
     OUTPUT_PRICE,
     OUTPUT_REPLICAS,
     Deployment,
@@ -57,25 +58,61 @@ def template(*parts: str) -> Ref:
 # terraform_data is built into Terraform (no provider to download, so the offline AWS mirror
 # suffices); the value is in the state, like every secret a Terraform resource generates, and
 # only leaves it as a sensitive output. uuid() is unknown until apply, so no plan shows it.
+# A pool of a service over several pools draws none: it reads the one key of the service's
+# key stack (servestack.terraform.shared.render_key) from that stack's state.
 API_KEY_RESOURCE = "terraform_data.api_key"
-API_KEY = f"sensitive({API_KEY_RESOURCE}.output)"
+KEY_STATE = "data.terraform_remote_state.api_key"
+STATE_FILE = "terraform.tfstate"
 
 
-def api_key_resources() -> dict[str, Any]:
-    """The resource block that draws the key (merge it under "resource")."""
+def draw_api_key() -> dict[str, Any]:
+    """The terraform_data block that draws a key (merge it under "resource")."""
     return {"terraform_data": {"api_key": {
         "input": expr('replace(join("", [uuid(), uuid()]), "-", "")'),
         "lifecycle": {"ignore_changes": ["input"]}}}}
 
 
+def api_key_resources(d: Deployment) -> dict[str, Any]:
+    """The resource blocks that draw the deployment's key: none when it has no key or reads
+    the service's shared one."""
+    if d.api_key is None or d.shared_api_key:
+        return {}
+    return draw_api_key()
+
+
+def api_key_value(d: Deployment) -> str:
+    """The expression of the deployment's key, sensitive wherever it goes."""
+    if d.shared_api_key:
+        return f"sensitive({KEY_STATE}.outputs.{OUTPUT_API_KEY})"
+    return f"sensitive({API_KEY_RESOURCE}.output)"
+
+
+def sibling_state(stack: str) -> dict[str, Any]:
+    """A terraform_remote_state body reading the local state of the stack `stack`, whose
+    folder sits next to this one (generate's stacks/<name>/ and the engine's
+    <work dir>/stacks/<name>/ alike)."""
+    return {"backend": "local", "config": {"path": f"../{stack}/{STATE_FILE}"}}
+
+
+def api_key_data(d: Deployment) -> dict[str, Any]:
+    """The data block that reads the shared key from the key stack's state (merge it under
+    "data"); none when the deployment draws its own key."""
+    if d.api_key is None or not d.shared_api_key:
+        return {}
+    return {"terraform_remote_state": {"api_key": sibling_state(d.shared_api_key)}}
+
+
 def service_outputs(d: Deployment, address: str, group: str,
                     api_key_ref: str | None = None) -> dict[str, Any]:
     """The outputs every cloud exports, as the Pulumi program does: `address` is the
-    expression of the load balancer's address (or the domain's name, with TLS), `group` the
-    instance group's resource, `api_key_ref` the expression naming where the key is kept."""
+    expression of the load balancer's address (the endpoint's host without TLS, and always
+    `lb_host`, what a front reaches), `group` the instance group's resource, `api_key_ref`
+    the expression naming where the key is kept."""
     outputs = _common_outputs(d, address, group)
+    outputs[OUTPUT_LB_HOST] = {"value": expr(address),
+                               "description": "the load balancer's address (for a front)"}
     if d.api_key is not None and api_key_ref is not None:
-        outputs[OUTPUT_API_KEY] = {"value": expr(API_KEY), "sensitive": True,
+        outputs[OUTPUT_API_KEY] = {"value": expr(api_key_value(d)), "sensitive": True,
                                    "description": "the API key vLLM requires (Bearer token)"}
         outputs[OUTPUT_API_KEY_REF] = {"value": expr(api_key_ref),
                                        "description": "where the secret store keeps the key"}
@@ -160,6 +197,9 @@ def render(d: Deployment) -> dict[str, Any]:
             document["variable"].update(blocks)
         else:
             document[section] = blocks
+    shared = api_key_data(d)
+    if shared:  # every cloud reads the shared key alike; the renderers only use its value
+        document["data"] = merge(document.get("data") or {}, shared)
     return finish(document)
 
 

@@ -74,14 +74,14 @@ from servestack.clouds.aws import (
     zone_keys,
 )
 from servestack.clouds.aws import QUOTA_UNIT as QUOTA_UNIT  # the engine reads it here
-from servestack.deployment.model import WORLD, Deployment
+from servestack.deployment.model import OUTPUT_LB_ARN, OUTPUT_LB_ZONE_ID, WORLD, Deployment
 from servestack.planner import Candidate
 from servestack.terraform import (
-    API_KEY,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
     Ref,
     api_key_resources,
+    api_key_value,
     compact,
     expr,
     merge,
@@ -376,13 +376,14 @@ def secrets(d: Deployment) -> dict[str, Any]:
             "description": f"Hugging Face token for servestack {d.service}", "tags": aws_tags(d)}
     if d.api_key is None:
         return {"aws_ssm_parameter": parameters} if parameters else {}
-    # The key is in the state already (terraform_data draws it); `value` lets a replaced
-    # parameter get it back, which a write-only argument would not.
+    # The key is in the state already (terraform_data draws it, or the key stack's state is
+    # read); `value` lets a replaced parameter get it back, which a write-only argument would
+    # not.
     parameters["api_key"] = {
         "name": d.api_key.name, "type": "SecureString", "key_id": d.api_key.key,
-        "value": expr(API_KEY), "description": f"API key of servestack {d.service}",
+        "value": expr(api_key_value(d)), "description": f"API key of servestack {d.service}",
         "tags": aws_tags(d)}
-    return merge({"aws_ssm_parameter": parameters}, api_key_resources())
+    return merge({"aws_ssm_parameter": parameters}, api_key_resources(d))
 
 
 def instance_role(d: Deployment) -> dict[str, Any]:
@@ -536,8 +537,16 @@ def _alarm(d: Deployment, kind: str, body: dict[str, Any], policy_arn: str) -> d
 
 
 def outputs(d: Deployment) -> dict[str, Any]:
-    return service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group",
-                           api_key_ref="aws_ssm_parameter.api_key.name" if d.api_key else None)
+    """The common outputs (lb_host: the ALB's DNS name, clouds.aws balancer_address "name"),
+    and what a front needs of an ALB beyond its name: its ARN (Global Accelerator's endpoint
+    id) and its hosted zone (a Route 53 alias record's target zone)."""
+    found = service_outputs(d, "aws_lb.service.dns_name", "aws_autoscaling_group.group",
+                            api_key_ref="aws_ssm_parameter.api_key.name" if d.api_key else None)
+    found[OUTPUT_LB_ARN] = {"value": expr("aws_lb.service.arn"),
+                            "description": "the load balancer's ARN (for a front)"}
+    found[OUTPUT_LB_ZONE_ID] = {"value": expr("aws_lb.service.zone_id"),
+                                "description": "the load balancer's hosted zone (for a front)"}
+    return found
 
 
 def variable_values(d: Deployment) -> dict[str, Any]:

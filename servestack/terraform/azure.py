@@ -117,12 +117,12 @@ from servestack.clouds.azure import (
 from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment
 from servestack.sshkey import lock_only_ssh_key
 from servestack.terraform import (
-    API_KEY,
     TERRAFORM_VERSION,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
     Ref,
     api_key_resources,
+    api_key_value,
     compact,
     escape,
     expr,
@@ -263,7 +263,7 @@ def token(d: Deployment) -> dict[str, Any]:
     vault = expr("azurerm_key_vault.token.id")
     tenant = expr("data.azurerm_client_config.current.tenant_id")
     return {
-        **(api_key_resources() if d.api_key is not None else {}),
+        **api_key_resources(d),
         # Drawn once, kept in the state: the vault's name stays put across applies, and a new
         # stack (or this one after a destroy) draws a new one.
         "random_string": {"vault": {"length": AZURE_VAULT_SUFFIX_LENGTH, "upper": False,
@@ -296,9 +296,9 @@ def vault_secrets(d: Deployment, vault: Ref) -> dict[str, Any]:
                              "value_wo": expr(f"var.{TOKEN_VAR}"),
                              "value_wo_version": expr(f"var.{TOKEN_VERSION_VAR}")}
     if d.api_key is not None:
-        # The key is in the state already (terraform_data), so a plain value: a secret
-        # deleted by hand is written again at the next apply.
-        found["api_key"] = {"name": d.api_key.name, **common, "value": expr(API_KEY)}
+        # The key is in the state already (terraform_data, or the key stack's state read
+        # here), so a plain value: a secret deleted by hand is written again at the next apply.
+        found["api_key"] = {"name": d.api_key.name, **common, "value": expr(api_key_value(d))}
     return found
 
 

@@ -77,10 +77,10 @@ from servestack.clouds.gcp import (
 )
 from servestack.deployment.model import OUTPUT_DNS_RECORDS, Deployment
 from servestack.terraform import (
-    API_KEY,
     TOKEN_VAR,
     TOKEN_VERSION_VAR,
     api_key_resources,
+    api_key_value,
     compact,
     expr,
     merge,
@@ -216,12 +216,12 @@ def api_key(d: Deployment) -> dict[str, Any]:
     if d.api_key is None:
         return {}
     secret = "google_secret_manager_secret.api_key"
-    return merge(api_key_resources(), {
+    return merge(api_key_resources(d), {
         "google_secret_manager_secret": {"api_key": {
             "project": PROJECT, "secret_id": d.api_key_secret.name, "labels": labels(d),
             "replication": {"user_managed": {"replicas": [{"location": d.region}]}}}},
         "google_secret_manager_secret_version": {"api_key": {
-            "secret": expr(f"{secret}.id"), "secret_data_wo": expr(API_KEY),
+            "secret": expr(f"{secret}.id"), "secret_data_wo": expr(api_key_value(d)),
             # The key never changes (terraform_data ignores later uuid()s): one version.
             "secret_data_wo_version": 1}},
         "google_secret_manager_secret_iam_binding": {"api_key_reader": {

@@ -26,7 +26,7 @@ from servestack.clouds.azure import (
 )
 from servestack.deployment.model import Deployment, Tls
 from servestack.pulumi.preview import Recording
-from servestack.terraform import api_key_resources, render
+from servestack.terraform import draw_api_key, render
 from servestack.terraform.azure import VAULT_NAME_SLOT
 from tests.components.test_azure import on_demand_one, run, spot_mix, spot_three
 from tests.fakes import unknown_arguments
@@ -273,7 +273,7 @@ def test_every_argument_is_one_the_provider_has_and_every_required_one_is_set():
 def test_the_api_key_is_a_secret_of_the_stacks_vault_on_terraform():
     doc = render(on_demand_one())
     res = doc["resource"]
-    assert res["terraform_data"] == api_key_resources()["terraform_data"]
+    assert res["terraform_data"] == draw_api_key()["terraform_data"]
     secret = res["azurerm_key_vault_secret"]["api_key"]
     assert (secret["name"], secret["key_vault_id"], secret["value"]) == (
         "api-key", "${azurerm_key_vault.token.id}", "${sensitive(terraform_data.api_key.output)}")
