@@ -10,7 +10,13 @@ prices the replicas above min at the candidate's own price (they are spot on a s
 on-demand base does not grow).
 
 The plan's `placement` (servestack.placement) is in the JSON always, and under the table as
-one "Placement:" line when the replicas go to more than one pool."""
+one "Placement:" line when the replicas go to more than one pool.
+
+The deploy of a service over several pools (servestack.deploy.pools) reports the pools kept
+(cloud, region, replicas, $/h), the pools released and what they cost while they were up (the
+hedge's cost: replicas x $/h x the time from their first `up` to the end of their cleanup),
+the pools that failed, and how long the service took to be ready (`service_deploy_json`,
+`service_deploy_table`)."""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from servestack.planner import Candidate, Plan
 from servestack.spec import ServiceSpec
 
 if TYPE_CHECKING:
+    from servestack.deploy.journal import Journal
+    from servestack.deploy.service_journal import PoolRecord, ServiceJournal
     from servestack.deployment.model import Deployment
 
 PLAN_SCHEMA_VERSION = 1
@@ -315,3 +323,66 @@ def _at_max_range(c: Candidate, scaling: Scaling) -> tuple[float, float] | None:
     extra = scaling.max_replicas - c.replicas
     low, high = c.group_price_per_hour
     return total[0] + extra * low, total[1] + extra * high
+
+
+# --- the deploy of a service over several pools ----------------------------------------------
+
+SERVICE_SCHEMA_VERSION = 1
+
+
+def service_deploy_json(outcome: str, exit_code: int | None, message: str,
+                        journal: ServiceJournal, pools: dict[str, Journal]) -> dict:
+    """The JSON report of a service deploy or reconcile pass."""
+    by_state: dict[str, list[dict]] = {}
+    for record in journal.pools:
+        by_state.setdefault(record.state.value, []).append(_pool_json(record, pools))
+    released = by_state.get("released", [])
+    started, ready = journal.started_at, journal.ready_at
+    return {
+        "schema_version": SERVICE_SCHEMA_VERSION, "service": journal.service,
+        "run": journal.run, "outcome": outcome, "exit_code": exit_code, "message": message,
+        "endpoint": journal.front.endpoint if journal.front else None,
+        "front": journal.front.name if journal.front else None,
+        "key_stack": journal.key.name if journal.key else None,
+        "needed_replicas": journal.needed,
+        "kept": by_state.get("kept", []), "released": released,
+        "failed": by_state.get("failed", []),
+        "hedge_cost_usd": round(sum(p["cost_usd"] or 0.0 for p in released), 4),
+        "time_to_ready_s": round(ready - started, 3) if started and ready else None,
+        "started_at": started, "finished_at": journal.finished_at,
+    }
+
+
+def _pool_json(record: PoolRecord, pools: dict[str, Journal]) -> dict:
+    journal = pools.get(record.key)
+    attempts = [{"n": a.n, "candidate": a.candidate, "outcome": a.outcome, "code": a.code,
+                 "scope": a.scope, "cleanup": a.cleanup} for a in journal.attempts] \
+        if journal else []
+    return {"cloud": record.cloud, "region": record.region, "replicas": record.share,
+            "price_per_hour": record.price_per_hour, "hourly_usd": record.hourly,
+            "stack": record.stack, "endpoint": record.endpoint, "hedge": record.hedge,
+            "lane": record.lane, "reason": record.reason, "covers": record.covers,
+            "live_s": round(record.released_at - record.started_at, 3)
+            if record.released_at is not None and record.started_at is not None else None,
+            "cost_usd": record.cost_usd, "attempts": attempts}
+
+
+def service_deploy_table(report: dict) -> str:
+    """The service report for people: kept, released and failed pools, then the outcome."""
+    rows = [("POOL", "STATE", "REPLICAS", "$/h", "LIVE", "COST $", "STACK / WHY")]
+    for state in ("kept", "released", "failed"):
+        for p in report[state]:
+            live = "-" if p["live_s"] is None else f"{p['live_s'] / 60:.0f}m"
+            cost = "-" if p["cost_usd"] is None else f"{p['cost_usd']:.2f}"
+            rows.append((f"{p['cloud']} {p['region']}", state, str(p["replicas"]),
+                         f"{p['hourly_usd']:.2f}", live, cost,
+                         p["stack"] if state == "kept" else p["reason"][:60]))
+    lines = [_table(rows[1:], rows[0]), ""]
+    code = "" if report["exit_code"] is None else f" (exit {report['exit_code']})"
+    lines.append(f"{report['outcome'].upper()}{code}: {report['message']}")
+    if report["endpoint"]:
+        lines.append(f"Endpoint: {report['endpoint']} (front {report['front']})")
+    ready = report["time_to_ready_s"]
+    lines.append(f"Hedge cost: ${report['hedge_cost_usd']:.2f}"
+                 + (f"; ready in {ready / 60:.1f} min" if ready is not None else ""))
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,10 @@ class SimClock:
         self.sleeps.append(seconds)
         self.t += seconds
 
+    def advance(self, seconds: float) -> None:
+        """Time an engine call takes (not a sleep of the code under test)."""
+        self.t += seconds
+
 
 @dataclass
 class Step:
@@ -97,10 +102,133 @@ class Cloud:
     ready_after: dict[str, float] = field(default_factory=dict)  # endpoint -> time ready
     running: dict[str, int | None] = field(default_factory=dict)  # stack -> running VMs
     violations: list[str] = field(default_factory=list)
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # stack -> (cloud, region)
+    shared: dict[str, dict] = field(default_factory=dict)  # key/front stack -> its outputs
+    fronts: dict[str, list[str]] = field(default_factory=dict)  # front -> the pools it names
+    refuse: set[str] = field(default_factory=set)  # regions without capacity for any type
 
     def holding(self) -> set[str]:
         return {s for s, r in self.state.items() if r} | \
             {s for s, r in self.untracked.items() if r}
+
+
+# What a region without capacity for any type answers, per cloud (Cloud.refuse).
+REFUSED = {"gcp": "gcp_zone_exhausted_details", "aws": "aws_insufficient_capacity",
+           "azure": "azure_allocation_failed"}
+
+
+class Lockstep(SimClock):
+    """A simulated clock that is also the lanes' runner (servestack.deploy.pools.Runner):
+    lanes are threads, but only one runs at a time, and the next to run is the one whose
+    simulated time comes first (ties: the order they were started), so a parallel run is
+    the same run every time. A lane that raises (a Crash) stops everything at that moment,
+    as a killed process would: the waiting thread re-raises it, the other lanes never run
+    again (each is woken only to unwind)."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        super().__init__(start)
+        self.cond = threading.Condition()
+        self.order: list[int] = []  # participants (thread idents), main thread first
+        self.state: dict[int, tuple] = {}  # ("run",) | ("sleep", t) | ("wait", until) | ("done",)
+        self.running: int | None = None
+        self.error: BaseException | None = None
+        self.killed = False
+
+    def _me(self) -> int:
+        me = threading.get_ident()
+        if me not in self.state:
+            self.order.append(me)
+            self.state[me] = ("run",)
+            self.running = me
+        return me
+
+    def _schedule(self) -> None:
+        waiting = [p for p in self.order if self.state[p][0] == "wait"
+                   and (self.error is not None or self.state[p][1]())]
+        if waiting:
+            self.running = waiting[0]
+        else:
+            sleeping = [p for p in self.order if self.state[p][0] == "sleep"]
+            if not sleeping:
+                raise RuntimeError("lockstep: every participant waits: deadlock")
+            self.running = min(sleeping, key=lambda p: self.state[p][1])
+            self.t = max(self.t, self.state[self.running][1])
+        self.state[self.running] = ("run",)
+        self.cond.notify_all()
+
+    def _block(self, me: int) -> None:
+        while self.running != me:
+            if self.killed and me != self.order[0]:
+                raise Crash("killed with the process")
+            self.cond.wait()
+
+    def _yield(self, state: tuple) -> None:
+        with self.cond:
+            me = self._me()
+            self.state[me] = state
+            self._schedule()
+            self._block(me)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._yield(("sleep", self.t + seconds))
+
+    def advance(self, seconds: float) -> None:
+        self._yield(("sleep", self.t + seconds))
+
+    # --- the Runner --------------------------------------------------------------------------
+
+    def spawn(self, name: str, work) -> None:
+        with self.cond:
+            self._me()
+        started = threading.Event()
+
+        def body() -> None:
+            me = threading.get_ident()
+            with self.cond:
+                self.order.append(me)
+                self.state[me] = ("sleep", self.t)  # runnable now, after the spawner
+                started.set()
+                try:
+                    self._block(me)
+                except Crash:
+                    self.state[me] = ("done",)
+                    return
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                with self.cond:
+                    self.error = self.error or exc
+            with self.cond:
+                self.state[me] = ("done",)
+                if not self.killed:
+                    self._schedule()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        started.wait()
+
+    def notify(self) -> None:
+        pass  # waits are re-checked at every switch
+
+    def wait(self, until) -> None:
+        self._yield(("wait", until))
+        if self.error is not None:
+            error, self.error = self.error, None
+            with self.cond:
+                self.killed = True
+                self.cond.notify_all()
+            raise error
+
+    def kill(self) -> None:
+        """The process died in the main thread: the lanes unwind and never run again."""
+        with self.cond:
+            self.killed = True
+            self.cond.notify_all()
+
+    def join(self) -> None:
+        main = threading.get_ident()
+        self.wait(lambda: all(self.state[p][0] == "done" for p in self.order if p != main))
 
 
 class ReplayEngine:
@@ -109,13 +237,18 @@ class ReplayEngine:
     def __init__(self, cloud: Cloud, clock: SimClock, script: dict[str, list[Step]] | None = None,
                  *, destroy_fails: tuple[str, ...] = (), crash_at: int | None = None,
                  limits: list[QuotaLimit] | None = None, ready_in: float = 600.0,
-                 can: Capabilities = ALL, no_credentials: dict[str, str] | None = None) -> None:
+                 can: Capabilities = ALL, no_credentials: dict[str, str] | None = None,
+                 per_pool: bool = False) -> None:
         self.cloud, self.clock, self.script = cloud, clock, script or {}
         self.destroy_fails, self.crash_at, self.limits = destroy_fails, crash_at, limits or []
         self.ready_in, self.can = ready_in, can
         self.no_credentials = no_credentials or {}  # cloud -> its no-credentials fixture
         self.calls: list[tuple[str, str]] = []
         self.checked: list[str] = []  # clouds whose credentials were asked for
+        # per_pool: a service over several pools holds one stack per region at once; only two
+        # stacks of one region (cloud x region) holding resources is a violation
+        self.per_pool = per_pool
+        self.lock = threading.RLock()  # lanes call it from threads
 
     def capabilities(self, cloud: str) -> Capabilities:
         return self.can
@@ -132,24 +265,30 @@ class ReplayEngine:
 
     def identity(self, cloud: str, *, timeout_s: float) -> Identity:
         self.checked.append(cloud)
-        self.clock.t += 3
+        self.clock.advance(3)
         denied = self._denied(cloud)
         if denied:
             return Identity(cloud, False, error=denied)
         return Identity(cloud, True, who=f"test account of {cloud}")
 
     def up(self, stack, deployment, *, timeout_s, on_progress=None) -> OpResult:
+        where = (deployment.cloud, deployment.region)
+        self.cloud.where[stack.name] = where
         others = self.cloud.holding() - {stack.name}
+        if self.per_pool:
+            others = {o for o in others if self.cloud.where.get(o) == where}
         if others:
             self.cloud.violations.append(f"up {stack.name} while {sorted(others)} hold resources")
         denied = self._denied(deployment.cloud)
         if denied:  # the provider cannot authenticate: nothing is created
             self._call("up", stack.name)
-            self.clock.t += 20
+            self.clock.advance(20)
             return OpResult(False, [Diagnostic("error", denied)], "error: update failed",
                             created_any=False)
         steps = self.script.get(stack.candidate_id) or []
         step = steps.pop(0) if steps else Step()
+        if deployment.region in self.cloud.refuse:
+            step = Step("fail", REFUSED[deployment.cloud], 40)
         resources = self.cloud.state.setdefault(stack.name, set())
         resources.update({"sg", "lb", "template"})
         self.cloud.untracked.setdefault(stack.name, set()).update(step.strays)
@@ -159,10 +298,10 @@ class ReplayEngine:
         if step.kind == "sigterm":  # the CI job is cancelled while `up` runs
             os.kill(os.getpid(), signal.SIGTERM)
         if step.kind == "hang":
-            self.clock.t += timeout_s
+            self.clock.advance(timeout_s)
             resources.add("group")
             return OpResult(False, [], "error: update canceled", timed_out=True)
-        self.clock.t += step.seconds
+        self.clock.advance(step.seconds)
         if step.kind == "fail":
             return OpResult(False, [Diagnostic("error", fixture_text(step.fixture))],
                             "code: 255\n stdout: Updating ... error: update failed")
@@ -179,13 +318,13 @@ class ReplayEngine:
 
     def refresh(self, stack, deployment) -> OpResult:
         self._call("refresh", stack.name)
-        self.clock.t += 5
+        self.clock.advance(5)
         denied = self._denied(deployment.cloud)
         return OpResult(False, [Diagnostic("error", denied)]) if denied else OpResult(True)
 
     def destroy(self, stack, deployment) -> OpResult:
         self._call("destroy", stack.name)
-        self.clock.t += 90
+        self.clock.advance(90)
         if stack.name in self.destroy_fails:
             self.cloud.state.get(stack.name, set()).discard("lb")
             return OpResult(False, [Diagnostic("error", DESTROY_FAILS)], "error: destroy failed")
@@ -219,6 +358,38 @@ class ReplayEngine:
 
     def quota_limits(self, cloud, candidates) -> list[QuotaLimit]:
         return [limit for limit in self.limits if limit.cloud == cloud]
+
+    # --- a service's key and front stacks -------------------------------------------------
+
+    def up_shared(self, stack, *, timeout_s) -> OpResult:
+        self._call("up_shared", stack.name)
+        self.clock.advance(5)
+        if stack.kind == "key":
+            outputs = self.cloud.shared.get(stack.name) or {"api_key": f"sk-{stack.name}"}
+        else:
+            pools = [p.stack for p in stack.front.pools]
+            missing = [p for p in pools if not self.cloud.state.get(p)]
+            if missing:
+                self.cloud.violations.append(f"front {stack.name} names {missing}, not up")
+            self.cloud.fronts[stack.name] = pools
+            outputs = {"endpoint": f"http://{stack.name}.front.example"}
+            self.cloud.ready_after[outputs["endpoint"]] = self.clock.now()
+        self.cloud.state[stack.name] = {stack.kind}
+        self.cloud.where[stack.name] = ("shared", stack.name)
+        self.cloud.shared[stack.name] = outputs
+        return OpResult(True, outputs=dict(outputs))
+
+    def shared_outputs(self, stack) -> dict:
+        self._call("shared_outputs", stack.name)
+        return dict(self.cloud.shared.get(stack.name) or {})
+
+    def destroy_shared(self, stack) -> OpResult:
+        self._call("destroy_shared", stack.name)
+        self.clock.advance(30)
+        self.cloud.state.pop(stack.name, None)
+        self.cloud.shared.pop(stack.name, None)
+        self.cloud.fronts.pop(stack.name, None)
+        return OpResult(True)
 
 
 def probes(cloud: Cloud, clock: SimClock, replicas: int = 2, named: bool = True):
@@ -330,3 +501,47 @@ def unknown_arguments(body: dict, schema: dict, where: str,
             for item in value if isinstance(value, list) else [value]:
                 found += unknown_arguments(item, schema[key], path, skip)
     return found
+
+
+# --- a service over several pools (servestack.deploy.pools) -----------------------------------
+
+SERVICE = "mixtral"
+
+
+def pool_builder(share: int):
+    """A pool's Deployment for `share` replicas, as the deploy builds it (shared key)."""
+    from dataclasses import replace
+
+    from servestack.deployment.choices import Choices
+    from servestack.placement import Pool
+    from servestack.service import key_stack_name, pool_deployment
+
+    def builder(candidate, open_pool):
+        pool = Pool(candidate.cloud, candidate.region, candidate.use_spot, share,
+                    (candidate.instance_type,), candidate.price_per_hour, (candidate.id,),
+                    tuple(candidate.zones))
+        return pool_deployment(INPUTS, replace(PLAN, candidates=list(open_pool)), pool,
+                               choices=Choices(), stack_prefix=SERVICE,
+                               replicas=(share, share), key_stack=key_stack_name(SERVICE))
+
+    return builder
+
+
+def service_parts():
+    """The key stack and a Route 53 front (the test plan's pools are GCP and Azure)."""
+    from servestack.deploy.pools import ServiceParts
+    from servestack.deployment.choices import Choices
+    from servestack.deployment.model import ServiceStack
+    from servestack.service import front_plan, front_stack_name, key_stack_name
+
+    choices = Choices(front="route53", domain="mixtral.example.com",
+                      hosted_zone_id="Z0123456789ABCDEFGHIJ")
+    name = front_stack_name(SERVICE)
+
+    def front(deployments):
+        return ServiceStack("front", name, SERVICE,
+                            front=front_plan(SERVICE, deployments, choices, stack=name))
+
+    return ServiceParts(build=pool_builder, key=ServiceStack("key", key_stack_name(SERVICE),
+                                                             SERVICE),
+                        front=front, front_name=name)

@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from servestack.deploy.failures import Block, Failure
-from servestack.deploy.layout import JOURNAL_NAME, service_dir  # noqa: F401 (re-exported)
+from servestack.deploy.layout import (  # noqa: F401 (re-exported)
+    JOURNAL_NAME,
+    SERVICE_JOURNAL_NAME,
+    service_dir,
+)
 from servestack.deployment.model import Deployment
 from servestack.engine import Leftover
 from servestack.errors import UserError
@@ -194,7 +198,12 @@ class Journal:
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, service: str) -> Journal:
-        path = service_dir(state_dir, service) / JOURNAL_NAME
+        return cls.at(service_dir(state_dir, service) / JOURNAL_NAME, service)
+
+    @classmethod
+    def at(cls, path: Path, service: str) -> Journal:
+        """The journal kept in `path` (a pool of a service over several pools keeps its own:
+        servestack.deploy.pools)."""
         journal = cls(service, path)
         if not path.exists():
             return journal
@@ -361,4 +370,5 @@ def known_services(state_dir: str | os.PathLike) -> list[str]:
     root = Path(state_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / JOURNAL_NAME).exists())
+    return sorted(p.name for p in root.iterdir()
+                  if (p / JOURNAL_NAME).exists() or (p / SERVICE_JOURNAL_NAME).exists())

@@ -66,6 +66,7 @@ from servestack.engine import ANY, Engine, OpResult, QuotaLimit, StackRef, stack
 from servestack.planner import Candidate
 
 BLOCKING_ON_TIMEOUT = ("capacity", "quota", "credentials", "permission")
+RELEASED = "released: the service has the replicas it needs from other pools"
 
 Builder = Callable[[Candidate, list[Candidate]], Deployment]
 ProbeFactory = Callable[[str, Deployment], Callable[[], ProbeAnswer]]
@@ -106,7 +107,9 @@ class Fallback:
                  build: Builder, *, clock: Clock, settings: Settings | None = None,
                  probe_factory: ProbeFactory | None = None,
                  progress: Callable[[str], None] | None = None,
-                 classifier: Classifier | None = None) -> None:
+                 classifier: Classifier | None = None, api_key: str | None = None,
+                 stop: Callable[[], bool] | None = None,
+                 known_blocks: tuple[Block, ...] = ()) -> None:
         self.engine, self.journal, self.candidates = engine, journal, candidates
         self.build, self.clock = build, clock
         self.settings = settings or Settings()
@@ -121,6 +124,12 @@ class Fallback:
         self._cursor = 0
         # stack name -> the API key its outputs gave: in memory only (never journaled)
         self._api_keys: dict[str, str] = {}
+        # A pool of a service over several pools (servestack.deploy.pools): the key the
+        # service's key stack drew (the pools share it), what other pools' runs ruled out,
+        # and whether the service has released this pool (stop, clean up, end "stopped").
+        self.shared_key = api_key
+        self.stop = stop or (lambda: False)
+        self.known_blocks = known_blocks
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -138,6 +147,8 @@ class Fallback:
         else:
             j.begin_run([c.id for c in self.candidates], self.settings.to_json(),
                         self.clock.now())
+            if self.known_blocks:
+                j.add_blocks(self.known_blocks)
         live = [s for s in j.dirty_stacks() if s.state is StackState.LIVE]
         if live:
             return self._finish(RunStatus.DEPLOYED, f"{live[0].candidate} is live at "
@@ -153,6 +164,8 @@ class Fallback:
 
     def _walk(self) -> Outcome:
         while True:
+            if self.stop():
+                return self._finish(RunStatus.STOPPED, RELEASED)
             limit = self.settings.max_attempts
             if limit and len(self.journal.attempts) >= limit:
                 return self._finish(RunStatus.EXHAUSTED, f"stopped after --max-attempts {limit}")
@@ -288,6 +301,8 @@ class Fallback:
     def _probe(self, c: Candidate, deployment: Deployment, ref: StackRef,
                record: Attempt) -> Failure | None:
         endpoint = record.endpoint or ""
+        if self.stop():  # released while its `up` ran: destroyed now that it returned
+            return released_failure()
         needed = self.settings.ready_replicas or deployment.min_replicas
         self.progress(f"[{record.n}] up at {endpoint}: waiting for {needed} replica(s) "
                       f"(up to {deployment.readiness.initial_delay_seconds} s)")
@@ -297,8 +312,11 @@ class Fallback:
         ready = wait_ready(self.probe_factory(endpoint, keyed), needed,
                            deadline_s=deployment.readiness.initial_delay_seconds,
                            clock=self.clock, interval_s=self.settings.probe_interval_s,
-                           on_progress=self._ready_progress(record.n), abort=watch,
+                           on_progress=self._ready_progress(record.n),
+                           abort=lambda: RELEASED if self.stop() else watch(),
                            instances=watch.size)
+        if ready.aborted == RELEASED:
+            return released_failure()
         if ready.ready:
             self._went_live(c, record, ready)
             return None
@@ -318,7 +336,7 @@ class Fallback:
         the stack through the engine. None when the deployment has none (--no-api-key)."""
         if deployment.api_key is None:
             return None
-        key = self._api_keys.get(ref.name)
+        key = self._api_keys.get(ref.name) or self.shared_key
         read = getattr(self.engine, "outputs", None)
         if key is None and read is not None:
             key = read(ref, deployment).get(OUTPUT_API_KEY) or None
@@ -546,6 +564,11 @@ def _quota_short(c: Candidate, limits: dict[tuple[str, str, str], QuotaLimit]) -
         if limit is not None and limit.value < limit.need(c):
             return True
     return False
+
+
+def released_failure() -> Failure:
+    """A pool the service let go (servestack.deploy.pools): clean it, rule nothing out."""
+    return Failure("released", "Released", "stop", RELEASED)
 
 
 def already_deployed(journal: Journal) -> Outcome | None:

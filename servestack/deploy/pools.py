@@ -1,0 +1,544 @@
+"""Hedged deploy of a service over several pools: key stack, pools in parallel, front stack.
+
+`deploy --max-pools N` (N above 1) deploys the service as servestack.service lays it out:
+
+1. the key stack first (`Engine.up_shared`, journaled): its `api_key` output stays in memory,
+   for the pools' readiness probes;
+2. lanes bring pools up in parallel (`max_parallel` lanes; default: the placed pools plus one
+   hedge). Lane i of the placement's m pools starts with placed pool i and its share of the
+   replicas; lanes beyond m are *hedges*: each takes the next cheapest region nobody holds,
+   with the largest placed share, only while the hedges' hourly price (replicas x $/h) stays
+   within `hedge_budget` (default: the placement's own hourly price, so hedging at most
+   doubles the bill while it runs; 0: no hedge).
+   A lane runs the single-pool `Fallback` over its pool's candidates, with the pool's own
+   journal; a pool whose candidates are all ruled out (capacity, quota...) is cleaned by it,
+   and the lane moves to the next unclaimed pool (its replicas spill there). What one pool's
+   run rules out for a whole cloud (credentials) is passed to the pools started after it.
+3. pools are kept in the order they become ready until `needed` (min_replicas) replicas
+   answer, each through its own endpoint with the key; the rest are released: lanes stop (a
+   lane whose `up` still runs destroys its stack when it returns), ready pools beyond the
+   need are cleaned with the same proof of cleanup as a failed candidate;
+4. the front stack over the kept pools (`front` builds it from their deployments), and the
+   readiness probe through the front's endpoint.
+
+Invariants: each pool (cloud x region) is held by at most one lane, whose `Fallback` never has
+two stacks dirty, so never two stacks of one pool are live; every stack created is kept or
+cleaned with proof; the service journal (servestack.deploy.service_journal) is written before
+each step, so a run killed anywhere resumes: claimed pools resume from their journals, the
+decision once taken stands, releases finish, the key and front stacks are applied again
+(both engines apply them idempotently).
+
+Engine calls block, so lanes are threads (`ThreadRunner`); tests pass a runner that lets one
+lane run at a time on a simulated clock (tests.fakes.Lockstep).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from servestack.deploy.clock import Clock
+from servestack.deploy.destroy import Cleaner
+from servestack.deploy.failures import Block
+from servestack.deploy.journal import Journal, RunStatus, StackEntry
+from servestack.deploy.loop import RELEASED, Builder, Fallback, ProbeFactory, Settings
+from servestack.deploy.outcome import EXIT_CODES
+from servestack.deploy.readiness import wait_ready, with_api_key
+from servestack.deploy.service_journal import PoolRecord, PoolState, ServiceJournal
+from servestack.deployment.model import OUTPUT_API_KEY, OUTPUT_ENDPOINT, Deployment, ServiceStack
+from servestack.engine import Engine, StackRef
+from servestack.planner import Candidate
+
+SHARED_TIMEOUT_S = 1200.0  # the key stack is instant; a front (Global Accelerator) takes minutes
+
+
+class Runner(Protocol):
+    """Runs the lanes and lets the orchestrator wait on what they record."""
+
+    def spawn(self, name: str, work: Callable[[], None]) -> None: ...
+
+    def notify(self) -> None: ...
+
+    def wait(self, until: Callable[[], bool]) -> None:
+        """Block until `until()` holds; re-raise what killed a lane."""
+        ...
+
+    def join(self) -> None: ...
+
+
+class ThreadRunner:
+    """One thread per lane. A lane's exception ends the wait and is raised in the caller."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.threads: list[threading.Thread] = []
+        self.error: BaseException | None = None
+
+    def spawn(self, name: str, work: Callable[[], None]) -> None:
+        def body() -> None:
+            try:
+                work()
+            except BaseException as exc:  # handed to the waiting thread, not lost
+                with self.cond:
+                    self.error = self.error or exc
+            finally:
+                self.notify()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def notify(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait(self, until: Callable[[], bool]) -> None:
+        with self.cond:
+            # a timeout, so that Ctrl-C reaches the main thread while it waits
+            while not (until() or self.error):
+                self.cond.wait(timeout=1.0)
+        self._raise()
+
+    def join(self) -> None:
+        self.wait(lambda: not any(t.is_alive() for t in self.threads))
+        self.threads.clear()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+@dataclass(frozen=True)
+class PoolOption:
+    """A pool the service may use: one region's candidates, in rank order."""
+
+    cloud: str
+    region: str
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.cloud}-{self.region}"
+
+    @property
+    def price_per_hour(self) -> float:
+        return self.candidates[0].price_per_hour
+
+
+def pool_options(candidates: Sequence[Candidate]) -> list[PoolOption]:
+    """Every region's candidates, regions in the rank order of their best candidate."""
+    regions: dict[tuple[str, str], list[Candidate]] = {}
+    for c in candidates:
+        regions.setdefault((c.cloud, c.region), []).append(c)
+    return [PoolOption(cloud, region, tuple(found))
+            for (cloud, region), found in regions.items()]
+
+
+@dataclass
+class HedgeSettings:
+    max_parallel: int | None = None  # lanes; None: placed pools + 1
+    hedge_budget: float | None = None  # USD/h for hedges; None: the placement's own $/h
+    lane: Settings = field(default_factory=Settings)  # each pool's Fallback
+
+    def lanes(self, placed: int, pools: int) -> int:
+        wanted = self.max_parallel if self.max_parallel is not None else placed + 1
+        return max(1, min(wanted, pools))
+
+    def budget(self, placed: Sequence[PoolRecord]) -> float:
+        if self.hedge_budget is not None:
+            return self.hedge_budget
+        # while hedges run the bill may at most double: room for one hedge pool as dear as
+        # the placement's dearest, not for a hedge of every placed pool
+        return round(sum(p.hourly for p in placed), 4)
+
+
+@dataclass
+class ServiceOutcome:
+    status: RunStatus
+    message: str
+    journal: ServiceJournal
+    pool_journals: dict[str, Journal]
+
+    @property
+    def exit_code(self) -> int | None:
+        return EXIT_CODES.get(self.status)
+
+    @property
+    def final_exit_code(self) -> int:
+        code = self.exit_code
+        if code is None:
+            raise RuntimeError(f"the run ended with status {self.status.value}, not a final one")
+        return code
+
+    def to_json(self) -> dict[str, Any]:
+        from servestack.report import service_deploy_json
+
+        return service_deploy_json(self.status.value, self.exit_code, self.message,
+                                   self.journal, self.pool_journals)
+
+
+class PoolBuilder(Protocol):
+    def __call__(self, share: int) -> Builder: ...
+
+
+class FrontBuilder(Protocol):
+    def __call__(self, pools: Sequence[Deployment]) -> ServiceStack: ...
+
+
+@dataclass
+class ServiceParts:
+    """What the CLI (or a test) gives the service run: how to build a pool's deployment for
+    a share of the replicas, the key stack (None: --no-api-key), the front over given pools."""
+
+    build: PoolBuilder
+    key: ServiceStack | None
+    front: FrontBuilder
+    front_name: str
+
+
+class Service:
+    """The pools of one service, their journals and the engine: what deploy, reconcile and
+    destroy share."""
+
+    def __init__(self, engine: Engine, journal: ServiceJournal, options: list[PoolOption],
+                 parts: ServiceParts, *, clock: Clock, settings: HedgeSettings | None = None,
+                 probe_factory: ProbeFactory | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 runner: Runner | None = None) -> None:
+        self.engine, self.journal, self.parts, self.clock = engine, journal, parts, clock
+        self.options = {o.key: o for o in options}
+        self.order = options
+        self.settings = settings or HedgeSettings()
+        self.probe_factory = probe_factory
+        self.progress = progress or (lambda line: None)
+        self.runner: Runner = runner or ThreadRunner()
+        self.journals: dict[str, Journal] = {}
+        self.api_key: str | None = None
+        self.stop = threading.Event()
+        self.fatal: ServiceOutcome | None = None
+
+    # --- pools' journals --------------------------------------------------------------------
+
+    def pool_journal(self, pool: PoolRecord) -> Journal:
+        found = self.journals.get(pool.key)
+        if found is None:
+            path = self.journal.pool_path(pool)
+            found = Journal.at(path, self.journal.service) if path else \
+                Journal.memory(self.journal.service)
+            self.journals[pool.key] = found
+        return found
+
+    def live_deployment(self, pool: PoolRecord) -> Deployment | None:
+        j = self.pool_journal(pool)
+        if j.live is None or j.live.stack not in j.stacks:
+            return None
+        return j.stacks[j.live.stack].deployment
+
+    def known_blocks(self) -> tuple[Block, ...]:
+        return tuple(dict.fromkeys(b for j in list(self.journals.values()) for b in j.blocks))
+
+    # --- the key ----------------------------------------------------------------------------
+
+    def apply_key(self) -> ServiceOutcome | None:
+        """Up the key stack (again: idempotent) and hold its key in memory."""
+        record, stack = self.journal.key, self.parts.key
+        if record is None or stack is None:
+            return None
+        with self.journal.change():
+            record.state = "applying"
+        result = self.engine.up_shared(stack, timeout_s=SHARED_TIMEOUT_S)
+        if not result.ok:
+            return self.finish(RunStatus.STOPPED, f"the key stack {stack.name} failed: "
+                               f"{_first(result.error_texts())}")
+        key = result.outputs.get(OUTPUT_API_KEY)
+        self.api_key = str(key) if key else None
+        with self.journal.change():
+            record.state = "up"
+        self.progress(f"key stack {stack.name}: up")
+        return None
+
+    # --- one pool -------------------------------------------------------------------------------
+
+    def bring_up(self, pool: PoolRecord, stop: Callable[[], bool]) -> RunStatus:
+        """Run the pool's Fallback (a fresh run, or the resumed one); record what came of it.
+        Returns the pool run's status."""
+        option = self.options[pool.key]
+        journal = self.pool_journal(pool)
+        loop = Fallback(self.engine, journal, list(option.candidates),
+                        self.parts.build(pool.share), clock=self.clock,
+                        settings=self.settings.lane, probe_factory=self.probe_factory,
+                        progress=lambda line: self.progress(f"{pool.key}: {line}"),
+                        api_key=self.api_key, stop=stop, known_blocks=self.known_blocks())
+        outcome = loop.run()
+        with self.journal.change():
+            self._record(pool, outcome.status, outcome.message, journal)
+        self.runner.notify()
+        return outcome.status
+
+    def _record(self, pool: PoolRecord, status: RunStatus, message: str,
+                journal: Journal) -> None:
+        now = self.clock.now()
+        if status is RunStatus.DEPLOYED and journal.live:
+            live = journal.live
+            pool.stack, pool.endpoint = live.stack, live.endpoint
+            pool.price_per_hour = live.price_per_hour
+            pool.ready_at = pool.ready_at or now
+            # once the kept pools are chosen, a late one is released
+            pool.state = PoolState.RELEASING if self.journal.decided and \
+                pool.state is not PoolState.KEPT else \
+                (PoolState.KEPT if pool.state is PoolState.KEPT else PoolState.READY)
+            return
+        if status is RunStatus.STOPPED and RELEASED in message:
+            pool.state, pool.released_at, pool.reason = PoolState.RELEASED, now, "released"
+            return
+        pool.state, pool.reason = PoolState.FAILED, message
+        if status in (RunStatus.STOPPED, RunStatus.CLEANUP_FAILED):
+            self.fatal = ServiceOutcome(status, f"{pool.key}: {message}", self.journal,
+                                        self.journals)
+            self.stop.set()
+
+    def release(self, pool: PoolRecord, why: str) -> ServiceOutcome | None:
+        """Clean a pool the service does not keep, with the proof of cleanup."""
+        with self.journal.change():
+            pool.state, pool.reason = PoolState.RELEASING, why
+        journal = self.pool_journal(pool)
+        if journal.dirty_stacks():
+            self.progress(f"{pool.key}: releasing ({why})")
+            journal.begin_destroy(self.clock.now())
+            cleaner = Cleaner(self.engine, journal, self.clock, self.progress,
+                              rounds=self.settings.lane.cleanup_rounds,
+                              wait_s=self.settings.lane.cleanup_wait_s)
+            failed = cleaner.clean_dirty()
+            if failed:
+                return self.finish(RunStatus.CLEANUP_FAILED, f"{pool.key}: {failed.message}")
+            journal.finish(RunStatus.DESTROYED, self.clock.now(), f"released: {why}")
+        with self.journal.change():
+            pool.state, pool.released_at = PoolState.RELEASED, self.clock.now()
+        return None
+
+    def release_unkept(self) -> ServiceOutcome | None:
+        """Every pool that may hold something and is not kept goes."""
+        for pool in self.journal.in_state(PoolState.READY, PoolState.RELEASING,
+                                          PoolState.CLAIMED):
+            failed = self.release(pool, pool.reason if pool.state is PoolState.RELEASING
+                                  and pool.reason else "not needed: the kept pools hold "
+                                  "the replicas")
+            if failed:
+                return failed
+        return None
+
+    # --- the front ----------------------------------------------------------------------------
+
+    def apply_front(self) -> ServiceOutcome | None:
+        """Up the front over the kept pools, then probe through it."""
+        kept = self.journal.in_state(PoolState.KEPT)
+        deployments = [d for p in kept if (d := self.live_deployment(p)) is not None]
+        stack = self.parts.front(deployments)
+        record = self.journal.front
+        assert record is not None, "begin() records the front"
+        with self.journal.change():
+            record.state, record.pools = "applying", [d.stack for d in deployments]
+        result = self.engine.up_shared(stack, timeout_s=SHARED_TIMEOUT_S)
+        if not result.ok:
+            return self.finish(RunStatus.STOPPED, f"the front stack {stack.name} failed "
+                               f"({_first(result.error_texts())}); the kept pools stay up: "
+                               "deploy again to apply the front")
+        endpoint = str(result.outputs.get(OUTPUT_ENDPOINT) or "")
+        with self.journal.change():
+            record.state, record.endpoint = "up", endpoint
+        self.progress(f"front {stack.name}: up at {endpoint} over "
+                      f"{', '.join(p.key for p in kept)}")
+        return self._probe_front(endpoint, deployments)
+
+    def _probe_front(self, endpoint: str, pools: list[Deployment]) -> ServiceOutcome | None:
+        if self.probe_factory is None or not pools or not endpoint:
+            return None
+        first = pools[0]
+        keyed = replace(first, readiness=with_api_key(first.readiness, self.api_key))
+        needed = self.journal.needed
+        ready = wait_ready(self.probe_factory(endpoint, keyed), needed,
+                           deadline_s=first.readiness.initial_delay_seconds, clock=self.clock,
+                           interval_s=self.settings.lane.probe_interval_s)
+        self.progress(f"front: {ready.summary()}")
+        if ready.ready:
+            return None
+        return self.finish(RunStatus.STOPPED, f"the pools answer, but not through the front "
+                           f"{endpoint}: {ready.summary()}; the pools and the front stay up "
+                           "(servestack destroy removes them)")
+
+    def finish(self, status: RunStatus, message: str) -> ServiceOutcome:
+        self.journal.finish(status, self.clock.now(), message)
+        self.progress(f"{status.value}: {message}")
+        return ServiceOutcome(status, message, self.journal, self.journals)
+
+
+class HedgedDeploy(Service):
+    """`deploy` of a service over several pools."""
+
+    def run(self, placed: Sequence[tuple[str, int]], needed: int) -> ServiceOutcome:
+        """`placed`: the placement's pools (key, replicas) in order; `needed`: replicas that
+        must answer (min_replicas)."""
+        j = self.journal
+        if j.status is RunStatus.DEPLOYED:
+            return ServiceOutcome(RunStatus.DEPLOYED, "already deployed: "
+                                  f"{', '.join(p.key for p in j.in_state(PoolState.KEPT))} "
+                                  f"behind {j.front.endpoint if j.front else '?'} "
+                                  "(servestack destroy first to redeploy)", j, self.journals)
+        if j.status is RunStatus.RUNNING:
+            self.progress(f"resuming service run {j.run}")
+        else:
+            self._begin(placed, needed)
+        for pool in j.pools:  # open every journal: the known blocks come from all of them
+            self.pool_journal(pool)
+        failed = self.apply_key()
+        if failed:
+            return failed
+        if not j.decided:
+            failed = self._lanes()
+            if failed:
+                return failed
+        failed = self.release_unkept()
+        if failed:
+            return failed
+        failed = self.apply_front()
+        if failed:
+            return failed
+        with j.change():
+            j.ready_at = j.ready_at or self.clock.now()
+        kept = j.in_state(PoolState.KEPT)
+        return self.finish(RunStatus.DEPLOYED, f"{sum(p.share for p in kept)} replica(s) in "
+                           f"{', '.join(p.key for p in kept)} behind "
+                           f"{j.front.endpoint if j.front else '?'}")
+
+    def _begin(self, placed: Sequence[tuple[str, int]], needed: int) -> None:
+        shares = dict(placed)
+        widest = max(shares.values())
+        records = [PoolRecord(o.cloud, o.region, shares.get(o.key, widest), o.price_per_hour,
+                              hedge=o.key not in shares) for o in self.order]
+        records.sort(key=lambda p: p.hedge)  # placed first, in the placement's order
+        placed_keys = list(shares)
+        records[:len(shares)] = sorted(records[:len(shares)],
+                                       key=lambda p: placed_keys.index(p.key))
+        lanes = self.settings.lanes(len(shares), len(records))
+        budget = self.settings.budget(records[:len(shares)])
+        self.journal.begin(records, needed, {"lanes": lanes, "placed": len(shares),
+                                             "hedge_budget": budget,
+                                             "lane": self.settings.lane.to_json()},
+                           self.parts.key.name if self.parts.key else None,
+                           self.parts.front_name, self.clock.now())
+        self.progress(f"service run {self.journal.run}: {needed} replica(s) over "
+                      f"{len(shares)} placed pool(s), {lanes} lane(s), hedges up to "
+                      f"${budget:.2f}/h")
+
+    # --- lanes --------------------------------------------------------------------------------
+
+    def _lanes(self) -> ServiceOutcome | None:
+        j = self.journal
+        lanes = int(j.settings["lanes"])
+        self.stop.clear()
+        done: set[int] = set()
+        for n in range(lanes):
+            self.runner.spawn(f"lane-{n}", lambda n=n: self._lane(n, done))
+        self.runner.wait(lambda: self.fatal is not None or len(done) == lanes or
+                         j.ready_replicas() >= j.needed)
+        self._decide()
+        self.stop.set()
+        self.runner.join()
+        if self.fatal:
+            failed = self.release_unkept()
+            return failed or self.finish(self.fatal.status, self.fatal.message)
+        if not j.in_state(PoolState.KEPT):
+            failed = self.release_unkept()
+            return failed or self.finish(RunStatus.EXHAUSTED, self._short_message())
+        return None
+
+    def _lane(self, n: int, done: set[int]) -> None:
+        try:
+            while not self.stop.is_set() and self.fatal is None:
+                pool = self._claim(n)
+                if pool is None:
+                    return
+                self.bring_up(pool, self.stop.is_set)
+        finally:
+            done.add(n)
+            self.runner.notify()
+
+    def _claim(self, lane: int) -> PoolRecord | None:
+        """The pool this lane holds (a resumed run), else the next one nobody holds."""
+        j = self.journal
+        with j.change():
+            for pool in j.pools:
+                if pool.lane == lane and pool.state is PoolState.CLAIMED:
+                    return pool
+            pool = self._next_open(lane)
+            if pool is None:
+                return None
+            pool.state, pool.lane, pool.started_at = PoolState.CLAIMED, lane, self.clock.now()
+            hedge = self._in_flight() - pool.share >= j.needed
+        self.progress(f"lane {lane}: {pool.key} ({pool.share} replica(s), "
+                      f"${pool.price_per_hour:.2f}/h each){' as a hedge' if hedge else ''}")
+        return pool
+
+    def _in_flight(self) -> int:
+        """Replicas of the pools being brought up, ready or kept."""
+        return sum(p.share for p in self.journal.in_state(PoolState.CLAIMED, PoolState.READY,
+                                                          PoolState.KEPT))
+
+    def _next_open(self, lane: int) -> PoolRecord | None:
+        """While the pools in flight hold fewer replicas than needed, the next open pool
+        (placed ones first: a failed pool's replicas spill to the next). Beyond that, only a
+        hedge lane starts a pool, and only while the hedges' hourly price stays within the
+        budget: a pool over it is not started."""
+        j = self.journal
+        open_pools = j.in_state(PoolState.OPEN)
+        if not open_pools:
+            return None
+        if self._in_flight() < j.needed:
+            return open_pools[0]
+        placed = int(j.settings["placed"])
+        if lane < placed:
+            return None
+        spent = sum(p.hourly for p in j.in_state(PoolState.CLAIMED, PoolState.READY)
+                    if p.lane is not None and p.lane >= placed)
+        pool = open_pools[0]
+        if spent + pool.hourly <= float(j.settings["hedge_budget"]):
+            return pool
+        self.progress(f"lane {lane}: {pool.key} not started as a hedge: ${pool.hourly:.2f}/h "
+                      f"on top of ${spent:.2f}/h would pass the hedge budget "
+                      f"${float(j.settings['hedge_budget']):.2f}/h")
+        return None
+
+    def _decide(self) -> None:
+        """Keep ready pools in the order they became ready until the need is met."""
+        j = self.journal
+        with j.change():
+            held = 0
+            ready = sorted(j.in_state(PoolState.READY), key=lambda p: p.ready_at or 0)
+            for pool in ready:
+                if held >= j.needed:
+                    pool.state, pool.reason = PoolState.RELEASING, "not needed: the kept " \
+                        "pools hold the replicas"
+                    continue
+                pool.state, held = PoolState.KEPT, held + pool.share
+            if held < j.needed:  # not enough: nothing is kept
+                for pool in j.in_state(PoolState.KEPT):
+                    pool.state, pool.reason = PoolState.RELEASING, "the service could not " \
+                        "get the replicas it needs"
+            j.decided = True
+        self.progress(f"kept: {', '.join(p.key for p in j.in_state(PoolState.KEPT)) or 'none'}")
+
+    def _short_message(self) -> str:
+        failed = "; ".join(f"{p.key}: {p.reason}" for p in self.journal.in_state(
+            PoolState.FAILED) if p.reason)
+        return f"could not bring up {self.journal.needed} replica(s): {failed or 'no pool left'}"
+
+
+def _first(texts: list[str]) -> str:
+    return (texts[0] if texts else "no error text").splitlines()[0][:300]
+
+
+def entry_ref(entry: StackEntry) -> StackRef:
+    return StackRef(entry.deployment.service, entry.candidate, entry.name)

@@ -1,0 +1,129 @@
+"""The hedged deploy of a service over several pools (servestack.deploy.pools), with the replay
+engine and the lockstep clock: lanes are threads, one runs at a time, in simulated time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from servestack.deploy.layout import service_journal_path
+from servestack.deploy.pools import HedgedDeploy, HedgeSettings, pool_options
+from servestack.deploy.service_journal import PoolState, ServiceJournal
+from servestack.placement import place
+from servestack.report import service_deploy_table
+from tests.fakes import (
+    PLAN,
+    SERVICE,
+    Cloud,
+    Lockstep,
+    ReplayEngine,
+    Step,
+    probes,
+    service_parts,
+)
+
+OPTIONS = pool_options(PLAN.candidates)
+CENTRAL, WEST4, EAST4 = (o.key for o in OPTIONS[:3])
+
+
+@dataclass
+class Service:
+    tmp: Path
+    cloud: Cloud = field(default_factory=Cloud)
+    lines: list[str] = field(default_factory=list)
+    t: float = 1_000_000.0
+
+    def run(self, *, max_pools=2, spread=True, settings=None, script=None):
+        self.clock = Lockstep(self.t)
+        self.engine = ReplayEngine(self.cloud, self.clock, script, per_pool=True)
+        self.journal = ServiceJournal.at(service_journal_path(self.tmp, SERVICE), SERVICE)
+        pools = place(PLAN, PLAN.replicas, max_pools=max_pools, spread=spread)
+        self.deploy = HedgedDeploy(self.engine, self.journal, OPTIONS, service_parts(),
+                                   clock=self.clock, settings=settings or HedgeSettings(),
+                                   probe_factory=probes(self.cloud, self.clock),
+                                   progress=self.lines.append, runner=self.clock)
+        try:
+            self.outcome = self.deploy.run([(f"{p.cloud}-{p.region}", p.replicas)
+                                            for p in pools], PLAN.replicas)
+        finally:
+            self.clock.kill()
+            self.t = self.clock.t
+        return self.outcome
+
+    def kept(self) -> list[str]:
+        return [p.key for p in self.journal.in_state(PoolState.KEPT)]
+
+
+@pytest.fixture
+def s(tmp_path) -> Service:
+    return Service(tmp_path)
+
+
+def test_two_pools_in_parallel_behind_a_front(s):
+    outcome = s.run(settings=HedgeSettings(max_parallel=2))
+    assert outcome.status == "deployed", outcome.message
+    assert s.kept() == [CENTRAL, WEST4]
+    front = s.cloud.fronts[f"{SERVICE}-front"]
+    assert sorted(front) == sorted(p.stack for p in s.journal.in_state(PoolState.KEPT))
+    assert s.cloud.violations == []
+
+
+def test_a_region_without_capacity_spills_its_replicas_to_the_next_pool(s):
+    s.cloud.refuse.add("us-central1")
+    outcome = s.run(settings=HedgeSettings(max_parallel=2))
+    assert outcome.status == "deployed", outcome.message
+    assert sorted(s.kept()) == sorted([WEST4, EAST4])
+    assert s.journal.pool(CENTRAL).state is PoolState.FAILED
+    kept_stacks = {p.stack for p in s.journal.in_state(PoolState.KEPT)}
+    assert set(s.cloud.fronts[f"{SERVICE}-front"]) == kept_stacks
+    assert not any(s.cloud.state.get(name) for name, where in s.cloud.where.items()
+                   if where[1] == "us-central1")
+    assert s.cloud.violations == []
+    report = outcome.to_json()
+    assert [p["region"] for p in report["failed"]] == ["us-central1"]
+    assert report["failed"][0]["attempts"][0]["outcome"] == "capacity"
+
+
+def slow_hedge() -> dict:
+    """The hedge's `up` takes 15 minutes: the placed pools are ready first."""
+    return {OPTIONS[2].candidates[0].id: [Step(seconds=900)]}
+
+
+def test_a_hedge_lane_is_released_once_the_placed_pools_answer_and_its_cost_reported(s):
+    outcome = s.run(script=slow_hedge())
+    assert outcome.status == "deployed", outcome.message
+    assert s.kept() == [CENTRAL, WEST4]
+    hedge = s.journal.pool(EAST4)
+    assert hedge.state is PoolState.RELEASED and hedge.lane == 2
+    assert not s.cloud.state.get(hedge_stack(s))  # destroyed when its `up` returned
+    report = outcome.to_json()
+    (released,) = report["released"]
+    assert released["region"] == "us-east4" and released["live_s"] > 900
+    expected = round(released["hourly_usd"] * released["live_s"] / 3600, 4)
+    assert released["cost_usd"] == expected and report["hedge_cost_usd"] == expected
+    assert report["time_to_ready_s"] > 600
+    assert [(p["region"], p["replicas"]) for p in report["kept"]] == [
+        ("us-central1", 1), ("europe-west4", 1)]
+    assert "Hedge cost: $" in service_deploy_table(report)
+    assert s.cloud.violations == []
+
+
+def hedge_stack(s) -> str:
+    return f"{SERVICE}-{OPTIONS[2].candidates[0].id}"
+
+
+def test_a_hedge_over_the_budget_is_not_started(s):
+    outcome = s.run(settings=HedgeSettings(hedge_budget=5.0))
+    assert outcome.status == "deployed"
+    assert s.journal.pool(EAST4).state is PoolState.OPEN
+    assert not [c for c in s.engine.calls if c == ("up", hedge_stack(s))]
+    assert any("not started as a hedge" in line for line in s.lines)
+
+
+def test_the_hedge_budget_default_is_the_placements_own_hourly_price(s):
+    s.run(script=slow_hedge())
+    placed = [s.journal.pool(CENTRAL), s.journal.pool(WEST4)]
+    assert s.journal.settings["hedge_budget"] == round(sum(p.hourly for p in placed), 4)
+    assert s.journal.settings["lanes"] == 3
