@@ -29,6 +29,11 @@ class ServiceOutputs:
     api_key: Any = None  # pulumi.Output[str], a secret: the generated key (None: no key)
     api_key_ref: Any = None  # pulumi.Output[str]: where the secret store keeps it
     dns_records: Any = None  # the records the user creates for --domain (no --dns-zone)
+    # The load balancer as a front reaches it (servestack.front): its address (AWS: the ALB's
+    # DNS name; GCP, Azure: the frontend's IPv4), and on AWS the ALB's ARN and hosted zone id.
+    lb_host: Any = None
+    lb_arn: Any = None
+    lb_zone_id: Any = None
 
 
 def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> ServiceOutputs:
@@ -38,4 +43,6 @@ def build_service(name: str, deployment: Deployment, hf_token: Any = None) -> Se
     return ServiceOutputs(endpoint=service.endpoint, group_name=service.group_name,
                           group_id=service.group_id, api_key=getattr(service, "api_key", None),
                           api_key_ref=getattr(service, "api_key_ref", None),
-                          dns_records=getattr(service, "dns_records", None))
+                          dns_records=getattr(service, "dns_records", None),
+                          lb_host=service.lb_host, lb_arn=getattr(service, "lb_arn", None),
+                          lb_zone_id=getattr(service, "lb_zone_id", None))

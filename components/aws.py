@@ -12,7 +12,8 @@ VPC of its own where the GPU VMs have no public address.
   (`Https`) an ACM certificate validated in the Route 53 hosted zone, the HTTPS listener, the
   domain's alias record, and the HTTP listener redirecting to HTTPS.
 - `TokenSecret`: the SSM SecureString holding the Hugging Face token (a Pulumi secret).
-- `ApiKeySecret`: the generated API key (components.apikey) as an SSM SecureString.
+- `ApiKeySecret`: the API key (components.apikey: drawn here, or the service's shared one read
+  from its key stack) as an SSM SecureString.
 - `InstanceRole`: role + instance profile that may read those parameters and nothing else,
   and run the SSM agent (Session Manager: a shell without an open port).
 - `InstanceGroup`: launch template (image, IMDSv2, encrypted root volume, one network
@@ -50,7 +51,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 from servestack.components import TYPE_PREFIX
-from servestack.components.apikey import ApiKey
+from servestack.components.apikey import service_key
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
@@ -450,8 +451,8 @@ class ApiKeySecret(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("ApiKeySecret"), name, None, opts)
         d, ref = deployment, deployment.api_key_secret
-        self.key = ApiKey(f"{name}-value", opts=_child(self))
-        self.value: pulumi.Output[str] = pulumi.Output.secret(_input(self.key.value))
+        # drawn here, or the service's one key read from its key stack (shared_api_key)
+        self.value: pulumi.Output[str] = service_key(f"{name}-value", d, _child(self))
         self.parameter = aws.ssm.Parameter(
             f"{name}-param", name=ref.name, type="SecureString", key_id=ref.key,
             value=self.value,
@@ -497,11 +498,6 @@ class InstanceRole(pulumi.ComponentResource):
             f"{name}-profile", name_prefix=aws_name_prefix(d, "vm"), role=self.role.name,
             tags=aws_tags(d), opts=_child(self))
         self.register_outputs({"roleArn": self.role.arn, "profileArn": self.profile.arn})
-
-
-def _input(value: pulumi.Input[str]) -> pulumi.Input[str]:
-    """`value` as an input (Output.secret's type hint wants one)."""
-    return value
 
 
 def _secrets(d: Deployment) -> list[SecretRef]:
@@ -776,6 +772,8 @@ class Service(pulumi.ComponentResource):
             lb.target_group.arn, role.profile.arn, ready_first), _child(self))
         self._scaling(name, d, group, lb, network, ready_first)
         self.endpoint = lb.endpoint
+        # what a front reaches: the ALB by name, alias zone and ARN (Global Accelerator)
+        self.lb_host, self.lb_arn, self.lb_zone_id = lb.alb.dns_name, lb.alb.arn, lb.alb.zone_id
         self.group_name = group.group.name
         self.group_id = group.group.id
         key = next((s for s in secrets if isinstance(s, ApiKeySecret)), None)

@@ -16,9 +16,9 @@ identity are its direct children, each other concern is its own child component:
   same public IP (the subnet has no default outbound access) to download the model. With SSH
   CIDRs, an inbound NAT rule maps a frontend port range to port 22 of each VM.
 - `TokenSecret`: a Key Vault whose only access policy lets the scale set's identity *get*
-  secrets, with the Hugging Face token and the generated API key (components.apikey.ApiKey,
-  secret `api-key`) in it; it exists whenever the deployment keeps either, and its name reaches
-  the VMs in the bootstrap either way.
+  secrets, with the Hugging Face token and the API key (components.apikey: drawn here, or the
+  service's shared one read from its key stack; secret `api-key`) in it; it exists whenever
+  the deployment keeps either, and its name reaches the VMs in the bootstrap either way.
 - `ScaleSet`: the VM scale set (Uniform; Flexible only for a spot/on-demand priority mix); with
   dynamic_ondemand_fallback a second, regular-priority one in the same backend pool. No VM has
   a public IP: inbound is the balancer's (SSH through its NAT rule, only with SSH CIDRs),
@@ -50,7 +50,7 @@ from typing import Any, cast
 import pulumi
 import pulumi_azure_native as azure
 from servestack.components import TYPE_PREFIX
-from servestack.components.apikey import ApiKey
+from servestack.components.apikey import service_key
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
@@ -699,7 +699,8 @@ class Service(pulumi.ComponentResource):
                           _child(self))
         lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
             d, self.group.name, client.subscription_id), _child(self))
-        key = ApiKey(f"{name}-api-key", opts=_child(self)) if d.api_key else None
+        # drawn here, or the service's one key read from its key stack (shared_api_key)
+        key = service_key(f"{name}-api-key", d, _child(self)) if d.api_key else None
         token = self._token(name, d, client.tenant_id, hf_token, key)
         scale_set_args = ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
@@ -713,12 +714,13 @@ class Service(pulumi.ComponentResource):
                           _child(self)) if d.tls else None
         self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}") if d.tls \
             else lb.endpoint
+        self.lb_host = address  # what a front reaches: the balancer's public IPv4
         self.group_name = scale_set.vmss.name
         self.group_id = scale_set.vmss.id
         # The key (a Pulumi secret) and where the vault keeps it (the secret's ARM id, as
         # the Terraform stack's resource_versionless_id); read by components.build_service.
         stored = token.api_key_secret if token else None
-        self.api_key = key.value if key else None
+        self.api_key = key
         self.api_key_ref = stored.id if stored else None
         # Without --dns-zone, the records the user creates (see FrontDoor).
         self.front_door = front
@@ -741,7 +743,8 @@ class Service(pulumi.ComponentResource):
             self.identity.principal_id, subscription_id), _child(self))
 
     def _token(self, name: str, d: Deployment, tenant_id: pulumi.Input[str],
-               hf_token: pulumi.Input[str] | None, key: ApiKey | None) -> TokenSecret | None:
+               hf_token: pulumi.Input[str] | None, key: pulumi.Output[str] | None
+               ) -> TokenSecret | None:
         """The vault (and the secrets in it) the VMs read at boot; none when no secret."""
         if not azure_has_vault(d):
             return None
@@ -749,8 +752,8 @@ class Service(pulumi.ComponentResource):
             pulumi.log.warn(f"no Hugging Face token given (servestack:hfToken): the instances "
                             f"expect secret {d.secret.name} in the stack's Key Vault", self)
         return TokenSecret(f"{name}-token", TokenSecretArgs(
-            d, self.group.name, tenant_id, self.identity.principal_id, hf_token,
-            key.value if key else None), _child(self))
+            d, self.group.name, tenant_id, self.identity.principal_id, hf_token, key),
+            _child(self))
 
 
 def ssh_public_key() -> str:

@@ -13,8 +13,9 @@
   and write metrics when `MetricWriter` grants it).
 - `TokenSecret`: the Secret Manager secret holding the Hugging Face token, its version (a
   Pulumi secret) and the accessor binding for that service account on that secret only.
-- `ApiKeySecret`: the generated API key (components.apikey.ApiKey), its own secret holding
-  it, and the same account's accessor binding on that secret only (none with --no-api-key).
+- `ApiKeySecret`: the API key (components.apikey: drawn here, or the service's shared one read
+  from its key stack), its own secret holding it, and the same account's accessor binding on
+  that secret only (none with --no-api-key).
 - `HealthCheck`: one regional HTTP health check, used by the load balancer and by autohealing.
 - `InstanceGroup`: regional instance template(s) and the regional MIG (zones, flexibility,
   spot split, autohealing, rolling updates); with a replica_policy that autoscales, its
@@ -60,7 +61,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 from servestack.components import TYPE_PREFIX
-from servestack.components.apikey import ApiKey
+from servestack.components.apikey import service_key
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
@@ -296,15 +297,15 @@ class ApiKeySecret(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(_type("ApiKeySecret"), name, None, opts)
         d = args.deployment
-        self.key = ApiKey(f"{name}-value", opts=_child(self))
+        # drawn here, or the service's one key read from its key stack (shared_api_key)
+        self.value = service_key(f"{name}-value", d, _child(self))
         self.secret = _regional_secret(f"{name}-secret", d, d.api_key_secret.name, self)
         self.version = gcp.secretmanager.SecretVersion(
             f"{name}-version", project=d.gcp_project, secret=self.secret.id,
-            secret_data=self.key.value, opts=_child(self))  # a secret Output already
+            secret_data=self.value, opts=_child(self))  # a secret Output already
         self.reader = gcp.secretmanager.SecretIamBinding(
             f"{name}-reader", project=d.gcp_project, secret_id=self.secret.secret_id,
             role=GCP_SECRET_ACCESSOR, members=[args.reader_member], opts=_child(self))
-        self.value = self.key.value
         self.ref = self.secret.id
         self.register_outputs({"secretId": self.secret.secret_id})
 
@@ -780,6 +781,7 @@ class Service(pulumi.ComponentResource):
         https = Https(f"{name}-https", HttpsArgs(d, lb), opts=_child(self)) if d.tls else None
         self.endpoint = pulumi.Output.from_input(f"https://{d.tls.domain}") if d.tls else \
             pulumi.Output.concat("http://", lb.ip_address, ":", str(d.listener_port))
+        self.lb_host = lb.ip_address  # what a front reaches: the forwarding rule's IPv4
         self.group_name = group.group_name
         self.group_id = group.group_id
         self.api_key = key.value if key else None
