@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from servestack.deployment.choices import FRONTS, ROUTINGS  # noqa: F401 (re-exported)
+from servestack.errors import UserError
 
 FrontKind = Literal["route53", "global-accelerator"]
 Routing = Literal["weighted", "latency"]
@@ -84,6 +85,33 @@ class FrontPlan:
     def tags(self) -> dict[str, str]:
         return {"servestack-service": self.service, "servestack-front": self.kind,
                 "managed-by": "servestack"}
+
+    def to_config(self) -> dict:
+        """Plain values, for a front stack's config (servestack:front)."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, data: dict) -> FrontPlan:
+        """The plan `to_config` gave; keys of another servestack version are refused."""
+        values = _exactly(cls, data, "servestack:front")
+        pools = values["pools"]
+        if not isinstance(pools, list | tuple):
+            raise UserError("stack config servestack:front.pools is not a list")
+        values["pools"] = tuple(
+            PoolEndpoint(**_exactly(PoolEndpoint, p, "servestack:front.pools")) for p in pools)
+        return cls(**values)
+
+
+def _exactly(kind: type, data: object, where: str) -> dict:
+    """`data` as the fields of `kind`, or a one-line error naming what does not fit."""
+    if not isinstance(data, dict):
+        raise UserError(f"stack config {where} is not a mapping")
+    names = {f.name for f in fields(kind)}
+    if set(data) != names:
+        odd = sorted(set(data) ^ names)
+        raise UserError(f"stack config {where} does not match this servestack version "
+                        f"({', '.join(odd)}); run `servestack generate` again")
+    return dict(data)
 
 
 def front_scope(service: str, stack: str) -> str:

@@ -5,6 +5,10 @@ root then runs the program with it. Re-running with the same inputs gives the sa
 the user set themselves (the secret `servestack:hfToken`, `encryptionsalt`, other keys) is
 kept; the keys servestack manages are replaced. Secrets are named (`servestack:secrets`), never
 valued: see servestack.pulumi.program.
+
+A service over several pools has stacks of two more roles (`servestack:role`): its key stack
+(`key_stack_config`) and its front stack (`front_stack_config`); a pool's stack file is the
+single-region one, whose deployment names the key stack it reads.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ import yaml
 from servestack import clouds
 from servestack.deployment.model import Deployment
 from servestack.errors import UserError
+from servestack.front import aws as front_aws
+from servestack.front.model import FrontPlan
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
 
 NAMESPACE = "servestack"
 SECRETS_KEY = f"{NAMESPACE}:secrets"
+# Which of a service's stacks the program builds (servestack.pulumi.program): absent = pool.
+ROLE_KEY = f"{NAMESPACE}:role"
+POOL_ROLE, KEY_ROLE, FRONT_ROLE = "pool", "key", "front"
 MANAGED = (f"{NAMESPACE}:deployment", f"{NAMESPACE}:candidate", f"{NAMESPACE}:fallbacks",
-           f"{NAMESPACE}:spec", SECRETS_KEY)
+           f"{NAMESPACE}:spec", SECRETS_KEY, ROLE_KEY, f"{NAMESPACE}:service",
+           f"{NAMESPACE}:front")
 # The secret env file of all the deployment's secrets (historical name: it first held only the
 # Hugging Face token, and a bare token there still means HF_TOKEN).
 TOKEN_KEY = f"{NAMESPACE}:hfToken"
@@ -51,6 +61,23 @@ def stack_config(deployment: Deployment, chosen: Candidate, ranked: list[Candida
     if secret_names:
         config[SECRETS_KEY] = list(secret_names)
     return config
+
+
+def key_stack_config(service: str) -> dict[str, object]:
+    """The key stack's config: the service whose one key it draws (no cloud, no provider)."""
+    return {ROLE_KEY: KEY_ROLE, f"{NAMESPACE}:service": service}
+
+
+def front_stack_config(plan: FrontPlan) -> dict[str, object]:
+    """The front stack's config: the provider's region (Route 53's API region, or Global
+    Accelerator's, which its own provider names again) and the plan."""
+    return {"aws:region": front_aws.provider_region(plan), ROLE_KEY: FRONT_ROLE,
+            f"{NAMESPACE}:front": plan.to_config()}
+
+
+def flat_config(config: dict[str, object]) -> dict[str, str]:
+    """Config values as the Automation API sets them: structured ones as JSON text."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
 def stack_path(stacks_dir: str | Path, stack: str) -> Path:
