@@ -3,7 +3,9 @@ resource it would create (type token, name, parent, inputs). No CLI, no plugins,
 
 The same recorder backs the component tests, so what reviewers see in a preview is exactly what
 the tests assert on. Invokes (image lookups, zone lookups) get plausible canned answers, listed
-in `CANNED_INVOKES`; the preview marks them as such.
+in `CANNED_INVOKES`; the preview marks them as such. Reads of other stacks (StackReference: a
+pool reading its service's key stack, a front reading its pools) get plausible outputs
+(`referenced_outputs`), and are recorded as reads (`Recording.reads`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,47 @@ CANNED_INVOKES: dict[str, dict] = {
 }
 
 
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+DIY_ORGANIZATION = "organization"  # how the DIY backends name every stack's organization
+# What a referenced stack answers under the mock runtime: the key stack's key (a secret), a
+# pool's load balancer (an ALB's name, ARN and alias zone; an IP for the other clouds). The
+# account is the preview's own (getCallerIdentity above), the addresses documentation ones.
+PREVIEW_API_KEY = "preview-placeholder-api-key"
+SECRET_OUTPUTS = ("api_key",)
+
+
+def alb_outputs(stack: str, region: str) -> dict[str, str]:
+    return {"lb_host": f"{stack[:24]}-0123456789.{region}.elb.amazonaws.com",
+            "lb_arn": f"arn:aws:elasticloadbalancing:{region}:123456789012:loadbalancer/app/"
+                      f"{stack[:24]}/0123456789abcdef",
+            "lb_zone_id": "ZPREVIEWALBZONE"}
+
+
+def ip_outputs(index: int) -> dict[str, str]:
+    return {"lb_host": f"203.0.113.{20 + index}"}  # documentation range
+
+
+def any_outputs(stack: str) -> dict[str, str]:
+    """A stack nothing told the preview about: every output a reference may ask for."""
+    return {"api_key": PREVIEW_API_KEY, **alb_outputs(stack, "us-east-1")}
+
+
+def referenced_outputs(config: dict[str, str]) -> dict[str, dict]:
+    """Plausible outputs of the stacks a stack file's program reads, by stack name: the key
+    stack of a pool (servestack:deployment), the pools of a front (servestack:front)."""
+    found: dict[str, dict] = {}
+    if "servestack:deployment" in config:
+        key = json.loads(config["servestack:deployment"]).get("shared_api_key")
+        if key:
+            found[key] = {"api_key": PREVIEW_API_KEY}
+    if "servestack:front" in config:
+        pools = json.loads(config["servestack:front"]).get("pools") or []
+        for index, pool in enumerate(p for p in pools if p.get("stack")):
+            found[pool["stack"]] = alb_outputs(pool["stack"], pool["region"]) \
+                if pool.get("address") == "name" else ip_outputs(index)
+    return found
+
+
 @dataclass
 class Recorded:
     type: str
@@ -70,6 +113,7 @@ class Recorded:
 class Recording:
     resources: list[Recorded] = field(default_factory=list)
     invokes: list[dict] = field(default_factory=list)
+    reads: list[Recorded] = field(default_factory=list)  # other stacks read (StackReference)
     outputs: dict = field(default_factory=dict)
 
     def of_type(self, type_token: str) -> list[Recorded]:
@@ -88,8 +132,10 @@ class Recording:
 
 def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
            secret_keys: list[str] | None = None, project: str = "servestack",
-           stack: str = "preview", invoke_answers: dict[str, dict] | None = None) -> Recording:
-    """Run `program` under Pulumi's mock runtime; return what it registered."""
+           stack: str = "preview", invoke_answers: dict[str, dict] | None = None,
+           stack_outputs: dict[str, dict] | None = None) -> Recording:
+    """Run `program` under Pulumi's mock runtime; return what it registered. A referenced
+    stack answers with `stack_outputs[its name]`, else `any_outputs`."""
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks
     from pulumi.runtime import settings
@@ -99,12 +145,16 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            if args.typ == STACK_REFERENCE:
+                return self.referenced(str(args.resource_id))
             state = dict(args.inputs)
             resource_id = f"{args.name}-id"
             state.setdefault("arn", f"arn:preview:{args.typ}:{args.name}")
             state.setdefault("name", args.name)
             state.setdefault("selfLink", f"https://preview/{args.typ}/{args.name}")
             state.setdefault("dnsName", f"{args.name}.preview.invalid")
+            if args.typ == "aws:lb/loadBalancer:LoadBalancer":
+                state.setdefault("zoneId", "ZPREVIEWALBZONE")  # what an alias record targets
             identity = state.get("identity")
             if isinstance(identity, dict) and \
                     isinstance(identity.get("userAssignedIdentities"), list):
@@ -116,6 +166,12 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
                 state.setdefault("ipAddress", "203.0.113.10")  # documentation range
                 state.setdefault("address", "203.0.113.10")
             return [resource_id, state]
+
+        def referenced(self, qualified: str) -> tuple[str, dict]:
+            name = qualified.rsplit("/", 1)[-1]
+            outputs = (stack_outputs or {}).get(name) or any_outputs(name)
+            return qualified, {"name": qualified, "outputs": outputs,
+                               "secretOutputNames": [k for k in SECRET_OUTPUTS if k in outputs]}
 
         def call(self, args: pulumi.runtime.MockCallArgs):
             recording.invokes.append({"token": args.token, "args": dict(args.args)})
@@ -132,6 +188,13 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
                     inputs=_plain(inputs), id=response.id))
             return response
 
+        def ReadResource(self, request):
+            response = super().ReadResource(request)
+            recording.reads.append(Recorded(
+                type=request.type, name=request.name, urn=response.urn,
+                parent=request.parent or None, custom=True, inputs={}, id=request.id))
+            return response
+
     from pulumi.runtime import config as runtime_config
 
     old_settings = settings.SETTINGS
@@ -140,7 +203,7 @@ def record(program: Callable[[], None], *, config: dict[str, str] | None = None,
     try:
         pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
         pulumi.runtime.set_mocks(Mocks(), project=project, stack=stack, preview=True,
-                                 monitor=Monitor(Mocks()))
+                                 monitor=Monitor(Mocks()), organization=DIY_ORGANIZATION)
         _run(program, recording)
     except BaseException:
         _collect_failed_futures()
@@ -244,7 +307,8 @@ def preview_json(recording: Recording) -> dict:
         entry["inputs"] = _decode_user_data_in(entry["inputs"])
         resources.append(entry)
     return {"resources": resources, "outputs": recording.outputs,
-            "canned_invokes": sorted({i["token"] for i in recording.invokes})}
+            "canned_invokes": sorted({i["token"] for i in recording.invokes}),
+            "stacks_read": [{"name": r.name, "stack": r.id} for r in recording.reads]}
 
 
 def _decode_user_data_in(inputs):
@@ -268,11 +332,11 @@ def preview_stack(stack: str, stacks_dir: str = "stacks") -> Recording:
 
     config, secret_keys = runtime_config(read_stack_file(stack_path(stacks_dir, stack)))
     return record(lambda: main(PREVIEW_SECRETS), config=config, secret_keys=secret_keys,
-                  stack=stack)
+                  stack=stack, stack_outputs=referenced_outputs(config))
 
 
 def preview_table(recording: Recording) -> str:
-    lines = []
+    lines = [f"= reads stack {r.id} ({r.name}; canned outputs offline)" for r in recording.reads]
     for r in recording.resources:
         depth = r.urn.split("::")[2].count("$")
         lines.append(f"{'  ' * depth}+ {r.type}  {r.name}")
