@@ -3,20 +3,25 @@ engine and the lockstep clock: lanes are threads, one runs at a time, in simulat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from servestack.deploy import journal as journal_module
+from servestack.deploy import service_journal as service_journal_module
 from servestack.deploy.layout import service_journal_path
 from servestack.deploy.pools import HedgedDeploy, HedgeSettings, pool_options
 from servestack.deploy.service_journal import PoolState, ServiceJournal
+from servestack.fsutil import write_atomic
 from servestack.placement import place
 from servestack.report import service_deploy_table
 from tests.fakes import (
     PLAN,
     SERVICE,
     Cloud,
+    Crash,
     Lockstep,
     ReplayEngine,
     Step,
@@ -127,3 +132,62 @@ def test_the_hedge_budget_default_is_the_placements_own_hourly_price(s):
     placed = [s.journal.pool(CENTRAL), s.journal.pool(WEST4)]
     assert s.journal.settings["hedge_budget"] == round(sum(p.hourly for p in placed), 4)
     assert s.journal.settings["lanes"] == 3
+
+
+class Killer:
+    """Counts every journal write (the service's and every pool's) and kills the process
+    right after the n-th reached the disk."""
+
+    def __init__(self, monkeypatch, kill_at: int | None = None) -> None:
+        self.writes, self.kill_at = 0, kill_at
+        for module in (journal_module, service_journal_module):
+            monkeypatch.setattr(module, "write_atomic", self.write)
+
+    def write(self, path, text) -> None:
+        write_atomic(path, text)
+        self.writes += 1
+        if self.kill_at is not None and self.writes == self.kill_at:
+            raise Crash(f"killed after journal write {self.writes}")
+
+
+def check_converged(s: Service, point) -> None:
+    assert s.outcome.status == "deployed", (point, s.outcome.message)
+    assert s.cloud.violations == [], point
+    kept = s.journal.in_state(PoolState.KEPT)
+    assert sum(p.share for p in kept) >= PLAN.replicas, point
+    kept_stacks = {p.stack for p in kept}
+    shared = {f"{SERVICE}-key", f"{SERVICE}-front"}
+    assert s.cloud.holding() == kept_stacks | shared, point  # nothing orphaned
+    assert set(s.cloud.fronts[f"{SERVICE}-front"]) == kept_stacks, point
+    regions = [p.region for p in kept]
+    assert len(regions) == len(set(regions)), point
+
+
+@pytest.mark.parametrize("refused", [(), ("us-central1",)], ids=["hedge-released", "spill"])
+def test_a_kill_after_any_journal_write_resumes_to_the_same_service(tmp_path, monkeypatch,
+                                                                     no_fsync, refused):
+    """Every path: a slow hedge released when its `up` returns; or a region without capacity
+    whose replicas the hedge then holds. Kill after every write of every journal, resume."""
+    counting = Service(tmp_path / "count")
+    counting.cloud.refuse.update(refused)
+    killer = Killer(monkeypatch)
+    counting.run(script=slow_hedge())
+    writes = killer.writes
+    assert writes > 30
+    for point in range(1, writes + 1):
+        s = Service(tmp_path / f"write-{point}")
+        s.cloud.refuse.update(refused)
+        script = slow_hedge()
+        Killer(monkeypatch, kill_at=point)
+        with pytest.raises(Crash):
+            s.run(script=script)
+        Killer(monkeypatch)
+        s.run(script=script)
+        check_converged(s, point)
+        assert s.kept() == counting.kept(), point
+
+
+@pytest.fixture
+def no_fsync(monkeypatch):
+    """Dozens of runs: skip the disk flush (atomicity is tested in test_journal.py)."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
