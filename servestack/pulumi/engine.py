@@ -18,6 +18,11 @@ user can read), a stack file or the environment of the CLI. The Pulumi CLI must 
 installed: the Automation API drives it; without it you get a clear message, not a traceback.
 Every CLI command runs under servestack.engine.process (timeout, interrupt, reaping).
 
+A service over several pools has two more stacks in the same project and backend
+(`up_shared`, `shared_outputs`, `destroy_shared`): its key stack and its front stack, the same
+program in another `servestack:role`. Being in one project is what lets a pool's program read
+the key stack, and the front's read the pools, by StackReference.
+
 The read-only probes (sweep, group size, quota, identity) are programs of the cloud's
 component module (components/<cloud>.py, its `PROBES`), run in throwaway stacks; the cloud's
 probes and this engine's own abilities make its `Capabilities`.
@@ -37,7 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
+from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment, ServiceStack
 from servestack.engine import (
     Capabilities,
     Diagnostic,
@@ -279,11 +284,14 @@ class PulumiEngine:
     def outputs(self, stack: StackRef, deployment: Deployment) -> dict[str, Any]:
         """The stack's outputs, secrets in plain text (the API key): for the caller's memory
         only (the readiness probe's header); `servestack endpoint` drops the key."""
+        return self._outputs_of(stack.name)
+
+    def _outputs_of(self, name: str) -> dict[str, Any]:
         from pulumi import automation as auto
         from pulumi.automation.errors import CommandError
 
         try:  # select, not create: reading outputs creates no stack and writes no config
-            found = auto.Stack.select(stack.name, self._workspace(None)).outputs()
+            found = auto.Stack.select(name, self._workspace(None)).outputs()
         except CommandError:  # StackNotFoundError among them
             return {}
         return {k: v.value for k, v in found.items()}
@@ -304,16 +312,19 @@ class PulumiEngine:
         return self._run(lambda ev: handle.destroy(on_event=ev, color="never"), _Events())
 
     def remove(self, stack: StackRef, deployment: Deployment) -> OpResult:
+        return self._remove(stack.name)
+
+    def _remove(self, name: str) -> OpResult:
         from pulumi.automation.errors import CommandError, StackNotFoundError
 
         workspace = self._workspace(None)
         try:
-            workspace.remove_stack(stack.name)
+            workspace.remove_stack(name)
         except StackNotFoundError:
             return OpResult(True, text="no such stack")
         except CommandError as exc:
             return OpResult(False, text=str(exc)[-TEXT_TAIL:])
-        self._snapshots.pop(stack.name, None)
+        self._snapshots.pop(name, None)
         return OpResult(True)
 
     def leftovers(self, stack: StackRef, deployment: Deployment) -> list[Leftover]:
@@ -385,6 +396,48 @@ class PulumiEngine:
         if "error" in outputs:
             return Identity(cloud, False, error=outputs["error"])
         return Identity(cloud, True, who=str(outputs.get("identity", "")))
+
+    # --- a multi-pool service's own stacks: the key and the front -----------------------------
+
+    def up_shared(self, stack: ServiceStack, *, timeout_s: float) -> OpResult:
+        """Up the key or front stack; its outputs (the key in plain text) in memory only."""
+        handle = self._shared(stack)
+        return self._run(lambda ev: handle.up(on_event=ev, color="never", show_secrets=False,
+                                              suppress_outputs=True),
+                         _Events(), timeout_s)
+
+    def shared_outputs(self, stack: ServiceStack) -> dict[str, Any]:
+        return self._outputs_of(stack.name)
+
+    def destroy_shared(self, stack: ServiceStack) -> OpResult:
+        """Destroy the stack, then remove it (and its config) from the backend."""
+        from pulumi import automation as auto
+        from pulumi.automation.errors import CommandError
+
+        try:  # nothing to destroy is no failure: a deploy may end before the front
+            auto.Stack.select(stack.name, self._workspace(None))
+        except CommandError:
+            return OpResult(True, text="no such stack")
+        handle = self._shared(stack)
+        result = self._run(lambda ev: handle.destroy(on_event=ev, color="never"), _Events())
+        if not result.ok:
+            return result
+        return self._remove(stack.name)
+
+    def _shared(self, stack: ServiceStack):
+        """The key or front stack, running the program in that role with its whole config."""
+        from servestack.front.model import FrontPlan
+        from servestack.pulumi.program import main
+        from servestack.pulumi.stackfile import flat_config, front_stack_config, key_stack_config
+
+        if stack.kind == "key":
+            config = key_stack_config(stack.service)
+        elif stack.kind == "front" and isinstance(stack.front, FrontPlan):
+            config = front_stack_config(stack.front)
+        else:
+            raise ValueError(f"shared stack {stack.name}: kind {stack.kind!r} without its "
+                             "plan (key, or front with a FrontPlan)")
+        return self._stack(stack.name, flat_config(config), lambda: main(None))
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -533,3 +533,51 @@ def test_outputs_of_a_missing_stack_are_none_and_create_nothing(cli, engine):
     ref = stack_ref("mixtral", GCP.id)
     assert engine.outputs(ref, deployment_for(GCP)) == {}
     assert ref.name not in cli.state["stacks"]
+
+
+# --- a service over several pools: the key and front stacks ----------------------------------
+
+
+def test_the_key_stack_goes_up_with_its_role_and_the_key_stays_in_memory(cli, engine):
+    from tests.fakes import service_parts
+
+    key = service_parts().key
+    cli.scenario({key.name: {"up": "ok", "outputs": {"api_key": API_KEY}},
+                  "secret_outputs": ["api_key"]})
+    result = engine.up_shared(key, timeout_s=60)
+    assert result.ok and result.outputs == {"api_key": API_KEY}
+    assert cli.stack(key.name)["config"] == {"servestack:role": "key",
+                                             "servestack:service": "mixtral"}
+    up = next(call for call in cli.state["calls"] if call[:1] == ["up"])
+    assert "--suppress-outputs" in up and up[up.index("--stack") + 1] == key.name
+    assert not any(API_KEY in arg for call in cli.state["calls"] for arg in call)
+    assert engine.shared_outputs(key) == {"api_key": API_KEY}
+
+
+def test_the_front_stack_carries_its_plan_and_is_destroyed_and_removed(cli, engine):
+    from servestack.front.model import FrontPlan
+    from tests.fakes import pool_builder, service_parts
+
+    pools = [pool_builder(1)(c, PLAN.candidates) for c in (GCP, AZURE)]
+    front = service_parts().front(pools)
+    cli.scenario({front.name: {"up": "ok", "outputs": {"endpoint": "http://mixtral.example.com"}}})
+    assert engine.up_shared(front, timeout_s=60).outputs == {
+        "endpoint": "http://mixtral.example.com"}
+    config = cli.stack(front.name)["config"]
+    assert (config["servestack:role"], config["aws:region"]) == ("front", "us-east-1")
+    plan = FrontPlan.from_config(json.loads(config["servestack:front"]))
+    assert plan == front.front and [p.stack for p in plan.pools] == [d.stack for d in pools]
+    assert engine.destroy_shared(front).ok
+    assert [c[:1] for c in cli.state["calls"] if c[:1] == ["destroy"]] == [["destroy"]]
+    assert front.name not in cli.state["stacks"] and engine.shared_outputs(front) == {}
+    again = engine.destroy_shared(front)  # nothing left: no failure, and no new stack
+    assert again.ok and front.name not in cli.state["stacks"]
+
+
+def test_a_failed_shared_up_keeps_the_engine_s_diagnostics(cli, engine):
+    from tests.fakes import service_parts
+
+    key = service_parts().key
+    cli.scenario({key.name: {"up": "fail", "diagnostic": "error: passphrase must be set"}})
+    result = engine.up_shared(key, timeout_s=60)
+    assert not result.ok and result.error_texts()[0] == "error: passphrase must be set"
