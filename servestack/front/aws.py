@@ -71,6 +71,24 @@ def record(plan: FrontPlan, pool: PoolEndpoint) -> dict[str, Any]:
             "ttl": TTL, "records": [pool.host], "set_identifier": pool.key}
 
 
+def alias_record(plan: FrontPlan, pool: PoolEndpoint, zone_id: str) -> dict[str, Any]:
+    """An ALB pool's record (build.alias): an alias A record to the ALB's DNS name in the
+    ALB's own hosted zone (`zone_id`), but the routing policy and the health check id.
+
+    Route 53's rules, followed here: an alias record has no TTL and no values of its own
+    (the provider's `alias` conflicts with `ttl` and `records`); a weighted or latency alias
+    record takes a set identifier, a health check and "evaluate target health" like any other
+    of its group (Route 53 Developer Guide, "Values specific for weighted alias records" and
+    "... latency alias records"), and every record of a group shares name and type, so the
+    ALB's alias is an A record next to the IP pools' A records. With evaluate_target_health
+    an ALB counts as healthy when every target group with targets has a healthy one (Route 53
+    API, AliasTarget.EvaluateTargetHealth); the health check on the pool's /health is the
+    same proof the IP pools give."""
+    return {"zone_id": plan.hosted_zone_id, "name": plan.domain, "type": record_type(pool),
+            "set_identifier": pool.key,
+            "alias": {"name": pool.host, "zone_id": zone_id, "evaluate_target_health": True}}
+
+
 def routing_policy(plan: FrontPlan, pool: PoolEndpoint) -> tuple[str, dict[str, Any]]:
     """(argument stem, block): ("weighted", {"weight": w}) or ("latency", {"region": r})."""
     if plan.routing == "latency":
