@@ -545,3 +545,63 @@ def service_parts():
     return ServiceParts(build=pool_builder, key=ServiceStack("key", key_stack_name(SERVICE),
                                                              SERVICE),
                         front=front, front_name=name)
+
+
+@dataclass
+class ServiceHarness:
+    tmp: Path
+    cloud: Cloud = field(default_factory=Cloud)
+    lines: list[str] = field(default_factory=list)
+    t: float = 1_000_000.0
+
+    def _service(self, kind, settings=None, script=None):
+        from servestack.deploy.layout import service_journal_path
+        from servestack.deploy.pools import HedgeSettings, pool_options
+        from servestack.deploy.service_journal import ServiceJournal
+
+        self.clock = Lockstep(self.t)
+        self.engine = ReplayEngine(self.cloud, self.clock, script, per_pool=True)
+        self.journal = ServiceJournal.at(service_journal_path(self.tmp, SERVICE), SERVICE)
+        return kind(self.engine, self.journal, pool_options(PLAN.candidates), service_parts(),
+                    clock=self.clock, settings=settings or HedgeSettings(),
+                    probe_factory=probes(self.cloud, self.clock), progress=self.lines.append,
+                    runner=self.clock)
+
+    def _ran(self, work):
+        try:
+            self.outcome = work()
+        finally:
+            self.clock.kill()
+            self.t = self.clock.t
+        return self.outcome
+
+    def run(self, *, max_pools=2, spread=True, settings=None, script=None):
+        """A hedged deploy of the test plan's replicas over `max_pools` pools."""
+        from servestack.deploy.pools import HedgedDeploy
+        from servestack.placement import place
+
+        deploy = self._service(HedgedDeploy, settings, script)
+        pools = place(PLAN, PLAN.replicas, max_pools=max_pools, spread=spread)
+        return self._ran(lambda: deploy.run([(f"{p.cloud}-{p.region}", p.replicas)
+                                             for p in pools], PLAN.replicas))
+
+    def reconcile(self, script=None):
+        """One reconcile pass."""
+        from servestack.deploy.reconcile import Reconcile
+
+        service = self._service(Reconcile, script=script)
+        return self._ran(lambda: service.run(PLAN))
+
+    def destroy(self):
+        from servestack.deploy.pools import Service
+
+        service = self._service(Service)
+        return self._ran(service.destroy)
+
+    def stacks(self, state) -> set[str]:
+        return {p.stack for p in self.journal.in_state(state)}
+
+    def kept(self) -> list[str]:
+        from servestack.deploy.service_journal import PoolState
+
+        return [p.key for p in self.journal.in_state(PoolState.KEPT)]

@@ -203,6 +203,8 @@ class Service:
     """The pools of one service, their journals and the engine: what deploy, reconcile and
     destroy share."""
 
+    release_late = True  # a pool ready after the kept pools were chosen is released
+
     def __init__(self, engine: Engine, journal: ServiceJournal, options: list[PoolOption],
                  parts: ServiceParts, *, clock: Clock, settings: HedgeSettings | None = None,
                  probe_factory: ProbeFactory | None = None,
@@ -237,8 +239,11 @@ class Service:
             return None
         return j.stacks[j.live.stack].deployment
 
-    def known_blocks(self) -> tuple[Block, ...]:
-        return tuple(dict.fromkeys(b for j in list(self.journals.values()) for b in j.blocks))
+    def known_blocks(self, pool: PoolRecord) -> tuple[Block, ...]:
+        """What the other pools' runs ruled out (a cloud without credentials, say). Not the
+        pool's own earlier blocks: a pool tried again starts afresh."""
+        return tuple(dict.fromkeys(b for key, j in list(self.journals.items())
+                                   if key != pool.key for b in j.blocks))
 
     # --- the key ----------------------------------------------------------------------------
 
@@ -271,7 +276,8 @@ class Service:
                         self.parts.build(pool.share), clock=self.clock,
                         settings=self.settings.lane, probe_factory=self.probe_factory,
                         progress=lambda line: self.progress(f"{pool.key}: {line}"),
-                        api_key=self.api_key, stop=stop, known_blocks=self.known_blocks())
+                        api_key=self.api_key, stop=stop,
+                        known_blocks=self.known_blocks(pool))
         outcome = loop.run()
         with self.journal.change():
             self._record(pool, outcome.status, outcome.message, journal)
@@ -286,10 +292,10 @@ class Service:
             pool.stack, pool.endpoint = live.stack, live.endpoint
             pool.price_per_hour = live.price_per_hour
             pool.ready_at = pool.ready_at or now
-            # once the kept pools are chosen, a late one is released
-            pool.state = PoolState.RELEASING if self.journal.decided and \
-                pool.state is not PoolState.KEPT else \
-                (PoolState.KEPT if pool.state is PoolState.KEPT else PoolState.READY)
+            if pool.state is not PoolState.KEPT:
+                # in a deploy, once the kept pools are chosen, a late one is released
+                late = self.release_late and self.journal.decided
+                pool.state = PoolState.RELEASING if late else PoolState.READY
             return
         if status is RunStatus.STOPPED and RELEASED in message:
             pool.state, pool.released_at, pool.reason = PoolState.RELEASED, now, "released"
@@ -368,6 +374,61 @@ class Service:
         return self.finish(RunStatus.STOPPED, f"the pools answer, but not through the front "
                            f"{endpoint}: {ready.summary()}; the pools and the front stay up "
                            "(servestack destroy removes them)")
+
+    # --- destroy ----------------------------------------------------------------------------
+
+    def destroy(self) -> ServiceOutcome:
+        """`servestack destroy`: the front, then every pool (proof of cleanup), then the key."""
+        j = self.journal
+        for pool in j.pools:
+            self.pool_journal(pool)
+        with j.change():
+            j.status, j.finished_at = RunStatus.DESTROYING, None
+            j.message = "destroy in progress; if it is not running any more, run " \
+                "`servestack destroy` again to finish it"
+        gone: list[str] = []
+        front = self._front_as_applied()
+        if front is not None:
+            failed = self._destroy_shared(j.front, front)
+            if failed:
+                return failed
+            gone.append(front.name)
+        for pool in j.pools:
+            if pool.state.holding or self.pool_journal(pool).dirty_stacks():
+                failed = self.release(pool, "destroyed")
+                if failed:
+                    return failed
+                gone.append(pool.stack or pool.key)
+        if j.key is not None and self.parts.key is not None and j.key.state != "absent":
+            failed = self._destroy_shared(j.key, self.parts.key)
+            if failed:
+                return failed
+            gone.append(self.parts.key.name)
+        return self.finish(RunStatus.DESTROYED, "destroyed and verified: " +
+                           (", ".join(gone) or "nothing was left"))
+
+    def _front_as_applied(self) -> ServiceStack | None:
+        """The front stack as it was last applied: over the pools it named."""
+        record = self.journal.front
+        if record is None or record.state == "absent":
+            return None
+        stacks = set(record.pools)
+        deployments = [e.deployment for j in self.journals.values()
+                       for e in j.stacks.values() if e.name in stacks]
+        return self.parts.front(deployments)
+
+    def _destroy_shared(self, record, stack: ServiceStack) -> ServiceOutcome | None:
+        with self.journal.change():
+            record.state = "destroying"
+        result = self.engine.destroy_shared(stack)
+        if not result.ok:
+            return self.finish(RunStatus.CLEANUP_FAILED, f"{stack.name} could not be destroyed "
+                               f"({_first(result.error_texts())}); run `servestack destroy` "
+                               "again once the cause is fixed")
+        with self.journal.change():
+            record.state, record.endpoint = "absent", None
+        self.progress(f"{stack.name}: destroyed")
+        return None
 
     def finish(self, status: RunStatus, message: str) -> ServiceOutcome:
         self.journal.finish(status, self.clock.now(), message)

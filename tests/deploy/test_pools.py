@@ -4,66 +4,30 @@ engine and the lockstep clock: lanes are threads, one runs at a time, in simulat
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from servestack.deploy import journal as journal_module
 from servestack.deploy import service_journal as service_journal_module
-from servestack.deploy.layout import service_journal_path
-from servestack.deploy.pools import HedgedDeploy, HedgeSettings, pool_options
-from servestack.deploy.service_journal import PoolState, ServiceJournal
+from servestack.deploy.pools import HedgeSettings, pool_options
+from servestack.deploy.service_journal import PoolState
 from servestack.fsutil import write_atomic
-from servestack.placement import place
 from servestack.report import service_deploy_table
 from tests.fakes import (
     PLAN,
     SERVICE,
-    Cloud,
     Crash,
-    Lockstep,
-    ReplayEngine,
+    ServiceHarness,
     Step,
-    probes,
-    service_parts,
 )
 
 OPTIONS = pool_options(PLAN.candidates)
 CENTRAL, WEST4, EAST4 = (o.key for o in OPTIONS[:3])
 
 
-@dataclass
-class Service:
-    tmp: Path
-    cloud: Cloud = field(default_factory=Cloud)
-    lines: list[str] = field(default_factory=list)
-    t: float = 1_000_000.0
-
-    def run(self, *, max_pools=2, spread=True, settings=None, script=None):
-        self.clock = Lockstep(self.t)
-        self.engine = ReplayEngine(self.cloud, self.clock, script, per_pool=True)
-        self.journal = ServiceJournal.at(service_journal_path(self.tmp, SERVICE), SERVICE)
-        pools = place(PLAN, PLAN.replicas, max_pools=max_pools, spread=spread)
-        self.deploy = HedgedDeploy(self.engine, self.journal, OPTIONS, service_parts(),
-                                   clock=self.clock, settings=settings or HedgeSettings(),
-                                   probe_factory=probes(self.cloud, self.clock),
-                                   progress=self.lines.append, runner=self.clock)
-        try:
-            self.outcome = self.deploy.run([(f"{p.cloud}-{p.region}", p.replicas)
-                                            for p in pools], PLAN.replicas)
-        finally:
-            self.clock.kill()
-            self.t = self.clock.t
-        return self.outcome
-
-    def kept(self) -> list[str]:
-        return [p.key for p in self.journal.in_state(PoolState.KEPT)]
-
-
 @pytest.fixture
-def s(tmp_path) -> Service:
-    return Service(tmp_path)
+def s(tmp_path) -> ServiceHarness:
+    return ServiceHarness(tmp_path)
 
 
 def test_two_pools_in_parallel_behind_a_front(s):
@@ -150,7 +114,7 @@ class Killer:
             raise Crash(f"killed after journal write {self.writes}")
 
 
-def check_converged(s: Service, point) -> None:
+def check_converged(s: ServiceHarness, point) -> None:
     assert s.outcome.status == "deployed", (point, s.outcome.message)
     assert s.cloud.violations == [], point
     kept = s.journal.in_state(PoolState.KEPT)
@@ -168,14 +132,14 @@ def test_a_kill_after_any_journal_write_resumes_to_the_same_service(tmp_path, mo
                                                                      no_fsync, refused):
     """Every path: a slow hedge released when its `up` returns; or a region without capacity
     whose replicas the hedge then holds. Kill after every write of every journal, resume."""
-    counting = Service(tmp_path / "count")
+    counting = ServiceHarness(tmp_path / "count")
     counting.cloud.refuse.update(refused)
     killer = Killer(monkeypatch)
     counting.run(script=slow_hedge())
     writes = killer.writes
     assert writes > 30
     for point in range(1, writes + 1):
-        s = Service(tmp_path / f"write-{point}")
+        s = ServiceHarness(tmp_path / f"write-{point}")
         s.cloud.refuse.update(refused)
         script = slow_hedge()
         Killer(monkeypatch, kill_at=point)
