@@ -431,3 +431,40 @@ def test_azure_engines_agree(index):
     if kind == "azurerm_orchestrated_virtual_machine_scale_set":
         [extension] = profile["extension_profile"]["extensions"]
         assert extension["settings"] == json.loads(tf_vmss["extension"][0]["settings"])
+
+
+# --- the stack's outputs, and a pool of a service over several pools --------------------------
+
+
+def program_record(d: Deployment) -> Recording:
+    """The whole Pulumi program (servestack.pulumi.program) on `d` as its stack config."""
+    from servestack.pulumi.preview import PREVIEW_SECRETS
+    from servestack.pulumi.program import main
+    from servestack.pulumi.stackfile import flat_config, provider_config
+
+    config = flat_config({**provider_config(d), "servestack:deployment": d.to_config()})
+    return record(lambda: main(PREVIEW_SECRETS), config=config)
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_both_engines_export_the_same_outputs(cloud):
+    """The same output names, the front's lb_* among them (lb_arn, lb_zone_id: AWS only)."""
+    d = planned(cloud, False)
+    exported = set(program_record(d).outputs)
+    assert exported == set(render(d)["output"])
+    assert {"lb_host", "api_key", "api_key_secret"} <= exported
+    assert ({"lb_arn", "lb_zone_id"} <= exported) == (cloud == "aws")
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_a_pool_reads_the_service_s_key_in_both_engines(cloud):
+    """With shared_api_key neither engine draws a key: both read the key stack's api_key."""
+    d = replace(planned(cloud, False), shared_api_key="mixtral-key")
+    rec, doc = program_record(d), render(d)
+    assert "pulumi-python:dynamic:Resource" not in rec.types()
+    assert [r.id for r in rec.reads] == ["organization/servestack/mixtral-key"]
+    assert "terraform_data" not in doc["resource"]
+    state = doc["data"]["terraform_remote_state"]["api_key"]
+    assert "mixtral-key" in json.dumps(state)
+    assert rec.outputs["api_key"] == "[secret]" and doc["output"]["api_key"]["sensitive"]
+    assert set(rec.outputs) == set(doc["output"])
