@@ -2,32 +2,30 @@
 
 The policies face the same seeded worlds:
 
-  ours      the hedged multi-pool deploy (`deploy --max-pools 2`, issue 12) as
-            servestack/deploy/pools.py describes it (in progress, uncommitted while this was
-            written, so a model of its orchestration, not its code): the placement
+  ours      THE REAL HEDGED DEPLOY (servestack.deploy.pools.HedgedDeploy, `deploy --max-pools
+            2`, issue 12) through the Engine interface (SimEngine), its lanes as threads run one
+            at a time on the lockstep clock (tests.fakes.Lockstep): the placement
             (servestack.placement.place, default flags: no --spread, so the cheapest pool takes
-            all min_replicas) claims the first pool; lanes = placed pools + 1 come up in
-            parallel from t=0; a lane beyond the need starts a *hedge* (the next cheapest region,
-            the largest placed share) only while the hedges' hourly price stays within the
-            budget (the dearest placed pool's hourly price). Each pool is THE REAL LOOP
-            (servestack.deploy.loop.Fallback) over that region's candidates with the pool's
-            share, through the Engine interface (SimEngine) on a clock of its own. A pool that
-            answers is kept; the service is ready once the kept pools hold min_replicas; a lane
-            whose pool gave up claims the next unclaimed pool (its replicas spill there); a
-            credentials failure rules its cloud out for the pools claimed after it; the rest
-            are released at the ready time. Released VMs are paid for until then (`deploy_premium`,
-            `released_usd_mean`, apart from `cost_premium`, which is what the service keeps).
-            Not modelled: the key and front stacks (the key stack holds no cloud resource; the
-            front comes after readiness), and the lanes' threads (each pool runs to its end on
-            its own clock; what came after the ready time is discarded).
+            all min_replicas); lanes = placed pools + 1 from t=0; a lane beyond the need starts a
+            hedge (the next cheapest region, the largest placed share) only within the default
+            hedge budget (the placed pools' own hourly price); each pool is the real Fallback
+            over that region's candidates; pools are kept as they answer until min_replicas do;
+            a lane whose pool gave up claims the next (its replicas spill there); the rest are
+            released. Time to ready is when the kept pools answer: no key stack (--no-api-key:
+            it holds no cloud resource), an instant front. Released and failed groups' VMs are
+            paid for until destroyed (`deploy_premium`, `released_usd_mean`, apart from
+            `cost_premium`, which is what the service keeps).
+  ours_model  a model of that orchestration (`hedged_deploy`, written before pools.py landed):
+            each pool the real Fallback on a clock of its own, the lanes' claim rules re-stated.
+            Kept to show how close it is, and because the variants below change its rules.
   ours_cached  the same with the issue-12 cold start: a pre-built image (no pip install) and
             the weights streamed from a bucket of the pool's region (vLLM --load-format
             runai_streamer). Only S3 and GCS caches are built: Azure pools get the image only.
-  ours_capped, ours_capped_cached  a lane walks its region's candidates only up to the next
-            open region's price (Fallback._open_pool's rule one level up). Not in pools.py:
-            without it, a lane falls back to dearer hosts of its region (an $88/h H100 host
-            after an $8/h L4 one) before a cheaper region is tried.
-  ours_spread  `ours` with --spread (min_replicas round-robin over 2 pools).
+  ours_capped, ours_capped_cached  the model, where a lane walks its region's candidates only
+            up to the next open region's price (Fallback._open_pool's rule one level up). Not in
+            pools.py: without it, a lane falls back to dearer hosts of its region (an $88/h H100
+            host after an $8/h L4 one) before a cheaper region is tried.
+  ours_spread  the model with --spread (min_replicas round-robin over 2 pools).
   ours_single_pool  the previous `ours`: the real loop over the whole plan, one region holds
             every replica, candidates one after the other (per-attempt timeout 20 min, the AWS
             Service Quotas pre-check, groups that carry the region's other open types).
@@ -324,23 +322,49 @@ class SimEngine:
         self.created: set[str] = set()
         self.load_s: dict[str, float] = {}  # stack -> its model load, seconds
         self.rng = random.Random(f"engine|{world.seed}{seed}")
+        self.fronts: set[str] = set()  # front endpoints: every probe is another replica
+
+    def _spend(self, seconds: float) -> None:
+        """Time an operation takes. On the lanes' lockstep clock (tests.fakes.Lockstep) time
+        passes by yielding, so that the other lanes run meanwhile."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is None:
+            self.clock.t += seconds
+        else:
+            advance(seconds)
+
+    # --- the key and front stacks (servestack.deploy.pools): no cloud capacity involved ----
+
+    def up_shared(self, stack, *, timeout_s) -> OpResult:
+        """Instant: the key stack holds no cloud resource, and the front comes after the pools
+        answered, which is where time to ready is measured (its minutes are not counted)."""
+        endpoint = f"http://{stack.name}.sim"
+        self.ready_at[endpoint] = -math.inf
+        self.fronts.add(endpoint)
+        return OpResult(True, outputs={"endpoint": endpoint, "api_key": None})
+
+    def shared_outputs(self, stack) -> dict:
+        return {}
+
+    def destroy_shared(self, stack) -> OpResult:
+        return OpResult(True)
 
     def up(self, stack, deployment: Deployment, *, timeout_s, on_progress=None) -> OpResult:
         cloud, region = deployment.cloud, deployment.region
-        self.clock.t += TIMES["overhead"]
+        self._spend(TIMES["overhead"])
         if cloud in self.world.no_credentials:
-            self.clock.t += TIMES["credentials_fail"]
+            self._spend(TIMES["credentials_fail"])
             return self._fail(TEXT[f"{cloud}_credentials"])
         self.created.add(stack.name)
         if self.world.hangs(cloud, region):
-            self.clock.t += min(timeout_s, self.hang_cap)
+            self._spend(min(timeout_s, self.hang_cap))
             return OpResult(False, [], "error: update canceled", timed_out=True)
-        self.clock.t += TIMES["setup"][cloud]
+        self._spend(TIMES["setup"][cloud])
         members = [self.by_type[(cloud, region, i.instance_type)] for i in deployment.instances]
         if cloud == "gcp":
             return self._gcp_up(stack, deployment, members)
         if self.world.quota_zero(members[0]):
-            self.clock.t += TIMES["fail_after_setup"][cloud]
+            self._spend(TIMES["fail_after_setup"][cloud])
             return self._fail(self._quota_text(members[0]))
         zones: list[str | None] = list(deployment.zones) or [None]
         if cloud == "aws":
@@ -349,15 +373,15 @@ class SimEngine:
         # an Azure scale set without zone balance places VMs in any zone that has capacity
         launched = self._first_with_capacity(members, zones, any_zone=cloud == "azure")
         if launched is None:
-            self.clock.t += TIMES["fail_after_setup"][cloud]
+            self._spend(TIMES["fail_after_setup"][cloud])
             return self._fail(TEXT[f"{cloud}_capacity"].format(
                 type=members[0].instance_type, zone=zones[0], region=region))
-        self.clock.t += TIMES["group_up"][cloud]
+        self._spend(TIMES["group_up"][cloud])
         return self._started(stack, deployment, launched, boot=0.0)
 
     def _gcp_up(self, stack, deployment: Deployment, members: list[Candidate]) -> OpResult:
         """A regional MIG with BALANCED shape and instance flexibility: any zone, any type."""
-        self.clock.t += TIMES["group_create"]
+        self._spend(TIMES["group_create"])
         allowed = [m for m in members if not self.world.quota_zero(m)]
         launched = self._first_with_capacity(allowed, list(deployment.zones) or [None],
                                               any_zone=True)
@@ -398,23 +422,23 @@ class SimEngine:
         return self.CAPABILITIES[cloud]
 
     def group_size(self, stack, deployment) -> int | None:
-        self.clock.t += TIMES["probe_stack"]
+        self._spend(TIMES["probe_stack"])
         return self.running.get(stack.name)
 
     def refresh(self, stack, deployment) -> OpResult:
-        self.clock.t += TIMES["refresh"]
+        self._spend(TIMES["refresh"])
         return OpResult(True)
 
     def destroy(self, stack, deployment) -> OpResult:
         created = stack.name in self.created
         if stack.name in self.spans:  # the VMs go first; the balancer's deletion follows
             self.spans[stack.name][1] = min(self.spans[stack.name][1], self.clock.t)
-        self.clock.t += TIMES["destroy"][deployment.cloud] if created else TIMES["overhead"]
+        self._spend(TIMES["destroy"][deployment.cloud] if created else TIMES["overhead"])
         self.created.discard(stack.name)
         return OpResult(True)
 
     def leftovers(self, stack, deployment) -> list:
-        self.clock.t += TIMES["leftovers"]
+        self._spend(TIMES["leftovers"])
         return []
 
     def strays(self, stack, deployment) -> list:
@@ -424,13 +448,13 @@ class SimEngine:
         return OpResult(True)
 
     def remove(self, stack, deployment) -> OpResult:
-        self.clock.t += TIMES["remove"]
+        self._spend(TIMES["remove"])
         return OpResult(True)
 
     def quota_limits(self, cloud: str, candidates: list[Candidate]) -> list[QuotaLimit]:
         """What the pre-check reads (PulumiEngine.quota_limits): AWS Service Quotas and GCP
         Cloud Quotas, one read-only stack each; only zeros matter here."""
-        self.clock.t += TIMES["probe_stack"]
+        self._spend(TIMES["probe_stack"])
         if cloud in self.world.no_credentials:
             return []
         unit: Literal["vcpus", "gpus"] = "vcpus" if cloud == "aws" else "gpus"
@@ -446,7 +470,9 @@ class SimEngine:
         def probe() -> ProbeAnswer:
             if self.clock.t < self.ready_at[endpoint]:
                 return ProbeAnswer(False, 503, None, "HTTP 503")
-            return ProbeAnswer(True, 200, f"replica-{next(turn) % deployment.min_replicas}")
+            n = next(turn)
+            replica = n if endpoint in self.fronts else n % deployment.min_replicas
+            return ProbeAnswer(True, 200, f"replica-{replica}")
 
         return probe
 
@@ -648,11 +674,10 @@ def run_policy(policy: Policy, world: World, inputs, by_type: dict) -> Result:
 
 
 # --- the hedged multi-pool deploy ---------------------------------------------------------------
-# A model of `deploy --max-pools N` as servestack/deploy/pools.py describes it (in progress, not
-# yet committed when this was written): lanes bring pools up in parallel, each lane running the
-# real single-pool Fallback over one region's candidates; pools are kept as they answer until
-# min_replicas replicas do. `hedged_deploy` is the part that model stands in for; the pools'
-# deploys underneath are already the real loop through the Engine interface.
+# A model of `deploy --max-pools N` (`ours_model`, and the variants that change its rules):
+# lanes bring pools up in parallel, each running the real single-pool Fallback over one region's
+# candidates on a clock of its own; pools are kept as they answer until min_replicas replicas do.
+# `ours` itself drives servestack.deploy.pools.HedgedDeploy (real_hedged, below).
 
 @dataclass(frozen=True)
 class Hedge:
@@ -661,7 +686,8 @@ class Hedge:
     max_pools: int = 2  # --max-pools
     spread: bool = False  # --spread is off by default: the cheapest pool takes what it can
     extra_parallel: int = 1  # lanes = placed pools + this
-    # hourly hedge budget, in pools: this many times the dearest placed pool's hourly price
+    # hourly hedge budget: this many times the placed pools' own hourly price (pools.py's
+    # default: while hedges run the bill may at most double)
     budget_pools: float = 1.0
     # not in pools.py: a lane walks its region's candidates only up to the next open region's
     # price (or the loop's group premium), Fallback._open_pool's rule one level up; past that,
@@ -785,7 +811,7 @@ def hedge_start(ranked: Plan, replicas: int, hedge: Hedge) -> Start:
     rest = [p for p in by_key.values() if p not in first]
     widest = max(p.replicas for p in placed)
     shares = [p.replicas for p in placed] + [widest] * len(rest)
-    budget = hedge.budget_pools * max(p.price_per_hour * p.replicas for p in placed)
+    budget = hedge.budget_pools * sum(p.price_per_hour * p.replicas for p in placed)
     lanes = min(len(placed) + hedge.extra_parallel, len(first) + len(rest))
     return Start(first + rest, shares, len(placed), lanes, budget, hedge.cap_lanes)
 
@@ -873,6 +899,61 @@ def deployed(ready: list[PoolRun], runs: list[PoolRun], at: float) -> Result:
                   hedged=any(r.hedge for r in runs))
 
 
+# --- the real hedged deploy (servestack.deploy.pools.HedgedDeploy) ------------------------------
+
+def real_hedged(world: World, inputs: Inputs, the_plan: Plan, by_type: dict, cold: ColdStart,
+                hedge: Hedge) -> Result:
+    """servestack's own hedged deploy, through the Engine interface: HedgedDeploy with its
+    lanes as threads run one at a time on the lockstep clock (tests.fakes.Lockstep), the
+    placement's pools, the CLI's default HedgeSettings (lanes = placed + 1, the default hedge
+    budget) and each lane's Fallback settings as `ours_single_pool`'s. No key stack (its cost
+    is one instant `up`); the front is instant (time to ready is when the kept pools answer)."""
+    from servestack.deploy.pools import HedgedDeploy, HedgeSettings, ServiceParts, pool_options
+    from servestack.deploy.service_journal import PoolState, ServiceJournal
+    from servestack.deployment.model import ServiceStack
+    from tests.fakes import Lockstep
+
+    clock = Lockstep(0.0)
+    engine = SimEngine(world, clock, by_type, TIMES["hang_cap"], cold, seed="|hedged")
+    replicas = inputs.spec.replicas
+    shares: dict[int, Inputs] = {}
+
+    def builder(share: int):
+        spec = shares.setdefault(share, with_replicas(inputs, share))
+        return lambda c, group: build_deployment(spec.spec, c, group, model=spec.model,
+                                                 service_name="sim")
+
+    parts = ServiceParts(build=builder, key=None, front_name="sim-front",
+                         front=lambda pools: ServiceStack("front", "sim-front", "sim"))
+    settings = HedgeSettings(lane=Settings(attempt_timeout_s=ATTEMPT_TIMEOUT,
+                                           quota_precheck=True))
+    placed = place(the_plan, replicas, hedge.max_pools, hedge.spread)
+    deploy = HedgedDeploy(engine, ServiceJournal("sim", None), pool_options(the_plan.candidates),
+                          parts, clock=clock, settings=settings, probe_factory=engine.probes,
+                          runner=clock)
+    try:
+        outcome = deploy.run([(f"{p.cloud}-{p.region}", p.replicas) for p in placed], replicas)
+    finally:
+        clock.kill()
+    attempts = sum(len(j.attempts) for j in outcome.pool_journals.values())
+    kept = outcome.journal.in_state(PoolState.KEPT)
+    lanes = [p for p in outcome.journal.pools if p.lane is not None]
+    hedged = any(p.lane >= len(placed) for p in lanes if p.lane is not None)
+    if outcome.status != "deployed" or not kept:
+        return Result(math.inf, None, attempts, hedged=hedged)
+    ready = max(p.ready_at or 0.0 for p in kept)
+    stacks = {p.stack for p in kept}
+    spans = [(start, stop, engine.launched[name], name in stacks)
+             for name, (start, stop) in engine.spans.items()]
+    last = max(kept, key=lambda p: p.ready_at or 0.0)
+    return Result(ready, sum(engine.launched[p.stack] for p in kept if p.stack), attempts,
+                  engine.load_s[last.stack] if last.stack else math.nan,
+                  deploy_price=sum(price for start, _, price, _ in spans if start < ready),
+                  released_usd=sum(price * (min(stop, clock.now()) - start) / 3600
+                                   for start, stop, price, keep in spans if not keep),
+                  hedged=hedged)
+
+
 def oracle_price(ranked: list[Candidate], world: World) -> float | None:
     prices = [c.total_price_per_hour for c in ranked
               if c.total_price_per_hour is not None and world.usable(c)]
@@ -941,7 +1022,7 @@ class Variant:
     inputs: Inputs
     plan: Plan
     policies: list[Policy]  # those that drive the real single-pool loop
-    start: Start  # the hedged deploy's pools at t=0 (a plan-time decision)
+    hedge: Hedge  # the real hedged deploy's flags
     more: dict[str, tuple[Start, ColdStart]]  # other hedged deploys (MORE_HEDGES)
     results: dict[str, list[Result]] = field(default_factory=dict)
     oracles: list[float] = field(default_factory=list)
@@ -961,8 +1042,8 @@ class Variant:
             self._add(policy.name, run_policy(policy, world, self.inputs, by_type))
         launchables = skyserve_launchables(self.ranked)
         for suffix, cold in COLDS.items():
-            runner = PoolRunner(world, self.inputs, by_type, cold)
-            self._add(f"ours{suffix}", hedged_deploy(self.start, self.replicas, runner)[0])
+            self._add(f"ours{suffix}", real_hedged(world, self.inputs, self.plan, by_type, cold,
+                                                   self.hedge))
             self._add(f"baseline{suffix}", run_skyserve(
                 world, launchables, self.replicas, f"{world.seed}|{self.replicas}", cold)[0])
         for name, (start, cold) in self.more.items():
@@ -982,14 +1063,14 @@ def make_variant(inputs: Inputs, sequential: bool, hedge: Hedge) -> Variant:
     if sequential:
         policies += [baseline_sequential(result.candidates),
                      baseline_sequential(result.candidates, precheck=False)]
-    start = hedge_start(result, inputs.spec.replicas, hedge)
     more = {f"ours_{name}": (hedge_start(result, inputs.spec.replicas, replace(hedge, **change)),
                              cold) for name, (change, cold) in MORE_HEDGES.items()}
-    return Variant(inputs, result, policies, start, more)
+    return Variant(inputs, result, policies, hedge, more)
 
 
 # ours_<name>: the default hedge with one change, to show what that change does
 MORE_HEDGES: dict[str, tuple[dict[str, Any], ColdStart]] = {
+    "model": ({}, HUB),  # the model of `ours`: how far it is from the real code
     "spread": ({"spread": True}, HUB),
     "capped": ({"cap_lanes": True}, HUB),
     "capped_cached": ({"cap_lanes": True}, CACHED),
@@ -1053,11 +1134,7 @@ def simulate(scenarios: int, seed: int, hedge: Hedge | None = None) -> dict:
             "scenarios": scenarios, "seed": seed, "redrawn_without_oracle": redrawn,
             "candidates": len(main_variant.ranked),
             "baseline_launchables": len(skyserve_launchables(main_variant.ranked)),
-            "hedge": {**hedge.__dict__, "lanes": main_variant.start.lanes,
-                      "placed": [f"{p.cloud} {p.region} x{n}" for p, n in zip(
-                          main_variant.start.pools, main_variant.start.shares[
-                              :main_variant.start.placed], strict=False)],
-                      "budget_per_hour": round(main_variant.start.budget, 4)},
+            "hedge": hedge_json(main_variant, hedge),
             "speedup_median": vs["median"], "speedup_p90": vs["p90"],
             "speedup_median_vs_single_pool": speedups(summary, "ours_single_pool")["median"],
             "speedup_p90_vs_single_pool": speedups(summary, "ours_single_pool")["p90"],
@@ -1076,7 +1153,15 @@ def simulate(scenarios: int, seed: int, hedge: Hedge | None = None) -> dict:
                             "region_api_hang": HANG}}
 
 
-POLICIES = ("ours", "ours_cached", "ours_capped", "ours_capped_cached", "ours_spread",
+def hedge_json(variant: Variant, hedge: Hedge) -> dict:
+    start = variant.more["ours_model"][0]
+    return {**hedge.__dict__, "lanes": start.lanes, "budget_per_hour": round(start.budget, 4),
+            "placed": [f"{p.cloud} {p.region} x{n}"
+                       for p, n in zip(start.pools, start.shares[:start.placed], strict=False)]}
+
+
+POLICIES = ("ours", "ours_cached", "ours_model", "ours_capped", "ours_capped_cached",
+            "ours_spread",
             "ours_single_pool", "baseline",
             "baseline_cached",
             "baseline_sequential", "baseline_sequential_no_precheck")

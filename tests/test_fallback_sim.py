@@ -214,13 +214,25 @@ def test_benchmark_json_reports_the_hedge_and_the_cached_verdicts():
 
 @pytest.fixture(scope="module")
 def variant():
-    return sim.make_variant(sim.load_inputs(None), sequential=False, hedge=sim.Hedge())
+    v = sim.make_variant(sim.load_inputs(None), sequential=False, hedge=sim.Hedge())
+    v.start = v.more["ours_model"][0]  # the model's pools at t=0, default flags
+    return v
+
+
+def by_type(variant):
+    return {(c.cloud, c.region, c.instance_type): c for c in variant.ranked}
 
 
 def hedged(world, variant, start=None, cold=sim.HUB):
-    by_type = {(c.cloud, c.region, c.instance_type): c for c in variant.ranked}
-    runner = sim.PoolRunner(world, variant.inputs, by_type, cold)
+    """The model of the hedged deploy."""
+    runner = sim.PoolRunner(world, variant.inputs, by_type(variant), cold)
     return sim.hedged_deploy(start or variant.start, variant.replicas, runner)
+
+
+def real(world, variant, cold=sim.HUB):
+    """servestack.deploy.pools.HedgedDeploy itself."""
+    return sim.real_hedged(world, variant.inputs, variant.plan, by_type(variant), cold,
+                           sim.Hedge())
 
 
 def in_region(pool):
@@ -352,3 +364,34 @@ def test_the_oracle_is_the_cheapest_usable_candidate(launchables):
     ranked = sim.plan(inputs.spec, inputs.catalog, inputs.facts, model=inputs.model).candidates
     usable = [c for c in ranked if c.cloud == "gcp" and c.region == target.region]
     assert sim.oracle_price(ranked, world) == min(c.total_price_per_hour for c in usable)
+
+
+def same_path(got, modelled):
+    """The same steps at the same engine timings: only the model load draws differ (the real
+    deploy's lanes share one engine's generator), and the first 200 lands on a probe tick."""
+    assert abs((got.ready_s - got.load_s) - (modelled.ready_s - modelled.load_s)) <= 10
+
+
+def test_the_real_hedged_deploy_and_the_model_agree_where_the_world_is_plain(variant):
+    everywhere = FixedWorld(capacity=lambda c, z: True)
+    oracle = sim.oracle_price(variant.ranked, everywhere)
+    got, modelled = real(everywhere, variant), hedged(everywhere, variant)[0]
+    assert got.price == pytest.approx(oracle) == modelled.price
+    same_path(got, modelled)
+    assert got.hedged  # the hedge lane started the next region at t=0...
+    assert got.released_usd > 0  # ...and its VMs were paid for until it was released
+    nowhere = real(FixedWorld(), variant)
+    assert nowhere.ready_s == math.inf and nowhere.price is None
+
+
+def test_the_real_hedged_deploy_keeps_the_hedge_when_the_placed_pool_has_no_room(variant):
+    hedge_pool = variant.start.pools[1]
+    got = real(FixedWorld(capacity=in_region(hedge_pool)), variant)
+    assert got.price == pytest.approx(2 * hedge_pool.price_per_hour)
+    same_path(got, hedged(FixedWorld(capacity=in_region(hedge_pool)), variant)[0])
+
+
+def test_the_real_hedged_deploy_never_slower_with_a_cache(variant):
+    for n in range(10):
+        world = sim.make_world(700 + n)
+        assert real(world, variant, sim.CACHED).ready_s <= real(world, variant).ready_s
