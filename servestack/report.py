@@ -369,7 +369,8 @@ def _pool_json(record: PoolRecord, pools: dict[str, Journal]) -> dict:
 
 def service_deploy_table(report: dict) -> str:
     """The service report for people: kept, released and failed pools, then the outcome."""
-    rows = [("POOL", "STATE", "REPLICAS", "$/h", "LIVE", "COST $", "STACK / WHY")]
+    rows: list[tuple[str, ...]] = [("POOL", "STATE", "REPLICAS", "$/h", "LIVE", "COST $",
+                                    "STACK / WHY")]
     for state in ("kept", "released", "failed"):
         for p in report[state]:
             live = "-" if p["live_s"] is None else f"{p['live_s'] / 60:.0f}m"

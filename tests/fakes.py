@@ -312,6 +312,14 @@ class ReplayEngine:
         self.cloud.ready_after[endpoint] = float("inf") if starved else self.clock.t + self.ready_in
         return OpResult(True, outputs={"endpoint": endpoint, "candidate_id": stack.candidate_id})
 
+    def outputs(self, stack, deployment) -> dict:
+        """A live stack's outputs: its endpoint, the key's secret-store entry, the key."""
+        self.calls.append(("outputs", stack.name))
+        if not self.cloud.state.get(stack.name):
+            return {}
+        return {"endpoint": f"http://{stack.name}.lb.example", "api_key": "sk-pool-key",
+                "api_key_secret": f"projects/test-project/secrets/{stack.name}-api-key"}
+
     def group_size(self, stack, deployment) -> int | None:
         self.calls.append(("group_size", stack.name))
         return self.cloud.running.get(stack.name)

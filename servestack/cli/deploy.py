@@ -41,6 +41,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from servestack.cli import options
 from servestack.cli.options import (
@@ -52,6 +53,9 @@ from servestack.cli.options import (
     StatusRequest,
 )
 from servestack.errors import UserError
+
+if TYPE_CHECKING:  # the deploy machinery loads only when a command runs it
+    from servestack.deploy.pools import PoolOption, ServiceParts
 
 # --- argument parsing -----------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ def register_deploy(sub) -> None:
                         help="replicas that must answer (default: the spec's min_replicas)")
     parser.add_argument("--no-quota-check", dest="quota_check", action="store_false",
                         help="skip the AWS Service Quotas pre-check")
+    options.add_hedge_options(parser)
     options.add_deployment_options(parser)
     options.add_stacks_dir(parser, "where STACK files are (stacks/)")
     options.add_state_options(parser)
@@ -133,6 +138,12 @@ def make_clock():
     return SystemClock()
 
 
+def make_runner():
+    from servestack.deploy.pools import ThreadRunner
+
+    return ThreadRunner()
+
+
 def make_probe_factory():
     from servestack.deploy.loop import default_probe_factory
 
@@ -147,6 +158,11 @@ def run_deploy(request: DeployRequest) -> int:
 
     target = _resolve_target(request.target, request.stacks_dir)
     choices = _deployment_options(request.deployment, target)
+    if request.plan.placement.max_pools > 1:
+        return run_service_deploy(request, target, choices)
+    if choices.front:
+        print(f"servestack: warning: --front {choices.front}: --max-pools 1 deploys one pool, "
+              "which serves on its own endpoint: there is no front to build", file=sys.stderr)
     inputs, candidates, builder, service = _prepare(request.plan, target, choices)
     settings = Settings(max_attempts=request.max_attempts,
                         attempt_timeout_s=request.attempt_timeout_s,
@@ -155,6 +171,7 @@ def run_deploy(request: DeployRequest) -> int:
     progress = _progress_printer(clock)
     state_dir = request.state.state_dir
     with _stop_on_sigterm(), service_lock(request.state, service):
+        _refuse_other_kind(state_dir, service, pools=False)
         journal = Journal.open(state_dir, service)
         outcome = already_deployed(journal)
         if outcome is None:  # only now: the engine checks for the Pulumi CLI and passphrase
@@ -166,13 +183,17 @@ def run_deploy(request: DeployRequest) -> int:
                             settings=settings, probe_factory=make_probe_factory(),
                             progress=progress)
             outcome = loop.run()
+    return _reported(outcome, request.report, request.json, report_table)
+
+
+def _reported(outcome, path: str | None, as_json: bool, table) -> int:
+    """The report on stdout (a table, or JSON) and in --report FILE; the exit code."""
     report = outcome.to_json()
-    if request.report:
+    if path:
         from servestack.fsutil import write_atomic
 
-        write_atomic(request.report, json.dumps(report, indent=2) + "\n")
-    sys.stdout.write(json.dumps(report, indent=2) + "\n" if request.json
-                     else report_table(report))
+        write_atomic(path, json.dumps(report, indent=2) + "\n")
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if as_json else table(report))
     return outcome.final_exit_code
 
 
@@ -255,6 +276,7 @@ def _deployment_options(given: DeploymentOptions, target: _Target) -> Deployment
         allow_cidrs=tuple(given.allow_cidrs or defaults.get("allow_cidrs") or (WORLD,)),
         ssh_cidrs=tuple(given.ssh_cidrs or defaults.get("ssh_cidrs") or ()),
         gcp_project=given.gcp_project or defaults.get("gcp_project") or stack.get("gcp:project"),
+        front=given.front, hosted_zone_id=given.hosted_zone_id, routing=given.routing,
         **_security_choices(given, defaults))
 
 
@@ -273,7 +295,7 @@ def _security_choices(given: DeploymentOptions, defaults: dict) -> dict:
 
 def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     """Plan, order the candidates, and make the per-candidate Deployment builder."""
-    from servestack.cli.plan import first_pool_only, make_plan, require_values
+    from servestack.cli.plan import make_plan, require_values
     from servestack.deployment.build import build_deployment, service_slug
 
     defaults = (target.stack or {}).get("servestack:deployment") or {}
@@ -281,8 +303,7 @@ def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     require_values(inputs)
     service = defaults.get("service") or service_slug(inputs.spec.name or "servestack")
     candidates = list(plan.candidates)
-    first_pool = first_pool_only(request, plan)  # None unless --max-pools is above 1
-    chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id") or first_pool
+    chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id")
     if chosen:
         first = [c for c in candidates if c.id == chosen]
         candidates = first + [c for c in candidates if c.id != chosen]
@@ -326,6 +347,194 @@ def _progress_printer(clock):
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {line}", file=sys.stderr, flush=True)
 
     return progress
+
+
+# --- a service over several pools -----------------------------------------------------------------
+
+def run_service_deploy(request: DeployRequest, target: _Target, choices: DeploymentOptions) -> int:
+    """--max-pools above 1: the hedged deploy (servestack.deploy.pools)."""
+    from servestack.cli.plan import make_plan, require_values
+    from servestack.deploy.pools import HedgedDeploy, HedgeSettings, already_deployed_service
+    from servestack.deploy.service_journal import ServiceJournal
+    from servestack.report import service_deploy_table
+
+    if target.stack is not None:
+        raise UserError("a generated stack file is one pool: deploy the spec itself with "
+                        "--max-pools N to deploy over several pools")
+    inputs, plan = make_plan(replace(request.plan, spec=target.spec))
+    require_values(inputs)
+    setup = service_setup(inputs, plan, choices)
+    clock = make_clock()
+    progress = _progress_printer(clock)
+    state_dir = request.state.state_dir
+    with _stop_on_sigterm(), service_lock(request.state, setup.service):
+        _refuse_other_kind(state_dir, setup.service, pools=True)
+        journal = ServiceJournal.at(service_journal_path(state_dir, setup.service),
+                                    setup.service)
+        outcome = already_deployed_service(journal)
+        if outcome is None:  # only now: the engine checks for the Pulumi CLI and passphrase
+            engine = make_engine(request.state, setup.service, choices.gcp_project,
+                                 _secrets_file(inputs))
+            _warn_about_secrets(inputs)
+            for note in setup.notes:
+                print(f"servestack: note: {note}", file=sys.stderr)
+            with journal.change():
+                journal.request = service_request(request, target, setup.choices)
+            deploy = HedgedDeploy(
+                engine, journal, setup.options, setup.parts, clock=clock,
+                settings=HedgeSettings(request.max_parallel, request.hedge_budget,
+                                       _lane_settings(request)),
+                probe_factory=make_probe_factory(), progress=progress, runner=make_runner())
+            outcome = deploy.run(setup.placed, request.ready_replicas or plan.replicas)
+    return _reported(outcome, request.report, request.json, service_deploy_table)
+
+
+def _lane_settings(request: DeployRequest):
+    """Each pool's fallback: --max-attempts and --attempt-timeout are per pool."""
+    from servestack.deploy.loop import Settings
+
+    return Settings(max_attempts=request.max_attempts,
+                    attempt_timeout_s=request.attempt_timeout_s,
+                    quota_precheck=request.quota_check)
+
+
+def service_journal_path(state_dir: str, service: str) -> Path:
+    from servestack.deploy.layout import service_journal_path as path
+
+    return path(state_dir, service)
+
+
+def _refuse_other_kind(state_dir: str, service: str, *, pools: bool) -> None:
+    """One service name, one kind of deploy: a single-pool deploy and a deploy over several
+    pools of the same service would both own stacks named after it."""
+    from servestack.deploy.journal import Journal
+    from servestack.deploy.service_journal import PoolState, ServiceJournal
+
+    if pools:
+        single = Journal.open(state_dir, service)
+        if single.dirty_stacks():
+            raise UserError(f"{service} is deployed in one pool ({len(single.dirty_stacks())} "
+                            "stack(s)): `servestack destroy` it before deploying it over "
+                            "several pools")
+        return
+    path = service_journal_path(state_dir, service)
+    if path.exists() and ServiceJournal.at(path, service).in_state(
+            PoolState.CLAIMED, PoolState.READY, PoolState.KEPT, PoolState.RELEASING):
+        raise UserError(f"{service} is deployed over several pools: deploy it with "
+                        "--max-pools N, or `servestack destroy` it first")
+
+
+@dataclass(frozen=True)
+class ServiceSetup:
+    """A service over several pools as deploy and reconcile run it."""
+
+    service: str
+    choices: DeploymentOptions  # with the front's kind settled
+    options: list[PoolOption]  # in rank order
+    placed: list[tuple[str, int]]  # the placement: pool key, replicas
+    parts: ServiceParts
+    notes: tuple[str, ...]
+
+
+def service_setup(inputs, plan, choices: DeploymentOptions) -> ServiceSetup:
+    """The layout's checks (the front's flags against the pools' clouds), the pools a lane
+    may take (those the front can reach), and how to build a pool for a share."""
+    from servestack.deploy.pools import ServiceParts, pool_options
+    from servestack.deployment.choices import replica_range
+    from servestack.deployment.model import ServiceStack
+    from servestack.front.build import build_front
+    from servestack.service import (
+        build_layout,
+        front_plan,
+        key_stack_name,
+    )
+
+    layout = build_layout(inputs, plan, plan.placement, choices)
+    service, front_name = layout.service, layout.front_stack
+    settled = replace(choices, front=layout.front.kind)
+    reachable = [c for c in plan.candidates if _front_reaches(build_front, settled, c)]
+    low, high = replica_range(inputs.spec.service.replica_policy if inputs.spec.service
+                              else None)
+    key = ServiceStack("key", key_stack_name(service), service) if choices.api_key else None
+
+    def build(share: int):
+        return _pool_builder(inputs, plan, settled, service, share, (high - low) * share // low,
+                             key.name if key else None)
+
+    def front(deployments):
+        return ServiceStack("front", front_name, service,
+                            front=front_plan(service, deployments, settled, stack=front_name))
+
+    parts = ServiceParts(build=build, key=key, front=front, front_name=front_name)
+    placed = [(f"{p.cloud}-{p.region}", p.replicas) for p in plan.placement]
+    return ServiceSetup(service, settled, pool_options(reachable), placed, parts, layout.notes)
+
+
+def _front_reaches(build_front, choices: DeploymentOptions, candidate) -> bool:
+    """Whether the front can take a pool of this candidate's cloud (Global Accelerator
+    reaches AWS load balancers only): asked of the front's own checks."""
+    from servestack.front.model import PoolEndpoint
+
+    pool = PoolEndpoint(cloud=candidate.cloud, region=candidate.region, host="pool.invalid",
+                        port=80, health_path="/health", address="name", stack="probe")
+    try:
+        build_front(choices.front, "probe", [pool], stack="probe", routing=choices.routing,
+                    domain=choices.domain, hosted_zone_id=choices.hosted_zone_id)
+    except UserError:
+        return False
+    return True
+
+
+def _pool_builder(inputs, plan, choices: DeploymentOptions, service: str, share: int,
+                  headroom: int, key: str | None):
+    """A candidate's Deployment as a pool of the service: `share` replicas (and its part of
+    the autoscaling headroom), the shared key."""
+    from servestack.placement import Pool
+    from servestack.service import pool_deployment
+
+    def builder(candidate, group):
+        pool = Pool(candidate.cloud, candidate.region, candidate.use_spot, share,
+                    (candidate.instance_type,), candidate.price_per_hour, (candidate.id,),
+                    tuple(candidate.zones))
+        return pool_deployment(inputs, replace(plan, candidates=list(group)), pool,
+                               choices=choices, stack_prefix=service,
+                               replicas=(share, share + headroom), key_stack=key)
+
+    return builder
+
+
+def service_request(request: DeployRequest, target: _Target,
+                    choices: DeploymentOptions) -> dict:
+    """What reconcile needs to plan again: the spec's path and the flags. Envs and secrets
+    by name only: their values are read from the environment again, never written here."""
+    from dataclasses import asdict
+
+    plan = request.plan
+    spec = str(Path(target.spec).resolve()) if target.spec else None
+    return {"spec": spec, "cloud": plan.cloud, "region": plan.region, "spot": plan.spot,
+            "model": plan.model, "model_config": plan.model_config,
+            "catalog_dir": plan.catalog_dir, "env": sorted(plan.env),
+            "secrets": sorted(plan.secrets), "placement": asdict(plan.placement),
+            "deployment": asdict(choices), "ready_replicas": request.ready_replicas,
+            "settings": _lane_settings(request).to_json()}
+
+
+def request_from_journal(data: dict, state_dir: str):
+    """The PlanRequest and choices a service was deployed with (servestack reconcile)."""
+    from servestack.cli.options import PlacementRequest
+
+    if not data:
+        raise UserError("the service journal does not say how the service was deployed; "
+                        "deploy it again with this version of servestack")
+    plan = PlanRequest(spec=data["spec"], cloud=data["cloud"], region=data["region"],
+                       spot=data["spot"], model=data["model"], model_config=data["model_config"],
+                       env=dict.fromkeys(data["env"]), secrets=dict.fromkeys(data["secrets"]),
+                       catalog_dir=data["catalog_dir"],
+                       placement=PlacementRequest(**data["placement"]), state_dir=state_dir)
+    deployment = dict(data["deployment"])
+    for name in ("allow_cidrs", "ssh_cidrs"):
+        deployment[name] = tuple(deployment[name])
+    return plan, DeploymentOptions(**deployment)
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -406,6 +615,8 @@ def run_status(request: StatusRequest) -> int:
     from servestack.deploy.lock import running
 
     service = _service(request.service, request.state_dir)
+    if service_journal_path(request.state_dir, service).exists():
+        return _service_status(request, service, running(service))
     journal = Journal.open(request.state_dir, service)
     if not journal.exists:
         raise UserError(f"no deploy of {service!r} recorded in {request.state_dir}/")
@@ -433,6 +644,8 @@ def run_destroy(request: DestroyRequest) -> int:
 
     state_dir = request.state.state_dir
     service = _service(request.service, state_dir)
+    if service_journal_path(state_dir, service).exists():
+        return _destroy_service(request, service)
     if not Journal.open(state_dir, service).exists:
         raise UserError(f"no deploy of {service!r} recorded in {state_dir}/")
     with _stop_on_sigterm(), service_lock(request.state, service):
@@ -453,3 +666,90 @@ def _confirm(question: str) -> None:
     answer = input(f"{question} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise UserError("nothing destroyed")
+
+
+# --- status and destroy of a service over several pools ------------------------------------------
+
+def open_service(state_dir: str, service: str):
+    """The service journal and every pool's journal, by pool key."""
+    from servestack.deploy.journal import Journal
+    from servestack.deploy.service_journal import ServiceJournal
+
+    journal = ServiceJournal.at(service_journal_path(state_dir, service), service)
+    pools = {}
+    for pool in journal.pools:
+        path = journal.pool_path(pool)
+        if path is not None and path.exists():
+            pools[pool.key] = Journal.at(path, service)
+    return journal, pools
+
+
+def recorded_parts(journal):
+    """The key and front stacks as the deploy recorded them (destroy, endpoint): no plan."""
+    from servestack.deploy.pools import ServiceParts
+    from servestack.deployment.model import ServiceStack
+    from servestack.service import front_plan
+
+    _, choices = request_from_journal(journal.request, DEFAULT_STATE)
+    service = journal.service
+    front_name = journal.front.name if journal.front else f"{service}-front"
+    key = ServiceStack("key", journal.key.name, service) if journal.key else None
+
+    def front(deployments):
+        return ServiceStack("front", front_name, service,
+                            front=front_plan(service, deployments, choices, stack=front_name))
+
+    def build(share: int):
+        raise RuntimeError("a recorded service builds no new pool")
+
+    return ServiceParts(build=build, key=key, front=front, front_name=front_name)
+
+
+DEFAULT_STATE = options.DEFAULT_STATE_DIR
+
+
+def _service_status(request: StatusRequest, service: str, running: bool) -> int:
+    from servestack.deploy.journal import RunStatus
+    from servestack.deploy.outcome import EXIT_CODES
+    from servestack.report import service_deploy_json, service_deploy_table
+
+    journal, pools = open_service(request.state_dir, service)
+    report = service_deploy_json(journal.status.value, EXIT_CODES.get(journal.status),
+                                 journal.message, journal, pools)
+    in_progress = journal.status in (RunStatus.RUNNING, RunStatus.DESTROYING) or \
+        bool(journal.reconcile)
+    report["interrupted"] = in_progress and not running
+    report["reconcile_passes"] = journal.passes
+    report["dirty_stacks"] = [{"name": e.name, "state": e.state.value}
+                              for j in pools.values() for e in j.dirty_stacks()]
+    if request.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    state = journal.status.value + (", interrupted (no servestack command is running it)"
+                                    if report["interrupted"] else "")
+    head = f"Service {service} over several pools: {state} (run {journal.run}, " \
+        f"{journal.passes} reconcile pass(es))."
+    lines = [head] + [f"Needs cleanup: {d['name']} ({d['state']})"
+                      for d in report["dirty_stacks"]
+                      if d["name"] not in {p["stack"] for p in report["kept"]}]
+    sys.stdout.write("\n".join(lines) + "\n\n" + service_deploy_table(report))
+    return 0
+
+
+def _destroy_service(request: DestroyRequest, service: str) -> int:
+    from servestack.deploy.pools import Service
+
+    state_dir = request.state.state_dir
+    with _stop_on_sigterm(), service_lock(request.state, service):
+        journal, pools = open_service(state_dir, service)
+        names = [*(r.name for r in (journal.front, journal.key) if r and r.state != "absent"),
+                 *(e.name for j in pools.values() for e in j.dirty_stacks())]
+        if names and not request.yes:
+            _confirm(f"Destroy {len(names)} stack(s) of {service}: {', '.join(names)}?")
+        clock = make_clock()
+        project = journal.request.get("deployment", {}).get("gcp_project")
+        engine = make_engine(request.state, service, project)
+        outcome = Service(engine, journal, [], recorded_parts(journal), clock=clock,
+                          progress=_progress_printer(clock)).destroy()
+    sys.stdout.write(f"{outcome.status.value}: {outcome.message}\n")
+    return outcome.final_exit_code

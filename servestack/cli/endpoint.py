@@ -26,6 +26,7 @@ from servestack.deployment.model import (
     OUTPUT_ENDPOINT,
     Deployment,
 )
+from servestack.engine.interface import StackRef
 from servestack.errors import UserError
 
 # The ids the stacks export for the key's entry: GCP's secret id path, Azure's ARM id of the
@@ -57,9 +58,10 @@ def register(sub) -> None:
 def run_endpoint(request: EndpointRequest) -> int:
     from servestack.cli import deploy as deploy_cli
     from servestack.deploy.journal import Journal
-    from servestack.engine import StackRef
 
     service = deploy_cli._service(request.service, request.state.state_dir)
+    if deploy_cli.service_journal_path(request.state.state_dir, service).exists():
+        return _service_endpoint(request, service)
     journal = Journal.open(request.state.state_dir, service)
     live = journal.live
     if live is None or live.stack not in journal.stacks:
@@ -71,6 +73,36 @@ def run_endpoint(request: EndpointRequest) -> int:
                              deployment)
     outputs.pop(OUTPUT_API_KEY, None)  # the key itself is never shown
     info = endpoint_info(deployment, outputs, fallback=live.endpoint)
+    sys.stdout.write(json.dumps(info, indent=2) + "\n" if request.json else endpoint_text(info))
+    return 0
+
+
+def _service_endpoint(request: EndpointRequest, service: str) -> int:
+    """A service over several pools: the front's URL (from the front stack's outputs) and
+    the shared key's command (the key stack's key, kept in each pool's secret store: read
+    from the first kept pool's outputs)."""
+    from servestack.cli import deploy as deploy_cli
+    from servestack.deploy.service_journal import PoolState
+
+    journal, pools = deploy_cli.open_service(request.state.state_dir, service)
+    kept = [p for p in journal.in_state(PoolState.KEPT) if p.key in pools]
+    deployments = [e.deployment for p in kept for e in pools[p.key].stacks.values()
+                   if e.name == p.stack]
+    if not deployments or journal.front is None or journal.front.state != "up":
+        raise UserError(f"{service} is not live behind its front (`servestack status "
+                        f"{service}` tells what the last deploy did)")
+    parts = deploy_cli.recorded_parts(journal)
+    engine = deploy_cli.make_engine(request.state, service, deployments[0].gcp_project)
+    front = engine.shared_outputs(parts.front(deployments))
+    first = deployments[0]
+    outputs = engine.outputs(StackRef(first.service, first.candidate_id, first.stack), first)
+    outputs.pop(OUTPUT_API_KEY, None)  # the key itself is never shown
+    front.pop(OUTPUT_API_KEY, None)
+    info = endpoint_info(first, {**outputs, OUTPUT_ENDPOINT: front.get(OUTPUT_ENDPOINT)},
+                         fallback=journal.front.endpoint)
+    info.update(candidate=None, cloud=None, region=None, front=journal.front.name,
+                pools=[{"cloud": p.cloud, "region": p.region, "replicas": p.share,
+                        "endpoint": p.endpoint} for p in kept])
     sys.stdout.write(json.dumps(info, indent=2) + "\n" if request.json else endpoint_text(info))
     return 0
 
@@ -136,7 +168,9 @@ def open_lines(d: Deployment) -> list[str]:
 
 
 def endpoint_text(info: dict) -> str:
-    lines = [f"Service {info['service']}: {info['endpoint']} ({info['candidate']})"]
+    where = info["candidate"] or f"front {info.get('front')} over " + ", ".join(
+        f"{p['cloud']} {p['region']}" for p in info.get("pools", []))
+    lines = [f"Service {info['service']}: {info['endpoint']} ({where})"]
     if info["api_key"]:
         lines += ["API key (kept in the cloud's secret store, never printed here):",
                   f"  KEY=$({info['api_key']['command']})"]

@@ -16,12 +16,13 @@ from servestack.cli import generate, options, plan
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not above: plan-mixtral needs none of them and starts faster without.
-    from servestack.cli import catalog, check, deploy, endpoint, gpus, init
+    from servestack.cli import catalog, check, deploy, endpoint, gpus, init, reconcile
 
     parser = options.Parser(prog="servestack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in (plan.register, gpus.register, init.register, generate.register,
-                     catalog.register, deploy.register, endpoint.register, check.register):
+                     catalog.register, deploy.register, reconcile.register, endpoint.register,
+                     check.register):
         register(sub)
     return options.run(parser, argv)
 

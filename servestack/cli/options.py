@@ -155,6 +155,20 @@ class DeployRequest:
     quota_check: bool = True
     report: str | None = None
     json: bool = False
+    # a service over several pools (--max-pools above 1): servestack.deploy.pools
+    max_parallel: int | None = None  # None: the placed pools + 1 hedge
+    hedge_budget: float | None = None  # USD/h; None: the placement's own hourly price
+
+
+@dataclass(frozen=True)
+class ReconcileRequest:
+    service: str | None
+    state: StateRequest = StateRequest()
+    watch: bool = False
+    interval_s: float = 600.0
+    passes: int | None = None  # --watch: stop after N passes (None: until interrupted)
+    report: str | None = None
+    json: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,11 +268,32 @@ def state_request(args: argparse.Namespace) -> StateRequest:
 
 
 def deploy_request(args: argparse.Namespace) -> DeployRequest:
+    _check_hedge(args)
     return DeployRequest(
         target=args.target, plan=plan_request(args, None), deployment=deployment_options(args),
         stacks_dir=args.stacks_dir, state=state_request(args), max_attempts=args.max_attempts,
         attempt_timeout_s=args.attempt_timeout, ready_replicas=args.ready_replicas,
-        quota_check=args.quota_check, report=args.report, json=args.json)
+        quota_check=args.quota_check, report=args.report, json=args.json,
+        max_parallel=args.max_parallel, hedge_budget=args.hedge_budget)
+
+
+def _check_hedge(args: argparse.Namespace) -> None:
+    """The hedge's flags take effect only over several pools."""
+    for flag, value in (("--max-parallel", args.max_parallel),
+                        ("--hedge-budget", args.hedge_budget)):
+        if value is not None and args.max_pools == 1:
+            raise UserError(f"{flag} is for a service over several pools: it needs "
+                            "--max-pools above 1")
+
+
+def reconcile_request(args: argparse.Namespace) -> ReconcileRequest:
+    if args.interval is not None and not args.watch:
+        raise UserError("--interval is the time between --watch passes: it needs --watch")
+    if args.passes is not None and not args.watch:
+        raise UserError("--passes bounds --watch: it needs --watch")
+    return ReconcileRequest(service=args.service, state=state_request(args), watch=args.watch,
+                            interval_s=args.interval or 600.0, passes=args.passes,
+                            report=args.report, json=args.json)
 
 
 def status_request(args: argparse.Namespace) -> StatusRequest:
@@ -381,6 +416,31 @@ def add_deployment_options(parser: argparse.ArgumentParser) -> None:
                         "waiting, 70 percent KV cache)")
 
 
+def add_hedge_options(parser: argparse.ArgumentParser) -> None:
+    """deploy over several pools (servestack.deploy.pools)."""
+    parser.add_argument("--max-parallel", type=positive_int, metavar="K",
+                        help="with --max-pools above 1: bring up to K pools up at once, the "
+                        "placed ones first, then hedges in the next cheapest regions "
+                        "(default: the placed pools + 1)")
+    parser.add_argument("--hedge-budget", type=non_negative_number, metavar="USD_PER_HOUR",
+                        help="with --max-pools above 1: the most the hedge pools beyond the "
+                        "placement may cost per hour together, replicas x $/h (default: the "
+                        "placement's own $/h; 0: no hedge)")
+
+
+def add_reconcile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--watch", action="store_true",
+                        help="run passes until interrupted (Ctrl-C ends after journaling the "
+                        "step; exit 130)")
+    parser.add_argument("--interval", type=duration, metavar="DURATION",
+                        help="--watch: time between passes, e.g. 10m (default 10m)")
+    parser.add_argument("--passes", type=positive_int, metavar="N",
+                        help="--watch: stop after N passes (default: until interrupted)")
+    parser.add_argument("--report", metavar="FILE", type=file_to_write,
+                        help="also write the last pass's JSON report here")
+    parser.add_argument("--json", action="store_true", help="print the JSON report, no table")
+
+
 def add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=folder, default=DEFAULT_STATE_DIR,
                         help="journal, lock and local Pulumi state (default .servestack)")
@@ -445,6 +505,16 @@ def cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a CIDR range such as 203.0.113.0/24") from None
     return text
+
+
+def non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text[:40]} must be 0 or more and below 1000000")
+    return value
 
 
 def positive_number(text: str) -> float:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 from servestack.deploy.clock import Clock
@@ -443,11 +444,9 @@ class HedgedDeploy(Service):
         """`placed`: the placement's pools (key, replicas) in order; `needed`: replicas that
         must answer (min_replicas)."""
         j = self.journal
-        if j.status is RunStatus.DEPLOYED:
-            return ServiceOutcome(RunStatus.DEPLOYED, "already deployed: "
-                                  f"{', '.join(p.key for p in j.in_state(PoolState.KEPT))} "
-                                  f"behind {j.front.endpoint if j.front else '?'} "
-                                  "(servestack destroy first to redeploy)", j, self.journals)
+        done = already_deployed_service(j)
+        if done:
+            return done
         if j.status is RunStatus.RUNNING:
             self.progress(f"resuming service run {j.run}")
         else:
@@ -502,7 +501,7 @@ class HedgedDeploy(Service):
         self.stop.clear()
         done: set[int] = set()
         for n in range(lanes):
-            self.runner.spawn(f"lane-{n}", lambda n=n: self._lane(n, done))
+            self.runner.spawn(f"lane-{n}", partial(self._lane, n, done))
         self.runner.wait(lambda: self.fatal is not None or len(done) == lanes or
                          j.ready_replicas() >= j.needed)
         self._decide()
@@ -534,14 +533,14 @@ class HedgedDeploy(Service):
             for pool in j.pools:
                 if pool.lane == lane and pool.state is PoolState.CLAIMED:
                     return pool
-            pool = self._next_open(lane)
-            if pool is None:
+            found = self._next_open(lane)
+            if found is None:
                 return None
-            pool.state, pool.lane, pool.started_at = PoolState.CLAIMED, lane, self.clock.now()
-            hedge = self._in_flight() - pool.share >= j.needed
-        self.progress(f"lane {lane}: {pool.key} ({pool.share} replica(s), "
-                      f"${pool.price_per_hour:.2f}/h each){' as a hedge' if hedge else ''}")
-        return pool
+            found.state, found.lane, found.started_at = PoolState.CLAIMED, lane, self.clock.now()
+            hedge = self._in_flight() - found.share >= j.needed
+        self.progress(f"lane {lane}: {found.key} ({found.share} replica(s), "
+                      f"${found.price_per_hour:.2f}/h each){' as a hedge' if hedge else ''}")
+        return found
 
     def _in_flight(self) -> int:
         """Replicas of the pools being brought up, ready or kept."""
@@ -595,6 +594,16 @@ class HedgedDeploy(Service):
         failed = "; ".join(f"{p.key}: {p.reason}" for p in self.journal.in_state(
             PoolState.FAILED) if p.reason)
         return f"could not bring up {self.journal.needed} replica(s): {failed or 'no pool left'}"
+
+
+def already_deployed_service(j: ServiceJournal) -> ServiceOutcome | None:
+    """The outcome of a deploy that finds the service deployed already, else None."""
+    if j.status is not RunStatus.DEPLOYED:
+        return None
+    return ServiceOutcome(RunStatus.DEPLOYED, "already deployed: "
+                          f"{', '.join(p.key for p in j.in_state(PoolState.KEPT))} behind "
+                          f"{j.front.endpoint if j.front else '?'} (servestack reconcile keeps "
+                          "it at its size; servestack destroy first to redeploy)", j, {})
 
 
 def _first(texts: list[str]) -> str:

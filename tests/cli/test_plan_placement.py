@@ -1,6 +1,6 @@
 """--max-pools, --max-per-pool and --spread as a user runs them: the plan JSON's `placement`,
 the table's "Placement:" line, one-line errors, the deploy journal's full regions, and
-generate/deploy building only the first pool (with a warning) until multi-pool stacks exist."""
+generate building every pool. deploy over several pools: tests/cli/test_deploy_pools.py."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import json
 import pytest
 import yaml
 
-from servestack.cli.main import main
 from servestack.deploy.failures import Block
 from servestack.deploy.journal import Journal
 from tests.conftest import SHARED_MIXTRAL
-from tests.fakes import GCP1, GCP2, PLAN, Step
 from tests.test_placement import MULTI
 
 POOL_KEYS = {"cloud", "region", "replicas", "instance_types", "price_per_hour",
@@ -161,38 +159,6 @@ def test_generate_with_one_pool_says_nothing_of_pools(run_cli, multi, tmp_path, 
     result = run_cli("servestack", "generate", str(multi), "--stack", "one", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--max-pools" not in result.stderr
-
-
-def test_deploy_takes_the_flags_and_starts_with_the_first_pool(monkeypatch, tmp_path, capsys,
-                                                               hf_token):
-    from tests.cli.test_deploy import World
-
-    world = World(monkeypatch, tmp_path)
-    assert world.run("deploy", "--json", "--max-pools", "2", "--spread") == 0
-    out, err = capsys.readouterr()
-    assert "--max-pools 2" in err and "not built yet" in err
-    report = json.loads(out)
-    assert report["outcome"] == "deployed"
-    assert report["attempts"][0]["candidate"] == GCP1  # the first pool's chosen candidate
-    assert main(["deploy", "--max-pools", "0"]) == 2
-    assert "argument --max-pools: must be at least 1" in capsys.readouterr().err
-
-
-def test_deploy_with_pools_starts_where_the_last_run_found_room(monkeypatch, tmp_path, capsys,
-                                                               hf_token):
-    """The first run finds no capacity for GCP1 (its region blocked in the journal); the
-    next, with --max-pools 2, starts from the first pool that can be had."""
-    from tests.cli.test_deploy import World
-
-    assert PLAN.candidates[1].region != PLAN.candidates[0].region
-    world = World(monkeypatch, tmp_path, {GCP1: [Step("fail", "gcp_zone_exhausted_details",
-                                                      40)]})
-    assert world.run("deploy", "--json", "--max-attempts", "1") == 3
-    capsys.readouterr()
-    assert world.run("deploy", "--json", "--max-pools", "2") == 0
-    out, err = capsys.readouterr()
-    assert json.loads(out)["attempts"][0]["candidate"] == GCP2
-    assert "using the first pool only" in err
 
 
 def test_nothing_to_place_still_has_the_key(run_cli, tmp_path):
