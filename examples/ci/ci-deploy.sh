@@ -15,6 +15,12 @@
 #   SERVESTACK_STACK           name of the generated stack file (default: ci)
 #   SERVESTACK_PLAN_ARGS       filters for plan, generate and deploy, e.g. "--cloud gcp --spot"
 #   SERVESTACK_GENERATE_ARGS   generate-only flags, e.g. "--gcp-project p --allow-cidr 10.0.0.0/8"
+#   SERVESTACK_POOL_ARGS       deploy over several pools, e.g. "--max-pools 2 --spread
+#                              --front route53 --domain api.example.com --hosted-zone-id Z..."
+#                              (steps 2-4 then take the service's stacks: one per pool, a key
+#                              stack and a front stack; keep it at size with ci-reconcile.sh);
+#                              SERVESTACK_GENERATE_ARGS then go to deploy too, so they must
+#                              be deployment flags (--gcp-project, --allow-cidr, ...)
 #   SERVESTACK_MAX_ATTEMPTS    stop after this many attempts (default: walk every candidate)
 #   SERVESTACK_ATTEMPT_TIMEOUT per-attempt limit (default 20m)
 #   SERVESTACK_STATE_DIR       deploy journal and lock; keep it between runs to resume (.servestack)
@@ -50,13 +56,14 @@ main() {
     local artifacts=${SERVESTACK_ARTIFACTS:-artifacts}
     local state_dir=${SERVESTACK_STATE_DIR:-.servestack}
     local stacks_dir="$artifacts/stacks"
-    local -a spec_args=() plan_args=() generate_args=() deploy_args=()
+    local -a spec_args=() plan_args=() generate_args=() deploy_args=() pool_args=()
 
     if [ -n "$spec" ]; then
         spec_args=("$spec")
     fi
     read -r -a plan_args <<< "${SERVESTACK_PLAN_ARGS:-}"
     read -r -a generate_args <<< "${SERVESTACK_GENERATE_ARGS:-}"
+    read -r -a pool_args <<< "${SERVESTACK_POOL_ARGS:-}"
     if [ -n "${SERVESTACK_MAX_ATTEMPTS:-}" ]; then
         deploy_args+=(--max-attempts "$SERVESTACK_MAX_ATTEMPTS")
     fi
@@ -70,19 +77,32 @@ main() {
     servestack plan "${spec_args[@]}" "${plan_args[@]}" --json -o "$artifacts/plan.json" \
         > /dev/null
 
-    log "2/4 generate the stack file of the first candidate"
-    servestack generate "${spec_args[@]}" "${plan_args[@]}" "${generate_args[@]}" \
-        --stack "$stack" --stacks-dir "$stacks_dir" >&2
-
-    log "3/4 offline preview (no credentials used)"
-    servestack preview "$stack" --offline --json --stacks-dir "$stacks_dir" \
-        > "$artifacts/preview.json"
-
-    log "4/4 deploy with fallback"
     local status=0
-    servestack deploy "$stack" --stacks-dir "$stacks_dir" "${plan_args[@]}" \
-        "${deploy_args[@]}" --state-dir "$state_dir" \
-        --report "$artifacts/deploy-report.json" || status=$?
+    if [ "${#pool_args[@]}" -gt 0 ]; then
+        log "2/4 generate the stacks of the service over several pools (for review)"
+        servestack generate "${spec_args[@]}" "${plan_args[@]}" "${generate_args[@]}" \
+            "${pool_args[@]}" --stack "$stack" --stacks-dir "$stacks_dir" >&2
+
+        log "3/4 offline preview: skipped (one stack per pool; preview them one by one)"
+
+        log "4/4 hedged deploy over several pools"
+        servestack deploy "${spec_args[@]}" "${plan_args[@]}" "${generate_args[@]}" \
+            "${pool_args[@]}" "${deploy_args[@]}" --state-dir "$state_dir" \
+            --report "$artifacts/deploy-report.json" || status=$?
+    else
+        log "2/4 generate the stack file of the first candidate"
+        servestack generate "${spec_args[@]}" "${plan_args[@]}" "${generate_args[@]}" \
+            --stack "$stack" --stacks-dir "$stacks_dir" >&2
+
+        log "3/4 offline preview (no credentials used)"
+        servestack preview "$stack" --offline --json --stacks-dir "$stacks_dir" \
+            > "$artifacts/preview.json"
+
+        log "4/4 deploy with fallback"
+        servestack deploy "$stack" --stacks-dir "$stacks_dir" "${plan_args[@]}" \
+            "${deploy_args[@]}" --state-dir "$state_dir" \
+            --report "$artifacts/deploy-report.json" || status=$?
+    fi
 
     local endpoint
     endpoint=$(report_endpoint "$artifacts/deploy-report.json")
