@@ -613,3 +613,39 @@ class ServiceHarness:
         from servestack.deploy.service_journal import PoolState
 
         return [p.key for p in self.journal.in_state(PoolState.KEPT)]
+
+
+# the flags of a deploy over two pools of the test plan (GCP: a Route 53 front)
+POOLS = ("--max-pools", "2", "--spread", "--front", "route53", "--domain",
+         "mixtral.example.com", "--hosted-zone-id", "Z0123456789ABCDEFGHIJ")
+
+
+class PoolsWorld:
+    """The CLI over a service over several pools: one cloud and one lockstep clock shared by
+    every command of a test (the seams of servestack.cli.deploy replaced)."""
+
+    def __init__(self, monkeypatch, tmp_path) -> None:
+        from servestack.cli import deploy as deploy_cli
+
+        self.cloud, self.clock = Cloud(), Lockstep()
+        self.state = tmp_path / "state"
+        self.engines: list[ReplayEngine] = []
+        monkeypatch.setattr(deploy_cli, "make_engine", self.make_engine)
+        monkeypatch.setattr(deploy_cli, "make_clock", lambda: self.clock)
+        monkeypatch.setattr(deploy_cli, "make_runner", lambda: self.clock)
+        monkeypatch.setattr(deploy_cli, "make_probe_factory",
+                            lambda: probes(self.cloud, self.clock))
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))  # the per-user locks
+        # the embedded example's secret, read from the environment by deploy and reconcile
+        monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_deploy_tests")
+
+    def make_engine(self, state, service, project=None, secrets=None):
+        engine = ReplayEngine(self.cloud, self.clock, per_pool=True)
+        self.engines.append(engine)
+        return engine
+
+    def run(self, *argv: str) -> int:
+        from servestack.cli.main import main
+
+        plans = ["--catalog-dir", FROZEN_CATALOG] if argv[0] == "deploy" else []
+        return main([*argv, "--state-dir", str(self.state), *plans])

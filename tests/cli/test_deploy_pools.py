@@ -8,43 +8,12 @@ import json
 import pytest
 
 from servestack.cli import deploy as deploy_cli
-from servestack.cli.main import main
-from tests.fakes import FROZEN_CATALOG, Cloud, Lockstep, ReplayEngine, probes
-
-FRONT = ("--front", "route53", "--domain", "mixtral.example.com", "--hosted-zone-id",
-         "Z0123456789ABCDEFGHIJ")
-POOLS = ("--max-pools", "2", "--spread", *FRONT)
-
-
-class World:
-    """One cloud and one clock shared by every command of a test."""
-
-    def __init__(self, monkeypatch, tmp_path) -> None:
-        self.cloud, self.clock = Cloud(), Lockstep()
-        self.state = tmp_path / "state"
-        self.engines: list[ReplayEngine] = []
-        monkeypatch.setattr(deploy_cli, "make_engine", self.make_engine)
-        monkeypatch.setattr(deploy_cli, "make_clock", lambda: self.clock)
-        monkeypatch.setattr(deploy_cli, "make_runner", lambda: self.clock)
-        monkeypatch.setattr(deploy_cli, "make_probe_factory",
-                            lambda: probes(self.cloud, self.clock))
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))  # the per-user locks
-        # the embedded example's secret, read from the environment by deploy and reconcile
-        monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_deploy_tests")
-
-    def make_engine(self, state, service, project=None, secrets=None):
-        engine = ReplayEngine(self.cloud, self.clock, per_pool=True)
-        self.engines.append(engine)
-        return engine
-
-    def run(self, *argv: str) -> int:
-        plans = ["--catalog-dir", FROZEN_CATALOG] if argv[0] == "deploy" else []
-        return main([*argv, "--state-dir", str(self.state), *plans])
+from tests.fakes import POOLS, PoolsWorld, ReplayEngine, probes
 
 
 @pytest.fixture
-def world(monkeypatch, tmp_path) -> World:
-    return World(monkeypatch, tmp_path)
+def world(monkeypatch, tmp_path) -> PoolsWorld:
+    return PoolsWorld(monkeypatch, tmp_path)
 
 
 def test_deploy_over_two_pools_then_status_endpoint_and_destroy(world, capsys):
@@ -101,35 +70,6 @@ def test_a_single_pool_service_is_not_redeployed_over_pools(world, monkeypatch, 
     capsys.readouterr()
     assert world.run("deploy", *POOLS) == 2
     assert "deployed in one pool" in capsys.readouterr().err
-
-
-def test_reconcile_moves_a_short_pools_replicas_and_reports(world, capsys):
-    assert world.run("deploy", *POOLS, "--json") == 0
-    central = json.loads(capsys.readouterr().out)["kept"][0]["stack"]
-    world.cloud.running[central] = 0  # a spot interruption
-    assert world.run("reconcile", "mixtral", "--json") == 0
-    report = json.loads(capsys.readouterr().out)
-    assert [p["region"] for p in report["kept"]] == ["us-central1", "europe-west4", "us-east4"]
-    assert "moved to gcp-us-east4" in report["message"]
-    world.cloud.running[central] = 1
-    assert world.run("reconcile", "--watch", "--interval", "5m", "--passes", "2") == 0
-    first, second = capsys.readouterr().out.split("DEPLOYED (exit 0): ")[1:]
-    assert first.startswith("gcp-us-central1 is full again: released gcp-us-east4")
-    assert second.startswith("nothing to do")  # a report per pass
-    assert world.clock.sleeps.count(300.0) == 1  # one interval between the two passes
-
-
-def test_reconcile_of_an_unknown_service_names_the_known_ones(world, capsys):
-    assert world.run("deploy", *POOLS) == 0
-    capsys.readouterr()
-    assert world.run("reconcile", "llama") == 2
-    err = capsys.readouterr().err
-    assert "services known: mixtral" in err and len(err.strip().splitlines()) == 1
-
-
-def test_reconcile_flags_need_watch(world, capsys):
-    assert world.run("reconcile", "mixtral", "--interval", "5m") == 2
-    assert "needs --watch" in capsys.readouterr().err
 
 
 def test_several_pools_on_gcp_without_a_front_is_one_line(world, capsys):

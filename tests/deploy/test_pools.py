@@ -155,3 +155,26 @@ def test_a_kill_after_any_journal_write_resumes_to_the_same_service(tmp_path, mo
 def no_fsync(monkeypatch):
     """Dozens of runs: skip the disk flush (atomicity is tested in test_journal.py)."""
     monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+def test_the_thread_runner_gives_the_same_service(tmp_path):
+    """The production runner: lanes in real threads (a plain simulated clock; the order in
+    which they run is the scheduler's), the same invariants."""
+    from servestack.deploy.layout import service_journal_path
+    from servestack.deploy.pools import HedgedDeploy, ThreadRunner
+    from servestack.deploy.service_journal import ServiceJournal
+    from servestack.placement import place
+    from tests.fakes import Cloud, ReplayEngine, SimClock, probes, service_parts
+
+    cloud, clock = Cloud(), SimClock()
+    engine = ReplayEngine(cloud, clock, per_pool=True)
+    journal = ServiceJournal.at(service_journal_path(tmp_path, SERVICE), SERVICE)
+    deploy = HedgedDeploy(engine, journal, OPTIONS, service_parts(), clock=clock,
+                          settings=HedgeSettings(max_parallel=2),
+                          probe_factory=probes(cloud, clock), runner=ThreadRunner())
+    pools = place(PLAN, PLAN.replicas, max_pools=2, spread=True)
+    outcome = deploy.run([(f"{p.cloud}-{p.region}", p.replicas) for p in pools], PLAN.replicas)
+    assert outcome.status == "deployed", outcome.message
+    kept = {p.stack for p in journal.in_state(PoolState.KEPT)}
+    assert len(kept) == 2 and cloud.violations == []
+    assert cloud.holding() == kept | {f"{SERVICE}-key", f"{SERVICE}-front"}
