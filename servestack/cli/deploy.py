@@ -15,6 +15,17 @@ in memory and sends it as `Authorization: Bearer`; `servestack endpoint` says ho
 Before anything is deployed, deploy says what stays open by your choice (no API key, no
 --domain, --ssh-cidr, --allow-cidr 0.0.0.0/0). A generated STACK brings its own choices.
 
+With --max-pools above 1 the SPEC is deployed as a service over several pools (a STACK file
+is one pool: refused), even when the placement fills one pool, so that `servestack
+reconcile` can move replicas later: the key stack, then up to --max-parallel pools at once
+(default: the placed pools + 1 hedge in the next cheapest region, within --hedge-budget USD/h,
+default the placement's own $/h), the pools kept as they answer until min_replicas (or
+--ready-replicas) replicas answer, the rest released, then the front (--front; Global
+Accelerator by default for AWS pools) and the probe through it (servestack.deploy.pools).
+--max-attempts and --attempt-timeout apply to each pool. The report lists the pools kept and
+released, what the released ones cost, and the time to ready. `status`, `endpoint` and
+`destroy` (front, pools, key) know such a service; --max-pools 1 is the single-pool path.
+
 Exit codes:
   0    deployed: a candidate is up and min_replicas replicas answer the readiness probe
        through its endpoint (also when the service was already deployed); for

@@ -11,8 +11,8 @@ interrupted: Ctrl-C (or SIGTERM) ends it with the step journaled, exit 130, and 
 `reconcile` finishes what the pass began.
 
 Exit codes: 0 the pass ended with the service deployed; 2 bad input (an unknown service, one
-not deployed over several pools, flags); 4 stopped (the front failed, or the service is not
-deployed); 5 a pool's cleanup failed; 6 locked; 130 interrupted.
+deployed in one pool, one whose deploy did not finish, flags); 4 stopped (the front failed);
+5 a pool's cleanup failed; 6 locked; 130 interrupted.
 """
 
 from __future__ import annotations

@@ -299,6 +299,9 @@ class Service:
                 pool.state = PoolState.RELEASING if late else PoolState.READY
             return
         if status is RunStatus.STOPPED and RELEASED in message:
+            if not journal.attempts:  # stopped before its first `up`: it cost nothing
+                pool.state, pool.lane, pool.started_at = PoolState.OPEN, None, None
+                return
             pool.state, pool.released_at, pool.reason = PoolState.RELEASED, now, "released"
             return
         pool.state, pool.reason = PoolState.FAILED, message

@@ -49,8 +49,8 @@ class Reconcile(Service):
         j = self.journal
         self.plan = plan
         if j.status is not RunStatus.DEPLOYED:
-            return ServiceOutcome(j.status, f"{j.service} is {j.status.value}, not deployed: "
-                                  "deploy it (again) before reconciling", j, self.journals)
+            raise UserError(f"{j.service} is {j.status.value}, not deployed: run `servestack "
+                            "deploy` (again) to finish or redo it before reconciling")
         for pool in j.pools:
             self.pool_journal(pool)
         if not j.reconcile:

@@ -74,3 +74,14 @@ def test_ctrl_c_between_watch_passes_exits_130_with_the_pass_journaled(world, mo
     assert journal.passes == 1 and journal.reconcile == {}  # the pass ended before
     assert [p.region for p in journal.in_state(PoolState.KEPT)] == ["us-central1",
                                                                     "europe-west4"]
+
+
+def test_reconcile_of_an_unfinished_deploy_says_to_deploy_again(world, capsys):
+    from tests.fakes import PLAN
+
+    world.cloud.refuse.update(c.region for c in PLAN.candidates)  # no capacity anywhere
+    assert world.run("deploy", *POOLS, "--max-parallel", "1", "--max-attempts", "1") == 3
+    capsys.readouterr()
+    assert world.run("reconcile") == 2
+    err = capsys.readouterr().err
+    assert "exhausted, not deployed" in err and len(err.strip().splitlines()) == 1
