@@ -106,6 +106,7 @@ from servestack.deploy.readiness import ProbeAnswer
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment
 from servestack.engine import ANY, Capabilities, Diagnostic, OpResult, QuotaLimit
+from servestack.engine.interface import Identity
 from servestack.inputs import Inputs, load_inputs
 from servestack.placement import place
 from servestack.planner import Candidate, Plan, plan
@@ -420,6 +421,15 @@ class SimEngine:
 
     def capabilities(self, cloud: str) -> Capabilities:
         return self.CAPABILITIES[cloud]
+
+    def identity(self, cloud: str, *, timeout_s: float) -> Identity:
+        """Not asked: no cloud here has `credentials_check` (the `up` says it instead)."""
+        self._spend(TIMES["credentials_fail"])
+        missing = cloud in self.world.no_credentials
+        return Identity(cloud, not missing, error=TEXT[f"{cloud}_credentials"] if missing else "")
+
+    def outputs(self, stack, deployment: Deployment) -> dict:
+        return {"endpoint": f"http://{stack.name}.sim"} if stack.name in self.running else {}
 
     def group_size(self, stack, deployment) -> int | None:
         self._spend(TIMES["probe_stack"])
