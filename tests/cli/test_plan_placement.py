@@ -139,20 +139,38 @@ def hf_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_stand_in_for_the_placement_tests")
 
 
-def test_generate_with_two_pools_warns_and_builds_the_first(run_cli, multi, tmp_path,
-                                                           hf_token):
-    data = plan_json(run_cli, str(multi), "--max-pools", "2", "--max-per-pool", "3",
-                     cwd=tmp_path)
-    first = data["placement"][0]
+def test_generate_with_two_azure_pools_needs_a_front(run_cli, multi, tmp_path, hf_token):
+    """Azure pools have no domain-free front (Global Accelerator reaches ALBs only): one
+    line, exit 2, nothing written."""
     result = run_cli("servestack", "generate", str(multi), "--max-pools", "2",
                      "--max-per-pool", "3", "--stack", "two", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "need a front" in result.stderr and "--front route53" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "stacks").exists() or not any((tmp_path / "stacks").iterdir())
+
+
+def test_generate_with_two_pools_writes_every_pool_and_the_front(run_cli, multi, tmp_path,
+                                                                 hf_token):
+    data = plan_json(run_cli, str(multi), "--max-pools", "2", "--max-per-pool", "3",
+                     cwd=tmp_path)
+    result = run_cli("servestack", "generate", str(multi), "--max-pools", "2",
+                     "--max-per-pool", "3", "--stack", "two", "--front", "route53",
+                     "--domain", "llm.example.com", "--hosted-zone-id", "Z0123456789ABCDEFGHIJ",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [warning] = [x for x in result.stderr.splitlines() if "--max-pools 2" in x]
-    assert "not built yet" in warning and "first pool only" in warning
-    assert "Azure eastus: 3, Azure westus2: 1" in warning
-    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.two.yaml").read_text())["config"]
-    assert config["servestack:candidate"]["id"] == first["candidate_ids"][0]
-    assert config["servestack:deployment"]["min_replicas"] == 4
+    stacks = tmp_path / "stacks"
+    replicas = {}
+    for pool in data["placement"]:
+        name = f"two-{pool['candidate_ids'][0]}"
+        config = yaml.safe_load((stacks / f"Pulumi.{name}.yaml").read_text())["config"]
+        deployment = config["servestack:deployment"]
+        assert deployment["region"] == pool["region"]
+        assert deployment["shared_api_key"] == "two-key"
+        replicas[pool["region"]] = deployment["min_replicas"]
+    assert replicas == {p["region"]: p["replicas"] for p in data["placement"]}
+    assert sum(replicas.values()) == 4
+    assert (stacks / "Pulumi.two-key.yaml").exists() and (stacks / "Pulumi.two-front.yaml").exists()
 
 
 def test_generate_with_one_pool_says_nothing_of_pools(run_cli, multi, tmp_path, hf_token):
