@@ -154,11 +154,10 @@ class Reconcile(Service):
                 return f"{missing} replica(s) short in {', '.join(short)}, and no pool " \
                        f"can take them ({exc})"
             key = f"{target.cloud}-{target.region}"
-            pool = self._record_for(key, missing, covers)
-            self._begin_move(SPILL, key, None)
+            self._begin_move(SPILL, key, None, share=missing, covers=covers)
             outcome = self._complete(f"{missing} replica(s) of {', '.join(short)} moved to "
                                      f"{key}")
-            if isinstance(outcome, ServiceOutcome) or pool.state is PoolState.KEPT:
+            if isinstance(outcome, ServiceOutcome) or self._kept(key):
                 return outcome
             without.update(self._candidate_ids(key))
 
@@ -172,18 +171,20 @@ class Reconcile(Service):
         for pool in self.journal.in_state(PoolState.FAILED, PoolState.RELEASED):
             if pool.key not in regions and pool.key in self.options and \
                     self.options[pool.key].price_per_hour < dearest.price_per_hour:
-                with self.journal.change():
-                    pool.share, pool.covers, pool.state = dearest.share, None, PoolState.OPEN
-                self._begin_move(RETURN, pool.key, dearest.key)
+                self._begin_move(RETURN, pool.key, dearest.key, share=dearest.share)
                 return self._complete(f"{pool.key} has capacity again: it holds "
                                       f"{dearest.key}'s {dearest.share} replica(s)")
         return None
 
-    def _begin_move(self, kind: str, add: str | None, release: str | None) -> None:
+    def _begin_move(self, kind: str, add: str | None, release: str | None, *,
+                    share: int = 0, covers: str | None = None) -> None:
+        """Record the move, and claim the pool it brings up (`share` replicas, for `covers`),
+        in one write: a pass killed after it finishes the move."""
         with self.journal.change():
             self.journal.reconcile.update(move=kind, add=add, release=release)
             if add:
-                pool = self.journal.pool(add)
+                pool = self._record_for(add)
+                pool.share, pool.covers, pool.reason = share, covers, ""
                 pool.state, pool.started_at = PoolState.CLAIMED, self.clock.now()
                 pool.ready_at = pool.released_at = None
         self.progress(f"reconcile: {kind}" + (f", up {add}" if add else "") +
@@ -239,17 +240,12 @@ class Reconcile(Service):
         option = self.options.get(key)
         return {c.id for c in option.candidates} if option else set()
 
-    def _record_for(self, key: str, share: int, covers: str) -> PoolRecord:
+    def _record_for(self, key: str) -> PoolRecord:
         """The pool's record (a new one for a region the deploy did not list)."""
-        with self.journal.change():
-            found = [p for p in self.journal.pools if p.key == key]
-            if found:
-                pool = found[0]
-            else:
-                option = self.options[key]
-                pool = PoolRecord(option.cloud, option.region, share, option.price_per_hour,
-                                  hedge=True)
-                self.journal.pools.append(pool)
-            pool.share, pool.covers, pool.reason = share, covers, ""
-            pool.state = PoolState.OPEN
+        found = [p for p in self.journal.pools if p.key == key]
+        if found:
+            return found[0]
+        option = self.options[key]
+        pool = PoolRecord(option.cloud, option.region, 0, option.price_per_hour, hedge=True)
+        self.journal.pools.append(pool)
         return pool

@@ -96,11 +96,23 @@ class Killer:
             raise Crash(f"killed after journal write {self.writes}")
 
 
-def test_a_kill_during_a_reconcile_pass_is_finished_by_the_next(tmp_path, monkeypatch):
+def spot_interruption(s: ServiceHarness) -> None:
+    s.run()
+    s.cloud.running[stack_of(s, CENTRAL)] = 0
+
+
+def capacity_returns(s: ServiceHarness) -> None:
+    s.cloud.refuse.add("us-central1")
+    s.run()
+    s.cloud.refuse.clear()
+
+
+@pytest.mark.parametrize("before", [spot_interruption, capacity_returns])
+def test_a_kill_during_a_reconcile_pass_is_finished_by_the_next(tmp_path, monkeypatch,
+                                                                 before):
     monkeypatch.setattr(os, "fsync", lambda fd: None)
     counting = ServiceHarness(tmp_path / "count")
-    counting.run()
-    counting.cloud.running[stack_of(counting, CENTRAL)] = 0
+    before(counting)
     killer = Killer(monkeypatch)
     counting.reconcile()
     writes = killer.writes
@@ -109,15 +121,14 @@ def test_a_kill_during_a_reconcile_pass_is_finished_by_the_next(tmp_path, monkey
         monkeypatch.undo()
         monkeypatch.setattr(os, "fsync", lambda fd: None)
         s = ServiceHarness(tmp_path / f"write-{point}")
-        s.run()
-        s.cloud.running[stack_of(s, CENTRAL)] = 0
+        before(s)
         Killer(monkeypatch, kill_at=point)
         with pytest.raises(Crash):
             s.reconcile()
         Killer(monkeypatch)
         outcome = s.reconcile()
         assert outcome.status == "deployed", (point, outcome.message)
-        assert s.kept() == counting.kept(), point
+        assert sorted(s.kept()) == sorted(counting.kept()), point
         kept = s.stacks(PoolState.KEPT)
         assert set(s.cloud.fronts[FRONT]) == kept, point
         assert s.cloud.holding() == kept | {FRONT, f"{SERVICE}-key"}, point
