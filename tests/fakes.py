@@ -562,13 +562,14 @@ class ServiceHarness:
     lines: list[str] = field(default_factory=list)
     t: float = 1_000_000.0
 
-    def _service(self, kind, settings=None, script=None):
+    def _service(self, kind, settings=None, script=None, crash_at=None):
         from servestack.deploy.layout import service_journal_path
         from servestack.deploy.pools import HedgeSettings, pool_options
         from servestack.deploy.service_journal import ServiceJournal
 
         self.clock = Lockstep(self.t)
-        self.engine = ReplayEngine(self.cloud, self.clock, script, per_pool=True)
+        self.engine = ReplayEngine(self.cloud, self.clock, script, per_pool=True,
+                                   crash_at=crash_at)
         self.journal = ServiceJournal.at(service_journal_path(self.tmp, SERVICE), SERVICE)
         return kind(self.engine, self.journal, pool_options(PLAN.candidates), service_parts(),
                     clock=self.clock, settings=settings or HedgeSettings(),
@@ -583,12 +584,13 @@ class ServiceHarness:
             self.t = self.clock.t
         return self.outcome
 
-    def run(self, *, max_pools=2, spread=True, settings=None, script=None):
-        """A hedged deploy of the test plan's replicas over `max_pools` pools."""
+    def run(self, *, max_pools=2, spread=True, settings=None, script=None, crash_at=None):
+        """A hedged deploy of the test plan's replicas over `max_pools` pools; `crash_at`:
+        killed during that engine call."""
         from servestack.deploy.pools import HedgedDeploy
         from servestack.placement import place
 
-        deploy = self._service(HedgedDeploy, settings, script)
+        deploy = self._service(HedgedDeploy, settings, script, crash_at)
         pools = place(PLAN, PLAN.replicas, max_pools=max_pools, spread=spread)
         return self._ran(lambda: deploy.run([(f"{p.cloud}-{p.region}", p.replicas)
                                              for p in pools], PLAN.replicas))

@@ -178,3 +178,24 @@ def test_the_thread_runner_gives_the_same_service(tmp_path):
     kept = {p.stack for p in journal.in_state(PoolState.KEPT)}
     assert len(kept) == 2 and cloud.violations == []
     assert cloud.holding() == kept | {f"{SERVICE}-key", f"{SERVICE}-front"}
+
+
+@pytest.mark.parametrize("refused", [(), ("us-central1",)], ids=["hedge-released", "spill"])
+def test_a_kill_during_any_engine_call_resumes_to_the_same_service(tmp_path, no_fsync,
+                                                                   refused):
+    counting = ServiceHarness(tmp_path / "count")
+    counting.cloud.refuse.update(refused)
+    counting.run(script=slow_hedge())
+    # the calls a kill can interrupt (readings such as group_size are not)
+    points = [n for n, (op, _) in enumerate(counting.engine.calls, 1)
+              if op not in ("group_size", "outputs")]
+    assert len(points) >= 10
+    for point in points:
+        s = ServiceHarness(tmp_path / f"call-{point}")
+        s.cloud.refuse.update(refused)
+        script = slow_hedge()
+        with pytest.raises(Crash):
+            s.run(script=script, crash_at=point)
+        s.run(script=script)
+        check_converged(s, point)
+        assert s.kept() == counting.kept(), point
