@@ -452,6 +452,12 @@ class HedgedDeploy(Service):
             return done
         if j.status is RunStatus.RUNNING:
             self.progress(f"resuming service run {j.run}")
+            recorded = [(p.key, p.share) for p in j.pools[:int(j.settings["placed"])]]
+            if recorded != list(placed) or j.needed != needed:
+                self.progress("warning: the interrupted run goes on with its own placement "
+                              f"({', '.join(f'{k}: {n}' for k, n in recorded)}; {j.needed} "
+                              "replica(s) needed); the flags that change it take effect on "
+                              "the next run (servestack destroy, then deploy)")
         else:
             self._begin(placed, needed)
         for pool in j.pools:  # open every journal: the known blocks come from all of them
