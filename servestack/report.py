@@ -180,8 +180,15 @@ def security_notes(d: Deployment) -> list[str]:
     if d.tls is None:
         carried = "the API key and every prompt and answer travel" if d.api_key else \
             "every prompt and answer travels"
-        notes.append(f"no --domain: {carried} over plain HTTP, readable on the way; pass "
-                     "--domain NAME (and --dns-zone) for HTTPS")
+        if d.shared_api_key is not None:
+            # a pool behind a front: HTTPS would need one certificate for the front's name
+            # in every pool's region, which servestack does not build yet
+            notes.append(f"a service over several pools is HTTP only: {carried} over plain "
+                         "HTTP between clients, the front and the pools, readable on the "
+                         "way; keep it on private networks or use one pool with --domain")
+        else:
+            notes.append(f"no --domain: {carried} over plain HTTP, readable on the way; pass "
+                         "--domain NAME (and --dns-zone) for HTTPS")
     if d.ssh_cidrs:
         notes.append(f"--ssh-cidr {' '.join(d.ssh_cidrs)}: SSH to the VMs is open to "
                      + ("the whole internet" if WORLD in d.ssh_cidrs else "these ranges"))
