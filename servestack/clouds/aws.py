@@ -150,6 +150,9 @@ class Aws(Cloud):
     user_data_limit = USER_DATA_LIMIT
     failure_rules = RULES
     capacity_per_instance_type = True  # EC2 keeps a capacity pool per instance type and AZ
+    cache_scheme = "s3"
+    # boto3: S3's conditional PutObject (If-None-Match) arrived in botocore 1.35.
+    cache_packages = ("boto3>=1.35.16",)
 
     def disk_iops(self, disk_type: str, size_gb: int) -> int | None:
         """io2 needs provisioned IOPS (at most 500 per GiB); the other types come with theirs."""

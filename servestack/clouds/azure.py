@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, rule
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import (
     WORLD,
     Deployment,
@@ -145,6 +145,17 @@ class Azure(Cloud):
         return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku,
                         version=version)
 
+    cache_scheme = "az"
+    cache_packages = ("azure-storage-blob>=12.19", "azure-identity>=1.15")
+
+    def cache_prefix(self, scope: str) -> str:
+        """A storage account's name is 3-24 lowercase letters and digits, global across Azure:
+        "sswc" and a digest of the scope (14 characters), the subscription's 10 after them."""
+        return f"sswc{digest(scope, 10)}"
+
+    def cache_container(self) -> str | None:
+        return AZURE_CACHE_CONTAINER
+
     def secret_ref(self, service: str, stack: str) -> SecretRef:
         """A secret in the stack's own Key Vault. The vault's name is global across all of
         Azure, so each engine names it with a random suffix it keeps in its state
@@ -194,6 +205,7 @@ class Azure(Cloud):
 
 
 CLOUD = Azure()
+AZURE_CACHE_CONTAINER = "weights"  # the cache's one container in its storage account
 
 
 # Names of the balancer's parts (one of each), as the rules reference them.

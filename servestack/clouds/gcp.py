@@ -98,6 +98,8 @@ class Gcp(Cloud):
     # The MIG does not hold the apply for its VMs (the deploy loop polls readiness).
     capacity_timeout = None
     failure_rules = RULES
+    cache_scheme = "gs"
+    cache_packages = ("google-cloud-storage>=2.10",)
 
     def secret_ref(self, service: str, stack: str) -> SecretRef:
         """A secret id per service and stack ([A-Za-z0-9_-], at most 255 characters)."""
