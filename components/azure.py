@@ -51,6 +51,7 @@ import pulumi
 import pulumi_azure_native as azure
 from servestack.components import TYPE_PREFIX
 from servestack.components.apikey import ApiKey
+from servestack.components.azure_cache import WeightCache, WeightCacheArgs
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
@@ -701,10 +702,13 @@ class Service(pulumi.ComponentResource):
             d, self.group.name, client.subscription_id), _child(self))
         key = ApiKey(f"{name}-api-key", opts=_child(self)) if d.api_key else None
         token = self._token(name, d, client.tenant_id, hf_token, key)
+        cache = WeightCache(f"{name}-cache", WeightCacheArgs(
+            d, self.group.name, self.identity.principal_id, client.subscription_id),
+            _child(self)) if d.weight_cache else None
         scale_set_args = ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
             self.identity.id, ssh_public_key(), token.vault.name if token else None,
-            [lb.lb, token] if token else [lb.lb])
+            [lb.lb, *([token] if token else []), *([cache] if cache else [])])
         scale_set = ScaleSet(f"{name}-group", scale_set_args, _child(self))
         self._autoscaling(name, d, scale_set_args, scale_set, client.subscription_id)
         # the balancer's address: Static, so known once its public IP exists

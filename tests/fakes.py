@@ -330,3 +330,17 @@ def unknown_arguments(body: dict, schema: dict, where: str,
             for item in value if isinstance(value, list) else [value]:
                 found += unknown_arguments(item, schema[key], path, skip)
     return found
+
+
+def weight_cache_deployment(cloud: str, service: str = "mixtral", stack: str | None = None,
+                            cache: bool = True, gcp_project: str | None = None):
+    """The embedded Mixtral spec's first candidate on `cloud`, with --weight-cache (or not)."""
+    from servestack import planner
+    from servestack.deployment.model import Choices
+
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    found = plan(inputs.spec, inputs.catalog, inputs.facts, planner.Options(cloud=cloud),
+                 model=inputs.model)
+    return build_deployment(inputs.spec, found.candidates[0], found.candidates,
+                            model=inputs.model, service_name=service, stack=stack,
+                            choices=Choices(weight_cache=cache, gcp_project=gcp_project))

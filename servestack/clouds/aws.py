@@ -634,3 +634,26 @@ def _scaling(d: Deployment) -> Autoscaling:
     if d.autoscaling is None:
         raise ValueError(f"deployment {d.candidate_id} does not autoscale")
     return d.autoscaling
+
+
+# --- --weight-cache (servestack.deployment.cache): the S3 bucket, as both engines spell it ---
+# Private and owned: every public-access block on, ACLs off (the bucket owner owns every
+# object), SSE-S3 encryption, versioning never enabled (a refill overwrites; old versions
+# would only cost), force_destroy so a destroy takes the weights with the bucket.
+AWS_CACHE_PUBLIC_ACCESS_BLOCK = {"block_public_acls": True, "block_public_policy": True,
+                                 "ignore_public_acls": True, "restrict_public_buckets": True}
+AWS_CACHE_OWNERSHIP = "BucketOwnerEnforced"
+AWS_CACHE_SSE = "AES256"
+AWS_CACHE_VERSIONING = "Disabled"
+
+
+def cache_bucket_policy(bucket_arn: str) -> dict:
+    """The VMs' rights on the cache: list, read, write and delete in that bucket only (the
+    lock is deleted after a fill; multipart uploads of the large shards may be aborted)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ListWeightCache", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn]},
+        {"Sid": "ReadWriteWeightCache", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn}/*"]}]}
