@@ -176,7 +176,12 @@ class Aws(Cloud):
 
     def check(self, d: Deployment) -> None:
         """HTTPS needs the hosted zone: ACM validates the certificate through DNS records the
-        stack writes there, and the domain's alias record goes there too."""
+        stack writes there, and the domain's alias record goes there too. The weight cache's
+        tool and the metrics shipper do not both fit in 16 KiB of user data (~21 KB)."""
+        if d.weight_cache is not None and d.autoscaling and self.shipped_metric(d):
+            raise UserError(f"--weight-cache with --scale-metric {d.autoscaling.metric} on "
+                            "AWS: the cache's tool and the metrics shipper do not both fit in "
+                            "AWS's 16 KiB of user data; scale on qps, or drop --weight-cache")
         if d.tls is not None and not d.tls.dns_zone:
             raise UserError(f"--domain {d.tls.domain} needs --dns-zone on AWS: the id of the "
                             "Route 53 hosted zone that holds the domain (Z0123456789ABCDEFGHIJ), "

@@ -98,3 +98,13 @@ def test_a_setup_that_installs_vllm_is_refused():
 def test_what_the_bootstrap_can_redirect_is_accepted(run):
     d = with_weight_cache(replace(built("azure", cache=False), run=run), True)
     assert d.weight_cache is not None
+
+
+def test_aws_refuses_the_cache_beside_a_shipped_metric():
+    from servestack import clouds
+    from servestack.deployment.model import Autoscaling
+
+    d = replace(built("aws"), autoscaling=Autoscaling(metric="vllm-waiting", target=5.0))
+    with pytest.raises(UserError, match="do not both fit"):
+        clouds.get("aws").check(d)
+    clouds.get("aws").check(replace(d, autoscaling=Autoscaling(metric="qps", target=5.0)))
