@@ -47,6 +47,10 @@ What the document does:
   (pinned, conda-forge, so no channel terms to accept) is installed in /opt/servestack/conda
   unless the image has a conda, and the scripts run under `bash` with BASH_ENV pointing at its
   conda.sh, which is what makes `conda activate` work in a non-interactive shell.
+- `--weight-cache` (servestack.bootstrap.cache): servestack-start asks the pool's bucket
+  (servestack-cache check) before vLLM starts and, when it holds the model, `vllm serve MODEL`
+  serves the bucket with the Run:ai streamer; servestack-cache-fill.service fills an empty
+  bucket once vLLM is healthy, under a lock, the completion marker last.
 - `image_id: docker:IMAGE` (SkyPilot's form; the VM boots the cloud's default GPU image):
   servestack-start fetches the secrets and installs Docker and the NVIDIA Container Toolkit
   where the image lacks them (no vLLM, no conda on the VM), then servestack-container runs
