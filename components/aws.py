@@ -52,6 +52,7 @@ import pulumi
 import pulumi_aws as aws
 from servestack.components import TYPE_PREFIX
 from servestack.components.apikey import service_key
+from servestack.components.aws_cache import WeightCache, WeightCacheArgs
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.aws import (
@@ -767,6 +768,9 @@ class Service(pulumi.ComponentResource):
         role = InstanceRole(f"{name}-vm", InstanceRoleArgs(d, account_facts(region, self)),
                             _child(self))
         ready_first = [*secrets, role, *network.egress]
+        if d.weight_cache is not None:  # the VMs read (or fill) it from their first boot
+            ready_first.append(WeightCache(f"{name}-cache", WeightCacheArgs(
+                d, role.role.id, account_facts(region, self).account_id), _child(self)))
         group = InstanceGroup(f"{name}-group", InstanceGroupArgs(
             d, network.group_subnet_ids, firewall.instance_group.id,
             lb.target_group.arn, role.profile.arn, ready_first), _child(self))

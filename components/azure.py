@@ -51,6 +51,7 @@ import pulumi
 import pulumi_azure_native as azure
 from servestack.components import TYPE_PREFIX
 from servestack.components.apikey import service_key
+from servestack.components.azure_cache import WeightCache, WeightCacheArgs
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.azure import (
@@ -702,10 +703,13 @@ class Service(pulumi.ComponentResource):
         # drawn here, or the service's one key read from its key stack (shared_api_key)
         key = service_key(f"{name}-api-key", d, _child(self)) if d.api_key else None
         token = self._token(name, d, client.tenant_id, hf_token, key)
+        cache = WeightCache(f"{name}-cache", WeightCacheArgs(
+            d, self.group.name, self.identity.principal_id, client.subscription_id),
+            _child(self)) if d.weight_cache else None
         scale_set_args = ScaleSetArgs(
             d, self.group.name, network.subnet.id, lb.backend_pool_id, lb.probe_id,
             self.identity.id, ssh_public_key(), token.vault.name if token else None,
-            [lb.lb, token] if token else [lb.lb])
+            [lb.lb, *([token] if token else []), *([cache] if cache else [])])
         scale_set = ScaleSet(f"{name}-group", scale_set_args, _child(self))
         self._autoscaling(name, d, scale_set_args, scale_set, client.subscription_id)
         # the balancer's address: Static, so known once its public IP exists

@@ -62,6 +62,7 @@ import pulumi
 import pulumi_gcp as gcp
 from servestack.components import TYPE_PREFIX
 from servestack.components.apikey import service_key
+from servestack.components.gcp_cache import WeightCache, WeightCacheArgs
 
 from servestack.bootstrap import render_cloud_init
 from servestack.clouds.gcp import (
@@ -765,6 +766,10 @@ class Service(pulumi.ComponentResource):
                                                    d.gcp_project or identity.account.project),
                                   opts=_child(self))
             waits.append(writer)
+        if d.weight_cache is not None:  # the VMs read (or fill) it from their first boot
+            waits.append(WeightCache(f"{name}-cache", WeightCacheArgs(
+                d, identity.member, d.gcp_project or identity.account.project),
+                opts=_child(self)))
         health = HealthCheck(f"{name}-hc", HealthCheckArgs(d), opts=_child(self))
         # The VMs go out through the NAT, and read the token and the key, as they boot:
         # create them after the NAT and the secrets' versions and accessor bindings.

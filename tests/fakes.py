@@ -651,3 +651,17 @@ class PoolsWorld:
 
         plans = ["--catalog-dir", FROZEN_CATALOG] if argv[0] == "deploy" else []
         return main([*argv, "--state-dir", str(self.state), *plans])
+
+
+def weight_cache_deployment(cloud: str, service: str = "mixtral", stack: str | None = None,
+                            cache: bool = True, gcp_project: str | None = None):
+    """The embedded Mixtral spec's first candidate on `cloud`, with --weight-cache (or not)."""
+    from servestack import planner
+    from servestack.deployment.model import Choices
+
+    inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
+    found = plan(inputs.spec, inputs.catalog, inputs.facts, planner.Options(cloud=cloud),
+                 model=inputs.model)
+    return build_deployment(inputs.spec, found.candidates[0], found.candidates,
+                            model=inputs.model, service_name=service, stack=stack,
+                            choices=Choices(weight_cache=cache, gcp_project=gcp_project))

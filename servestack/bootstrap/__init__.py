@@ -47,6 +47,10 @@ What the document does:
   (pinned, conda-forge, so no channel terms to accept) is installed in /opt/servestack/conda
   unless the image has a conda, and the scripts run under `bash` with BASH_ENV pointing at its
   conda.sh, which is what makes `conda activate` work in a non-interactive shell.
+- `--weight-cache` (servestack.bootstrap.cache): servestack-start asks the pool's bucket
+  (servestack-cache check) before vLLM starts and, when it holds the model, `vllm serve MODEL`
+  serves the bucket with the Run:ai streamer; servestack-cache-fill.service fills an empty
+  bucket once vLLM is healthy, under a lock, the completion marker last.
 - `image_id: docker:IMAGE` (SkyPilot's form; the VM boots the cloud's default GPU image):
   servestack-start fetches the secrets and installs Docker and the NVIDIA Container Toolkit
   where the image lacks them (no vLLM, no conda on the VM), then servestack-container runs
@@ -81,6 +85,7 @@ from importlib import resources
 import yaml
 
 from servestack import clouds
+from servestack.bootstrap.cache import cache_files, cache_settings, cache_units
 from servestack.bootstrap.metrics import metrics_files, metrics_units
 from servestack.deployment.model import Deployment
 from servestack.errors import UserError
@@ -175,7 +180,7 @@ def _render(d: Deployment, files: list[tuple[str, str, str]], packed: set[str]) 
     """The document writing `files`, those in `packed` gzip+base64."""
     gated = d.readiness.method == "POST"
     units = ["servestack-vllm.service"] + (["servestack-gate.service"] if gated else [])
-    units += metrics_units(d)
+    units += metrics_units(d) + cache_units(d)
     document = {
         "write_files": [_file(*f, compress=f[0] in packed) for f in files],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", *units],
@@ -211,7 +216,7 @@ def _files(d: Deployment, gated: bool) -> list[tuple[str, str, str]]:
     for name, script in (("setup", d.setup), ("run", d.run)):
         if script:
             files.append((f"{HOME}/user/{name}.sh", _ending(script), "0755"))
-    return files + metrics_files(d)
+    return files + metrics_files(d) + cache_files(d, script_text)
 
 
 def settings_env(d: Deployment) -> str:
@@ -242,6 +247,7 @@ def settings_env(d: Deployment) -> str:
     }
     if d.container_image:  # absent otherwise: the scripts read it as ${...:-}
         values["SERVESTACK_CONTAINER_IMAGE"] = d.container_image
+    values.update(cache_settings(d))
     lines = [f"{key}={shlex.quote(str(value))}" for key, value in values.items()]
     return "# servestack settings (no secrets); sourced by /opt/servestack/lib/common.sh\n" \
         "# shellcheck shell=bash disable=SC2034\n" + "\n".join(lines) + "\n"

@@ -85,12 +85,12 @@ def metrics_env(d: Deployment) -> str:
         "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def compact_script(cloud: str) -> str:
-    """servestack_metrics.py for one cloud, as small as Python allows: the other clouds'
-    functions, classes and constants left out (their names start with the cloud's name), and
+def compact_script(cloud: str, script: str = SCRIPT) -> str:
+    """servestack_metrics.py (or `script`) for one cloud, as small as Python allows: the other
+    clouds' functions, classes and constants left out (their names start with the cloud's name), and
     docstrings and comments dropped by re-printing the syntax tree. AWS takes 16 KiB of user
     data in all, and the full script would take a third of it."""
-    source = resources.files("servestack.bootstrap").joinpath(SCRIPT).read_text()
+    source = resources.files("servestack.bootstrap").joinpath(script).read_text()
     tree = ast.parse(source)
     others = tuple(c for c in clouds.NAMES if c != cloud)
     tree.body = [node for node in tree.body if not _docstring(node)

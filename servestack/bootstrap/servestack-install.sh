@@ -5,11 +5,15 @@ set -euo pipefail
 # shellcheck source=/dev/null
 . "${SERVESTACK_HOME:-/opt/servestack}/lib/common.sh"
 
-# has_vllm PYTHON: true when PYTHON imports vllm at exactly the pinned version.
+# has_vllm PYTHON: true when PYTHON imports vllm at exactly the pinned version, and with
+# --weight-cache the Run:ai streamer (vllm[runai]) that reads the bucket.
+extras="${SERVESTACK_CACHE_PATH:+[runai]}"
 has_vllm() {
     [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 || return 1
     "$1" -c 'import importlib.metadata as m, sys
-sys.exit(m.version("vllm") != sys.argv[1])' "$SERVESTACK_VLLM_VERSION" 2>/dev/null
+if sys.argv[2]:
+    import runai_model_streamer
+sys.exit(m.version("vllm") != sys.argv[1])' "$SERVESTACK_VLLM_VERSION" "$extras" 2>/dev/null
 }
 
 install_vllm() {
@@ -26,9 +30,9 @@ install_vllm() {
         python3 -m venv --clear "$SERVESTACK_VENV" || { pkg_install python3-venv &&
             python3 -m venv --clear "$SERVESTACK_VENV"; }
     fi
-    log "installing vllm==$SERVESTACK_VLLM_VERSION into $SERVESTACK_VENV"
+    log "installing vllm$extras==$SERVESTACK_VLLM_VERSION into $SERVESTACK_VENV"
     "$SERVESTACK_VENV/bin/pip" install -q --no-cache-dir --upgrade pip
-    "$SERVESTACK_VENV/bin/pip" install -q --no-cache-dir "vllm==$SERVESTACK_VLLM_VERSION"
+    "$SERVESTACK_VENV/bin/pip" install -q --no-cache-dir "vllm$extras==$SERVESTACK_VLLM_VERSION"
 }
 
 install_conda() {

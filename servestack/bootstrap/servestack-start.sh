@@ -74,6 +74,13 @@ export HOME="${HOME:-/root}"
 export PATH="$SERVESTACK_VENV/bin:$PATH"
 cd "$HOME"
 
+# --weight-cache: serve the bucket's copy when it is filled (see servestack-cache).
+if [ -n "${SERVESTACK_CACHE_PATH:-}" ]; then
+    # shellcheck source=/dev/null
+    . "$bin/servestack-cache"
+    use_weight_cache
+fi
+
 # User scripts run in a plain non-interactive bash, as SkyPilot runs them; BASH_ENV loads
 # conda.sh first so that `conda activate` works there.
 bash_env=""
@@ -102,5 +109,7 @@ vllm="$SERVESTACK_VENV/bin/vllm"
 log "starting vllm serve $SERVESTACK_MODEL on port $SERVESTACK_PORT, tensor parallel $gpus"
 # servestack_replica names this replica in a response header (servestack deploy counts them).
 export PYTHONPATH="$SERVESTACK_HOME/lib/python${PYTHONPATH:+:$PYTHONPATH}"
-exec "$vllm" serve "$SERVESTACK_MODEL" --host 0.0.0.0 --port "$SERVESTACK_PORT" \
-    --tensor-parallel-size "$gpus" --middleware servestack_replica.add_replica_header
+served=(serve "$SERVESTACK_MODEL" --host 0.0.0.0 --port "$SERVESTACK_PORT"
+    --tensor-parallel-size "$gpus" --middleware servestack_replica.add_replica_header)
+[ -z "${SERVESTACK_CACHE_URI:-}" ] || cache_args "${served[@]}"
+exec "$vllm" "${served[@]}"

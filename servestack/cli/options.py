@@ -241,7 +241,7 @@ def deployment_options(args: argparse.Namespace) -> DeploymentOptions:
                              domain=args.domain, dns_zone=args.dns_zone,
                              scale_metric=args.scale_metric, scale_target=args.scale_target,
                              front=args.front, hosted_zone_id=args.hosted_zone_id,
-                             routing=args.routing)
+                             routing=args.routing, weight_cache=args.weight_cache)
 
 
 def _check_front(args: argparse.Namespace) -> None:
@@ -414,6 +414,10 @@ def add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-target", type=positive_number, metavar="X",
                         help="the per-replica target of --scale-metric (default 5 requests "
                         "waiting, 70 percent KV cache)")
+    parser.add_argument("--weight-cache", action="store_true",
+                        help="a private bucket per pool, in its region, filled with the model's "
+                        "weights by the first healthy replica; later replicas stream them from "
+                        "it with vLLM's Run:ai streamer instead of the Hugging Face hub")
 
 
 def add_hedge_options(parser: argparse.ArgumentParser) -> None:

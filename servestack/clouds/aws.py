@@ -150,6 +150,9 @@ class Aws(Cloud):
     user_data_limit = USER_DATA_LIMIT
     failure_rules = RULES
     capacity_per_instance_type = True  # EC2 keeps a capacity pool per instance type and AZ
+    cache_scheme = "s3"
+    # boto3: S3's conditional PutObject (If-None-Match) arrived in botocore 1.35.
+    cache_packages = ("boto3>=1.35.16",)
 
     def disk_iops(self, disk_type: str, size_gb: int) -> int | None:
         """io2 needs provisioned IOPS (at most 500 per GiB); the other types come with theirs."""
@@ -173,7 +176,12 @@ class Aws(Cloud):
 
     def check(self, d: Deployment) -> None:
         """HTTPS needs the hosted zone: ACM validates the certificate through DNS records the
-        stack writes there, and the domain's alias record goes there too."""
+        stack writes there, and the domain's alias record goes there too. The weight cache's
+        tool and the metrics shipper do not both fit in 16 KiB of user data (~21 KB)."""
+        if d.weight_cache is not None and d.autoscaling and self.shipped_metric(d):
+            raise UserError(f"--weight-cache with --scale-metric {d.autoscaling.metric} on "
+                            "AWS: the cache's tool and the metrics shipper do not both fit in "
+                            "AWS's 16 KiB of user data; scale on qps, or drop --weight-cache")
         if d.tls is not None and not d.tls.dns_zone:
             raise UserError(f"--domain {d.tls.domain} needs --dns-zone on AWS: the id of the "
                             "Route 53 hosted zone that holds the domain (Z0123456789ABCDEFGHIJ), "
@@ -631,3 +639,26 @@ def _scaling(d: Deployment) -> Autoscaling:
     if d.autoscaling is None:
         raise ValueError(f"deployment {d.candidate_id} does not autoscale")
     return d.autoscaling
+
+
+# --- --weight-cache (servestack.deployment.cache): the S3 bucket, as both engines spell it ---
+# Private and owned: every public-access block on, ACLs off (the bucket owner owns every
+# object), SSE-S3 encryption, versioning never enabled (a refill overwrites; old versions
+# would only cost), force_destroy so a destroy takes the weights with the bucket.
+AWS_CACHE_PUBLIC_ACCESS_BLOCK = {"block_public_acls": True, "block_public_policy": True,
+                                 "ignore_public_acls": True, "restrict_public_buckets": True}
+AWS_CACHE_OWNERSHIP = "BucketOwnerEnforced"
+AWS_CACHE_SSE = "AES256"
+AWS_CACHE_VERSIONING = "Disabled"
+
+
+def cache_bucket_policy(bucket_arn: str) -> dict:
+    """The VMs' rights on the cache: list, read, write and delete in that bucket only (the
+    lock is deleted after a fill; multipart uploads of the large shards may be aborted)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ListWeightCache", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn]},
+        {"Sid": "ReadWriteWeightCache", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn}/*"]}]}

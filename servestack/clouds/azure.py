@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, rule
+from servestack.clouds.base import Cloud, Offered, QuotaScope, Rule, digest, rule
 from servestack.deployment.model import (
     WORLD,
     Deployment,
@@ -145,6 +145,17 @@ class Azure(Cloud):
         return ImageRef(kind="lookup", publisher=publisher, offer=offer, sku=sku,
                         version=version)
 
+    cache_scheme = "az"
+    cache_packages = ("azure-storage-blob>=12.19", "azure-identity>=1.15")
+
+    def cache_prefix(self, scope: str) -> str:
+        """A storage account's name is 3-24 lowercase letters and digits, global across Azure:
+        "sswc" and a digest of the scope (14 characters), the subscription's 10 after them."""
+        return f"sswc{digest(scope, 10)}"
+
+    def cache_container(self) -> str | None:
+        return AZURE_CACHE_CONTAINER
+
     def secret_ref(self, service: str, stack: str) -> SecretRef:
         """A secret in the stack's own Key Vault. The vault's name is global across all of
         Azure, so each engine names it with a random suffix it keeps in its state
@@ -194,6 +205,7 @@ class Azure(Cloud):
 
 
 CLOUD = Azure()
+AZURE_CACHE_CONTAINER = "weights"  # the cache's one container in its storage account
 
 
 # Names of the balancer's parts (one of each), as the rules reference them.
@@ -612,3 +624,29 @@ AZURE_ROLE_DEFINITION_PATH = \
 def azure_role_definition(subscription: str) -> str:
     """The role's definition id in the subscription (what a role assignment names)."""
     return f"/subscriptions/{subscription}{AZURE_ROLE_DEFINITION_PATH}"
+
+
+# --- --weight-cache (servestack.deployment.cache): the storage account, as both engines
+# spell it. No public blob access, TLS 1.2, HTTPS only, Azure AD first; a private container;
+# the VMs' identity gets Storage Blob Data Contributor on that container only. Shared key
+# access is off where the engine can create the account without it (azure-native works through
+# ARM only); azurerm reads the account's data plane with the keys while it creates it (it fails
+# with KeyBasedAuthenticationNotPermitted otherwise: terraform-provider-azurerm #25218, #27752),
+# so the Terraform stack keeps them on, and the VMs still use their identity only.
+AZURE_CACHE_ACCOUNT = {"account_tier": "Standard", "account_replication_type": "LRS",
+                       "account_kind": "StorageV2", "min_tls_version": "TLS1_2",
+                       "https_traffic_only_enabled": True,
+                       "allow_nested_items_to_be_public": False}
+AZURE_CACHE_SKU = "Standard_LRS"
+# Storage Blob Data Contributor, a built-in role (learn.microsoft.com/azure/
+# role-based-access-control/built-in-roles/storage).
+AZURE_BLOB_CONTRIBUTOR_ROLE = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+AZURE_BLOB_CONTRIBUTOR_PATH = \
+    f"/providers/Microsoft.Authorization/roleDefinitions/{AZURE_BLOB_CONTRIBUTOR_ROLE}"
+
+
+def azure_cache_role_name(d: Deployment) -> str:
+    """The cache role assignment's GUID: stable across applies, different per stack."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL,
+                          f"servestack:{d.scope}-weight-cache:"
+                          f"{AZURE_BLOB_CONTRIBUTOR_ROLE}"))

@@ -102,6 +102,21 @@ class Cloud:
     # Capacity is pooled per instance type (AWS), not per GPU across a GPU's machine shapes.
     capacity_per_instance_type: ClassVar[bool] = False
 
+    # --weight-cache (servestack.deployment.cache): the URI scheme vLLM's Run:ai streamer
+    # reads this cloud's object store by, and the Python packages the VMs' cache tool needs
+    # (servestack_cache.py, in its own venv: whatever environment runs vLLM is left alone).
+    cache_scheme: ClassVar[str]
+    cache_packages: ClassVar[tuple[str, ...]]
+
+    def cache_prefix(self, scope: str) -> str:
+        """The fixed part of the cache bucket's name (the account's digest follows it):
+        lowercase letters, digits and dashes, which S3 and GCS bucket names both take."""
+        return f"{scope}-wc-"
+
+    def cache_container(self) -> str | None:
+        """The container inside the bucket, on clouds whose store has one level more."""
+        return None
+
     def zone_matches(self, region: str, zone: str) -> bool:
         return re.match(self.zone_shape.format(region=re.escape(region)), zone) is not None
 

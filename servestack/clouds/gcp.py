@@ -98,6 +98,8 @@ class Gcp(Cloud):
     # The MIG does not hold the apply for its VMs (the deploy loop polls readiness).
     capacity_timeout = None
     failure_rules = RULES
+    cache_scheme = "gs"
+    cache_packages = ("google-cloud-storage>=2.10",)
 
     def secret_ref(self, service: str, stack: str) -> SecretRef:
         """A secret id per service and stack ([A-Za-z0-9_-], at most 255 characters)."""
@@ -443,3 +445,13 @@ def gcp_autoscaling_policy(d: Deployment, fallback: bool = False) -> dict[str, A
         policy["metric"] = [{"name": metric, "target": scaling.target * share,
                              "type": GCP_METRIC_KIND}]
     return policy
+
+
+# --- --weight-cache (servestack.deployment.cache): the GCS bucket, as both engines spell it ---
+# In the pool's region, uniform bucket-level access (IAM only, no object ACLs), public access
+# prevention enforced, no soft delete (a destroy, with force_destroy, leaves nothing billed
+# behind), and the VMs' service account as object admin on this bucket only.
+GCP_CACHE_BUCKET = {"uniform_bucket_level_access": True, "public_access_prevention": "enforced",
+                    "force_destroy": True}
+GCP_CACHE_SOFT_DELETE_SECONDS = 0
+GCP_CACHE_ROLE = "roles/storage.objectAdmin"

@@ -13,6 +13,7 @@ import json
 import re
 
 from servestack import clouds
+from servestack.deployment.cache import with_weight_cache
 from servestack.deployment.choices import replica_range, scale_delays, service_slug
 from servestack.deployment.model import (
     DEFAULT_SCALE_TARGETS,
@@ -108,6 +109,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         dynamic_ondemand_fallback=bool(policy and chosen.use_spot
                                        and policy.dynamic_ondemand_fallback),
     )
+    deployment = with_weight_cache(deployment, choices.weight_cache)
     cloud.check(deployment)
     return deployment
 

@@ -43,6 +43,9 @@ class Choices:
     front: str | None = None
     hosted_zone_id: str | None = None  # --hosted-zone-id: the Route 53 zone holding --domain
     routing: str = "weighted"  # --routing: weighted | latency (Route 53 front)
+    # --weight-cache: a bucket per pool that holds the model's weights once a replica has
+    # downloaded them; later replicas stream them from it (servestack.deployment.cache).
+    weight_cache: bool = False
 
 
 def service_slug(name: str) -> str:

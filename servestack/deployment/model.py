@@ -210,6 +210,30 @@ class Autoscaling:
 
 
 @dataclass(frozen=True, slots=True)
+class WeightCache:
+    """--weight-cache: a private bucket in the pool's region that holds the model's weights,
+    filled once by the first healthy replica and streamed by later ones (servestack.cache).
+    Bucket namespaces are global (S3, GCS, Azure storage accounts), so the bucket's name is
+    `prefix` followed by a digest of the account (AWS account id, GCP project id, Azure
+    subscription id): the engines and the VMs each derive it, no apply-time value reaches the
+    user data. `path` is the model's folder in the bucket; `container` the Azure container."""
+
+    scheme: str  # the URI scheme vLLM's Run:ai streamer reads: "s3" | "gs" | "az"
+    prefix: str
+    path: str
+    container: str | None = None
+
+    def bucket(self, account: str) -> str:
+        """The bucket's (Azure: the storage account's) name in `account`."""
+        return self.prefix + hashlib.sha256(account.encode()).hexdigest()[:ACCOUNT_DIGEST]
+
+
+# The account's part of a cache bucket's name: hex digits of its SHA-256 (the VMs compute it
+# with sha256sum, Terraform with sha256()).
+ACCOUNT_DIGEST = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     service: str
     stack: str  # the Pulumi stack / Terraform directory this deployment is built as
@@ -264,6 +288,7 @@ class Deployment:
     # key stack, whose `api_key` output this pool stores in its secret store (one key for the
     # whole service, so clients behind the front use one). None: the stack draws its own key.
     shared_api_key: str | None = None
+    weight_cache: WeightCache | None = None  # --weight-cache (servestack.deployment.cache)
 
     @property
     def primary(self) -> InstanceChoice:
@@ -326,7 +351,7 @@ class Deployment:
             values[key] = kind(**_checked(kind, values[key], key))
         optional: tuple[tuple[str, type], ...] = (
             ("secret", SecretRef), ("api_key", SecretRef), ("tls", Tls),
-            ("autoscaling", Autoscaling))
+            ("autoscaling", Autoscaling), ("weight_cache", WeightCache))
         for key, part in optional:
             values[key] = part(**_checked(part, values[key], key)) if values[key] else None
         return cls(**values)

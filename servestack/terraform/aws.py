@@ -88,6 +88,7 @@ from servestack.terraform import (
     service_outputs,
     template,
 )
+from servestack.terraform.aws_cache import cache_ready, weight_cache
 
 # (local name, requirement): the releases that have every argument used here. The floor is
 # the last 5.x release, which `terraform validate` checks them against offline (the mirror in
@@ -103,7 +104,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "provider": {"aws": {"region": d.region}},
         "data": merge(zone_data(d), image_data(d), account_data(d)),
         "resource": merge(network(d), firewall(d), load_balancer(d), https(d), secrets(d),
-                          instance_role(d), group(d), scaling(d), fallback(d)),
+                          instance_role(d), group(d), scaling(d), fallback(d), weight_cache(d)),
         "output": outputs(d),
     }
 
@@ -419,7 +420,8 @@ def boot_after(d: Deployment) -> list[str]:
                                                       ("api_key", d.api_key)) if ref),
             *(["aws_iam_role_policy.read_secrets"] if secret_arns(d) else []),
             *(["aws_iam_role_policy.put_metrics"] if put_metrics_policy(d) else []),
-            "aws_iam_role_policy_attachment.ssm", "aws_iam_instance_profile.vm", *egress(d)]
+            "aws_iam_role_policy_attachment.ssm", "aws_iam_instance_profile.vm", *egress(d),
+            *cache_ready(d)]
 
 
 def root_volume(d: Deployment) -> dict[str, Any]:

@@ -130,6 +130,7 @@ from servestack.terraform import (
     service_outputs,
     template,
 )
+from servestack.terraform.azure_cache import cache_ready, weight_cache
 
 # (local name, requirement): the provider this renderer's arguments were checked against.
 # Every argument used is in azurerm 4.26 and later (CHANGELOG-v4.md: value_wo 4.23.0, the
@@ -167,7 +168,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "data": {"azurerm_client_config": {"current": {}}},
         "resource": merge(base(d), firewall(d), network(d), load_balancer(d),
                           token(d), front_door(d), dns_records(d), scale_set(d),
-                          fallback_scale_set(d), autoscaling(d)),
+                          fallback_scale_set(d), autoscaling(d), weight_cache(d)),
         "output": outputs(d),
     }
     if azure_has_vault(d) or d.tls is not None:  # random names: the vault's, the endpoint's
@@ -450,7 +451,7 @@ def dependencies(d: Deployment) -> list[str]:
         found.append("azurerm_key_vault_secret.api_key")
     if azure_has_vault(d):
         found.append("azurerm_key_vault_access_policy.vms")
-    return found
+    return found + cache_ready(d)
 
 
 def scale_set(d: Deployment) -> dict[str, Any]:

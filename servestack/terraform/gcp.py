@@ -87,6 +87,7 @@ from servestack.terraform import (
     service_outputs,
     template,
 )
+from servestack.terraform.gcp_cache import cache_ready, weight_cache
 
 # (local name, requirement): the provider this renderer's arguments were checked against.
 # 7.8 is the first release with every argument used: `security_policy` on
@@ -105,7 +106,7 @@ def render(d: Deployment) -> dict[str, Any]:
         "data": image_data(d),
         "resource": merge(network(d), egress(d), firewall(d), identity(d), token(d),
                           api_key(d), health_check(d), group(d), load_balancer(d), tls(d),
-                          scaling(d)),
+                          scaling(d), weight_cache(d)),
         "output": outputs(d),
     }
 
@@ -333,6 +334,7 @@ def group_waits(d: Deployment) -> list[str]:
                   "google_secret_manager_secret_version.api_key"]
     if gcp_metric_type(d):
         waits.append("google_project_iam_member.metric_writer")
+    waits += cache_ready(d)
     return waits
 
 
