@@ -12,8 +12,16 @@ endpoint.
 The deployment's secrets (one env file, servestack.secrets; the variable keeps its historical
 name) reach Terraform only as TF_VAR_hf_token in the child's environment (an ephemeral variable
 sent to write-only arguments): never on a command line, in a file, in the plan or in the state.
-`overrides` are extra `*_override.tf.json` files written next to each configuration; tests use
-one to point the AWS provider at a local API.
+`overrides` are extra `*_override.tf.json` files written next to each configuration that
+configures a provider; tests use one to point the AWS provider at a local API.
+
+A multi-pool service's own stacks (servestack.service) live beside the pools' folders:
+`up_shared` renders the key stack (servestack.terraform.shared.render_key) or the front
+(`ServiceStack.front`, servestack.front.terraform) into `<work dir>/stacks/<name>/` and applies
+it; the pools read the key stack's state, and the front the pools', as
+`../<stack>/terraform.tfstate`, so a pool's folder must be named by its `Deployment.stack`
+(the StackRef name is the same when the service's stacks are prefixed with its name).
+`destroy_shared` destroys one and removes its folder once its state is empty.
 
 `leftovers` reports what the state still holds; `strays` what still carries the candidate's tags,
 through the cloud's read-only probes (configurations of data sources in
@@ -35,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment
+from servestack.deployment.model import OUTPUT_GROUP_NAME, Deployment, ServiceStack
 from servestack.engine import (
     Capabilities,
     Diagnostic,
@@ -52,6 +60,7 @@ from servestack.errors import UserError
 from servestack.fsutil import write_atomic
 from servestack.planner import Candidate
 from servestack.terraform import TOKEN_VAR, render, renderer, tfvars
+from servestack.terraform.shared import render_shared
 
 INTERRUPT_GRACE_SECONDS = 120
 # Any command without an attempt's own timeout (init, refresh, destroy, show, output, the
@@ -143,6 +152,8 @@ class TerraformEngine:
         if variables is not None:
             write_atomic(directory / "terraform.tfvars.json",
                          json.dumps(variables, indent=2) + "\n")
+        if "provider" not in document:  # the key stack: an override has nothing to amend
+            return  # (Terraform refuses a provider override without a base configuration)
         for name, content in self.overrides.items():
             write_atomic(directory / name, json.dumps(content, indent=2) + "\n", 0o600)
 
@@ -307,7 +318,9 @@ class TerraformEngine:
         return int(running) if isinstance(running, int | float) else None
 
     def _outputs(self, stack: StackRef) -> dict[str, Any]:
-        directory = self.stack_dir(stack)
+        return self._outputs_in(self.stack_dir(stack))
+
+    def _outputs_in(self, directory: Path) -> dict[str, Any]:
         if not _has_state(directory):
             return {}
         run = self._terraform(directory, ["output", "-json", "-no-color"])
@@ -318,9 +331,44 @@ class TerraformEngine:
             return {}
         return {k: v.get("value") for k, v in values.items() if isinstance(v, dict)}
 
+    # --- a multi-pool service's key and front stacks -------------------------------------------
+
+    def shared_dir(self, stack: ServiceStack) -> Path:
+        return self.work_dir / "stacks" / stack.name
+
+    def up_shared(self, stack: ServiceStack, *, timeout_s: float) -> OpResult:
+        """Render and apply the key or front stack; its outputs (the key stack's sensitive
+        api_key too, read by `terraform output -json`) in the result, in memory only."""
+        directory = self.shared_dir(stack)
+        self._write(directory, render_shared(stack))
+        result = self._command(directory, ["apply", "-auto-approve"], None,
+                               timeout_s=timeout_s)
+        if result.ok:
+            result.outputs.update(self._outputs_in(directory))
+        return result
+
+    def shared_outputs(self, stack: ServiceStack) -> dict[str, Any]:
+        return self._outputs_in(self.shared_dir(stack))
+
+    def destroy_shared(self, stack: ServiceStack) -> OpResult:
+        """Destroy the stack (its last configuration, as applied) and remove its folder once
+        its state holds nothing; a folder without state is removed at once."""
+        directory = self.shared_dir(stack)
+        if _has_state(directory):
+            result = self._command(directory, ["destroy", "-auto-approve"], None)
+            if not result.ok:
+                return result
+            left = self._state_leftovers(directory, None)
+            if left:
+                return OpResult(False, text=f"{directory}: the state still holds "
+                                            f"{', '.join(x.name for x in left)}")
+        shutil.rmtree(directory, ignore_errors=True)
+        return OpResult(True)
+
     # --- state and probes ------------------------------------------------------------------------
 
-    def _state_leftovers(self, directory: Path, deployment: Deployment) -> list[Leftover]:
+    def _state_leftovers(self, directory: Path, deployment: Deployment | None
+                         ) -> list[Leftover]:
         if not _has_state(directory):
             return []
         run = self._terraform(directory, ["show", "-json", "-no-color"],

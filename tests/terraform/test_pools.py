@@ -6,6 +6,7 @@ validate` against the real AWS provider 5.100, and the references that tie the s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,11 @@ from servestack.inputs import load_inputs
 from servestack.placement import Pool
 from servestack.service import build_layout
 from servestack.terraform import render
+from servestack.terraform.engine import TerraformEngine
 from servestack.terraform.shared import render_key, render_shared
 from tests.fakes import (
     FROZEN_CATALOG,
+    PLUGIN_DIR,
     needs_terraform_aws,
     terraform_validate,
     unknown_arguments,
@@ -259,3 +262,27 @@ def test_the_mixed_front_and_the_aws_pool_pass_terraform_validate(tmp_path):
                                        front=layout.front))
     terraform_validate([render(layout.pools[0]), front, render_key(
         ServiceStack("key", layout.key_stack or "", layout.service))], tmp_path)
+
+
+# --- the engine's key stack, with the real CLI (terraform_data needs no provider) -----------
+
+@needs_terraform_aws
+def test_the_engine_draws_keeps_and_destroys_the_key(tmp_path):
+    override = {"x_override.tf.json": {"provider": {"aws": {"region": "us-east-1"}}}}
+    engine = TerraformEngine(tmp_path / "work", plugin_dir=PLUGIN_DIR, overrides=override,
+                             env={"TF_CLI_CONFIG_FILE": "/dev/null"})
+    key = ServiceStack("key", "mixtral-key", "mixtral")
+    first = engine.up_shared(key, timeout_s=120)
+    assert first.ok, first.error_texts()
+    value = first.outputs[OUTPUT_API_KEY]
+    assert re.fullmatch(r"[0-9a-f]{64}", value)  # two UUIDs without their dashes
+    folder = engine.shared_dir(key)
+    assert folder == tmp_path / "work" / "stacks" / "mixtral-key"
+    assert not (folder / "x_override.tf.json").exists()  # no provider to override there
+    assert value not in (folder / "main.tf.json").read_text()
+    again = engine.up_shared(key, timeout_s=120)  # a later apply keeps the key
+    assert again.ok and again.outputs[OUTPUT_API_KEY] == value
+    assert engine.shared_outputs(key) == {OUTPUT_API_KEY: value}
+    gone = engine.destroy_shared(key)
+    assert gone.ok, gone.error_texts()
+    assert not folder.exists() and engine.shared_outputs(key) == {}
