@@ -11,6 +11,7 @@ from servestack.deployment.model import Deployment
 from servestack.front.build import build_front, pool_endpoint
 from servestack.front.model import FrontPlan, PoolEndpoint
 from servestack.inputs import load_inputs
+from servestack.service import pool_endpoint as stack_endpoint
 from tests.fakes import FROZEN_CATALOG
 
 ZONE_ID = "Z0123456789ABCDEFGHIJ"
@@ -62,3 +63,8 @@ def route53(routing: str = "weighted", pools: tuple[PoolEndpoint, ...] | None = 
 
 def accelerator(pools: tuple[PoolEndpoint, ...] | None = None) -> FrontPlan:
     return build_front("global-accelerator", "mixtral", pools or aws_pools((3, 1)))
+
+
+def stack_pools(cloud: str) -> tuple[PoolEndpoint, ...]:
+    """The pools as a generated front knows them: by their stacks (servestack.service)."""
+    return tuple(stack_endpoint(d) for d in deployments(cloud))

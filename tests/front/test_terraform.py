@@ -10,7 +10,15 @@ from servestack.front import aws
 from servestack.front.terraform import render_front
 from servestack.terraform.aws import PROVIDER
 from tests.fakes import needs_terraform_aws, terraform_validate
-from tests.front.pools import DOMAIN, ZONE_ID, accelerator, aws_pools, ip_pools, route53
+from tests.front.pools import (
+    DOMAIN,
+    ZONE_ID,
+    accelerator,
+    aws_pools,
+    ip_pools,
+    route53,
+    stack_pools,
+)
 
 
 def https(pools):
@@ -128,9 +136,49 @@ def test_template_text_from_pools_is_never_evaluated():
     assert {c["resource_path"] for c in checks.values()} == {"/health?x=$${path.module}"}
 
 
+def test_pools_known_by_stack_are_read_from_their_states():
+    aws, gcp = stack_pools("aws")[0], stack_pools("gcp")[1]
+    doc = render_front(route53(pools=(aws, gcp)))
+    states = doc["data"]["terraform_remote_state"]
+    assert states == {p.key: {"backend": "local",
+                              "config": {"path": f"../{p.stack}/terraform.tfstate"}}
+                      for p in (aws, gcp)}
+    records = doc["resource"]["aws_route53_record"]
+    aws_out = f"data.terraform_remote_state.{aws.key}.outputs"
+    assert records[aws.key] == {
+        "zone_id": ZONE_ID, "name": DOMAIN, "type": "A", "set_identifier": aws.key,
+        "alias": {"name": f"${{{aws_out}.lb_host}}", "zone_id": f"${{{aws_out}.lb_zone_id}}",
+                  "evaluate_target_health": True},
+        "health_check_id": f"${{aws_route53_health_check.{aws.key}.id}}",
+        "weighted_routing_policy": {"weight": aws.weight}}
+    gcp_host = f"${{data.terraform_remote_state.{gcp.key}.outputs.lb_host}}"
+    assert (records[gcp.key]["type"], records[gcp.key]["records"]) == ("A", [gcp_host])
+    checks = doc["resource"]["aws_route53_health_check"]
+    assert checks[aws.key]["fqdn"] == f"${{{aws_out}.lb_host}}"
+    assert checks[gcp.key]["ip_address"] == gcp_host
+
+
+def test_a_literal_pool_beside_stack_pools_keeps_its_host():
+    literal = ip_pools("azure")[0]
+    doc = render_front(route53(pools=(stack_pools("gcp")[0], literal)))
+    assert doc["resource"]["aws_route53_record"][literal.key]["records"] == [literal.host]
+    assert set(doc["data"]["terraform_remote_state"]) == {stack_pools("gcp")[0].key}
+
+
+def test_accelerator_endpoints_are_the_pools_lb_arn_outputs():
+    groups = render_front(accelerator(stack_pools("aws")))["resource"][
+        "aws_globalaccelerator_endpoint_group"]
+    for pool in stack_pools("aws"):
+        (endpoint,) = groups[pool.region]["endpoint_configuration"]
+        assert endpoint["endpoint_id"] == \
+            f"${{data.terraform_remote_state.{pool.key}.outputs.lb_arn}}"
+
+
 @needs_terraform_aws
 def test_every_front_passes_terraform_validate(tmp_path):
     variants = [route53(), route53("latency"), route53(pools=ip_pools("azure")),
                 route53(pools=https(aws_pools())), accelerator(),
-                accelerator(https(aws_pools()))]
+                accelerator(https(aws_pools())), accelerator(stack_pools("aws")),
+                route53(pools=(stack_pools("aws")[0], stack_pools("gcp")[1])),
+                route53("latency", stack_pools("aws"))]
     terraform_validate([render_front(plan) for plan in variants], tmp_path)
