@@ -29,7 +29,7 @@ from servestack.pulumi.preview import Recording
 from servestack.terraform import draw_api_key, render
 from servestack.terraform.azure import VAULT_NAME_SLOT
 from tests.components.test_azure import on_demand_one, run, spot_mix, spot_three
-from tests.fakes import unknown_arguments
+from tests.fakes import unknown_arguments, weight_cache_deployment
 
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 LB = "azure-native:network:LoadBalancer"
@@ -254,7 +254,8 @@ def with_tls(d: Deployment, zone: str | None = ZONE) -> Deployment:
 def schema_variants() -> list[Deployment]:
     ssh = replace(on_demand_one(), ssh_cidrs=("203.0.113.0/24",))
     return [ssh, with_tls(ssh), with_tls(spot_mix(), zone=None), spot_three(),
-            replace(on_demand_one(), secret=None, api_key=None)]
+            replace(on_demand_one(), secret=None, api_key=None),
+            weight_cache_deployment("azure")]  # the storage account, container and role
 
 
 def test_every_argument_is_one_the_provider_has_and_every_required_one_is_set():

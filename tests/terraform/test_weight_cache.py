@@ -122,15 +122,71 @@ def test_azure_account_container_and_role_on_that_account_only():
     assert role["principal_id"] == "${azurerm_user_assigned_identity.vm.principal_id}"
     assert role["role_definition_id"].endswith(
         "/roleDefinitions/ba92f5b4-2d11-453d-a403-e96b0029c9fe")  # Storage Blob Data Contributor
-    # The schema fixture (tests/fixtures/azurerm_provider_schema.json) holds no storage or
-    # role-assignment resource yet: these names are azurerm 4.x's as its documentation (and
-    # Pulumi's bridged azure.storage.Account/Container) spell them; checked once it does.
-    schema = json.loads((SCHEMAS / "azurerm_provider_schema.json").read_text())["resources"]
-    for kind, body in (("azurerm_storage_account", account),
-                       ("azurerm_storage_container", container),
-                       ("azurerm_role_assignment", role)):
-        if kind in schema:
-            assert unknown_arguments(body, schema[kind], kind) == []
     sets = found.get("azurerm_linux_virtual_machine_scale_set") or \
         found["azurerm_orchestrated_virtual_machine_scale_set"]
     assert all("azurerm_role_assignment.weight_cache" in s["depends_on"] for s in sets.values())
+
+
+# --- the GCP and Azure arguments against the providers' published schemas -------------------
+# tests/fixtures/<provider>_provider_schema.json: the argument trees from the @cdktf/provider-
+# google 16.12.1 (google 6.50.0) and @cdktf/provider-azurerm 14.23.1 (azurerm 4.55.0) packages'
+# .jsii assemblies, the cache's resources included.
+
+GOOGLE = json.loads((SCHEMAS / "google_provider_schema.json").read_text())["resources"]
+AZURERM = json.loads((SCHEMAS / "azurerm_provider_schema.json").read_text())
+PROVIDERS = {"gcp": ("google", GOOGLE), "azure": ("azurerm", AZURERM["resources"])}
+CACHE_KINDS = {"gcp": {"google_storage_bucket", "google_storage_bucket_iam_member"},
+               "azure": {"azurerm_storage_account", "azurerm_storage_container",
+                         "azurerm_role_assignment"}}
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "azure"])
+def test_cache_resources_use_only_arguments_the_provider_has(cloud):
+    provider, schema = PROVIDERS[cloud]
+    found = resources(cloud)
+    kinds = {kind for kind in found if kind.startswith(f"{provider}_")}
+    assert CACHE_KINDS[cloud] <= kinds
+    assert kinds <= set(schema)  # a resource the fixture lacks would go unchecked
+    for kind in CACHE_KINDS[cloud]:
+        for body in found[kind].values():
+            assert unknown_arguments(body, schema[kind], kind) == []
+
+
+def test_azure_cache_sets_every_argument_azurerm_requires():
+    found = resources("azure")
+    for kind in CACHE_KINDS["azure"]:
+        for body in found[kind].values():
+            assert set(AZURERM["required"][kind]) <= set(body), kind
+
+
+def test_the_container_names_its_account_by_id_not_by_the_deprecated_name():
+    # azurerm 4.9.0 added storage_account_id (hashicorp/terraform-provider-azurerm#27733): the
+    # container is then made through Resource Manager, not the account's data plane;
+    # storage_account_name is deprecated and goes in 5.0.
+    container = resources("azure")["azurerm_storage_container"]["weight_cache"]
+    assert "storage_account_id" in container and "storage_account_name" not in container
+    # azurerm 4.0 renamed enable_https_traffic_only to https_traffic_only_enabled
+    account = resources("azure")["azurerm_storage_account"]["weight_cache"]
+    assert "enable_https_traffic_only" not in account
+
+
+def _pinned(cloud: str) -> tuple[int, int]:
+    """The lowest (major, minor) the renderer's "~> X.Y" pin admits (it admits up to X+1)."""
+    provider = PROVIDERS[cloud][0]
+    pin = render(built(cloud))["terraform"]["required_providers"][provider]["version"]
+    major, minor = pin.removeprefix("~> ").split(".")
+    return int(major), int(minor)
+
+
+def test_the_azurerm_pin_admits_only_releases_with_the_cache_arguments():
+    low = _pinned("azure")
+    assert low >= (4, 9)  # storage_account_id on azurerm_storage_container (#27733)
+    assert low <= (4, 55) and low[0] == 4  # the schema checked (4.55.0) is one it admits
+
+
+def test_the_google_pin_admits_the_cache_arguments():
+    # The schema is google 6.50.0's; the pin is 7.x. google 7.0.0's upgrade guide changes one
+    # google_storage_bucket argument (retention_policy.retention_period became a string) and
+    # no google_storage_bucket_iam_member one: the cache sets neither.
+    assert _pinned("gcp")[0] == 7
+    assert "retention_policy" not in resources("gcp")["google_storage_bucket"]["weight_cache"]
