@@ -26,6 +26,7 @@ loop asks its `Capabilities` before a step only some engines and clouds have.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -67,6 +68,10 @@ from servestack.planner import Candidate
 
 BLOCKING_ON_TIMEOUT = ("capacity", "quota", "credentials", "permission")
 RELEASED = "released: the service has the replicas it needs from other pools"
+# A pool of a service over several pools whose next candidate is dearer than what another
+# region still offers (`price_limit`): its run pauses (the journal stays "running", blocks and
+# attempts kept) and the service moves its lane to the cheaper region.
+DEARER = "let go: its next candidate is dearer than a region nobody holds"
 
 Builder = Callable[[Candidate, list[Candidate]], Deployment]
 ProbeFactory = Callable[[str, Deployment], Callable[[], ProbeAnswer]]
@@ -109,7 +114,8 @@ class Fallback:
                  progress: Callable[[str], None] | None = None,
                  classifier: Classifier | None = None, api_key: str | None = None,
                  stop: Callable[[], bool] | None = None,
-                 known_blocks: tuple[Block, ...] = ()) -> None:
+                 known_blocks: tuple[Block, ...] = (),
+                 price_limit: Callable[[], float] | None = None) -> None:
         self.engine, self.journal, self.candidates = engine, journal, candidates
         self.build, self.clock = build, clock
         self.settings = settings or Settings()
@@ -130,6 +136,9 @@ class Fallback:
         self.shared_key = api_key
         self.stop = stop or (lambda: False)
         self.known_blocks = known_blocks
+        # the dearest $/h per replica a candidate may have to be tried now (the service's
+        # other regions); above it the run pauses with DEARER. None: no limit (one pool).
+        self.price_limit = price_limit or (lambda: math.inf)
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -141,6 +150,8 @@ class Fallback:
         if j.status is RunStatus.RUNNING:
             j.resume(self.clock.now())
             self.progress(f"resuming run {j.run} after attempt {len(j.attempts)}")
+            if self.known_blocks:  # a paused pool claimed again: what others found since
+                j.add_blocks(self.known_blocks)
             outcome = self._recover()
             if outcome:
                 return outcome
@@ -173,6 +184,9 @@ class Fallback:
             if candidate is None:
                 return self._finish(RunStatus.EXHAUSTED,
                                     "every candidate was tried or ruled out")
+            dearest = self.price_limit()
+            if candidate.price_per_hour > dearest:
+                return self._pause(candidate, dearest)
             outcome = self._attempt(candidate)
             if outcome:
                 return outcome
@@ -189,13 +203,26 @@ class Fallback:
         self._cursor = len(self.candidates)
         return None
 
+    def _pause(self, c: Candidate, limit: float) -> Outcome:
+        """The next candidate costs more than another region still offers: stop here without
+        finishing the run (no stack is dirty: the last attempt was cleaned), so that the run
+        resumes with its blocks and attempts if the service claims this pool again."""
+        message = f"{DEARER} (next: {c.id} at ${c.price_per_hour:.2f}/h, over the " \
+                  f"${limit:.2f}/h it may cost now)"
+        self.journal.message = message
+        self.journal.save()
+        self.progress(message)
+        return Outcome(RunStatus.RUNNING, message, self.journal)
+
     def _open_pool(self, c: Candidate) -> list[Candidate]:
         """Still-open candidates that may share `c`'s instance group: same cloud and region,
         and no dearer than the next candidate the loop would try anyway (or `group_premium`
         over `c`). Without that cap a group could fall back from an $8/h L4 host to an $88/h
-        H100 host of the same GPU count while cheaper regions were still untried."""
+        H100 host of the same GPU count while cheaper regions were still untried. A pool of
+        a service over several pools: the next candidate is also that of another region, so
+        `price_limit` caps it too."""
         blocks = self.journal.blocks
-        limit = max(self._next_price(c, blocks),
+        limit = max(min(self._next_price(c, blocks), self.price_limit()),
                     c.price_per_hour * (1 + self.settings.group_premium))
         return [n for x in self.candidates if x.cloud == c.cloud and x.region == c.region
                 and (x.id == c.id or x.price_per_hour <= limit)

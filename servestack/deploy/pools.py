@@ -14,6 +14,13 @@
    journal; a pool whose candidates are all ruled out (capacity, quota...) is cleaned by it,
    and the lane moves to the next unclaimed pool (its replicas spill there). What one pool's
    run rules out for a whole cloud (credentials) is passed to the pools started after it.
+   A lane tries a candidate of its region only while it is no dearer than the cheapest
+   candidate still open in a region nobody holds (or the pool's best price plus the lanes'
+   `group_premium`): the single-pool loop's global rank order, one level up. Past that, the
+   lane lets its region go (its run pauses, cleaned, blocks and attempts kept: `open` again,
+   not failed) and claims the cheapest open region in the same journal write, its replicas
+   spilling there. A region let go and claimed again resumes its paused run, so what it
+   ruled out stays ruled out; paused runs still open when the lanes end are closed.
 3. pools are kept in the order they become ready until `needed` (min_replicas) replicas
    answer, each through its own endpoint with the key; the rest are released: lanes stop (a
    lane whose `up` still runs destroys its stack when it returns), ready pools beyond the
@@ -34,6 +41,7 @@ lane run at a time on a simulated clock (tests.fakes.Lockstep).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,7 +52,15 @@ from servestack.deploy.clock import Clock
 from servestack.deploy.destroy import Cleaner
 from servestack.deploy.failures import Block
 from servestack.deploy.journal import Journal, RunStatus, StackEntry
-from servestack.deploy.loop import RELEASED, Builder, Fallback, ProbeFactory, Settings
+from servestack.deploy.loop import (
+    DEARER,
+    RELEASED,
+    Builder,
+    Fallback,
+    ProbeFactory,
+    Settings,
+    narrow,
+)
 from servestack.deploy.outcome import EXIT_CODES
 from servestack.deploy.readiness import wait_ready, with_api_key
 from servestack.deploy.service_journal import PoolRecord, PoolState, ServiceJournal
@@ -242,9 +258,50 @@ class Service:
 
     def known_blocks(self, pool: PoolRecord) -> tuple[Block, ...]:
         """What the other pools' runs ruled out (a cloud without credentials, say). Not the
-        pool's own earlier blocks: a pool tried again starts afresh."""
+        pool's own earlier blocks: a pool tried again after its run ended starts afresh (a
+        pool let go for price resumes its paused run instead, blocks and all). Blocks of the
+        pool's own region are its own too, even when another journal holds them: a pool
+        started after this one was given them as known blocks."""
         return tuple(dict.fromkeys(b for key, j in list(self.journals.items())
-                                   if key != pool.key for b in j.blocks))
+                                   if key != pool.key for b in list(j.blocks)
+                                   if (b.cloud, b.region) != (pool.cloud, pool.region)))
+
+    def paused(self, pool: PoolRecord) -> bool:
+        """Let go for price in this run: open, its run paused (still "running")."""
+        return pool.state is PoolState.OPEN and \
+            self.pool_journal(pool).status is RunStatus.RUNNING
+
+    def open_price(self, pool: PoolRecord) -> float:
+        """The $/h per replica of the pool's cheapest candidate still open: what a lane that
+        claims it tries first (inf: nothing left)."""
+        blocks = list(self.known_blocks(pool))
+        if self.paused(pool):
+            blocks += self.pool_journal(pool).blocks
+        return min((c.price_per_hour for c in self.options[pool.key].candidates
+                    if narrow(c, blocks) is not None), default=math.inf)
+
+    def cheapest_open(self) -> tuple[float, PoolRecord | None]:
+        """The open pool whose cheapest still-open candidate is cheapest, and that price.
+        Pools in the order of their best price, so the walk ends at the first one whose best
+        is dearer than what was found."""
+        best: tuple[float, PoolRecord | None] = (math.inf, None)
+        for pool in sorted(self.journal.in_state(PoolState.OPEN),
+                           key=lambda p: self.options[p.key].price_per_hour):
+            if self.options[pool.key].price_per_hour >= best[0]:
+                break
+            price = self.open_price(pool)
+            if price < best[0]:
+                best = (price, pool)
+        return best
+
+    def price_limit(self, pool: PoolRecord) -> float:
+        """The dearest $/h per replica the pool's run may try now: the cheapest open
+        candidate of a region nobody holds, or the pool's best plus `group_premium` (a
+        spill over a few cents would cost a region's setup for nothing)."""
+        own = self.options[pool.key].price_per_hour * (1 + self.settings.lane.group_premium)
+        with self.journal.locked():
+            elsewhere, _ = self.cheapest_open()
+        return max(own, elsewhere)
 
     # --- the key ----------------------------------------------------------------------------
 
@@ -268,8 +325,10 @@ class Service:
 
     # --- one pool -------------------------------------------------------------------------------
 
-    def bring_up(self, pool: PoolRecord, stop: Callable[[], bool]) -> RunStatus:
+    def bring_up(self, pool: PoolRecord, stop: Callable[[], bool], *,
+                 priced: bool = False) -> RunStatus:
         """Run the pool's Fallback (a fresh run, or the resumed one); record what came of it.
+        `priced`: the run pauses once its next candidate is dearer than `price_limit`.
         Returns the pool run's status."""
         option = self.options[pool.key]
         journal = self.pool_journal(pool)
@@ -278,7 +337,8 @@ class Service:
                         settings=self.settings.lane, probe_factory=self.probe_factory,
                         progress=lambda line: self.progress(f"{pool.key}: {line}"),
                         api_key=self.api_key, stop=stop,
-                        known_blocks=self.known_blocks(pool))
+                        known_blocks=self.known_blocks(pool),
+                        price_limit=partial(self.price_limit, pool) if priced else None)
         outcome = loop.run()
         with self.journal.change():
             self._record(pool, outcome.status, outcome.message, journal)
@@ -298,6 +358,9 @@ class Service:
                 late = self.release_late and self.journal.decided
                 pool.state = PoolState.RELEASING if late else PoolState.READY
             return
+        if status is RunStatus.RUNNING and DEARER in message:
+            self.let_go(pool, message)
+            return
         if status is RunStatus.STOPPED and RELEASED in message:
             if not journal.attempts:  # stopped before its first `up`: it cost nothing
                 pool.state, pool.lane, pool.started_at = PoolState.OPEN, None, None
@@ -309,6 +372,11 @@ class Service:
             self.fatal = ServiceOutcome(status, f"{pool.key}: {message}", self.journal,
                                         self.journals)
             self.stop.set()
+
+    def let_go(self, pool: PoolRecord, why: str) -> None:
+        """The pool's run paused for price (nothing of it is dirty): open again."""
+        pool.state, pool.lane, pool.reason = PoolState.OPEN, None, why
+        pool.price_per_hour = self.open_price(pool)
 
     def release(self, pool: PoolRecord, why: str) -> ServiceOutcome | None:
         """Clean a pool the service does not keep, with the proof of cleanup."""
@@ -469,6 +537,7 @@ class HedgedDeploy(Service):
             failed = self._lanes()
             if failed:
                 return failed
+        self._close_paused()  # a run resumed after the decision
         failed = self.release_unkept()
         if failed:
             return failed
@@ -516,6 +585,7 @@ class HedgedDeploy(Service):
         self._decide()
         self.stop.set()
         self.runner.join()
+        self._close_paused()
         if self.fatal:
             failed = self.release_unkept()
             return failed or self.finish(self.fatal.status, self.fatal.message)
@@ -530,7 +600,7 @@ class HedgedDeploy(Service):
                 pool = self._claim(n)
                 if pool is None:
                     return
-                self.bring_up(pool, self.stop.is_set)
+                self.bring_up(pool, self.stop.is_set, priced=True)
         finally:
             done.add(n)
             self.runner.notify()
@@ -551,6 +621,29 @@ class HedgedDeploy(Service):
                       f"${found.price_per_hour:.2f}/h each){' as a hedge' if hedge else ''}")
         return found
 
+    def let_go(self, pool: PoolRecord, why: str) -> None:
+        """Open again, and the lane claims the cheapest open pool in the same write (this one
+        again if another lane took the cheaper one meanwhile): a run killed in between
+        resumes with the lane on the pool it moved to. The move replaces what the lane held
+        with something cheaper, so neither the need nor the hedge budget holds it back."""
+        lane = pool.lane
+        super().let_go(pool, why)
+        price, target = self.cheapest_open()
+        if target is None or lane is None:
+            return
+        target.state, target.lane, target.started_at = PoolState.CLAIMED, lane, self.clock.now()
+        self.progress(f"lane {lane}: {pool.key} let go (next ${pool.price_per_hour:.2f}/h), "
+                      f"its {target.share} replica(s) to {target.key} "
+                      f"(${price:.2f}/h each)")
+
+    def _close_paused(self) -> None:
+        """Pools let go for price and not claimed again: their paused runs end (nothing of
+        them is dirty), so that a later run starts them afresh."""
+        for pool in self.journal.in_state(PoolState.OPEN):
+            journal = self.pool_journal(pool)
+            if journal.status is RunStatus.RUNNING and not journal.dirty_stacks():
+                journal.finish(RunStatus.STOPPED, self.clock.now(), pool.reason or DEARER)
+
     def _in_flight(self) -> int:
         """Replicas of the pools being brought up, ready or kept."""
         return sum(p.share for p in self.journal.in_state(PoolState.CLAIMED, PoolState.READY,
@@ -562,7 +655,7 @@ class HedgedDeploy(Service):
         hedge lane starts a pool, and only while the hedges' hourly price stays within the
         budget: a pool over it is not started."""
         j = self.journal
-        open_pools = j.in_state(PoolState.OPEN)
+        open_pools = self._open_order()
         if not open_pools:
             return None
         if self._in_flight() < j.needed:
@@ -579,6 +672,16 @@ class HedgedDeploy(Service):
                       f"on top of ${spent:.2f}/h would pass the hedge budget "
                       f"${float(j.settings['hedge_budget']):.2f}/h")
         return None
+
+    def _open_order(self) -> list[PoolRecord]:
+        """Open pools: placed ones not yet tried first (the placement's order), then the
+        rest by their cheapest candidate still open (rank order for the untried ones; a pool
+        let go for price at the price of what it has left)."""
+        placed = int(self.journal.settings["placed"])
+        first = [p for p in self.journal.pools[:placed]
+                 if p.state is PoolState.OPEN and not self.paused(p)]
+        rest = [p for p in self.journal.in_state(PoolState.OPEN) if p not in first]
+        return first + sorted(rest, key=self.open_price)
 
     def _decide(self) -> None:
         """Keep ready pools in the order they became ready until the need is met."""

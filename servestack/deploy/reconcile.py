@@ -10,9 +10,9 @@ both show as a pool below its size. Then at most one move, in this order:
 2. *spill*: the replicas the short pools lack are placed (servestack.placement.place, with the
    kept regions' candidates and those found full this pass left out) and that pool is brought
    up as the deploy does (the pool's own journal and `Fallback`), kept, and named by the front;
-3. *return*: a pool that failed or was released, cheaper per replica than the dearest kept
-   pool, is tried again with that pool's replicas; once it answers, the dearer pool is
-   released.
+3. *return*: a pool that failed, was released or was let go for price, cheaper per
+   replica than the dearest kept pool, is tried again with that pool's replicas; once it
+   answers, the dearer pool is released.
 
 Replicas a short pool lacks that a pool added for it already holds are not placed again.
 Whenever the kept pools change, the front is re-applied over them. The pass is journaled
@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from servestack.deploy.journal import RunStatus
+from servestack.deploy.loop import DEARER
 from servestack.deploy.pools import Service, ServiceOutcome
 from servestack.deploy.readiness import wait_ready, with_api_key
 from servestack.deploy.service_journal import PoolRecord, PoolState
@@ -168,13 +169,19 @@ class Reconcile(Service):
             return None
         dearest = max(kept, key=lambda p: p.price_per_hour)
         regions = {p.key for p in kept}
-        for pool in self.journal.in_state(PoolState.FAILED, PoolState.RELEASED):
+        for pool in self.journal.in_state(PoolState.FAILED, PoolState.RELEASED) + \
+                self._let_go():
             if pool.key not in regions and pool.key in self.options and \
                     self.options[pool.key].price_per_hour < dearest.price_per_hour:
                 self._begin_move(RETURN, pool.key, dearest.key, share=dearest.share)
                 return self._complete(f"{pool.key} has capacity again: it holds "
                                       f"{dearest.key}'s {dearest.share} replica(s)")
         return None
+
+    def _let_go(self) -> list[PoolRecord]:
+        """Pools the deploy let go for price (their cheap types had no room, a cheaper region
+        was open): as worth trying again as a failed one."""
+        return [p for p in self.journal.in_state(PoolState.OPEN) if DEARER in p.reason]
 
     def _begin_move(self, kind: str, add: str | None, release: str | None, *,
                     share: int = 0, covers: str | None = None) -> None:

@@ -162,6 +162,12 @@ class ServiceJournal:
                 write_atomic(self.path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @contextmanager
+    def locked(self) -> Iterator[ServiceJournal]:
+        """Read records as one state, under the lock the lanes share (no save)."""
+        with self._lock:
+            yield self
+
+    @contextmanager
     def change(self) -> Iterator[ServiceJournal]:
         """Change records and save, under the lock the lanes share."""
         with self._lock:
