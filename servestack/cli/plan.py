@@ -81,38 +81,31 @@ def place_replicas(request: PlanRequest, inputs: Inputs, result: Plan) -> list[P
 
 
 def full_candidates(state_dir: str, service: str, result: Plan) -> frozenset[str]:
-    """The ids of the candidates a capacity block of the service's deploy journal covers
-    (blocks are the last run's; a zone's block covers only that zone's candidate). No
-    journal, or one that cannot be read: none (deploy itself reports a damaged journal)."""
-    from servestack.deploy.layout import journal_path
+    """The ids of the candidates a capacity block of the service's deploy journals covers:
+    the single-pool journal, or each pool's journal of a service over several pools (blocks
+    are the last run's; a zone's block covers only that zone's candidate). No journal, or
+    one that cannot be read: none (deploy itself reports a damaged journal). The files are
+    looked for first, so a plan without a deploy loads none of the deploy machinery."""
+    from servestack.deploy.layout import POOLS_DIR, journal_path, service_dir
 
-    if not journal_path(state_dir, service).is_file():
+    paths = [journal_path(state_dir, service)]
+    pools = service_dir(state_dir, service) / POOLS_DIR
+    if pools.is_dir():
+        paths += sorted(pools.glob("*.json"))
+    paths = [path for path in paths if path.is_file()]
+    if not paths:
         return frozenset()
     from servestack.deploy.journal import Journal
 
-    try:
-        blocks = [b for b in Journal.open(state_dir, service).blocks
-                  if b.error_class == "capacity"]
-    except UserError:
-        return frozenset()
+    blocks = []
+    for path in paths:
+        try:
+            blocks += [b for b in Journal.at(path, service).blocks
+                       if b.error_class == "capacity"]
+        except UserError:
+            continue
     return frozenset(c.id for c in result.candidates for b in blocks
                      if b.applies(c) and b.zone in (None, c.zone))
-
-
-def first_pool_only(request: PlanRequest, result: Plan) -> str | None:
-    """generate and deploy with --max-pools above 1: which candidate to start from (the first
-    pool's chosen one), after saying on stderr that only that pool is built. None: N is 1,
-    today's single-region behaviour, nothing changes."""
-    if request.placement.max_pools == 1:
-        return None
-    pools = result.placement
-    shares = ", ".join(f"{p.label}: {p.replicas}" for p in pools)
-    print(f"warning: --max-pools {request.placement.max_pools}: the plan places "
-          f"{result.replicas} replica(s) over {len(pools)} pool(s) ({shares}), but generating "
-          f"and deploying more than one pool is not built yet; using the first pool only, "
-          f"{pools[0].label} ({pools[0].candidate_ids[0]}), with all {result.replicas} "
-          "replica(s)", file=sys.stderr)
-    return pools[0].candidate_ids[0]
 
 
 def secret_warnings(inputs: Inputs) -> list[str]:

@@ -125,6 +125,24 @@ def test_regions_the_last_deploy_found_full_are_left_out(run_cli, multi, tmp_pat
     assert after["candidates"] == before["candidates"]  # the deploy still may try them
 
 
+def test_regions_a_hedged_deploy_found_full_are_left_out(run_cli, multi, tmp_path):
+    """A service over several pools keeps one journal per pool (`.servestack/multi/pools/`):
+    the capacity its pools found moves the placement too."""
+    from servestack.deploy.layout import POOLS_DIR, service_dir
+
+    before = plan_json(run_cli, str(multi), "--max-pools", "2", "--spread", cwd=tmp_path)
+    first, second, third = cheapest_regions(before)[:3]
+    pools = service_dir(tmp_path / ".servestack", "multi") / POOLS_DIR
+    journal = Journal.at(pools / f"{first[0]}-{first[1]}.json", "multi")
+    journal.add_blocks([Block(cloud=first[0], region=first[1], error_class="capacity",
+                              code="SkuNotAvailable")])
+    Journal.at(pools / f"{third[0]}-{third[1]}.json", "multi").add_blocks(
+        [Block(cloud=third[0], region=third[1], error_class="quota", code="QuotaExceeded")])
+    after = plan_json(run_cli, str(multi), "--max-pools", "2", "--spread", cwd=tmp_path)
+    assert placed(after) == [(*second, 2), (*third, 2)]  # a quota block is not a full region
+    assert any("found without capacity" in w for w in after["warnings"])
+
+
 def test_a_quota_block_is_not_a_full_region(run_cli, multi, tmp_path):
     before = plan_json(run_cli, str(multi), cwd=tmp_path)
     first = cheapest_regions(before)[0]
