@@ -22,9 +22,10 @@ The policies face the same seeded worlds:
             the weights streamed from a bucket of the pool's region (vLLM --load-format
             runai_streamer). Only S3 and GCS caches are built: Azure pools get the image only.
   ours_capped, ours_capped_cached  the model, where a lane walks its region's candidates only
-            up to the next open region's price (Fallback._open_pool's rule one level up). Not in
-            pools.py: without it, a lane falls back to dearer hosts of its region (an $88/h H100
-            host after an $8/h L4 one) before a cheaper region is tried.
+            up to the next open region's price (Fallback._open_pool's rule one level up). pools.py
+            now does this too (a lane lets its region go for price and moves to the cheaper
+            one); the model caps a lane once, at its claim, where pools.py re-checks the
+            price before every candidate and resumes a region let go if it is claimed again.
   ours_spread  the model with --spread (min_replicas round-robin over 2 pools).
   ours_single_pool  the previous `ours`: the real loop over the whole plan, one region holds
             every replica, candidates one after the other (per-attempt timeout 20 min, the AWS
@@ -699,9 +700,9 @@ class Hedge:
     # hourly hedge budget: this many times the placed pools' own hourly price (pools.py's
     # default: while hedges run the bill may at most double)
     budget_pools: float = 1.0
-    # not in pools.py: a lane walks its region's candidates only up to the next open region's
-    # price (or the loop's group premium), Fallback._open_pool's rule one level up; past that,
-    # spilling to the next region is cheaper
+    # a lane walks its region's candidates only up to the next open region's price (or the
+    # loop's group premium), Fallback._open_pool's rule one level up; past that, spilling to
+    # the next region is cheaper (pools.py's price_limit; here fixed at the claim)
     cap_lanes: bool = False
 
 

@@ -395,3 +395,26 @@ def test_the_real_hedged_deploy_never_slower_with_a_cache(variant):
     for n in range(10):
         world = sim.make_world(700 + n)
         assert real(world, variant, sim.CACHED).ready_s <= real(world, variant).ready_s
+
+
+def test_the_real_hedged_deploy_spills_to_the_next_regions_cheap_type_not_its_own_dear_one(
+        variant):
+    """The placed region's cheapest type has no room, its dearer types do; the next region
+    nobody holds has room for its cheap type: the lane goes there (the issue the simulator
+    found: a lane walking its own region first kept dear hosts at ~200 % over the oracle)."""
+    placed = variant.start.pools[0]
+    cheap = placed.candidates[0]
+    hedge_pool = variant.start.pools[1]
+    spare = next(p for p in variant.start.pools[2:]
+                 if p.price_per_hour < min(c.price_per_hour for c in placed.candidates[1:]))
+
+    def capacity(c, z):
+        if (c.cloud, c.region) == (placed.cloud, placed.region):
+            return c.accelerator != cheap.accelerator
+        return (c.cloud, c.region) == (spare.cloud, spare.region) and c == spare.candidates[0]
+
+    world = FixedWorld(capacity=capacity)
+    got = real(world, variant)
+    assert (hedge_pool.cloud, hedge_pool.region) != (spare.cloud, spare.region)
+    assert got.price == pytest.approx(2 * spare.price_per_hour)
+    assert got.price == pytest.approx(sim.oracle_price(variant.ranked, world) or 0)
