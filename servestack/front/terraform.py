@@ -19,11 +19,12 @@ delete disables it first: the provider's aws_globalaccelerator_accelerator does)
 Accelerator leaves: for an ALB endpoint with client IP preservation it creates an elastic
 network interface per subnet of the ALB and a security group named "GlobalAccelerator" in the
 pool's VPC (Global Accelerator Developer Guide, "Best practices for client IP address
-preservation"). The interfaces go once no endpoint uses them; the guide does not promise that
-the security group goes, and a security group left in the VPC makes the pool's VPC delete fail
-(DependencyViolation) until it is gone. So the front is destroyed before the pools (the order
-servestack.service gives), and a pool destroy that fails on its VPC after a Global Accelerator
-front is retried by the deploy's cleanup rounds; nothing here deletes a group it did not create.
+preservation"); they are the service's, not in any Terraform state. The interfaces go once no
+endpoint uses them; whether and when the security group goes was not confirmed from the guide
+here, and a group left in the VPC makes the pool's VPC delete fail (DependencyViolation). So
+the front is destroyed before the pools (servestack.service's order), and nothing here deletes
+a group it did not create: when a pool destroy still fails on its VPC, that group is the one
+to look for (delete it by hand, or retry the destroy once AWS has removed it).
 """
 
 from __future__ import annotations
