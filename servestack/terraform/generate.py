@@ -85,8 +85,8 @@ def write_pool(stacks_dir: str | Path, d: Deployment) -> Path:
 def generate_service(inputs: Inputs, plan: Plan, layout: ServiceLayout, *,
                      stacks_dir: str) -> GeneratedService:
     """Every folder of a service over several pools, in apply order: the key stack's (unless
-    --no-api-key), each pool's, the front's. `plan` and `inputs` built `layout`; the
-    summary names the secrets the spec asks for."""
+    --no-api-key), each pool's, the front's. `inputs` and `plan` built `layout`, which holds
+    every decision (the engines share this signature)."""
     paths: dict[str, Path] = {}
     if layout.key_stack:
         key = ServiceStack("key", layout.key_stack, layout.service)
@@ -96,7 +96,7 @@ def generate_service(inputs: Inputs, plan: Plan, layout: ServiceLayout, *,
     front = ServiceStack("front", layout.front_stack, layout.service, front=layout.front)
     paths[front.name] = write_stack(stack_dir(stacks_dir, front.name), render_shared(front))
     generated = GeneratedService(layout=layout, paths=paths, summary="")
-    generated.summary = service_summary(generated, secrets=bool(inputs.spec.secrets))
+    generated.summary = service_summary(generated)
     return generated
 
 
@@ -114,7 +114,7 @@ def summary(result: Generated) -> str:
     return "\n".join(lines) + "\n"
 
 
-def service_summary(generated: GeneratedService, *, secrets: bool) -> str:
+def service_summary(generated: GeneratedService) -> str:
     """The folders in apply order, then the exact commands: key, the pools (in parallel if
     you like: none reads another), the front; destroy in the reverse order."""
     layout, paths = generated.layout, generated.paths
