@@ -107,6 +107,14 @@ def test_the_key_is_drawn_once_and_every_pool_reads_it(route53_folders):
         assert doc["output"]["lb_zone_id"]["value"] == "${aws_lb.service.zone_id}"
 
 
+def test_no_api_key_means_no_key_stack_and_no_key_read(tmp_path):
+    folders = generate(tmp_path, "--no-api-key")
+    assert "mixtral-key" not in folders and len(folders) == 3
+    for doc in pools_of(folders).values():
+        assert "terraform_remote_state" not in doc.get("data", {})
+        assert "terraform_data" not in doc["resource"] and OUTPUT_API_KEY not in doc["output"]
+
+
 def test_the_route53_front_names_each_pool_by_reference(route53_folders):
     front = main_tf(route53_folders["mixtral-front"])
     pools = pools_of(route53_folders)
