@@ -41,7 +41,6 @@ servestack.clouds.aws (shared with the Terraform renderer); nothing is decided h
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from servestack.components import TYPE_PREFIX
 from servestack.components.apikey import service_key
 from servestack.components.aws_cache import WeightCache, WeightCacheArgs
 
-from servestack.bootstrap import render_cloud_init
+from servestack.bootstrap import user_data
 from servestack.clouds.aws import (
     ALB_MIN_ZONES,
     ALL_PROTOCOLS,
@@ -542,7 +541,7 @@ class InstanceGroup(pulumi.ComponentResource):
             instance_type=d.primary.instance_type,
             network_interfaces=[aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                 **aws_network_interface(d), security_groups=[args.security_group_id])],
-            user_data=base64.b64encode(render_cloud_init(d).encode()).decode(),
+            user_data=user_data(d),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 **aws_metadata_options(d)),
             block_device_mappings=[_root_volume(d, image.root_device_name)],

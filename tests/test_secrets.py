@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import os
 import shlex
@@ -335,7 +336,7 @@ def stand_ins(root: Path, monkeypatch, pulumi: str = FAKE_PULUMI,
 
 def texts(path: Path) -> list[str]:
     """A file's text and everything encoded in it: base64 strings of JSON files (user data)
-    decoded, gzip+base64 files of a cloud-init document unpacked."""
+    decoded (and gunzipped), gzip+base64 files of a cloud-init document unpacked."""
     text = path.read_text(errors="replace")
     found = [text]
     try:
@@ -344,8 +345,11 @@ def texts(path: Path) -> list[str]:
         strings = []
     for value in strings:
         try:
-            decoded = base64.b64decode(value, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raw = base64.b64decode(value, validate=True)
+            if raw[:2] == b"\x1f\x8b":  # AWS's user data is gzip'd before base64
+                raw = gzip.decompress(raw)
+            decoded = raw.decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError, OSError, EOFError):
             decoded = value
         found.append(decoded)
         if decoded.startswith("#cloud-config"):

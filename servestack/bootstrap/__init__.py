@@ -1,8 +1,9 @@
 """The cloud-init bootstrap: a `#cloud-config` document that turns a GPU VM into a vLLM replica.
 
 `render_cloud_init(deployment)` returns the document; the cloud components put it in user data
-(base64-encoding it where the cloud wants that). It is pure text, decided by the `Deployment`
-only, and holds no secret: the deployment's secrets are fetched on the VM at boot.
+(base64-encoding it where the cloud wants that; `user_data(deployment)` is the base64 form,
+gzip'd first where the cloud's user data limit needs it). It is pure text, decided by the
+`Deployment` only, and holds no secret: the deployment's secrets are fetched on the VM at boot.
 
 What the document does:
 
@@ -11,8 +12,9 @@ What the document does:
   generated text: the settings file /etc/servestack/servestack.env and the spec's envs in
   /etc/servestack/user.env (every value `shlex.quote`d), the readiness probe's body and
   headers, and the spec's `setup`/`run` verbatim under /opt/servestack/user/. AWS takes at most
-  16 KiB of user data: a larger document has its largest files written gzip+base64 instead,
-  as many as it takes.
+  16 KiB of user data, so its engines send the whole document gzip'd (cloud-init unpacks it)
+  and the limit bounds the gzip'd size; elsewhere a document over 16 KiB has its largest files
+  written gzip+base64 instead, as many as it takes.
 - `runcmd` enables the units and starts them without blocking cloud-init. On a reboot the
   enabled units come back by themselves; every step below is guarded, so nothing is redone.
 - `servestack-vllm.service` (Restart=always, output to the journal) runs servestack-start on
@@ -94,7 +96,9 @@ HOME = "/opt/servestack"
 ETC = "/etc/servestack"
 MINIFORGE_VERSION = "24.11.3-0"
 PROBE_INTERVAL_SECONDS = 10
-USER_DATA_LIMIT = 16384  # bytes; AWS's limit (GCP allows 256 KiB, Azure 64 KiB)
+# bytes; AWS's limit (GCP allows 256 KiB, Azure 64 KiB). AWS gets the document gzip'd; the
+# other clouds' documents over it still pack their largest files.
+USER_DATA_LIMIT = 16384
 COMPRESS_OVER = 512  # smaller files are never written gzip+base64 (no room to gain)
 COMMENT = re.compile(r"^\s*#(?!\s*shellcheck )")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -152,14 +156,45 @@ WantedBy=multi-user.target
 def render_cloud_init(deployment: Deployment) -> str:
     """The `#cloud-config` document for one replica of `deployment` (no secret in it).
 
-    Over USER_DATA_LIMIT bytes (AWS's limit, the smallest), files are written gzip+base64
-    instead of as text, the largest first and only as many as it takes (the settings stay
-    readable in the cloud's console); on AWS a document still over the limit is an error.
+    Where the cloud takes its user data gzip'd (AWS), every file is text and the gzip'd size
+    must fit the cloud's limit (gzip'd files inside would only compress worse). Elsewhere, over
+    USER_DATA_LIMIT bytes, files are written gzip+base64 instead of as text, the largest first
+    and only as many as it takes (the settings stay readable in the cloud's console). A
+    document the cloud's limit still refuses is an error.
     """
     d = deployment
     if not d.run and not d.model:
         raise UserError("the spec has no `run:` and no model was found: pass --model NAME")
+    cloud = clouds.get(d.cloud)
     files = _files(d, d.readiness.method == "POST")
+    text = _render(d, files, set()) if cloud.user_data_gzip else _packed(d, files)
+    size = len(_sent(text, cloud.user_data_gzip))
+    limit = cloud.user_data_limit
+    if limit is not None and size > limit:
+        form = " gzip'd" if cloud.user_data_gzip else ""
+        raise UserError(f"the bootstrap is {size} bytes{form}, over {cloud.title}'s "
+                        f"{limit}-byte user data limit: shorten setup/run")
+    return text
+
+
+def user_data(deployment: Deployment) -> str:
+    """The user data as the cloud's API takes it: base64 of the document, gzip'd first where
+    the cloud wants that (cloud-init detects gzip's magic bytes and unpacks it)."""
+    cloud = clouds.get(deployment.cloud)
+    text = render_cloud_init(deployment)
+    return base64.b64encode(_sent(text, cloud.user_data_gzip)).decode()
+
+
+def _sent(text: str, gzipped: bool) -> bytes:
+    """The bytes the cloud gets (before base64), whose size its limit bounds. mtime=0 keeps the
+    gzip header free of the time, so every render gives the same bytes (no diff on re-runs)."""
+    data = text.encode()
+    return gzip.compress(data, compresslevel=9, mtime=0) if gzipped else data
+
+
+def _packed(d: Deployment, files: list[tuple[str, str, str]]) -> str:
+    """The document with its largest files gzip+base64, as many as it takes to fit
+    USER_DATA_LIMIT bytes (all of them if it takes that; the cloud's limit is checked after)."""
     packed: set[str] = set()
     text = _render(d, files, packed)
     largest = sorted((f for f in files if len(f[1]) > COMPRESS_OVER), key=lambda f: -len(f[1]))
@@ -168,11 +203,6 @@ def render_cloud_init(deployment: Deployment) -> str:
             break
         packed.add(path)
         text = _render(d, files, packed)
-    cloud = clouds.get(d.cloud)
-    limit = cloud.user_data_limit
-    if limit is not None and len(text.encode()) > limit:
-        raise UserError(f"the bootstrap is {len(text.encode())} bytes, over {cloud.title}'s "
-                        f"{limit}-byte user data limit: shorten setup/run")
     return text
 
 

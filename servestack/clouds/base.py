@@ -98,6 +98,9 @@ class Cloud:
     ssh_nat_ports: ClassVar[tuple[int, int] | None] = None  # SSH through the balancer
     # User data larger than this is refused by the cloud (None: no limit that binds us).
     user_data_limit: ClassVar[int | None] = None
+    # Whether both engines hand the cloud its user data gzip'd, then base64 (cloud-init
+    # unpacks gzip'd user data itself); user_data_limit then bounds the gzip'd bytes.
+    user_data_gzip: ClassVar[bool] = False
     failure_rules: ClassVar[tuple[Rule, ...]] = ()
     # Capacity is pooled per instance type (AWS), not per GPU across a GPU's machine shapes.
     capacity_per_instance_type: ClassVar[bool] = False

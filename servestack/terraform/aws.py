@@ -25,12 +25,11 @@ Security group rules are their own resources (aws_vpc_security_group_*_rule), on
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import replace
 from typing import Any
 
-from servestack.bootstrap import render_cloud_init
+from servestack.bootstrap import user_data
 from servestack.clouds.aws import (
     ALB_MIN_ZONES,
     ALL_PROTOCOLS,
@@ -438,7 +437,7 @@ def group(d: Deployment) -> dict[str, Any]:
         "instance_type": d.primary.instance_type,
         "network_interfaces": [{**aws_network_interface(d),
                                 "security_groups": [expr("aws_security_group.vm.id")]}],
-        "user_data": base64.b64encode(render_cloud_init(d).encode()).decode(),
+        "user_data": user_data(d),
         "metadata_options": aws_metadata_options(d),
         "block_device_mappings": [root_volume(d)],
         "iam_instance_profile": {"arn": expr("aws_iam_instance_profile.vm.arn")},

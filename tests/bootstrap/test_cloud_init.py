@@ -3,6 +3,8 @@ run for real against fake cloud CLIs (curl, aws, nvidia-smi, vllm, iptables, sys
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
 import shlex
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 from servestack import clouds
-from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
+from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, user_data, written_files
 from servestack.deployment.build import build_deployment
 from servestack.errors import UserError
 from servestack.inputs import load_inputs
@@ -69,7 +71,7 @@ def test_mixtral_document(mixtral, cloud):
     files = written_files(doc)
     settings = _settings(doc)
     assert doc.startswith("#cloud-config\n")
-    assert len(doc.encode()) <= USER_DATA_LIMIT
+    assert len(base64.b64decode(user_data(d))) <= USER_DATA_LIMIT  # what the cloud gets
     assert "SERVESTACK_PORT=8000\n" in doc  # the settings stay readable in the console
     assert settings["SERVESTACK_PORT"] == "8000" == str(d.service_port)
     assert settings["SERVESTACK_TP_PLANNED"] == str(d.primary.accelerator_count)
@@ -155,6 +157,7 @@ def test_default_command_needs_a_model(mixtral):
 
 
 def test_large_scripts_are_compressed(mixtral):
+    # GCP's user data is text: a document over 16 KiB writes its largest files gzip+base64
     big = "echo " + "serving the model now " * 1000 + "\n"
     doc = render_cloud_init(replace(mixtral["gcp"], setup=big))
     assert len(doc.encode()) <= USER_DATA_LIMIT and "encoding: gz+b64" in doc
@@ -162,8 +165,40 @@ def test_large_scripts_are_compressed(mixtral):
     packed = [f["path"] for f in yaml.safe_load(doc)["write_files"] if "encoding" in f]
     assert "/opt/servestack/user/setup.sh" in packed  # the largest first
     assert "/etc/servestack/servestack.env" not in packed  # not needed: still readable
-    noise = "".join(f"echo {os.urandom(24).hex()}\n" for _ in range(400))
-    with pytest.raises(UserError, match="user data limit"):
+
+
+def test_aws_user_data_is_the_whole_document_gzipped(mixtral):
+    # AWS gets the document gzip'd: every file stays text, and the same bytes on every render
+    big = "echo " + "serving the model now " * 1000 + "\n"
+    d = replace(mixtral["aws"], setup=big)
+    doc = render_cloud_init(d)
+    assert "encoding: gz+b64" not in doc and len(doc.encode()) > USER_DATA_LIMIT
+    sent = base64.b64decode(user_data(d))
+    assert sent[:2] == b"\x1f\x8b" and gzip.decompress(sent).decode() == doc
+    assert user_data(d) == user_data(d)
+    assert len(sent) <= USER_DATA_LIMIT
+    # GCP and Azure get the document itself
+    assert base64.b64decode(user_data(mixtral["gcp"])).decode() == \
+        render_cloud_init(mixtral["gcp"])
+
+
+def test_aws_checks_the_gzipped_size(mixtral, monkeypatch):
+    d = mixtral["aws"]
+    doc = render_cloud_init(d)
+    sent = len(base64.b64decode(user_data(d)))
+    assert sent < len(doc.encode())
+    aws = type(clouds.get("aws"))
+    monkeypatch.setattr(aws, "user_data_limit", sent)  # exactly fits
+    assert render_cloud_init(d) == doc
+    monkeypatch.setattr(aws, "user_data_limit", sent - 1)
+    with pytest.raises(UserError, match=f"the bootstrap is {sent} bytes gzip'd, over AWS's "
+                                        f"{sent - 1}-byte user data limit"):
+        render_cloud_init(d)
+
+
+def test_aws_refuses_a_document_that_does_not_fit_even_gzipped(mixtral):
+    noise = "".join(f"echo {os.urandom(24).hex()}\n" for _ in range(1200))  # 65 KB, ~35 KB gzip'd
+    with pytest.raises(UserError, match="user data limit: shorten setup/run"):
         render_cloud_init(replace(mixtral["aws"], setup=noise))
 
 

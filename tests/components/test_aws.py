@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import gzip
 import itertools
 import json
 import logging
@@ -12,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
 
 from servestack import clouds, planner
+from servestack.bootstrap import USER_DATA_LIMIT
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Deployment, Tls
 from servestack.inputs import load_inputs
@@ -133,8 +136,13 @@ def expect_failure(match: str) -> Iterator[None]:
         asyncio_log.setLevel(level)
 
 
+def sent_user_data(rec: Recording) -> bytes:
+    """The launch template's user data as EC2 gets it (base64 removed): gzip'd."""
+    return base64.b64decode(rec.one(LT).inputs["userData"])
+
+
 def user_data(rec: Recording) -> str:
-    return base64.b64decode(rec.one(LT).inputs["userData"]).decode()
+    return gzip.decompress(sent_user_data(rec)).decode()
 
 
 def groups(rec: Recording) -> tuple[dict, dict]:
@@ -478,6 +486,15 @@ def test_user_data_is_cloud_config_with_tensor_parallel_size():
         assert isinstance(yaml.safe_load(text), dict), kind
         assert re.search(rf"^\s*SERVESTACK_TP\w*={d.tensor_parallel_size}$", text, re.M), kind
         assert re.search(rf"^\s*SERVESTACK_SECRET_NAME={d.secret.name}$", text, re.M), kind
+
+
+def test_launch_template_user_data_is_the_golden_document_gzipped():
+    # tests/bootstrap/golden/mixtral-aws.yaml is on_demand()'s bootstrap
+    golden = (Path(__file__).parents[1] / "bootstrap" / "golden" / "mixtral-aws.yaml").read_text()
+    sent = sent_user_data(recorded("on_demand"))
+    assert sent[:2] == b"\x1f\x8b" and sent[4:8] == bytes(4)  # gzip, no time in its header
+    assert gzip.decompress(sent).decode() == golden
+    assert len(sent) <= USER_DATA_LIMIT < len(golden.encode())  # the bytes sent are checked
 
 
 # --- token ------------------------------------------------------------------------------------

@@ -3,12 +3,17 @@ with its privacy settings and the VMs' rights on exactly that bucket."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+from dataclasses import replace
 from functools import cache
 
 import pulumi
 
-from servestack.deployment.model import Deployment
+from servestack import clouds
+from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init
+from servestack.deployment.model import Autoscaling, Deployment
 from servestack.pulumi.preview import Recording, record
 from tests.fakes import weight_cache_deployment
 
@@ -102,3 +107,15 @@ def test_no_flag_no_bucket():
     for cloud, kind in (("aws", "aws:s3/bucket:Bucket"), ("gcp", "gcp:storage/bucket:Bucket"),
                         ("azure", "azure-native:storage:StorageAccount")):
         assert recorded(cloud, with_cache=False).of_type(kind) == []
+
+
+def test_aws_cache_beside_a_vllm_metric_is_built_and_its_user_data_fits():
+    # once refused together (they did not fit as text); gzip'd, they use under 3/4 of 16 KiB
+    d = replace(weight_cache_deployment("aws", gcp_project=PROJECT), min_replicas=1,
+                max_replicas=3, autoscaling=Autoscaling("vllm-kv-cache", 70.0))
+    clouds.get("aws").check(d)
+    rec = run(d, {"aws:region": d.region})
+    assert rec.one("aws:s3/bucket:Bucket").inputs["bucket"] == d.weight_cache.bucket(ACCOUNT)
+    sent = base64.b64decode(rec.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"])
+    assert gzip.decompress(sent).decode() == render_cloud_init(d)
+    assert len(sent) <= USER_DATA_LIMIT * 3 // 4

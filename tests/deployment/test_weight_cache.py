@@ -100,11 +100,11 @@ def test_what_the_bootstrap_can_redirect_is_accepted(run):
     assert d.weight_cache is not None
 
 
-def test_aws_refuses_the_cache_beside_a_shipped_metric():
+def test_aws_takes_the_cache_beside_a_shipped_metric():
+    # AWS's user data goes gzip'd: both fit (the sizes: tests/bootstrap/test_weight_cache.py)
     from servestack import clouds
     from servestack.deployment.model import Autoscaling
 
-    d = replace(built("aws"), autoscaling=Autoscaling(metric="vllm-waiting", target=5.0))
-    with pytest.raises(UserError, match="do not both fit"):
-        clouds.get("aws").check(d)
-    clouds.get("aws").check(replace(d, autoscaling=Autoscaling(metric="qps", target=5.0)))
+    for metric in ("vllm-waiting", "vllm-kv-cache", "qps"):
+        d = replace(built("aws"), autoscaling=Autoscaling(metric=metric, target=5.0))
+        clouds.get("aws").check(d)  # no UserError

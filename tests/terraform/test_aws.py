@@ -3,6 +3,8 @@ the provider pin (test_render.py runs `terraform validate` on it with the 5.100.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import itertools
 import json
 import math
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from servestack import clouds, planner
+from servestack.bootstrap import USER_DATA_LIMIT, render_cloud_init, written_files
 from servestack.deployment.build import build_deployment
 from servestack.deployment.model import Autoscaling, Choices, Deployment, Tls
 from servestack.inputs import load_inputs
@@ -346,8 +349,10 @@ run: vllm serve $MODEL_NAME --tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE
 
 
 @cache
-def scaled(metric: str | None = None, spot: bool = True, secrets: bool = True) -> Deployment:
-    """The spec above as the planner and builder make it (`metric`: --scale-metric)."""
+def scaled(metric: str | None = None, spot: bool = True, secrets: bool = True,
+           cache: bool = False) -> Deployment:
+    """The spec above as the planner and builder make it (`metric`: --scale-metric, `cache`:
+    --weight-cache)."""
     folder = Path(tempfile.mkdtemp(prefix="servestack-scaled-"))
     spec = folder / "serve.yaml"
     spec.write_text(SCALED_SPEC if secrets else SCALED_SPEC.replace(
@@ -356,7 +361,8 @@ def scaled(metric: str | None = None, spot: bool = True, secrets: bool = True) -
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
                         planner.Options(cloud="aws", spot=spot), model=inputs.model)
     return build_deployment(inputs.spec, plan.candidates[0], plan.candidates,
-                            model=inputs.model, choices=Choices(scale_metric=metric))
+                            model=inputs.model,
+                            choices=Choices(scale_metric=metric, weight_cache=cache))
 
 
 def test_the_scaled_spec_builds_what_the_tests_below_assume():
@@ -620,7 +626,8 @@ def test_security_and_scaling_variants_pass_terraform_validate(tmp_path):
                 replace(deployment(), ssh_cidrs=("192.0.2.10/32",), api_key=None, secret=None),
                 scaled(), scaled("vllm-waiting", secrets=False),
                 scaled("vllm-kv-cache", spot=False),
-                with_tls(replace(scaled(), ssh_cidrs=("192.0.2.10/32",)))]
+                with_tls(replace(scaled(), ssh_cidrs=("192.0.2.10/32",))),
+                scaled("vllm-waiting", cache=True)]
     terraform_validate([render(d) for d in variants], tmp_path)
 
 
@@ -645,3 +652,36 @@ def test_gauge_scale_in_counts_the_load_of_every_serving_replica_and_spares_boot
     assert [minute(4) for _ in range(30)] == [3] * 30
     # 3 waiting on average: 9 need 2; after the 10-minute delay one replica goes
     assert [minute(3) for _ in range(12)] == [3] * 9 + [2] * 3
+
+
+# --- user data: the bootstrap gzip'd, then base64 -------------------------------------------
+# The golden document (tests/bootstrap/golden/mixtral-aws.yaml) is deployment()'s bootstrap.
+GOLDEN = Path(__file__).parents[1] / "bootstrap" / "golden" / "mixtral-aws.yaml"
+
+
+def sent_user_data(d: Deployment) -> bytes:
+    """The launch template's user data as EC2 gets it (base64 removed)."""
+    return base64.b64decode(render(d)["resource"]["aws_launch_template"]["vm"]["user_data"])
+
+
+def test_launch_template_user_data_is_the_golden_document_gzipped():
+    sent = sent_user_data(deployment())
+    golden = GOLDEN.read_text()
+    assert sent[:2] == b"\x1f\x8b"  # gzip's magic, which cloud-init looks for
+    assert gzip.decompress(sent).decode() == golden
+    assert sent[4:8] == bytes(4)  # no time in the header: every render the same bytes
+    assert sent_user_data(deployment()) == sent
+    # the limit holds for the bytes sent; the document itself would not fit
+    assert len(sent) <= USER_DATA_LIMIT < len(golden.encode())
+
+
+def test_the_weight_cache_and_a_vllm_metric_fit_together():
+    d = scaled("vllm-waiting", cache=True)  # built as the CLI builds it: no refusal
+    assert d.weight_cache is not None and d.autoscaling.metric == "vllm-waiting"
+    sent = sent_user_data(d)
+    files = written_files(gzip.decompress(sent).decode())
+    assert gzip.decompress(sent).decode() == render_cloud_init(d)
+    assert "/opt/servestack/lib/python/servestack_cache.py" in files
+    assert any("servestack-metrics" in path for path in files)
+    assert len(sent) <= USER_DATA_LIMIT * 3 // 4  # room left for the spec's setup and run
+    assert "weight_cache" in render(d)["resource"]["aws_s3_bucket"]

@@ -244,8 +244,9 @@ def test_the_stack_is_built_as_planned(deployed):
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == d.disk_size_gb
     import base64
+    import gzip
 
-    user_data = base64.b64decode(data["UserData"]).decode()
+    user_data = gzip.decompress(base64.b64decode(data["UserData"])).decode()  # sent gzip'd
     assert user_data.startswith("#cloud-config") and TOKEN not in user_data
     _check_firewall(deployed, d, data["NetworkInterfaces"][0]["Groups"])
     _check_private_network(deployed, d, group, data)
