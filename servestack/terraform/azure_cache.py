@@ -1,7 +1,8 @@
 """Azure as Terraform, --weight-cache: the pool's storage account and private container for
 the model's weights, and Storage Blob Data Contributor for the VMs' identity on that storage
-account (which holds only this container, so the scope is the same). See servestack.deployment.cache for the design, servestack.clouds.azure for the settings
-(shared with components/azure_cache.py), and why this engine keeps shared keys on.
+account (which holds only this container, so the scope is the same). See
+servestack.deployment.cache for the design, servestack.clouds.azure for the settings (shared
+with components/azure_cache.py), and why this engine keeps shared keys on.
 
 The account's name is the deployment's cache prefix and a digest of the subscription id
 (storage account names are global), computed by Terraform's sha256() as the VMs compute it.
