@@ -2,31 +2,24 @@
 
 The policies face the same seeded worlds:
 
-  ours      THE REAL HEDGED DEPLOY (servestack.deploy.pools.HedgedDeploy, `deploy --max-pools
-            2`, issue 12) through the Engine interface (SimEngine), its lanes as threads run one
-            at a time on the lockstep clock (tests.fakes.Lockstep): the placement
-            (servestack.placement.place, default flags: no --spread, so the cheapest pool takes
-            all min_replicas); lanes = placed pools + 1 from t=0; a lane beyond the need starts a
-            hedge (the next cheapest region, the largest placed share) only within the default
-            hedge budget (the placed pools' own hourly price); each pool is the real Fallback
-            over that region's candidates; pools are kept as they answer until min_replicas do;
-            a lane whose pool gave up claims the next (its replicas spill there); the rest are
-            released. Time to ready is when the kept pools answer: no key stack (--no-api-key:
-            it holds no cloud resource), an instant front. Released and failed groups' VMs are
-            paid for until destroyed (`deploy_premium`, `released_usd_mean`, apart from
-            `cost_premium`, which is what the service keeps).
-  ours_model  a model of that orchestration (`hedged_deploy`, written before pools.py landed):
-            each pool the real Fallback on a clock of its own, the lanes' claim rules re-stated.
-            Kept to show how close it is, and because the variants below change its rules.
-  ours_cached  the same with the issue-12 cold start: a pre-built image (no pip install) and
-            the weights streamed from a bucket of the pool's region (vLLM --load-format
-            runai_streamer). Only S3 and GCS caches are built: Azure pools get the image only.
-  ours_capped, ours_capped_cached  the model, where a lane walks its region's candidates only
-            up to the next open region's price (Fallback._open_pool's rule one level up). pools.py
-            now does this too (a lane lets its region go for price and moves to the cheaper
-            one); the model caps a lane once, at its claim, where pools.py re-checks the
-            price before every candidate and resumes a region let go if it is claimed again.
-  ours_spread  the model with --spread (min_replicas round-robin over 2 pools).
+  ours      THE REAL HEDGED DEPLOY (servestack.deploy.pools.HedgedDeploy, `deploy --max-pools 2`,
+            issue 12) through the Engine interface (SimEngine), its lanes as threads run one at a
+            time on the lockstep clock (tests.fakes.Lockstep): the placement
+            (servestack.placement.place, default flags: no --spread, so the cheapest pool takes all
+            min_replicas); lanes = placed pools + 1 from t=0; a lane beyond the need starts a hedge
+            (the next cheapest region, the largest placed share) only within the default hedge
+            budget (the placed pools' own hourly price); each pool is the real Fallback over that
+            region's candidates, walked only up to the next open region's price (pools.py's
+            price_limit: past it the lane lets the region go and moves on); pools are kept as they
+            answer until min_replicas do; a lane whose pool gave up claims the next (its replicas
+            spill there); the rest are released. Time to ready is when the kept pools answer: no key
+            stack (--no-api-key: it holds no cloud resource), an instant front. Released and failed
+            groups' VMs are paid for until destroyed (`deploy_premium`, `released_usd_mean`, apart
+            from `cost_premium`, which is what the service keeps).
+  ours_cached  the same with the issue-12 cold start (--weight-cache): a pre-built image (no
+            pip install) and the weights streamed from a bucket of the pool's region (vLLM
+            --load-format runai_streamer): S3, GCS, and Azure Blob (az://).
+  ours_spread  the same real deploy with --spread (min_replicas round-robin over 2 pools).
   ours_single_pool  the previous `ours`: the real loop over the whole plan, one region holds
             every replica, candidates one after the other (per-attempt timeout 20 min, the AWS
             Service Quotas pre-check, groups that carry the region's other open types).
@@ -48,28 +41,28 @@ The policies face the same seeded worlds:
             min_replicas replicas are. The controller VM is taken as already running (a
             conservative choice: a first `sky serve up` also launches it).
   baseline_cached  what a SkyServe user can do as well: `image_id: docker:...` and
-            `vllm serve s3://...` from a bucket of their own. Generous to SkyServe: the stream
-            rate is the in-region one wherever the replica lands (one user bucket sits in one
-            region), and the same Azure rule as ours_cached.
+            `vllm serve s3://...` (or gs://, az://) from a bucket of their own: vLLM reads all
+            three whoever launched it. Generous to SkyServe: the stream rate is the in-region
+            one wherever the replica lands (one user bucket sits in one region).
   baseline_sequential  the older baseline: SkyPilot-like candidate order and zone-by-zone
             blocking, but through our loop, one service stack per attempt;
             `baseline_sequential_no_precheck` is the same without the quota pre-check.
 
 A `replicas_4` section repeats ours, ours_cached and the baselines with min_replicas = 4 (the
-plan re-ranked for 4 replicas).
+plan re-ranked for 4 replicas). Each VM draws its own model load, and a group answers when its
+last VM does; this is the only way the replica count reaches the times (see below).
 
 The capacity model (per scenario, seeded, the same for every policy): availability per cloud x
 region x zone x instance type, scaled by GPU scarcity, a region factor and a scenario-wide
 tightness; zero quotas per region and quota family (and GCP's GPUS_ALL_REGIONS); clouds without
 credentials; regions whose API hangs. Capacity is a yes/no per pool: a pool with capacity has
 room for every replica (kept as it was: "room for k" would need the parallel SkyServe replicas
-to compete for it in time, which this model does not simulate; so replica counts change prices
-here, not times, and --spread can only cost time). Failure texts are the real ones
-(tests/fixtures/errors). Durations: `TIMES` for our engine, `SKYPILOT` for SkyServe and `COLD`
-for what every replica does after its VM starts, each with its source beside it
-(skypilot-anchor.md section 8, serving-anchor-2026.md "Cold start", the Pulumi anchor's capacity
-notes; "estimate" where no public figure exists). Every policy pays the same install (the YAML's
-setup) and the same model load draw distribution.
+to compete for it in time, which this model does not simulate; so --spread can only cost time).
+Failure texts are the real ones (tests/fixtures/errors). Durations: `TIMES` for our engine,
+`SKYPILOT` for SkyServe and `COLD` for what every replica does after its VM starts, each with
+its source beside it (skypilot-anchor.md section 8, serving-anchor-2026.md "Cold start", the
+Pulumi anchor's capacity notes; "estimate" where no public figure exists). Every policy pays the
+same install (the YAML's setup) and the same model load draw distribution.
 
 Time to ready = from the start of the run until `min_replicas` replicas answer. Cost premium =
 hourly price of what the service keeps over the oracle: the cheapest candidate of the full plan
@@ -103,15 +96,23 @@ from servestack import clouds
 from servestack.deploy.failures import Failure, candidate_block, classify, quota_families
 from servestack.deploy.journal import Journal
 from servestack.deploy.loop import Fallback, Settings
+from servestack.deploy.pools import (
+    HedgedDeploy,
+    HedgeSettings,
+    PoolOption,
+    ServiceParts,
+    pool_options,
+)
 from servestack.deploy.readiness import ProbeAnswer
+from servestack.deploy.service_journal import PoolState, ServiceJournal
 from servestack.deployment.build import build_deployment
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import Deployment, ServiceStack
 from servestack.engine import ANY, Capabilities, Diagnostic, OpResult, QuotaLimit
 from servestack.engine.interface import Identity
 from servestack.inputs import Inputs, load_inputs
 from servestack.placement import place
 from servestack.planner import Candidate, Plan, plan
-from tests.fakes import SimClock
+from tests.fakes import Lockstep, SimClock
 
 # seconds, for our engine. "estimate" marks a figure no public report gives.
 TIMES: dict[str, Any] = {
@@ -170,16 +171,28 @@ COLD: dict[str, Any] = {
     "vllm_start_streamed": 190,
     # mean, sd: the hub download, what TIMES["model_load"] holds beyond vllm_start
     "download": (400, 120),
-    # GB/s from a bucket of the replica's region, the lower of two published figures: S3 at
-    # 6,269 MB/s, the best of 155 EC2 types on a 100 Gbps p3dn.24xlarge (dvassallo/s3-benchmark
-    # README, 2019), and the Run:ai streamer at 1.7 GiB/s (= 1.83 GB/s) over 69.3 GiB
-    # (run-ai/runai-model-streamer#135, its own log). The Run:ai/NVIDIA benchmark (g5.12xlarge,
-    # A10G) has the streamer at 14.34 s vs 47.99 s for the safetensors loader from gp3.
+    # GB/s from a bucket of the replica's region, one VM reading, the lowest of the published
+    # figures found, used for every cloud:
+    # - S3: 6,269 MB/s, the best of 155 EC2 types, on a 100 Gbps p3dn.24xlarge
+    #   (dvassallo/s3-benchmark README, 2019);
+    # - the Run:ai streamer: 1.7 GiB/s (= 1.83 GB/s) over 69.3 GiB (run-ai/runai-model-streamer
+    #   #135, its own log);
+    # - Azure Blob to vLLM's runai_streamer: ~29 GB (27.4 GiB, microsoft/phi-4) in ~10 s, ~2.9
+    #   GB/s, on a Standard_NC24ads_A100_v4 from a premium block-blob account (AKS engineering
+    #   blog, "Stream Model Weights to NVIDIA GPU (vLLM) from Azure Blob Storage", 2026-07-13,
+    #   Azure/AKS website/blog/2026-07-13-runai-streamer-vllm);
+    # - Azure Blob, the same streamer: 232.8 GiB in 37.14 s (~6.7 GB/s) on a
+    #   Standard_ND96isr_H100_v5 (Azure SDK blog, "Eliminate LLM cold starts: load models up to
+    #   6x faster with Azure Blob Storage and Run:AI Model Streamer", 2026-05-19).
+    # servestack's Azure cache is a Standard StorageV2 account (clouds.azure.AZURE_CACHE_ACCOUNT),
+    # not premium: no published single-VM figure for a standard account was found, so Azure
+    # takes the common 1.83 rather than either Azure figure. The Run:ai/NVIDIA benchmark
+    # (g5.12xlarge, A10G) has the streamer at 14.34 s vs 47.99 s for the safetensors loader
+    # from gp3.
     "stream_gb_s": 1.83,
-    # the regional caches servestack builds: S3 and GCS buckets (issue 12). vLLM's streamer also
-    # reads az:// (vLLM docs, runai_model_streamer), but no Azure cache is built: Azure pools
-    # keep the hub download (and get the image).
-    "cache_clouds": ("aws", "gcp"),
+    # the regional caches servestack builds (--weight-cache, servestack.deployment.cache): S3,
+    # GCS and Azure Blob (az://), all read by vLLM's runai_streamer
+    "cache_clouds": ("aws", "gcp", "azure"),
 }
 ATTEMPT_TIMEOUT = 1200  # servestack's default --attempt-timeout
 # chance that a zone has the GPUs for one 2-GPU VM (x region factor x scenario tightness);
@@ -406,7 +419,12 @@ class SimEngine:
         self.launched[stack.name] = launched.price_per_hour * deployment.desired_replicas
         self.running[stack.name] = deployment.desired_replicas
         endpoint = f"http://{stack.name}.sim"
-        self.load_s[stack.name] = self.cold.load(self.rng, deployment.cloud)
+        # each VM loads the model on its own and the group answers when its last VM does, as
+        # SkyServe's replicas each draw their own (before, one draw stood for the whole group,
+        # so a group's replica count never changed its time: the replicas_4 run showed the
+        # 2-replica times exactly)
+        self.load_s[stack.name] = max(self.cold.load(self.rng, deployment.cloud)
+                                      for _ in range(deployment.desired_replicas))
         self.spans[stack.name] = [self.clock.t, math.inf]
         self.ready_at[endpoint] = self.clock.t + boot + self.cold.install_s + \
             self.load_s[stack.name]
@@ -684,230 +702,49 @@ def run_policy(policy: Policy, world: World, inputs, by_type: dict) -> Result:
     return Result(clock.now(), engine.launched[live.stack], attempts, engine.load_s[live.stack])
 
 
-# --- the hedged multi-pool deploy ---------------------------------------------------------------
-# A model of `deploy --max-pools N` (`ours_model`, and the variants that change its rules):
-# lanes bring pools up in parallel, each running the real single-pool Fallback over one region's
-# candidates on a clock of its own; pools are kept as they answer until min_replicas replicas do.
-# `ours` itself drives servestack.deploy.pools.HedgedDeploy (real_hedged, below).
+# --- the hedged multi-pool deploy (servestack.deploy.pools.HedgedDeploy) -------------------------
+# An earlier model of this orchestration (`ours_model`, written before pools.py landed) and its
+# capped variants (`ours_capped*`, the prototype of pools.py's price cap) were removed once the
+# real code capped its lanes: every hedged figure now comes from HedgedDeploy itself.
 
 @dataclass(frozen=True)
 class Hedge:
-    """The multi-pool deploy's knobs, at the CLI defaults issue 12 settles on."""
+    """The multi-pool deploy's flags; the defaults are the CLI's (issue 12)."""
 
     max_pools: int = 2  # --max-pools
     spread: bool = False  # --spread is off by default: the cheapest pool takes what it can
-    extra_parallel: int = 1  # lanes = placed pools + this
-    # hourly hedge budget: this many times the placed pools' own hourly price (pools.py's
-    # default: while hedges run the bill may at most double)
-    budget_pools: float = 1.0
-    # a lane walks its region's candidates only up to the next open region's price (or the
-    # loop's group premium), Fallback._open_pool's rule one level up; past that, spilling to
-    # the next region is cheaper (pools.py's price_limit; here fixed at the claim)
-    cap_lanes: bool = False
+    max_parallel: int | None = None  # lanes; None: placed pools + 1 (HedgeSettings)
+    hedge_budget: float | None = None  # USD/h; None: the placement's own (HedgeSettings)
+
+    def settings(self) -> HedgeSettings:
+        lane = Settings(attempt_timeout_s=ATTEMPT_TIMEOUT, quota_precheck=True)
+        return HedgeSettings(self.max_parallel, self.hedge_budget, lane)
 
 
 @dataclass(frozen=True)
-class RegionPool:
-    """Every candidate of one region, rank order: what one lane's Fallback walks."""
+class HedgeStart:
+    """How the real deploy starts: the placed pools, then every other region in rank order
+    (the order HedgedDeploy claims them in), its lanes and its hedge budget."""
 
-    cloud: str
-    region: str
-    candidates: tuple[Candidate, ...]
-
-    @property
-    def price_per_hour(self) -> float:
-        return self.candidates[0].price_per_hour
-
-
-def region_pools(ranked: list[Candidate]) -> list[RegionPool]:
-    """Regions in the rank order of their best candidate."""
-    found: dict[tuple[str, str], list[Candidate]] = {}
-    for c in ranked:
-        found.setdefault((c.cloud, c.region), []).append(c)
-    return [RegionPool(cloud, region, tuple(cs)) for (cloud, region), cs in found.items()]
-
-
-@dataclass
-class PoolRun:
-    """One pool's deploy, from its start until it answered or gave up."""
-
-    pool: RegionPool
-    replicas: int
-    lane: int
-    hedge: bool  # started beyond the need, within the hedge budget
-    start_s: float
-    end_s: float
-    ready: bool
-    price: float | None  # hourly, of the group that answered
-    load_s: float
-    attempts: int
-    spans: list[tuple[float, float, float]]  # (VMs started, stopped, hourly price) per group
-    failure: str | None = None  # the last attempt's error class when it gave up
-
-    @property
-    def hourly(self) -> float:
-        return self.pool.price_per_hour * self.replicas
-
-    def usd_until(self, t: float) -> float:
-        """What its VMs cost up to `t` (a pool released at `t` stops then)."""
-        return sum(price * max(0.0, min(stop, t) - start) / 3600
-                   for start, stop, price in self.spans)
-
-    def ran_before(self, t: float) -> float:
-        """Hourly price of its groups whose VMs had started by `t`."""
-        return sum(price for start, _, price in self.spans if start < t)
-
-
-class PoolRunner:
-    """One pool's deploy as servestack deploys a single-region stack today: the real Fallback
-    loop over the region's candidates, with the pool's share of the replicas, through the
-    Engine interface on a clock of its own that starts when the lane claims the pool. Every
-    pool of a scenario faces the same World."""
-
-    def __init__(self, world: World, inputs: Inputs, by_type: dict, cold: ColdStart) -> None:
-        self.world, self.inputs, self.by_type, self.cold = world, inputs, by_type, cold
-        self.shares: dict[int, Inputs] = {}
-
-    def run(self, pool: RegionPool, replicas: int, start_s: float, lane: int,
-            hedge: bool, limit: float = math.inf) -> PoolRun:
-        """`limit`: the dearest hourly price per replica the lane may walk to."""
-        clock = SimClock(start=start_s)
-        # the same seed for the same pool and start, whatever the cold start: aligned draws
-        seed = f"|{pool.cloud}|{pool.region}|{start_s:.0f}"
-        engine = SimEngine(self.world, clock, self.by_type, TIMES["hang_cap"], self.cold, seed)
-        share = self.shares.setdefault(replicas, with_replicas(self.inputs, replicas))
-
-        def build(candidate: Candidate, group: list[Candidate]) -> Deployment:
-            return build_deployment(share.spec, candidate, group, model=share.model,
-                                    service_name="sim")
-
-        walk = [c for c in pool.candidates
-                if c.price_per_hour <= limit or c is pool.candidates[0]]
-        loop = Fallback(engine, Journal.memory("sim"), walk, build,
-                        clock=clock, probe_factory=engine.probes,
-                        settings=Settings(attempt_timeout_s=ATTEMPT_TIMEOUT, quota_precheck=True))
-        outcome = loop.run()
-        live = outcome.journal.live if outcome.status == "deployed" else None
-        spans = [(start, stop, engine.launched[name])
-                 for name, (start, stop) in engine.spans.items()]
-        attempts = outcome.journal.attempts
-        return PoolRun(pool, replicas, lane, hedge, start_s, clock.now(), live is not None,
-                       engine.launched[live.stack] if live else None,
-                       engine.load_s[live.stack] if live else math.nan, len(attempts), spans,
-                       None if live or not attempts else attempts[-1].outcome)
-
-
-@dataclass
-class Start:
-    """The pools in claim order (placed first, in the placement's order, then the other
-    regions by rank), the replicas each holds, the lanes and the hedge budget."""
-
-    pools: list[RegionPool]
-    shares: list[int]
-    placed: int
+    pools: list[PoolOption]
+    shares: list[int]  # the placed pools' replicas
     lanes: int
-    budget: float  # USD/h that pools started beyond the need may cost together
-    cap_lanes: bool = False  # Hedge.cap_lanes
+    budget: float  # USD/h
 
-    def hourly(self, i: int) -> float:
-        return self.pools[i].price_per_hour * self.shares[i]
-
-
-def hedge_start(ranked: Plan, replicas: int, hedge: Hedge) -> Start:
-    """The placement (servestack.placement.place), then every other region: a spill or hedge
-    pool holds the largest placed share."""
-    placed = place(ranked, replicas, hedge.max_pools, hedge.spread)
-    by_key = {(p.cloud, p.region): p for p in region_pools(ranked.candidates)}
-    first = [by_key[(p.cloud, p.region)] for p in placed]
-    rest = [p for p in by_key.values() if p not in first]
-    widest = max(p.replicas for p in placed)
-    shares = [p.replicas for p in placed] + [widest] * len(rest)
-    budget = hedge.budget_pools * sum(p.price_per_hour * p.replicas for p in placed)
-    lanes = min(len(placed) + hedge.extra_parallel, len(first) + len(rest))
-    return Start(first + rest, shares, len(placed), lanes, budget, hedge.cap_lanes)
+    @property
+    def placed(self) -> int:
+        return len(self.shares)
 
 
-@dataclass
-class Lanes:
-    """The claim rules: while the pools in flight hold fewer replicas than needed, the next
-    open pool (a failed pool's replicas spill there); beyond that only a hedge lane starts a
-    pool, and only while the hedges' hourly price stays within the budget."""
-
-    start: Start
-    needed: int
-    runner: PoolRunner
-    open: list[int] = field(default_factory=list)  # pool indices nobody holds, claim order
-    runs: list[PoolRun] = field(default_factory=list)
-    flying: list[PoolRun] = field(default_factory=list)  # still coming up
-    ready: list[PoolRun] = field(default_factory=list)
-
-    def claim(self, lane: int, now: float) -> None:
-        i = self._next(lane)
-        if i is None:
-            return
-        self.open.remove(i)
-        hedge = self._in_flight() >= self.needed
-        run = self.runner.run(self.start.pools[i], self.start.shares[i], now, lane, hedge,
-                              self._limit(i))
-        self.runs.append(run)
-        self.flying.append(run)
-
-    def _in_flight(self) -> int:
-        return sum(r.replicas for r in self.flying + self.ready)
-
-    def _limit(self, i: int) -> float:
-        if not self.start.cap_lanes:
-            return math.inf
-        own = self.start.pools[i].price_per_hour * (1 + Settings().group_premium)
-        return max([own] + [self.start.pools[j].price_per_hour for j in self.open[:1]])
-
-    def _next(self, lane: int) -> int | None:
-        if not self.open:
-            return None
-        if self._in_flight() < self.needed:
-            return self.open[0]
-        if lane < self.start.placed:
-            return None
-        spent = sum(r.hourly for r in self.flying + self.ready if r.lane >= self.start.placed)
-        i = self.open[0]
-        return i if spent + self.start.hourly(i) <= self.start.budget else None
-
-    def drop_cloud(self, cloud: str) -> None:
-        """What a pool's run ruled out for a whole cloud (credentials) holds for the rest."""
-        self.open = [i for i in self.open if self.start.pools[i].cloud != cloud]
-
-
-def hedged_deploy(start: Start, replicas: int, runner: PoolRunner) -> tuple[Result, list[PoolRun]]:
-    """All lanes claim at t=0; then, event by event in time order: a pool that answers is
-    ready (the service is, once the ready pools hold `replicas`); a lane whose pool answered
-    or gave up claims again by the same rules. The rest are released at the service's ready
-    time."""
-    lanes = Lanes(start, replicas, runner, open=list(range(len(start.pools))))
-    for lane in range(start.lanes):
-        lanes.claim(lane, 0.0)
-    while lanes.flying:
-        run = min(lanes.flying, key=lambda r: (r.end_s, r.lane))
-        lanes.flying.remove(run)
-        if run.ready:
-            lanes.ready.append(run)
-            if sum(r.replicas for r in lanes.ready) >= replicas:
-                return deployed(lanes.ready, lanes.runs, run.end_s), lanes.runs
-        elif run.failure == "credentials":
-            lanes.drop_cloud(run.pool.cloud)
-        lanes.claim(run.lane, run.end_s)
-    return Result(math.inf, None, sum(r.attempts for r in lanes.runs),
-                  hedged=any(r.hedge for r in lanes.runs)), lanes.runs
-
-
-def deployed(ready: list[PoolRun], runs: list[PoolRun], at: float) -> Result:
-    """Kept: the ready pools in the order they answered, until they hold the need (the
-    last one tips it, so all of them)."""
-    released = [r for r in runs if r not in ready]
-    last = max(ready, key=lambda r: r.end_s)
-    return Result(at, sum(r.price or 0.0 for r in ready), sum(r.attempts for r in runs),
-                  last.load_s, deploy_price=sum(r.ran_before(at) for r in runs),
-                  released_usd=sum(r.usd_until(at) for r in released),
-                  hedged=any(r.hedge for r in runs))
+def hedge_start(the_plan: Plan, replicas: int, hedge: Hedge) -> HedgeStart:
+    placed = place(the_plan, replicas, hedge.max_pools, hedge.spread)
+    options = {(o.cloud, o.region): o for o in pool_options(the_plan.candidates)}
+    first = [options[(p.cloud, p.region)] for p in placed]
+    rest = [o for o in options.values() if o not in first]
+    budget = hedge.hedge_budget if hedge.hedge_budget is not None else \
+        round(sum(p.price_per_hour * p.replicas for p in placed), 4)
+    return HedgeStart(first + rest, [p.replicas for p in placed],
+                      hedge.settings().lanes(len(placed), len(options)), budget)
 
 
 # --- the real hedged deploy (servestack.deploy.pools.HedgedDeploy) ------------------------------
@@ -919,11 +756,6 @@ def real_hedged(world: World, inputs: Inputs, the_plan: Plan, by_type: dict, col
     placement's pools, the CLI's default HedgeSettings (lanes = placed + 1, the default hedge
     budget) and each lane's Fallback settings as `ours_single_pool`'s. No key stack (its cost
     is one instant `up`); the front is instant (time to ready is when the kept pools answer)."""
-    from servestack.deploy.pools import HedgedDeploy, HedgeSettings, ServiceParts, pool_options
-    from servestack.deploy.service_journal import PoolState, ServiceJournal
-    from servestack.deployment.model import ServiceStack
-    from tests.fakes import Lockstep
-
     clock = Lockstep(0.0)
     engine = SimEngine(world, clock, by_type, TIMES["hang_cap"], cold, seed="|hedged")
     replicas = inputs.spec.replicas
@@ -936,8 +768,7 @@ def real_hedged(world: World, inputs: Inputs, the_plan: Plan, by_type: dict, col
 
     parts = ServiceParts(build=builder, key=None, front_name="sim-front",
                          front=lambda pools: ServiceStack("front", "sim-front", "sim"))
-    settings = HedgeSettings(lane=Settings(attempt_timeout_s=ATTEMPT_TIMEOUT,
-                                           quota_precheck=True))
+    settings = hedge.settings()
     placed = place(the_plan, replicas, hedge.max_pools, hedge.spread)
     deploy = HedgedDeploy(engine, ServiceJournal("sim", None), pool_options(the_plan.candidates),
                           parts, clock=clock, settings=settings, probe_factory=engine.probes,
@@ -1026,6 +857,15 @@ def with_replicas(inputs: Inputs, replicas: int) -> Inputs:
 COLDS = {"": HUB, "_cached": CACHED}  # policy-name suffix -> cold start
 
 
+def hedged_policies(hedge: Hedge, full: bool) -> dict[str, tuple[Hedge, ColdStart]]:
+    """The real hedged deploys to run: `ours` and `ours_cached` at the given flags; with
+    `full`, `ours_spread` too (the same with --spread)."""
+    found = {f"ours{suffix}": (hedge, cold) for suffix, cold in COLDS.items()}
+    if full:
+        found["ours_spread"] = (replace(hedge, spread=True), HUB)
+    return found
+
+
 @dataclass
 class Variant:
     """One spec (a replica count) and its plan; the results of its policies per scenario."""
@@ -1034,7 +874,7 @@ class Variant:
     plan: Plan
     policies: list[Policy]  # those that drive the real single-pool loop
     hedge: Hedge  # the real hedged deploy's flags
-    more: dict[str, tuple[Start, ColdStart]]  # other hedged deploys (MORE_HEDGES)
+    hedged: dict[str, tuple[Hedge, ColdStart]]  # name -> a real hedged deploy (hedged_policies)
     results: dict[str, list[Result]] = field(default_factory=dict)
     oracles: list[float] = field(default_factory=list)
 
@@ -1052,14 +892,11 @@ class Variant:
         for policy in self.policies:
             self._add(policy.name, run_policy(policy, world, self.inputs, by_type))
         launchables = skyserve_launchables(self.ranked)
+        for name, (hedge, cold) in self.hedged.items():
+            self._add(name, real_hedged(world, self.inputs, self.plan, by_type, cold, hedge))
         for suffix, cold in COLDS.items():
-            self._add(f"ours{suffix}", real_hedged(world, self.inputs, self.plan, by_type, cold,
-                                                   self.hedge))
             self._add(f"baseline{suffix}", run_skyserve(
                 world, launchables, self.replicas, f"{world.seed}|{self.replicas}", cold)[0])
-        for name, (start, cold) in self.more.items():
-            runner = PoolRunner(world, self.inputs, by_type, cold)
-            self._add(name, hedged_deploy(start, self.replicas, runner)[0])
 
     def _add(self, name: str, result: Result) -> None:
         self.results.setdefault(name, []).append(result)
@@ -1074,18 +911,7 @@ def make_variant(inputs: Inputs, sequential: bool, hedge: Hedge) -> Variant:
     if sequential:
         policies += [baseline_sequential(result.candidates),
                      baseline_sequential(result.candidates, precheck=False)]
-    more = {f"ours_{name}": (hedge_start(result, inputs.spec.replicas, replace(hedge, **change)),
-                             cold) for name, (change, cold) in MORE_HEDGES.items()}
-    return Variant(inputs, result, policies, hedge, more)
-
-
-# ours_<name>: the default hedge with one change, to show what that change does
-MORE_HEDGES: dict[str, tuple[dict[str, Any], ColdStart]] = {
-    "model": ({}, HUB),  # the model of `ours`: how far it is from the real code
-    "spread": ({"spread": True}, HUB),
-    "capped": ({"cap_lanes": True}, HUB),
-    "capped_cached": ({"cap_lanes": True}, CACHED),
-}
+    return Variant(inputs, result, policies, hedge, hedged_policies(hedge, full=sequential))
 
 
 def speedups(summary: dict, slow: str, fast: str = "ours") -> dict:
@@ -1133,9 +959,7 @@ def simulate(scenarios: int, seed: int, hedge: Hedge | None = None) -> dict:
     verdicts = {"ours": verdict(summary, "ours", "baseline"),
                 "ours_cached": verdict(summary, "ours_cached", "baseline"),
                 "ours_cached_vs_baseline_cached": verdict(summary, "ours_cached",
-                                                          "baseline_cached"),
-                "ours_capped": verdict(summary, "ours_capped", "baseline"),
-                "ours_capped_cached": verdict(summary, "ours_capped_cached", "baseline")}
+                                                          "baseline_cached")}
     return {**{name: summary[name] for name in POLICIES},
             "min_replicas": main_variant.replicas,
             "replicas_4": {**{name: summary4[name] for name in POLICIES if name in summary4},
@@ -1165,17 +989,14 @@ def simulate(scenarios: int, seed: int, hedge: Hedge | None = None) -> dict:
 
 
 def hedge_json(variant: Variant, hedge: Hedge) -> dict:
-    start = variant.more["ours_model"][0]
-    return {**hedge.__dict__, "lanes": start.lanes, "budget_per_hour": round(start.budget, 4),
+    start = hedge_start(variant.plan, variant.replicas, hedge)
+    return {**hedge.__dict__, "lanes": start.lanes, "budget_per_hour": start.budget,
             "placed": [f"{p.cloud} {p.region} x{n}"
-                       for p, n in zip(start.pools, start.shares[:start.placed], strict=False)]}
+                       for p, n in zip(start.pools, start.shares, strict=False)]}
 
 
-POLICIES = ("ours", "ours_cached", "ours_model", "ours_capped", "ours_capped_cached",
-            "ours_spread",
-            "ours_single_pool", "baseline",
-            "baseline_cached",
-            "baseline_sequential", "baseline_sequential_no_precheck")
+POLICIES = ("ours", "ours_cached", "ours_spread", "ours_single_pool", "baseline",
+            "baseline_cached", "baseline_sequential", "baseline_sequential_no_precheck")
 
 
 def gap_text(verdicts: dict) -> list[str]:
