@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from servestack.terraform import TOKEN_VAR, render, renderer, tfvars
 from servestack.terraform.shared import render_shared
 
 INTERRUPT_GRACE_SECONDS = 120
+_INIT_TURNS = threading.Lock()
 # Any command without an attempt's own timeout (init, refresh, destroy, show, output, the
 # probes): long enough for a slow destroy, short of hanging forever.
 COMMAND_TIMEOUT_SECONDS = 3600
@@ -188,7 +190,12 @@ class TerraformEngine:
         args = ["init", "-input=false", "-no-color"]
         if self.plugin_dir:
             args.append(f"-plugin-dir={self.plugin_dir}")
-        return self._terraform(directory, args, timeout_s=timeout_s)
+        # A hedged deploy runs pools' commands in parallel threads. Their folders are their
+        # own, but a TF_PLUGIN_CACHE_DIR the user set is shared, and Terraform does not
+        # promise concurrent inits into one cache are safe (CLI docs, "Provider Plugin
+        # Cache"): inits take turns; applies still run side by side.
+        with _INIT_TURNS:
+            return self._terraform(directory, args, timeout_s=timeout_s)
 
     def _command(self, directory: Path, args: list[str], deployment: Deployment | None, *,
                  writing: bool = False, timeout_s: float | None = None,
