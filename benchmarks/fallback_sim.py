@@ -72,8 +72,9 @@ median share of the time to ready spent loading the model (download, load, warm-
 says, per policy, whether issue 12's target (2x shorter than SkyServe at the median and p90, at
 most 5 % premium) is met and, if not, what the median and p90 would have to be.
 
-    python benchmarks/fallback_sim.py --json            # 1000 scenarios, seed 7 (~45 s)
+    python benchmarks/fallback_sim.py --json            # 1000 scenarios, seed 7 (~110 s)
     python benchmarks/fallback_sim.py --scenarios 200 --seed 3
+    python benchmarks/fallback_sim.py --scenarios 300 --max-parallel 4 --hedge-budget 44.08
 """
 
 from __future__ import annotations
@@ -1030,9 +1031,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--max-parallel", type=int, default=None,
+                        help="the deploy's lanes (default: placed pools + 1)")
+    parser.add_argument("--hedge-budget", type=float, default=None,
+                        help="USD/h for hedges (default: the placement's own hourly price)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    result = simulate(args.scenarios, args.seed)
+    result = simulate(args.scenarios, args.seed, Hedge(max_parallel=args.max_parallel,
+                                                       hedge_budget=args.hedge_budget))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(result, indent=2))
