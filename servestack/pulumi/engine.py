@@ -34,6 +34,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,11 @@ INTERRUPT_GRACE_SECONDS = 120
 # config, the probes): long enough for a slow destroy, short of hanging forever.
 COMMAND_TIMEOUT_SECONDS = 3600
 TEXT_TAIL = 20000
+# A hedged deploy drives several stacks from parallel threads. Their `up`s name their stack
+# (--stack) and may run side by side, but selecting or creating a stack rewrites the
+# workspace's shared files (Pulumi.yaml, the current-stack pointer; pulumi/pulumi#8186): those
+# steps take turns.
+_SELECTING = threading.RLock()
 INSTALL_HELP = (
     "the Pulumi CLI is not installed or not on PATH; `servestack deploy` drives it through the "
     "Pulumi Automation API. Install it with `curl -fsSL https://get.pulumi.com | sh` (Linux, "
@@ -238,9 +244,16 @@ class PulumiEngine:
         """Select (or create) the stack and set its whole config (never a secret)."""
         from pulumi import automation as auto
 
-        stack = auto.Stack.create_or_select(name, self._workspace(program))
-        stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
+        with _SELECTING:
+            stack = auto.Stack.create_or_select(name, self._workspace(program))
+            stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
         return stack
+
+    def _select(self, name: str):
+        from pulumi import automation as auto
+
+        with _SELECTING:
+            return auto.Stack.select(name, self._workspace(None))
 
     def _candidate(self, stack: StackRef, deployment: Deployment):
         """The candidate's stack running servestack's program with the secrets in memory."""
@@ -287,11 +300,10 @@ class PulumiEngine:
         return self._outputs_of(stack.name)
 
     def _outputs_of(self, name: str) -> dict[str, Any]:
-        from pulumi import automation as auto
         from pulumi.automation.errors import CommandError
 
         try:  # select, not create: reading outputs creates no stack and writes no config
-            found = auto.Stack.select(name, self._workspace(None)).outputs()
+            found = self._select(name).outputs()
         except CommandError:  # StackNotFoundError among them
             return {}
         return {k: v.value for k, v in found.items()}
@@ -319,7 +331,8 @@ class PulumiEngine:
 
         workspace = self._workspace(None)
         try:
-            workspace.remove_stack(name)
+            with _SELECTING:
+                workspace.remove_stack(name)
         except StackNotFoundError:
             return OpResult(True, text="no such stack")
         except CommandError as exc:
@@ -411,11 +424,10 @@ class PulumiEngine:
 
     def destroy_shared(self, stack: ServiceStack) -> OpResult:
         """Destroy the stack, then remove it (and its config) from the backend."""
-        from pulumi import automation as auto
         from pulumi.automation.errors import CommandError
 
         try:  # nothing to destroy is no failure: a deploy may end before the front
-            auto.Stack.select(stack.name, self._workspace(None))
+            self._select(stack.name)
         except CommandError:
             return OpResult(True, text="no such stack")
         handle = self._shared(stack)
