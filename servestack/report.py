@@ -342,7 +342,11 @@ def service_deploy_json(outcome: str, exit_code: int | None, message: str,
     """The JSON report of a service deploy or reconcile pass."""
     by_state: dict[str, list[dict]] = {}
     for record in journal.pools:
-        by_state.setdefault(record.state.value, []).append(_pool_json(record, pools))
+        state = record.state.value
+        tried = pools.get(record.key)
+        if state == "open" and tried is not None and tried.attempts:
+            state = "let_go"  # tried, then left for a cheaper region: open to a later claim
+        by_state.setdefault(state, []).append(_pool_json(record, pools))
     released = by_state.get("released", [])
     started, ready = journal.started_at, journal.ready_at
     return {
@@ -353,7 +357,7 @@ def service_deploy_json(outcome: str, exit_code: int | None, message: str,
         "key_stack": journal.key.name if journal.key else None,
         "needed_replicas": journal.needed,
         "kept": by_state.get("kept", []), "released": released,
-        "failed": by_state.get("failed", []),
+        "failed": by_state.get("failed", []), "let_go": by_state.get("let_go", []),
         "hedge_cost_usd": round(sum(p["cost_usd"] or 0.0 for p in released), 4),
         "time_to_ready_s": round(ready - started, 3) if started and ready else None,
         "started_at": started, "finished_at": journal.finished_at,
@@ -378,11 +382,12 @@ def service_deploy_table(report: dict) -> str:
     """The service report for people: kept, released and failed pools, then the outcome."""
     rows: list[tuple[str, ...]] = [("POOL", "STATE", "REPLICAS", "$/h", "LIVE", "COST $",
                                     "STACK / WHY")]
-    for state in ("kept", "released", "failed"):
-        for p in report[state]:
+    for state in ("kept", "released", "failed", "let_go"):
+        for p in report.get(state, []):
             live = "-" if p["live_s"] is None else f"{p['live_s'] / 60:.0f}m"
             cost = "-" if p["cost_usd"] is None else f"{p['cost_usd']:.2f}"
-            rows.append((f"{p['cloud']} {p['region']}", state, str(p["replicas"]),
+            rows.append((f"{p['cloud']} {p['region']}", state.replace("_", " "),
+                         str(p["replicas"]),
                          f"{p['hourly_usd']:.2f}", live, cost,
                          p["stack"] if state == "kept" else p["reason"][:60]))
     lines = [_table(rows[1:], rows[0]), ""]

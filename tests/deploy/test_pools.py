@@ -241,6 +241,11 @@ def test_a_region_whose_cheap_type_has_no_room_spills_to_the_next_regions_cheap_
     assert any("gcp-us-central1 let go" in line and "to azure-eastus" in line
                for line in s.lines)
     assert s.cloud.violations == []
+    report = outcome.to_json()  # the report names the region tried and let go, with its try
+    [let_go] = report["let_go"]
+    assert (let_go["cloud"], let_go["region"]) == ("gcp", "us-central1")
+    assert [a["outcome"] for a in let_go["attempts"]] == ["capacity"]
+    assert "let go" in service_deploy_table(report)
 
 
 def reclaim_world() -> dict:
