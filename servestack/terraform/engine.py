@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -399,8 +400,11 @@ class TerraformEngine:
               ) -> dict[str, Any]:
         """Apply a configuration of data sources only in a throwaway directory; its outputs,
         or {"error": the first error, most specific first}."""
-        directory = self.work_dir / "probes" / name
-        shutil.rmtree(directory, ignore_errors=True)
+        # its own folder per call: the lanes of a hedged deploy probe (identity, quotas) at
+        # the same time, and one call's cleanup must not delete another's files
+        root = self.work_dir / "probes"
+        root.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
         self._write(directory, document)
         try:
             result = self._command(directory, ["apply", "-auto-approve"], None,
