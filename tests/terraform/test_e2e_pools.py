@@ -1,210 +1,308 @@
-"""End to end, for real: a service over two pools through the TerraformEngine (the CLI, the AWS
-provider 5.100) against a local AWS API (moto in server mode).
+"""End to end, for real: the hedged deploy of a service over two AWS regions with a Route 53
+front, through the CLI (`servestack deploy --max-pools 2 --front route53`), the TerraformEngine
+(the terraform CLI, the AWS provider 5.100) and a local AWS API (moto in server mode) that has
+no GPU capacity at all in the first region.
 
-key stack (up_shared) -> the two pool stacks in us-east-1 and us-west-2, one replica each,
-applied in parallel, each storing the key stack's API key -> the Route 53 front over them in a
-moto hosted zone (up_shared). boto3 then checks that the records are alias A records to the two
-ALBs (their DNS names and hosted zones) and that each pool's health check probes its ALB; the
-destroy runs in the reverse order and leaves nothing in either region nor in Route 53.
+The service: one instance type (g6.xlarge) in us-east-1 and us-west-2 (a two-region catalog
+written from the shipped one, us-west-2 made dearer so the rank does not rest on a price tie),
+min_replicas 2. The placement puts both replicas in us-east-1; the second lane hedges them in
+us-west-2 (--hedge-budget lets it). moto refuses every instance type of the plan in every zone
+of us-east-1 with AWS's InsufficientInstanceCapacity text (tests/e2e/moto_faults.py).
+
+What runs is the CLI's own path: the key stack, both pools applied in parallel, the us-east-1
+pool failing for capacity and cleaned with proof, us-west-2 kept, the Route 53 front over the
+kept pool, `status`, `endpoint`, then `servestack destroy`. Two seams are replaced, as the
+single-pool e2e does: the engine factory (the same TerraformEngine and folder, plus the
+override pointing the provider at moto) and the readiness probe (moto's load balancers serve
+nothing: a replica answers when its VM is InService, tests/e2e/moto_probe.py).
+
+boto3 then checks: nothing of the service in us-east-1; the group in us-west-2 holds both
+replicas; us-west-2's SSM parameter holds the key stack's key; the zone holds one alias A
+record, to the us-west-2 ALB, with its health check on that ALB's /health, and nothing for
+us-east-1; after the destroy nothing is left in either region (groups, balancers, target
+groups, templates, VPCs, parameters, IAM roles and instance profiles) nor in Route 53.
 
 Runs only with SERVESTACK_E2E=1 (and terraform + the provider mirror present): about three
-minutes, most of it the provider's waits for new load balancers and Route 53 changes.
+and a half minutes, most of it the provider's waits for new load balancers and Route 53
+changes. It covers what tests/front/test_e2e.py checks (now run with SERVESTACK_E2E_ALL=1).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from contextlib import redirect_stdout
+from pathlib import Path
 
 import pytest
+import yaml
+from servestack.catalog import DATA_DIR
 
-from servestack import clouds, planner
-from servestack.deployment.choices import Choices
-from servestack.deployment.model import OUTPUT_API_KEY, Deployment, ServiceStack
-from servestack.engine import StackRef
+from servestack import planner
+from servestack.cli import deploy as deploy_cli
+from servestack.cli.main import main
+from servestack.deploy.journal import service_dir
+from servestack.deployment.model import OUTPUT_API_KEY, ServiceStack
 from servestack.inputs import load_inputs
-from servestack.placement import Pool
-from servestack.service import ServiceLayout, build_layout
+from servestack.service import key_stack_name
 from servestack.terraform.engine import TerraformEngine
-from tests.e2e.moto_faults import MotoServer, terraform_override
+from tests.e2e.moto_faults import ICE, MotoServer, terraform_override
+from tests.e2e.moto_probe import aws_client, moto_probe_factory
 from tests.fakes import PLUGIN_DIR, e2e_skip
 
-TOKEN = "hf_E2EpoolsTokenMustNeverLeak0123456789"
-REGIONS = ("us-east-1", "us-west-2")
+SERVICE = "hedge-e2e"  # its own name: the per-user lock and the stacks collide with no other
+TOKEN = "hf_E2EhedgeTokenMustNeverLeak0123456789"
+FIRST, SECOND = "us-east-1", "us-west-2"
+INSTANCE_TYPE = "g6.xlarge"
+ZONES_PER_REGION = 2  # fewer subnets to create and delete; two still make a spread group
+REPLICAS = 2
 ZONE = "example.com"
 DOMAIN = f"llm.{ZONE}"
-TIMEOUT_S = 600
+# Two applies at once against the one local server now and then lose a connection
+# mid-answer ("decomposing response: ... use of closed network connection"); the capacity
+# fault is a failed scaling activity, not an API error, so retries do not prolong it.
 RETRIES = 5
 
-pytestmark = e2e_skip("about three minutes")
+pytestmark = e2e_skip("about three and a half minutes")
 
 
-class Service:
-    """The shared run: the moto server, the engine, the layout, and what the steps returned."""
+class Run:
+    """The moto server, the folders, and what the deploy said."""
 
-    def __init__(self, moto: MotoServer, engine: TerraformEngine) -> None:
-        self.moto, self.engine = moto, engine
-        self.layout: ServiceLayout | None = None
-        self.results: dict[str, object] = {}
+    def __init__(self, moto: MotoServer, work: Path) -> None:
+        self.moto, self.work = moto, work
+        self.state = work / "state"
+        self.zone = ""
+        self.deploy_code: int | None = None
+        self.report: dict = {}
+        self.destroyed = False
 
-    def client(self, service: str, region: str = "us-east-1"):
-        import boto3
+    def client(self, service: str, region: str = FIRST):
+        return aws_client(self.moto.url, service, region)
 
-        return boto3.client(service, region_name=region, endpoint_url=self.moto.url,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    def cli(self, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = main(list(argv))
+        return code, out.getvalue()
 
-    @property
-    def pools(self) -> tuple[Deployment, ...]:
-        assert self.layout is not None
-        return self.layout.pools
+    def state_flags(self) -> list[str]:
+        return ["--engine", "terraform", "--state-dir", str(self.state)]
 
-    def key(self) -> ServiceStack:
-        assert self.layout is not None and self.layout.key_stack
-        return ServiceStack("key", self.layout.key_stack, self.layout.service)
-
-    def front(self) -> ServiceStack:
-        assert self.layout is not None
-        return ServiceStack("front", self.layout.front_stack, self.layout.service,
-                            front=self.layout.front)
-
-
-def ref(d: Deployment) -> StackRef:
-    """The pool's stack, in the folder the front and the key paths expect (Deployment.stack)."""
-    return StackRef(d.service, d.candidate_id, d.stack)
+    def engine(self) -> TerraformEngine:
+        return deploy_cli.make_engine(deploy_cli.options.StateRequest(
+            engine="terraform", state_dir=str(self.state)), SERVICE)
 
 
-def layout_over(run: Service, zone_id: str) -> ServiceLayout:
-    """The best candidate of each region, one replica each, on an image moto has."""
-    inputs = load_inputs(None)
-    plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
-                        planner.Options(cloud="aws", spot=False), model=inputs.model)
-    pools = []
-    for region in REGIONS:
-        c = next(c for c in plan.candidates if c.region == region)
-        pools.append(Pool(cloud="aws", region=region, use_spot=False, replicas=1,
-                          instance_types=(c.instance_type,), price_per_hour=c.price_per_hour,
-                          candidate_ids=(c.id,), zones=tuple(c.zones)))
-    choices = Choices(front="route53", domain=DOMAIN, hosted_zone_id=zone_id)
-    layout = build_layout(inputs, plan, pools, choices)
-    images = []
-    for d in layout.pools:
-        ami = run.client("ec2", d.region).describe_images(Owners=["amazon"])["Images"][0]
-        images.append(replace(d, image=clouds.get("aws").image_ref(ami["ImageId"])))
-    return replace(layout, pools=tuple(images))
+def write_catalog(folder: Path) -> Path:
+    """The shipped catalog's INSTANCE_TYPE rows of the two regions (their first zones), the
+    second region's price raised 10%: us-east-1 ranks first on price, not on a tie."""
+    lines = (DATA_DIR / "aws.csv").read_text(encoding="utf-8").splitlines()
+    header = [line for line in lines if line and not line.startswith("#")][0]
+    rows = list(csv.DictReader([header] + [line for line in lines
+                                           if line.startswith(f"{INSTANCE_TYPE},")]))
+    kept = []
+    for region in (FIRST, SECOND):
+        mine = [r for r in rows if r["region"] == region][:ZONES_PER_REGION]
+        assert len(mine) == ZONES_PER_REGION, f"the shipped catalog lost {region}"
+        for row in mine:
+            if region == SECOND:
+                row["price"] = f"{float(row['price']) * 1.1:.4f}"
+            kept.append(row)
+    folder.mkdir()
+    with open(folder / "aws.csv", "w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=header.split(","))
+        writer.writeheader()
+        writer.writerows(kept)
+    return folder
+
+
+def write_spec(run: Run) -> Path:
+    """A small AWS service on an image moto has, its HF_TOKEN read from the environment."""
+    images = {region: run.client("ec2", region).describe_images(Owners=["amazon"])
+              ["Images"][0]["ImageId"] for region in (FIRST, SECOND)}
+    spec = {"name": SERVICE, "secrets": {"HF_TOKEN": None},
+            "resources": {"accelerators": "L4:1", "instance_type": INSTANCE_TYPE,
+                          "image_id": images, "ports": 8000, "disk_size": 100},
+            "service": {"readiness_probe": "/health", "replica_policy":
+                        {"min_replicas": REPLICAS}},
+            "run": "vllm serve facebook/opt-125m --port 8000"}
+    path = run.work / "hedge.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def zones_of(run: Run, region: str) -> list[str]:
+    """Every zone of the region, by name and by id (a capacity fault matches either)."""
+    zones = run.client("ec2", region).describe_availability_zones()["AvailabilityZones"]
+    return [z["ZoneName"] for z in zones] + [z["ZoneId"] for z in zones]
+
+
+def engine_factory(moto: MotoServer):
+    """deploy_cli.make_engine's TerraformEngine in its own folder, pointed at moto."""
+    override = terraform_override(moto.url)
+    override["provider"]["aws"]["endpoints"]["route53"] = moto.url
+    override["provider"]["aws"]["max_retries"] = RETRIES
+
+    def make_engine(state, service, project=None, secrets=None):
+        return TerraformEngine(service_dir(state.state_dir, service) / state.engine,
+                               secrets=secrets, gcp_project=project, plugin_dir=PLUGIN_DIR,
+                               overrides={"moto_override.tf.json": override},
+                               env={"TF_CLI_CONFIG_FILE": "/dev/null"})
+
+    return make_engine
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tf-pools")
-    with MotoServer(work) as moto:
-        override = terraform_override(moto.url)
-        override["provider"]["aws"]["endpoints"]["route53"] = moto.url
-        # No capacity fault here, so the SDK may retry as it does by default: two applies at
-        # once against the one local server now and then lose a connection mid-answer
-        # ("decomposing response: ... use of closed network connection"), which one retry
-        # (terraform_override's, to keep capacity errors short) does not always cover.
-        override["provider"]["aws"]["max_retries"] = RETRIES
-        engine = TerraformEngine(work / "engine", secrets=TOKEN, plugin_dir=PLUGIN_DIR,
-                                 overrides={"moto_override.tf.json": override},
-                                 env={"TF_CLI_CONFIG_FILE": "/dev/null"})
-        run = Service(moto, engine)
-        route53 = run.client("route53")
-        zone = route53.create_hosted_zone(Name=ZONE, CallerReference=str(uuid.uuid4()))
-        run.results["zone"] = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
-        run.layout = layout_over(run, str(run.results["zone"]))
-        run.results["key"] = engine.up_shared(run.key(), timeout_s=TIMEOUT_S)
-        with ThreadPoolExecutor(len(run.pools)) as pool:
-            ups = list(pool.map(lambda d: engine.up(ref(d), d, timeout_s=TIMEOUT_S),
-                                run.pools))
-        run.results["pools"] = ups
-        run.results["front"] = engine.up_shared(run.front(), timeout_s=TIMEOUT_S)
-        yield run
-        # whatever a failed test left: front, pools, key (destroy of nothing is a no-op)
-        engine.destroy_shared(run.front())
-        for d in run.pools:
-            engine.destroy(ref(d), d)
-        engine.destroy_shared(run.key())
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tf-hedge")
+    with MotoServer(work) as moto, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_TOKEN", TOKEN)
+        patch.setenv("XDG_STATE_HOME", str(work / "xdg"))  # the service lock, ours alone
+        patch.setattr(deploy_cli, "make_engine", engine_factory(moto))
+        patch.setattr(deploy_cli, "make_probe_factory", lambda: moto_probe_factory(moto.url))
+        result = Run(moto, work)
+        zone = result.client("route53").create_hosted_zone(
+            Name=ZONE, CallerReference=str(uuid.uuid4()))
+        result.zone = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+        catalog, spec = write_catalog(work / "catalog"), write_spec(result)
+        inputs = load_inputs(str(spec), catalog_dir=str(catalog))
+        plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
+                            planner.Options(cloud="aws"), model=inputs.model)
+        assert [c.region for c in plan.candidates] == [FIRST, SECOND]  # the premise
+        refused = sorted({c.instance_type for c in plan.candidates if c.region == FIRST})
+        moto.set_capacity_faults([{"instance_types": refused, "zones": zones_of(result, FIRST)}])
+        result.deploy_code, out = result.cli(
+            "deploy", str(spec), *result.state_flags(), "--catalog-dir", str(catalog),
+            "--cloud", "aws", "--max-pools", "2", "--hedge-budget", "5", "--front", "route53",
+            "--domain", DOMAIN, "--hosted-zone-id", result.zone, "--no-quota-check", "--json")
+        result.report = json.loads(out)
+        yield result
+        if not result.destroyed:  # whatever a failed test left
+            result.cli("destroy", SERVICE, "--yes", *result.state_flags())
 
 
-def test_every_stack_came_up(service):
-    # in apply order, so the first failure named is the one the later ones follow from
-    assert service.results["key"].ok, service.results["key"].error_texts()
-    for result in service.results["pools"]:
-        assert result.ok, result.error_texts()
-    assert service.results["front"].ok, service.results["front"].error_texts()
+def pool(report: dict, state: str, region: str) -> dict:
+    (found,) = [p for p in report[state] if p["region"] == region]
+    return found
 
 
-def test_each_pool_stores_the_one_key_in_its_region(service):
-    key = service.results["key"].outputs[OUTPUT_API_KEY]
+def test_the_deploy_keeps_the_second_region_after_the_first_ran_out(run):
+    report = run.report
+    assert run.deploy_code == 0, report.get("message")
+    assert report["outcome"] == "deployed" and report["needed_replicas"] == REPLICAS
+    assert [(p["region"], p["replicas"]) for p in report["kept"]] == [(SECOND, REPLICAS)]
+    # Failed (its lane ran out of candidates) or released (the kept pool was chosen while
+    # its lane still cleaned up): which one depends on which came first; both end clean.
+    (first,) = [p for p in report["released"] + report["failed"] if p["region"] == FIRST]
+    assert len(report["released"] + report["failed"]) == 1
+    (attempt,) = first["attempts"]  # the region's one candidate, tried once
+    assert attempt["candidate"] == f"aws-{FIRST}-{INSTANCE_TYPE}-ondemand"
+    assert attempt["code"] == ICE and attempt["cleanup"].startswith("clean")
+    second = pool(report, "kept", SECOND)
+    assert second["hedge"] is True and second["attempts"][0]["outcome"] == "deployed"
+    assert report["endpoint"] == f"http://{DOMAIN}"
+    assert report["key_stack"] == key_stack_name(SERVICE)
+
+
+def test_nothing_of_the_service_is_left_in_the_first_region(run):
+    assert regional_left(run, FIRST) == []
+    stacks = run.engine().work_dir / "stacks"
+    assert sorted(p.name for p in stacks.iterdir()) == sorted(
+        [key_stack_name(SERVICE), f"{SERVICE}-front", pool(run.report, "kept", SECOND)["stack"]])
+
+
+def test_both_replicas_landed_in_the_second_region(run):
+    (group,) = run.client("autoscaling", SECOND).describe_auto_scaling_groups()[
+        "AutoScalingGroups"]
+    assert (group["MinSize"], group["DesiredCapacity"]) == (REPLICAS, REPLICAS)
+    live = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
+    assert len(live) == REPLICAS
+    overrides = group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]
+    assert [o["InstanceType"] for o in overrides] == [INSTANCE_TYPE]
+
+
+def test_the_second_region_stores_the_key_stack_key(run):
+    engine = run.engine()
+    key = engine.shared_outputs(ServiceStack("key", key_stack_name(SERVICE), SERVICE))[
+        OUTPUT_API_KEY]
     assert len(key) == 64  # two UUIDs without dashes, drawn once by the key stack
-    assert service.engine.shared_outputs(service.key())[OUTPUT_API_KEY] == key
-    for d, up in zip(service.pools, service.results["pools"], strict=True):
-        parameter = service.client("ssm", d.region).get_parameter(
-            Name=d.api_key_secret.name, WithDecryption=True)["Parameter"]
-        assert (parameter["Type"], parameter["Value"]) == ("SecureString", key)
-        assert up.outputs[OUTPUT_API_KEY] == key  # the deploy's readiness probe reads this
+    parameters = run.client("ssm", SECOND).describe_parameters()["Parameters"]
+    keys = [p["Name"] for p in parameters if p["Name"].endswith("/api-key")]
+    (name,) = keys
+    stored = run.client("ssm", SECOND).get_parameter(Name=name, WithDecryption=True)
+    assert (stored["Parameter"]["Type"], stored["Parameter"]["Value"]) == ("SecureString", key)
+    assert key not in json.dumps(run.report)
 
 
-def test_the_records_and_checks_point_at_the_two_albs(service):
-    albs = {}
-    for d in service.pools:
-        (balancer,) = service.client("elbv2", d.region).describe_load_balancers()[
-            "LoadBalancers"]
-        albs[f"aws-{d.region}"] = balancer
-    route53 = service.client("route53")
-    checks = {c["Id"]: c["HealthCheckConfig"]
-              for c in route53.list_health_checks()["HealthChecks"]}
-    listed = route53.list_resource_record_sets(HostedZoneId=service.results["zone"])
-    records = {r["SetIdentifier"]: r for r in listed["ResourceRecordSets"]
-               if r["Name"].rstrip(".") == DOMAIN}
-    assert set(records) == set(albs) and len(checks) == len(albs)
-    for key, record in records.items():
-        balancer = albs[key]
-        assert (record["Type"], record["Weight"]) == ("A", 1)
-        target = record["AliasTarget"]
-        assert target["DNSName"].rstrip(".") == balancer["DNSName"]
-        assert target["HostedZoneId"] == balancer["CanonicalHostedZoneId"]
-        assert target["EvaluateTargetHealth"] is True
-        check = checks[record["HealthCheckId"]]  # its own pool's check
-        assert check["FullyQualifiedDomainName"] == balancer["DNSName"]
-        assert (check["Type"], check["Port"], check["ResourcePath"]) == ("HTTP", 80, "/health")
-    endpoint = service.results["front"].outputs["endpoint"]
-    assert endpoint == f"http://{DOMAIN}"
+def test_the_records_are_the_pool_that_exists(run):
+    (balancer,) = run.client("elbv2", SECOND).describe_load_balancers()["LoadBalancers"]
+    route53 = run.client("route53")
+    (check,) = route53.list_health_checks()["HealthChecks"]
+    listed = route53.list_resource_record_sets(HostedZoneId=run.zone)["ResourceRecordSets"]
+    (record,) = [r for r in listed if r["Name"].rstrip(".") == DOMAIN]
+    assert (record["SetIdentifier"], record["Type"]) == (f"aws-{SECOND}", "A")
+    target = record["AliasTarget"]
+    assert target["DNSName"].rstrip(".") == balancer["DNSName"]
+    assert target["HostedZoneId"] == balancer["CanonicalHostedZoneId"]
+    assert target["EvaluateTargetHealth"] is True
+    assert record["HealthCheckId"] == check["Id"]
+    config = check["HealthCheckConfig"]
+    assert config["FullyQualifiedDomainName"] == balancer["DNSName"]
+    assert (config["Type"], config["Port"], config["ResourcePath"]) == ("HTTP", 80, "/health")
 
 
-def test_no_token_in_any_file(service):
-    work = service.engine.work_dir
-    leaked = [p for p in work.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+def test_status_and_endpoint_name_the_pool_that_exists(run):
+    code, out = run.cli("status", SERVICE, "--state-dir", str(run.state), "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["outcome"] == "deployed" and status["interrupted"] is False
+    assert [(p["region"], p["replicas"]) for p in status["kept"]] == [(SECOND, REPLICAS)]
+    assert [p["region"] for p in status["released"] + status["failed"]] == [FIRST]
+    assert [d["name"] for d in status["dirty_stacks"]] == [pool(run.report, "kept",
+                                                                 SECOND)["stack"]]
+    code, out = run.cli("endpoint", SERVICE, *run.state_flags(), "--json")
+    assert code == 0
+    endpoint = json.loads(out)
+    assert endpoint["endpoint"] == f"http://{DOMAIN}" and endpoint["front"] == f"{SERVICE}-front"
+    assert [(p["region"], p["replicas"]) for p in endpoint["pools"]] == [(SECOND, REPLICAS)]
+    assert endpoint["api_key"]["command"]  # how to read the key, never the key itself
+    key = run.engine().shared_outputs(ServiceStack("key", key_stack_name(SERVICE), SERVICE))[
+        OUTPUT_API_KEY]
+    assert key not in out
+
+
+def test_no_token_in_any_file(run):
+    leaked = [p for p in run.work.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaked == []
 
 
-def test_destroy_in_reverse_order_leaves_nothing(service):
-    engine = service.engine
-    front = engine.destroy_shared(service.front())
-    assert front.ok, front.error_texts()
-    with ThreadPoolExecutor(len(service.pools)) as pool:
-        results = list(pool.map(lambda d: engine.destroy(ref(d), d), service.pools))
-    assert [r.ok for r in results] == [True] * len(results), \
-        [r.error_texts() for r in results]
-    key = engine.destroy_shared(service.key())
-    assert key.ok, key.error_texts()
-    for folder in (service.front(), service.key()):
-        assert not engine.shared_dir(folder).exists()
-    for d in service.pools:
-        assert engine.leftovers(ref(d), d) == []
-        assert left_in(service, d.region) == []
-    route53 = service.client("route53")
+def test_destroy_leaves_nothing_in_either_region_nor_route53(run):
+    code, out = run.cli("destroy", SERVICE, "--yes", *run.state_flags())
+    assert code == 0, out
+    run.destroyed = True
+    assert out.startswith("destroyed: ")
+    for region in (FIRST, SECOND):
+        assert regional_left(run, region) == []
+    iam = run.client("iam")
+    assert iam.list_roles()["Roles"] == []
+    assert iam.list_instance_profiles()["InstanceProfiles"] == []
+    route53 = run.client("route53")
     assert route53.list_health_checks()["HealthChecks"] == []
-    listed = route53.list_resource_record_sets(HostedZoneId=service.results["zone"])
-    assert sorted(r["Type"] for r in listed["ResourceRecordSets"]) == ["NS", "SOA"]
+    listed = route53.list_resource_record_sets(HostedZoneId=run.zone)["ResourceRecordSets"]
+    assert sorted(r["Type"] for r in listed) == ["NS", "SOA"]
+    assert list((run.engine().work_dir / "stacks").iterdir()) == []
+    code, out = run.cli("status", SERVICE, "--state-dir", str(run.state), "--json")
+    assert code == 0 and json.loads(out)["outcome"] == "destroyed"
 
 
-def left_in(run: Service, region: str) -> list[str]:
-    """Everything of ours still in the region: groups, balancers, target groups, templates,
-    VPCs besides the default, parameters, and IAM roles and instance profiles (global)."""
+def regional_left(run: Run, region: str) -> list[str]:
+    """Everything in the region: groups, balancers, target groups, templates, VPCs besides
+    the default, parameters, and VMs not terminated."""
     autoscaling, elb = run.client("autoscaling", region), run.client("elbv2", region)
-    ec2, ssm, iam = run.client("ec2", region), run.client("ssm", region), run.client("iam", region)
+    ec2, ssm = run.client("ec2", region), run.client("ssm", region)
     left = [g["AutoScalingGroupName"]
             for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]]
     left += [b["LoadBalancerArn"] for b in elb.describe_load_balancers()["LoadBalancers"]]
@@ -213,7 +311,7 @@ def left_in(run: Service, region: str) -> list[str]:
              for t in ec2.describe_launch_templates()["LaunchTemplates"]]
     left += [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v.get("IsDefault")]
     left += [p["Name"] for p in ssm.describe_parameters()["Parameters"]]
-    left += [r["RoleName"] for r in iam.list_roles()["Roles"]]
-    left += [p["InstanceProfileName"]
-             for p in iam.list_instance_profiles()["InstanceProfiles"]]
+    running = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    left += [i["InstanceId"] for r in ec2.describe_instances(Filters=running)["Reservations"]
+             for i in r["Instances"]]
     return left
