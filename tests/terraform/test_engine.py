@@ -299,6 +299,22 @@ def test_identity_through_a_probe_configuration(fake, tmp_path):
     assert list((tmp_path / "work" / "probes").iterdir()) == []  # thrown away
 
 
+def test_probes_at_once_each_apply_in_their_own_folder(fake, tmp_path):
+    """A hedged deploy's lanes check credentials at the same time: one probe's cleanup must
+    not delete the folder another one is applying in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tf = engine(fake, tmp_path)
+    fake.scenario({"apply": {"events": [event("outputs", outputs={
+        "identity": {"value": "account 123456789012"}})], "sleep": 1}})
+    with ThreadPoolExecutor(2) as lanes:
+        found = list(lanes.map(lambda _: tf.identity("aws", timeout_s=30), range(2)))
+    assert [i.ok for i in found] == [True, True]
+    folders = [c["cwd"] for c in fake.calls() if c["argv"][0] == "apply"]
+    assert len(folders) == 2 and len(set(folders)) == 2
+    assert list((tmp_path / "work" / "probes").iterdir()) == []  # both thrown away
+
+
 def test_identity_configurations_read_each_cloud_s_caller():
     documents = {cloud: renderer(cloud).identity_config() for cloud in ("aws", "gcp", "azure")}
     assert list(documents["aws"]["data"]) == ["aws_caller_identity"]
