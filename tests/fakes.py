@@ -474,12 +474,16 @@ def terraform_validate(documents: list[dict], folder: Path) -> None:
         assert report["valid"] and report["warning_count"] == 0, report["diagnostics"]
 
 
-def e2e_skip(duration: str) -> pytest.MarkDecorator:
+def e2e_skip(duration: str, *, extended: bool = False) -> pytest.MarkDecorator:
     """The skip mark of an end-to-end Terraform test module: it runs with SERVESTACK_E2E=1,
-    terraform on PATH and the offline AWS provider; `duration` says what a run costs."""
+    terraform on PATH and the offline AWS provider; `duration` says what a run costs.
+    `extended`: a module whose ground another e2e module covers too; it runs only with
+    SERVESTACK_E2E_ALL=1 as well, which keeps CI's time in bounds."""
     reason = None
     if os.environ.get("SERVESTACK_E2E") != "1":
         reason = f"end-to-end Terraform tests run with SERVESTACK_E2E=1 ({duration})"
+    elif extended and os.environ.get("SERVESTACK_E2E_ALL") != "1":
+        reason = f"an extended end-to-end test: SERVESTACK_E2E_ALL=1 runs it ({duration})"
     elif shutil.which("terraform") is None:
         reason = "terraform is not on PATH"
     elif not AWS_PROVIDER.is_dir():
