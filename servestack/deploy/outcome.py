@@ -16,11 +16,10 @@ ATTEMPT_KEYS = ("n", "candidate", "cloud", "region", "zone", "zones", "instance_
                 "error_class", "code", "message", "scope", "cleanup", "endpoint", "ready")
 
 
-@dataclass
-class Outcome:
+class Ended:
+    """The exit code of a run's status (a single-pool run, or a service over several pools)."""
+
     status: RunStatus
-    message: str
-    journal: Journal
 
     @property
     def exit_code(self) -> int | None:
@@ -34,6 +33,13 @@ class Outcome:
         if code is None:
             raise RuntimeError(f"the run ended with status {self.status.value}, not a final one")
         return code
+
+
+@dataclass
+class Outcome(Ended):
+    status: RunStatus
+    message: str
+    journal: Journal
 
     def to_json(self) -> dict[str, Any]:
         j = self.journal

@@ -61,7 +61,7 @@ from servestack.deploy.loop import (
     Settings,
     narrow,
 )
-from servestack.deploy.outcome import EXIT_CODES
+from servestack.deploy.outcome import Ended
 from servestack.deploy.readiness import wait_ready, with_api_key
 from servestack.deploy.service_journal import PoolRecord, PoolState, ServiceJournal
 from servestack.deployment.model import OUTPUT_API_KEY, OUTPUT_ENDPOINT, Deployment, ServiceStack
@@ -173,22 +173,11 @@ class HedgeSettings:
 
 
 @dataclass
-class ServiceOutcome:
+class ServiceOutcome(Ended):
     status: RunStatus
     message: str
     journal: ServiceJournal
     pool_journals: dict[str, Journal]
-
-    @property
-    def exit_code(self) -> int | None:
-        return EXIT_CODES.get(self.status)
-
-    @property
-    def final_exit_code(self) -> int:
-        code = self.exit_code
-        if code is None:
-            raise RuntimeError(f"the run ended with status {self.status.value}, not a final one")
-        return code
 
     def to_json(self) -> dict[str, Any]:
         from servestack.report import service_deploy_json
