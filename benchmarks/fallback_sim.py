@@ -102,6 +102,7 @@ from servestack.deploy.pools import (
     HedgeSettings,
     PoolOption,
     ServiceParts,
+    default_hedge_budget,
     pool_options,
 )
 from servestack.deploy.readiness import ProbeAnswer
@@ -743,7 +744,7 @@ def hedge_start(the_plan: Plan, replicas: int, hedge: Hedge) -> HedgeStart:
     first = [options[(p.cloud, p.region)] for p in placed]
     rest = [o for o in options.values() if o not in first]
     budget = hedge.hedge_budget if hedge.hedge_budget is not None else \
-        round(sum(p.price_per_hour * p.replicas for p in placed), 4)
+        default_hedge_budget(sum(p.price_per_hour * p.replicas for p in placed))
     return HedgeStart(first + rest, [p.replicas for p in placed],
                       hedge.settings().lanes(len(placed), len(options)), budget)
 

@@ -234,11 +234,11 @@ def in_region(pool):
     return only(pool.cloud, pool.region)
 
 
-def test_default_hedge_places_one_pool_and_hedges_the_next_within_one_pools_price(variant):
+def test_default_hedge_places_one_pool_and_hedges_the_next_within_half_again_its_price(variant):
     start = variant.start
     assert start.placed == 1 and start.shares == [variant.replicas] == [2]  # no --spread
     assert start.lanes == 2  # placed pools + 1
-    assert start.budget == pytest.approx(start.pools[0].price_per_hour * 2)
+    assert start.budget == pytest.approx(start.pools[0].price_per_hour * 2 * 1.5)
     # claim order: the placed pool, then every other region by its best candidate's price
     prices = [p.price_per_hour for p in start.pools[1:]]
     assert prices == sorted(prices)

@@ -19,7 +19,7 @@ With --max-pools above 1 the SPEC is deployed as a service over several pools (a
 is one pool: refused), even when the placement fills one pool, so that `servestack
 reconcile` can move replicas later: the key stack, then up to --max-parallel pools at once
 (default: the placed pools + 1 hedge in the next cheapest region, within --hedge-budget USD/h,
-default the placement's own $/h), the pools kept as they answer until min_replicas (or
+default 1.5x the placement's own $/h), the pools kept as they answer until min_replicas (or
 --ready-replicas) replicas answer, the rest released, then the front (--front; Global
 Accelerator by default for AWS pools) and the probe through it (servestack.deploy.pools).
 --max-attempts and --attempt-timeout apply to each pool. The report lists the pools kept and

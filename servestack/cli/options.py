@@ -428,7 +428,7 @@ def add_hedge_options(parser: argparse.ArgumentParser) -> None:
                         "(default: the placed pools + 1)")
     parser.add_argument("--hedge-budget", type=non_negative_number, metavar="USD_PER_HOUR",
                         help="with --max-pools above 1: the most the hedge pools beyond the "
-                        "placement may cost per hour together, replicas x $/h (default: the "
+                        "placement may cost per hour together, replicas x $/h (default: 1.5x the "
                         "placement's own $/h; 0: no hedge)")
 
 

@@ -8,8 +8,8 @@
    hedge). Lane i of the placement's m pools starts with placed pool i and its share of the
    replicas; lanes beyond m are *hedges*: each takes the next cheapest region nobody holds,
    with the largest placed share, only while the hedges' hourly price (replicas x $/h) stays
-   within `hedge_budget` (default: the placement's own hourly price, so hedging at most
-   doubles the bill while it runs; 0: no hedge).
+   within `hedge_budget` (default: 1.5x the placement's own hourly price, HEDGE_BUDGET_SHARE;
+   0: no hedge).
    A lane runs the single-pool `Fallback` over its pool's candidates, with the pool's own
    journal; a pool whose candidates are all ruled out (capacity, quota...) is cleaned by it,
    and the lane moves to the next unclaimed pool (its replicas spill there). What one pool's
@@ -167,9 +167,19 @@ class HedgeSettings:
     def budget(self, placed: Sequence[PoolRecord]) -> float:
         if self.hedge_budget is not None:
             return self.hedge_budget
-        # while hedges run the bill may at most double: room for one hedge pool as dear as
-        # the placement's dearest, not for a hedge of every placed pool
-        return round(sum(p.hourly for p in placed), 4)
+        return default_hedge_budget(sum(p.hourly for p in placed))
+
+
+# The default hedge budget, as a multiple of the placement's own hourly price: room for one
+# hedge pool of the largest share in a region up to half again as dear (regions of one cloud
+# differ by 10-30 % for the same type; at 1x a hedge could only go where the price is the same
+# or lower, which on AWS is almost never). It runs only while the deploy waits: a released
+# hedge costs its minutes, not its hours.
+HEDGE_BUDGET_SHARE = 1.5
+
+
+def default_hedge_budget(placed_hourly: float) -> float:
+    return round(placed_hourly * HEDGE_BUDGET_SHARE, 4)
 
 
 @dataclass

@@ -96,10 +96,10 @@ def test_a_hedge_over_the_budget_is_not_started(s):
     assert any("not started as a hedge" in line for line in s.lines)
 
 
-def test_the_hedge_budget_default_is_the_placements_own_hourly_price(s):
+def test_the_hedge_budget_default_is_half_again_the_placements_own_hourly_price(s):
     s.run(script=slow_hedge())
     placed = [s.journal.pool(CENTRAL), s.journal.pool(WEST4)]
-    assert s.journal.settings["hedge_budget"] == round(sum(p.hourly for p in placed), 4)
+    assert s.journal.settings["hedge_budget"] == round(1.5 * sum(p.hourly for p in placed), 4)
     assert s.journal.settings["lanes"] == 3
 
 
