@@ -30,7 +30,9 @@ records over two pools stay with tests/front/test_e2e.py.
 
 from __future__ import annotations
 
+import base64
 import csv
+import gzip
 import io
 import json
 import uuid
@@ -223,6 +225,38 @@ def test_both_replicas_landed_in_the_second_region(run):
     assert len(live) == REPLICAS
     overrides = group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]
     assert [o["InstanceType"] for o in overrides] == [INSTANCE_TYPE]
+
+
+def test_the_kept_pool_is_built_as_a_single_stack_is(run):
+    """The pool that serves is today's single-region stack (tests/terraform/test_e2e.py checks
+    one in depth under SERVESTACK_E2E_ALL): IMDSv2, gzip'd user data without the token, the
+    VMs in the stack's private subnets with no public address, behind the ALB's health path."""
+    (group,) = run.client("autoscaling", SECOND).describe_auto_scaling_groups()[
+        "AutoScalingGroups"]
+    assert group["HealthCheckType"] == "ELB"
+    ec2 = run.client("ec2", SECOND)
+    spec = group["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]
+    (version,) = ec2.describe_launch_template_versions(
+        LaunchTemplateId=spec["LaunchTemplateId"])["LaunchTemplateVersions"]
+    data = version["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    user_data = gzip.decompress(base64.b64decode(data["UserData"])).decode()
+    assert user_data.startswith("#cloud-config") and TOKEN not in user_data
+    (nic,) = data["NetworkInterfaces"]
+    assert nic["AssociatePublicIpAddress"] is False
+    subnet_ids = group["VPCZoneIdentifier"].split(",")
+    subnets = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
+    assert not any(s["MapPublicIpOnLaunch"] for s in subnets)
+    ids = [i["InstanceId"] for i in group["Instances"]]
+    instances = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+                 for i in r["Instances"]]
+    assert [i.get("PublicIpAddress") for i in instances] == [None] * REPLICAS
+    assert all(i["SubnetId"] in subnet_ids for i in instances)
+    elb = run.client("elbv2", SECOND)
+    (target_group_arn,) = group["TargetGroupARNs"]
+    (target_group,) = elb.describe_target_groups(
+        TargetGroupArns=[target_group_arn])["TargetGroups"]
+    assert target_group["HealthCheckPath"] == "/health"
 
 
 def test_the_second_region_stores_the_key_stack_key(run):
