@@ -669,3 +669,24 @@ def weight_cache_deployment(cloud: str, service: str = "mixtral", stack: str | N
     return build_deployment(inputs.spec, found.candidates[0], found.candidates,
                             model=inputs.model, service_name=service, stack=stack,
                             choices=Choices(weight_cache=cache, gcp_project=gcp_project))
+
+
+class JournalKiller:
+    """Counts every journal write of a service over several pools (the service's and every
+    pool's) and kills the run (`Crash`) right after the n-th reached the disk."""
+
+    def __init__(self, monkeypatch, kill_at: int | None = None) -> None:
+        from servestack.deploy import journal as journal_module
+        from servestack.deploy import service_journal as service_journal_module
+
+        self.writes, self.kill_at = 0, kill_at
+        for module in (journal_module, service_journal_module):
+            monkeypatch.setattr(module, "write_atomic", self.write)
+
+    def write(self, path, text) -> None:
+        from servestack.fsutil import write_atomic
+
+        write_atomic(path, text)
+        self.writes += 1
+        if self.kill_at is not None and self.writes == self.kill_at:
+            raise Crash(f"killed after journal write {self.writes}")

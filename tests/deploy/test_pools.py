@@ -7,18 +7,16 @@ import os
 
 import pytest
 
-from servestack.deploy import journal as journal_module
-from servestack.deploy import service_journal as service_journal_module
 from servestack.deploy.journal import Journal
 from servestack.deploy.loop import DEARER
 from servestack.deploy.pools import HedgeSettings, pool_options
 from servestack.deploy.service_journal import PoolState
-from servestack.fsutil import write_atomic
 from servestack.report import service_deploy_table
 from tests.fakes import (
     PLAN,
     SERVICE,
     Crash,
+    JournalKiller,
     ServiceHarness,
     Step,
 )
@@ -103,20 +101,6 @@ def test_the_hedge_budget_default_is_half_again_the_placements_own_hourly_price(
     assert s.journal.settings["lanes"] == 3
 
 
-class Killer:
-    """Counts every journal write (the service's and every pool's) and kills the process
-    right after the n-th reached the disk."""
-
-    def __init__(self, monkeypatch, kill_at: int | None = None) -> None:
-        self.writes, self.kill_at = 0, kill_at
-        for module in (journal_module, service_journal_module):
-            monkeypatch.setattr(module, "write_atomic", self.write)
-
-    def write(self, path, text) -> None:
-        write_atomic(path, text)
-        self.writes += 1
-        if self.kill_at is not None and self.writes == self.kill_at:
-            raise Crash(f"killed after journal write {self.writes}")
 
 
 def check_converged(s: ServiceHarness, point) -> None:
@@ -139,17 +123,17 @@ def test_a_kill_after_any_journal_write_resumes_to_the_same_service(tmp_path, mo
     whose replicas the hedge then holds. Kill after every write of every journal, resume."""
     counting = ServiceHarness(tmp_path / "count")
     counting.cloud.refuse.update(refused)
-    killer = Killer(monkeypatch)
+    killer = JournalKiller(monkeypatch)
     counting.run(script=slow_hedge())
     writes = killer.writes
     assert writes > 30
     for point in range(1, writes + 1):
         s = ServiceHarness(tmp_path / f"write-{point}")
         s.cloud.refuse.update(refused)
-        Killer(monkeypatch, kill_at=point)
+        JournalKiller(monkeypatch, kill_at=point)
         with pytest.raises(Crash):
             s.run(script=slow_hedge())
-        Killer(monkeypatch)
+        JournalKiller(monkeypatch)
         # the same world after the kill: us-east4 is still slow (a script shared by both runs
         # would have spent its slow step before the kill, and which pool answers first is
         # then a matter of timing, not of resuming)
@@ -284,16 +268,16 @@ def test_a_kill_after_any_journal_write_of_a_let_go_and_reclaim_resumes(tmp_path
     """Regions let go for price, one claimed again: killed after every write, resumed."""
     settings = HedgeSettings(max_parallel=1)
     counting = ServiceHarness(tmp_path / "count")
-    killer = Killer(monkeypatch)
+    killer = JournalKiller(monkeypatch)
     counting.run(settings=settings, script=reclaim_world())
     writes = killer.writes
     assert writes > 30
     for point in range(1, writes + 1):
         s = ServiceHarness(tmp_path / f"write-{point}")
-        Killer(monkeypatch, kill_at=point)
+        JournalKiller(monkeypatch, kill_at=point)
         with pytest.raises(Crash):
             s.run(settings=settings, script=reclaim_world())
-        Killer(monkeypatch)
+        JournalKiller(monkeypatch)
         s.run(settings=settings, script=reclaim_world())
         check_converged(s, point)
         assert s.kept() == counting.kept(), point

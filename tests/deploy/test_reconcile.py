@@ -7,12 +7,9 @@ import os
 
 import pytest
 
-from servestack.deploy import journal as journal_module
-from servestack.deploy import service_journal as service_journal_module
 from servestack.deploy.pools import pool_options
 from servestack.deploy.service_journal import PoolState
-from servestack.fsutil import write_atomic
-from tests.fakes import PLAN, SERVICE, Crash, ServiceHarness
+from tests.fakes import PLAN, SERVICE, Crash, JournalKiller, ServiceHarness
 
 OPTIONS = pool_options(PLAN.candidates)
 CENTRAL, WEST4, EAST4 = (o.key for o in OPTIONS[:3])
@@ -83,17 +80,6 @@ def test_a_return_that_still_finds_no_capacity_changes_nothing(tmp_path):
     assert s.journal.pool(CENTRAL).state is PoolState.FAILED
 
 
-class Killer:
-    def __init__(self, monkeypatch, kill_at: int | None = None) -> None:
-        self.writes, self.kill_at = 0, kill_at
-        for module in (journal_module, service_journal_module):
-            monkeypatch.setattr(module, "write_atomic", self.write)
-
-    def write(self, path, text) -> None:
-        write_atomic(path, text)
-        self.writes += 1
-        if self.kill_at is not None and self.writes == self.kill_at:
-            raise Crash(f"killed after journal write {self.writes}")
 
 
 def spot_interruption(s: ServiceHarness) -> None:
@@ -113,7 +99,7 @@ def test_a_kill_during_a_reconcile_pass_is_finished_by_the_next(tmp_path, monkey
     monkeypatch.setattr(os, "fsync", lambda fd: None)
     counting = ServiceHarness(tmp_path / "count")
     before(counting)
-    killer = Killer(monkeypatch)
+    killer = JournalKiller(monkeypatch)
     counting.reconcile()
     writes = killer.writes
     assert writes > 10
@@ -122,10 +108,10 @@ def test_a_kill_during_a_reconcile_pass_is_finished_by_the_next(tmp_path, monkey
         monkeypatch.setattr(os, "fsync", lambda fd: None)
         s = ServiceHarness(tmp_path / f"write-{point}")
         before(s)
-        Killer(monkeypatch, kill_at=point)
+        JournalKiller(monkeypatch, kill_at=point)
         with pytest.raises(Crash):
             s.reconcile()
-        Killer(monkeypatch)
+        JournalKiller(monkeypatch)
         outcome = s.reconcile()
         assert outcome.status == "deployed", (point, outcome.message)
         assert sorted(s.kept()) == sorted(counting.kept()), point
