@@ -26,7 +26,7 @@ from servestack import clouds
 from servestack.clouds.aws import CLOUD as AWS
 from servestack.deployment.build import build_deployment
 from servestack.deployment.choices import Choices, replica_range, service_slug
-from servestack.deployment.model import Deployment
+from servestack.deployment.model import WORLD, Deployment
 from servestack.engine.interface import stack_name
 from servestack.errors import UserError
 from servestack.front.build import build_front
@@ -91,6 +91,7 @@ def build_layout(inputs: Inputs, plan: Plan, pools: Sequence[Pool], choices: Cho
                         replicas=replicas, key_stack=key)
         for pool, replicas in zip(pools, ranges, strict=True))
     kind, notes = front_kind(deployments, choices)
+    notes += _health_checker_notes(kind, choices)
     front = front_plan(service, deployments, replace(choices, front=kind),
                        stack=front_stack_name(prefix))
     return ServiceLayout(service=service, key_stack=key, pools=deployments,
@@ -139,6 +140,16 @@ def front_kind(pools: Sequence[Deployment], choices: Choices) -> tuple[str, tupl
     where = ", ".join(sorted({d.cloud for d in pools}))
     raise UserError(f"pools on {where} need a front to share one endpoint: --front route53 "
                     "--domain NAME --hosted-zone-id ID (global-accelerator takes AWS pools only)")
+
+
+def _health_checker_notes(kind: str, choices: Choices) -> tuple[str, ...]:
+    """Route 53's health checkers probe the pools from AWS's own addresses: an --allow-cidr
+    that leaves them out makes every pool fail its check and leave rotation."""
+    if kind != "route53" or not choices.allow_cidrs or WORLD in choices.allow_cidrs:
+        return ()
+    return ("--front route53 with --allow-cidr: Route 53's health checkers must reach the "
+            "pools too, or every pool fails its check and leaves rotation; add their ranges "
+            "(AWS ip-ranges.json, service ROUTE53_HEALTHCHECKS) with --allow-cidr",)
 
 
 def pool_endpoint(d: Deployment) -> PoolEndpoint:

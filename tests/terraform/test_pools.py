@@ -211,7 +211,7 @@ def test_bad_front_flags_exit_2_with_one_line(flags, says, tmp_path, capsys):
 
 # --- an AWS pool and a GCP pool behind one Route 53 name ---------------------------------------
 
-def mixed_layout():
+def mixed_layout(**given):
     """The frozen plan's best AWS and best GCP candidates as two pools of one replica."""
     inputs = load_inputs(None, catalog_dir=FROZEN_CATALOG)
     plan = planner.plan(inputs.spec, inputs.catalog, inputs.facts,
@@ -223,8 +223,15 @@ def mixed_layout():
                           instance_types=(c.instance_type,), price_per_hour=c.price_per_hour,
                           candidate_ids=(c.id,), zones=tuple(c.zones)))
     choices = Choices(front="route53", domain=DOMAIN, hosted_zone_id=ZONE_ID,
-                      gcp_project="my-project")
+                      gcp_project="my-project", **given)
     return build_layout(inputs, plan, pools, choices)
+
+
+def test_a_narrowed_allow_cidr_under_route53_says_the_health_checkers_need_it():
+    assert not [n for n in mixed_layout().notes if "health checkers" in n]
+    (note,) = [n for n in mixed_layout(allow_cidrs=("203.0.113.0/24",)).notes
+               if "health checkers" in n]
+    assert "ROUTE53_HEALTHCHECKS" in note and "--allow-cidr" in note
 
 
 def test_aws_and_gcp_pools_share_one_name_alias_and_plain_a_records():
