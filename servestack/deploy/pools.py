@@ -409,6 +409,11 @@ class Service:
 
     # --- the front ----------------------------------------------------------------------------
 
+    def settle(self) -> ServiceOutcome | None:
+        """Release what is not kept, then apply the front over what is: the last steps of a
+        deploy and of every reconcile move."""
+        return self.release_unkept() or self.apply_front()
+
     def apply_front(self) -> ServiceOutcome | None:
         """Up the front over the kept pools, then probe through it."""
         kept = self.journal.in_state(PoolState.KEPT)
@@ -537,10 +542,7 @@ class HedgedDeploy(Service):
             if failed:
                 return failed
         self._close_paused()  # a run resumed after the decision
-        failed = self.release_unkept()
-        if failed:
-            return failed
-        failed = self.apply_front()
+        failed = self.settle()
         if failed:
             return failed
         with j.change():

@@ -211,15 +211,12 @@ class Reconcile(Service):
             if pool.state is not PoolState.KEPT:
                 self._clear_move()
                 return f"{add} could not be brought up: {pool.reason}"
-        if release and self._kept(release) or release and \
-                self.journal.pool(release).state is PoolState.RELEASING:
+        if release and (self._kept(release) or
+                        self.journal.pool(release).state is PoolState.RELEASING):
             failed = self.release(self.journal.pool(release), done)
             if failed:
                 return failed
-        failed = self.release_unkept()
-        if failed:
-            return failed
-        failed = self.apply_front()
+        failed = self.settle()
         if failed:
             return failed
         self._clear_move()
