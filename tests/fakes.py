@@ -656,6 +656,18 @@ class PoolsWorld:
         plans = ["--catalog-dir", FROZEN_CATALOG] if argv[0] == "deploy" else []
         return main([*argv, "--state-dir", str(self.state), *plans])
 
+    def deploy_single_pool(self, monkeypatch) -> int:
+        """`deploy` without --max-pools: the single-pool loop on a plain simulated clock (it
+        runs no lanes), the same cloud; later commands keep these seams."""
+        from servestack.cli import deploy as deploy_cli
+
+        single = SimClock()
+        monkeypatch.setattr(deploy_cli, "make_clock", lambda: single)
+        monkeypatch.setattr(deploy_cli, "make_engine",
+                            lambda *a, **k: ReplayEngine(self.cloud, single))
+        monkeypatch.setattr(deploy_cli, "make_probe_factory", lambda: probes(self.cloud, single))
+        return self.run("deploy")
+
 
 def weight_cache_deployment(cloud: str, service: str = "mixtral", stack: str | None = None,
                             cache: bool = True, gcp_project: str | None = None):

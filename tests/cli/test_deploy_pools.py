@@ -8,7 +8,7 @@ import json
 import pytest
 
 from servestack.cli import deploy as deploy_cli
-from tests.fakes import POOLS, PoolsWorld, ReplayEngine, probes
+from tests.fakes import POOLS, PoolsWorld, ReplayEngine
 
 
 @pytest.fixture
@@ -59,14 +59,7 @@ def test_a_negative_hedge_budget_is_refused(world, capsys):
 
 
 def test_a_single_pool_service_is_not_redeployed_over_pools(world, monkeypatch, capsys):
-    from tests.fakes import SimClock
-
-    single = SimClock()
-    monkeypatch.setattr(deploy_cli, "make_clock", lambda: single)
-    monkeypatch.setattr(deploy_cli, "make_engine",
-                        lambda *a, **k: ReplayEngine(world.cloud, single))
-    monkeypatch.setattr(deploy_cli, "make_probe_factory", lambda: probes(world.cloud, single))
-    assert world.run("deploy") == 0
+    assert world.deploy_single_pool(monkeypatch) == 0
     capsys.readouterr()
     assert world.run("deploy", *POOLS) == 2
     assert "deployed in one pool" in capsys.readouterr().err

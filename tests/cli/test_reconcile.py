@@ -46,15 +46,7 @@ def test_reconcile_flags_need_watch(world, capsys):
 
 
 def test_reconcile_of_a_single_pool_service_is_refused(world, monkeypatch, capsys):
-    from servestack.cli import deploy as deploy_cli
-    from tests.fakes import ReplayEngine, SimClock, probes
-
-    single = SimClock()
-    monkeypatch.setattr(deploy_cli, "make_clock", lambda: single)
-    monkeypatch.setattr(deploy_cli, "make_engine",
-                        lambda *a, **k: ReplayEngine(world.cloud, single))
-    monkeypatch.setattr(deploy_cli, "make_probe_factory", lambda: probes(world.cloud, single))
-    assert world.run("deploy") == 0
+    assert world.deploy_single_pool(monkeypatch) == 0
     capsys.readouterr()
     assert world.run("reconcile") == 2
     assert "deployed in one pool" in capsys.readouterr().err
