@@ -159,7 +159,8 @@ class CloudFile:
 class Place:
     """The offers of one instance type with one GPU set at one place: a region, or a zone of a
     cloud whose (spot) prices differ per zone. Offers are in catalog order; `close()` sums them
-    up (cheapest prices, zones, oldest date) so that a plan need not read every offer."""
+    up (cheapest prices, zones, oldest date) and copies the instance type's facts, so that a
+    plan reads places only: on a big catalog, reaching into scattered offers is what costs."""
 
     cloud: str
     region: str
@@ -172,6 +173,12 @@ class Place:
     spot_price: float | None = None
     zones: tuple[str, ...] = ()  # the offers' own zones, or where region-priced ones may go
     date: str = ""
+    # the instance type's facts, the same in every offer of the place (see `close`)
+    gpu_memory_mib: int = 0
+    vcpus: int = 0
+    memory_gib: float = 0.0
+    attached_gpu: str | None = None
+    source: str = ""
 
     @property
     def first(self) -> Offer:
@@ -180,12 +187,19 @@ class Place:
     def price_for(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.price
 
+    @property
+    def gpu_memory_gib(self) -> float:
+        return self.gpu_memory_mib / MIB_PER_GIB
+
     def close(self) -> Place:
         offers = self.offers
+        first = offers[0]
+        self.gpu_memory_mib, self.vcpus, self.memory_gib = \
+            first.gpu_memory_mib, first.vcpus, first.memory_gib
+        self.attached_gpu, self.source = first.attached_gpu, first.source
         if len(offers) == 1:  # most places (every region-priced one): no sums to make
-            only = offers[0]
-            self.price, self.spot_price, self.date = only.price, only.spot_price, only.date
-            self.zones = (only.zone,) if only.zone else only.zones
+            self.price, self.spot_price, self.date = first.price, first.spot_price, first.date
+            self.zones = (first.zone,) if first.zone else first.zones
             return self
         self.price = min([o.price for o in offers if o.price is not None], default=None)
         self.spot_price = min([o.spot_price for o in offers if o.spot_price is not None],
@@ -197,7 +211,8 @@ class Place:
 
 @dataclass
 class Places:
-    """A catalog's places, by GPU set and by instance type, each in order of first appearance."""
+    """A catalog's places, by GPU set (in order of first appearance, each pool's places too)
+    and by instance type (pool by pool)."""
 
     by_gpus: dict[tuple[str, int], list[Place]] = field(default_factory=dict)
     by_type: dict[str, list[Place]] = field(default_factory=dict)
@@ -257,19 +272,24 @@ def _group_places(offers: list[Offer], zoned: frozenset[str]) -> Places:
 
 
 def _grouped(offers: list[Offer], zoned: frozenset[str]) -> Places:
-    found: dict[tuple, Place] = {}
-    places = Places()
+    """Offers bucketed by place first, then the places made pool by pool (one GPU set after
+    another, each pool's place keys in order), so that each pool's places lie together in
+    memory, in the order a plan reads them: on a big catalog, reading scattered objects is what
+    a plan's time grows with."""
+    buckets: dict[tuple[str, str, str | None, str, str, int], list[Offer]] = {}
+    pools: dict[tuple[str, int], list[tuple[str, str, str | None, str, str, int]]] = {}
     for offer in offers:
         zone = offer.zone if offer.cloud in zoned else None
         key = (offer.cloud, offer.region, zone, offer.instance_type, offer.accelerator,
                offer.accelerator_count)
-        place = found.get(key)
-        if place is None:
-            place = found[key] = Place(*key, offers=[])
-            places.by_gpus.setdefault((offer.accelerator, offer.accelerator_count),
-                                      []).append(place)
-            places.by_type.setdefault(offer.instance_type, []).append(place)
-        place.offers.append(offer)
-    for place in found.values():
-        place.close()
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = []
+            pools.setdefault((offer.accelerator, offer.accelerator_count), []).append(key)
+        bucket.append(offer)
+    places = Places()
+    for gpus, keys in pools.items():
+        pool = places.by_gpus[gpus] = [Place(*key, offers=buckets[key]).close() for key in keys]
+        for place in pool:
+            places.by_type.setdefault(place.instance_type, []).append(place)
     return places

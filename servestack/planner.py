@@ -6,18 +6,20 @@ that prices spot per zone (the catalog's `spot_per_zone`, AWS today). Sets compe
 and `ordered` keep the user's order first, then cost. A plan warns when the prices it uses are
 older than the catalog's staleness limit.
 
-Plan time grows linearly with the catalog. The catalog groups its offers by place once
+Plan time grows with the catalog about linearly. The catalog groups its offers by place once
 (`Catalog.places`: one instance type with one GPU set in one region, or zone where spot is priced
-per zone); a plan filters places, not offers, checks the model fit once per GPU pool
+per zone), pool by pool; a plan reads places, not offers, checks the model fit once per GPU pool
 (accelerator, count, memory), and allocates little more than its candidates, because every
-object a big plan keeps alive costs again in each full garbage collection.
+object a big plan keeps alive costs again in each garbage collection. On a big catalog what
+costs is reaching scattered objects, so each candidate's rank key and group are taken while it
+is made, and ranking sorts plain strings (see `_rank`).
 
 This module imports no Pulumi and no cloud SDK.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING
@@ -32,8 +34,14 @@ if TYPE_CHECKING:
     from .placement import Pool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Candidate:
+    """One way to run the service: an instance type at a place, on demand or spot, priced.
+
+    Treat it as frozen (it is hashed by value): it is not, only because a frozen dataclass
+    sets each of its 23 fields through a call, which was a third of a big plan's time. The
+    planner finishes it while ranking; nothing changes it after that."""
+
     rank: int
     id: str
     cloud: str
@@ -149,12 +157,10 @@ def _plan_into(result: Plan, spec: ServiceSpec, catalog: Catalog, options: Optio
     for number, alternative in enumerate(spec.alternatives):
         use_spot = alternative.use_spot if options.spot is None else options.spot
         places = catalog.places(_zoned(alternative, use_spot, options))
-        matched = _matching(alternative, options, places, result)
-        for place in matched:
-            offers = matched[place]
-            if fits.ok(offers[0]):
-                groups.join(place, use_spot, offers, number)
-    result.candidates = _rank(_candidates(groups, spec, result), spec)
+        for place in _matching(alternative, options, places, result):
+            if fits.ok(place):
+                groups.join(place, use_spot, number)
+    result.candidates = _rank(_candidates(groups, spec, result))
 
 
 # Clouds whose spot prices differ per zone: their spot candidates are per zone.
@@ -180,33 +186,30 @@ def _in_zone(zone: str, offer: Offer) -> bool:
 
 
 class _Groups:
-    """Future candidates, in the order they were found: per place and spot, the offers in match
-    order and the alternatives that matched (a bit set of their numbers).
+    """Future candidates, in the order they were found: per place and spot, the alternatives
+    that matched (a bit set of their numbers).
 
     A group must cost the garbage collector nothing, or big plans pay for full collections that
-    walk the whole catalog: its key is an int (place identity and spot), its offers are the
-    place's own list (copied only when a second alternative matches it), and ints are not
+    walk the whole catalog: its key is an int (place identity and spot), and ints are not
     tracked by the collector.
     """
 
     def __init__(self) -> None:
         self.places: dict[int, Place] = {}
-        self.offers: dict[int, list[Offer]] = {}
         self.alternatives: dict[int, int] = {}
 
-    def join(self, place: Place, use_spot: bool, offers: list[Offer], number: int) -> None:
+    def join(self, place: Place, use_spot: bool, number: int) -> None:
         key = id(place) << 1 | use_spot
-        if key not in self.places:
-            self.places[key], self.offers[key] = place, offers
-            self.alternatives[key] = 1 << number
-        elif not self.alternatives[key] >> number & 1:
-            self.offers[key] = self.offers[key] + offers
+        if key in self.places:
             self.alternatives[key] |= 1 << number
+        else:
+            self.places[key], self.alternatives[key] = place, 1 << number
 
-    def __iter__(self) -> Iterator[tuple[Place, bool, list[Offer], int]]:
-        """(place, spot, offers, bit set of the alternatives that matched) per group."""
+    def __iter__(self) -> Iterator[tuple[Place, bool, int]]:
+        """(place, spot, bit set of the alternatives that matched) per group."""
+        alternatives = self.alternatives
         for key, place in self.places.items():
-            yield place, bool(key & 1), self.offers[key], self.alternatives[key]
+            yield place, bool(key & 1), alternatives[key]
 
 
 class _Fits:
@@ -218,16 +221,16 @@ class _Fits:
         self.result = result
         self.known: dict[tuple[str, int, int], bool] = {}
 
-    def ok(self, offer: Offer) -> bool:
+    def ok(self, place: Place) -> bool:
         if self.facts is None:
             return True
-        pool = (offer.accelerator, offer.accelerator_count, offer.gpu_memory_mib)
+        pool = (place.accelerator, place.accelerator_count, place.gpu_memory_mib)
         fits = self.known.get(pool)
         if fits is None:
-            fit = check_fit(self.facts, offer.gpu_memory_mib, offer.accelerator_count)
+            fit = check_fit(self.facts, place.gpu_memory_mib, place.accelerator_count)
             if not fit.ok:
                 self.result.dropped.append(Dropped(
-                    what=f"{offer.accelerator}:{offer.accelerator_count}", reason=fit.reason))
+                    what=f"{place.accelerator}:{place.accelerator_count}", reason=fit.reason))
             fits = self.known[pool] = fit.ok
         return fits
 
@@ -248,32 +251,33 @@ class NothingFits(UserError):
 
 
 def _matching(alt: Alternative, options: Options, places: Places,
-              result: Plan) -> dict[Place, list[Offer]]:
-    """The places that satisfy the alternative, each with its offers that do (in order)."""
+              result: Plan) -> list[Place]:
+    """The places that satisfy the alternative, in catalog order."""
     if alt.accelerator is not None:
         pool = places.by_gpus.get((alt.accelerator, alt.count or 1), [])
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, places)))
-            return {}
+            return []
     else:
         pool = places.by_type.get(alt.instance_type or "", [])
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=f"instance type "
                                           f"{alt.instance_type!r} is not in the catalog"))
-            return {}
+            return []
     cloud = options.cloud or alt.cloud
     region = options.region or alt.region
-    # an instance type's vCPUs and memory are the same everywhere: test one offer per place
-    found = {p: p.offers for p in pool
-             if (cloud is None or p.cloud == cloud)
-             and (region is None or p.region == region)
-             and (alt.instance_type is None or p.instance_type == alt.instance_type)
-             and (alt.cpus is None or alt.cpus.admits(p.first.vcpus, p.first.vcpus))
-             and (alt.memory is None or alt.memory.admits(p.first.memory_gib, p.first.vcpus))}
+    found = pool
+    if cloud is not None or region is not None or alt.instance_type is not None or \
+            alt.cpus is not None or alt.memory is not None:
+        # an instance type's vCPUs and memory are the same everywhere: the place's
+        found = [p for p in pool if (cloud is None or p.cloud == cloud)
+                 and (region is None or p.region == region)
+                 and (alt.instance_type is None or p.instance_type == alt.instance_type)
+                 and (alt.cpus is None or alt.cpus.admits(p.vcpus, p.vcpus))
+                 and (alt.memory is None or alt.memory.admits(p.memory_gib, p.vcpus))]
     if alt.zone is not None:
         zone = alt.zone
-        pinned = {p: [o for o in offers if _in_zone(zone, o)] for p, offers in found.items()}
-        found = {p: offers for p, offers in pinned.items() if offers}
+        found = [p for p in found if any(_in_zone(zone, o) for o in p.offers)]
     if not found:
         where = "/".join(p for p in (cloud, region, alt.zone) if p) or "any cloud"
         extra = ", ".join(f"{k}={v}" for k, v in (("instance_type", alt.instance_type),
@@ -292,26 +296,65 @@ def _no_offer(alt: Alternative, places: Places) -> str:
             + ", ".join(map(str, counts)))
 
 
-def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> list[Candidate]:
-    """Each group's candidate (not ranked yet), or a Dropped saying why it has none."""
-    candidates = []
+@dataclass
+class _Found:
+    """The candidates of a plan, not ranked yet, each with its rank key (see `_rank_key`), and
+    the groups (see `group_key`) that have more than one, by the candidates' indexes. These
+    are made while the candidate is fresh in the CPU's cache: on a big catalog, coming back to
+    tens of thousands of scattered objects costs more than making them."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    numbers: dict[tuple, int] = field(default_factory=dict)  # group_key -> its number
+    firsts: list[int] = field(default_factory=list)  # per group number: its first candidate
+    shared: dict[int, list[int]] = field(default_factory=dict)  # group number -> candidates
+    # Equal values share one tuple: every tuple kept is one more object for the collector.
+    tuples: dict[tuple, tuple] = field(default_factory=dict)
+
+    def add(self, candidate: Candidate, ordered: bool) -> None:
+        """Adds the candidate as if alone in its group (`_rank` widens shared groups)."""
+        total = candidate.total_price_per_hour
+        candidate.group_instance_types = self.one((candidate.instance_type,))
+        candidate.group_price_per_hour = self.one((candidate.price_per_hour,) * 2)
+        candidate.group_total_price_per_hour = None if total is None else self.one((total,) * 2)
+        index = len(self.candidates)
+        self.candidates.append(candidate)
+        self.keys.append(_rank_key(candidate, ordered))
+        number = self.numbers.setdefault(group_key(candidate), len(self.firsts))
+        if number == len(self.firsts):
+            self.firsts.append(index)
+        elif number in self.shared:
+            self.shared[number].append(index)
+        else:
+            self.shared[number] = [self.firsts[number], index]
+
+    def one(self, value: tuple) -> tuple:
+        """The tuple equal to `value` that the plan already holds, else `value`."""
+        return self.tuples.setdefault(value, value)
+
+
+def _candidates(groups: _Groups, spec: ServiceSpec, result: Plan) -> _Found:
+    """Each group's candidate, or a Dropped saying why it has none."""
+    found = _Found()
+    terms = _Terms.of(spec)
     matched_by: dict[int, _Matched] = {}  # few distinct sets of alternatives: sum each up once
     unpriced: set[str] = set()  # the zones warned of
-    for place, use_spot, offers, bits in groups:
+    for place, use_spot, bits in groups:
         if bits not in matched_by:
             matched_by[bits] = _Matched.of([a for n, a in enumerate(spec.alternatives)
                                             if bits >> n & 1])
-        reason, candidate = _candidate(place, use_spot, offers, matched_by[bits], spec)
-        if candidate is not None:
-            candidates.append(candidate)
-            for zone in _unpriced_spot_zones(candidate) - unpriced:
-                unpriced.add(zone)
-                result.warnings.append(_unpriced_note(candidate, zone))
-        else:
+        reason, candidate = _candidate(place, use_spot, matched_by[bits], terms)
+        if candidate is None:
             result.dropped.append(Dropped(
                 what=f"{place.accelerator}:{place.accelerator_count}", cloud=place.cloud,
                 region=place.region, instance_type=place.instance_type, reason=reason))
-    return candidates
+            continue
+        found.add(candidate, spec.ordered)
+        if use_spot:
+            for zone in _unpriced_spot_zones(candidate) - unpriced:
+                unpriced.add(zone)
+                result.warnings.append(_unpriced_note(candidate, zone))
+    return found
 
 
 def _unpriced_spot_zones(c: Candidate) -> set[str]:
@@ -341,47 +384,72 @@ class _Matched:
                        default=None))
 
 
-def _candidate(place: Place, use_spot: bool, offers: list[Offer], matched: _Matched,
-               spec: ServiceSpec) -> tuple[str, Candidate | None]:
-    zone, pinned = place.zone, matched.pinned
-    if pinned:  # rare: sum up the pinned offers; else the place's sums hold (same offers)
-        kept = [o for o in offers if any(_in_zone(z, o) for z in pinned)]
-        place = replace(place, offers=kept).close()
-        zone = zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
-    price, zones = place.price_for(use_spot), place.zones
-    names = sorted(z for z in pinned if provider(place.cloud).unpriced_zone(z, place.region))
-    if names:
-        if len(names) < len(pinned):
-            others = ", ".join(sorted(pinned - set(names)))
-            return (f"pinned to zone names ({', '.join(names)}) and zone IDs ({others}) at "
-                    "once; its subnets are looked up by one kind, so give names or IDs"), None
-        zones = tuple(names)  # where it goes: the names, which the deploying account resolves
-        if use_spot:  # which priced zone a name is is unknown: a missing fact never looks cheap
-            price = max([o.spot_price for o in place.offers if o.spot_price is not None],
-                        default=None)
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What every candidate takes from the spec, read once per plan."""
+
+    replicas: int
+    base_ondemand: int  # replicas kept on demand under spot (replica_policy)
+    image_regions: frozenset[str] | None  # the regions resources.image_id names, if a mapping
+    max_hourly_cost: float | None
+
+    @classmethod
+    def of(cls, spec: ServiceSpec) -> _Terms:
+        base = spec.service.replica_policy.base_ondemand_fallback_replicas if spec.service else 0
+        images = frozenset(spec.image_id) if isinstance(spec.image_id, dict) else None
+        return cls(spec.replicas, base, images, spec.max_hourly_cost)
+
+
+def _candidate(place: Place, use_spot: bool, matched: _Matched, terms: _Terms
+               ) -> tuple[str, Candidate | None]:
+    zone, price, zones = place.zone, place.price_for(use_spot), place.zones
+    if matched.pinned:  # rare: the alternatives name zones
+        reason, place, zone, price, zones = _pinned(place, use_spot, matched.pinned)
+        if reason:
+            return reason, None
     if price is None:
         return f"the catalog has no {'spot' if use_spot else 'on-demand'} price", None
-    if spec.image_id and isinstance(spec.image_id, dict) and place.region not in spec.image_id:
+    if terms.image_regions is not None and place.region not in terms.image_regions:
         return "resources.image_id names no image for this region", None
-    if spec.max_hourly_cost is not None and price > spec.max_hourly_cost:
-        return f"${price:.2f}/h is above max_hourly_cost ${spec.max_hourly_cost:g}/h", None
-    first, replicas = place.first, spec.replicas
+    if terms.max_hourly_cost is not None and price > terms.max_hourly_cost:
+        return f"${price:.2f}/h is above max_hourly_cost ${terms.max_hourly_cost:g}/h", None
+    replicas = terms.replicas
+    total = _total(price, place.price, use_spot, terms.base_ondemand, replicas)
+    price = round(price, 4)
     return "", Candidate(
-        rank=0, id=_candidate_id(place.cloud, zone or place.region, place.instance_type, use_spot),
-        cloud=place.cloud, region=place.region, zone=zone, zones=zones,
-        instance_type=place.instance_type, accelerator=place.accelerator,
-        accelerator_count=place.accelerator_count, gpu_memory_gib=first.gpu_memory_gib,
-        vcpus=first.vcpus, memory_gib=first.memory_gib, use_spot=use_spot,
-        price_per_hour=round(price, 4), replicas=replicas,
-        total_price_per_hour=_total(price, place.price_for(False), use_spot, spec, replicas),
-        preference=matched.preference, attached_gpu=first.attached_gpu, source=first.source,
-        price_date=place.date)
+        0, _candidate_id(place, zone or place.region, use_spot), place.cloud,
+        place.region, zone, zones, place.instance_type, place.accelerator,
+        place.accelerator_count, place.gpu_memory_gib, place.vcpus, place.memory_gib, use_spot,
+        price, replicas, total, matched.preference, place.attached_gpu, place.source,
+        place.date)
 
 
-def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceSpec,
+def _pinned(place: Place, use_spot: bool, pinned: frozenset[str]
+            ) -> tuple[str, Place, str | None, float | None, tuple[str, ...]]:
+    """The place cut down to the zones the alternatives pin: (why it cannot be, else ""), the
+    place, its zone, price and zones. Pinned zone names (not IDs) are where it goes, priced at
+    the dearest spot zone, as which priced zone a name is depends on the deploying account."""
+    kept = [o for o in place.offers if any(_in_zone(z, o) for z in pinned)]
+    place = replace(place, offers=kept).close()
+    zone = place.zone or (sorted(pinned)[0] if len(pinned) == 1 else None)
+    price, zones = place.price_for(use_spot), place.zones
+    names = sorted(z for z in pinned if provider(place.cloud).unpriced_zone(z, place.region))
+    if not names:
+        return "", place, zone, price, zones
+    if len(names) < len(pinned):
+        others = ", ".join(sorted(pinned - set(names)))
+        return (f"pinned to zone names ({', '.join(names)}) and zone IDs ({others}) at once; "
+                "its subnets are looked up by one kind, so give names or IDs"), place, zone, \
+            price, zones
+    if use_spot:  # a missing fact never looks cheap
+        price = max([o.spot_price for o in place.offers if o.spot_price is not None],
+                    default=None)
+    return "", place, zone, price, tuple(names)
+
+
+def _total(price: float, on_demand: float | None, use_spot: bool, base: int,
            replicas: int) -> float | None:
     """The service's $/h; None when its on-demand base replicas have no price to count."""
-    base = spec.service.replica_policy.base_ondemand_fallback_replicas if spec.service else 0
     if use_spot and base:
         if on_demand is None:
             return None
@@ -390,39 +458,55 @@ def _total(price: float, on_demand: float | None, use_spot: bool, spec: ServiceS
     return round(price * replicas, 4)
 
 
-def _candidate_id(cloud: str, where: str, instance_type: str, use_spot: bool) -> str:
-    return f"{cloud}-{where}-{instance_type}-{'spot' if use_spot else 'ondemand'}".lower()
+def _candidate_id(place: Place, where: str, use_spot: bool) -> str:
+    """Unique per candidate: a host type with attached GPUs (GCP N1) also names them, as one
+    host type in one region comes with several GPU kinds and counts (stacks are named by it)."""
+    what = place.instance_type
+    if place.attached_gpu:
+        what = f"{what}-{place.accelerator_count}x{place.accelerator}"
+    return f"{place.cloud}-{where}-{what}-{'spot' if use_spot else 'ondemand'}".lower()
 
 
-def _rank(candidates: list[Candidate], spec: ServiceSpec) -> list[Candidate]:
-    """Candidates best first, numbered, each with its group's price ranges. These fields are
-    known only once the plan is: they are set on the new, not yet shared candidates rather than
-    copying each of them. An unknown total ranks after every known one (never as cheap)."""
-    def key(c: Candidate):
-        preference = c.preference if spec.ordered and c.preference is not None else 0
-        total = c.total_price_per_hour
-        return (preference, total is None, total or 0.0, c.cloud, c.region, c.zone or "",
-                c.instance_type, c.use_spot)
-
-    ranked = sorted(candidates, key=key)
-    groups: dict[tuple, list[Candidate]] = {}
-    for rank, candidate in enumerate(ranked, 1):
-        object.__setattr__(candidate, "rank", rank)
-        groups.setdefault(group_key(candidate), []).append(candidate)
-    for members in groups.values():
-        _set_group(members)
-    return ranked
+def _rank(found: _Found) -> list[Candidate]:
+    """Candidates best first, numbered, each with its group's price ranges (a candidate alone
+    in its group was made with them). Candidates are numbered in the order they were made,
+    which is the order they lie in memory, and only shared groups are gathered."""
+    keys, candidates = found.keys, found.candidates
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # stable: ties keep found order
+    rank_of = [0] * len(order)
+    for rank, index in enumerate(order, 1):
+        rank_of[index] = rank
+    for candidate, rank in zip(candidates, rank_of, strict=True):
+        candidate.rank = rank
+    for members in found.shared.values():
+        members.sort(key=rank_of.__getitem__)
+        _set_group([candidates[index] for index in members], found.one)
+    return [candidates[index] for index in order]
 
 
-def _set_group(members: list[Candidate]) -> None:
+def _rank_key(c: Candidate, ordered: bool) -> str:
+    """The candidate's place in the ranking as one string, which sorts without calls (a tuple
+    of its parts would not): the user's preference when `ordered`, then the total $/h (an
+    unknown total after every known one, never as cheap), then cloud, region, zone, instance
+    type, on demand first. "\0" sorts before any character of a name and the numbers are
+    zero-padded, so the string orders as the tuple of the parts would."""
+    total = c.total_price_per_hour
+    price = "~" if total is None else f"{total:020.4f}"
+    preference = f"{c.preference or 0:09d}" if ordered else ""
+    return "\0".join((preference, price, c.cloud, c.region, c.zone or "", c.instance_type,
+                      "1" if c.use_spot else "0"))
+
+
+def _set_group(members: list[Candidate], one: Callable[[tuple], tuple]) -> None:
     """Each member's group: itself first, then the others in rank order (one per type)."""
     prices = [m.price_per_hour for m in members]
     totals = [m.total_price_per_hour for m in members]
     known = [t for t in totals if t is not None]
-    total_range = (min(known), max(known)) if len(known) == len(totals) else None
+    total_range = one((min(known), max(known))) if len(known) == len(totals) else None
+    price_range = one((min(prices), max(prices)))
     types = list(dict.fromkeys(m.instance_type for m in members))
     for member in members:
-        mine = (member.instance_type, *(t for t in types if t != member.instance_type))
-        object.__setattr__(member, "group_instance_types", mine)
-        object.__setattr__(member, "group_price_per_hour", (min(prices), max(prices)))
-        object.__setattr__(member, "group_total_price_per_hour", total_range)
+        member.group_instance_types = one(
+            (member.instance_type, *(t for t in types if t != member.instance_type)))
+        member.group_price_per_hour = price_range
+        member.group_total_price_per_hour = total_range

@@ -7,7 +7,7 @@ import pytest
 from servestack import models
 from servestack.deployment.build import build_deployment
 from servestack.inputs import load_inputs
-from servestack.planner import NothingFits, Options, group_key, plan
+from servestack.planner import Candidate, NothingFits, Options, _Found, _rank, group_key, plan
 from servestack.report import best_per_group, plan_json, plan_table
 
 from .conftest import SHARED_MIXTRAL
@@ -43,6 +43,57 @@ def test_sets_rank_by_total_cost_with_deterministic_ties(embedded):
     again = plan(embedded.spec, embedded.catalog, embedded.facts, model=embedded.model)
     assert [c.id for c in again.candidates] == [c.id for c in result.candidates]
     assert len({c.id for c in result.candidates}) == len(result.candidates)
+
+
+def test_one_host_type_with_two_attached_gpu_kinds_gets_two_candidate_ids(write_spec):
+    # GCP N1 hosts take T4 or V100 (and counts): stacks and journals are named by the id
+    path = write_spec("resources: {accelerators: {T4: 1, V100: 1}, cloud: gcp, "
+                      "region: us-central1}\nrun: vllm serve TinyLlama/TinyLlama-1.1B-Chat-v1.0\n")
+    _, result = make_plan(path)
+    ids = [c.id for c in result.candidates]
+    assert len(set(ids)) == len(ids)
+    by_type: dict[str, set[str]] = {}
+    for c in result.candidates:
+        by_type.setdefault(c.instance_type, set()).add(c.accelerator)
+    assert by_type["n1-standard-8"] == {"T4", "V100"}
+    assert "gcp-us-central1-n1-standard-8-1xt4-ondemand" in ids
+    assert "gcp-us-central1-n1-standard-8-1xv100-ondemand" in ids
+    # a type that carries its GPUs keeps the plain id
+    _, mixtral = make_plan()
+    assert "aws-us-east-1-p4d.24xlarge-ondemand" in {c.id for c in mixtral.candidates}
+
+
+def _made(i: int, total: float | None, region: str, zone: str | None, preference: int | None,
+          spot: bool = False) -> Candidate:
+    return Candidate(0, f"c{i}", "aws", region, zone, (), "g6.48xlarge", "L4", 8, 22.4, 192,
+                     768.0, spot, total or 1.0, 1, total, preference, None, "src", "2026-01-01")
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_ranking_is_the_documented_tuple_order(ordered):
+    # preference (when ordered), unknown totals last, total, then cloud, region, zone, type,
+    # on demand first; ties beyond that keep the order found. The rank key is one string:
+    # check it orders as the tuple on the tricky cases (prefix names, unequal digit counts).
+    import random
+
+    rng = random.Random(5)
+    made = [_made(i, rng.choice([None, 9.5, 10.25, 99.0, 100.0, 1000.0001]),
+                  rng.choice(["us-east-1", "us-east-1-x", "us-east-10", "eu-west-1"]),
+                  rng.choice([None, "use1-az1", "use1-az10"]), rng.choice([None, 0, 1, 12]),
+                  rng.choice([False, True])) for i in range(400)]
+    found = _Found()
+    for candidate in made:
+        found.add(candidate, ordered)
+    ranked = _rank(found)
+
+    def key(c: Candidate) -> tuple:
+        preference = c.preference if ordered and c.preference is not None else 0
+        total = c.total_price_per_hour
+        return (preference, total is None, total or 0.0, c.cloud, c.region, c.zone or "",
+                c.instance_type, c.use_spot, made.index(c))
+
+    assert [c.id for c in ranked] == [c.id for c in sorted(made, key=key)]
+    assert [c.rank for c in ranked] == list(range(1, 401))
 
 
 def test_prices_are_per_replica_and_total(embedded):
