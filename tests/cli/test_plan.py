@@ -35,7 +35,8 @@ def test_explain_all_and_filters(run_cli):
     result = run_cli("plan-mixtral", "--explain", "--all", "--cloud", "aws", "--spot")
     assert result.returncode == 0, result.stderr
     assert "Dropped:" in result.stdout and "A10:8" in result.stdout
-    rows = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["AWS"]]
+    rows = [line for line in result.stdout.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit() and line.split()[1] == "AWS"]
     assert rows and all("[Spot]" in line for line in rows)
 
 
