@@ -1,6 +1,6 @@
 """Planner speed: cold CLI wall time and in-process plan time on catalogs 1x, 10x, 100x.
 
-    python benchmarks/plan_bench.py [--runs 15] [--json]
+    python benchmarks/plan_bench.py [--runs 15] [--json] [--interleaved]
 
 Cold CLI: a fresh `plan-mixtral --candidates --json` process each run (what a user waits for).
 In-process: `planner.plan` on the embedded Mixtral spec over the shipped catalog, and over
@@ -99,11 +99,33 @@ def in_process(runs: int) -> dict[str, dict]:
     return results
 
 
+def interleaved(rounds: int) -> dict[str, float]:
+    """The 1x and 100x plans taken in turn, so that neither runs with a CPU cache warmed by its
+    own previous run: the first plan of each (one sample) and the median of the later ones."""
+    inputs = load_inputs(None)
+    catalogs = {factor: scaled(inputs.catalog, factor) for factor in (1, 100)}
+    first = {factor: timed(inputs, catalog) for factor, catalog in catalogs.items()}
+    then: dict[int, list[float]] = {1: [], 100: []}
+    for _ in range(rounds):
+        for factor, catalog in catalogs.items():
+            then[factor].append(timed(inputs, catalog))
+    median = {factor: statistics.median(times) for factor, times in then.items()}
+    return {"first_1x_ms": round(first[1], 2), "first_100x_ms": round(first[100], 1),
+            "ratio_first": round(first[100] / first[1], 1),
+            "then_1x_ms": round(median[1], 2), "then_100x_ms": round(median[100], 1),
+            "ratio_then": round(median[100] / median[1], 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="only the 1x and 100x plans, taken in turn (see `interleaved`)")
     args = parser.parse_args()
+    if args.interleaved:
+        print(json.dumps(interleaved(args.runs), indent=2))
+        return
     cli = cold_cli(args.runs)
     report = {
         "cold_cli_s": {"median": round(statistics.median(cli), 3), "max": round(max(cli), 3),
