@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -209,13 +210,53 @@ class Place:
         return self
 
 
-@dataclass
-class Places:
-    """A catalog's places, by GPU set (in order of first appearance, each pool's places too)
-    and by instance type (pool by pool)."""
+# One lock for the lazily grouped places: two threads planning over one catalog must be handed
+# the same place objects (taken rarely: once per catalog and GPU set).
+_GROUPING = threading.RLock()
 
-    by_gpus: dict[tuple[str, int], list[Place]] = field(default_factory=dict)
-    by_type: dict[str, list[Place]] = field(default_factory=dict)
+
+class Places:
+    """A catalog's offers grouped by place, for one choice of clouds priced per zone.
+
+    Offers are split by GPU set (accelerator, count) once; a GPU set's places are made the first
+    time a plan asks for them (`pool`), so a plan groups only the pools it reads, each in a
+    dictionary of its own size rather than one over the whole catalog. By instance type
+    (`of_type`, rare in specs) every pool is made once.
+    """
+
+    def __init__(self, offers: list[Offer], zoned: frozenset[str]) -> None:
+        self.zoned = zoned
+        self.offers: dict[tuple[str, int], list[Offer]] = {}  # GPU set -> its offers, in order
+        for offer in offers:
+            gpus = (offer.accelerator, offer.accelerator_count)
+            found = self.offers.get(gpus)
+            if found is None:
+                found = self.offers[gpus] = []
+            found.append(offer)
+        self.pools: dict[tuple[str, int], list[Place]] = {}
+        self.types: dict[str, list[Place]] | None = None
+
+    def gpu_sets(self) -> list[tuple[str, int]]:
+        return list(self.offers)
+
+    def pool(self, gpus: tuple[str, int]) -> list[Place]:
+        """The places with this GPU set, in order of first appearance (always the same objects:
+        a plan tells places apart by identity)."""
+        places = self.pools.get(gpus)
+        if places is None:
+            with _GROUPING, no_collection():
+                places = self.pools.get(gpus)
+                if places is None:
+                    places = self.pools[gpus] = _grouped(self.offers.get(gpus, []), self.zoned)
+        return places
+
+    def of_type(self, instance_type: str) -> list[Place]:
+        if self.types is None:
+            self.types = {}
+            for gpus in self.offers:
+                for place in self.pool(gpus):
+                    self.types.setdefault(place.instance_type, []).append(place)
+        return self.types.get(instance_type, [])
 
 
 @dataclass
@@ -231,12 +272,16 @@ class Catalog:
     def places(self, zoned: frozenset[str]) -> Places:
         """The offers grouped by place: per zone for the clouds in `zoned`, else per region.
 
-        Built once per `zoned` and kept, so that planning the same catalog again does not walk
-        every offer; `offers` must not change after the first call.
+        Split by GPU set once per `zoned` and kept, each GPU set's places made when first asked
+        for (see `Places`), so that planning the same catalog again does not walk every offer;
+        `offers` must not change after the first call.
         """
         places = self._places.get(zoned)
         if places is None:
-            places = self._places[zoned] = _group_places(self.offers, zoned)
+            with _GROUPING, no_collection():
+                places = self._places.get(zoned)
+                if places is None:
+                    places = self._places[zoned] = Places(self.offers, zoned)
         return places
 
     def regions(self, cloud: str) -> set[str]:
@@ -266,30 +311,19 @@ def no_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _group_places(offers: list[Offer], zoned: frozenset[str]) -> Places:
-    with no_collection():
-        return _grouped(offers, zoned)
-
-
-def _grouped(offers: list[Offer], zoned: frozenset[str]) -> Places:
-    """Offers bucketed by place first, then the places made pool by pool (one GPU set after
-    another, each pool's place keys in order), so that each pool's places lie together in
-    memory, in the order a plan reads them: on a big catalog, reading scattered objects is what
-    a plan's time grows with."""
-    buckets: dict[tuple[str, str, str | None, str, str, int], list[Offer]] = {}
-    pools: dict[tuple[str, int], list[tuple[str, str, str | None, str, str, int]]] = {}
+def _grouped(offers: list[Offer], zoned: frozenset[str]) -> list[Place]:
+    """The offers (of one GPU set) as places, in order of first appearance."""
+    buckets: dict[tuple[str, str, str | None, str], list[Offer]] = {}
     for offer in offers:
         zone = offer.zone if offer.cloud in zoned else None
-        key = (offer.cloud, offer.region, zone, offer.instance_type, offer.accelerator,
-               offer.accelerator_count)
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = []
-            pools.setdefault((offer.accelerator, offer.accelerator_count), []).append(key)
-        bucket.append(offer)
-    places = Places()
-    for gpus, keys in pools.items():
-        pool = places.by_gpus[gpus] = [Place(*key, offers=buckets[key]).close() for key in keys]
-        for place in pool:
-            places.by_type.setdefault(place.instance_type, []).append(place)
+        key = (offer.cloud, offer.region, zone, offer.instance_type)
+        found = buckets.get(key)
+        if found is None:
+            found = buckets[key] = []
+        found.append(offer)
+    places = []
+    for (cloud, region, zone, instance_type), bucket in buckets.items():
+        first = bucket[0]
+        places.append(Place(cloud, region, zone, instance_type, first.accelerator,
+                            first.accelerator_count, offers=bucket).close())
     return places

@@ -6,13 +6,13 @@ that prices spot per zone (the catalog's `spot_per_zone`, AWS today). Sets compe
 and `ordered` keep the user's order first, then cost. A plan warns when the prices it uses are
 older than the catalog's staleness limit.
 
-Plan time grows with the catalog about linearly. The catalog groups its offers by place once
+Plan time grows with the catalog about linearly. The catalog groups its offers by place
 (`Catalog.places`: one instance type with one GPU set in one region, or zone where spot is priced
-per zone), pool by pool; a plan reads places, not offers, checks the model fit once per GPU pool
-(accelerator, count, memory), and allocates little more than its candidates, because every
-object a big plan keeps alive costs again in each garbage collection. On a big catalog what
-costs is reaching scattered objects, so each candidate's rank key and group are taken while it
-is made, and ranking sorts plain strings (see `_rank`).
+per zone) once, and only for the GPU sets plans ask for; a plan reads places, not offers, checks
+the model fit once per GPU pool (accelerator, count, memory), and allocates little more than its
+candidates, because every object a big plan keeps alive costs again in each garbage collection.
+On a big catalog what costs is reaching scattered objects, so each candidate's rank key and
+group are taken while it is made, and ranking sorts plain strings (see `_rank`).
 
 This module imports no Pulumi and no cloud SDK.
 """
@@ -254,12 +254,12 @@ def _matching(alt: Alternative, options: Options, places: Places,
               result: Plan) -> list[Place]:
     """The places that satisfy the alternative, in catalog order."""
     if alt.accelerator is not None:
-        pool = places.by_gpus.get((alt.accelerator, alt.count or 1), [])
+        pool = places.pool((alt.accelerator, alt.count or 1))
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=_no_offer(alt, places)))
             return []
     else:
-        pool = places.by_type.get(alt.instance_type or "", [])
+        pool = places.of_type(alt.instance_type or "")
         if not pool:
             result.dropped.append(Dropped(what=alt.label, reason=f"instance type "
                                           f"{alt.instance_type!r} is not in the catalog"))
@@ -289,7 +289,7 @@ def _matching(alt: Alternative, options: Options, places: Places,
 
 
 def _no_offer(alt: Alternative, places: Places) -> str:
-    counts = sorted(count for name, count in places.by_gpus if name == alt.accelerator)
+    counts = sorted(count for name, count in places.gpu_sets() if name == alt.accelerator)
     if not counts:
         return f"no cloud in the catalog offers {alt.accelerator} GPUs"
     return (f"no cloud offers {alt.count} x {alt.accelerator} per VM; counts that exist: "
