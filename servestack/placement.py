@@ -2,7 +2,7 @@
 
 A pool is what one instance group behind one regional load balancer can hold: the plan's
 candidates of one cloud, region and spot setting that can share the group of the pool's best
-candidate (the same GPU count per VM and attachment scheme, see `planner.group_key`; AWS spot
+candidate (the same GPU count per VM and attached GPU type, see `planner.group_key`; AWS spot
 candidates of several zones of the region join, since the region's group spans its zones).
 The pool's price is its best candidate's, per replica; its instance types are the group's, in
 rank order, which the deploy walks as fallbacks.
@@ -115,10 +115,9 @@ def _pools(candidates: Iterable[Candidate], without: frozenset[str]) -> list[_Fo
 
 
 def _shares_group(best: Candidate, c: Candidate) -> bool:
-    """One instance group launches one GPU count per VM on one attachment scheme (zones of a
-    region do not split it: a regional group spans them)."""
-    return (c.accelerator_count, c.attached_gpu is None) == \
-        (best.accelerator_count, best.attached_gpu is None)
+    """One instance group launches one GPU count per VM and at most one attached GPU type
+    (zones of a region do not split it: a regional group spans them)."""
+    return (c.accelerator_count, c.attached_gpu) == (best.accelerator_count, best.attached_gpu)
 
 
 def _one_per_region(pools: list[_Forming]) -> list[_Forming]:

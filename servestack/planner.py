@@ -95,9 +95,9 @@ def _range_json(bounds: tuple[float, float] | None) -> dict | None:
 def group_key(c: Candidate) -> tuple:
     """Candidates with the same key can share one instance group (the deployment's fallback
     types): same cloud, region and zone, same spot setting, the same GPU count per VM (the
-    tensor-parallel size) and the same host/GPU attachment scheme."""
-    return (c.cloud, c.region, c.zone, c.use_spot, c.accelerator_count,
-            c.attached_gpu is None)
+    tensor-parallel size) and the same attached GPU type, if any (a GCP N1 group's template
+    attaches one GPU type; types that carry their GPUs share a group whatever the GPU)."""
+    return (c.cloud, c.region, c.zone, c.use_spot, c.accelerator_count, c.attached_gpu)
 
 
 @dataclass(frozen=True, slots=True)

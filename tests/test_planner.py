@@ -58,6 +58,12 @@ def test_one_host_type_with_two_attached_gpu_kinds_gets_two_candidate_ids(write_
     assert by_type["n1-standard-8"] == {"T4", "V100"}
     assert "gcp-us-central1-n1-standard-8-1xt4-ondemand" in ids
     assert "gcp-us-central1-n1-standard-8-1xv100-ondemand" in ids
+    # one N1 group's template attaches one GPU type: its group lists only hosts of that GPU
+    v100 = next(c for c in result.candidates
+                if c.id == "gcp-us-central1-n1-standard-8-1xv100-ondemand")
+    v100_types = {c.instance_type for c in result.candidates if c.accelerator == "V100"}
+    assert set(v100.group_instance_types) == v100_types
+    assert "n1-standard-4" not in v100_types  # a T4 host here: not in the V100 group
     # a type that carries its GPUs keeps the plain id
     _, mixtral = make_plan()
     assert "aws-us-east-1-p4d.24xlarge-ondemand" in {c.id for c in mixtral.candidates}
