@@ -1,8 +1,8 @@
 """The deployment's secrets: which names are secret, and the env file that carries their values.
 
 A name is secret when the spec lists it under `secrets:`, when `--secret` gives it, or when an
-`envs` name says it is a credential (HF_TOKEN, *_API_KEY, *PASSWORD*, ...: SkyPilot's examples
-keep HF_TOKEN under `envs`). Values come, highest first, from `--secret NAME=VALUE` / `--env
+`envs` entry says it is a credential (HF_TOKEN, *_API_KEY, *PASSWORD*, WANDB_KEY, GITHUB_PAT,
+..., or a value that is a URL with a password: SkyPilot's examples keep HF_TOKEN under `envs`). Values come, highest first, from `--secret NAME=VALUE` / `--env
 NAME=VALUE`, the spec's `secrets:` then `envs:` values, then the deployer's environment
 (`--secret NAME` / `--env NAME` without a value, and a name with no value in the spec, read it
 from there, as SkyPilot does).
@@ -27,8 +27,14 @@ from collections.abc import Mapping
 from servestack.errors import UserError
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names that say their value is a credential: the words anywhere (HF_TOKEN, DB_PASSWORD,
+# AUTH_CREDENTIALS), and KEY, PAT, PASS or AUTH as a whole word of the name (WANDB_KEY,
+# GITHUB_PAT, DB_PASS, BASIC_AUTH), which KEYBOARD_LAYOUT or PASSENGER_COUNT are not.
 CREDENTIAL_NAME = re.compile(
-    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
+    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL"
+    r"|(?:^|_)(?:KEY|PAT|PASS|AUTH)(?:_|$)", re.IGNORECASE)
+# A URL with a password in it (postgres://user:password@host/db).
+URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 # An SSM standard parameter holds at most 4 KB, the smallest of the three stores (Key Vault
 # 25 KB, Secret Manager 64 KiB): https://docs.aws.amazon.com/systems-manager/latest/userguide/
 # parameter-store-advanced-parameters.html
@@ -38,6 +44,12 @@ STORE_LIMIT = 4096
 def is_credential_name(name: str) -> bool:
     """Whether an `envs` name says its value is a credential (kept out of the spec's envs)."""
     return CREDENTIAL_NAME.search(name) is not None
+
+
+def is_credential(name: str, value: object) -> bool:
+    """Whether an `envs` entry is a credential: by its name, or a URL with a password."""
+    return is_credential_name(name) or \
+        (isinstance(value, str) and URL_PASSWORD.match(value) is not None)
 
 
 def resolve(name: str, cli: list[Mapping[str, str | None]], spec: list[Mapping[str, object]],

@@ -379,8 +379,9 @@ def _envs_and_secrets(data: dict, given: _Given):
     declared = data.get("secrets") or {}
     spec_secrets = dict.fromkeys(declared) if isinstance(declared, list) else dict(declared)
     env_names = list(dict.fromkeys([*spec_envs, *given.envs]))
-    names = tuple(dict.fromkeys([*spec_secrets, *given.secrets,
-                                 *filter(secrets.is_credential_name, env_names)]))
+    credentials = [name for name in env_names
+                   if secrets.is_credential(name, {**spec_envs, **given.envs}.get(name))]
+    names = tuple(dict.fromkeys([*spec_secrets, *given.secrets, *credentials]))
     secret_values, missing = {}, []
     for name in names:
         value = secrets.resolve(name, [given.secrets, given.envs], [spec_secrets, spec_envs],

@@ -52,6 +52,18 @@ def test_secret_names_come_from_secrets_the_flag_and_credential_named_envs(tmp_p
     assert spec.missing == ()
 
 
+def test_common_credential_names_and_urls_with_a_password_are_secret(tmp_path):
+    spec = spec_of(tmp_path, """
+        envs: {WANDB_KEY: wb, GITHUB_PAT: gh, DB_PASS: dp, BASIC_AUTH: ba,
+               DATABASE_URL: "postgres://u:pw@h/db", PUBLIC_URL: "https://h.example/x",
+               KEYBOARD_LAYOUT: us, PASSENGER_COUNT: "3", AUTHOR: me}
+        """)
+    assert set(spec.secrets) == {"WANDB_KEY", "GITHUB_PAT", "DB_PASS", "BASIC_AUTH",
+                                 "DATABASE_URL"}
+    assert spec.envs == {"PUBLIC_URL": "https://h.example/x", "KEYBOARD_LAYOUT": "us",
+                         "PASSENGER_COUNT": "3", "AUTHOR": "me"}
+
+
 def test_precedence_flag_then_spec_then_environment(tmp_path):
     text = """
         envs: {HF_TOKEN: from_envs, MODEL_NAME: null}
