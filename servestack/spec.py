@@ -735,9 +735,16 @@ def _probe(doc, value) -> ReadinessProbe:
     post_data = value.get("post_data")
     if isinstance(post_data, str):
         post_data = _json_body(doc, post_data, (*path_key, "post_data"))
+    headers = dict(value.get("headers") or {})
+    for name in headers:
+        if _credential_header(str(name)):
+            raise doc.error((*path_key, "headers", name), f"{name}: a credential in the spec "
+                            "would be copied in plain text into the VMs' user data and the "
+                            "stack; leave it out: servestack's probes send the service's API "
+                            "key themselves (Authorization: Bearer)")
     # The clouds take whole seconds; rounding up keeps a 0.5 s timeout from becoming 0.
     return ReadinessProbe(
-        path=path, post_data=post_data, headers=dict(value.get("headers") or {}),
+        path=path, post_data=post_data, headers=headers,
         initial_delay_seconds=math.ceil(value.get("initial_delay_seconds",
                                                   DEFAULT_INITIAL_DELAY_SECONDS)),
         timeout_seconds=math.ceil(value.get("timeout_seconds", DEFAULT_PROBE_TIMEOUT_SECONDS)),
@@ -825,6 +832,16 @@ def _whole(value):
 
 
 # --- run: what vLLM would refuse at start ----------------------------------------------------
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                                "api-key"})
+
+
+def _credential_header(name: str) -> bool:
+    """Whether a probe header carries a credential (Authorization, Cookie, X-Auth-Token...)."""
+    return name.lower() in CREDENTIAL_HEADERS or \
+        secrets.is_credential_name(name.replace("-", "_"))
+
 
 def _check_run(doc, run: str | None, envs: dict) -> None:
     if not run:

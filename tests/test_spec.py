@@ -436,3 +436,18 @@ def test_a_one_megabyte_spec_of_the_slow_shape_is_refused_at_once(write_spec):
     with pytest.raises(SpecError, match="more than 20000 keys and values"):
         load_inputs(str(path))
     assert time.monotonic() - started < 2  # about 0.1 s; generous for slow CI machines
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-Api-Key", "X-Auth-Token", "Cookie"])
+def test_a_credential_in_a_probe_header_is_refused_not_copied_to_the_vms(write_spec, header):
+    err = error(write_spec, "resources: {accelerators: L4:1}\nservice:\n  readiness_probe:\n"
+                            f"    path: /v1/models\n    headers: {{{header}: Bearer sk-abc}}\n")
+    text = str(err)
+    assert f"service.readiness_probe.headers.{header}" in text and ":5:" in text
+    assert "plain text" in text and "sk-abc" not in text
+
+
+def test_a_plain_probe_header_is_kept(write_spec):
+    spec = load(write_spec, "resources: {accelerators: L4:1}\nservice:\n  readiness_probe:\n"
+                            "    path: /v1/models\n    headers: {X-Custom: hello}\n")
+    assert spec.service.readiness_probe.headers == {"X-Custom": "hello"}
