@@ -130,6 +130,29 @@ def model_from_command(command: str | None) -> str | None:
     return match.group(1).strip("'\"") if match else None
 
 
+VLLM_DEFAULT_PORT = 8000  # vllm/entrypoints/openai/cli_args.py: --port default
+VLLM_SERVER = re.compile(r"vllm\s+serve\b|vllm\.entrypoints\.openai\.api_server")
+
+
+def vllm_port(command: str | None) -> tuple[int, bool] | None:
+    """The port a command's vLLM server listens on, and whether `--port` says so (else vLLM's
+    default); None when the command starts no vLLM server, or its port is not plain (a `$`
+    resolved on the VM, or two --port flags: two servers)."""
+    if not command or not VLLM_SERVER.search(command):
+        return None
+    try:
+        words = shlex.split(command.replace("\\\n", " "), comments=False)
+    except ValueError:
+        words = command.split()
+    given = {value for key, value in _flag_pairs(words) if key == "--port"}
+    if not given:
+        return VLLM_DEFAULT_PORT, False
+    if len(given) > 1:
+        return None
+    text = given.pop()
+    return (int(text), True) if text.isdigit() else None
+
+
 def model_variable(run: str | None, model: str) -> str | None:
     """How `--model MODEL` changes what the spec serves: the env variable through which `run`
     names its model (`vllm serve $MODEL_NAME`, SkyPilot's usual form), which --model then sets

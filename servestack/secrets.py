@@ -2,8 +2,9 @@
 
 A name is secret when the spec lists it under `secrets:`, when `--secret` gives it, or when an
 `envs` entry says it is a credential (HF_TOKEN, *_API_KEY, *PASSWORD*, WANDB_KEY, GITHUB_PAT,
-..., or a value that is a URL with a password: SkyPilot's examples keep HF_TOKEN under `envs`). Values come, highest first, from `--secret NAME=VALUE` / `--env
-NAME=VALUE`, the spec's `secrets:` then `envs:` values, then the deployer's environment
+..., or a value that is a URL with a password: SkyPilot's examples keep HF_TOKEN under `envs`).
+Values come, highest first, from `--secret NAME=VALUE` / `--env NAME=VALUE`, the spec's
+`secrets:` then `envs:` values, then the deployer's environment
 (`--secret NAME` / `--env NAME` without a value, and a name with no value in the spec, read it
 from there, as SkyPilot does).
 

@@ -331,6 +331,8 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
     if data.get("service") is not None:
         service_data = substitute_envs(data["service"], envs)
         service = _service(doc, service_data, ports, alternatives, notes)
+    _check_port(doc, data.get("run"), envs, service.port if service else
+                ports[0][0] if ports else DEFAULT_PORT)
     declared = data.get("secrets")
     if isinstance(declared, dict) and any(v is not None for v in declared.values()):
         notes.append("secrets with values in the spec file are used but never written out; "
@@ -832,6 +834,17 @@ def _whole(value):
 
 
 # --- run: what vLLM would refuse at start ----------------------------------------------------
+
+def _check_port(doc, run: str | None, envs: dict, port: int) -> None:
+    """The run's vLLM must listen where the balancer and the firewall send requests."""
+    served = models.vllm_port(substitute_envs(run, envs)) if run else None
+    if served is None or served[0] == port:
+        return
+    how = "--port" if served[1] else "no --port: vLLM's default"
+    raise doc.error(("run",), f"vLLM serves on port {served[0]} ({how}) but the service's port "
+                    f"is {port} (service.ports, else resources.ports, else {DEFAULT_PORT}); the "
+                    "balancer would never reach it: make them one port")
+
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
                                 "api-key"})

@@ -451,3 +451,23 @@ def test_a_plain_probe_header_is_kept(write_spec):
     spec = load(write_spec, "resources: {accelerators: L4:1}\nservice:\n  readiness_probe:\n"
                             "    path: /v1/models\n    headers: {X-Custom: hello}\n")
     assert spec.service.readiness_probe.headers == {"X-Custom": "hello"}
+
+
+@pytest.mark.parametrize("text, served", [
+    ("resources: {accelerators: L4:1, ports: 8000}\nservice: {readiness_probe: /health, "
+     "ports: 8080}\nrun: vllm serve m --port 8000\n", "port 8000 (--port)"),
+    ("resources: {accelerators: L4:1, ports: 8081}\nrun: vllm serve m\n",
+     "port 8000 (no --port: vLLM's default)"),
+])
+def test_vllm_on_another_port_than_the_service_is_refused(write_spec, text, served):
+    message = str(error(write_spec, text))
+    assert f"run: vLLM serves on {served}" in message and "make them one port" in message
+
+
+def test_vllm_on_the_service_port_or_a_port_set_on_the_vm_is_accepted(write_spec):
+    load(write_spec, "resources: {accelerators: L4:1, ports: 8081}\n"
+                     "run: vllm serve m --host 0.0.0.0 --port 8081\n")
+    load(write_spec, "resources: {accelerators: L4:1, ports: 8081}\nrun: vllm serve m "
+                     "--port $PORT\n")
+    load(write_spec, "envs: {PORT: '8081'}\nresources: {accelerators: L4:1, ports: 8081}\n"
+                     "run: vllm serve m --port $PORT\n")
