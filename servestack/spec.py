@@ -330,7 +330,11 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
     service = None
     if data.get("service") is not None:
         service_data = substitute_envs(data["service"], envs)
-        service = _service(doc, service_data, ports, alternatives, notes)
+        service = _service(doc, service_data, ports, alternatives, notes, data.get("run"))
+    else:
+        path = default_probe_path(data.get("run"))
+        notes.append(f"no service section: one replica, probed at {path}; SkyServe asks for "
+                     "service: {readiness_probe: PATH, replicas: N}")
     _check_port(doc, data.get("run"), envs, service.port if service else
                 ports[0][0] if ports else DEFAULT_PORT)
     declared = data.get("secrets")
@@ -688,8 +692,22 @@ def _port(doc, value, path: tuple) -> int:
     return value
 
 
-def _service(doc, data: dict, ports, alternatives, notes: list[str]) -> Service:
-    probe = _probe(doc, data.get("readiness_probe"))
+def default_probe_path(run: str | None) -> str:
+    """Where a spec without a readiness probe is probed: vLLM's /health when the replicas run
+    vLLM (servestack's own command, or a run that starts it), else /."""
+    return "/health" if not run or models.VLLM_SERVER.search(run) else "/"
+
+
+def _service(doc, data: dict, ports, alternatives, notes: list[str],
+             run: str | None) -> Service:
+    if data.get("readiness_probe") is None:
+        path = default_probe_path(run)
+        probe = ReadinessProbe(path=path)
+        notes.append(f"service.readiness_probe not given: servestack probes {path}" + (
+            " (vLLM's health endpoint)" if path == "/health" else
+            "; set readiness_probe to your server's health path"))
+    else:
+        probe = _probe(doc, data["readiness_probe"])
     policy = _replica_policy(doc, data)
     if policy.base_ondemand_fallback_replicas or policy.dynamic_ondemand_fallback:
         if not all(a.use_spot for a in alternatives):

@@ -471,3 +471,25 @@ def test_vllm_on_the_service_port_or_a_port_set_on_the_vm_is_accepted(write_spec
                      "--port $PORT\n")
     load(write_spec, "envs: {PORT: '8081'}\nresources: {accelerators: L4:1, ports: 8081}\n"
                      "run: vllm serve m --port $PORT\n")
+
+
+@pytest.mark.parametrize("run, path", [
+    (None, "/health"), ("vllm serve m --port 8000", "/health"),
+    ("python -m http.server 8000", "/")])
+def test_a_service_without_a_readiness_probe_is_probed_where_its_server_answers(
+        write_spec, run, path):
+    text = "resources: {accelerators: L4:1}\nservice: {replicas: 1}\n"
+    spec = load(write_spec, text + (f"run: {run}\n" if run else ""))
+    assert spec.service.readiness_probe.path == path
+    assert any(f"service.readiness_probe not given: servestack probes {path}" in note
+               for note in spec.notes)
+
+
+def test_a_spec_without_a_service_section_says_what_it_gets(write_spec):
+    from servestack.deployment.build import _readiness
+
+    spec = load(write_spec, "resources: {accelerators: L4:1}\nrun: vllm serve m\n")
+    assert spec.service is None
+    assert any(note.startswith("no service section: one replica, probed at /health")
+               for note in spec.notes)
+    assert _readiness(None, spec.run).path == "/health"

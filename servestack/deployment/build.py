@@ -31,7 +31,7 @@ from servestack.deployment.model import (
 from servestack.engine.interface import stack_name
 from servestack.errors import UserError
 from servestack.planner import Candidate, group_key
-from servestack.spec import ServiceSpec
+from servestack.spec import ReadinessProbe, ServiceSpec, default_probe_path
 
 VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
 VLLM_HEALTH_PATH = "/health"
@@ -54,7 +54,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
     probe = spec.service.readiness_probe if spec.service else None
     port = spec.port
     min_replicas, max_replicas = replica_range(policy)
-    readiness = _readiness(probe)
+    readiness = _readiness(probe, spec.run)
     lb_path = _balancer_path(readiness, choices.api_key)
     cloud = clouds.get(chosen.cloud)
     disk_type = cloud.disk_types[spec.disk_tier]
@@ -200,10 +200,9 @@ def _choice(c: Candidate) -> InstanceChoice:
                           price_per_hour=c.price_per_hour, attached_gpu=c.attached_gpu)
 
 
-def _readiness(probe) -> Readiness:
-    if probe is None:
-        return Readiness(path="/", method="GET", post_data=None, headers={},
-                         timeout_seconds=15, initial_delay_seconds=1200)
+def _readiness(probe, run: str | None) -> Readiness:
+    if probe is None:  # no service section: the spec's defaults
+        probe = ReadinessProbe(path=default_probe_path(run))
     post = json.dumps(probe.post_data, sort_keys=True) if probe.post_data is not None else None
     return Readiness(path=probe.path, method=probe.method, post_data=post,
                      headers=dict(probe.headers), timeout_seconds=probe.timeout_seconds,
