@@ -64,6 +64,7 @@ class GeneratedService:
     layout: ServiceLayout
     paths: dict[str, Path]  # stack name -> the file written (main.tf.json / Pulumi.<stack>.yaml)
     summary: str  # what was written, in the order to apply it, and how
+    secret_names: tuple[str, ...] = ()  # what the VMs need (the values are never written)
 
 
 def key_stack_name(service: str) -> str:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from servestack.cli import options
 from servestack.cli.options import EXIT_OK, GenerateRequest, PreviewRequest
@@ -57,11 +59,24 @@ def run_generate(request: GenerateRequest) -> int:
               f"({result.placement[0].label if result.placement else 'the first candidate'}),"
               " so there is no front to build; the stack serves on its own endpoint",
               file=sys.stderr)
-    generated = generate(inputs, result, rank=request.rank, pick=request.pick,
-                         stack=request.stack, stacks_dir=request.stacks_dir,
-                         choices=chosen)
+    with _writing(request.stacks_dir):
+        generated = generate(inputs, result, rank=request.rank, pick=request.pick,
+                             stack=request.stack, stacks_dir=request.stacks_dir,
+                             choices=chosen)
     sys.stdout.write(summary(generated))
     return EXIT_OK
+
+
+@contextmanager
+def _writing(stacks_dir: str) -> Iterator[None]:
+    """A stacks folder the system will not write (a file on its path, no permission, a full
+    disk) is the user's to fix: one line, exit 2, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or stacks_dir
+        raise UserError(f"--stacks-dir {stacks_dir}: cannot write {where}: "
+                        f"{exc.strerror or exc}") from None
 
 
 def _generate_service(request: GenerateRequest, inputs, result) -> int:
@@ -76,7 +91,8 @@ def _generate_service(request: GenerateRequest, inputs, result) -> int:
                           prefix=request.stack)
     for note in layout.notes:
         print(f"note: {note}", file=sys.stderr)
-    generated = generate_service(inputs, result, layout, stacks_dir=request.stacks_dir)
+    with _writing(request.stacks_dir):
+        generated = generate_service(inputs, result, layout, stacks_dir=request.stacks_dir)
     sys.stdout.write(generated.summary)
     return EXIT_OK
 

@@ -64,7 +64,8 @@ def generate_terraform(inputs: Inputs, plan: Plan, *, rank: int | None, pick: st
     chosen, deployment = chosen_deployment(inputs, plan, rank=rank, pick=pick,
                                            choices=choices, stack=stack)
     path = write_pool(stacks_dir, deployment)
-    return Generated(path=path, stack=deployment.stack, chosen=chosen, deployment=deployment)
+    return Generated(path=path, stack=deployment.stack, chosen=chosen, deployment=deployment,
+                     secret_names=inputs.spec.secrets)
 
 
 def write_stack(directory: Path, document: dict, variables: dict | None = None) -> Path:
@@ -95,7 +96,8 @@ def generate_service(inputs: Inputs, plan: Plan, layout: ServiceLayout, *,
         paths[d.stack] = write_pool(stacks_dir, d)
     front = ServiceStack("front", layout.front_stack, layout.service, front=layout.front)
     paths[front.name] = write_stack(stack_dir(stacks_dir, front.name), render_shared(front))
-    generated = GeneratedService(layout=layout, paths=paths, summary="")
+    generated = GeneratedService(layout=layout, paths=paths, summary="",
+                                 secret_names=inputs.spec.secrets)
     generated.summary = service_summary(generated)
     return generated
 
@@ -107,8 +109,8 @@ def summary(result: Generated) -> str:
     lines += clouds.get(d.cloud).setup_hints(d, "terraform")
     secrets = f"TF_VAR_{TOKEN_VAR}=\"$(cat secrets.env)\" " if d.secret else ""
     if d.secret:
-        lines.append(f"Secrets: put them in an env file (NAME=value lines, e.g. HF_TOKEN=...) "
-                     f"and pass it as TF_VAR_{TOKEN_VAR}; a lone token works too.")
+        lines.append(f"Secrets: put {_names(result.secret_names)} in an env file (NAME=value "
+                     f"lines) and pass it as TF_VAR_{TOKEN_VAR}; a lone HF token works too.")
     lines.append(f"Deploy: cd {directory} && terraform init && {secrets}terraform apply")
     lines += open_lines(d)
     return "\n".join(lines) + "\n"
@@ -129,12 +131,18 @@ def service_summary(generated: GeneratedService) -> str:
         lines += clouds.get(d.cloud).setup_hints(d, "terraform")
     token = any(d.secret for d in layout.pools)
     if token:
-        lines.append(f"Secrets: put them in an env file (NAME=value lines, e.g. HF_TOKEN=...) "
-                     f"and pass it to each pool as TF_VAR_{TOKEN_VAR} (never written here).")
+        lines.append(f"Secrets: put {_names(generated.secret_names)} in an env file (NAME=value "
+                     f"lines) and pass it to each pool as TF_VAR_{TOKEN_VAR} (never written "
+                     "here).")
     lines += _commands(generated, token)
     lines += _key_lines(layout, generated.paths[layout.key_stack].parent
                         if layout.key_stack else None)
     return "\n".join(lines) + "\n"
+
+
+def _names(names: tuple[str, ...]) -> str:
+    """The secrets the VMs need, by name (the values are never shown)."""
+    return ", ".join(names) if names else "the secrets"
 
 
 def _commands(generated: GeneratedService, token: bool) -> list[str]:

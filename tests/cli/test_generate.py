@@ -102,3 +102,15 @@ def test_candidate_n_generates_exactly_the_row_shown_as_n(tmp_path, monkeypatch,
     # generate's own table (printed with --all or --explain) numbers its rows the same way
     assert main(["generate", "--explain", "--candidate", numbers[1], "--stack", "t"]) == 0
     assert _rows(capsys.readouterr().out)[numbers[1]] == rows[numbers[1]]
+
+
+@pytest.mark.parametrize("engine", ["terraform", "pulumi"])
+def test_a_stacks_dir_that_cannot_be_written_is_one_line_exit_2(tmp_path, monkeypatch, capsys,
+                                                                engine):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    assert main(["generate", "--format", engine, "--stacks-dir", "a_file/sub",
+                 "--cloud", "aws"]) == 2
+    err = capsys.readouterr().err
+    assert "--stacks-dir a_file/sub: cannot write a_file/sub" in err
+    assert "Traceback" not in err and not (tmp_path / "a_file" / "sub").exists()

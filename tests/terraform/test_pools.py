@@ -190,8 +190,9 @@ def test_the_summary_gives_apply_and_destroy_order(tmp_path, capsys):
     assert [f"-chdir={folders[n]} destroy" in line
             for n, line in zip(reversed(order), destroys, strict=True)] == [True] * 4
     assert "may run in parallel" in out
-    # only the pools read the secrets at apply time
+    # only the pools read the secrets at apply time, and the summary names them
     assert ["TF_VAR_hf_token" in line for line in applies] == [False, True, True, False]
+    assert "Secrets: put HF_TOKEN in an env file" in out
 
 
 @pytest.mark.parametrize(("flags", "says"), [
