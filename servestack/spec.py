@@ -322,6 +322,9 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         if data.get(key):
             notes.append(f"{key}: accepted but not used by servestack (the bootstrap does not "
                          "copy files to the VMs)")
+    if _anywhere_in_resources(data.get("resources") or {}, "network_tier"):
+        notes.append("resources.network_tier: accepted but not used: the VMs get their cloud's "
+                     "default network for the instance type (A3 types get gVNIC)")
     envs, secret_names, secret_values, missing = _envs_and_secrets(data, given)
     _check_run(doc, data.get("run"), envs)
     resources = data.get("resources") or {}
@@ -362,6 +365,13 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         secret_values=secret_values,
         missing=missing,
     )
+
+
+def _anywhere_in_resources(resources: dict, key: str) -> bool:
+    """Whether `key` is set in resources or any of its any_of / ordered entries."""
+    entries = [resources, *(e for k in ("any_of", "ordered")
+                            for e in (resources.get(k) or []) if isinstance(e, dict))]
+    return any(entry.get(key) is not None for entry in entries)
 
 
 def substitute_envs(value, envs: dict):
@@ -720,6 +730,10 @@ def _service(doc, data: dict, ports, alternatives, notes: list[str],
     if "load_balancing_policy" in data:
         notes.append(f"service.load_balancing_policy {policy_name}: accepted but not used: the "
                      "cloud's own load balancer picks the replica for each request")
+    if policy.min_replicas == 0:
+        notes.append("service.replica_policy.min_replicas 0: kept at 1; the clouds' autoscalers "
+                     "scale on the load balancer's requests per replica, which a group of zero "
+                     "replicas does not have, so it could never scale up again")
     if "spot_placer" in (data.get("replica_policy") or {}):
         notes.append("service.replica_policy.spot_placer: accepted but not used: servestack "
                      "spreads a spot group over every zone of the region that sells its types "

@@ -493,3 +493,15 @@ def test_a_spec_without_a_service_section_says_what_it_gets(write_spec):
     assert any(note.startswith("no service section: one replica, probed at /health")
                for note in spec.notes)
     assert _readiness(None, spec.run).path == "/health"
+
+
+def test_min_replicas_zero_and_network_tier_are_not_silently_changed_or_dropped(write_spec):
+    spec = load(write_spec, "resources:\n  accelerators: L4:1\n  any_of:\n"
+                            "    - {cloud: gcp, network_tier: best}\nservice:\n"
+                            "  readiness_probe: /health\n  replica_policy: {min_replicas: 0, "
+                            "max_replicas: 3, target_qps_per_replica: 1}\n")
+    assert spec.replicas == 1
+    assert any(n.startswith("service.replica_policy.min_replicas 0: kept at 1")
+               for n in spec.notes)
+    assert any(n.startswith("resources.network_tier: accepted but not used")
+               for n in spec.notes)
