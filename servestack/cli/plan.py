@@ -162,5 +162,14 @@ def run_plan(request: PlanRequest, view: PlanView) -> int:
 def print_table(inputs: Inputs, result: Plan, view: TableView) -> None:
     from servestack import report
 
-    sys.stdout.write(report.plan_table(result, inputs.spec, inputs.catalog.dates,
+    sys.stdout.write(report.plan_table(result, inputs.spec, _date_ranges(inputs),
                                        show_all=view.show_all, explain=view.explain))
+
+
+def _date_ranges(inputs: Inputs) -> dict[str, str]:
+    """Each cloud's price dates for the table's heading: the oldest to the newest row."""
+    ranges = dict(inputs.catalog.dates)
+    for cloud, file in inputs.catalog.files.items():
+        if file.oldest and file.newest and file.oldest != file.newest:
+            ranges[cloud] = f"{file.oldest}..{file.newest}"
+    return ranges

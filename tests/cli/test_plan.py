@@ -115,3 +115,14 @@ def test_model_equal_to_what_run_serves_is_accepted(run_cli, tmp_path):
     spec.write_text(f"resources:\n  accelerators: A100-80GB:2\nrun: vllm serve {QWEN}\n")
     result = run_cli("servestack", "plan", str(spec), "--model", QWEN)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_heading_gives_each_clouds_oldest_to_newest_price_date(run_cli):
+    from servestack.inputs import load_inputs
+
+    files = load_inputs(None).catalog.files
+    heading = run_cli("plan-mixtral").stdout.splitlines()[1]
+    for cloud, file in files.items():
+        span = file.newest if file.oldest == file.newest else f"{file.oldest}..{file.newest}"
+        assert f"{cloud} {span}" in heading
+    assert any(file.oldest != file.newest for file in files.values())  # azure today
