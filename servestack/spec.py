@@ -353,7 +353,7 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         disk_size_gb=_disk_size(doc, resources.get("disk_size"), notes),
         disk_tier=resources.get("disk_tier", "medium"),
         image_id=resources.get("image_id"),
-        labels=dict(resources.get("labels") or {}),
+        labels=_labels(doc, dict(resources.get("labels") or {}), notes),
         max_hourly_cost=resources.get("max_hourly_cost"),
         service=service,
         envs=envs,
@@ -365,6 +365,34 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         secret_values=secret_values,
         missing=missing,
     )
+
+
+def label_key(key: str) -> str:
+    """A label as every cloud takes it: GCP's rule, the strictest (lowercase [a-z0-9_-],
+    at most 63 characters)."""
+    return re.sub(r"[^a-z0-9_-]", "-", key.lower())[:63]
+
+
+def label_value(value: object) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
+
+
+def _labels(doc, labels: dict, notes: list[str]) -> dict:
+    """The spec's labels, refused where two become one label, noted where they change."""
+    seen: dict[str, str] = {}
+    for key in labels:
+        made = label_key(str(key))
+        if made in seen:
+            raise doc.error(("resources", "labels", key), f"{key!r} and {seen[made]!r} both "
+                            f"become the label {made!r} (labels are lowercased to a-z, 0-9, "
+                            "_ and -, GCP's rule, on every cloud); rename one")
+        seen[made] = str(key)
+    changed = sorted(str(k) for k, v in labels.items()
+                     if label_key(str(k)) != k or label_value(v) != str(v))
+    if changed:
+        notes.append(f"resources.labels {', '.join(changed)}: written lowercased to a-z, 0-9, "
+                     "_ and - (at most 63 characters), as GCP requires, on every cloud")
+    return labels
 
 
 def _anywhere_in_resources(resources: dict, key: str) -> bool:

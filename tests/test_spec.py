@@ -505,3 +505,12 @@ def test_min_replicas_zero_and_network_tier_are_not_silently_changed_or_dropped(
                for n in spec.notes)
     assert any(n.startswith("resources.network_tier: accepted but not used")
                for n in spec.notes)
+
+
+def test_labels_that_become_one_are_refused_and_changed_ones_noted(write_spec):
+    message = str(error(write_spec, "resources:\n  accelerators: L4:1\n  labels:\n"
+                                    "    Team: ML Infra\n    team: other\n"))
+    assert ":5:" in message and "'team' and 'Team' both become the label 'team'" in message
+    spec = load(write_spec, "resources:\n  accelerators: L4:1\n  labels: {Team: ML, env: prod}\n")
+    assert spec.labels == {"Team": "ML", "env": "prod"}
+    assert any(n.startswith("resources.labels Team: written lowercased") for n in spec.notes)

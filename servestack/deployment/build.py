@@ -31,7 +31,7 @@ from servestack.deployment.model import (
 from servestack.engine.interface import stack_name
 from servestack.errors import UserError
 from servestack.planner import Candidate, group_key
-from servestack.spec import ReadinessProbe, ServiceSpec, default_probe_path
+from servestack.spec import ReadinessProbe, ServiceSpec, default_probe_path, label_key, label_value
 
 VLLM_VERSION = "0.32.0"  # pinned in the bootstrap's venv; overridable with --vllm-version
 VLLM_HEALTH_PATH = "/health"
@@ -99,7 +99,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
         envs=dict(spec.envs),  # the spec's secrets are not among them: they go to `secret`
         secret=cloud.secret_ref(name, stack) if spec.secrets else None,
         gcp_project=choices.gcp_project,
-        labels={_label_key(k): _label_value(v) for k, v in spec.labels.items()},
+        labels={label_key(k): label_value(v) for k, v in spec.labels.items()},
         container_image=container,
         api_key=cloud.api_key_ref(name, stack) if choices.api_key else None,
         tls=Tls(domain=choices.domain, dns_zone=choices.dns_zone)
@@ -225,11 +225,3 @@ def _container_image(image_id: str | None) -> str | None:
         raise UserError(f"resources.image_id: {image_id[:80]!r} is not docker:IMAGE with a "
                         "Docker image reference such as docker:vllm/vllm-openai:v0.9.2")
     return image
-
-
-def _label_key(key: str) -> str:
-    return re.sub(r"[^a-z0-9_-]", "-", key.lower())[:63]
-
-
-def _label_value(value: str) -> str:
-    return re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
