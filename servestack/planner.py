@@ -147,6 +147,7 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
         _plan_into(result, spec, catalog, options, _Fits(facts, result))
     if not result.candidates:
         raise NothingFits(result)
+    _check_one_ami_region(spec, result.candidates)
     result.warnings.extend(stale_prices(_oldest_prices(result.candidates), today))
     return result
 
@@ -233,6 +234,21 @@ class _Fits:
                     what=f"{place.accelerator}:{place.accelerator_count}", reason=fit.reason))
             fits = self.known[pool] = fit.ok
         return fits
+
+
+def _check_one_ami_region(spec: ServiceSpec, candidates: list[Candidate]) -> None:
+    """An AMI id names an image in one region: a plan whose AWS candidates span several
+    regions would launch it where it does not exist."""
+    image = spec.image_id
+    if not isinstance(image, str) or not image.startswith("ami-"):
+        return
+    regions = sorted({c.region for c in candidates if c.cloud == "aws"})
+    if len(regions) > 1:
+        raise UserError(f"resources.image_id {image}: an AMI belongs to one region, but the "
+                        f"AWS candidates span {len(regions)} ({', '.join(regions[:4])}"
+                        f"{', ...' if len(regions) > 4 else ''}); pin the region "
+                        "(resources.region, infra: aws/REGION or --region) or give image_id as "
+                        "a map of region to AMI")
 
 
 def _oldest_prices(candidates: Iterable[Candidate]) -> dict[str, str]:

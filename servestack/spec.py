@@ -352,7 +352,7 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         ports=ports,
         disk_size_gb=_disk_size(doc, resources.get("disk_size"), notes),
         disk_tier=resources.get("disk_tier", "medium"),
-        image_id=resources.get("image_id"),
+        image_id=_image_id(doc, resources.get("image_id"), context),
         labels=_labels(doc, dict(resources.get("labels") or {}), notes),
         max_hourly_cost=resources.get("max_hourly_cost"),
         service=service,
@@ -365,6 +365,14 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         secret_values=secret_values,
         missing=missing,
     )
+
+
+def _image_id(doc, value, context: SpecContext):
+    """The image, or a map of region to image whose regions are all known ones."""
+    if isinstance(value, dict):
+        for region in value:
+            _check_region(doc, None, str(region), ("resources", "image_id", region), context)
+    return value
 
 
 def label_key(key: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from servestack import models
 from servestack.deployment.build import build_deployment
+from servestack.errors import UserError
 from servestack.inputs import load_inputs
 from servestack.planner import Candidate, NothingFits, Options, _Found, _rank, group_key, plan
 from servestack.report import best_per_group, plan_json, plan_table
@@ -347,3 +348,13 @@ def test_a_candidate_shows_the_price_range_of_the_types_its_group_may_launch(emb
     row = next(line for line in plan_table(result, embedded.spec, {}, show_all=True).splitlines()
                if line.split()[:1] == [str(c.rank)])
     assert f"{low:.2f}-{high:.2f}" in row and f"(+{len(c.group_instance_types) - 1} type" in row
+
+
+def test_one_ami_for_many_aws_regions_is_refused_and_one_region_is_fine(write_spec):
+    path = write_spec("resources:\n  cloud: aws\n  accelerators: L4:1\n"
+                      "  image_id: ami-0123456789abcdef0\n")
+    with pytest.raises(UserError, match="an AMI belongs to one region, but the AWS candidates "
+                                        "span"):
+        make_plan(path)
+    _, result = make_plan(path, Options(region="us-east-1"))
+    assert {c.region for c in result.candidates} == {"us-east-1"}

@@ -514,3 +514,9 @@ def test_labels_that_become_one_are_refused_and_changed_ones_noted(write_spec):
     spec = load(write_spec, "resources:\n  accelerators: L4:1\n  labels: {Team: ML, env: prod}\n")
     assert spec.labels == {"Team": "ML", "env": "prod"}
     assert any(n.startswith("resources.labels Team: written lowercased") for n in spec.notes)
+
+
+def test_an_image_map_names_known_regions_only(write_spec):
+    message = str(error(write_spec, "resources:\n  accelerators: L4:1\n  image_id:\n"
+                                    "    us-east-99: ami-0123\n"))
+    assert ":4: resources.image_id.us-east-99: unknown region 'us-east-99'" in message
