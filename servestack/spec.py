@@ -22,6 +22,19 @@ from servestack.errors import SpecError, UserError
 from servestack.yamlsource import MAX_DEPTH, Document, format_path, load_document
 
 CLOUDS = clouds.NAMES
+# SkyPilot fields with no counterpart here, and what to use instead.
+SKYPILOT_ONLY_FIELDS = {
+    "tls": "servestack's --domain NAME gives HTTPS with the cloud's own certificate",
+    "config": "servestack's command-line flags set what SkyPilot's config would",
+    "job_recovery": "a service's replicas are repaired by the cloud's instance group",
+    "accelerator_args": "TPUs are not served",
+    "autostop": "a service's replicas run until destroyed; scale with replica_policy",
+    "storage_mounts": "the VMs mount no storage; --weight-cache keeps the model weights",
+    "volumes": "the VMs mount no volumes",
+    "pool": "servestack serves, it runs no job pools",
+    "event_callback": "servestack runs no job callbacks",
+    "experimental": "servestack's command-line flags set what SkyPilot's config would",
+}
 OTHER_SKYPILOT_CLOUDS = ("kubernetes", "k8s", "lambda", "oci", "runpod", "fluidstack", "ibm",
                          "scp", "cudo", "paperspace", "vast", "nebius", "do", "vsphere", "ssh")
 DEFAULT_INITIAL_DELAY_SECONDS = 1200  # SkyServe's default
@@ -232,6 +245,9 @@ def _describe(error, path: tuple) -> tuple[tuple, str]:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
+        if unknown and unknown[0] in SKYPILOT_ONLY_FIELDS:
+            return (*path, unknown[0]), ("a SkyPilot field servestack does not support "
+                                         f"({SKYPILOT_ONLY_FIELDS[unknown[0]]}); remove it")
         hint = _did_you_mean(unknown[0], allowed) if unknown else ""
         return (*path, unknown[0]) if unknown else path, \
             f"unknown field {_short(unknown[0])}{hint}; allowed: {', '.join(allowed)}"

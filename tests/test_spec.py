@@ -520,3 +520,14 @@ def test_an_image_map_names_known_regions_only(write_spec):
     message = str(error(write_spec, "resources:\n  accelerators: L4:1\n  image_id:\n"
                                     "    us-east-99: ami-0123\n"))
     assert ":4: resources.image_id.us-east-99: unknown region 'us-east-99'" in message
+
+
+@pytest.mark.parametrize("text, where", [
+    ("resources: {accelerators: L4:1}\nservice:\n  readiness_probe: /health\n"
+     "  tls: {keyfile: k, certfile: c}\n", ":4: service.tls: "),
+    ("resources: {accelerators: L4:1, job_recovery: FAILOVER}\n", ":1: resources.job_recovery: "),
+    ("config: {aws: {}}\nresources: {accelerators: L4:1}\n", ":1: config: "),
+])
+def test_skypilot_fields_with_no_counterpart_say_so(write_spec, text, where):
+    message = str(error(write_spec, text))
+    assert where + "a SkyPilot field servestack does not support (" in message
