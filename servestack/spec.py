@@ -354,8 +354,13 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         path = default_probe_path(data.get("run"))
         notes.append(f"no service section: one replica, probed at {path}; SkyServe asks for "
                      "service: {readiness_probe: PATH, replicas: N}")
-    _check_port(doc, data.get("run"), envs, service.port if service else
-                ports[0][0] if ports else DEFAULT_PORT)
+    port = service.port if service else _service_port(doc, {}, ports, [])
+    _check_port(doc, data.get("run"), envs, port)
+    others = [f"{low}-{high}" if high > low else str(low) for low, high in ports
+              if not low <= port <= high or high > low]
+    if others:
+        notes.append(f"resources.ports {', '.join(others)}: only the service's port {port} is "
+                     "opened, behind the load balancer; the VMs take nothing on the others")
     declared = data.get("secrets")
     if isinstance(declared, dict) and any(v is not None for v in declared.values()):
         notes.append("secrets with values in the spec file are used but never written out; "

@@ -531,3 +531,13 @@ def test_an_image_map_names_known_regions_only(write_spec):
 def test_skypilot_fields_with_no_counterpart_say_so(write_spec, text, where):
     message = str(error(write_spec, text))
     assert where + "a SkyPilot field servestack does not support (" in message
+
+
+def test_ports_beyond_the_service_port_are_noted_and_a_range_alone_needs_service_ports(
+        write_spec):
+    spec = load(write_spec, "resources: {accelerators: L4:1, ports: [8000, 9000-9010]}\n"
+                            "service: {readiness_probe: /health, ports: 8000}\n")
+    assert any(n.startswith("resources.ports 9000-9010: only the service's port 8000")
+               for n in spec.notes)
+    message = str(error(write_spec, "resources:\n  accelerators: L4:1\n  ports: 8000-8010\n"))
+    assert ":3: resources.ports: a service with several ports needs service.ports" in message
