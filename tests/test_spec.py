@@ -97,7 +97,8 @@ def test_ports_forms(write_spec):
     for value, expected in (("8000", ((8000, 8000),)), ('"8000"', ((8000, 8000),)),
                             ('"8000-8010"', ((8000, 8010),)),
                             ('[8000, "9000-9010"]', ((8000, 8000), (9000, 9010)))):
-        spec = load(write_spec, f"resources: {{accelerators: A100:4, ports: {value}}}")
+        spec = load(write_spec, f"resources: {{accelerators: A100:4, ports: {value}}}\n"
+                                "service: {readiness_probe: /health, ports: 8000}\n")
         assert spec.ports == expected
 
 
