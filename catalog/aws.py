@@ -107,6 +107,9 @@ class Aws:
     def unpriced_zone(self, zone: str, region: str) -> bool:
         return is_zone_name(zone, region)  # the catalog keeps zone IDs; a name maps per account
 
+    def regional_image(self, image: str) -> bool:
+        return image.startswith("ami-")  # an AMI id is one region's
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return None  # the price lists are public; spot history falls back to the public feed
 

@@ -53,6 +53,9 @@ class Azure:
     def unpriced_zone(self, zone: str, region: str) -> bool:
         return False  # priced per region: its offers hold the region's zones as they are
 
+    def regional_image(self, image: str) -> bool:
+        return False  # image resource ids and gallery images are referenced by id
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return None  # the Retail Prices API is public
 

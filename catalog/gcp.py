@@ -63,6 +63,9 @@ class Gcp:
     def unpriced_zone(self, zone: str, region: str) -> bool:
         return False  # its zones are the ones the catalog and the API name
 
+    def regional_image(self, image: str) -> bool:
+        return False  # images are global resources of a project
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         return KEY_NEEDED if _needs_key(options.urls.get("gcp"), options.gcp_api_key) else None
 

@@ -30,6 +30,11 @@ class Provider(Protocol):
         its spot price is the dearest of theirs, since which one it is is known only at deploy."""
         ...
 
+    def regional_image(self, image: str) -> bool:
+        """Whether a `resources.image_id` names an image that exists in one region only
+        (AWS: an AMI id), so a plan may not spread it over several regions."""
+        ...
+
     def missing_credentials(self, options: RefreshOptions) -> str | None:
         """Why `fetch` cannot run here (e.g. no API key), or None."""
         ...

@@ -147,7 +147,7 @@ def plan(spec: ServiceSpec, catalog: Catalog, facts: ModelFacts | None,
         _plan_into(result, spec, catalog, options, _Fits(facts, result))
     if not result.candidates:
         raise NothingFits(result)
-    _check_one_ami_region(spec, result.candidates)
+    _check_one_image_region(spec, result.candidates)
     result.warnings.extend(stale_prices(_oldest_prices(result.candidates), today))
     return result
 
@@ -236,19 +236,23 @@ class _Fits:
         return fits
 
 
-def _check_one_ami_region(spec: ServiceSpec, candidates: list[Candidate]) -> None:
-    """An AMI id names an image in one region: a plan whose AWS candidates span several
+def _check_one_image_region(spec: ServiceSpec, candidates: list[Candidate]) -> None:
+    """An image of one region (an AMI id): a plan whose candidates of that cloud span several
     regions would launch it where it does not exist."""
     image = spec.image_id
-    if not isinstance(image, str) or not image.startswith("ami-"):
+    if not isinstance(image, str):
         return
-    regions = sorted({c.region for c in candidates if c.cloud == "aws"})
-    if len(regions) > 1:
-        raise UserError(f"resources.image_id {image}: an AMI belongs to one region, but the "
-                        f"AWS candidates span {len(regions)} ({', '.join(regions[:4])}"
-                        f"{', ...' if len(regions) > 4 else ''}); pin the region "
-                        "(resources.region, infra: aws/REGION or --region) or give image_id as "
-                        "a map of region to AMI")
+    for cloud in sorted({c.cloud for c in candidates}):
+        if not provider(cloud).regional_image(image):
+            continue
+        regions = sorted({c.region for c in candidates if c.cloud == cloud})
+        if len(regions) > 1:
+            raise UserError(
+                f"resources.image_id {image}: the image belongs to one region, but the "
+                f"{CLOUD_TITLES[cloud]} candidates span {len(regions)} "
+                f"({', '.join(regions[:4])}{', ...' if len(regions) > 4 else ''}); pin the "
+                f"region (resources.region, infra: {cloud}/REGION or --region) or give "
+                "image_id as a map of region to image")
 
 
 def _oldest_prices(candidates: Iterable[Candidate]) -> dict[str, str]:

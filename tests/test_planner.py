@@ -353,8 +353,8 @@ def test_a_candidate_shows_the_price_range_of_the_types_its_group_may_launch(emb
 def test_one_ami_for_many_aws_regions_is_refused_and_one_region_is_fine(write_spec):
     path = write_spec("resources:\n  cloud: aws\n  accelerators: L4:1\n"
                       "  image_id: ami-0123456789abcdef0\n")
-    with pytest.raises(UserError, match="an AMI belongs to one region, but the AWS candidates "
-                                        "span"):
+    with pytest.raises(UserError, match="the image belongs to one region, but the AWS "
+                                        "candidates span"):
         make_plan(path)
     _, result = make_plan(path, Options(region="us-east-1"))
     assert {c.region for c in result.candidates} == {"us-east-1"}
