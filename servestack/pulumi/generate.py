@@ -227,6 +227,11 @@ def open_lines(d: Deployment) -> list[str]:
         lines.append(f"API key: generated at the first apply and kept in the "
                      f"{STORES[d.api_key.store]} {d.api_key.name} (the {OUTPUT_API_KEY_REF} "
                      f"output); `servestack endpoint {d.service}` prints how to read it.")
+    if d.health.path != d.readiness.path:
+        lines.append(f"Health check: the balancer checks {d.health.path}, as it cannot send "
+                     f"what the readiness probe {d.readiness.method} {d.readiness.path} needs "
+                     "(the API key, a body or headers); each VM runs that probe before its port "
+                     "opens, and `servestack deploy` runs it through the endpoint.")
     return lines + [f"Open by your choice: {note}" for note in security_notes(d)]
 
 

@@ -75,7 +75,11 @@ def test_terraform_goes_into_the_stacks_dir(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--format", "terraform", "--stack", "tf.prod", "--stacks-dir",
                  "out", "--cloud", "aws"]) == 0
-    assert "cd out/tf.prod && terraform init" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cd out/tf.prod && terraform init" in out
+    # the embedded probe posts a body with the key: the balancer checks /health and says so
+    assert "Health check: the balancer checks /health, as it cannot send what the readiness " \
+        "probe POST /v1/chat/completions needs" in out
     assert sorted(p.name for p in (tmp_path / "out" / "tf.prod").iterdir()) == [
         ".gitignore", "main.tf.json", "terraform.tfvars.json"]
 
