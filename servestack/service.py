@@ -80,7 +80,7 @@ def build_layout(inputs: Inputs, plan: Plan, pools: Sequence[Pool], choices: Cho
     """The stacks of a service whose replicas `pools` hold (placement order). `prefix` names
     the stacks (default: the service's name): `<prefix>-<candidate id>`, `<prefix>-key`,
     `<prefix>-front`."""
-    service = service_slug(inputs.spec.name or "servestack")
+    service = service_slug(inputs.spec.service_name)
     prefix = prefix or service
     if not pools:
         raise UserError("a service needs at least one pool")

@@ -9,6 +9,7 @@ for the planner. Every error names the file, the field and the line.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -168,6 +169,11 @@ class ServiceSpec:
     notes: tuple[str, ...]
     secret_values: dict = field(default_factory=dict, repr=False, compare=False)
     missing: tuple[str, ...] = ()  # envs and secrets that have no value anywhere
+
+    @property
+    def service_name(self) -> str:
+        """The spec's name, else one made from its file (see `derived_name`)."""
+        return self.name or derived_name(self.file)
 
     @property
     def replicas(self) -> int:
@@ -334,6 +340,9 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         raise doc.error(("num_nodes",), f"{num_nodes} nodes per replica: servestack supports "
                         "num_nodes: 1 only for now (one VM per replica, tensor parallel "
                         "within it)")
+    if not data.get("name"):
+        notes.append(f"no name: the service is {derived_name(doc.file)} (the file's name and "
+                     "a digest of its path); set name: to choose one")
     for key in ("file_mounts", "workdir"):
         if data.get(key):
             notes.append(f"{key}: accepted but not used by servestack (the bootstrap does not "
@@ -422,6 +431,15 @@ def _labels(doc, labels: dict, notes: list[str]) -> dict:
         notes.append(f"resources.labels {', '.join(changed)}: written lowercased to a-z, 0-9, "
                      "_ and - (at most 63 characters), as GCP requires, on every cloud")
     return labels
+
+
+def derived_name(file: str) -> str:
+    """The name of a spec without `name:`: its file's name and a digest of the file's full
+    path, so two unnamed specs (two serve.yaml in two folders) never share stacks and names;
+    a fixed default did. At most 20 characters once made a resource name."""
+    where = file if file.startswith("<") else str(Path(file).resolve())
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(file).stem.lower()).strip("-")[:11] or "service"
+    return f"{stem}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"
 
 
 def _anywhere_in_resources(resources: dict, key: str) -> bool:

@@ -542,3 +542,20 @@ def test_ports_beyond_the_service_port_are_noted_and_a_range_alone_needs_service
                for n in spec.notes)
     message = str(error(write_spec, "resources:\n  accelerators: L4:1\n  ports: 8000-8010\n"))
     assert ":3: resources.ports: a service with several ports needs service.ports" in message
+
+
+def test_two_unnamed_specs_in_two_folders_get_two_stable_names(tmp_path):
+    from servestack.deployment.choices import service_slug
+
+    names = []
+    for folder in ("a", "b"):
+        path = tmp_path / folder / "serve.yaml"
+        path.parent.mkdir()
+        path.write_text("resources: {accelerators: L4:1}\nrun: vllm serve m\n")
+        spec = load_inputs(str(path)).spec
+        assert spec.service_name == load_inputs(str(path)).spec.service_name  # stable
+        assert service_slug(spec.service_name) == spec.service_name  # a valid resource name
+        assert any(n.startswith(f"no name: the service is {spec.service_name}")
+                   for n in spec.notes)
+        names.append(spec.service_name)
+    assert names[0] != names[1] and all(n.startswith("serve-") for n in names)

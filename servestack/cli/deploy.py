@@ -312,7 +312,7 @@ def _prepare(request: PlanRequest, target: _Target, choices: DeploymentOptions):
     defaults = (target.stack or {}).get("servestack:deployment") or {}
     inputs, plan = make_plan(replace(request, spec=target.spec))
     require_values(inputs)
-    service = defaults.get("service") or service_slug(inputs.spec.name or "servestack")
+    service = defaults.get("service") or service_slug(inputs.spec.service_name)
     candidates = list(plan.candidates)
     chosen = ((target.stack or {}).get("servestack:candidate") or {}).get("id")
     if chosen:

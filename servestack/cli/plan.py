@@ -55,7 +55,7 @@ def place_replicas(request: PlanRequest, inputs: Inputs, result: Plan) -> list[P
     from servestack.placement import Capacity, place
 
     wanted = request.placement
-    service = service_slug(inputs.spec.name or "servestack")
+    service = service_slug(inputs.spec.service_name)
     full = full_candidates(request.state_dir, service, result)
     capacity = Capacity(max_per_pool=wanted.max_per_pool, without=full)
     try:

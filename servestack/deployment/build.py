@@ -48,7 +48,7 @@ def build_deployment(spec: ServiceSpec, chosen: Candidate, plan: list[Candidate]
                      stack: str | None = None) -> Deployment:
     """The deployment of `chosen` as stack `stack` (default: the deploy loop's stack name for
     the candidate, `<service>-<candidate id>`)."""
-    name = service_name or service_slug(spec.name or "servestack")
+    name = service_name or service_slug(spec.service_name)
     stack = stack or stack_name(name, chosen.id)
     policy = spec.service.replica_policy if spec.service else None
     probe = spec.service.readiness_probe if spec.service else None

@@ -61,7 +61,7 @@ def chosen_deployment(inputs: Inputs, plan: Plan, *, rank: int | None, pick: str
     deployment = build_deployment(
         inputs.spec, chosen, plan.candidates, model=inputs.model,
         choices=choices,
-        stack=stack or service_slug(inputs.spec.name or "servestack"))
+        stack=stack or service_slug(inputs.spec.service_name))
     return chosen, deployment
 
 
