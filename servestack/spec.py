@@ -363,13 +363,7 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
         path = default_probe_path(data.get("run"))
         notes.append(f"no service section: one replica, probed at {path}; SkyServe asks for "
                      "service: {readiness_probe: PATH, replicas: N}")
-    port = service.port if service else _service_port(doc, {}, ports, [])
-    _check_port(doc, data.get("run"), envs, port)
-    others = [f"{low}-{high}" if high > low else str(low) for low, high in ports
-              if not low <= port <= high or high > low]
-    if others:
-        notes.append(f"resources.ports {', '.join(others)}: only the service's port {port} is "
-                     "opened, behind the load balancer; the VMs take nothing on the others")
+    _check_ports(doc, data.get("run"), envs, service, ports, notes)
     declared = data.get("secrets")
     if isinstance(declared, dict) and any(v is not None for v in declared.values()):
         notes.append("secrets with values in the spec file are used but never written out; "
@@ -942,15 +936,22 @@ def _whole(value):
 
 # --- run: what vLLM would refuse at start ----------------------------------------------------
 
-def _check_port(doc, run: str | None, envs: dict, port: int) -> None:
-    """The run's vLLM must listen where the balancer and the firewall send requests."""
+def _check_ports(doc, run: str | None, envs: dict, service: Service | None, ports,
+                 notes: list[str]) -> None:
+    """The run's vLLM must listen where the balancer and the firewall send requests; the
+    other ports the spec opens are not opened, and a note says so."""
+    port = service.port if service else _service_port(doc, {}, ports, [])
     served = models.vllm_port(substitute_envs(run, envs)) if run else None
-    if served is None or served[0] == port:
-        return
-    how = "--port" if served[1] else "no --port: vLLM's default"
-    raise doc.error(("run",), f"vLLM serves on port {served[0]} ({how}) but the service's port "
-                    f"is {port} (service.ports, else resources.ports, else {DEFAULT_PORT}); the "
-                    "balancer would never reach it: make them one port")
+    if served is not None and served[0] != port:
+        how = "--port" if served[1] else "no --port: vLLM's default"
+        raise doc.error(("run",), f"vLLM serves on port {served[0]} ({how}) but the service's "
+                        f"port is {port} (service.ports, else resources.ports, else "
+                        f"{DEFAULT_PORT}); the balancer would never reach it: make them one port")
+    others = [f"{low}-{high}" if high > low else str(low) for low, high in ports
+              if not low <= port <= high or high > low]
+    if others:
+        notes.append(f"resources.ports {', '.join(others)}: only the service's port {port} is "
+                     "opened, behind the load balancer; the VMs take nothing on the others")
 
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
