@@ -132,25 +132,50 @@ def model_from_command(command: str | None) -> str | None:
 
 VLLM_DEFAULT_PORT = 8000  # vllm/entrypoints/openai/cli_args.py: --port default
 VLLM_SERVER = re.compile(r"vllm\s+serve\b|vllm\.entrypoints\.openai\.api_server")
+SHELL_OPERATOR = re.compile(r"[;&|()<>]+")
 
 
 def vllm_port(command: str | None) -> tuple[int, bool] | None:
-    """The port a command's vLLM server listens on, and whether `--port` says so (else vLLM's
-    default); None when the command starts no vLLM server, or its port is not plain (a `$`
-    resolved on the VM, or two --port flags: two servers)."""
-    if not command or not VLLM_SERVER.search(command):
+    """The port a command's vLLM server listens on, and whether its `--port` says so (else
+    vLLM's default). Only the vLLM command's own words count, not other commands on the line
+    (`vllm serve M & app.py --port 7860`) nor comments. None when that is not plain: no vLLM
+    server, two of them, a line the shell lexer cannot read, or a `$` resolved on the VM."""
+    servers = [words for words in _commands(command or "") if _starts_vllm(words)]
+    if len(servers) != 1:
         return None
-    try:
-        words = shlex.split(command.replace("\\\n", " "), comments=False)
-    except ValueError:
-        words = command.split()
-    given = {value for key, value in _flag_pairs(words) if key == "--port"}
+    given = {value for key, value in _flag_pairs(servers[0]) if key == "--port"}
     if not given:
         return VLLM_DEFAULT_PORT, False
-    if len(given) > 1:
-        return None
     text = given.pop()
-    return (int(text), True) if text.isdigit() else None
+    return (int(text), True) if not given and text.isdigit() else None
+
+
+def _commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell script, as words: lines (with their continuations
+    joined) split at ; & | && || and parentheses, comments dropped. [] when a line does not
+    lex (a quote left open, as in a heredoc): no guess is made then."""
+    commands: list[list[str]] = []
+    for line in script.replace("\\\r\n", " ").replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        current: list[str] = []
+        try:
+            for token in lexer:
+                if SHELL_OPERATOR.fullmatch(token):
+                    commands.append(current)
+                    current = []
+                else:
+                    current.append(token)
+        except ValueError:
+            return []
+        commands.append(current)
+    return [words for words in commands if words]
+
+
+def _starts_vllm(words: list[str]) -> bool:
+    pairs = zip(words, words[1:], strict=False)
+    return any(a == "vllm" and b == "serve" for a, b in pairs) or \
+        "vllm.entrypoints.openai.api_server" in words
 
 
 def model_variable(run: str | None, model: str) -> str | None:

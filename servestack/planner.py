@@ -248,8 +248,8 @@ def _check_one_image_region(spec: ServiceSpec, candidates: list[Candidate]) -> N
         regions = sorted({c.region for c in candidates if c.cloud == cloud})
         if len(regions) > 1:
             raise UserError(
-                f"resources.image_id {image}: the image belongs to one region, but the "
-                f"{CLOUD_TITLES[cloud]} candidates span {len(regions)} "
+                f"{spec.file}: resources.image_id {image}: the image belongs to one region, "
+                f"but the {CLOUD_TITLES[cloud]} candidates span {len(regions)} "
                 f"({', '.join(regions[:4])}{', ...' if len(regions) > 4 else ''}); pin the "
                 f"region (resources.region, infra: {cloud}/REGION or --region) or give "
                 "image_id as a map of region to image")

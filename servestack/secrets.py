@@ -28,12 +28,15 @@ from collections.abc import Mapping
 from servestack.errors import UserError
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Names that say their value is a credential: the words anywhere (HF_TOKEN, DB_PASSWORD,
-# AUTH_CREDENTIALS), and KEY, PAT, PASS or AUTH as a whole word of the name (WANDB_KEY,
-# GITHUB_PAT, DB_PASS, BASIC_AUTH), which KEYBOARD_LAYOUT or PASSENGER_COUNT are not.
+# Names that say their value is a credential. PASSWORD, PASSWD, API_KEY, ACCESS_KEY and
+# PRIVATE_KEY anywhere (DB_PASSWORD, AWS_SECRET_ACCESS_KEY); SECRET as a word (CLIENT_SECRET,
+# SECRET_KEY, not SECRETS_DIR); TOKEN, KEY, PAT, PASS and CREDENTIAL(S) as the last word (HF_TOKEN,
+# WANDB_KEY, GITHUB_PAT, DB_PASS, AUTH_CREDENTIALS). Not MAX_TOKENS, TOKENIZERS_PARALLELISM,
+# TOKEN_BUDGET, KEY_PREFIX or PASS_THROUGH: a plain env taken for a secret loses its place in
+# the probe's $NAME substitution, and a Terraform user must hand its value over at apply.
 CREDENTIAL_NAME = re.compile(
-    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL"
-    r"|(?:^|_)(?:KEY|PAT|PASS|AUTH)(?:_|$)", re.IGNORECASE)
+    r"PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|(?:^|_)SECRET(?:_|$)"
+    r"|(?:^|_)(?:TOKEN|KEY|PAT|PASS|CREDENTIALS?)$", re.IGNORECASE)
 # A URL with a password in it (postgres://user:password@host/db).
 URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 # An SSM standard parameter holds at most 4 KB, the smallest of the three stores (Key Vault

@@ -359,6 +359,11 @@ def _build(doc: Document, context: SpecContext, given: _Given) -> ServiceSpec:
     if data.get("service") is not None:
         service_data = substitute_envs(data["service"], envs)
         service = _service(doc, service_data, ports, alternatives, notes, data.get("run"))
+        left = sorted(_references(service_data) & set(secret_names))
+        if left:
+            notes.append(f"service: {', '.join('$' + n for n in left)} stay as written: a "
+                         "secret is never put into the service section, which the stack and "
+                         "the VMs' user data hold in plain text")
     else:
         path = default_probe_path(data.get("run"))
         notes.append(f"no service section: one replica, probed at {path}; SkyServe asks for "
@@ -441,6 +446,17 @@ def _anywhere_in_resources(resources: dict, key: str) -> bool:
     entries = [resources, *(e for k in ("any_of", "ordered")
                             for e in (resources.get(k) or []) if isinstance(e, dict))]
     return any(entry.get(key) is not None for entry in entries)
+
+
+def _references(value) -> set[str]:
+    """The $NAME and ${NAME} names a service section still holds."""
+    if isinstance(value, str):
+        return {m.group(1) or m.group(2) for m in ENV_REF.finditer(value)}
+    if isinstance(value, dict):
+        return set().union(*map(_references, value.values()), set())
+    if isinstance(value, list):
+        return set().union(*map(_references, value), set())
+    return set()
 
 
 def substitute_envs(value, envs: dict):
@@ -841,10 +857,10 @@ def _probe(doc, value) -> ReadinessProbe:
     headers = dict(value.get("headers") or {})
     for name in headers:
         if _credential_header(str(name)):
-            raise doc.error((*path_key, "headers", name), f"{name}: a credential in the spec "
-                            "would be copied in plain text into the VMs' user data and the "
-                            "stack; leave it out: servestack's probes send the service's API "
-                            "key themselves (Authorization: Bearer)")
+            raise doc.error((*path_key, "headers", name), "a credential in the spec would be "
+                            "copied in plain text into the VMs' user data and the stack; leave "
+                            "it out: servestack's probes send the service's API key themselves "
+                            "(Authorization: Bearer)")
     # The clouds take whole seconds; rounding up keeps a 0.5 s timeout from becoming 0.
     return ReadinessProbe(
         path=path, post_data=post_data, headers=headers,

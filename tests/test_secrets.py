@@ -54,14 +54,17 @@ def test_secret_names_come_from_secrets_the_flag_and_credential_named_envs(tmp_p
 
 def test_common_credential_names_and_urls_with_a_password_are_secret(tmp_path):
     spec = spec_of(tmp_path, """
-        envs: {WANDB_KEY: wb, GITHUB_PAT: gh, DB_PASS: dp, BASIC_AUTH: ba,
+        envs: {WANDB_KEY: wb, GITHUB_PAT: gh, DB_PASS: dp, CLIENT_SECRET: cs,
                DATABASE_URL: "postgres://u:pw@h/db", PUBLIC_URL: "https://h.example/x",
-               KEYBOARD_LAYOUT: us, PASSENGER_COUNT: "3", AUTHOR: me}
+               KEYBOARD_LAYOUT: us, PASSENGER_COUNT: "3", AUTHOR: me, MAX_TOKENS: "256",
+               TOKENIZERS_PARALLELISM: "false", KEY_PREFIX: k, SECRETS_DIR: /s, NO_AUTH: "1"}
         """)
-    assert set(spec.secrets) == {"WANDB_KEY", "GITHUB_PAT", "DB_PASS", "BASIC_AUTH",
+    assert set(spec.secrets) == {"WANDB_KEY", "GITHUB_PAT", "DB_PASS", "CLIENT_SECRET",
                                  "DATABASE_URL"}
     assert spec.envs == {"PUBLIC_URL": "https://h.example/x", "KEYBOARD_LAYOUT": "us",
-                         "PASSENGER_COUNT": "3", "AUTHOR": "me"}
+                         "PASSENGER_COUNT": "3", "AUTHOR": "me", "MAX_TOKENS": "256",
+                         "TOKENIZERS_PARALLELISM": "false", "KEY_PREFIX": "k",
+                         "SECRETS_DIR": "/s", "NO_AUTH": "1"}
 
 
 def test_precedence_flag_then_spec_then_environment(tmp_path):
@@ -103,6 +106,8 @@ def test_secrets_are_not_substituted_into_the_service_section(tmp_path):
         """)
     assert spec.service.readiness_probe.headers == {"X-Model": "m", "X-T": "$HF_TOKEN"}
     assert "hf_x" not in repr(spec)
+    assert any(n.startswith("service: $HF_TOKEN stay as written: a secret is never put")
+               for n in spec.notes)
 
 
 # --- the env file, and the VM reading it back --------------------------------------------------
