@@ -109,8 +109,9 @@ def summary(result: Generated) -> str:
     lines += clouds.get(d.cloud).setup_hints(d, "terraform")
     secrets = f"TF_VAR_{TOKEN_VAR}=\"$(cat secrets.env)\" " if d.secret else ""
     if d.secret:
+        lone = "; a lone HF token works too" if set(result.secret_names) <= {"HF_TOKEN"} else ""
         lines.append(f"Secrets: put {_names(result.secret_names)} in an env file (NAME=value "
-                     f"lines) and pass it as TF_VAR_{TOKEN_VAR}; a lone HF token works too.")
+                     f"lines) and pass it as TF_VAR_{TOKEN_VAR}{lone}.")
     lines.append(f"Deploy: cd {directory} && terraform init && {secrets}terraform apply")
     lines += open_lines(d)
     return "\n".join(lines) + "\n"
