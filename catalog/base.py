@@ -155,6 +155,13 @@ class CloudFile:
     newest: str | None  # the newest row date
     oldest: str | None
 
+    @property
+    def span(self) -> str:
+        """Its price dates: one date, or the oldest to the newest row."""
+        if self.oldest == self.newest:
+            return self.newest or "-"
+        return f"{self.oldest}..{self.newest}"
+
 
 @dataclass(eq=False, slots=True)
 class Place:
@@ -180,10 +187,6 @@ class Place:
     memory_gib: float = 0.0
     attached_gpu: str | None = None
     source: str = ""
-
-    @property
-    def first(self) -> Offer:
-        return self.offers[0]
 
     def price_for(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.price
@@ -212,7 +215,7 @@ class Place:
 
 # One lock for the lazily grouped places: two threads planning over one catalog must be handed
 # the same place objects (taken rarely: once per catalog and GPU set).
-_GROUPING = threading.RLock()
+_GROUPING = threading.Lock()
 
 
 class Places:

@@ -223,7 +223,7 @@ def run_show(args: argparse.Namespace) -> int:
             continue
         table.append((CLOUD_TITLES[s.cloud], s.file.origin, str(len(s.rows)), str(s.offers),
                       str(len({r.region for r in s.rows})),
-                      str(len({r.zone for r in s.rows if r.zone})), _dates(s.file),
+                      str(len({r.zone for r in s.rows if r.zone})), s.file.span,
                       _age(s.age_days(today)), ", ".join(s.gpus)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for row in table:
@@ -276,12 +276,6 @@ def validation_warnings(summaries: list[CloudSummary], catalog: Catalog,
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-def _dates(file: CloudFile) -> str:
-    if file.oldest == file.newest:
-        return file.newest or "-"
-    return f"{file.oldest}..{file.newest}"
-
 
 def _common_write_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog-dir", type=folder,

@@ -168,8 +168,5 @@ def print_table(inputs: Inputs, result: Plan, view: TableView) -> None:
 
 def _date_ranges(inputs: Inputs) -> dict[str, str]:
     """Each cloud's price dates for the table's heading: the oldest to the newest row."""
-    ranges = dict(inputs.catalog.dates)
-    for cloud, file in inputs.catalog.files.items():
-        if file.oldest and file.newest and file.oldest != file.newest:
-            ranges[cloud] = f"{file.oldest}..{file.newest}"
-    return ranges
+    return {**inputs.catalog.dates,
+            **{cloud: file.span for cloud, file in inputs.catalog.files.items() if file.newest}}
